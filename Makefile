@@ -1,0 +1,31 @@
+# Two commands a newcomer needs: `make demo` (the main job) and `make test` (the suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo serve test lint bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job: with SOURCE=host:port it links to that cluster; without, it runs the self-contained demo.
+demo: $(STAMP)
+	$(BIN)/linkd demo $(if $(SOURCE),--bootstrap-server $(SOURCE))
+
+serve: $(STAMP)
+	$(BIN)/linkd serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check protocol linkd tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --quick
