@@ -1,0 +1,201 @@
+"""Link configuration with the Kafka / Cluster Linking property names.
+
+Accepted as a Java ``.properties`` file (``--config-file``) and as ``KEY=VALUE`` overrides
+(``--config``). Unknown keys are rejected by name, and every value is checked here so a bad link never
+reaches the store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from .groupfilter import GroupFilter
+
+BOOL_KEYS = {"consumer.offset.sync.enable", "acl.sync.enable", "auto.create.mirror.topics.enable", "cluster.link.paused"}
+INT_KEYS = {
+    "consumer.offset.sync.ms": (1, None),
+    "topic.config.sync.ms": (1, None),
+    "cluster.link.retry.timeout.ms": (0, None),
+    "replica.fetch.max.bytes": (1024, None),
+    "replica.fetch.response.max.bytes": (1024, None),
+    "replica.fetch.wait.max.ms": (0, 60_000),
+    "replica.fetch.min.bytes": (1, None),
+    "request.timeout.ms": (1, None),
+    "metadata.max.age.ms": (1, None),
+    "retry.backoff.ms": (1, None),
+    "retry.backoff.max.ms": (1, None),
+}
+JSON_KEYS = {"consumer.offset.group.filters", "acl.filters", "auto.create.mirror.topics.filters"}
+STRING_KEYS = {"bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.jaas.config", "cluster.link.prefix", "mirror.start.offset.spec"}
+
+DEFAULTS: dict[str, str] = {
+    "security.protocol": "PLAINTEXT",
+    "consumer.offset.sync.enable": "false",
+    "consumer.offset.sync.ms": "30000",
+    "consumer.offset.group.filters": "",
+    "topic.config.sync.ms": "5000",
+    "acl.sync.enable": "false",
+    "auto.create.mirror.topics.enable": "false",
+    "cluster.link.prefix": "",
+    "mirror.start.offset.spec": "earliest",
+    "cluster.link.paused": "false",
+    "cluster.link.retry.timeout.ms": "300000",
+    "replica.fetch.max.bytes": str(1024 * 1024),
+    "replica.fetch.response.max.bytes": str(10 * 1024 * 1024),
+    "replica.fetch.wait.max.ms": "500",
+    "replica.fetch.min.bytes": "1",
+    "request.timeout.ms": "30000",
+    "metadata.max.age.ms": "300000",
+    "retry.backoff.ms": "100",
+    "retry.backoff.max.ms": "10000",
+}
+SUPPORTED_SECURITY = {"PLAINTEXT"}
+_HOSTPORT = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
+
+
+class LinkConfigError(ValueError):
+    pass
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Parse Java .properties text: comments (#, !), separators (=, :, whitespace), continuations."""
+    out: dict[str, str] = {}
+    logical: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.lstrip() if not pending else raw.lstrip()
+        if not pending and (not line or line[0] in "#!"):
+            continue
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2 == 1:
+            pending += line[:-1]
+            continue
+        logical.append(pending + line)
+        pending = ""
+    if pending:
+        logical.append(pending)
+    for line in logical:
+        match = re.match(r"((?:\\.|[^=:\s\\])+)\s*[=:\s]?\s*(.*)$", line)
+        if not match:
+            raise LinkConfigError(f"cannot parse properties line: {line!r}")
+        key, value = _unescape(match.group(1)), _unescape(match.group(2))
+        out[key] = value
+    return out
+
+
+def _unescape(s: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)), s)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise LinkConfigError(f"--config expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _is_known(key: str) -> bool:
+    return key in BOOL_KEYS or key in INT_KEYS or key in JSON_KEYS or key in STRING_KEYS or key.startswith("ssl.")
+
+
+def validate(config: dict[str, str]) -> dict[str, str]:
+    """Return the config with defaults applied; raise LinkConfigError naming every problem."""
+    unknown = sorted(k for k in config if not _is_known(k))
+    if unknown:
+        raise LinkConfigError(f"unknown link config key(s): {', '.join(unknown)}")
+    merged = {**DEFAULTS, **config}
+    problems = []
+    servers = merged.get("bootstrap.servers", "")
+    if not servers:
+        problems.append("bootstrap.servers is required")
+    else:
+        bad = [s for s in servers.split(",") if not _HOSTPORT.match(s.strip())]
+        if bad:
+            problems.append(f"bootstrap.servers entries must be HOST:PORT, got {', '.join(bad)}")
+    for key in BOOL_KEYS:
+        if merged[key].lower() not in ("true", "false"):
+            problems.append(f"{key} must be true or false, got {merged[key]!r}")
+    for key, (low, high) in INT_KEYS.items():
+        try:
+            value = int(merged[key])
+        except ValueError:
+            problems.append(f"{key} must be an integer, got {merged[key]!r}")
+            continue
+        if value < low or (high is not None and value > high):
+            problems.append(f"{key} must be between {low} and {high if high is not None else 'infinity'}, got {value}")
+    for key in JSON_KEYS:
+        if merged.get(key):
+            try:
+                json.loads(merged[key])
+            except json.JSONDecodeError as exc:
+                problems.append(f"{key} is not valid JSON: {exc}")
+    if merged["security.protocol"].upper() not in SUPPORTED_SECURITY:
+        problems.append(f"security.protocol {merged['security.protocol']} is not supported yet (supported: PLAINTEXT)")
+    spec = merged["mirror.start.offset.spec"]
+    if spec not in ("earliest", "latest"):
+        try:
+            datetime.fromisoformat(spec.replace("Z", "+00:00"))
+        except ValueError:
+            problems.append(f"mirror.start.offset.spec must be earliest, latest or an ISO-8601 timestamp, got {spec!r}")
+    if merged.get("consumer.offset.group.filters"):
+        try:
+            GroupFilter.parse(merged["consumer.offset.group.filters"])
+        except (ValueError, json.JSONDecodeError) as exc:
+            problems.append(f"consumer.offset.group.filters: {exc}")
+    if problems:
+        raise LinkConfigError("; ".join(problems))
+    return merged
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """Typed view of a validated config."""
+
+    bootstrap_servers: list[tuple[str, int]]
+    paused: bool
+    retry_timeout_ms: int
+    fetch_max_bytes: int
+    fetch_response_max_bytes: int
+    fetch_wait_max_ms: int
+    fetch_min_bytes: int
+    request_timeout_ms: int
+    metadata_max_age_ms: int
+    retry_backoff_ms: int
+    retry_backoff_max_ms: int
+    start_offset_spec: str
+    offset_sync_enable: bool
+    offset_sync_ms: int
+    offset_group_filters: str
+    prefix: str
+
+    @classmethod
+    def from_config(cls, config: dict[str, str]) -> LinkSettings:
+        merged = validate(config)
+        servers = []
+        for s in merged["bootstrap.servers"].split(","):
+            host, _, port = s.strip().rpartition(":")
+            servers.append((host.strip("[]"), int(port)))
+        return cls(
+            bootstrap_servers=servers,
+            paused=merged["cluster.link.paused"].lower() == "true",
+            retry_timeout_ms=int(merged["cluster.link.retry.timeout.ms"]),
+            fetch_max_bytes=int(merged["replica.fetch.max.bytes"]),
+            fetch_response_max_bytes=int(merged["replica.fetch.response.max.bytes"]),
+            fetch_wait_max_ms=int(merged["replica.fetch.wait.max.ms"]),
+            fetch_min_bytes=int(merged["replica.fetch.min.bytes"]),
+            request_timeout_ms=int(merged["request.timeout.ms"]),
+            metadata_max_age_ms=int(merged["metadata.max.age.ms"]),
+            retry_backoff_ms=int(merged["retry.backoff.ms"]),
+            retry_backoff_max_ms=int(merged["retry.backoff.max.ms"]),
+            start_offset_spec=merged["mirror.start.offset.spec"],
+            offset_sync_enable=merged["consumer.offset.sync.enable"].lower() == "true",
+            offset_sync_ms=int(merged["consumer.offset.sync.ms"]),
+            offset_group_filters=merged["consumer.offset.group.filters"],
+            prefix=merged["cluster.link.prefix"],
+        )

@@ -1,0 +1,58 @@
+"""Cluster Linking's ``consumer.offset.group.filters`` JSON: which consumer groups a link syncs.
+
+Format::
+
+    {"groupFilters": [{"name": "orders-", "patternType": "PREFIXED", "filterType": "INCLUDE"},
+                      {"name": "*", "patternType": "LITERAL", "filterType": "INCLUDE"},
+                      {"name": "orders-test", "patternType": "LITERAL", "filterType": "EXCLUDE"}]}
+
+A group is synced when some INCLUDE filter matches it and no EXCLUDE filter does (exclude wins). With no
+INCLUDE filter nothing is synced. The LITERAL name ``*`` matches every group.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class _Filter:
+    name: str
+    prefixed: bool
+    include: bool
+
+    def matches(self, group: str) -> bool:
+        if self.prefixed:
+            return group.startswith(self.name)
+        return self.name == "*" or self.name == group
+
+
+@dataclass(frozen=True)
+class GroupFilter:
+    filters: tuple[_Filter, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> GroupFilter:
+        if not text:
+            return cls(())
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or not isinstance(doc.get("groupFilters"), list):
+            raise ValueError('expected {"groupFilters": [...]}')
+        filters = []
+        for i, item in enumerate(doc["groupFilters"]):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+                raise ValueError(f"groupFilters[{i}] needs a non-empty string 'name'")
+            pattern = str(item.get("patternType", "LITERAL")).upper()
+            kind = str(item.get("filterType", "INCLUDE")).upper()
+            if pattern not in ("LITERAL", "PREFIXED"):
+                raise ValueError(f"groupFilters[{i}].patternType must be LITERAL or PREFIXED, got {pattern}")
+            if kind not in ("INCLUDE", "EXCLUDE"):
+                raise ValueError(f"groupFilters[{i}].filterType must be INCLUDE or EXCLUDE, got {kind}")
+            filters.append(_Filter(item["name"], pattern == "PREFIXED", kind == "INCLUDE"))
+        return cls(tuple(filters))
+
+    def includes(self, group: str) -> bool:
+        included = any(f.include and f.matches(group) for f in self.filters)
+        excluded = any(not f.include and f.matches(group) for f in self.filters)
+        return included and not excluded

@@ -1,0 +1,116 @@
+"""Mirror and link state machines, as transition tables.
+
+Theory of operation
+-------------------
+A mirror topic starts ``ACTIVE``: its link fetches from the source and appends verbatim. An operator can
+``pause`` it (no fetching) and ``resume`` it. When the source cannot be reached the fetcher reports
+``source_lost`` and the mirror waits in ``SOURCE_UNAVAILABLE`` until ``source_back``.
+
+Two ways out make the topic writable, and neither can be undone:
+
+* ``promote`` (planned migration) moves to ``PENDING_STOPPED`` while the link catches up to the source's
+  end and runs a final consumer-offset sync; ``promote_done`` then lands in ``STOPPED``. If the source is
+  unreachable or the lag does not reach zero in time, ``promote_abort`` returns the mirror to ``ACTIVE``.
+* ``failover`` (disaster) goes straight to ``STOPPED`` from any state, dropping the unreplicated tail.
+
+A partition that receives data it cannot append (corrupt batch, source truncation that cannot be
+resolved, source topic gone) sends the mirror to ``FAILED`` with a typed ``mirror_topic_error``.
+``FAILED`` still allows ``failover``, which is how an operator recovers what was mirrored.
+
+Repeating a command that already took effect is harmless: ``pause`` on ``PAUSED``, ``promote`` and
+``failover`` on ``STOPPED`` map a state to itself. Anything not in the table is rejected and leaves the
+mirror unchanged.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class MirrorState(str, enum.Enum):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    SOURCE_UNAVAILABLE = "SOURCE_UNAVAILABLE"
+    PENDING_STOPPED = "PENDING_STOPPED"
+    STOPPED = "STOPPED"
+    FAILED = "FAILED"
+
+
+class MirrorEvent(str, enum.Enum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    SOURCE_LOST = "source_lost"
+    SOURCE_BACK = "source_back"
+    FAIL = "fail"
+    PROMOTE = "promote"
+    PROMOTE_DONE = "promote_done"
+    PROMOTE_ABORT = "promote_abort"
+    FAILOVER = "failover"
+
+
+class MirrorError(str, enum.Enum):
+    NONE = "NO_ERROR"
+    SOURCE_TOPIC_MAY_BE_DELETED = "SOURCE_TOPIC_MAY_BE_DELETED"
+    SOURCE_PARTITIONS_DECREASED = "SOURCE_PARTITIONS_DECREASED"
+    UNEXPECTED_TRUNCATION = "UNEXPECTED_TRUNCATION"
+    CORRUPT_BATCH = "CORRUPT_BATCH"
+    UNSUPPORTED_MESSAGE_FORMAT = "UNSUPPORTED_MESSAGE_FORMAT"
+    SOURCE_DATA_LOST = "SOURCE_DATA_LOST"
+
+
+S, E = MirrorState, MirrorEvent
+
+MIRROR_TRANSITIONS: dict[tuple[MirrorState, MirrorEvent], MirrorState] = {
+    (S.ACTIVE, E.PAUSE): S.PAUSED,
+    (S.ACTIVE, E.RESUME): S.ACTIVE,
+    (S.ACTIVE, E.SOURCE_LOST): S.SOURCE_UNAVAILABLE,
+    (S.ACTIVE, E.SOURCE_BACK): S.ACTIVE,
+    (S.ACTIVE, E.FAIL): S.FAILED,
+    (S.ACTIVE, E.PROMOTE): S.PENDING_STOPPED,
+    (S.ACTIVE, E.FAILOVER): S.STOPPED,
+    (S.PAUSED, E.PAUSE): S.PAUSED,
+    (S.PAUSED, E.RESUME): S.ACTIVE,
+    (S.PAUSED, E.FAIL): S.FAILED,
+    (S.PAUSED, E.PROMOTE): S.PENDING_STOPPED,
+    (S.PAUSED, E.FAILOVER): S.STOPPED,
+    (S.SOURCE_UNAVAILABLE, E.PAUSE): S.PAUSED,
+    (S.SOURCE_UNAVAILABLE, E.SOURCE_LOST): S.SOURCE_UNAVAILABLE,
+    (S.SOURCE_UNAVAILABLE, E.SOURCE_BACK): S.ACTIVE,
+    (S.SOURCE_UNAVAILABLE, E.FAIL): S.FAILED,
+    (S.SOURCE_UNAVAILABLE, E.FAILOVER): S.STOPPED,
+    (S.PENDING_STOPPED, E.PROMOTE): S.PENDING_STOPPED,
+    (S.PENDING_STOPPED, E.PROMOTE_DONE): S.STOPPED,
+    (S.PENDING_STOPPED, E.PROMOTE_ABORT): S.ACTIVE,
+    (S.PENDING_STOPPED, E.SOURCE_LOST): S.PENDING_STOPPED,
+    (S.PENDING_STOPPED, E.SOURCE_BACK): S.PENDING_STOPPED,
+    (S.PENDING_STOPPED, E.FAIL): S.FAILED,
+    (S.PENDING_STOPPED, E.FAILOVER): S.STOPPED,
+    (S.STOPPED, E.PROMOTE): S.STOPPED,
+    (S.STOPPED, E.FAILOVER): S.STOPPED,
+    (S.FAILED, E.FAIL): S.FAILED,
+    (S.FAILED, E.FAILOVER): S.STOPPED,
+}
+
+# States in which the link fetches for the mirror.
+FETCHING_STATES = frozenset({S.ACTIVE, S.SOURCE_UNAVAILABLE, S.PENDING_STOPPED})
+
+
+class InvalidTransition(Exception):
+    def __init__(self, state: MirrorState, event: MirrorEvent) -> None:
+        super().__init__(f"cannot {event.value.replace('_', ' ')} a mirror in state {state.value}")
+        self.state = state
+        self.event = event
+
+
+def next_state(state: MirrorState, event: MirrorEvent) -> MirrorState:
+    try:
+        return MIRROR_TRANSITIONS[(state, event)]
+    except KeyError:
+        raise InvalidTransition(state, event) from None
+
+
+class LinkState(str, enum.Enum):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    UNAVAILABLE = "UNAVAILABLE"
+    FAILED = "FAILED"
