@@ -37,7 +37,9 @@ def compress(codec: Compression, data: bytes) -> bytes:
     if codec == Compression.SNAPPY:
         return bytes(cramjam.snappy.compress_raw(data))
     if codec == Compression.LZ4:
-        return lz4.frame.compress(data)
+        # Kafka's Java LZ4 reader rejects linked blocks ("Dependent block stream is unsupported") once a
+        # payload spans more than one 64 KiB block; python-lz4 links blocks unless told otherwise.
+        return lz4.frame.compress(data, block_linked=False)
     if codec == Compression.ZSTD:
         return zstandard.ZstdCompressor(level=3).compress(data)
     raise LocalProtocolError(f"unknown compression codec {codec!r}")
