@@ -274,6 +274,9 @@ def decode_records(batch: RecordBatch) -> list[Record]:
     if batch.compression:
         payload = memoryview(decompress(batch.compression, payload))
     records: list[Record] = []
+    # With LogAppendTime the broker stamps only the batch header (maxTimestamp); record deltas still hold
+    # the producer's create times, and every client reports maxTimestamp for each record.
+    append_time = batch.max_timestamp if batch.attributes & ATTR_TIMESTAMP_LOG_APPEND else None
     pos = 0
     for _ in range(batch.record_count):
         length, pos = decode_varint(payload, pos, 5)
@@ -293,7 +296,8 @@ def decode_records(batch: RecordBatch) -> list[Record]:
             headers.append(((hkey or b"").decode("utf-8", "replace"), hval))
         if pos != end:
             raise CorruptBatch(f"record at offset delta {offset_delta} has trailing bytes", "BAD_RECORD", batch.base_offset)
-        records.append(Record(batch.base_offset + offset_delta, batch.base_timestamp + ts_delta, key, value, tuple(headers)))
+        timestamp = batch.base_timestamp + ts_delta if append_time is None else append_time
+        records.append(Record(batch.base_offset + offset_delta, timestamp, key, value, tuple(headers)))
     return records
 
 
