@@ -1,0 +1,1 @@
+"""The Kafka listener: linkd as a broker for the topics it hosts."""

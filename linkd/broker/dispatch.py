@@ -1,0 +1,103 @@
+"""Request dispatch: decode a frame, run its handler, encode the response.
+
+Errors are sorted by whose fault they are: a request we cannot decode gets the answer Kafka gives
+(UNSUPPORTED_VERSION for ApiVersions, otherwise the connection is closed); a bug in a handler is
+logged with the request's API and correlation id and the connection is closed, so the client
+reconnects and retries while every other connection keeps being served.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from protocol import messages
+from protocol.errors import RemoteProtocolError, UnsupportedVersion
+from protocol.messages import ApiKey
+
+from . import admin, cluster, fetch, offsets, produce
+from .context import Body, Broker, RequestContext
+from .versions import SUPPORTED_VERSIONS
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[RequestContext, Body], Awaitable[Body | None]]
+
+
+class CloseConnection(Exception):
+    """The connection must be closed without a response (undecodable or unanswerable request)."""
+
+
+def _group(method: str, with_client: bool = False) -> Handler:
+    async def handler(ctx: RequestContext, body: Body) -> Body:
+        call = getattr(ctx.broker.groups, method)
+        if with_client:
+            return await call(body, ctx.api_version, client_id=ctx.client_id or "", client_host=ctx.client_host)
+        return await call(body, ctx.api_version)
+
+    handler.__name__ = method
+    return handler
+
+
+HANDLERS: dict[int, Handler] = {
+    ApiKey.API_VERSIONS: cluster.api_versions,
+    ApiKey.METADATA: cluster.metadata,
+    ApiKey.DESCRIBE_CLUSTER: cluster.describe_cluster,
+    ApiKey.FIND_COORDINATOR: cluster.find_coordinator,
+    ApiKey.FETCH: fetch.fetch,
+    ApiKey.PRODUCE: produce.produce,
+    ApiKey.INIT_PRODUCER_ID: produce.init_producer_id,
+    ApiKey.LIST_OFFSETS: offsets.list_offsets,
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: offsets.offset_for_leader_epoch,
+    ApiKey.DELETE_RECORDS: offsets.delete_records,
+    ApiKey.CREATE_TOPICS: admin.create_topics,
+    ApiKey.DELETE_TOPICS: admin.delete_topics,
+    ApiKey.CREATE_PARTITIONS: admin.create_partitions,
+    ApiKey.DESCRIBE_CONFIGS: admin.describe_configs,
+    ApiKey.JOIN_GROUP: _group("join_group", with_client=True),
+    ApiKey.SYNC_GROUP: _group("sync_group"),
+    ApiKey.HEARTBEAT: _group("heartbeat"),
+    ApiKey.LEAVE_GROUP: _group("leave_group"),
+    ApiKey.OFFSET_COMMIT: _group("offset_commit"),
+    ApiKey.OFFSET_FETCH: _group("offset_fetch"),
+    ApiKey.LIST_GROUPS: _group("list_groups"),
+    ApiKey.DESCRIBE_GROUPS: _group("describe_groups"),
+    ApiKey.DELETE_GROUPS: _group("delete_groups"),
+}
+
+assert set(HANDLERS) == set(SUPPORTED_VERSIONS), "every advertised API needs a handler and vice versa"
+
+
+def _supported_triples() -> list[tuple[int, int, int]]:
+    return [(k, lo, hi) for k, (lo, hi) in sorted(SUPPORTED_VERSIONS.items())]
+
+
+async def handle_frame(broker: Broker, frame: bytes | memoryview, client_host: str) -> bytes | list | None:
+    """Answer one request frame. Returns the encoded response (bytes or chunk list), or None for acks=0."""
+    try:
+        request = messages.decode_request(frame)
+    except UnsupportedVersion as exc:
+        if exc.api_key == ApiKey.API_VERSIONS:
+            # Clients probe with their newest ApiVersions; the v0-layout answer lets them retry lower.
+            return messages.encode_api_versions_fallback(exc.correlation_id, _supported_triples())
+        raise CloseConnection(f"unsupported request: {exc}") from exc
+    except RemoteProtocolError as exc:
+        raise CloseConnection(f"undecodable request: {exc}") from exc
+
+    header = request.header
+    supported = SUPPORTED_VERSIONS.get(header.api_key)
+    if supported is None or not supported[0] <= header.api_version <= supported[1]:
+        if header.api_key == ApiKey.API_VERSIONS:
+            return messages.encode_api_versions_fallback(header.correlation_id, _supported_triples())
+        name = ApiKey(header.api_key).name if header.api_key in ApiKey._value2member_map_ else str(header.api_key)
+        raise CloseConnection(f"{name} v{header.api_version} is not supported (client {header.client_id!r})")
+
+    ctx = RequestContext(broker, header.api_key, header.api_version, header.correlation_id, header.client_id, client_host)
+    try:
+        body = await HANDLERS[header.api_key](ctx, request.body)
+    except Exception as exc:
+        log.exception("handler for %s v%d failed (correlation id %d)", ApiKey(header.api_key).name, header.api_version, header.correlation_id)
+        raise CloseConnection(f"internal error: {exc}") from exc
+    if body is None:
+        return None
+    return messages.encode_response_chunks(header.api_key, header.api_version, header.correlation_id, body)

@@ -1,0 +1,123 @@
+"""Produce and InitProducerId.
+
+Only writable topics accept records: local topics, and mirrors after promotion. Each partition's data
+must be exactly one verified RecordBatch v2 (Kafka's rule since Produce v3); the log assigns offsets
+and applies the idempotent-producer sequence checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from protocol.errors import CorruptBatch, ErrorCode
+from protocol.records import split_batches
+
+from ..storage import StorageError
+from .cluster import TRANSACTIONS_UNSUPPORTED
+from .context import Body, RequestContext
+
+log = logging.getLogger(__name__)
+
+ACKS_NONE = 0
+ACKS_LEADER = 1
+ACKS_ALL = -1
+MAX_PRODUCER_EPOCH = 32767
+
+
+def read_only_message(topic: str) -> str:
+    return f"Cannot append records to read-only mirror topic '{topic}'"
+
+
+def _result(index: int, code: ErrorCode, message: str | None = None, base_offset: int = -1, log_start: int = -1, append_time: int = -1) -> Body:
+    return {
+        "index": index,
+        "error_code": code,
+        "base_offset": base_offset,
+        "log_append_time_ms": append_time,
+        "log_start_offset": log_start,
+        "record_errors": [],
+        "error_message": message,
+    }
+
+
+def _append_one(ctx: RequestContext, topic, index: int, records, transactional_id) -> tuple[Body, object, int]:
+    """Append one partition's batch. Returns (result, plog or None, next offset to flush to)."""
+    code, plog = ctx.resolve(topic, index)
+    if code != ErrorCode.NONE:
+        return _result(index, code), None, -1
+    if not topic.writable:
+        return _result(index, ErrorCode.INVALID_REQUEST, read_only_message(topic.name)), None, -1
+    if records is None or len(records) == 0:
+        return _result(index, ErrorCode.INVALID_RECORD, "Produce request has no record batch"), None, -1
+    try:
+        split = split_batches(records)
+    except CorruptBatch as exc:
+        return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
+    if split.consumed != len(records) or len(split.batches) != 1:
+        return _result(index, ErrorCode.INVALID_RECORD, "Produce requests must contain exactly one whole record batch per partition"), None, -1
+    batch = split.batches[0]
+    if batch.magic != 2:
+        return _result(index, ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, f"Record batch magic {batch.magic} is not supported"), None, -1
+    if batch.is_control:
+        return _result(index, ErrorCode.INVALID_RECORD, "Clients may not write control batches"), None, -1
+    if batch.is_transactional:
+        return _result(index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED), None, -1
+    try:
+        appended = plog.append_assigned(bytes(records), topic.advertised_epoch(index), int(time.time() * 1000))
+    except CorruptBatch as exc:
+        return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
+    except StorageError as exc:
+        return _result(index, exc.error_code, str(exc)), None, -1
+    return (
+        _result(index, ErrorCode.NONE, None, appended.base_offset, plog.log_start_offset, -1),
+        plog,
+        appended.last_offset + 1,
+    )
+
+
+async def produce(ctx: RequestContext, body: Body) -> Body | None:
+    registry = ctx.broker.topics
+    acks = body.get("acks", ACKS_LEADER)
+    use_ids = ctx.api_version >= 13
+    transactional_id = body.get("transactional_id")
+    responses = []
+    to_flush = []
+    appended_any = False
+    for t in body.get("topic_data", []):
+        topic = registry.by_id(t["topic_id"]) if use_ids else registry.get(t["name"])
+        out = {"name": t.get("name") if not use_ids else (topic.name if topic else ""), "topic_id": t.get("topic_id"), "partition_responses": []}
+        responses.append(out)
+        for p in t.get("partition_data", []):
+            if acks not in (ACKS_NONE, ACKS_LEADER, ACKS_ALL):
+                out["partition_responses"].append(_result(p["index"], ErrorCode.INVALID_REQUIRED_ACKS))
+                continue
+            if transactional_id is not None:
+                out["partition_responses"].append(_result(p["index"], ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED))
+                continue
+            if use_ids and topic is None:
+                out["partition_responses"].append(_result(p["index"], ErrorCode.UNKNOWN_TOPIC_ID))
+                continue
+            result, plog, flush_to = _append_one(ctx, topic, p["index"], p.get("records"), transactional_id)
+            out["partition_responses"].append(result)
+            if plog is not None:
+                appended_any = True
+                to_flush.append((plog, flush_to))
+    if appended_any:
+        ctx.broker.notifier.notify()
+    if acks == ACKS_ALL:
+        for plog, offset in to_flush:
+            await ctx.broker.flusher.flush_to(plog, offset)
+    if acks == ACKS_NONE:
+        return None
+    return {"responses": responses, "throttle_time_ms": 0}
+
+
+async def init_producer_id(ctx: RequestContext, body: Body) -> Body:
+    if body.get("transactional_id") is not None:
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "producer_id": -1, "producer_epoch": -1}
+    pid, epoch = body.get("producer_id", -1), body.get("producer_epoch", -1)
+    if pid >= 0 and 0 <= epoch < MAX_PRODUCER_EPOCH:
+        # KIP-360: an idempotent producer that lost track of its sequences bumps its epoch and starts over.
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE, "producer_id": pid, "producer_epoch": epoch + 1}
+    return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE, "producer_id": ctx.broker.producer_ids.allocate(), "producer_epoch": 0}

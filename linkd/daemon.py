@@ -1,0 +1,152 @@
+"""The daemon's lifetime: open the stores, start the listener (and later the links and admin API),
+drain on shutdown.
+
+One nursery for the daemon's lifetime. Components are started with ``nursery.start`` so the daemon
+reports ready only when its sockets are bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import signal
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .broker.context import Broker, BrokerIdentity
+from .broker.server import KafkaListener
+from .controlstore import ControlStore
+from .groups.coordinator import GroupCoordinator
+from .link.manager import LinkManager
+from .producer_ids import ProducerIdAllocator
+from .topics import TopicRegistry
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 10.0
+
+
+def parse_hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{what} must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    data_dir: Path
+    listener: tuple[str, int]
+    advertised: tuple[str, int] | None
+    admin: tuple[str, int]
+    node_id: int = 1
+    max_request_bytes: int = 100 * 1024 * 1024
+    idle_timeout_s: float = 600.0
+
+
+def _cluster_id(store: ControlStore) -> str:
+    store.ensure_schema("CREATE TABLE IF NOT EXISTS cluster (id INTEGER PRIMARY KEY CHECK (id = 0), cluster_id TEXT NOT NULL)")
+    rows = store.query("SELECT cluster_id FROM cluster WHERE id = 0")
+    if rows:
+        return rows[0][0]
+    # Kafka's cluster ids are 22-character url-safe base64 uuids.
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    with store.transaction() as db:
+        db.execute("INSERT INTO cluster (id, cluster_id) VALUES (0, ?)", (cluster_id,))
+    return cluster_id
+
+
+class Daemon:
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = ControlStore(config.data_dir / "control.db")
+        self.topics = TopicRegistry(self.store, config.data_dir / "logs")
+        self.groups = GroupCoordinator(self.store, partition_exists=self._partition_exists)
+        self.producer_ids = ProducerIdAllocator(self.store)
+        self.cluster_id = _cluster_id(self.store)
+        self.broker: Broker | None = None
+        self.listener: KafkaListener | None = None
+        self.links: LinkManager | None = None
+        self.admin_port: int | None = None
+
+    def _partition_exists(self, topic: str, partition: int) -> bool:
+        t = self.topics.get(topic)
+        return t is not None and 0 <= partition < len(t.logs)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.topics.load()
+        try:
+            async with trio.open_nursery() as nursery:
+                host, port = self.config.listener
+                # The advertised port is only known after binding when the listener asks for port 0.
+                identity_port = self.config.advertised[1] if self.config.advertised else port
+                identity_host = self.config.advertised[0] if self.config.advertised else host
+                self.broker = Broker(
+                    identity=BrokerIdentity(self.config.node_id, identity_host, identity_port, self.cluster_id),
+                    topics=self.topics,
+                    groups=self.groups,
+                    producer_ids=self.producer_ids,
+                    max_request_bytes=self.config.max_request_bytes,
+                )
+                await nursery.start(self.groups.run)
+                self.listener = KafkaListener(self.broker, self.config.idle_timeout_s)
+                bound = await nursery.start(self.listener.serve, host, port)
+                if not self.config.advertised and port == 0:
+                    self.broker.identity = BrokerIdentity(self.config.node_id, identity_host, bound, self.cluster_id)
+                self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups)
+                self.broker.hooks.append(self.links)
+                await nursery.start(self.links.run)
+                self.admin_port = await nursery.start(self._serve_admin)
+                log.info("linkd node %d ready (cluster %s, data in %s)", self.config.node_id, self.cluster_id, self.config.data_dir)
+                task_status.started(self)
+        finally:
+            with trio.CancelScope(shield=True):
+                self.close()
+
+    async def _serve_admin(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        from hypercorn.config import Config
+        from hypercorn.trio import serve as hypercorn_serve
+
+        from .admin.api import build_app
+        from .admin.metrics import Metrics
+
+        host, port = self.config.admin
+        config = Config()
+        config.bind = [f"{host}:{port}"]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("linkd.admin.http")
+        app = build_app(self.links, self.cluster_id, Metrics(self))
+
+        class _Status:
+            """Translate hypercorn's bound URLs into the port number our caller waits for."""
+
+            def started(self, binds=None):
+                bound = int(binds[0].rsplit(":", 1)[1]) if binds else port
+                log.info("admin API on %s:%d", host, bound)
+                task_status.started(bound)
+
+        await hypercorn_serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=_Status())
+
+    def close(self) -> None:
+        """Flush every log and write clean-shutdown markers."""
+        self.topics.close()
+        self.store.close()
+
+
+async def serve(config: ServeConfig) -> None:
+    async with trio.open_nursery() as nursery:
+        daemon = Daemon(config)
+
+        async def stop_on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("received %s, shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(stop_on_signal)
+        await nursery.start(daemon.run)

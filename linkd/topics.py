@@ -1,0 +1,226 @@
+"""The topics linkd hosts: their ids, partition counts, configs and partition logs.
+
+Topic definitions live in the control store; partition data lives in the log directories. A topic is
+either *local* (created with CreateTopics, always writable) or a *mirror* (created by a cluster link,
+read-only until promoted). Whether a mirror is writable is decided by the mirror state machine; this
+module only records the flag it is told.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.errors import ErrorCode
+
+from .controlstore import ControlStore
+from .storage import LogConfig, PartitionLog
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+    name TEXT PRIMARY KEY,
+    topic_id TEXT NOT NULL UNIQUE,
+    partitions INTEGER NOT NULL,
+    configs TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    leader_epoch INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+)
+"""
+
+_LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
+MAX_TOPIC_NAME = 249
+
+# Topic configs accepted by CreateTopics / DescribeConfigs, with Kafka's defaults.
+TOPIC_CONFIG_DEFAULTS: dict[str, str] = {
+    "cleanup.policy": "delete",
+    "compression.type": "producer",
+    "max.message.bytes": "1048588",
+    "message.timestamp.type": "CreateTime",
+    "min.insync.replicas": "1",
+    "retention.bytes": "-1",
+    "retention.ms": "604800000",
+    "segment.bytes": "1073741824",
+    "segment.ms": "604800000",
+    "segment.index.bytes": "10485760",
+    "index.interval.bytes": "4096",
+    "flush.messages": "9223372036854775807",
+    "flush.ms": "9223372036854775807",
+    "unclean.leader.election.enable": "false",
+    "message.downconversion.enable": "true",
+}
+
+
+class TopicError(Exception):
+    def __init__(self, error_code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+
+
+def validate_topic_name(name: str) -> None:
+    if not name or name in (".", ".."):
+        raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic name '{name}' is illegal")
+    if len(name) > MAX_TOPIC_NAME:
+        raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic name is longer than {MAX_TOPIC_NAME} characters")
+    if not _LEGAL_NAME.match(name):
+        raise TopicError(
+            ErrorCode.INVALID_TOPIC_EXCEPTION,
+            f"Topic name '{name}' is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'",
+        )
+
+
+def validate_configs(configs: dict[str, str | None]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in configs.items():
+        if key not in TOPIC_CONFIG_DEFAULTS:
+            raise TopicError(ErrorCode.INVALID_CONFIG, f"Unknown topic config name: {key}")
+        if value is None:
+            raise TopicError(ErrorCode.INVALID_CONFIG, f"Null value not supported for topic config {key}")
+        out[key] = value
+    try:
+        LogConfig.from_topic_configs(out)
+    except (ValueError, TypeError) as exc:
+        raise TopicError(ErrorCode.INVALID_CONFIG, f"Invalid topic config: {exc}") from exc
+    return out
+
+
+@dataclass
+class Topic:
+    name: str
+    topic_id: uuid.UUID
+    configs: dict[str, str]
+    kind: str  # "local" or "mirror"
+    leader_epoch: int
+    logs: list[PartitionLog] = field(default_factory=list)
+    writable: bool = True
+
+    def partition(self, index: int) -> PartitionLog | None:
+        if 0 <= index < len(self.logs):
+            return self.logs[index]
+        return None
+
+    def advertised_epoch(self, index: int) -> int:
+        """Never lower than any epoch in the log (design Invariant 4)."""
+        log_epoch = self.logs[index].latest_epoch
+        return max(self.leader_epoch, log_epoch if log_epoch is not None else -1)
+
+
+class TopicRegistry:
+    def __init__(self, store: ControlStore, data_dir: Path) -> None:
+        self._store = store
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        store.ensure_schema(_SCHEMA)
+        self._topics: dict[str, Topic] = {}
+        self._by_id: dict[uuid.UUID, Topic] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        for row in self._store.query("SELECT * FROM topics ORDER BY name"):
+            configs = json.loads(row["configs"])
+            topic = Topic(row["name"], uuid.UUID(row["topic_id"]), configs, row["kind"], row["leader_epoch"])
+            topic.writable = topic.kind == "local"
+            topic.logs = [self._open_log(topic.name, p, configs) for p in range(row["partitions"])]
+            self._index(topic)
+
+    def close(self) -> None:
+        for topic in self._topics.values():
+            for plog in topic.logs:
+                plog.close()
+
+    def _open_log(self, name: str, partition: int, configs: dict[str, str]) -> PartitionLog:
+        path = self.data_dir / f"{name}-{partition}"
+        return PartitionLog.open(path, LogConfig.from_topic_configs(configs), name, partition)
+
+    def _index(self, topic: Topic) -> None:
+        self._topics[topic.name] = topic
+        self._by_id[topic.topic_id] = topic
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def get(self, name: str) -> Topic | None:
+        return self._topics.get(name)
+
+    def by_id(self, topic_id: uuid.UUID) -> Topic | None:
+        return self._by_id.get(topic_id)
+
+    def all(self) -> list[Topic]:
+        return list(self._topics.values())
+
+    # -- changes ---------------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        partitions: int,
+        configs: dict[str, str | None] | None = None,
+        kind: str = "local",
+        leader_epoch: int = 0,
+        validate_only: bool = False,
+        topic_id: uuid.UUID | None = None,
+    ) -> Topic:
+        validate_topic_name(name)
+        if name in self._topics:
+            raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
+        if partitions <= 0:
+            raise TopicError(ErrorCode.INVALID_PARTITIONS, f"Number of partitions must be larger than 0, got {partitions}.")
+        clean = validate_configs(configs or {})
+        topic = Topic(name, topic_id or uuid.uuid4(), clean, kind, leader_epoch)
+        topic.writable = kind == "local"
+        if validate_only:
+            return topic
+        # A directory left by a crash between "rmtree" and "delete row" of an earlier topic with the same
+        # name would otherwise resurface as data of the new topic.
+        for p in range(partitions):
+            stale = self.data_dir / f"{name}-{p}"
+            if stale.exists():
+                log.warning("removing stale partition directory %s before creating topic %s", stale, name)
+                shutil.rmtree(stale)
+        with self._store.transaction() as db:
+            db.execute(
+                "INSERT INTO topics (name, topic_id, partitions, configs, kind, leader_epoch, created_ms) VALUES (?,?,?,?,?,?,?)",
+                (name, str(topic.topic_id), partitions, json.dumps(clean), kind, leader_epoch, int(time.time() * 1000)),
+            )
+        topic.logs = [self._open_log(name, p, clean) for p in range(partitions)]
+        self._index(topic)
+        return topic
+
+    def add_partitions(self, name: str, total: int) -> None:
+        topic = self._topics[name]
+        if total <= len(topic.logs):
+            raise TopicError(ErrorCode.INVALID_PARTITIONS, f"Topic currently has {len(topic.logs)} partitions, {total} would not be an increase.")
+        with self._store.transaction() as db:
+            db.execute("UPDATE topics SET partitions = ? WHERE name = ?", (total, name))
+        topic.logs.extend(self._open_log(name, p, topic.configs) for p in range(len(topic.logs), total))
+
+    def set_leader_epoch(self, name: str, epoch: int) -> None:
+        with self._store.transaction() as db:
+            db.execute("UPDATE topics SET leader_epoch = ? WHERE name = ?", (epoch, name))
+        self._topics[name].leader_epoch = epoch
+
+    def set_kind(self, name: str, kind: str) -> None:
+        with self._store.transaction() as db:
+            db.execute("UPDATE topics SET kind = ? WHERE name = ?", (kind, name))
+        self._topics[name].kind = kind
+
+    def delete(self, name: str) -> None:
+        topic = self._topics.get(name)
+        if topic is None:
+            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
+        # Row first: a crash after it leaves only orphaned directories, which create() cleans up.
+        with self._store.transaction() as db:
+            db.execute("DELETE FROM topics WHERE name = ?", (name,))
+        del self._topics[name]
+        self._by_id.pop(topic.topic_id, None)
+        for plog in topic.logs:
+            plog.delete()
