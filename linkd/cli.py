@@ -27,11 +27,21 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trio.run(serve, config)
-    except* OSError as group:
-        for exc in group.exceptions:
+    except BaseExceptionGroup as group:
+        startup, rest = group.split(OSError)
+        if startup is None or rest is not None:
+            raise
+        for exc in _leaves(startup):
             print(f"linkd serve: {exc.strerror or exc} (listener {args.listener}, admin {args.admin}, data dir {args.data_dir})", file=sys.stderr)
         return 1
     return 0
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

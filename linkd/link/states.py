@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 
 
-class MirrorState(str, enum.Enum):
+class MirrorState(enum.StrEnum):
     ACTIVE = "ACTIVE"
     PAUSED = "PAUSED"
     SOURCE_UNAVAILABLE = "SOURCE_UNAVAILABLE"
@@ -36,7 +36,7 @@ class MirrorState(str, enum.Enum):
     FAILED = "FAILED"
 
 
-class MirrorEvent(str, enum.Enum):
+class MirrorEvent(enum.StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     SOURCE_LOST = "source_lost"
@@ -48,7 +48,7 @@ class MirrorEvent(str, enum.Enum):
     FAILOVER = "failover"
 
 
-class MirrorError(str, enum.Enum):
+class MirrorError(enum.StrEnum):
     NONE = "NO_ERROR"
     SOURCE_TOPIC_MAY_BE_DELETED = "SOURCE_TOPIC_MAY_BE_DELETED"
     SOURCE_PARTITIONS_DECREASED = "SOURCE_PARTITIONS_DECREASED"
@@ -109,7 +109,7 @@ def next_state(state: MirrorState, event: MirrorEvent) -> MirrorState:
         raise InvalidTransition(state, event) from None
 
 
-class LinkState(str, enum.Enum):
+class LinkState(enum.StrEnum):
     ACTIVE = "ACTIVE"
     PAUSED = "PAUSED"
     UNAVAILABLE = "UNAVAILABLE"

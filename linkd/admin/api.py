@@ -1,0 +1,184 @@
+"""Admin HTTP API, shaped like Confluent's Kafka REST v3 cluster-linking API so runbooks translate.
+
+Routes (``{cid}`` is this cluster's id; ``-`` as a link name means "any link"):
+
+    GET    /kafka/v3/clusters
+    GET    /kafka/v3/clusters/{cid}/links
+    POST   /kafka/v3/clusters/{cid}/links?link_name=NAME[&validate_link=false]   {"configs": [{"name","value"}]}
+    GET    /kafka/v3/clusters/{cid}/links/{link}
+    DELETE /kafka/v3/clusters/{cid}/links/{link}[?force=true]
+    GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors
+    POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors   {"mirror_topic_name", "source_topic_name"}
+    GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors/{topic}
+    POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors:promote|:failover|:pause|:resume
+           {"mirror_topic_names": [...], "timeout_ms": N}
+    GET    /metrics
+
+Errors answer ``{"error_code": <http status>, "message": "..."}`` with that status, as Kafka REST does.
+Malformed JSON or a wrong field type is a 400 naming the problem; the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..link.manager import AdminError, LinkManager
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error_code": status, "message": message}, status_code=status)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise AdminError(413, 0, f"request body larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdminError(400, 0, f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise AdminError(400, 0, "request body must be a JSON object")
+    return body
+
+
+def _str_list(body: dict, key: str) -> list[str]:
+    value = body.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise AdminError(400, 0, f"'{key}' must be a non-empty list of topic names")
+    return value
+
+
+def _bool_param(request: Request, name: str, default: bool) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if value.lower() not in ("true", "false"):
+        raise AdminError(400, 0, f"query parameter {name} must be true or false")
+    return value.lower() == "true"
+
+
+def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
+    def check_cluster(request: Request) -> None:
+        if request.path_params["cid"] != cluster_id:
+            raise AdminError(404, 0, f"cluster '{request.path_params['cid']}' not found (this is {cluster_id})")
+
+    def handler(fn):
+        async def wrapped(request: Request) -> Response:
+            try:
+                if "cid" in request.path_params:
+                    check_cluster(request)
+                return await fn(request)
+            except AdminError as exc:
+                return _error(exc.status, exc.message)
+
+        return wrapped
+
+    @handler
+    async def clusters(request: Request) -> Response:
+        return JSONResponse({"data": [{"cluster_id": cluster_id}]})
+
+    @handler
+    async def links(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse({"data": manager.list_links()})
+        body = await _json(request)
+        name = request.query_params.get("link_name") or body.get("link_name")
+        if not isinstance(name, str) or not name:
+            raise AdminError(400, 0, "link_name is required")
+        configs = body.get("configs", [])
+        if not isinstance(configs, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("value"), str) for c in configs):
+            raise AdminError(400, 0, "'configs' must be a list of {\"name\": str, \"value\": str}")
+        config = {c["name"]: c["value"] for c in configs}
+        created = await manager.create_link(name, config, validate_link=_bool_param(request, "validate_link", True))
+        return JSONResponse(created, status_code=201)
+
+    @handler
+    async def link(request: Request) -> Response:
+        name = request.path_params["link"]
+        if request.method == "DELETE":
+            await manager.delete_link(name, force=_bool_param(request, "force", False))
+            return Response(status_code=204)
+        return JSONResponse(manager.describe_link(name))
+
+    @handler
+    async def mirrors(request: Request) -> Response:
+        link_name = request.path_params["link"]
+        if request.method == "GET":
+            return JSONResponse({"data": manager.list_mirrors(None if link_name == "-" else link_name)})
+        body = await _json(request)
+        topic = body.get("mirror_topic_name") or body.get("source_topic_name")
+        if not isinstance(topic, str) or not topic:
+            raise AdminError(400, 0, "mirror_topic_name (or source_topic_name) is required")
+        source = body.get("source_topic_name")
+        if source is not None and not isinstance(source, str):
+            raise AdminError(400, 0, "source_topic_name must be a string")
+        return JSONResponse(await manager.create_mirror(topic, link_name, source), status_code=201)
+
+    @handler
+    async def mirror(request: Request) -> Response:
+        link_name, topic = request.path_params["link"], request.path_params["topic"]
+        described = manager.describe_mirror(topic)
+        if link_name != "-" and described["link_name"] != link_name:
+            raise AdminError(404, 0, f"mirror topic '{topic}' is not on link '{link_name}'")
+        return JSONResponse(described)
+
+    @handler
+    async def mirror_action(request: Request) -> Response:
+        link_name, action = request.path_params["link"], request.path_params["action"]
+        body = await _json(request)
+        topics = _str_list(body, "mirror_topic_names")
+        if link_name != "-":
+            manager._link(link_name)
+            wrong = [t for t in topics if t in manager.mirrors and manager.mirrors[t].link != link_name]
+            if wrong:
+                raise AdminError(400, 0, f"mirror topic(s) {', '.join(wrong)} are not on link '{link_name}'")
+        if action == "promote":
+            timeout = body.get("timeout_ms", 60_000)
+            if not isinstance(timeout, int) or timeout <= 0:
+                raise AdminError(400, 0, "timeout_ms must be a positive integer")
+            results = await manager.promote(topics, timeout / 1000)
+        elif action == "failover":
+            results = await manager.failover(topics)
+        elif action == "pause":
+            results = manager.pause(topics)
+        elif action == "resume":
+            results = manager.resume(topics)
+        else:
+            raise AdminError(404, 0, f"unknown mirror action '{action}' (promote, failover, pause, resume)")
+        return JSONResponse({"data": results})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def not_found(request: Request, exc) -> Response:
+        return _error(404, f"no route for {request.method} {request.url.path}")
+
+    base = "/kafka/v3/clusters/{cid}"
+    app = Starlette(
+        routes=[
+            Route("/kafka/v3/clusters", clusters, methods=["GET"]),
+            Route(base + "/links", links, methods=["GET", "POST"]),
+            Route(base + "/links/{link}", link, methods=["GET", "DELETE"]),
+            Route(base + "/links/{link}/mirrors", mirrors, methods=["GET", "POST"]),
+            Route(base + "/links/{link}/mirrors:{action}", mirror_action, methods=["POST"]),
+            Route(base + "/links/{link}/mirrors/{topic}", mirror, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found},
+    )
+    return app

@@ -1,0 +1,129 @@
+"""A small trio Kafka client connection, enough for a link: version negotiation and request/response.
+
+Requests on one connection are serialized (one in flight), which is what a fetcher wants anyway: a
+Kafka broker answers a connection's requests in order and a link keeps one fetch outstanding per
+source broker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from protocol import messages
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.framing import FrameReader
+from protocol.messages import API_SPECS, ApiKey, RequestHeader
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 30.0
+# Versions this client prefers at most: Fetch 12 keeps topic names in requests (no topic-id lookup) and
+# still carries leader epochs and divergence; the rest are simply the newest we know.
+PREFERRED_MAX = {ApiKey.FETCH: 12, ApiKey.METADATA: 12}
+
+
+class SourceUnavailable(Exception):
+    """The source could not be reached or the connection broke."""
+
+
+class SourceProtocolError(Exception):
+    """The source answered with something we cannot use."""
+
+
+@dataclass
+class Connection:
+    host: str
+    port: int
+    stream: trio.SocketStream
+    client_id: str
+    max_frame: int
+    versions: dict[int, tuple[int, int]]
+
+    def __post_init__(self) -> None:
+        self._reader = FrameReader(self.max_frame)
+        self._lock = trio.Lock()
+        self._correlation = itertools.count(1)
+        self._frames: list = []
+
+    @classmethod
+    async def open(cls, host: str, port: int, client_id: str = "linkd", max_frame: int = 256 * 1024 * 1024) -> Connection:
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                stream = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            raise SourceUnavailable(f"cannot connect to {host}:{port}: {exc}") from exc
+        conn = cls(host, port, stream, client_id, max_frame, {})
+        try:
+            await conn._negotiate()
+        except BaseException:
+            await conn.aclose()
+            raise
+        return conn
+
+    async def _negotiate(self) -> None:
+        # v3+ is flexible; older brokers answer a too-new ApiVersions in the v0 layout with their ranges.
+        for version in (3, 0):
+            body = await self._roundtrip(ApiKey.API_VERSIONS, version, {"client_software_name": "linkd", "client_software_version": "0.1.0"})
+            if body["error_code"] == ErrorCode.NONE:
+                self.versions = {k["api_key"]: (k["min_version"], k["max_version"]) for k in body["api_keys"]}
+                return
+            if body["error_code"] != ErrorCode.UNSUPPORTED_VERSION:
+                raise SourceProtocolError(f"{self.host}:{self.port} ApiVersions failed with {ErrorCode(body['error_code']).name}")
+        raise SourceProtocolError(f"{self.host}:{self.port} does not accept ApiVersions v0")
+
+    def version_for(self, api_key: int) -> int:
+        theirs = self.versions.get(api_key)
+        spec = API_SPECS[api_key]
+        if theirs is None:
+            raise SourceProtocolError(f"{self.host}:{self.port} does not support {ApiKey(api_key).name}")
+        high = min(theirs[1], spec.max_version, PREFERRED_MAX.get(api_key, spec.max_version))
+        if high < max(theirs[0], spec.min_version):
+            raise SourceProtocolError(f"no common version of {ApiKey(api_key).name} with {self.host}:{self.port}")
+        return high
+
+    async def request(self, api_key: int, body: dict, version: int | None = None, timeout: float = REQUEST_TIMEOUT_S) -> dict:
+        version = self.version_for(api_key) if version is None else version
+        try:
+            with trio.fail_after(timeout):
+                return await self._roundtrip(api_key, version, body)
+        except trio.TooSlowError as exc:
+            await self.aclose()
+            raise SourceUnavailable(f"{ApiKey(api_key).name} to {self.host}:{self.port} timed out after {timeout}s") from exc
+
+    async def _roundtrip(self, api_key: int, version: int, body: dict) -> dict:
+        async with self._lock:
+            correlation_id = next(self._correlation)
+            data = messages.encode_request(RequestHeader(api_key, version, correlation_id, self.client_id), body)
+            try:
+                await self.stream.send_all(data)
+                frame = await self._next_frame()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise SourceUnavailable(f"connection to {self.host}:{self.port} broke: {exc}") from exc
+            try:
+                got, response = messages.decode_response(api_key, version, frame)
+            except ProtocolError as exc:
+                raise SourceProtocolError(f"undecodable {ApiKey(api_key).name} v{version} response from {self.host}:{self.port}: {exc}") from exc
+            if got != correlation_id:
+                raise SourceProtocolError(f"{self.host}:{self.port} answered correlation id {got}, expected {correlation_id}")
+            return response
+
+    async def _next_frame(self):
+        while not self._frames:
+            data = await self.stream.receive_some(1024 * 1024)
+            if not data:
+                raise SourceUnavailable(f"{self.host}:{self.port} closed the connection")
+            try:
+                self._reader.feed(data)
+                self._frames.extend(self._reader.frames())
+            except ProtocolError as exc:
+                raise SourceProtocolError(f"bad frame from {self.host}:{self.port}: {exc}") from exc
+        return self._frames.pop(0)
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self.stream.aclose()

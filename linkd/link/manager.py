@@ -1,0 +1,458 @@
+"""Links and mirrors: the operations behind the admin API and the CLI.
+
+Every operation validates first and changes nothing when it fails; the error names the problem.
+Promotion and failover follow the table in ``states.py`` and are crash-safe in two phases:
+
+1. the decision is persisted (``stop_info.phase = "finalizing"`` with the new leader epoch), after which
+   the link no longer fetches for the mirror;
+2. open transactions are closed with ABORT markers, the producer-id floor is raised above every mirrored
+   producer id, logs are flushed, and the STOPPED state is persisted with the stop offsets.
+
+A restart that finds a mirror in phase 1 completes phase 2 with the recorded epoch, so a crash leaves a
+mirror either still a mirror or fully promoted, and repeating the command is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import trio
+
+from protocol.errors import ErrorCode
+from protocol.records import CONTROL_ABORT, build_control_batch
+
+from ..controlstore import ControlStore
+from ..producer_ids import ProducerIdAllocator
+from ..topics import TopicError, TopicRegistry, validate_topic_name
+from .client import SourceProtocolError, SourceUnavailable
+from .config import LinkConfigError, LinkSettings, validate
+from .mirror import Mirror, MirrorStore, PartitionProgress
+from .runtime import LinkRuntime, now_ms
+from .source import SourceCluster
+from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
+
+log = logging.getLogger(__name__)
+
+LINK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS links (
+    name TEXT PRIMARY KEY,
+    link_id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+)
+"""
+DEFAULT_PROMOTE_TIMEOUT_S = 60.0
+_LINK_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class AdminError(Exception):
+    """An operation refused; ``status`` is the HTTP status the admin API answers with."""
+
+    def __init__(self, status: int, error_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+@dataclass
+class LinkEntry:
+    name: str
+    link_id: str
+    config: dict[str, str]
+    settings: LinkSettings
+    runtime: LinkRuntime
+    scope: trio.CancelScope | None = None
+
+
+class LinkManager:
+    def __init__(self, store: ControlStore, topics: TopicRegistry, producer_ids: ProducerIdAllocator, notify, groups) -> None:
+        self._store = store
+        self._topics = topics
+        self._producer_ids = producer_ids
+        self._notify = notify
+        self._groups = groups
+        store.ensure_schema(LINK_SCHEMA)
+        self.mirror_store = MirrorStore(store)
+        self.links: dict[str, LinkEntry] = {}
+        self.mirrors: dict[str, Mirror] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        for row in self._store.query("SELECT * FROM links ORDER BY name"):
+            config = json.loads(row["config"])
+            self.links[row["name"]] = self._entry(row["name"], row["link_id"], config)
+        for mirror in self.mirror_store.load():
+            topic = self._topics.get(mirror.topic)
+            if topic is None:
+                log.warning("mirror %s has no topic any more; dropping its record", mirror.topic)
+                self.mirror_store.delete(mirror.topic)
+                continue
+            mirror.partitions = [PartitionProgress(p) for p in range(len(topic.logs))]
+            self.mirrors[mirror.topic] = mirror
+            topic.writable = mirror.state == MirrorState.STOPPED
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for mirror in list(self.mirrors.values()):
+                if mirror.finalizing:
+                    log.info("mirror %s: completing %s interrupted by a restart", mirror.topic, mirror.stop_info.get("kind"))
+                    self._finalize(mirror)
+                elif mirror.state == MirrorState.PENDING_STOPPED:
+                    self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
+                    log.info("mirror %s: promotion interrupted by a restart before it committed; mirror stays active", mirror.topic)
+            for entry in self.links.values():
+                await nursery.start(self._run_link, entry)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _run_link(self, entry: LinkEntry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            entry.scope = scope
+            await entry.runtime.run(task_status=task_status)
+
+    def _entry(self, name: str, link_id: str, config: dict[str, str]) -> LinkEntry:
+        settings = LinkSettings.from_config(config)
+        runtime = LinkRuntime(
+            name,
+            settings,
+            mirrors=lambda: [m for m in self.mirrors.values() if m.link == name],
+            mirror_store=self.mirror_store,
+            topics=self._topics,
+            notify=self._notify,
+            on_mirror_change=self._mirror_changed,
+        )
+        return LinkEntry(name, link_id, config, settings, runtime)
+
+    def _mirror_changed(self, mirror: Mirror) -> None:
+        topic = self._topics.get(mirror.topic)
+        if topic is not None:
+            topic.writable = mirror.state == MirrorState.STOPPED
+
+    # -- links ----------------------------------------------------------------------------------
+
+    async def create_link(self, name: str, config: dict[str, str], validate_link: bool = True) -> dict:
+        if not name or not set(name) <= _LINK_NAME_OK or len(name) > 249:
+            raise AdminError(400, ErrorCode.INVALID_REQUEST, f"invalid link name {name!r}: use letters, digits, '.', '_' and '-'")
+        if name in self.links:
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' already exists")
+        try:
+            merged = validate(config)
+        except LinkConfigError as exc:
+            raise AdminError(400, ErrorCode.INVALID_CONFIG, str(exc)) from exc
+        if validate_link:
+            settings = LinkSettings.from_config(config)
+            probe = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=min(settings.request_timeout_ms / 1000, 10))
+            try:
+                with trio.fail_after(15):
+                    await probe.metadata([])
+            except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
+                raise AdminError(400, ErrorCode.INVALID_CONFIG, f"cannot reach the source cluster at {merged['bootstrap.servers']}: {exc}") from exc
+            finally:
+                await probe.close()
+        link_id = str(uuid.uuid4())
+        with self._store.transaction() as db:
+            db.execute("INSERT INTO links (name, link_id, config, created_ms) VALUES (?,?,?,?)", (name, link_id, json.dumps(config), now_ms()))
+        entry = self._entry(name, link_id, config)
+        self.links[name] = entry
+        if self._nursery is not None:
+            await self._nursery.start(self._run_link, entry)
+        log.info("created link %s to %s", name, merged["bootstrap.servers"])
+        return self.describe_link(name)
+
+    def _link(self, name: str) -> LinkEntry:
+        entry = self.links.get(name)
+        if entry is None:
+            raise AdminError(404, ErrorCode.INVALID_REQUEST, f"link '{name}' does not exist")
+        return entry
+
+    def describe_link(self, name: str) -> dict:
+        entry = self._link(name)
+        rt = entry.runtime
+        mirrors = [m.topic for m in self.mirrors.values() if m.link == name]
+        return {
+            "link_name": name,
+            "link_id": entry.link_id,
+            "source_cluster_id": rt.source.cluster_id,
+            "bootstrap_servers": entry.config.get("bootstrap.servers"),
+            "link_state": rt.state.value,
+            "link_error_message": rt.state_message,
+            "topic_names": sorted(mirrors),
+            "configs": [{"name": k, "value": v} for k, v in sorted(validate(entry.config).items()) if "jaas" not in k and "password" not in k],
+            "statistics": {"fetch_requests": rt.fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
+            "consumer_offset_sync": getattr(rt, "offset_sync_status", None),
+        }
+
+    def list_links(self) -> list[dict]:
+        return [self.describe_link(n) for n in sorted(self.links)]
+
+    async def delete_link(self, name: str, force: bool = False) -> None:
+        entry = self._link(name)
+        active = [m.topic for m in self.mirrors.values() if m.link == name and m.state != MirrorState.STOPPED]
+        if active and not force:
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' still has mirror topics {', '.join(sorted(active))}: promote, fail over or delete them first")
+        if entry.scope is not None:
+            entry.scope.cancel()
+        with self._store.transaction() as db:
+            db.execute("DELETE FROM links WHERE name = ?", (name,))
+        del self.links[name]
+
+    # -- mirrors --------------------------------------------------------------------------------
+
+    async def create_mirror(self, topic: str, link: str, source_topic: str | None = None) -> dict:
+        entry = self._link(link)
+        source_topic = source_topic or topic
+        try:
+            validate_topic_name(topic)
+        except TopicError as exc:
+            raise AdminError(400, exc.error_code, exc.message) from exc
+        if topic in self.mirrors or self._topics.get(topic) is not None:
+            raise AdminError(409, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
+        try:
+            with trio.fail_after(entry.settings.request_timeout_ms / 1000):
+                meta = await entry.runtime.source.metadata([source_topic])
+        except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
+            raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot reach the source cluster of link '{link}': {exc}") from exc
+        st = meta.get(source_topic)
+        if st is None or st.error != ErrorCode.NONE or not st.partitions:
+            code = st.error.name if st else "absent"
+            raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"source topic '{source_topic}' does not exist on link '{link}' ({code})")
+        if topic in self.mirrors or self._topics.get(topic) is not None:
+            raise AdminError(409, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
+        partitions = len(st.partitions)
+        # The mirror's own epoch starts at the source's so advertised epochs never go backwards (Invariant 4).
+        epoch = max((p.leader_epoch for p in st.partitions.values()), default=0)
+        self._topics.create(topic, partitions, {}, kind="mirror", leader_epoch=max(epoch, 0))
+        mirror = Mirror(topic, link, source_topic, str(st.topic_id) if st.topic_id else None, MirrorState.ACTIVE)
+        mirror.partitions = [PartitionProgress(p, max_bytes=entry.settings.fetch_max_bytes) for p in range(partitions)]
+        try:
+            self.mirror_store.insert(mirror)
+        except Exception:
+            self._topics.delete(topic)
+            raise
+        self.mirrors[topic] = mirror
+        self._topics.get(topic).writable = False
+        entry.runtime.wake()
+        log.info("created mirror %s of %s over link %s (%d partitions)", topic, source_topic, link, partitions)
+        return self.describe_mirror(topic)
+
+    def _mirror(self, topic: str) -> Mirror:
+        mirror = self.mirrors.get(topic)
+        if mirror is None:
+            raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' does not exist")
+        return mirror
+
+    def describe_mirror(self, topic: str) -> dict:
+        mirror = self._mirror(topic)
+        local = self._topics.get(topic)
+        partitions = []
+        for progress in mirror.partitions:
+            plog = local.logs[progress.partition] if local and progress.partition < len(local.logs) else None
+            leo = plog.log_end_offset if plog else -1
+            hw = progress.source_high_watermark
+            partitions.append(
+                {
+                    "partition": progress.partition,
+                    "mirror_log_end_offset": leo,
+                    "last_source_fetch_offset": progress.last_source_fetch_offset,
+                    "source_high_watermark": hw,
+                    "lag": max(hw - leo, 0) if hw >= 0 else -1,
+                }
+            )
+        return {
+            "mirror_topic_name": mirror.topic,
+            "link_name": mirror.link,
+            "source_topic_name": mirror.source_topic,
+            "mirror_status": mirror.state.value,
+            "mirror_topic_error": mirror.error.value,
+            "mirror_topic_error_message": mirror.error_message,
+            "num_partitions": len(partitions),
+            "max_per_partition_mirror_lag": max((p["lag"] for p in partitions), default=0),
+            "partitions": partitions,
+            "gaps": self.mirror_store.gaps(topic),
+            "stop_info": {k: v for k, v in (mirror.stop_info or {}).items() if k != "phase"} or None,
+        }
+
+    def list_mirrors(self, link: str | None = None) -> list[dict]:
+        if link is not None:
+            self._link(link)
+        return [self.describe_mirror(t) for t, m in sorted(self.mirrors.items()) if link is None or m.link == link]
+
+    def on_topic_deleted(self, name: str) -> None:
+        """A client deleted a mirror topic: forget the mirror too."""
+        if self.mirrors.pop(name, None) is not None:
+            self.mirror_store.delete(name)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _result(self, topic: str, code: int = ErrorCode.NONE, message: str | None = None, **extra) -> dict:
+        return {"mirror_topic_name": topic, "error_code": int(code), "error_message": message, **extra}
+
+    def _simple(self, topics: list[str], event: MirrorEvent) -> list[dict]:
+        results = []
+        for topic in topics:
+            try:
+                mirror = self._mirror(topic)
+                self.mirror_store.transition(mirror, event)
+                self._mirror_changed(mirror)
+                entry = self.links.get(mirror.link)
+                if entry:
+                    entry.runtime.wake()
+                results.append(self._result(topic, mirror_status=mirror.state.value))
+            except AdminError as exc:
+                results.append(self._result(topic, exc.error_code, exc.message))
+            except InvalidTransition as exc:
+                results.append(self._result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=exc.state.value))
+        return results
+
+    def pause(self, topics: list[str]) -> list[dict]:
+        return self._simple(topics, MirrorEvent.PAUSE)
+
+    def resume(self, topics: list[str]) -> list[dict]:
+        return self._simple(topics, MirrorEvent.RESUME)
+
+    def _lags(self, mirror: Mirror) -> list[dict]:
+        return [
+            {"partition": p["partition"], "lag": p["lag"], "mirror_log_end_offset": p["mirror_log_end_offset"], "last_source_offset": p["source_high_watermark"]}
+            for p in self.describe_mirror(mirror.topic)["partitions"]
+        ]
+
+    async def promote(self, topics: list[str], timeout_s: float = DEFAULT_PROMOTE_TIMEOUT_S) -> list[dict]:
+        results: dict[str, dict] = {}
+
+        async def one(topic: str) -> None:
+            results[topic] = await self._promote_one(topic, timeout_s)
+
+        async with trio.open_nursery() as nursery:
+            for topic in dict.fromkeys(topics):
+                nursery.start_soon(one, topic)
+        return [results[t] for t in dict.fromkeys(topics)]
+
+    async def _promote_one(self, topic: str, timeout_s: float) -> dict:
+        try:
+            mirror = self._mirror(topic)
+        except AdminError as exc:
+            return self._result(topic, exc.error_code, exc.message)
+        if mirror.state == MirrorState.STOPPED:
+            return self._result(topic, mirror_status=mirror.state.value, mirror_lags=self._lags(mirror), **self._stop_summary(mirror))
+        entry = self.links.get(mirror.link)
+        if entry is None:
+            return self._result(topic, ErrorCode.INVALID_REQUEST, f"link '{mirror.link}' no longer exists; use failover")
+        if mirror.state == MirrorState.SOURCE_UNAVAILABLE or entry.runtime.state == LinkState.UNAVAILABLE:
+            return self._result(topic, ErrorCode.BROKER_NOT_AVAILABLE, "promote needs the source cluster reachable; it is not (use failover to stop without it)", mirror_status=mirror.state.value, mirror_lags=self._lags(mirror))
+        try:
+            self.mirror_store.transition(mirror, MirrorEvent.PROMOTE)
+        except InvalidTransition as exc:
+            return self._result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.value)
+        entry.runtime.wake()
+        started = now_ms()
+        caught_up = False
+        with trio.move_on_after(timeout_s):
+            while True:
+                if mirror.state != MirrorState.PENDING_STOPPED:
+                    break
+                if self._caught_up(mirror, started):
+                    caught_up = True
+                    break
+                await trio.sleep(0.05)
+        if not caught_up:
+            lags = self._lags(mirror)
+            reason = (
+                f"mirror failed while promoting: {mirror.error_message}" if mirror.state == MirrorState.FAILED
+                else f"source unreachable or lag did not reach 0 within {timeout_s:g}s; mirror left as it was"
+            )
+            if mirror.state == MirrorState.PENDING_STOPPED:
+                self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
+            return self._result(topic, ErrorCode.REQUEST_TIMED_OUT if mirror.state != MirrorState.FAILED else ErrorCode.INVALID_REQUEST, reason, mirror_status=mirror.state.value, mirror_lags=lags)
+        sync = getattr(entry.runtime, "final_offset_sync", None)
+        if sync is not None:
+            try:
+                await sync(mirror)
+            except (SourceUnavailable, SourceProtocolError) as exc:
+                self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
+                return self._result(topic, ErrorCode.BROKER_NOT_AVAILABLE, f"final consumer offset sync failed: {exc}", mirror_status=mirror.state.value, mirror_lags=self._lags(mirror))
+        self._begin_stop(mirror, "promote")
+        self._finalize(mirror)
+        return self._result(topic, mirror_status=mirror.state.value, mirror_lags=self._lags(mirror), **self._stop_summary(mirror))
+
+    def _caught_up(self, mirror: Mirror, since_ms: int) -> bool:
+        """Every partition fetched after the promote began, up to the source's high watermark, and the
+        fetch answered with no more data (so a source whose high watermark lags what it serves, like Tansu,
+        is judged by fetching)."""
+        local = self._topics.get(mirror.topic)
+        if local is None or len(mirror.partitions) < len(local.logs):
+            return False
+        for progress in mirror.partitions:
+            plog = local.logs[progress.partition]
+            if progress.last_fetch_ms < since_ms or progress.source_high_watermark < 0:
+                return False
+            if plog.log_end_offset < progress.source_high_watermark:
+                return False
+            if progress.last_source_fetch_offset != plog.log_end_offset:
+                return False
+        return True
+
+    async def failover(self, topics: list[str]) -> list[dict]:
+        results = []
+        for topic in dict.fromkeys(topics):
+            try:
+                mirror = self._mirror(topic)
+            except AdminError as exc:
+                results.append(self._result(topic, exc.error_code, exc.message))
+                continue
+            if mirror.state != MirrorState.STOPPED:
+                self._begin_stop(mirror, "failover")
+                self._finalize(mirror)
+            results.append(self._result(topic, mirror_status=mirror.state.value, mirror_lags=self._lags(mirror), **self._stop_summary(mirror)))
+        return results
+
+    def _stop_summary(self, mirror: Mirror) -> dict:
+        info = mirror.stop_info or {}
+        return {
+            "stop_kind": info.get("kind"),
+            "stop_offsets": info.get("partitions", []),
+            "possible_data_loss_records": info.get("possible_data_loss_records", 0),
+            "aborted_transactions": info.get("aborted_transactions", []),
+        }
+
+    def _begin_stop(self, mirror: Mirror, kind: str) -> None:
+        """Phase 1: persist the decision and the new epoch; the link stops fetching for this mirror."""
+        topic = self._topics.get(mirror.topic)
+        epoch = max(topic.advertised_epoch(p) for p in range(len(topic.logs))) + 1
+        mirror.set_stop_info(self.mirror_store, {"phase": "finalizing", "kind": kind, "epoch": epoch, "started_ms": now_ms()})
+
+    def _finalize(self, mirror: Mirror) -> None:
+        """Phase 2: idempotent; safe to repeat after a crash."""
+        topic = self._topics.get(mirror.topic)
+        info = dict(mirror.stop_info)
+        epoch = info["epoch"]
+        aborted = list(info.get("aborted_transactions", []))
+        partitions = []
+        lost = 0
+        highest_pid = -1
+        for index, plog in enumerate(topic.logs):
+            for pid, (first_offset, producer_epoch) in sorted(plog.open_transactions().items()):
+                marker = build_control_batch(CONTROL_ABORT, pid, producer_epoch, base_offset=plog.log_end_offset, partition_leader_epoch=epoch, timestamp=int(time.time() * 1000))
+                plog.append_mirrored(marker)
+                aborted.append({"partition": index, "producer_id": pid, "first_offset": first_offset, "abort_marker_offset": plog.log_end_offset - 1})
+                log.warning("mirror %s partition %d: aborted open transaction of producer %d (from offset %d)", mirror.topic, index, pid, first_offset)
+            highest_pid = max(highest_pid, plog.producer_ids_seen_max())
+            plog.flush()
+            progress = mirror.partitions[index] if index < len(mirror.partitions) else PartitionProgress(index)
+            source_offset = max(progress.source_high_watermark, progress.last_source_fetch_offset)
+            missing = max(source_offset - plog.log_end_offset, 0) if source_offset >= 0 else 0
+            lost += missing
+            partitions.append({"partition": index, "mirror_end_offset": plog.log_end_offset, "last_source_offset_seen": source_offset, "possible_data_loss_records": missing})
+        self._producer_ids.raise_floor(highest_pid)
+        self._topics.set_leader_epoch(mirror.topic, epoch)
+        info.update(phase="done", partitions=partitions, aborted_transactions=aborted, possible_data_loss_records=lost, stopped_ms=now_ms())
+        event = MirrorEvent.PROMOTE_DONE if mirror.state == MirrorState.PENDING_STOPPED else MirrorEvent.FAILOVER
+        self.mirror_store.transition(mirror, event, stop_info=info)
+        topic.writable = True
+        self._notify()
+        log.info("mirror %s is now writable (%s; leader epoch %d; %d records possibly lost)", mirror.topic, info["kind"], epoch, lost)

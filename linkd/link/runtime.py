@@ -1,0 +1,497 @@
+"""A running link: metadata refresh, one fetch loop per source broker, truncation checks.
+
+Theory of operation
+-------------------
+The link keeps an *assignment*: for each source broker, the mirror partitions it leads. A metadata loop
+refreshes it every ``metadata.max.age.ms`` and whenever a fetch reports a leadership error. One fetch
+loop runs per source broker that leads something; each round it reads the assignment afresh, so changes
+need no restart. A loop keeps one Fetch outstanding (bounded by ``replica.fetch.response.max.bytes``),
+which bounds the link's memory whatever the number of partitions.
+
+Before a partition's first fetch, and again after every reconnection or leader change, the partition is
+*validated*: its log end must still be a prefix of the source's log. With OffsetForLeaderEpoch (Apache
+Kafka) the source says where our last epoch ends there; without it (Tansu) the source must still hold our
+last batch with the same CRC. A provable divergence truncates the mirror to the common prefix; an
+unprovable one (the source lost data it had served) fails the mirror with UNEXPECTED_TRUNCATION rather
+than mixing old and new data at the same offsets.
+
+Every fetched batch is verified before it is appended (design Invariant 3); a partial trailing batch is
+dropped and fetched again next round.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import trio
+
+from protocol.errors import CorruptBatch, ErrorCode
+from protocol.messages import ApiKey
+from protocol.records import split_batches
+
+from ..storage import StorageError
+from .client import SourceProtocolError, SourceUnavailable
+from .config import LinkSettings
+from .mirror import Mirror, MirrorStore, PartitionProgress
+from .source import SourceCluster
+from .states import InvalidTransition, LinkState, MirrorError, MirrorEvent, MirrorState
+
+log = logging.getLogger(__name__)
+
+LEADERSHIP_ERRORS = {
+    ErrorCode.NOT_LEADER_OR_FOLLOWER,
+    ErrorCode.FENCED_LEADER_EPOCH,
+    ErrorCode.UNKNOWN_LEADER_EPOCH,
+    ErrorCode.LEADER_NOT_AVAILABLE,
+    ErrorCode.REPLICA_NOT_AVAILABLE,
+    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+    ErrorCode.UNKNOWN_TOPIC_ID,
+    ErrorCode.OFFSET_NOT_AVAILABLE,
+}
+MAX_PARTITION_FETCH_BYTES = 64 * 1024 * 1024
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class LinkRuntime:
+    def __init__(
+        self,
+        name: str,
+        settings: LinkSettings,
+        mirrors: Callable[[], list[Mirror]],
+        mirror_store: MirrorStore,
+        topics,
+        notify: Callable[[], None],
+        on_mirror_change: Callable[[Mirror], None],
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._mirrors = mirrors
+        self._store = mirror_store
+        self._topics = topics
+        self._notify = notify
+        self._on_mirror_change = on_mirror_change
+        self.source = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=settings.request_timeout_ms / 1000)
+        self.state = LinkState.PAUSED if settings.paused else LinkState.ACTIVE
+        self.state_message: str | None = None
+        self._assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
+        self._loops: set[int] = set()
+        self._refresh = trio.Event()
+        self._changed = trio.Event()
+        self.fetch_requests = 0
+        self.fetched_bytes = 0
+        self.appended_batches = 0
+
+    # -- control ------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something changed (mirror added, resumed): refresh metadata and reassign now."""
+        self._refresh.set()
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    def _transition(self, mirror: Mirror, event: MirrorEvent, error: MirrorError | None = None, message: str | None = None) -> None:
+        before = mirror.state
+        try:
+            self._store.transition(mirror, event, error, message)
+        except InvalidTransition:
+            return
+        if mirror.state != before:
+            log.info("mirror %s: %s -> %s%s", mirror.topic, before.value, mirror.state.value, f" ({message})" if message else "")
+            self._on_mirror_change(mirror)
+
+    def fail(self, mirror: Mirror, error: MirrorError, message: str) -> None:
+        log.error("mirror %s failed: %s: %s", mirror.topic, error.value, message)
+        self._transition(mirror, MirrorEvent.FAIL, error, message)
+
+    # -- main loop ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                backoff = _Backoff(self.settings.retry_backoff_ms, self.settings.retry_backoff_max_ms)
+                while True:
+                    try:
+                        await self._refresh_metadata()
+                        backoff.reset()
+                        if self.state == LinkState.UNAVAILABLE:
+                            self.state, self.state_message = LinkState.ACTIVE, None
+                    except SourceUnavailable as exc:
+                        if self.state != LinkState.PAUSED:
+                            self.state, self.state_message = LinkState.UNAVAILABLE, str(exc)
+                        for mirror in self._mirrors():
+                            if mirror.fetching:
+                                self._transition(mirror, MirrorEvent.SOURCE_LOST)
+                        log.warning("link %s: source unavailable: %s", self.name, exc)
+                        await trio.sleep(backoff.next())
+                        continue
+                    for broker_id, parts in self._assignment.items():
+                        if parts and broker_id not in self._loops:
+                            self._loops.add(broker_id)
+                            nursery.start_soon(self._fetch_loop, broker_id)
+                    self._refresh = trio.Event()
+                    with trio.move_on_after(self.settings.metadata_max_age_ms / 1000):
+                        await self._refresh.wait()
+                    await trio.sleep(0.05)  # coalesce bursts of refresh requests
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.source.close()
+
+    async def _refresh_metadata(self) -> None:
+        mirrors = [m for m in self._mirrors() if m.fetching]
+        if not mirrors:
+            self._assignment = {}
+            return
+        topics = await self.source.metadata(sorted({m.source_topic for m in mirrors}))
+        assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
+        for mirror in mirrors:
+            st = topics.get(mirror.source_topic)
+            if st is None or st.error != ErrorCode.NONE or (mirror.source_topic_id and st.topic_id and str(st.topic_id) != mirror.source_topic_id):
+                self._source_topic_missing(mirror, st)
+                continue
+            mirror.missing_since_ms = None
+            local = self._topics.get(mirror.topic)
+            if local is None:
+                continue
+            if len(st.partitions) < len(local.logs):
+                self.fail(mirror, MirrorError.SOURCE_PARTITIONS_DECREASED, f"source topic {mirror.source_topic} has {len(st.partitions)} partitions, mirror has {len(local.logs)}")
+                continue
+            if len(st.partitions) > len(local.logs):
+                log.info("mirror %s: source grew to %d partitions", mirror.topic, len(st.partitions))
+                self._topics.add_partitions(mirror.topic, len(st.partitions))
+            while len(mirror.partitions) < len(local.logs):
+                mirror.partitions.append(PartitionProgress(len(mirror.partitions), max_bytes=self.settings.fetch_max_bytes))
+            for progress in mirror.partitions:
+                sp = st.partitions.get(progress.partition)
+                if sp is None or sp.leader < 0:
+                    continue
+                if (sp.leader, sp.leader_epoch) != (progress.leader, progress.leader_epoch):
+                    progress.validated = False  # a new leader may hold a different history
+                progress.leader, progress.leader_epoch = sp.leader, sp.leader_epoch
+                assignment.setdefault(sp.leader, []).append((mirror, progress))
+        self._assignment = assignment
+        self.wake_loops()
+
+    def wake_loops(self) -> None:
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    def _source_topic_missing(self, mirror: Mirror, st) -> None:
+        if mirror.missing_since_ms is None:
+            mirror.missing_since_ms = now_ms()
+            log.warning("mirror %s: source topic %s missing from source metadata (%s)", mirror.topic, mirror.source_topic, st.error.name if st else "absent")
+        if now_ms() - mirror.missing_since_ms >= self.settings.retry_timeout_ms:
+            self.fail(mirror, MirrorError.SOURCE_TOPIC_MAY_BE_DELETED, f"source topic {mirror.source_topic} has been missing (or re-created with a new id) for {self.settings.retry_timeout_ms} ms")
+        else:
+            self._refresh.set()
+
+    # -- fetching --------------------------------------------------------------------------------
+
+    def _active_parts(self, broker_id: int) -> list[tuple[Mirror, PartitionProgress]]:
+        if self.state == LinkState.PAUSED:
+            return []
+        return [(m, p) for m, p in self._assignment.get(broker_id, []) if m.fetching and p.leader == broker_id]
+
+    async def _fetch_loop(self, broker_id: int) -> None:
+        backoff = _Backoff(self.settings.retry_backoff_ms, self.settings.retry_backoff_max_ms)
+        try:
+            while True:
+                parts = self._active_parts(broker_id)
+                if not parts:
+                    changed = self._changed
+                    with trio.move_on_after(5):
+                        await changed.wait()
+                    if not self._active_parts(broker_id) and broker_id not in self._assignment:
+                        return
+                    continue
+                try:
+                    conn = await self.source.broker_connection(broker_id)
+                    for mirror, progress in parts:
+                        if not progress.validated:
+                            await self._validate(conn, mirror, progress)
+                    parts = [(m, p) for m, p in self._active_parts(broker_id) if p.validated]
+                    if parts:
+                        await self._fetch_round(conn, parts)
+                    backoff.reset()
+                except SourceUnavailable as exc:
+                    log.warning("link %s: source broker %d unavailable: %s", self.name, broker_id, exc)
+                    address = self.source.brokers.get(broker_id)
+                    if address:
+                        await self.source.drop(address)
+                    for mirror, progress in self._assignment.get(broker_id, []):
+                        progress.validated = False
+                        if mirror.fetching:
+                            self._transition(mirror, MirrorEvent.SOURCE_LOST)
+                    self._refresh.set()
+                    await trio.sleep(backoff.next())
+                except SourceProtocolError as exc:
+                    log.error("link %s: protocol error from source broker %d: %s", self.name, broker_id, exc)
+                    address = self.source.brokers.get(broker_id)
+                    if address:
+                        await self.source.drop(address)
+                    await trio.sleep(backoff.next())
+        finally:
+            self._loops.discard(broker_id)
+
+    async def _fetch_round(self, conn, parts: list[tuple[Mirror, PartitionProgress]]) -> None:
+        by_topic: dict[str, list[tuple[Mirror, PartitionProgress]]] = {}
+        for mirror, progress in parts:
+            by_topic.setdefault(mirror.source_topic, []).append((mirror, progress))
+        topics = []
+        for source_topic, items in by_topic.items():
+            plist = []
+            for mirror, progress in items:
+                plog = self._topics.get(mirror.topic).logs[progress.partition]
+                plist.append(
+                    {
+                        "partition": progress.partition,
+                        "current_leader_epoch": progress.leader_epoch,
+                        "fetch_offset": plog.log_end_offset,
+                        "last_fetched_epoch": -1,
+                        "log_start_offset": -1,
+                        "partition_max_bytes": progress.max_bytes or self.settings.fetch_max_bytes,
+                    }
+                )
+            topics.append({"topic": source_topic, "partitions": plist})
+        body = {
+            "replica_id": -1,
+            "max_wait_ms": self.settings.fetch_wait_max_ms,
+            "min_bytes": self.settings.fetch_min_bytes,
+            "max_bytes": self.settings.fetch_response_max_bytes,
+            "isolation_level": 0,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": topics,
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        }
+        self.fetch_requests += 1
+        response = await conn.request(ApiKey.FETCH, body, timeout=self.settings.request_timeout_ms / 1000 + self.settings.fetch_wait_max_ms / 1000)
+        if response.get("error_code", 0) != ErrorCode.NONE:
+            raise SourceProtocolError(f"fetch failed with {ErrorCode(response['error_code']).name}")
+        index = {(m.source_topic, p.partition): (m, p) for m, p in parts}
+        appended = False
+        for t in response.get("responses", []):
+            for pdata in t.get("partitions", []):
+                item = index.get((t.get("topic"), pdata["partition_index"]))
+                if item is None:
+                    continue
+                mirror, progress = item
+                if await self._handle_partition(conn, mirror, progress, pdata):
+                    appended = True
+        if appended:
+            self._notify()
+
+    async def _handle_partition(self, conn, mirror: Mirror, progress: PartitionProgress, pdata: dict) -> bool:
+        code = ErrorCode(pdata["error_code"])
+        topic = self._topics.get(mirror.topic)
+        if topic is None or not mirror.fetching:
+            return False
+        plog = topic.logs[progress.partition]
+        if code == ErrorCode.OFFSET_OUT_OF_RANGE:
+            await self._out_of_range(conn, mirror, progress, plog)
+            return False
+        if code in LEADERSHIP_ERRORS:
+            progress.validated = False
+            self._refresh.set()
+            return False
+        if code != ErrorCode.NONE:
+            log.warning("mirror %s partition %d: source fetch error %s", mirror.topic, progress.partition, code.name)
+            return False
+        if mirror.state == MirrorState.SOURCE_UNAVAILABLE:
+            self._transition(mirror, MirrorEvent.SOURCE_BACK)
+        progress.source_high_watermark = pdata["high_watermark"]
+        progress.source_log_start = pdata.get("log_start_offset", -1)
+        progress.last_fetch_ms = now_ms()
+        diverging = pdata.get("diverging_epoch")
+        if diverging and diverging.get("epoch", -1) >= 0:
+            await self._truncate_to_divergence(mirror, progress, plog, diverging["epoch"], diverging["end_offset"])
+            return False
+        records = pdata.get("records")
+        if not records:
+            progress.last_source_fetch_offset = plog.log_end_offset
+            return False
+        try:
+            split = split_batches(records)
+        except CorruptBatch as exc:
+            self.fail(mirror, MirrorError.CORRUPT_BATCH, f"partition {progress.partition}: {exc}")
+            return False
+        fetch_offset = plog.log_end_offset
+        batches = [b for b in split.batches if b.next_offset > fetch_offset]
+        if not batches:
+            if split.consumed < len(records) and not split.batches:
+                # One batch larger than our per-partition limit: ask for more next time (bounded).
+                progress.max_bytes = min(max(progress.max_bytes, self.settings.fetch_max_bytes) * 2, MAX_PARTITION_FETCH_BYTES)
+            return False
+        if batches[0].base_offset < fetch_offset:
+            # The source's batch boundaries disagree with ours: our log is not a prefix of the source's.
+            progress.validated = False
+            return False
+        first = split.batches.index(batches[0])
+        offset_in_blob = sum(b.size for b in split.batches[:first])
+        blob = memoryview(records)[offset_in_blob : split.consumed]
+        try:
+            plog.append_mirrored(blob)
+        except CorruptBatch as exc:
+            error = MirrorError.UNSUPPORTED_MESSAGE_FORMAT if exc.reason == "UNSUPPORTED_MESSAGE_FORMAT" else MirrorError.CORRUPT_BATCH
+            self.fail(mirror, error, f"partition {progress.partition} at offset {exc.base_offset}: {exc}")
+            return False
+        except StorageError as exc:
+            self.fail(mirror, MirrorError.CORRUPT_BATCH, f"partition {progress.partition}: {exc}")
+            return False
+        self.fetched_bytes += len(blob)
+        self.appended_batches += len(batches)
+        progress.last_source_fetch_offset = plog.log_end_offset
+        progress.max_bytes = self.settings.fetch_max_bytes
+        return True
+
+    # -- offsets out of range, truncation ----------------------------------------------------
+
+    async def _list_offset(self, conn, mirror: Mirror, partition: int, timestamp: int) -> int:
+        body = {
+            "replica_id": -1,
+            "isolation_level": 0,
+            "topics": [{"name": mirror.source_topic, "partitions": [{"partition_index": partition, "current_leader_epoch": -1, "timestamp": timestamp}]}],
+            "timeout_ms": 0,
+        }
+        response = await conn.request(ApiKey.LIST_OFFSETS, body)
+        p = response["topics"][0]["partitions"][0]
+        if p["error_code"] != ErrorCode.NONE:
+            raise SourceUnavailable(f"ListOffsets for {mirror.source_topic}-{partition} failed with {ErrorCode(p['error_code']).name}")
+        return p["offset"]
+
+    async def _out_of_range(self, conn, mirror: Mirror, progress: PartitionProgress, plog) -> None:
+        earliest = await self._list_offset(conn, mirror, progress.partition, -2)
+        latest = await self._list_offset(conn, mirror, progress.partition, -1)
+        ours = plog.log_end_offset
+        if ours < earliest:
+            # Retention or DeleteRecords on the source moved past us: continue at its start, remember the hole.
+            log.warning("mirror %s partition %d: source log start %d is past mirror end %d; skipping the gap", mirror.topic, progress.partition, earliest, ours)
+            self._store.record_gap(mirror.topic, progress.partition, ours, earliest, "source log start moved past the mirror (retention or DeleteRecords)")
+            plog.skip_to(earliest)
+            return
+        if ours > latest:
+            progress.validated = False  # the source lost data: let validation decide
+            return
+        log.warning("mirror %s partition %d: OFFSET_OUT_OF_RANGE at %d within [%d, %d]; retrying", mirror.topic, progress.partition, ours, earliest, latest)
+
+    async def _initial_offset(self, conn, mirror: Mirror, progress: PartitionProgress) -> int:
+        spec = self.settings.start_offset_spec
+        if spec == "earliest":
+            return await self._list_offset(conn, mirror, progress.partition, -2)
+        if spec == "latest":
+            return await self._list_offset(conn, mirror, progress.partition, -1)
+        ts = int(datetime.fromisoformat(spec.replace("Z", "+00:00")).timestamp() * 1000)
+        found = await self._list_offset(conn, mirror, progress.partition, ts)
+        return found if found >= 0 else await self._list_offset(conn, mirror, progress.partition, -1)
+
+    async def _validate(self, conn, mirror: Mirror, progress: PartitionProgress) -> None:
+        topic = self._topics.get(mirror.topic)
+        if topic is None:
+            return
+        plog = topic.logs[progress.partition]
+        if plog.log_end_offset == plog.log_start_offset and plog.log_end_offset == 0:
+            start = await self._initial_offset(conn, mirror, progress)
+            if start > 0:
+                plog.skip_to(start)
+            progress.validated = True
+            return
+        epoch = plog.latest_epoch
+        if ApiKey.OFFSET_FOR_LEADER_EPOCH in conn.versions and epoch is not None and epoch >= 0:
+            body = {
+                "replica_id": -1,
+                "topics": [{"topic": mirror.source_topic, "partitions": [{"partition": progress.partition, "current_leader_epoch": -1, "leader_epoch": epoch}]}],
+            }
+            response = await conn.request(ApiKey.OFFSET_FOR_LEADER_EPOCH, body)
+            p = response["topics"][0]["partitions"][0]
+            if p["error_code"] == ErrorCode.NONE and p["end_offset"] >= 0:
+                if p["leader_epoch"] == epoch and p["end_offset"] >= plog.log_end_offset:
+                    progress.validated = True
+                    return
+                await self._truncate_to_divergence(mirror, progress, plog, p["leader_epoch"], p["end_offset"])
+                return
+        await self._validate_by_crc(conn, mirror, progress, plog)
+
+    async def _validate_by_crc(self, conn, mirror: Mirror, progress: PartitionProgress, plog) -> None:
+        last = plog.last_batch()
+        if last is None:
+            progress.validated = True
+            return
+        body = {
+            "replica_id": -1,
+            "max_wait_ms": 0,
+            "min_bytes": 1,
+            "max_bytes": max(last.size, 1024),
+            "isolation_level": 0,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [{"topic": mirror.source_topic, "partitions": [{"partition": progress.partition, "current_leader_epoch": -1, "fetch_offset": last.base_offset, "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": max(last.size, 1024)}]}],
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        }
+        response = await conn.request(ApiKey.FETCH, body)
+        pdata = response["responses"][0]["partitions"][0]
+        code = ErrorCode(pdata["error_code"])
+        if code == ErrorCode.OFFSET_OUT_OF_RANGE:
+            earliest = await self._list_offset(conn, mirror, progress.partition, -2)
+            latest = await self._list_offset(conn, mirror, progress.partition, -1)
+            if latest < plog.log_end_offset:
+                self.fail(
+                    mirror,
+                    MirrorError.UNEXPECTED_TRUNCATION,
+                    f"partition {progress.partition}: source log ends at {latest} (starts at {earliest}) but the mirror already holds offsets up to {plog.log_end_offset - 1}; the source lost data it had served",
+                )
+            else:
+                progress.validated = True  # our last batch was removed by source retention: nothing to compare
+            return
+        if code != ErrorCode.NONE:
+            raise SourceUnavailable(f"validation fetch for {mirror.source_topic}-{progress.partition} failed with {code.name}")
+        theirs = [b for b in split_batches(pdata.get("records") or b"").batches if b.base_offset == last.base_offset]
+        if theirs and theirs[0].crc == last.crc and theirs[0].last_offset_delta == last.last_offset_delta:
+            progress.validated = True
+            return
+        self.fail(
+            mirror,
+            MirrorError.UNEXPECTED_TRUNCATION,
+            f"partition {progress.partition}: the source no longer holds the mirror's last batch at offset {last.base_offset} with CRC {last.crc:#010x}; its log diverged",
+        )
+
+    async def _truncate_to_divergence(self, mirror: Mirror, progress: PartitionProgress, plog, epoch: int, end_offset: int) -> None:
+        ours_epoch, ours_end = plog.end_offset_for_epoch(epoch)
+        target = min(end_offset, ours_end) if ours_epoch == epoch else end_offset
+        target = min(target, plog.log_end_offset)
+        if target < plog.log_start_offset:
+            self.fail(mirror, MirrorError.UNEXPECTED_TRUNCATION, f"partition {progress.partition}: source diverged at offset {target}, before the mirror's log start {plog.log_start_offset}")
+            return
+        if target < plog.log_end_offset:
+            log.warning(
+                "mirror %s partition %d: source diverged at epoch %d offset %d; truncating mirror from %d to %d",
+                mirror.topic, progress.partition, epoch, end_offset, plog.log_end_offset, target,
+            )
+            self._store.record_gap(mirror.topic, progress.partition, target, plog.log_end_offset, f"truncated: source diverged at leader epoch {epoch}")
+            plog.truncate_to(target)
+        progress.validated = True
+
+
+class _Backoff:
+    """Exponential backoff with full jitter."""
+
+    def __init__(self, base_ms: int, max_ms: int) -> None:
+        self.base = base_ms / 1000
+        self.max = max_ms / 1000
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.max, self.base * (2**self.attempt))
+        self.attempt = min(self.attempt + 1, 30)
+        return random.uniform(delay / 2, delay)

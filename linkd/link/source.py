@@ -1,0 +1,103 @@
+"""The source cluster as a link sees it: bootstrap, metadata, one connection per broker.
+
+Connections are opened lazily and dropped on any error; the next use reconnects. Metadata is asked of
+any reachable broker (bootstrap servers first, then known brokers), so a link keeps working while the
+bootstrap host is down but other brokers are up.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from protocol.errors import ErrorCode
+from protocol.messages import ApiKey
+
+from .client import Connection, SourceProtocolError, SourceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourcePartition:
+    partition: int
+    leader: int
+    leader_epoch: int
+    error: ErrorCode
+
+
+@dataclass(frozen=True)
+class SourceTopic:
+    name: str
+    topic_id: uuid.UUID | None
+    error: ErrorCode
+    partitions: dict[int, SourcePartition] = field(default_factory=dict)
+
+
+@dataclass
+class SourceCluster:
+    bootstrap: list[tuple[str, int]]
+    client_id: str
+    request_timeout_s: float = 30.0
+    cluster_id: str | None = None
+    brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._connections: dict[tuple[str, int], Connection] = {}
+
+    async def connection(self, address: tuple[str, int]) -> Connection:
+        conn = self._connections.get(address)
+        if conn is None:
+            conn = await Connection.open(address[0], address[1], self.client_id)
+            self._connections[address] = conn
+        return conn
+
+    async def broker_connection(self, node_id: int) -> Connection:
+        address = self.brokers.get(node_id)
+        if address is None:
+            raise SourceUnavailable(f"source broker {node_id} is not in the metadata")
+        return await self.connection(address)
+
+    async def drop(self, address: tuple[str, int]) -> None:
+        conn = self._connections.pop(address, None)
+        if conn is not None:
+            await conn.aclose()
+
+    async def close(self) -> None:
+        for address in list(self._connections):
+            await self.drop(address)
+
+    async def request_any(self, api_key: int, body: dict) -> dict:
+        """Send to the first broker that answers: bootstrap servers, then known brokers."""
+        errors = []
+        candidates = list(dict.fromkeys([*self.bootstrap, *self.brokers.values()]))
+        for address in candidates:
+            try:
+                conn = await self.connection(address)
+                return await conn.request(api_key, body, timeout=self.request_timeout_s)
+            except (SourceUnavailable, SourceProtocolError) as exc:
+                errors.append(str(exc))
+                await self.drop(address)
+        raise SourceUnavailable("no source broker reachable: " + "; ".join(errors))
+
+    async def metadata(self, topics: list[str] | None) -> dict[str, SourceTopic]:
+        body = await self.request_any(
+            ApiKey.METADATA,
+            {"topics": None if topics is None else [{"name": t, "topic_id": uuid.UUID(int=0)} for t in topics], "allow_auto_topic_creation": False},
+        )
+        self.cluster_id = body.get("cluster_id") or self.cluster_id
+        brokers = {b["node_id"]: (b["host"], b["port"]) for b in body.get("brokers", [])}
+        if brokers:
+            self.brokers = brokers
+        out = {}
+        for t in body.get("topics", []):
+            parts = {
+                p["partition_index"]: SourcePartition(p["partition_index"], p["leader_id"], p.get("leader_epoch", -1), ErrorCode(p["error_code"]))
+                for p in t.get("partitions", [])
+            }
+            topic_id = t.get("topic_id")
+            if topic_id is not None and topic_id.int == 0:
+                topic_id = None
+            out[t["name"]] = SourceTopic(t["name"], topic_id, ErrorCode(t["error_code"]), parts)
+        return out
