@@ -31,13 +31,13 @@ from protocol.schema import UNKNOWN_TAGS, KafkaStruct
 _INT_RANGES = {"b": 8, "h": 16, "i": 32, "q": 64}
 
 
-def strategy_for(codec: p.KafkaPrimitive, depth: int = 0) -> st.SearchStrategy:
+def strategy_for(codec: p.KafkaPrimitive, depth: int = 0, unknown_tags: bool = True) -> st.SearchStrategy:
     """A strategy for values of one construct, read off the construct tree built from the JSON."""
     if isinstance(codec, KafkaStruct):
-        members = {m.key: strategy_for(m.codec, depth + 1) for m in codec.members}
-        members.update({m.key: strategy_for(m.codec, depth + 1) for m in codec.tagged.values()})
+        members = {m.key: strategy_for(m.codec, depth + 1, unknown_tags) for m in codec.members}
+        members.update({m.key: strategy_for(m.codec, depth + 1, unknown_tags) for m in codec.tagged.values()})
         base = st.fixed_dictionaries(members)
-        if not codec.flexible:
+        if not codec.flexible or not unknown_tags:
             return base
         known = set(codec.tagged)
         unknown = st.lists(
@@ -47,9 +47,9 @@ def strategy_for(codec: p.KafkaPrimitive, depth: int = 0) -> st.SearchStrategy:
         ).map(lambda tags: sorted(tags))
         return st.tuples(base, unknown).map(lambda pair: {**pair[0], UNKNOWN_TAGS: pair[1]} if pair[1] else pair[0])
     if isinstance(codec, p.NullableStruct):
-        return st.none() | strategy_for(codec.inner, depth)
+        return st.none() | strategy_for(codec.inner, depth, unknown_tags)
     if isinstance(codec, p._Array):
-        element = strategy_for(codec.element, depth + 1)
+        element = strategy_for(codec.element, depth + 1, unknown_tags)
         lists = st.lists(element, max_size=3 if depth < 2 else 1)
         return st.none() | lists if codec.nullable else lists
     if isinstance(codec, p._Bool):
