@@ -9,6 +9,7 @@ Public API::
 
     fetch_raw(bootstrap, topic, partition, start_offset, end_offset=None, ...) -> bytes
     list_offsets(bootstrap, topic, partition) -> (earliest, latest)
+    produce_raw(bootstrap, topic, partition, records) -> base offset   (exact bytes, e.g. from build_batch)
     RawConnection(host, port) for anything else (ApiVersions negotiation, ``request(...)``)
 """
 
@@ -22,12 +23,14 @@ from dataclasses import dataclass
 from kafka.protocol.consumer import FetchRequest, ListOffsetsRequest
 from kafka.protocol.metadata import ApiVersionsRequest, MetadataRequest
 from kafka.protocol.parser import KafkaProtocol
+from kafka.protocol.producer import ProduceRequest
 
 # Fetch v13+ names topics by id; v12 is the newest that takes names, which every broker we test still
 # serves (and the Java consumer caps itself at v12 too when it lacks topic ids).
 _FETCH_MAX_VERSION = 12
 _LIST_OFFSETS_MAX_VERSION = 7
 _METADATA_MAX_VERSION = 9
+_PRODUCE_MAX_VERSION = 12  # v13 names topics by id
 _EARLIEST = -2
 _LATEST = -1
 
@@ -253,3 +256,22 @@ def metadata(bootstrap: str, timeout: float = 5.0):
     """The broker's Metadata response for all topics (brokers, controller, topics)."""
     with RawConnection(*parse_bootstrap(bootstrap), timeout=timeout) as conn:
         return conn.request(MetadataRequest, _METADATA_MAX_VERSION, topics=None, allow_auto_topic_creation=False)
+
+
+def produce_raw(bootstrap: str, topic: str, partition: int, records: bytes, acks: int = -1, timeout: float = 30.0) -> int:
+    """Produce ``records`` (whole v2 batches, exactly these bytes) and return the base offset assigned.
+
+    This is how tests hand a broker batches our own builder made (to check another implementation accepts
+    them) or batches with unusual headers no client library would write.
+    """
+    with _leader_connection(bootstrap, topic, partition, timeout) as conn:
+        topic_data = ProduceRequest.TopicProduceData(name=topic, partition_data=[ProduceRequest.TopicProduceData.PartitionProduceData(index=partition, records=records)])
+        response = conn.request(ProduceRequest, _PRODUCE_MAX_VERSION, transactional_id=None, acks=acks, timeout_ms=int(timeout * 1000), topic_data=[topic_data])
+    for t in response.responses:
+        for p in t.partition_responses:
+            if p.index == partition:
+                if p.error_code:
+                    detail = p.error_message or ", ".join(f"batch {e.batch_index}: {e.batch_index_error_message}" for e in p.record_errors or [])
+                    raise RawClientError(f"Produce {topic}-{partition}: error {p.error_code} {detail}", p.error_code)
+                return p.base_offset
+    raise RawClientError(f"Produce response has no entry for {topic}-{partition}")
