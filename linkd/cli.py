@@ -1,11 +1,31 @@
-"""The ``linkd`` command line: ``serve`` runs the daemon; every other command talks to its admin API."""
+"""The ``linkd`` command line: ``serve`` runs the daemon; ``link`` and ``mirror`` talk to its admin API.
+
+Every client command takes ``--json`` (machine-readable output for runbooks) and exits 0 on success, or
+non-zero with a one-line reason on stderr. The daemon's address comes from ``--admin``, then the
+``LINKD_ADMIN`` environment variable, then 127.0.0.1:8090.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 from pathlib import Path
+
+from .adminclient import AdminClient, AdminClientError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CommandFailed(Exception):
+    """The command ran but the outcome is a failure (printed output stays, exit status non-zero)."""
+
+
+# -- serve ---------------------------------------------------------------------------------------
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -18,12 +38,12 @@ def _serve(args: argparse.Namespace) -> int:
             data_dir=Path(args.data_dir),
             listener=parse_hostport(args.listener, "--listener"),
             advertised=parse_hostport(args.advertised_listener, "--advertised-listener") if args.advertised_listener else None,
-            admin=parse_hostport(args.admin, "--admin"),
+            admin=parse_hostport(args.admin or "127.0.0.1:8090", "--admin"),
             node_id=args.node_id,
         )
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trio.run(serve, config)
@@ -33,8 +53,8 @@ def _serve(args: argparse.Namespace) -> int:
             raise
         for exc in _leaves(startup):
             print(f"linkd serve: {exc.strerror or exc} (listener {args.listener}, admin {args.admin}, data dir {args.data_dir})", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
@@ -44,23 +64,262 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     return out
 
 
+# -- output helpers ------------------------------------------------------------------------------
+
+
+def _emit(args: argparse.Namespace, data, human) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=False))
+    else:
+        human(data)
+
+
+def _table(columns: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    Console().print(table)
+
+
+# -- link commands -------------------------------------------------------------------------------
+
+
+def _link_create(args, client: AdminClient) -> int:
+    from .link.config import LinkConfigError, parse_overrides, parse_properties
+
+    configs: dict[str, str] = {}
+    try:
+        if args.config_file:
+            try:
+                configs.update(parse_properties(Path(args.config_file).read_text()))
+            except OSError as exc:
+                raise LinkConfigError(f"cannot read --config-file {args.config_file}: {exc.strerror}") from exc
+        configs.update(parse_overrides(args.config or []))
+    except LinkConfigError as exc:
+        raise AdminClientError(str(exc)) from exc
+    if args.bootstrap_server:
+        configs["bootstrap.servers"] = args.bootstrap_server
+    if "bootstrap.servers" not in configs:
+        raise AdminClientError("--bootstrap-server (or bootstrap.servers in --config-file) is required")
+    link = client.create_link(args.name, configs, validate=not args.no_validate)
+    _emit(args, link, lambda d: print(f"Created link {d['link_name']} ({d['link_id']}) to {d['bootstrap_servers']}, state {d['link_state']}"))
+    return EXIT_OK
+
+
+def _link_rows(links: list[dict]) -> list[list]:
+    return [[k["link_name"], k["link_state"], k["bootstrap_servers"], k.get("source_cluster_id") or "-", len(k["topic_names"])] for k in links]
+
+
+def _link_list(args, client: AdminClient) -> int:
+    links = client.list_links()
+    _emit(args, links, lambda d: _table(["LINK", "STATE", "BOOTSTRAP", "SOURCE CLUSTER", "MIRRORS"], _link_rows(d)))
+    return EXIT_OK
+
+
+def _link_describe(args, client: AdminClient) -> int:
+    link = client.describe_link(args.name)
+
+    def human(d):
+        print(f"Link {d['link_name']} ({d['link_id']})")
+        print(f"  state: {d['link_state']}" + (f" ({d['link_error_message']})" if d.get("link_error_message") else ""))
+        print(f"  source: {d['bootstrap_servers']} cluster {d.get('source_cluster_id') or '-'}")
+        print(f"  mirrors: {', '.join(d['topic_names']) or '-'}")
+        sync = d.get("consumer_offset_sync")
+        if sync:
+            print(f"  consumer offset sync: {json.dumps(sync)}")
+        for c in d["configs"]:
+            print(f"  {c['name']}={c['value']}")
+
+    _emit(args, link, human)
+    return EXIT_OK
+
+
+def _link_delete(args, client: AdminClient) -> int:
+    client.delete_link(args.name, force=args.force)
+    _emit(args, {"link_name": args.name, "deleted": True}, lambda d: print(f"Deleted link {args.name}"))
+    return EXIT_OK
+
+
+# -- mirror commands -----------------------------------------------------------------------------
+
+
+def _mirror_rows(mirrors: list[dict]) -> list[list]:
+    return [[m["mirror_topic_name"], m["link_name"], m["source_topic_name"], m["mirror_status"], m["mirror_topic_error"], m["num_partitions"], m["max_per_partition_mirror_lag"]] for m in mirrors]
+
+
+def _mirror_create(args, client: AdminClient) -> int:
+    mirror = client.create_mirror(args.topic, args.link, args.source_topic)
+    if args.wait:
+        mirror = _wait_caught_up(args, client, args.topic)
+    _emit(args, mirror, lambda d: print(f"Mirror {d['mirror_topic_name']} of {d['source_topic_name']} over link {d['link_name']}: {d['mirror_status']}, max lag {d['max_per_partition_mirror_lag']}"))
+    return EXIT_OK
+
+
+def _caught_up(m: dict) -> bool:
+    return m["mirror_status"] == "ACTIVE" and all(p["source_high_watermark"] >= 0 and p["lag"] == 0 and p["last_source_fetch_offset"] == p["mirror_log_end_offset"] for p in m["partitions"])
+
+
+def _wait_caught_up(args, client: AdminClient, topic: str) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + args.wait_timeout
+    show = not args.json and sys.stderr.isatty() or args.progress
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("records"), TimeElapsedColumn(), transient=False, disable=not show, console=None) as progress:
+        task = progress.add_task(f"mirroring {topic}", total=None)
+        while True:
+            m = client.describe_mirror(topic)
+            total = sum(max(p["source_high_watermark"], 0) for p in m["partitions"])
+            done = sum(max(p["mirror_log_end_offset"], 0) for p in m["partitions"])
+            progress.update(task, total=total or None, completed=min(done, total) if total else done)
+            if m["mirror_status"] == "FAILED":
+                raise AdminClientError(f"mirror {topic} failed: {m['mirror_topic_error']}: {m.get('mirror_topic_error_message')}")
+            if _caught_up(m):
+                return m
+            if time.monotonic() > deadline:
+                raise AdminClientError(f"mirror {topic} did not catch up within {args.wait_timeout:g}s (max lag {m['max_per_partition_mirror_lag']})")
+            time.sleep(0.25)
+
+
+def _mirror_list(args, client: AdminClient) -> int:
+    mirrors = client.list_mirrors(args.link)
+    _emit(args, mirrors, lambda d: _table(["MIRROR", "LINK", "SOURCE TOPIC", "STATUS", "ERROR", "PARTITIONS", "MAX LAG"], _mirror_rows(d)))
+    return EXIT_OK
+
+
+def _mirror_describe(args, client: AdminClient) -> int:
+    m = client.describe_mirror(args.topic)
+
+    def human(d):
+        print(f"Mirror {d['mirror_topic_name']} of {d['source_topic_name']} over link {d['link_name']}")
+        print(f"  status: {d['mirror_status']}   error: {d['mirror_topic_error']}" + (f" ({d['mirror_topic_error_message']})" if d.get("mirror_topic_error_message") else ""))
+        _table(
+            ["PARTITION", "MIRROR LOG END", "LAST SOURCE FETCH", "SOURCE HIGH WATERMARK", "LAG"],
+            [[p["partition"], p["mirror_log_end_offset"], p["last_source_fetch_offset"], p["source_high_watermark"], p["lag"]] for p in d["partitions"]],
+        )
+        for gap in d.get("gaps") or []:
+            print(f"  gap: partition {gap['partition']} offsets {gap['from_offset']}..{gap['to_offset'] - 1}: {gap['reason']}")
+        if d.get("stop_info"):
+            print(f"  stopped: {json.dumps(d['stop_info'])}")
+
+    _emit(args, m, human)
+    return EXIT_OK
+
+
+def _mirror_action(args, client: AdminClient) -> int:
+    results = client.mirror_action(args.action, args.topics, timeout_s=getattr(args, "timeout", None))
+    failed = [r for r in results if r["error_code"] != 0]
+
+    def human(rows):
+        for r in rows:
+            if r["error_code"]:
+                print(f"{r['mirror_topic_name']}: FAILED ({r['error_message']})")
+                continue
+            line = f"{r['mirror_topic_name']}: {r.get('mirror_status', 'OK')}"
+            if args.action in ("promote", "failover"):
+                line += f", possible data loss {r.get('possible_data_loss_records', 0)} records"
+                aborted = r.get("aborted_transactions") or []
+                if aborted:
+                    line += f", {len(aborted)} open transaction(s) aborted"
+            print(line)
+            for p in r.get("stop_offsets") or []:
+                print(f"  partition {p['partition']}: mirror end offset {p['mirror_end_offset']}, last source offset seen {p['last_source_offset_seen']}, possibly lost {p['possible_data_loss_records']}")
+
+    _emit(args, results, human)
+    if failed:
+        print(f"linkd mirror {args.action}: {len(failed)} of {len(results)} topic(s) failed: " + "; ".join(f"{r['mirror_topic_name']}: {r['error_message']}" for r in failed), file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linkd", description="Byte-for-byte Kafka cluster-link daemon")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     serve = sub.add_parser("serve", help="run the daemon")
     serve.add_argument("--data-dir", default="./data", help="where partition logs and the control store live")
     serve.add_argument("--listener", default="127.0.0.1:9092", help="Kafka listener HOST:PORT")
     serve.add_argument("--advertised-listener", help="HOST:PORT clients are told to connect to")
-    serve.add_argument("--admin", default="127.0.0.1:8090", help="admin HTTP API HOST:PORT")
+    serve.add_argument("--admin", default=None, help="admin HTTP API HOST:PORT (default 127.0.0.1:8090)")
     serve.add_argument("--node-id", type=int, default=1)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--admin", help="daemon admin API HOST:PORT (default: $LINKD_ADMIN or 127.0.0.1:8090)")
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    link = sub.add_parser("link", help="manage cluster links").add_subparsers(dest="link_command", required=True, metavar="ACTION")
+    p = link.add_parser("create", parents=[common], help="create a link to a source cluster")
+    p.add_argument("name")
+    p.add_argument("--bootstrap-server", help="source cluster HOST:PORT[,HOST:PORT]")
+    p.add_argument("--config-file", help="link properties file (Kafka/Cluster Linking names)")
+    p.add_argument("--config", action="append", metavar="KEY=VALUE", help="a link property; repeatable")
+    p.add_argument("--no-validate", action="store_true", help="do not check that the source is reachable")
+    p.set_defaults(func=_link_create)
+    p = link.add_parser("list", parents=[common], help="list links")
+    p.set_defaults(func=_link_list)
+    p = link.add_parser("describe", parents=[common], help="describe a link")
+    p.add_argument("name")
+    p.set_defaults(func=_link_describe)
+    p = link.add_parser("delete", parents=[common], help="delete a link")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="delete even if mirrors still use it")
+    p.set_defaults(func=_link_delete)
+
+    mirror = sub.add_parser("mirror", help="manage mirror topics").add_subparsers(dest="mirror_command", required=True, metavar="ACTION")
+    p = mirror.add_parser("create", parents=[common], help="mirror a source topic")
+    p.add_argument("topic")
+    p.add_argument("--link", required=True)
+    p.add_argument("--source-topic")
+    p.add_argument("--wait", action="store_true", help="wait (with a progress bar) until the mirror has caught up")
+    p.add_argument("--wait-timeout", type=float, default=600.0, help="seconds --wait waits at most")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.set_defaults(func=_mirror_create)
+    p = mirror.add_parser("list", parents=[common], help="list mirror topics")
+    p.add_argument("--link")
+    p.set_defaults(func=_mirror_list)
+    p = mirror.add_parser("describe", parents=[common], help="describe a mirror topic")
+    p.add_argument("topic")
+    p.set_defaults(func=_mirror_describe)
+    for action, text in (("pause", "stop fetching"), ("resume", "fetch again"), ("promote", "catch up, then make writable (source must be reachable)"), ("failover", "make writable now (source may be gone)")):
+        p = mirror.add_parser(action, parents=[common], help=text)
+        p.add_argument("topics", nargs="+", metavar="TOPIC")
+        if action == "promote":
+            p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for lag 0 before giving up (default 60)")
+        p.set_defaults(func=_mirror_action, action=action)
+
+    demo = sub.add_parser("demo", help="run the self-contained demo (or link a real SOURCE)")
+    demo.add_argument("--bootstrap-server", help="a real source cluster; default: a throwaway local source")
+    demo.add_argument("--topic", help="source topic to mirror (with --bootstrap-server)")
+    demo.add_argument("--records", type=int, default=200_000)
+    demo.add_argument("--keep-running", action="store_true", help="keep the destination daemon serving after the demo")
+    demo.set_defaults(func=None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return args.func(args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args)
+    client = AdminClient(args.admin)
+    try:
+        return args.func(args, client)
+    except AdminClientError as exc:
+        print(f"linkd {args.command} {getattr(args, 'link_command', None) or getattr(args, 'mirror_command', '')}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        client.close()
 
 
 if __name__ == "__main__":

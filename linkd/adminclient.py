@@ -1,0 +1,81 @@
+"""HTTP client for the admin API, used by the CLI (and by runbooks through the CLI)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+DEFAULT_ADMIN = "127.0.0.1:8090"
+
+
+class AdminClientError(Exception):
+    """A one-line reason suitable for stderr."""
+
+
+class AdminClient:
+    def __init__(self, address: str | None = None, timeout: float = 30.0) -> None:
+        address = address or os.environ.get("LINKD_ADMIN") or DEFAULT_ADMIN
+        self.base = address if address.startswith("http") else f"http://{address}"
+        self._http = httpx.Client(base_url=self.base, timeout=timeout)
+        self._cluster_id: str | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, timeout: float | None = None, **kwargs) -> Any:
+        try:
+            response = self._http.request(method, path, timeout=timeout or self._http.timeout, **kwargs)
+        except httpx.ConnectError as exc:
+            raise AdminClientError(f"cannot reach the linkd admin API at {self.base} (is `linkd serve` running? set --admin or LINKD_ADMIN): {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise AdminClientError(f"the linkd admin API at {self.base} did not answer in time") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message") or response.text
+            except ValueError:
+                message = response.text
+            raise AdminClientError(message.strip() or f"HTTP {response.status_code}")
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    @property
+    def cluster(self) -> str:
+        if self._cluster_id is None:
+            self._cluster_id = self._call("GET", "/kafka/v3/clusters")["data"][0]["cluster_id"]
+        return f"/kafka/v3/clusters/{self._cluster_id}"
+
+    def create_link(self, name: str, configs: dict[str, str], validate: bool = True) -> dict:
+        return self._call(
+            "POST",
+            f"{self.cluster}/links",
+            params={"link_name": name, "validate_link": str(validate).lower()},
+            json={"configs": [{"name": k, "value": v} for k, v in configs.items()]},
+        )
+
+    def list_links(self) -> list[dict]:
+        return self._call("GET", f"{self.cluster}/links")["data"]
+
+    def describe_link(self, name: str) -> dict:
+        return self._call("GET", f"{self.cluster}/links/{name}")
+
+    def delete_link(self, name: str, force: bool = False) -> None:
+        self._call("DELETE", f"{self.cluster}/links/{name}", params={"force": str(force).lower()})
+
+    def create_mirror(self, topic: str, link: str, source_topic: str | None = None) -> dict:
+        return self._call("POST", f"{self.cluster}/links/{link}/mirrors", json={"mirror_topic_name": topic, "source_topic_name": source_topic or topic})
+
+    def list_mirrors(self, link: str | None = None) -> list[dict]:
+        return self._call("GET", f"{self.cluster}/links/{link or '-'}/mirrors")["data"]
+
+    def describe_mirror(self, topic: str) -> dict:
+        return self._call("GET", f"{self.cluster}/links/-/mirrors/{topic}")
+
+    def mirror_action(self, action: str, topics: list[str], timeout_s: float | None = None) -> list[dict]:
+        body: dict[str, Any] = {"mirror_topic_names": topics}
+        if timeout_s is not None:
+            body["timeout_ms"] = int(timeout_s * 1000)
+        wait = (timeout_s or 60) + 30 if action == "promote" else None
+        return self._call("POST", f"{self.cluster}/links/-/mirrors:{action}", json=body, timeout=wait)["data"]
