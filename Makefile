@@ -16,7 +16,7 @@ setup: $(STAMP)
 
 # The main job: with SOURCE=host:port it links to that cluster; without, it runs the self-contained demo.
 demo: $(STAMP)
-	$(BIN)/linkd demo $(if $(SOURCE),--bootstrap-server $(SOURCE))
+	$(BIN)/linkd demo $(if $(SOURCE),--bootstrap-server $(SOURCE) --topic $(TOPIC))
 
 serve: $(STAMP)
 	$(BIN)/linkd serve
