@@ -420,7 +420,7 @@ class LinkRuntime:
         await self._validate_by_crc(conn, mirror, progress, plog)
 
     async def _validate_by_crc(self, conn, mirror: Mirror, progress: PartitionProgress, plog) -> None:
-        last = plog.last_batch()
+        last = _last_batch(plog)
         if last is None:
             progress.validated = True
             return
@@ -478,6 +478,15 @@ class LinkRuntime:
             self._store.record_gap(mirror.topic, progress.partition, target, plog.log_end_offset, f"truncated: source diverged at leader epoch {epoch}")
             plog.truncate_to(target)
         progress.validated = True
+
+
+def _last_batch(plog):
+    """Header view of the log's last batch, or None for an empty log."""
+    if plog.log_end_offset <= plog.log_start_offset:
+        return None
+    data = plog.read(plog.log_end_offset - 1, 1).to_bytes()
+    batches = split_batches(data).batches
+    return batches[-1] if batches else None
 
 
 class _Backoff:
