@@ -31,6 +31,7 @@ from ..topics import TopicError, TopicRegistry, validate_topic_name
 from .client import SourceProtocolError, SourceUnavailable
 from .config import LinkConfigError, LinkSettings, validate
 from .mirror import Mirror, MirrorStore, PartitionProgress
+from .offsetsync import OffsetSync
 from .runtime import LinkRuntime, now_ms
 from .source import SourceCluster
 from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
@@ -66,6 +67,7 @@ class LinkEntry:
     config: dict[str, str]
     settings: LinkSettings
     runtime: LinkRuntime
+    offset_sync: OffsetSync
     scope: trio.CancelScope | None = None
 
 
@@ -114,7 +116,10 @@ class LinkManager:
     async def _run_link(self, entry: LinkEntry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as scope:
             entry.scope = scope
-            await entry.runtime.run(task_status=task_status)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(entry.offset_sync.run)
+                await nursery.start(entry.runtime.run)
+                task_status.started()
 
     def _entry(self, name: str, link_id: str, config: dict[str, str]) -> LinkEntry:
         settings = LinkSettings.from_config(config)
@@ -127,7 +132,8 @@ class LinkManager:
             notify=self._notify,
             on_mirror_change=self._mirror_changed,
         )
-        return LinkEntry(name, link_id, config, settings, runtime)
+        mirrors = lambda: [m for m in self.mirrors.values() if m.link == name]  # noqa: E731
+        return LinkEntry(name, link_id, config, settings, runtime, OffsetSync(runtime, mirrors, self._topics, self._groups))
 
     def _mirror_changed(self, mirror: Mirror) -> None:
         topic = self._topics.get(mirror.topic)
@@ -185,7 +191,7 @@ class LinkManager:
             "topic_names": sorted(mirrors),
             "configs": [{"name": k, "value": v} for k, v in sorted(validate(entry.config).items()) if "jaas" not in k and "password" not in k],
             "statistics": {"fetch_requests": rt.fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
-            "consumer_offset_sync": getattr(rt, "offset_sync_status", None),
+            "consumer_offset_sync": entry.offset_sync.status.as_dict(),
         }
 
     def list_links(self) -> list[dict]:
@@ -369,10 +375,9 @@ class LinkManager:
             if mirror.state == MirrorState.PENDING_STOPPED:
                 self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
             return self._result(topic, ErrorCode.REQUEST_TIMED_OUT if mirror.state != MirrorState.FAILED else ErrorCode.INVALID_REQUEST, reason, mirror_status=mirror.state.value, mirror_lags=lags)
-        sync = getattr(entry.runtime, "final_offset_sync", None)
-        if sync is not None:
+        if entry.offset_sync.status.enabled:
             try:
-                await sync(mirror)
+                await entry.offset_sync.sync_once(only_topic=mirror.topic)
             except (SourceUnavailable, SourceProtocolError) as exc:
                 self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
                 return self._result(topic, ErrorCode.BROKER_NOT_AVAILABLE, f"final consumer offset sync failed: {exc}", mirror_status=mirror.state.value, mirror_lags=self._lags(mirror))

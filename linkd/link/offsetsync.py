@@ -1,0 +1,151 @@
+"""Consumer offset sync: copy committed group offsets from the source into linkd's group store.
+
+Every ``consumer.offset.sync.ms`` the link lists the source's groups (asking every source broker, since
+each coordinates some groups), keeps those ``consumer.offset.group.filters`` include, reads their
+committed offsets for the partitions this link mirrors from each group's coordinator, and stores them
+unchanged: offsets line up, so there is nothing to translate. Two guards keep consumers safe:
+
+* a group with live members on linkd is never overwritten (its consumers already moved here), and
+* an offset is never stored above the mirror's high watermark, so a consumer never starts past data
+  linkd does not hold yet (it would skip records after failover).
+
+Promotion runs one last sync for the topic being promoted, after the mirror has caught up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import trio
+
+from protocol.errors import ErrorCode
+from protocol.messages import ApiKey
+
+from .client import SourceProtocolError, SourceUnavailable
+from .groupfilter import GroupFilter
+
+log = logging.getLogger(__name__)
+
+OFFSET_FETCH_MAX_VERSION = 7  # single-group, topic-name layout; every source we meet supports it
+
+
+@dataclass
+class SyncStatus:
+    enabled: bool
+    interval_ms: int
+    last_sync_ms: int | None = None
+    last_error: str | None = None
+    groups_synced: int = 0
+    groups_skipped_live: int = 0
+    offsets_synced: int = 0
+    offsets_clamped: int = 0
+    syncs: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class OffsetSync:
+    def __init__(self, runtime, mirrors, topics, groups) -> None:
+        self._runtime = runtime
+        self._mirrors = mirrors  # () -> list[Mirror] of this link
+        self._topics = topics
+        self._groups = groups
+        settings = runtime.settings
+        self.filter = GroupFilter.parse(settings.offset_group_filters)
+        self.status = SyncStatus(settings.offset_sync_enable, settings.offset_sync_ms)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        if not self.status.enabled:
+            return
+        while True:
+            await trio.sleep(self.status.interval_ms / 1000)
+            try:
+                await self.sync_once()
+            except (SourceUnavailable, SourceProtocolError) as exc:
+                self.status.last_error = str(exc)
+                log.warning("link %s: consumer offset sync failed: %s", self._runtime.name, exc)
+
+    def _mirrored(self, only_topic: str | None) -> dict[str, str]:
+        """source topic -> mirror topic, for mirrors whose offsets should be synced."""
+        return {
+            m.source_topic: m.topic
+            for m in self._mirrors()
+            if (only_topic is None and m.fetching) or m.topic == only_topic
+        }
+
+    async def _list_groups(self) -> list[str]:
+        source = self._runtime.source
+        if not source.brokers:
+            await source.metadata([])
+        groups: set[str] = set()
+        for node_id in list(source.brokers):
+            conn = await source.broker_connection(node_id)
+            body = await conn.request(ApiKey.LIST_GROUPS, {"states_filter": [], "types_filter": []})
+            if body["error_code"] != ErrorCode.NONE:
+                raise SourceProtocolError(f"ListGroups on source broker {node_id} failed with {ErrorCode(body['error_code']).name}")
+            groups.update(g["group_id"] for g in body["groups"] if g.get("protocol_type", "consumer") in ("consumer", ""))
+        return sorted(g for g in groups if self.filter.includes(g))
+
+    async def _coordinator(self, group: str):
+        source = self._runtime.source
+        body = await source.request_any(ApiKey.FIND_COORDINATOR, {"key": group, "key_type": 0, "coordinator_keys": [group]})
+        if "coordinators" in body and body["coordinators"]:
+            c = body["coordinators"][0]
+        else:
+            c = body
+        if c["error_code"] != ErrorCode.NONE:
+            raise SourceProtocolError(f"FindCoordinator for group {group} failed with {ErrorCode(c['error_code']).name}")
+        return await source.connection((c["host"], c["port"]))
+
+    async def _fetch_offsets(self, group: str, source_topics: list[str]) -> dict[tuple[str, int], tuple[int, int, str | None]]:
+        conn = await self._coordinator(group)
+        version = min(conn.version_for(ApiKey.OFFSET_FETCH), OFFSET_FETCH_MAX_VERSION)
+        body = await conn.request(ApiKey.OFFSET_FETCH, {"group_id": group, "topics": None, "require_stable": False}, version=version)
+        if body.get("error_code", 0) != ErrorCode.NONE:
+            raise SourceProtocolError(f"OffsetFetch for group {group} failed with {ErrorCode(body['error_code']).name}")
+        out = {}
+        wanted = set(source_topics)
+        for t in body.get("topics", []):
+            if t["name"] not in wanted:
+                continue
+            for p in t["partitions"]:
+                if p["error_code"] == ErrorCode.NONE and p["committed_offset"] >= 0:
+                    out[(t["name"], p["partition_index"])] = (p["committed_offset"], p.get("committed_leader_epoch", -1), p.get("metadata"))
+        return out
+
+    async def sync_once(self, only_topic: str | None = None) -> None:
+        mapping = self._mirrored(only_topic)
+        if not mapping:
+            return
+        groups = await self._list_groups()
+        synced = skipped = offsets = clamped = 0
+        for group in groups:
+            committed = await self._fetch_offsets(group, list(mapping))
+            to_store = {}
+            for (source_topic, partition), (offset, epoch, metadata) in committed.items():
+                local = self._topics.get(mapping[source_topic])
+                if local is None or partition >= len(local.logs):
+                    continue
+                high_watermark = local.logs[partition].high_watermark
+                if offset > high_watermark:
+                    offset, clamped = high_watermark, clamped + 1
+                to_store[(local.name, partition)] = (offset, epoch, metadata)
+            if not to_store:
+                continue
+            if self._groups.store_synced_offsets(group, to_store):
+                synced += 1
+                offsets += len(to_store)
+            else:
+                skipped += 1
+        self.status.last_sync_ms = int(time.time() * 1000)
+        self.status.last_error = None
+        self.status.syncs += 1
+        self.status.groups_synced = synced
+        self.status.groups_skipped_live = skipped
+        self.status.offsets_synced += offsets
+        self.status.offsets_clamped += clamped
+        log.debug("link %s: synced %d offsets of %d groups (%d skipped: live members here)", self._runtime.name, offsets, synced, skipped)
