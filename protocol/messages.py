@@ -278,6 +278,11 @@ def encode_response(api_key: int, api_version: int, correlation_id: int, body: d
     return _frame(_response_parts(api_key, api_version, correlation_id, body))
 
 
+# Parts at least this big (record blobs) go out as their own chunk instead of being joined with their
+# neighbours: copying them is exactly what the chunked form exists to avoid.
+_STANDALONE_CHUNK = 16 * 1024
+
+
 def encode_response_chunks(api_key: int, api_version: int, correlation_id: int, body: dict) -> list[bytes | memoryview | object]:
     """Like ``encode_response`` but without copying record blobs.
 
@@ -290,21 +295,21 @@ def encode_response_chunks(api_key: int, api_version: int, correlation_id: int, 
     pending: list = []
     size = 0
     for part in parts:
-        if isinstance(part, bytes):
+        if isinstance(part, bytes) and len(part) < _STANDALONE_CHUNK:
             pending.append(part)
             size += len(part)
             continue
         if pending:
             chunks.append(b"".join(pending))
             pending = []
-        if isinstance(part, (bytearray, memoryview)):
+        if isinstance(part, (bytes, bytearray, memoryview)):
             size += memoryview(part).nbytes
         else:
             size += part.length
         chunks.append(part)
     if pending:
         chunks.append(b"".join(pending))
-    if chunks and isinstance(chunks[0], bytes):
+    if chunks and isinstance(chunks[0], bytes) and len(chunks[0]) < _STANDALONE_CHUNK:
         chunks[0] = _SIZE.pack(size) + chunks[0]
     else:
         chunks.insert(0, _SIZE.pack(size))

@@ -271,6 +271,14 @@ def test_response_chunks_leave_records_refs_in_place(version):
     assert wire == encode_response(ApiKey.FETCH, version, 5, body)
 
 
+def test_response_chunks_do_not_copy_large_bytes_blobs():
+    blob = bytes(64 * 1024)
+    body = {"responses": [{"topic": "t", "partitions": [{"records": blob}]}]}
+    chunks = encode_response_chunks(ApiKey.FETCH, 11, 5, body)
+    assert any(c is blob for c in chunks)
+    assert b"".join(chunks) == encode_response(ApiKey.FETCH, 11, 5, body)
+
+
 def test_encode_response_refuses_records_ref():
     with pytest.raises(LocalProtocolError):
         encode_response(ApiKey.FETCH, 12, 1, {"responses": [{"partitions": [{"records": RecordsRef(10)}]}]})
