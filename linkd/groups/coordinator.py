@@ -122,6 +122,9 @@ class GroupConfig:
     min_session_timeout_ms: int = 6_000
     max_session_timeout_ms: int = 1_800_000
     offset_metadata_max_bytes: int = 4096
+    # An Empty group with no pending ids is forgotten after this long (its committed offsets stay, and
+    # keep it listed); without it, every throw-away group id (console consumers) would stay in memory.
+    empty_group_retention_ms: int = 600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,7 @@ class _Group:
     static: dict[str, str] = field(default_factory=dict)  # group instance id -> member id
     rebalance_deadline: float = math.inf
     delay_deadline: float = -math.inf
+    empty_since: float = 0.0
     sync_deadline: float = math.inf
 
     def rebalance_timeout(self) -> float:
@@ -290,8 +294,11 @@ class GroupCoordinator:
     def expire_due(self) -> float:
         """Act on every deadline that has passed; return the earliest one still ahead (inf if none)."""
         now = self._clock()
+        retention = self._config.empty_group_retention_ms / 1000
         for group in list(self._groups.values()):
             self._expire_group(group, now)
+            if group.state is GroupState.EMPTY and not group.pending and now >= group.empty_since + retention:
+                del self._groups[group.group_id]
         return min((self._next_deadline(g, now) for g in self._groups.values()), default=math.inf)
 
     def _expire_group(self, group: _Group, now: float) -> None:
@@ -310,9 +317,10 @@ class GroupCoordinator:
         if group.state is GroupState.PREPARING_REBALANCE:
             self._maybe_complete_join(group, now, force=now >= group.rebalance_deadline)
 
-    @staticmethod
-    def _next_deadline(group: _Group, now: float) -> float:
+    def _next_deadline(self, group: _Group, now: float) -> float:
         deadlines = list(group.pending.values())
+        if group.state is GroupState.EMPTY and not group.pending:
+            deadlines.append(group.empty_since + self._config.empty_group_retention_ms / 1000)
         deadlines += [m.last_seen + m.session_timeout for m in group.members.values() if not m.parked]
         if group.state is GroupState.PREPARING_REBALANCE:
             deadlines.append(group.rebalance_deadline)
@@ -381,6 +389,8 @@ class GroupCoordinator:
             group.protocol_name = None
             group.leader_id = None
             self._transition(group, GroupEvent.JOIN_COMPLETED_EMPTY)
+            group.empty_since = now
+            self._schedule(now + self._config.empty_group_retention_ms / 1000)
             return
         group.protocol_name = self._select_protocol(group)
         if group.leader_id not in group.members:
@@ -467,7 +477,7 @@ class GroupCoordinator:
         if group is None:
             if member_id:
                 return _join_result(ErrorCode.UNKNOWN_MEMBER_ID, member_id)
-            group = self._groups[group_id] = _Group(group_id)
+            group = self._groups[group_id] = _Group(group_id, empty_since=self._clock())
         if not protocol_type or not protocols:
             return _join_result(ErrorCode.INCONSISTENT_GROUP_PROTOCOL, member_id)
         if not self._supports(group, member_id, protocol_type, {name for name, _ in protocols}):
@@ -902,7 +912,7 @@ class GroupCoordinator:
             state, group = self._group_state(group_id)
             if state is GroupState.DEAD:
                 error = ErrorCode.GROUP_ID_NOT_FOUND
-            elif group is not None and (group.members or group.pending):
+            elif group is not None and group.state is not GroupState.EMPTY:
                 error = ErrorCode.NON_EMPTY_GROUP
             else:
                 self._offsets.delete_group(group_id)
