@@ -24,6 +24,8 @@ that agreement; the assignment itself is computed by one member, the *leader*, a
    generation -1 and no member id, which is only accepted while the group has no members, as in Kafka).
 5. **Dead**. The group was deleted (DeleteGroups); it leaves the registry, and a later JoinGroup with the
    same id creates a fresh group.
+   An Empty group with no pending ids is also dropped from memory after ``empty_group_retention_ms``
+   (its offsets, if any, stay and keep it listed as Empty), so throw-away group ids do not accumulate.
 
 First joins at JoinGroup v4+ without a member id get ``MEMBER_ID_REQUIRED`` and a fresh id to retry with
 (KIP-394: the coordinator never parks a request from a member it cannot yet name). The id is *pending*
@@ -243,7 +245,12 @@ def _sync_result(error: ErrorCode, group: _Group | None = None, assignment: byte
 
 
 class GroupCoordinator:
-    """All consumer groups of this node. Handlers take a decoded request body and return a response body."""
+    """All consumer groups of this node. Handlers take a decoded request body and return a response body.
+
+    ``clock`` returns seconds and must advance with trio's clock (``run`` sleeps on trio deadlines).
+    ``partition_exists(topic, partition)``, when given, refuses commits for unknown partitions.
+    ``topic_name_for_id`` / ``topic_id_for_name`` are only needed to serve OffsetCommit/OffsetFetch v10.
+    """
 
     def __init__(
         self,
