@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
             advertised=parse_hostport(args.advertised_listener, "--advertised-listener") if args.advertised_listener else None,
             admin=parse_hostport(args.admin or "127.0.0.1:8090", "--admin"),
             node_id=args.node_id,
+            ready_file=Path(args.ready_file) if args.ready_file else None,
         )
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin", default=None, help="admin HTTP API HOST:PORT (default 127.0.0.1:8090)")
     serve.add_argument("--node-id", type=int, default=1)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--ready-file", help="write {kafka_port, admin_port, pid, cluster_id} as JSON here once serving (useful with port 0)")
     serve.set_defaults(func=_serve)
 
     common = argparse.ArgumentParser(add_help=False)

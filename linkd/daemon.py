@@ -8,7 +8,9 @@ reports ready only when its sockets are bound.
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import os
 import signal
 import uuid
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ class ServeConfig:
     node_id: int = 1
     max_request_bytes: int = 100 * 1024 * 1024
     idle_timeout_s: float = 600.0
+    ready_file: Path | None = None
 
 
 def _cluster_id(store: ControlStore) -> str:
@@ -102,6 +105,11 @@ class Daemon:
                 await nursery.start(self.links.run)
                 self.admin_port = await nursery.start(self._serve_admin)
                 log.info("linkd node %d ready (cluster %s, data in %s)", self.config.node_id, self.cluster_id, self.config.data_dir)
+                if self.config.ready_file:
+                    # Written last and atomically: supervisors and tests that bind port 0 learn the real ports.
+                    tmp = self.config.ready_file.with_suffix(".tmp")
+                    tmp.write_text(json.dumps({"kafka_port": bound, "admin_port": self.admin_port, "pid": os.getpid(), "cluster_id": self.cluster_id}))
+                    os.replace(tmp, self.config.ready_file)
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):

@@ -17,7 +17,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,16 +38,12 @@ BATCH_RECORDS = 500
 CODECS = (Compression.ZSTD, Compression.LZ4, Compression.GZIP)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_daemon(name: str, root: Path, kafka_port: int, admin_port: int) -> subprocess.Popen:
+def _start_daemon(name: str, root: Path) -> tuple[subprocess.Popen, int, int]:
+    """Start ``linkd serve`` on port 0; return the process and its (kafka, admin) ports."""
     log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+    ready = root / f"{name}.ready.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "linkd", "serve", "--data-dir", str(root / name), "--listener", f"127.0.0.1:{kafka_port}", "--admin", f"127.0.0.1:{admin_port}"],
+        [sys.executable, "-m", "linkd", "serve", "--data-dir", str(root / name), "--listener", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ready-file", str(ready)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -56,11 +51,10 @@ def _start_daemon(name: str, root: Path, kafka_port: int, admin_port: int) -> su
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"linkd demo: the {name} daemon exited; see {root / f'{name}.log'}")
-        try:
-            with socket.create_connection(("127.0.0.1", admin_port), timeout=0.2):
-                return process
-        except OSError:
-            time.sleep(0.1)
+        if ready.exists():
+            ports = json.loads(ready.read_text())
+            return process, ports["kafka_port"], ports["admin_port"]
+        time.sleep(0.05)
     raise SystemExit(f"linkd demo: the {name} daemon did not start; see {root / f'{name}.log'}")
 
 
@@ -168,10 +162,11 @@ def run_demo(args) -> int:
     try:
         if args.bootstrap_server:
             return _demo_real_source(args, root, processes)
-        src_port, src_admin, dst_port, dst_admin = (_free_port() for _ in range(4))
-        print(f"Starting a throwaway source cluster on 127.0.0.1:{src_port} and linkd on 127.0.0.1:{dst_port} (admin {dst_admin}); files in {root}")
-        processes.append(_start_daemon("source", root, src_port, src_admin))
-        processes.append(_start_daemon("linkd", root, dst_port, dst_admin))
+        source_process, src_port, _src_admin = _start_daemon("source", root)
+        processes.append(source_process)
+        dest_process, dst_port, dst_admin = _start_daemon("linkd", root)
+        processes.append(dest_process)
+        print(f"Started a throwaway source cluster on 127.0.0.1:{src_port} and linkd on 127.0.0.1:{dst_port} (admin {dst_admin}); files in {root}")
         source, dest = ("127.0.0.1", src_port), ("127.0.0.1", dst_port)
         started = time.monotonic()
         trio.run(_produce_sample, source, args.records)
@@ -208,8 +203,8 @@ def run_demo(args) -> int:
 def _demo_real_source(args, root: Path, processes: list) -> int:
     if not args.topic:
         raise SystemExit("linkd demo: --topic is required with --bootstrap-server")
-    dst_port, dst_admin = _free_port(), _free_port()
-    processes.append(_start_daemon("linkd", root, dst_port, dst_admin))
+    dest_process, dst_port, dst_admin = _start_daemon("linkd", root)
+    processes.append(dest_process)
     admin = f"127.0.0.1:{dst_admin}"
     print(f"linkd serving on 127.0.0.1:{dst_port} (admin {admin}), data in {root}")
     _cli("link", "create", "source", "--bootstrap-server", args.bootstrap_server, "--admin", admin)
