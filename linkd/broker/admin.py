@@ -7,7 +7,7 @@ import logging
 from protocol.errors import ErrorCode
 
 from ..topics import TOPIC_CONFIG_DEFAULTS, TopicError
-from .context import Body, RequestContext
+from .context import ZERO_UUID, Body, RequestContext
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ async def create_topics(ctx: RequestContext, body: Body) -> Body:
     seen: set[str] = set()
     for t in body.get("topics", []):
         name = t["name"]
-        out = {"name": name, "topic_id": None, "error_code": ErrorCode.NONE, "error_message": None, "num_partitions": -1, "replication_factor": -1, "configs": None}
+        out = {"name": name, "topic_id": ZERO_UUID, "error_code": ErrorCode.NONE, "error_message": None, "num_partitions": -1, "replication_factor": -1, "configs": None}
         results.append(out)
         try:
             if name in seen:
@@ -68,7 +68,7 @@ async def create_topics(ctx: RequestContext, body: Body) -> Body:
             configs = {c["name"]: c.get("value") for c in t.get("configs", [])}
             topic = registry.create(name, partitions, configs, validate_only=validate_only)
             out.update(
-                topic_id=topic.topic_id if not validate_only else None,
+                topic_id=topic.topic_id if not validate_only else ZERO_UUID,
                 num_partitions=partitions,
                 replication_factor=1,
                 configs=_config_entries(topic.configs),
@@ -87,7 +87,7 @@ async def delete_topics(ctx: RequestContext, body: Body) -> Body:
     responses = []
     for name, topic_id in wanted:
         topic = registry.get(name) if name else (registry.by_id(topic_id) if topic_id else None)
-        out = {"name": name, "topic_id": topic_id, "error_code": ErrorCode.NONE, "error_message": None}
+        out = {"name": name, "topic_id": topic_id or ZERO_UUID, "error_code": ErrorCode.NONE, "error_message": None}
         responses.append(out)
         if topic is None:
             out["error_code"] = ErrorCode.UNKNOWN_TOPIC_ID if (name is None and topic_id) else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION

@@ -6,12 +6,10 @@ also the controller and every group's coordinator.
 
 from __future__ import annotations
 
-import uuid
-
 from protocol.errors import ErrorCode
 
 from ..topics import TopicError, validate_topic_name
-from .context import Body, RequestContext
+from .context import ZERO_UUID, Body, RequestContext
 from .versions import SUPPORTED_VERSIONS
 
 NO_AUTHORIZED_OPERATIONS = -(2**31)
@@ -21,7 +19,6 @@ TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
 CLUSTER_OPERATIONS = sum(1 << op for op in (4, 5, 7, 8, 9, 10, 11, 12))
 KEY_TYPE_GROUP = 0
 KEY_TYPE_TRANSACTION = 1
-_ZERO_UUID = uuid.UUID(int=0)
 TRANSACTIONS_UNSUPPORTED = "linkd does not support transactional producers yet"
 
 
@@ -91,7 +88,7 @@ async def metadata(ctx: RequestContext, body: Body) -> Body:
             topics.append(_topic_metadata(ctx, topic, include_ops) if topic else _missing_topic(name, None, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
     for t in topics:
         if t.get("topic_id") is None:
-            t["topic_id"] = _ZERO_UUID
+            t["topic_id"] = ZERO_UUID
     return {
         "throttle_time_ms": 0,
         "brokers": _broker_list(ctx),

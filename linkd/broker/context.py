@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,6 +17,9 @@ from .notify import AppendNotifier
 if TYPE_CHECKING:
     from ..groups.coordinator import GroupCoordinator
     from ..storage import PartitionLog
+
+# What Kafka puts in a uuid field that has no topic behind it (an error entry, a validate-only create).
+ZERO_UUID = uuid.UUID(int=0)
 
 
 class TopicLifecycleHooks(Protocol):

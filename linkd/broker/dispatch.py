@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from protocol import messages
-from protocol.errors import RemoteProtocolError, UnsupportedVersion
+from protocol.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from protocol.messages import ApiKey
 
 from . import admin, cluster, fetch, offsets, produce
@@ -100,4 +100,9 @@ async def handle_frame(broker: Broker, frame: bytes | memoryview, client_host: s
         raise CloseConnection(f"internal error: {exc}") from exc
     if body is None:
         return None
-    return messages.encode_response_chunks(header.api_key, header.api_version, header.correlation_id, body)
+    try:
+        return messages.encode_response_chunks(header.api_key, header.api_version, header.correlation_id, body)
+    except LocalProtocolError as exc:
+        # A handler built a body its response version cannot carry: our bug, this connection's problem only.
+        log.exception("cannot encode %s v%d response (correlation id %d)", ApiKey(header.api_key).name, header.api_version, header.correlation_id)
+        raise CloseConnection(f"internal error: {exc}") from exc

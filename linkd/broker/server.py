@@ -83,7 +83,13 @@ class KafkaListener:
             pass
         except OSError as exc:
             if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
-                raise
+                self._errors += 1
+                log.warning("closing connection from %s: %s", client_host, exc)
+        except Exception:
+            # serve_listeners would let this end the listener and with it the daemon: one bad request on
+            # one connection must never take every other client down.
+            self._errors += 1
+            log.exception("unexpected error on the connection from %s; closing it", client_host)
         finally:
             self._open -= 1
 
