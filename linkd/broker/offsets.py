@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from protocol.errors import ErrorCode
+from protocol.records import decode_records, split_batches
 
 from ..storage import StorageError
 from .context import Body, RequestContext
@@ -33,19 +36,35 @@ def _list_one(ctx: RequestContext, topic, p: Body, isolation: int) -> Body:
         out["leader_epoch"] = epoch
     elif ts in (EARLIEST_PENDING_UPLOAD, LATEST_TIERED):
         pass  # no tiered storage: Kafka answers -1 here too
-    elif ts == MAX_TIMESTAMP:
-        found = plog.max_timestamp_offset()
-        if found is not None:
-            out["offset"], out["timestamp"] = found
-            out["leader_epoch"] = epoch
-    elif ts < 0:
+    elif ts < 0 and ts != MAX_TIMESTAMP:
         out["error_code"] = ErrorCode.INVALID_REQUEST
     else:
-        found = plog.offset_for_timestamp(ts)
-        if found is not None:
-            out["offset"], out["timestamp"] = found
-            out["leader_epoch"] = epoch
+        fetchable = plog.last_stable_offset if isolation == READ_COMMITTED else plog.high_watermark
+        if ts == MAX_TIMESTAMP:
+            found = plog.max_timestamp_offset()
+            batch_offset, wanted = (found[0], found[1]) if found else (-1, -1)
+            record = _first_record(plog, batch_offset, fetchable, lambda t: t == wanted) if batch_offset >= 0 else None
+        else:
+            found = plog.offset_for_timestamp(ts)
+            record = _first_record(plog, found[0], fetchable, lambda t: t >= ts) if found else None
+        if record is not None:
+            out["offset"], out["timestamp"], out["leader_epoch"] = record
     return out
+
+
+def _first_record(plog, batch_offset: int, fetchable: int, matches: Callable[[int], bool]) -> tuple[int, int, int] | None:
+    """The log narrows a time lookup to a batch; Kafka answers with the record itself (its offset and
+    timestamp, and its batch's leader epoch), and never with one at or above the last fetchable offset."""
+    if batch_offset >= fetchable:
+        return None
+    data = plog.read(batch_offset, 1, upper_bound=fetchable).to_bytes()
+    for batch in split_batches(data).batches:
+        for rec in decode_records(batch):
+            if rec.offset >= fetchable:
+                return None
+            if rec.offset >= batch_offset and matches(rec.timestamp):
+                return rec.offset, rec.timestamp, batch.partition_leader_epoch
+    return None
 
 
 async def list_offsets(ctx: RequestContext, body: Body) -> Body:

@@ -18,7 +18,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic, OffsetSpec
 
-from tests.broker.clients import Sent, consumer, create_topic, drain, produce, record, wait_assigned
+from tests.broker.clients import BASE_TIMESTAMP, Sent, consumer, create_topic, drain, produce, record, wait_assigned
 
 CODECS = ("zstd", "lz4", "gzip", "snappy")
 PER_CODEC = 20_000
@@ -155,3 +155,24 @@ def test_admin_client_manages_topics_groups_configs_and_partitions(linkd, unique
     with pytest.raises(KafkaException) as gone:
         admin.delete_topics([unique_topic])[unique_topic].result(15)
     assert gone.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
+@pytest.mark.timeout(60)
+def test_offsets_for_times_and_max_timestamp_name_the_record_not_its_batch(linkd, unique_topic):
+    create_topic(linkd.bootstrap, unique_topic, partitions=1)
+    batch = [record(i) for i in range(500)]
+    peak = Sent(b"peak", b"peak", (), BASE_TIMESTAMP + 10_000)
+    batch[250] = peak  # the newest timestamp sits mid-batch
+    produce(linkd.bootstrap, unique_topic, batch, **{"compression.type": "zstd", "linger.ms": 200})
+    tp = TopicPartition(unique_topic, 0)
+    c = consumer(linkd.bootstrap)
+    by_time = c.offsets_for_times([TopicPartition(unique_topic, 0, BASE_TIMESTAMP + 200)], timeout=10)
+    assert by_time[0].offset == 200
+    after_peak = c.offsets_for_times([TopicPartition(unique_topic, 0, BASE_TIMESTAMP + 300)], timeout=10)
+    assert after_peak[0].offset == 250, "the first record whose timestamp is at or after the target"
+    past_the_end = c.offsets_for_times([TopicPartition(unique_topic, 0, BASE_TIMESTAMP + 20_000)], timeout=10)
+    assert past_the_end[0].offset == -1
+    c.close()
+    admin = AdminClient({"bootstrap.servers": linkd.bootstrap})
+    newest = admin.list_offsets({tp: OffsetSpec.max_timestamp()})[tp].result(15)
+    assert (newest.offset, newest.timestamp) == (250, peak.timestamp)
