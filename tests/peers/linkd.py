@@ -7,6 +7,7 @@ tests can ``kill()`` and ``start()`` the same instance.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import LOOPBACK, PeerStartError, free_port, kill, log_tail, port_accepts, register_for_exit, spawn, terminate, wait_until
+from . import LOOPBACK, PeerStartError, kill, log_tail, port_accepts, register_for_exit, spawn, terminate, wait_until
 
 
 class LinkdProcess:
@@ -28,8 +29,11 @@ class LinkdProcess:
         self.workdir = Path(tempfile.mkdtemp(prefix="linkd-daemon-"))
         self.data_dir = Path(data_dir) if data_dir else self.workdir / "data"
         self.log_path = self.workdir / "linkd.log"
-        self.port = free_port()
-        self.admin_port = free_port()
+        # Port 0 until started: the daemon binds free ports itself and reports them in its ready file, so
+        # nothing else on the machine can take them between choosing and binding.
+        self.port = 0
+        self.admin_port = 0
+        self.ready_file = self.workdir / "ready.json"
         self.extra_args = list(extra_args or [])
         self.env = env
         self.start_timeout = start_timeout
@@ -62,9 +66,11 @@ class LinkdProcess:
             "--data-dir",
             str(self.data_dir),
             "--listener",
-            self.bootstrap,
+            f"{LOOPBACK}:{self.port}",
             "--admin",
-            self.admin_address,
+            f"{LOOPBACK}:{self.admin_port}",
+            "--ready-file",
+            str(self.ready_file),
             *self.extra_args,
         ]
 
@@ -74,6 +80,7 @@ class LinkdProcess:
         env = dict(os.environ)
         env.update(self.env or {})
         env["PYTHONUNBUFFERED"] = "1"
+        self.ready_file.unlink(missing_ok=True)
         self.process = spawn(self.argv(), self.log_path, cwd=self.workdir, env=env)
         try:
             wait_until(self._ready, self.start_timeout, interval=0.05, what=f"linkd on {self.bootstrap}")
@@ -86,6 +93,11 @@ class LinkdProcess:
     def _ready(self) -> bool:
         if self.process is None or self.process.poll() is not None:
             raise PeerStartError("linkd exited during startup")
+        if not self.ready_file.exists():
+            return False
+        ports = json.loads(self.ready_file.read_text())
+        # A restart keeps the ports of the first start, so clients and links pointed at it reconnect.
+        self.port, self.admin_port = ports["kafka_port"], ports["admin_port"]
         return port_accepts(self.port)
 
     def stop(self, timeout: float = 20.0) -> int | None:

@@ -10,6 +10,14 @@ from confluent_kafka import Consumer, Producer
 from tests.peers import wait_until
 
 
+def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures resolve
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        future.result(15)
+
+
 def produce(bootstrap: str, topic: str, count: int, partitions: int, prefix: str = "r", **config) -> list[tuple[int, int]]:
     """Produce ``count`` keyed records round-robin over partitions; return (partition, offset) per record."""
     delivered: list[tuple[int, int]] = []
