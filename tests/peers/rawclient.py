@@ -34,6 +34,11 @@ _PRODUCE_MAX_VERSION = 12  # v13 names topics by id
 _EARLIEST = -2
 _LATEST = -1
 
+# UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT,
+# KAFKA_STORAGE_ERROR, UNKNOWN_LEADER_EPOCH, OFFSET_NOT_AVAILABLE: transient on a broker that just started,
+# created a topic or restarted.
+_RETRIABLE_FETCH_ERRORS = frozenset({3, 5, 6, 7, 56, 75, 78})
+
 _BATCH_PREFIX = struct.Struct(">qi")  # baseOffset, batchLength
 _LAST_OFFSET_DELTA = struct.Struct(">i")
 _LAST_OFFSET_DELTA_POS = 23
@@ -216,6 +221,9 @@ def fetch_raw(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"fetch_raw {topic}-{partition} stuck at offset {offset} (wanted up to {end_offset})")
             fetched = fetch_once(conn, topic, partition, offset, max_bytes=max_bytes, isolation_level=isolation_level)
+            if fetched.error_code in _RETRIABLE_FETCH_ERRORS:
+                time.sleep(0.1)  # what real consumers do: wait for leadership/metadata to settle, then retry
+                continue
             if fetched.error_code:
                 raise RawClientError(f"Fetch {topic}-{partition}@{offset}: error {fetched.error_code}", fetched.error_code)
             progressed = False
