@@ -87,3 +87,58 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout:.1f}s")
         time.sleep(interval)
+
+
+def produce_request(conn: WireConnection, topic: str, partition: int, records: bytes, acks: int = -1, version: int = 9) -> dict:
+    """Produce exactly ``records`` to one partition; return that partition's response entry."""
+    body = conn.request(
+        ApiKey.PRODUCE,
+        version,
+        {"transactional_id": None, "acks": acks, "timeout_ms": 10_000, "topic_data": [{"name": topic, "partition_data": [{"index": partition, "records": records}]}]},
+    )
+    (topic_response,) = body["responses"]
+    (partition_response,) = topic_response["partition_responses"]
+    return partition_response
+
+
+def fetch_request(
+    conn: WireConnection,
+    topic: str,
+    partition: int,
+    offset: int,
+    *,
+    max_wait_ms: int = 0,
+    min_bytes: int = 1,
+    max_bytes: int = 50 * 1024 * 1024,
+    partition_max_bytes: int = 1024 * 1024,
+    isolation_level: int = 0,
+    version: int = 12,
+) -> dict:
+    """One sessionless Fetch of one partition; return that partition's response entry."""
+    body = conn.request(
+        ApiKey.FETCH,
+        version,
+        {
+            "replica_id": -1,
+            "max_wait_ms": max_wait_ms,
+            "min_bytes": min_bytes,
+            "max_bytes": max_bytes,
+            "isolation_level": isolation_level,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [
+                {
+                    "topic": topic,
+                    "partitions": [
+                        {"partition": partition, "current_leader_epoch": -1, "fetch_offset": offset, "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": partition_max_bytes}
+                    ],
+                }
+            ],
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        },
+    )
+    assert body["error_code"] == 0, body
+    (topic_response,) = body["responses"]
+    (partition_response,) = topic_response["partitions"]
+    return partition_response

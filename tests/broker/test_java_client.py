@@ -1,0 +1,36 @@
+"""The reference Java client (kafka-clients 4.1) against linkd: its default, idempotent producer and its
+classic-protocol group consumer (which also validates positions with OffsetForLeaderEpoch)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.broker.clients import create_topic, produce, record
+from tests.peers.java import java_consume, java_produce
+
+COUNT = 2000
+
+
+@pytest.mark.timeout(180)
+def test_java_idempotent_producer_and_group_consumer(linkd, java_client, unique_topic):
+    create_topic(linkd.bootstrap, unique_topic, partitions=3)
+    produced = java_produce(linkd.bootstrap, unique_topic, COUNT, compression="lz4")
+    assert len(set(produced.acks)) == COUNT, "two records were acknowledged at the same offset"
+    ends = {p: max(o for q, o in produced.acks if q == p) + 1 for p in range(3)}
+    assert sum(ends.values()) == COUNT, "offsets are not dense from 0"
+
+    group = f"g-{unique_topic}"
+    consumed = java_consume(linkd.bootstrap, unique_topic, group, COUNT, timeout_ms=60_000)
+    assert consumed.consumed == COUNT
+    by_position = {(p, o): (k, v) for p, o, k, v, _ts in consumed.records}
+    assert len(by_position) == COUNT
+    index_at = {ack: i for i, ack in enumerate(produced.acks)}
+    for position, (key, value) in by_position.items():
+        i = index_at[position]
+        assert (key, value) == (f"k{i}", f"v{i}")
+    assert consumed.committed == ends
+
+    # A second run of the same group resumes at the commits and sees only what came after.
+    later = produce(linkd.bootstrap, unique_topic, [record(i, "later") for i in range(30)])
+    resumed = java_consume(linkd.bootstrap, unique_topic, group, 30, timeout_ms=60_000)
+    assert {(p, o) for p, o, *_ in resumed.records} == set(later)
