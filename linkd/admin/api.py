@@ -85,6 +85,9 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
                 return await fn(request)
             except AdminError as exc:
                 return _error(exc.status, exc.message)
+            except Exception as exc:
+                log.exception("admin API %s %s failed", request.method, request.url.path)
+                return _error(500, f"internal error in linkd ({type(exc).__name__}: {exc}); see the daemon log")
 
         return wrapped
 
