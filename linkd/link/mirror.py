@@ -2,7 +2,9 @@
 
 The durable part (link, source topic, state, error, stop offsets) is a row in the control store, and
 every state change is one transaction. The per-partition progress (source high watermark, last fetch)
-is runtime only: on restart the mirror's own log end offset is the exact place to resume.
+is runtime only: on restart the mirror's own log end offset is the exact place to resume, except right
+after a *skip* (the source's log start moved past the mirror's end): the skip's gap record then says where
+fetching continues, so a restart does not fetch the deleted range again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ CREATE TABLE IF NOT EXISTS mirror_gaps (
 )
 """
 
+SKIP_REASON_PREFIX = "skipped: "
+
 
 @dataclass
 class PartitionProgress:
@@ -49,6 +53,9 @@ class PartitionProgress:
     leader: int = -1
     leader_epoch: int = -1
     last_fetch_ms: int = 0
+    # Where the next fetch starts when it is past the log end: after a skip over a range the source no
+    # longer holds, until the first batch beyond it is appended. -1: the log end.
+    skip_to: int = -1
 
 
 @dataclass
@@ -147,6 +154,20 @@ class MirrorStore:
                 "INSERT INTO mirror_gaps (topic, partition, from_offset, to_offset, reason, recorded_ms) VALUES (?,?,?,?,?,?)",
                 (topic, partition, from_offset, to_offset, reason, int(time.time() * 1000)),
             )
+
+    def record_skip(self, topic: str, partition: int, from_offset: int, to_offset: int, reason: str) -> None:
+        """A gap the mirror jumps over without truncating: fetching continues at ``to_offset``."""
+        self.record_gap(topic, partition, from_offset, to_offset, f"{SKIP_REASON_PREFIX}{reason}")
+
+    def skip_resume_offset(self, topic: str, partition: int, log_end: int) -> int | None:
+        """Where to fetch next for a log that ends at ``log_end``, if it ended there when a skip was
+        recorded (nothing appended or truncated since); otherwise None (fetch from the log end)."""
+        rows = self._store.query(
+            "SELECT to_offset FROM mirror_gaps WHERE topic = ? AND partition = ? AND from_offset = ? AND reason LIKE ?"
+            " ORDER BY recorded_ms DESC, rowid DESC LIMIT 1",
+            (topic, partition, log_end, SKIP_REASON_PREFIX + "%"),
+        )
+        return rows[0]["to_offset"] if rows and rows[0]["to_offset"] > log_end else None
 
     def gaps(self, topic: str) -> list[dict]:
         return [

@@ -153,7 +153,18 @@ class LinkRuntime:
         assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         for mirror in mirrors:
             st = topics.get(mirror.source_topic)
-            if st is None or st.error != ErrorCode.NONE or (mirror.source_topic_id and st.topic_id and str(st.topic_id) != mirror.source_topic_id):
+            recreated = st is not None and st.error == ErrorCode.NONE and bool(mirror.source_topic_id) and st.topic_id is not None and str(st.topic_id) != mirror.source_topic_id
+            if recreated and self._holds_data(mirror):
+                # Same name, another log (re-created, or a source that came back empty): its offsets now name
+                # other records than the ones the mirror holds. Never mix the two histories.
+                self.fail(
+                    mirror,
+                    MirrorError.UNEXPECTED_TRUNCATION,
+                    f"source topic {mirror.source_topic} came back with a new topic id ({mirror.source_topic_id} -> {st.topic_id}): "
+                    "the source lost or re-created the log the mirror holds",
+                )
+                continue
+            if st is None or st.error != ErrorCode.NONE or recreated:
                 self._source_topic_missing(mirror, st)
                 continue
             mirror.missing_since_ms = None
@@ -178,6 +189,10 @@ class LinkRuntime:
                 assignment.setdefault(sp.leader, []).append((mirror, progress))
         self._assignment = assignment
         self.wake_loops()
+
+    def _holds_data(self, mirror: Mirror) -> bool:
+        local = self._topics.get(mirror.topic)
+        return local is not None and any(plog.log_end_offset > 0 for plog in local.logs)
 
     def wake_loops(self) -> None:
         changed, self._changed = self._changed, trio.Event()
@@ -253,7 +268,7 @@ class LinkRuntime:
                     {
                         "partition": progress.partition,
                         "current_leader_epoch": progress.leader_epoch,
-                        "fetch_offset": plog.log_end_offset,
+                        "fetch_offset": _fetch_position(progress, plog),
                         "last_fetched_epoch": -1,
                         "log_start_offset": -1,
                         "partition_max_bytes": progress.max_bytes or self.settings.fetch_max_bytes,
@@ -314,24 +329,26 @@ class LinkRuntime:
         if diverging and diverging.get("epoch", -1) >= 0:
             await self._truncate_to_divergence(mirror, progress, plog, diverging["epoch"], diverging["end_offset"])
             return False
+        fetch_offset = _fetch_position(progress, plog)
         records = pdata.get("records")
         if not records:
-            progress.last_source_fetch_offset = plog.log_end_offset
+            progress.last_source_fetch_offset = fetch_offset
             return False
         try:
             split = split_batches(records)
         except CorruptBatch as exc:
             self.fail(mirror, MirrorError.CORRUPT_BATCH, f"partition {progress.partition}: {exc}")
             return False
-        fetch_offset = plog.log_end_offset
         batches = [b for b in split.batches if b.next_offset > fetch_offset]
         if not batches:
             if split.consumed < len(records) and not split.batches:
                 # One batch larger than our per-partition limit: ask for more next time (bounded).
                 progress.max_bytes = min(max(progress.max_bytes, self.settings.fetch_max_bytes) * 2, MAX_PARTITION_FETCH_BYTES)
             return False
-        if batches[0].base_offset < fetch_offset:
+        if batches[0].base_offset < plog.log_end_offset:
             # The source's batch boundaries disagree with ours: our log is not a prefix of the source's.
+            # (After a skip the batch holding the new source start may begin before it, but never before
+            # our log end, which is all an append needs.)
             progress.validated = False
             return False
         first = split.batches.index(batches[0])
@@ -349,6 +366,7 @@ class LinkRuntime:
         self.fetched_bytes += len(blob)
         self.appended_batches += len(batches)
         progress.last_source_fetch_offset = plog.log_end_offset
+        progress.skip_to = -1
         progress.max_bytes = self.settings.fetch_max_bytes
         return True
 
@@ -370,17 +388,32 @@ class LinkRuntime:
     async def _out_of_range(self, conn, mirror: Mirror, progress: PartitionProgress, plog) -> None:
         earliest = await self._list_offset(conn, mirror, progress.partition, -2)
         latest = await self._list_offset(conn, mirror, progress.partition, -1)
-        ours = plog.log_end_offset
+        ours = _fetch_position(progress, plog)
         if ours < earliest:
             # Retention or DeleteRecords on the source moved past us: continue at its start, remember the hole.
             log.warning("mirror %s partition %d: source log start %d is past mirror end %d; skipping the gap", mirror.topic, progress.partition, earliest, ours)
-            self._store.record_gap(mirror.topic, progress.partition, ours, earliest, "source log start moved past the mirror (retention or DeleteRecords)")
-            plog.skip_to(earliest)
+            self._skip(mirror, progress, plog, earliest, "source log start moved past the mirror (retention or DeleteRecords)")
             return
         if ours > latest:
             progress.validated = False  # the source lost data: let validation decide
             return
         log.warning("mirror %s partition %d: OFFSET_OUT_OF_RANGE at %d within [%d, %d]; retrying", mirror.topic, progress.partition, ours, earliest, latest)
+
+    def _skip(self, mirror: Mirror, progress: PartitionProgress, plog, offset: int, reason: str) -> None:
+        """Continue mirroring at ``offset`` (past the log end), keeping what the mirror holds."""
+        ours = _fetch_position(progress, plog)
+        if plog.log_end_offset == plog.log_start_offset:
+            # Nothing to keep: the log itself can start over at the new offset.
+            self._store.record_gap(mirror.topic, progress.partition, ours, offset, reason)
+            plog.reset_to(offset)
+            progress.skip_to = -1
+        else:
+            # The log keeps its data and ends where it ends; fetching goes on from ``offset`` and the first
+            # batch appended from there leaves the hole in the offsets, as compaction does. The gap record
+            # is the durable resume point until then (see MirrorStore.skip_resume_offset).
+            self._store.record_skip(mirror.topic, progress.partition, plog.log_end_offset, offset, reason)
+            progress.skip_to = offset
+        progress.last_source_fetch_offset = offset
 
     async def _initial_offset(self, conn, mirror: Mirror, progress: PartitionProgress) -> int:
         spec = self.settings.start_offset_spec
@@ -400,9 +433,12 @@ class LinkRuntime:
         if plog.log_end_offset == plog.log_start_offset and plog.log_end_offset == 0:
             start = await self._initial_offset(conn, mirror, progress)
             if start > 0:
-                plog.skip_to(start)
+                plog.reset_to(start)  # an empty mirror starts mid-way: nothing was skipped, no gap
             progress.validated = True
             return
+        if progress.skip_to <= plog.log_end_offset:
+            # A skip recorded before a restart: continue past it rather than fetch the deleted range again.
+            progress.skip_to = self._store.skip_resume_offset(mirror.topic, progress.partition, plog.log_end_offset) or -1
         epoch = plog.latest_epoch
         if ApiKey.OFFSET_FOR_LEADER_EPOCH in conn.versions and epoch is not None and epoch >= 0:
             body = {
@@ -477,7 +513,13 @@ class LinkRuntime:
             )
             self._store.record_gap(mirror.topic, progress.partition, target, plog.log_end_offset, f"truncated: source diverged at leader epoch {epoch}")
             plog.truncate_to(target)
+            progress.skip_to = -1
         progress.validated = True
+
+
+def _fetch_position(progress: PartitionProgress, plog) -> int:
+    """The next offset to fetch: the log end, or past it after a skip."""
+    return max(plog.log_end_offset, progress.skip_to)
 
 
 def _last_batch(plog):
