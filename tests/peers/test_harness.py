@@ -106,3 +106,42 @@ def test_java_client_produces_idempotently_and_consumes_in_a_group(kafka_broker,
     for partition in (0, 1):
         for batch in split_batches(rawclient.fetch_raw(kafka_broker.bootstrap, unique_topic, partition, 0)).batches:
             assert batch.producer_id >= 0 and batch.base_sequence >= 0 and batch.compression == 3
+
+
+@pytest.mark.timeout(60)
+def test_linkd_fixture_answers_metadata_and_comes_back_after_kill(linkd):
+    assert {b.port for b in rawclient.metadata(linkd.bootstrap).brokers} == {linkd.port}
+    linkd.kill()
+    linkd.start()  # same ports, same data directory
+    assert rawclient.metadata(linkd.bootstrap).brokers
+    assert linkd.stop() == 0, linkd.logs()
+
+
+@pytest.mark.timeout(60)
+def test_linkd_factory_runs_independent_daemons(linkd_factory):
+    first, second = linkd_factory(), linkd_factory()
+    assert first.bootstrap != second.bootstrap and first.data_dir != second.data_dir
+    assert rawclient.metadata(first.bootstrap).brokers and rawclient.metadata(second.bootstrap).brokers
+
+
+@pytest.mark.timeout(30)
+def test_missing_maven_is_reported_as_unavailable(tmp_path, monkeypatch):
+    from tests.peers import PeerUnavailable
+    from tests.peers.kafka import ensure_kafka_libs
+
+    monkeypatch.setenv("LINKD_PEERS_CACHE", str(tmp_path))  # nothing resolved here
+    monkeypatch.setenv("PATH", str(tmp_path))  # and no mvn to resolve it with
+    with pytest.raises(PeerUnavailable, match="Maven"):
+        ensure_kafka_libs()
+
+
+@pytest.mark.timeout(30)
+def test_unavailable_peer_skips_locally_and_fails_under_ci(monkeypatch):
+    from tests.conftest import peer_unavailable
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        peer_unavailable("no JDK")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no JDK"):
+        peer_unavailable("no JDK")
