@@ -32,7 +32,7 @@ COUNT = 200
 BASE_TIMESTAMP = 1_700_000_000_000
 
 
-@pytest.fixture(params=["kafka", "tansu"])
+@pytest.fixture(params=[pytest.param("kafka", marks=pytest.mark.kafka), pytest.param("tansu", marks=pytest.mark.tansu)])
 def source(request):
     """Each test runs against Apache Kafka (session broker) and Tansu (module broker)."""
     return request.getfixturevalue("kafka_broker" if request.param == "kafka" else "tansu_broker")
