@@ -76,6 +76,7 @@ def test_tansu_serves_produced_records_raw(tansu_broker, unique_topic):
     assert spans[0][2] == 0 and spans[-1][3] == 29
 
 
+@pytest.mark.tansu
 @pytest.mark.timeout(60)
 def test_tansu_restart_comes_back_empty():
     from tests.peers.tansu import TansuBroker
