@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import crc32c as _crc32c
 
@@ -196,6 +197,10 @@ def split_batches(data: bytes | bytearray | memoryview) -> Split:
         batch_length = int.from_bytes(view[pos + 8 : pos + 12], "big", signed=True)
         size = batch_length + LOG_OVERHEAD
         if batch_length < HEADER_SIZE - LOG_OVERHEAD:
+            # Message formats v0/v1 (magic at the same position) have shorter entries: name them, since a
+            # link from an old cluster must say "unsupported format", not "corrupt".
+            if total - pos > 16 and view[pos + 16] in (0, 1):
+                raise CorruptBatch(f"data at byte {pos} uses message format v{view[pos + 16]}; only RecordBatch v2 is supported", "UNSUPPORTED_MESSAGE_FORMAT")
             raise CorruptBatch(f"batch at byte {pos} has impossible length {batch_length}", "BAD_LENGTH")
         if pos + size > total:
             break
@@ -360,7 +365,7 @@ def build_batch(spec: BatchSpec) -> bytes:
     now = int(time.time() * 1000)
     stamps = [now if r.timestamp is None else r.timestamp for r in spec.records]
     base_ts = stamps[0]
-    body = b"".join(_encode_record(i, ts - base_ts, r) for i, (r, ts) in enumerate(zip(spec.records, stamps)))
+    body = b"".join(_encode_record(i, ts - base_ts, r) for i, (r, ts) in enumerate(zip(spec.records, stamps, strict=False)))
     if spec.compression != Compression.NONE:
         body = compress(spec.compression, body)
     attributes = int(spec.compression)
