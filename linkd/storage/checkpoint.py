@@ -1,0 +1,125 @@
+"""Small files that must be replaced atomically: offset checkpoints and the clean-shutdown marker.
+
+Every write goes to ``<name>.tmp``, is fsynced, renamed over ``<name>`` and the directory is fsynced, so a
+reader sees either the old or the new file, never a mix. A ``.tmp`` left behind by a crash is deleted on open;
+a file that does not parse is treated as absent (the caller falls back to a slower but safe path).
+
+Offset checkpoint (``recovery-point``, ``log-start-offset``), Kafka's text checkpoint layout for one
+partition::
+
+    0                      version
+    1                      number of entries
+    <topic> <partition> <offset>
+
+Clean-shutdown marker (``clean-shutdown``), written last by ``close()`` and removed first by ``open()``::
+
+    0                      version
+    <log end offset>       what the log ended at; a mismatch on open means "not clean after all"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+CHECKPOINT_VERSION = 0
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def remove_temp_files(directory: str | os.PathLike[str]) -> list[str]:
+    """Delete half-written checkpoints a crash left behind; return their names for the log."""
+    removed = []
+    for entry in os.scandir(directory):
+        if entry.name.endswith(TMP_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+            removed.append(entry.name)
+    return removed
+
+
+def read_lines(path: str | os.PathLike[str]) -> list[str] | None:
+    """The non-empty lines of a text checkpoint whose version and count lines agree, else None."""
+    try:
+        text = Path(path).read_bytes().decode("ascii")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    if not text.endswith("\n"):
+        return None  # torn write (cannot happen with atomic_write, but a copied file might be cut)
+    lines = text.split("\n")[:-1]
+    if len(lines) < 2 or lines[0] != str(CHECKPOINT_VERSION):
+        return None
+    try:
+        count = int(lines[1])
+    except ValueError:
+        return None
+    if count != len(lines) - 2:
+        return None
+    return lines[2:]
+
+
+def write_offset_checkpoint(path: str | os.PathLike[str], topic: str, partition: int, offset: int) -> None:
+    atomic_write(path, f"{CHECKPOINT_VERSION}\n1\n{topic} {partition} {offset}\n".encode("ascii"))
+
+
+def read_offset_checkpoint(path: str | os.PathLike[str]) -> int | None:
+    lines = read_lines(path)
+    if not lines or len(lines) != 1:
+        return None
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        return None
+    try:
+        offset = int(parts[2])
+        int(parts[1])
+    except ValueError:
+        return None
+    return offset if offset >= 0 else None
+
+
+def write_clean_shutdown(path: str | os.PathLike[str], log_end_offset: int) -> None:
+    atomic_write(path, f"{CHECKPOINT_VERSION}\n{log_end_offset}\n".encode("ascii"))
+
+
+def take_clean_shutdown(path: str | os.PathLike[str]) -> int | None:
+    """Read and durably remove the marker, so a crash from now on is seen as unclean. Returns the log end
+    offset it recorded, or None when the last shutdown was not clean."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("ascii")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        text = ""
+    os.unlink(path)
+    fsync_dir(path.parent)
+    lines = text.split("\n")
+    if len(lines) != 3 or lines[0] != str(CHECKPOINT_VERSION) or lines[2] != "":
+        return None
+    try:
+        return int(lines[1])
+    except ValueError:
+        return None

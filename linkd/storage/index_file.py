@@ -1,0 +1,86 @@
+"""A file of fixed-size entries that only grows at the end or is cut, shared by the three segment indexes.
+
+New entries are kept in memory and written on ``write_pending()`` (flush, roll, close): indexes are derived
+data that recovery rebuilds, so appending them to the file on every batch would buy nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class IndexCorrupt(Exception):
+    """An index file that fails its sanity check; the segment's indexes are rebuilt from the log."""
+
+
+class IndexFile:
+    def __init__(self, path: str, entry_size: int) -> None:
+        self.path = path
+        self.entry_size = entry_size
+        self._pending = bytearray()
+        self._written_entries = 0
+        self._dirty = False  # written but not fsynced
+
+    def read_existing(self) -> bytes:
+        """The file's bytes (b"" when missing). Raises IndexCorrupt when not a whole number of entries."""
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return b""
+        if len(data) % self.entry_size:
+            raise IndexCorrupt(f"{self.path}: {len(data)} bytes is not a multiple of {self.entry_size}")
+        self._written_entries = len(data) // self.entry_size
+        return data
+
+    def add(self, entry: bytes) -> None:
+        self._pending += entry
+
+    def write_pending(self) -> None:
+        if not self._pending:
+            return
+        with open(self.path, "ab") as f:
+            f.write(self._pending)
+        self._written_entries += len(self._pending) // self.entry_size
+        self._pending.clear()
+        self._dirty = True
+
+    def fsync(self) -> None:
+        self.write_pending()
+        if self._dirty:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._dirty = False
+
+    def truncate_entries(self, keep: int) -> None:
+        """Keep the first ``keep`` entries (file plus pending)."""
+        if keep >= self._written_entries:
+            del self._pending[(keep - self._written_entries) * self.entry_size :]
+            return
+        self._pending.clear()
+        with open(self.path, "r+b") as f:
+            f.truncate(keep * self.entry_size)
+        self._written_entries = keep
+        self._dirty = True
+
+    def replace_all(self, data: bytes) -> None:
+        """Rewrite the whole file (index rebuild)."""
+        with open(self.path, "wb") as f:
+            f.write(data)
+        self._pending.clear()
+        self._written_entries = len(data) // self.entry_size
+        self._dirty = True
+
+    def create_empty(self) -> None:
+        if not os.path.exists(self.path):
+            open(self.path, "ab").close()
+            self._dirty = True
+
+    def delete(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,739 @@
+"""``PartitionLog``: one partition's log directory, the API the Kafka listener and the link fetcher use.
+
+Two ways in:
+
+* ``append_mirrored`` takes whole batches with the source's offsets and writes them byte for byte (source
+  epoch, producer ids, CRC untouched). Every batch is verified first and offsets must increase and start at or
+  after the log end (gaps, e.g. from compaction, are kept). One bad batch rejects the whole call.
+* ``append_assigned`` takes one produced batch, checks its producer sequence, and stamps the two header
+  fields outside the CRC: base offset (= log end) and partition leader epoch.
+
+Appends do no per-record work: one header parse and one CRC-32C per batch, one write for all the bytes that go
+to the same segment. Reads return file ranges for ``os.sendfile``; only batch headers are read to find them.
+
+Not thread-safe by design of the daemon (one trio thread owns a log); an ``RLock`` still serialises calls
+so that ``trio.to_thread`` helpers cannot interleave. File ranges returned by ``read`` stay valid until the
+next truncate, retention or delete.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocol.errors import CorruptBatch
+from protocol.records import HEADER_SIZE, RecordBatch, set_base_offset_and_epoch, split_batches
+
+from . import checkpoint
+from .config import INT32_MAX, LogConfig
+from .epoch_cache import FILE_NAME as EPOCH_FILE_NAME
+from .epoch_cache import LeaderEpochCache
+from .errors import InvalidRecord, LogClosed, OffsetOutOfRange
+from .index_file import IndexCorrupt
+from .producer_state import (
+    ProducerStateManager,
+    apply_batch,
+    delete_snapshots_after,
+    list_snapshots,
+    load_latest_snapshot,
+    snapshot_path,
+    write_snapshot,
+)
+from .recovery import recover_segment, replay_producer_state
+from .segment import LOG_SUFFIX, LogSegment
+
+log = logging.getLogger(__name__)
+
+RECOVERY_POINT_FILE = "recovery-point"
+LOG_START_FILE = "log-start-offset"
+CLEAN_SHUTDOWN_FILE = "clean-shutdown"
+_SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex|\.txnindex)$")
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_append_time: int  # always -1: linkd topics use CreateTime (message.timestamp.type=LogAppendTime unsupported)
+    duplicate: bool
+    bytes: int
+
+
+@dataclass(frozen=True)
+class FileRange:
+    path: str
+    position: int
+    length: int
+
+    def read_bytes(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return os.pread(f.fileno(), self.length, self.position)
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    ranges: tuple[FileRange, ...]
+    next_offset: int  # one past the last offset of the last batch returned; the requested offset when empty
+
+    @property
+    def size(self) -> int:
+        return sum(r.length for r in self.ranges)
+
+    def to_bytes(self) -> bytes:
+        return b"".join(r.read_bytes() for r in self.ranges)
+
+
+@dataclass(frozen=True)
+class LogStatistics:
+    topic: str
+    partition: int
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    last_stable_offset: int
+    recovery_point: int
+    size_bytes: int
+    segment_count: int
+    latest_epoch: int
+    producer_count: int
+    open_transaction_count: int
+
+
+class PartitionLog:
+    def __init__(self, path: str, config: LogConfig, topic: str, partition: int) -> None:
+        self.path = path
+        self.config = config
+        self.topic = topic
+        self.partition = partition
+        self.name = f"{topic}-{partition}"
+        self._lock = threading.RLock()
+        self._segments: list[LogSegment] = []
+        self._bases: list[int] = []
+        self._log_start = 0
+        self._log_end = 0
+        self._recovery_point = 0
+        self._epochs = LeaderEpochCache(os.path.join(path, EPOCH_FILE_NAME))
+        self._producers = ProducerStateManager()
+        self._dir_dirty = False
+        self._unflushed_records = 0
+        self._last_flush_ms = _now_ms()
+        self._last_checkpoint_ms = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------------------------------------
+    # Opening and recovery
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], config: LogConfig, topic: str, partition: int) -> PartitionLog:
+        """Open (creating if needed) the log in ``path``; recover it when the last shutdown was not clean."""
+        self = cls(os.fspath(path), config, topic, partition)
+        os.makedirs(self.path, exist_ok=True)
+        with self._lock:
+            self._load()
+        return self
+
+    def _load(self) -> None:
+        for name in checkpoint.remove_temp_files(self.path):
+            log.warning("%s: removed half-written file %s", self.name, name)
+        clean_end = checkpoint.take_clean_shutdown(os.path.join(self.path, CLEAN_SHUTDOWN_FILE))
+        start_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, LOG_START_FILE))
+        recovery_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE))
+        self._epochs, epochs_ok = LeaderEpochCache.load(os.path.join(self.path, EPOCH_FILE_NAME))
+        if not epochs_ok:
+            log.warning("%s: leader-epoch checkpoint unreadable; rebuilding it from the whole log", self.name)
+
+        bases = self._list_segment_files()
+        self._segments = [LogSegment(self.path, base, self.config.index_interval_bytes, create=False) for base in bases]
+        self._bases = list(bases)
+        if start_checkpoint is None and self._segments:
+            start_checkpoint = self._segments[0].base_offset
+        self._log_start = start_checkpoint or 0
+        # A crash during retention can leave segments that the log start already moved past.
+        while len(self._segments) > 1 and self._segments[1].base_offset <= self._log_start:
+            self._drop_segment(0, "below the log start offset")
+        if not self._segments:
+            self._create_segment(self._log_start)
+            checkpoint.write_offset_checkpoint(os.path.join(self.path, LOG_START_FILE), self.topic, self.partition,
+                                               self._log_start)
+
+        to_recover = self._segments_to_recover(clean_end, recovery_checkpoint, epochs_ok)
+        recovered = bool(to_recover)
+        if to_recover:
+            self._recover(min(to_recover))
+        self._log_end = self._compute_log_end()
+        if clean_end is not None and not recovered and clean_end != self._log_end:
+            log.warning("%s: clean-shutdown marker says log end %d, segments end at %d", self.name, clean_end, self._log_end)
+        self._epochs.truncate_from_end(self._log_end)
+        self._epochs.truncate_from_start(self._log_start)
+        self._load_producer_state()
+        self._recovery_point = self._log_end if not recovered else min(recovery_checkpoint or 0, self._log_end)
+        if recovered or self._epochs.dirty:
+            self._flush(force_checkpoint=True)
+
+    def _list_segment_files(self) -> list[int]:
+        logs, others = set(), []
+        for name in os.listdir(self.path):
+            match = _SEGMENT_FILE.match(name)
+            if not match:
+                continue
+            if match.group(2) == LOG_SUFFIX:
+                logs.add(int(match.group(1)))
+            else:
+                others.append((int(match.group(1)), name))
+        for base, name in others:
+            if base not in logs:
+                log.warning("%s: removing %s, its segment is gone", self.name, name)
+                os.unlink(os.path.join(self.path, name))
+        return sorted(logs)
+
+    def _segments_to_recover(self, clean_end: int | None, recovery_checkpoint: int | None, epochs_ok: bool) -> list[int]:
+        if not epochs_ok:
+            return list(range(len(self._segments)))
+        first_unsafe = len(self._segments)
+        if clean_end is None:
+            point = recovery_checkpoint if recovery_checkpoint is not None else -1
+            first_unsafe = max(0, bisect.bisect_right(self._bases, point) - 1)
+            log.info("%s: no clean shutdown; recovering from offset %d (segment %d of %d)", self.name,
+                     max(point, self._segments[0].base_offset), first_unsafe + 1, len(self._segments))
+        bad = []
+        for i, segment in enumerate(self._segments[:first_unsafe]):
+            try:
+                segment.load_indexes()
+            except IndexCorrupt as exc:
+                log.warning("%s: rebuilding indexes of segment %d: %s", self.name, segment.base_offset, exc)
+                bad.append(i)
+        return bad + list(range(first_unsafe, len(self._segments)))
+
+    def _recover(self, first: int) -> None:
+        """Re-verify segments from ``first`` on; the first one with a bad tail drops all after it."""
+        self._epochs.truncate_from_end(self._segments[first].base_offset)
+
+        def note_epoch(batch: RecordBatch, _position: int) -> None:
+            self._epochs.assign(batch.partition_leader_epoch, batch.base_offset)
+
+        i = first
+        while i < len(self._segments):
+            segment = self._segments[i]
+            cut = recover_segment(segment, note_epoch, self.name)
+            if cut and i + 1 < len(self._segments):
+                while len(self._segments) > i + 1:
+                    self._drop_segment(i + 1, f"it follows the corruption cut at offset {segment.next_offset}")
+            try:
+                segment.txn_index.load()
+            except IndexCorrupt as exc:
+                log.warning("%s: %s; rebuilding transaction state from the log start", self.name, exc)
+                segment.txn_index.reset()
+                self._txn_index_lost = True
+            i += 1
+
+    _txn_index_lost = False
+
+    def _load_producer_state(self) -> None:
+        if self._txn_index_lost:
+            for snap in list_snapshots(self.path):
+                os.unlink(snapshot_path(self.path, snap))
+        loaded = load_latest_snapshot(self.path, self._log_end)
+        if loaded is None:
+            start, state = self._log_start, ProducerStateManager()
+        else:
+            start, state = loaded
+        for segment in self._segments:
+            if self._txn_index_lost:
+                segment.txn_index.reset()
+            else:
+                segment.txn_index.truncate_from_offset(start)
+        replayed = replay_producer_state(self._segments, state, start, start)
+        if replayed:
+            log.info("%s: rebuilt producer state from offset %d (%d batches)", self.name, start, replayed)
+        self._producers = state
+        self._txn_index_lost = False
+
+    # ------------------------------------------------------------------------------------------------
+    # Segments
+
+    def _create_segment(self, base_offset: int) -> LogSegment:
+        segment = LogSegment(self.path, base_offset, self.config.index_interval_bytes, create=True)
+        self._segments.append(segment)
+        self._bases.append(base_offset)
+        self._dir_dirty = True
+        return segment
+
+    def _drop_segment(self, index: int, why: str) -> None:
+        segment = self._segments.pop(index)
+        del self._bases[index]
+        log.warning("%s: deleting segment %d (%d bytes): %s", self.name, segment.base_offset, segment.size, why)
+        segment.delete()
+        self._dir_dirty = True
+
+    def _roll(self, base_offset: int) -> LogSegment:
+        active = self._segments[-1]
+        if active.is_empty:
+            # An empty segment may sit below a gap the next batch jumps over; recreate it at that batch.
+            if active.base_offset == base_offset:
+                return active
+            self._segments.pop()
+            self._bases.pop()
+            active.delete()
+        else:
+            active.seal()
+        return self._create_segment(base_offset)
+
+    def _needs_roll(self, segment: LogSegment, pending: int, first_ts: int | None, batch: RecordBatch) -> bool:
+        if segment.size + pending == 0:
+            return segment.base_offset != batch.base_offset
+        if segment.size + pending + batch.size > self.config.segment_bytes:
+            return True
+        if batch.last_offset - segment.base_offset > INT32_MAX:
+            return True
+        return first_ts is not None and batch.max_timestamp - first_ts > self.config.segment_ms
+
+    def _compute_log_end(self) -> int:
+        for segment in reversed(self._segments):
+            if not segment.is_empty:
+                return max(segment.next_offset, self._log_start)
+        return self._log_start
+
+    def _segment_index(self, offset: int) -> int:
+        return max(0, bisect.bisect_right(self._bases, offset) - 1)
+
+    # ------------------------------------------------------------------------------------------------
+    # Appending
+
+    def append_mirrored(self, data: bytes | bytearray | memoryview) -> AppendResult:
+        """Append whole batches exactly as the source wrote them. A partial batch at the end of ``data``
+        (a Fetch response may end with one) is not appended; ``bytes`` says how much was. Raises
+        ``CorruptBatch`` and writes nothing if any batch fails verification."""
+        with self._lock:
+            self._check_open()
+            view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+            batches = split_batches(view).batches
+            if not batches:
+                return AppendResult(self._log_end, self._log_end - 1, -1, False, 0)
+            expected = self._log_end
+            control_types: dict[int, int] = {}
+            for i, batch in enumerate(batches):
+                batch.verify()
+                if batch.base_offset < expected:
+                    raise CorruptBatch(
+                        f"{self.name}: batch at offset {batch.base_offset} is below the expected offset {expected}",
+                        "NON_MONOTONIC_OFFSETS", batch.base_offset)
+                expected = batch.next_offset
+                if batch.is_control and batch.producer_id >= 0:
+                    control_types[i] = batch.control_type()
+
+            segment = self._segments[-1]
+            group_start = 0
+            group_bytes = 0
+            first_ts = segment.first_batch_timestamp
+            start_byte = 0
+            for i, batch in enumerate(batches):
+                if self._needs_roll(segment, group_bytes, first_ts, batch):
+                    if group_bytes:
+                        self._write_group(segment, view, start_byte, group_bytes, batches, group_start, i, control_types)
+                    segment = self._roll(batch.base_offset)
+                    start_byte += group_bytes
+                    group_start, group_bytes, first_ts = i, 0, None
+                if first_ts is None:
+                    first_ts = batch.max_timestamp
+                group_bytes += batch.size
+            self._write_group(segment, view, start_byte, group_bytes, batches, group_start, len(batches), control_types)
+            total = start_byte + group_bytes
+            self._after_append(sum(b.record_count for b in batches), None)
+            return AppendResult(batches[0].base_offset, batches[-1].last_offset, -1, False, total)
+
+    def _write_group(self, segment: LogSegment, view: memoryview, start: int, length: int,
+                     batches: Sequence[RecordBatch], first: int, end: int, control_types: dict[int, int]) -> None:
+        group = batches[first:end]
+        segment.append([view[start : start + length]], group)
+        for i, batch in enumerate(group, first):
+            self._epochs.assign(batch.partition_leader_epoch, batch.base_offset)
+            if batch.producer_id >= 0:
+                apply_batch(self._producers, segment.txn_index, batch, control_types.get(i))
+        self._log_end = group[-1].next_offset
+
+    def append_assigned(self, batch: bytes | bytearray | memoryview, leader_epoch: int, now_ms: int | None = None) -> AppendResult:
+        """Append one produced batch at the log end, stamped with ``leader_epoch``. Returns the original
+        offsets with ``duplicate=True`` for a retried idempotent batch. Raises ``CorruptBatch``,
+        ``InvalidRecord`` (not exactly one batch), ``OutOfOrderSequence`` or ``InvalidProducerEpoch``."""
+        with self._lock:
+            self._check_open()
+            view = memoryview(batch).cast("B") if not isinstance(batch, bytes) else memoryview(batch)
+            split = split_batches(view)
+            if len(split.batches) != 1 or split.consumed != len(view):
+                raise InvalidRecord(f"{self.name}: a produce request must carry exactly one whole record batch")
+            incoming = split.batches[0]
+            incoming.verify()
+            duplicate = self._producers.validate(incoming)
+            if duplicate is not None:
+                return AppendResult(duplicate.base_offset, duplicate.last_offset, -1, True, 0)
+            control_type = incoming.control_type() if incoming.is_control else None
+
+            base_offset = self._log_end
+            header = bytearray(view[:HEADER_SIZE])
+            set_base_offset_and_epoch(header, base_offset, leader_epoch)
+            stamped = RecordBatch(memoryview(header))
+            segment = self._segments[-1]
+            if self._needs_roll(segment, 0, segment.first_batch_timestamp, stamped):
+                segment = self._roll(base_offset)
+            segment.append([header, view[HEADER_SIZE:]], [stamped])
+            self._epochs.assign(leader_epoch, base_offset)
+            apply_batch(self._producers, segment.txn_index, stamped, control_type)
+            self._log_end = stamped.next_offset
+            self._after_append(stamped.record_count, now_ms)
+            return AppendResult(base_offset, stamped.last_offset, -1, False, stamped.size)
+
+    def _after_append(self, records: int, now_ms: int | None) -> None:
+        self._unflushed_records += records
+        config = self.config
+        if config.flush_messages is not None and self._unflushed_records >= config.flush_messages:
+            self._flush()
+        elif config.flush_ms is not None:
+            now = _now_ms() if now_ms is None else now_ms
+            if now - self._last_flush_ms >= config.flush_ms:
+                self._flush()
+
+    # ------------------------------------------------------------------------------------------------
+    # Reading
+
+    def read(self, offset: int, max_bytes: int, upper_bound: int | None = None) -> ReadResult:
+        """Whole batches from the one holding ``offset``, up to ``max_bytes`` (but at least one batch), all
+        ending below ``upper_bound`` (high watermark or LSO) when given."""
+        with self._lock:
+            self._check_open()
+            if offset < self._log_start or offset > self._log_end:
+                raise OffsetOutOfRange(
+                    f"{self.name}: offset {offset} is outside [{self._log_start}, {self._log_end}]")
+            limit = self._log_end if upper_bound is None else min(upper_bound, self._log_end)
+            ranges: list[FileRange] = []
+            next_offset = offset
+            budget = max(max_bytes, 0)
+            position_offset = offset
+            for segment in self._segments[self._segment_index(offset) :]:
+                if position_offset >= limit:
+                    break
+                found = segment.find_batch(position_offset)
+                if found is None:
+                    continue
+                position, first = found
+                end, seg_next = segment.read_extent(position, first, budget, limit, at_least_one=not ranges)
+                if end > position:
+                    ranges.append(FileRange(segment.log_path, position, end - position))
+                    budget -= end - position
+                    next_offset = seg_next
+                if end < segment.size or budget <= 0:
+                    break
+                position_offset = segment.next_offset
+            return ReadResult(tuple(ranges), next_offset)
+
+    # ------------------------------------------------------------------------------------------------
+    # Offsets and queries
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._log_end
+
+    @property
+    def high_watermark(self) -> int:
+        return self._log_end  # single replica: everything appended is committed
+
+    @property
+    def last_stable_offset(self) -> int:
+        first_open = self._producers.first_unstable_offset()
+        if first_open is None:
+            return self.high_watermark
+        return min(max(first_open, self._log_start), self.high_watermark)
+
+    @property
+    def latest_epoch(self) -> int:
+        return self._epochs.latest_epoch
+
+    @property
+    def recovery_point(self) -> int:
+        return self._recovery_point
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """ListOffsets by time, batch-granular: the first batch whose max timestamp is >= ``timestamp``
+        gives (its base offset, its base timestamp if that already is >= ``timestamp`` else its max
+        timestamp). The base offset is at or before the first matching record, so a consumer seeking there
+        misses nothing. None when no batch qualifies."""
+        with self._lock:
+            for segment in self._segments:
+                if segment.is_empty or segment.max_timestamp < timestamp or segment.next_offset <= self._log_start:
+                    continue
+                start = max(segment.time_index.search_start(timestamp), self._log_start)
+                found = segment.find_batch(start)
+                if found is None:
+                    continue
+                for _pos, header in segment.iter_headers(found[0]):
+                    if header.max_timestamp >= timestamp:
+                        ts = header.base_timestamp if header.base_timestamp >= timestamp else header.max_timestamp
+                        return max(header.base_offset, self._log_start), ts
+            return None
+
+    def max_timestamp_offset(self) -> tuple[int, int]:
+        """(offset, timestamp) of the batch with the largest max timestamp (its base offset; the earliest
+        such batch on ties), or (-1, -1) for an empty log."""
+        with self._lock:
+            best = (-1, -1)
+            for segment in self._segments:
+                if not segment.is_empty and segment.next_offset > self._log_start and segment.max_timestamp > best[1]:
+                    best = (max(segment.offset_of_max_timestamp, self._log_start), segment.max_timestamp)
+            return best
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch; see ``LeaderEpochCache.end_offset_for``."""
+        with self._lock:
+            return self._epochs.end_offset_for(epoch, self._log_end)
+
+    def epoch_entries(self) -> list[tuple[int, int]]:
+        return [tuple(e) for e in self._epochs.entries()]
+
+    def aborted_transactions(self, start_offset: int, end_offset: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of aborted transactions with data in [start_offset, end_offset)."""
+        with self._lock:
+            result = []
+            for segment in self._segments[self._segment_index(start_offset) :]:
+                complete = False
+                for entry in segment.txn_index.entries:
+                    if entry.last_offset >= start_offset and entry.first_offset < end_offset:
+                        result.append((entry.producer_id, entry.first_offset))
+                    # No transaction still open when this marker was written starts below end_offset.
+                    complete = complete or entry.last_stable_offset >= end_offset
+                if complete:
+                    break
+            return result
+
+    def open_transactions(self) -> dict[int, int]:
+        return dict(self._producers.ongoing)
+
+    def producer_ids_seen_max(self) -> int:
+        """Highest producer id ever written to this log (-1 if none): the floor for ids linkd hands out."""
+        return self._producers.max_producer_id
+
+    # ------------------------------------------------------------------------------------------------
+    # Cutting
+
+    def truncate_to(self, offset: int, reason: str = "requested") -> int:
+        """Remove every batch holding an offset >= ``offset`` (a batch straddling it goes whole). Durable on
+        return. Returns the bytes removed."""
+        with self._lock:
+            self._check_open()
+            if offset >= self._log_end:
+                return 0
+            old_end = self._log_end
+            if offset < self._log_start:
+                removed = self._truncate_fully(offset)
+            else:
+                removed = 0
+                index = self._segment_index(offset)
+                while len(self._segments) > index + 1:
+                    removed += self._segments[-1].size
+                    self._drop_segment(len(self._segments) - 1, f"truncating to {offset}")
+                segment = self._segments[index]
+                found = segment.find_batch(offset)
+                if found is not None:
+                    removed += segment.truncate_to_position(found[0])
+                self._log_end = self._compute_log_end()
+            log.warning("%s: truncated to offset %d (%s): removed offsets %d..%d, %d bytes; log end now %d",
+                        self.name, offset, reason, self._log_end, old_end - 1, removed, self._log_end)
+            self._epochs.truncate_from_end(self._log_end)
+            delete_snapshots_after(self.path, self._log_end)
+            self._producers = self._rebuilt_producer_state(self._log_end)
+            self._recovery_point = min(self._recovery_point, self._log_end)
+            self._flush(force_checkpoint=True)
+            return removed
+
+    def reset_to(self, offset: int) -> None:
+        """Empty the log and start it at ``offset`` (a mirror starting mid-way into its source)."""
+        with self._lock:
+            self._check_open()
+            self._truncate_fully(offset)
+            self._producers = ProducerStateManager()
+            self._flush(force_checkpoint=True)
+
+    def _truncate_fully(self, offset: int) -> int:
+        removed = sum(s.size for s in self._segments)
+        while self._segments:
+            self._drop_segment(0, f"log restarts at offset {offset}")
+        self._create_segment(offset)
+        self._log_start = self._log_end = self._recovery_point = offset
+        self._epochs.clear()
+        delete_snapshots_after(self.path, -1)
+        checkpoint.write_offset_checkpoint(os.path.join(self.path, LOG_START_FILE), self.topic, self.partition, offset)
+        return removed
+
+    def _rebuilt_producer_state(self, end_offset: int) -> ProducerStateManager:
+        loaded = load_latest_snapshot(self.path, end_offset)
+        start, state = loaded if loaded is not None else (self._log_start, ProducerStateManager())
+        replay_producer_state(self._segments, state, start, end_offset)
+        return state
+
+    def advance_log_start(self, offset: int) -> int:
+        """DeleteRecords: make ``offset`` the first readable offset and delete segments wholly below it.
+        Returns the new log start offset."""
+        with self._lock:
+            self._check_open()
+            if offset > self.high_watermark:
+                raise OffsetOutOfRange(f"{self.name}: cannot move the log start to {offset}, past the high "
+                                       f"watermark {self.high_watermark}")
+            if offset <= self._log_start:
+                return self._log_start
+            self._log_start = offset
+            self._delete_segments_below_start("DeleteRecords")
+            return self._log_start
+
+    def _delete_segments_below_start(self, why: str) -> None:
+        active = self._segments[-1]
+        if not active.is_empty and active.next_offset <= self._log_start:
+            self._roll(self._log_end)
+        # Checkpoint first: after a crash, segments below the recorded start are deleted on open.
+        checkpoint.write_offset_checkpoint(os.path.join(self.path, LOG_START_FILE), self.topic, self.partition, self._log_start)
+        while len(self._segments) > 1 and (self._segments[0].next_offset <= self._log_start or self._segments[0].is_empty
+                                           or self._segments[1].base_offset <= self._log_start):
+            self._drop_segment(0, f"{why}: below the log start offset {self._log_start}")
+        self._epochs.truncate_from_start(self._log_start)
+        if self._epochs.dirty:
+            self._epochs.write()
+        checkpoint.fsync_dir(self.path)
+        self._dir_dirty = False
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete whole old segments beyond retention.ms / retention.bytes, moving the log start. Returns
+        the number of segments deleted."""
+        with self._lock:
+            self._check_open()
+            segments = self._segments
+            by_time = 0
+            if self.config.retention_ms >= 0:
+                for segment in segments:
+                    if segment.is_empty:
+                        break
+                    newest = segment.max_timestamp if segment.max_timestamp >= 0 else segment.last_modified_ms()
+                    if now_ms - newest <= self.config.retention_ms:
+                        break
+                    by_time += 1
+            by_size = 0
+            if self.config.retention_bytes >= 0:
+                excess = sum(s.size for s in segments) - self.config.retention_bytes
+                for segment in segments[:-1]:
+                    if excess - segment.size < 0:
+                        break
+                    excess -= segment.size
+                    by_size += 1
+            count = max(by_time, by_size)
+            if count == 0:
+                return 0
+            if count >= len(segments):
+                self._roll(self._log_end)
+            new_start = max(self._log_start, self._segments[count].base_offset)
+            log.info("%s: retention deletes %d segment(s); log start %d -> %d", self.name, count, self._log_start, new_start)
+            self._log_start = new_start
+            self._delete_segments_below_start("retention")
+            return count
+
+    # ------------------------------------------------------------------------------------------------
+    # Durability and lifetime
+
+    def flush(self) -> int:
+        """fsync everything appended and advance the recovery point; returns the flushed offset."""
+        with self._lock:
+            self._check_open()
+            return self._flush()
+
+    def _flush(self, force_checkpoint: bool = False) -> int:
+        for segment in self._segments[self._segment_index(self._recovery_point) :]:
+            segment.flush()
+        if self._dir_dirty:
+            checkpoint.fsync_dir(self.path)
+            self._dir_dirty = False
+        self._recovery_point = self._log_end
+        self._unflushed_records = 0
+        now = _now_ms()
+        self._last_flush_ms = now
+        if force_checkpoint or now - self._last_checkpoint_ms >= self.config.checkpoint_interval_ms:
+            self._write_checkpoints()
+            self._last_checkpoint_ms = now
+        return self._log_end
+
+    def _write_checkpoints(self) -> None:
+        snapshots = list_snapshots(self.path)
+        if not snapshots or snapshots[-1] != self._log_end:
+            write_snapshot(self.path, self._log_end, self._producers)
+        if self._epochs.dirty:
+            self._epochs.write()
+        checkpoint.write_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE), self.topic, self.partition,
+                                           self._recovery_point)
+
+    def close(self) -> None:
+        """Flush, write every checkpoint and the clean-shutdown marker. The log cannot be used afterwards."""
+        with self._lock:
+            if self._closed:
+                return
+            self._segments[-1].seal()
+            self._flush(force_checkpoint=True)
+            checkpoint.write_offset_checkpoint(os.path.join(self.path, LOG_START_FILE), self.topic, self.partition,
+                                               self._log_start)
+            checkpoint.write_clean_shutdown(os.path.join(self.path, CLEAN_SHUTDOWN_FILE), self._log_end)
+            for segment in self._segments:
+                segment.close()
+            self._closed = True
+
+    def abandon(self) -> None:
+        """Drop the file descriptors without flushing or marking a clean shutdown (tests simulate crashes)."""
+        with self._lock:
+            for segment in self._segments:
+                segment.close()
+            self._closed = True
+
+    def delete(self) -> None:
+        """Remove the partition's directory and everything in it."""
+        with self._lock:
+            for segment in self._segments:
+                segment.close()
+            self._closed = True
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosed(f"{self.name}: log is closed")
+
+    def statistics(self) -> LogStatistics:
+        with self._lock:
+            return LogStatistics(
+                topic=self.topic,
+                partition=self.partition,
+                log_start_offset=self._log_start,
+                log_end_offset=self._log_end,
+                high_watermark=self.high_watermark,
+                last_stable_offset=self.last_stable_offset,
+                recovery_point=self._recovery_point,
+                size_bytes=sum(s.size for s in self._segments),
+                segment_count=len(self._segments),
+                latest_epoch=self._epochs.latest_epoch,
+                producer_count=len(self._producers.entries),
+                open_transaction_count=len(self._producers.ongoing),
+            )
+
+    def segment_base_offsets(self) -> list[int]:
+        return list(self._bases)
+
+    def __repr__(self) -> str:
+        return f"PartitionLog({self.name!r}, start={self._log_start}, end={self._log_end}, segments={len(self._segments)})"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+__all__ = ["AppendResult", "FileRange", "LogStatistics", "PartitionLog", "ReadResult"]

@@ -1,0 +1,269 @@
+"""One log segment: ``<20-digit base offset>.log`` plus its three indexes.
+
+The ``.log`` file is a plain concatenation of v2 record batches exactly as received (mirror path) or as
+assigned (produce path): Kafka's segment format, readable by ``kafka-dump-log``. The base offset in the file
+name is at or below the first batch's base offset; every offset in the segment is within int32 of it, because
+the indexes store offsets relative to it.
+
+The segment trusts its bytes; verifying them is the caller's job on append and ``recovery``'s on open.
+Reads go through ``os.pread`` on one descriptor opened with O_APPEND, so bytes written are immediately
+visible to readers and to ``os.sendfile`` on the path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+from protocol.records import HEADER_SIZE, RecordBatch
+
+from .index_file import IndexCorrupt
+from .offset_index import OffsetIndex
+from .time_index import TimeIndex
+from .txn_index import TxnIndex
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+TXN_INDEX_SUFFIX = ".txnindex"
+ALL_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
+
+
+def file_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:020d}{suffix}"
+
+
+def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+    if len(parts) == 1:
+        view = memoryview(parts[0])
+        while view:
+            view = view[os.write(fd, view) :]
+        return
+    views = [memoryview(p) for p in parts]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
+class LogSegment:
+    def __init__(self, directory: str, base_offset: int, index_interval_bytes: int, *, create: bool) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.index_interval_bytes = index_interval_bytes
+        self.log_path = os.path.join(directory, file_name(base_offset, LOG_SUFFIX))
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
+        self.fd = os.open(self.log_path, flags, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        self.offset_index = OffsetIndex(os.path.join(directory, file_name(base_offset, INDEX_SUFFIX)), base_offset)
+        self.time_index = TimeIndex(os.path.join(directory, file_name(base_offset, TIME_INDEX_SUFFIX)), base_offset)
+        self.txn_index = TxnIndex(os.path.join(directory, file_name(base_offset, TXN_INDEX_SUFFIX)))
+        self.next_offset = base_offset
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = base_offset
+        self.bytes_since_index = 0
+        self.dirty = create
+        self._first_batch_timestamp: int | None = None
+        if create:
+            for index in (self.offset_index, self.time_index, self.txn_index):
+                index.file.replace_all(b"")
+
+    @property
+    def is_empty(self) -> bool:
+        return self.size == 0
+
+    # -- loading -------------------------------------------------------------------------------------
+
+    def load_indexes(self) -> None:
+        """Load and sanity-check the indexes after a clean shutdown, and find the segment's end from the
+        last indexed batch. Raises ``IndexCorrupt`` when anything disagrees; the caller then recovers."""
+        self.offset_index.load(self.size)
+        self.time_index.load()
+        self.txn_index.load()
+        self._scan_tail(check_first_entry=True)
+
+    def _scan_tail(self, check_first_entry: bool = False) -> None:
+        entry = self.offset_index.last_entry()
+        position = entry[1] if entry else 0
+        self.next_offset = self.base_offset
+        time_entry = self.time_index.last_entry()
+        self.max_timestamp, self.offset_of_max_timestamp = time_entry if time_entry else (-1, self.base_offset)
+        first = True
+        for pos, header in self.iter_headers(position):
+            if first and entry and check_first_entry and header.last_offset != entry[0]:
+                raise IndexCorrupt(f"{self.offset_index.file.path}: last entry says offset {entry[0]} at {pos}, "
+                                   f"the batch there ends at {header.last_offset}")
+            first = False
+            if header.base_offset < self.base_offset:
+                raise IndexCorrupt(f"{self.log_path}: batch at {pos} has offset {header.base_offset} below the base")
+            self._note_batch(header, pos)
+            position = pos + header.size
+        if position != self.size:
+            raise IndexCorrupt(f"{self.log_path}: batches end at byte {position}, the file at {self.size}")
+        self.bytes_since_index = self.size - (entry[1] if entry else 0)
+
+    # -- appending -----------------------------------------------------------------------------------
+
+    def append(self, parts: Sequence[bytes | bytearray | memoryview], batches: Sequence[RecordBatch]) -> None:
+        """Write ``parts`` (exactly the bytes of ``batches``, in order) and index the batches."""
+        start = self.size
+        try:
+            _write_all(self.fd, parts)
+        except BaseException:
+            os.ftruncate(self.fd, start)  # never leave half a batch behind a failed write
+            raise
+        position = start
+        for batch in batches:
+            self.index_batch(batch, position)
+            position += batch.size
+        self.size = position
+        self.dirty = True
+
+    def index_batch(self, batch: RecordBatch, position: int) -> None:
+        self._note_batch(batch, position)
+        if self.bytes_since_index > self.index_interval_bytes:
+            self.offset_index.append(batch.last_offset, position)
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+            self.bytes_since_index = 0
+        self.bytes_since_index += batch.size
+
+    def _note_batch(self, batch: RecordBatch, position: int) -> None:
+        if batch.max_timestamp > self.max_timestamp:
+            self.max_timestamp = batch.max_timestamp
+            self.offset_of_max_timestamp = batch.base_offset
+        if position == 0:
+            self._first_batch_timestamp = batch.max_timestamp
+        self.next_offset = batch.next_offset
+
+    @property
+    def first_batch_timestamp(self) -> int | None:
+        """Max-timestamp of the first batch: what segment.ms rolls are measured from (as in Kafka)."""
+        if self._first_batch_timestamp is None and self.size:
+            header = self.header_at(0)
+            self._first_batch_timestamp = header.max_timestamp if header else None
+        return self._first_batch_timestamp
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def read_at(self, position: int, length: int) -> bytes:
+        return os.pread(self.fd, length, position)
+
+    def header_at(self, position: int) -> RecordBatch | None:
+        data = os.pread(self.fd, HEADER_SIZE, position)
+        if len(data) < HEADER_SIZE:
+            return None
+        header = RecordBatch(memoryview(data))
+        if header.size < HEADER_SIZE:
+            raise IndexCorrupt(f"{self.log_path}: batch at {position} has impossible length {header.batch_length}")
+        return header
+
+    def iter_headers(self, position: int = 0) -> Iterator[tuple[int, RecordBatch]]:
+        """Headers of the whole batches from ``position`` (a batch boundary) to the end of the file."""
+        while position < self.size:
+            header = self.header_at(position)
+            if header is None or position + header.size > self.size:
+                return
+            yield position, header
+            position += header.size
+
+    def find_batch(self, offset: int) -> tuple[int, RecordBatch] | None:
+        """The first batch whose last offset is >= ``offset`` (the one holding it, or the next after a gap)."""
+        for position, header in self.iter_headers(self.offset_index.position_at_or_before(offset)):
+            if header.last_offset >= offset:
+                return position, header
+        return None
+
+    def read_extent(
+        self, position: int, first: RecordBatch, max_bytes: int, upper_bound: int | None, at_least_one: bool
+    ) -> tuple[int, int]:
+        """(end position, next offset) of the run of whole batches starting with ``first`` at ``position``
+        that fits in ``max_bytes`` and ends below ``upper_bound``. The first batch is taken even if larger
+        than ``max_bytes`` when ``at_least_one``. An empty run returns (position, first.base_offset)."""
+        if upper_bound is not None and first.last_offset >= upper_bound:
+            return position, first.base_offset
+        limit = position + max_bytes
+        if (upper_bound is None or upper_bound >= self.next_offset) and self.size <= limit:
+            return self.size, self.next_offset
+        if first.size > max_bytes:
+            return (position + first.size, first.next_offset) if at_least_one else (position, first.base_offset)
+        end, next_offset = position + first.size, first.next_offset
+        jump = self.offset_index.safe_position_before(limit, upper_bound)
+        if jump is not None and jump > end:
+            end = jump
+        for pos, header in self.iter_headers(end):
+            if pos + header.size > limit or (upper_bound is not None and header.last_offset >= upper_bound):
+                break
+            end, next_offset = pos + header.size, header.next_offset
+        return end, next_offset
+
+    # -- cutting -------------------------------------------------------------------------------------
+
+    def truncate_to_position(self, position: int) -> int:
+        """Cut the file at ``position`` (a batch boundary) and fix the indexes; return the bytes removed."""
+        removed = self.size - position
+        if removed <= 0:
+            return 0
+        os.ftruncate(self.fd, position)
+        self.size = position
+        self.dirty = True
+        self._first_batch_timestamp = None
+        self.offset_index.truncate_to_position(position)
+        entry = self.offset_index.last_entry()
+        next_offset = self.base_offset
+        for _pos, header in self.iter_headers(entry[1] if entry else 0):
+            next_offset = header.next_offset
+        self.time_index.truncate_from_offset(next_offset)
+        self.txn_index.truncate_from_offset(next_offset)
+        self._scan_tail()
+        return removed
+
+    def reset_indexes(self) -> None:
+        """Forget the offset and time indexes before recovery re-adds every batch."""
+        self.offset_index.reset()
+        self.time_index.reset()
+        self.next_offset = self.base_offset
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = self.base_offset
+        self.bytes_since_index = 0
+        self._first_batch_timestamp = None
+
+    # -- durability and lifetime ---------------------------------------------------------------------
+
+    def seal(self) -> None:
+        """The segment stops being active (roll, close): make the time index's last entry its maximum."""
+        if self.max_timestamp >= 0:
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+        for index in (self.offset_index, self.time_index, self.txn_index):
+            index.file.write_pending()
+
+    def flush(self) -> None:
+        if self.dirty:
+            os.fsync(self.fd)
+            self.dirty = False
+        for index in (self.offset_index, self.time_index, self.txn_index):
+            index.file.fsync()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def delete(self) -> None:
+        self.close()
+        for path in self.paths():
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def paths(self) -> list[str]:
+        return [self.log_path, self.offset_index.file.path, self.time_index.file.path, self.txn_index.file.path]
+
+    def last_modified_ms(self) -> int:
+        return int(os.fstat(self.fd).st_mtime * 1000)
+
+    def __repr__(self) -> str:
+        return f"LogSegment(base={self.base_offset}, size={self.size}, next={self.next_offset})"
