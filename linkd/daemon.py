@@ -23,6 +23,7 @@ from .broker.server import KafkaListener
 from .controlstore import ControlStore
 from .groups.coordinator import GroupCoordinator
 from .link.manager import LinkManager
+from .maintenance import run_maintenance
 from .producer_ids import ProducerIdAllocator
 from .topics import TopicRegistry
 
@@ -96,6 +97,7 @@ class Daemon:
                     max_request_bytes=self.config.max_request_bytes,
                 )
                 await nursery.start(self.groups.run)
+                await nursery.start(run_maintenance, self.topics)
                 self.listener = KafkaListener(self.broker, self.config.idle_timeout_s)
                 bound = await nursery.start(self.listener.serve, host, port)
                 if not self.config.advertised and port == 0:
