@@ -173,7 +173,9 @@ class PartitionLog:
         self._epochs.truncate_from_end(self._log_end)
         self._epochs.truncate_from_start(self._log_start)
         self._load_producer_state()
-        self._recovery_point = self._log_end if not recovered else min(recovery_checkpoint or 0, self._log_end)
+        # Recovered segments have rebuilt, unsynced indexes: flushing from the first of them persists them.
+        first_recovered = self._segments[min(min(to_recover), len(self._segments) - 1)].base_offset if recovered else None
+        self._recovery_point = self._log_end if first_recovered is None else min(first_recovered, self._log_end)
         if recovered or self._epochs.dirty:
             self._flush(force_checkpoint=True)
 

@@ -80,6 +80,9 @@ class LogSegment:
     def load_indexes(self) -> None:
         """Load and sanity-check the indexes after a clean shutdown, and find the segment's end from the
         last indexed batch. Raises ``IndexCorrupt`` when anything disagrees; the caller then recovers."""
+        for index in (self.offset_index, self.time_index):
+            if self.size and not os.path.exists(index.file.path):
+                raise IndexCorrupt(f"{index.file.path} is missing")
         self.offset_index.load(self.size)
         self.time_index.load()
         self.txn_index.load()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from protocol.records import BatchSpec, NewRecord, build_batch, build_control_batch
 from linkd.storage import LogConfig, PartitionLog
+from protocol.records import BatchSpec, NewRecord, build_batch, build_control_batch
 
 TOPIC = "t"
 BASE_TS = 1_700_000_000_000

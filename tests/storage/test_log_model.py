@@ -14,12 +14,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from protocol.errors import CorruptBatch
 from linkd.storage import PartitionLog
+from protocol.errors import CorruptBatch
 from tests.storage.helpers import BASE_TS, batch, log_dir, open_log
 
 CONFIG = dict(segment_bytes=600, index_interval_bytes=128, retention_bytes=-1, retention_ms=-1)
-logging.getLogger("linkd.storage").setLevel(logging.ERROR)
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +26,8 @@ def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
     """Crashes are simulated by restoring the files as of the last flush, so real fsyncs (8 ms each on this
     disk) would only slow the machine down."""
     monkeypatch.setattr("os.fsync", lambda fd: None)
+    storage_log = logging.getLogger("linkd.storage")
+    monkeypatch.setattr(storage_log, "level", logging.ERROR)  # thousands of expected truncation warnings
 
 
 class Entry:
