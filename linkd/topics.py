@@ -20,7 +20,7 @@ from pathlib import Path
 from protocol.errors import ErrorCode
 
 from .controlstore import ControlStore
-from .storage import LogConfig, PartitionLog
+from .storage import InvalidConfig, LogConfig, PartitionLog
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def validate_configs(configs: dict[str, str | None]) -> dict[str, str]:
         out[key] = value
     try:
         LogConfig.from_topic_configs(out)
-    except (ValueError, TypeError) as exc:
+    except (InvalidConfig, ValueError, TypeError) as exc:
         raise TopicError(ErrorCode.INVALID_CONFIG, f"Invalid topic config: {exc}") from exc
     return out
 
@@ -172,6 +172,10 @@ class TopicRegistry:
         validate_topic_name(name)
         if name in self._topics:
             raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
+        # Kafka's metric names turn '.' into '_', so it refuses names that differ only there.
+        for existing in self._topics:
+            if existing.replace(".", "_") == name.replace(".", "_"):
+                raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic '{name}' collides with existing topic: {existing}")
         if partitions <= 0:
             raise TopicError(ErrorCode.INVALID_PARTITIONS, f"Number of partitions must be larger than 0, got {partitions}.")
         clean = validate_configs(configs or {})

@@ -1,0 +1,109 @@
+"""Produce and InitProducerId edge cases: unknown topics (no auto-creation), transactional producers
+(refused quickly and clearly), control batches, acks=0."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+from kafka import KafkaProducer
+from kafka.errors import TransactionalIdAuthorizationFailedError
+
+from protocol import messages
+from protocol.errors import ErrorCode
+from protocol.messages import ApiKey
+from protocol.records import build_control_batch, build_records
+from tests.broker.clients import create_topic
+from tests.broker.wire import WireConnection, fetch_request, produce_request
+
+
+def _topic_names(conn: WireConnection) -> set[str]:
+    body = conn.request(ApiKey.METADATA, 12, {"topics": None, "allow_auto_topic_creation": False})
+    return {t["name"] for t in body["topics"]}
+
+
+@pytest.mark.timeout(30)
+def test_produce_to_an_unknown_topic_is_refused_and_creates_nothing(linkd, unique_topic):
+    with WireConnection(linkd.bootstrap) as conn:
+        answer = produce_request(conn, unique_topic, 0, build_records([b"x"]))
+        assert answer["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        meta = conn.request(ApiKey.METADATA, 12, {"topics": [{"name": unique_topic}], "allow_auto_topic_creation": True})
+        (entry,) = meta["topics"]
+        assert entry["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION and entry["partitions"] == []
+        assert unique_topic not in _topic_names(conn)
+
+
+@pytest.mark.timeout(30)
+def test_produce_to_a_partition_past_the_last_is_unknown(linkd, unique_topic):
+    create_topic(linkd.bootstrap, unique_topic, partitions=2)
+    with WireConnection(linkd.bootstrap) as conn:
+        assert produce_request(conn, unique_topic, 2, build_records([b"x"]))["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
+@pytest.mark.timeout(30)
+def test_confluent_producer_to_an_unknown_topic_fails_the_delivery(linkd, unique_topic):
+    errors = []
+    producer = Producer({"bootstrap.servers": linkd.bootstrap, "topic.metadata.propagation.max.ms": 1000, "message.timeout.ms": 8000})
+    producer.produce(unique_topic, b"x", on_delivery=lambda err, msg: errors.append(err))
+    assert producer.flush(20) == 0
+    assert [e.code() for e in errors] == [KafkaError.UNKNOWN_TOPIC_OR_PART]
+    with WireConnection(linkd.bootstrap) as conn:
+        assert unique_topic not in _topic_names(conn)
+
+
+@pytest.mark.timeout(30)
+def test_confluent_transactional_producer_fails_fast_with_a_fatal_error(linkd, unique_topic):
+    create_topic(linkd.bootstrap, unique_topic)
+    producer = Producer({"bootstrap.servers": linkd.bootstrap, "transactional.id": f"tx-{unique_topic}"})
+    started = time.monotonic()
+    with pytest.raises(KafkaException) as failed:
+        producer.init_transactions(20)
+    elapsed = time.monotonic() - started
+    error = failed.value.args[0]
+    assert elapsed < 5, f"init_transactions took {elapsed:.1f}s to fail"
+    assert error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    assert not error.retriable()
+    assert "transactional" in error.str()
+
+
+@pytest.mark.timeout(30)
+def test_kafka_python_transactional_producer_fails_fast(linkd, unique_topic):
+    create_topic(linkd.bootstrap, unique_topic)
+    started = time.monotonic()
+    with pytest.raises(TransactionalIdAuthorizationFailedError):
+        producer = KafkaProducer(bootstrap_servers=linkd.bootstrap, transactional_id=f"tx-{unique_topic}", max_block_ms=20_000)
+        try:
+            producer.init_transactions()
+        finally:
+            producer.close(timeout=1)
+    assert time.monotonic() - started < 8
+
+
+@pytest.mark.timeout(30)
+def test_transactional_or_control_batches_are_refused_and_nothing_is_appended(linkd, unique_topic):
+    create_topic(linkd.bootstrap, unique_topic)
+    with WireConnection(linkd.bootstrap) as conn:
+        body = conn.request(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": "tx", "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})
+        assert body["error_code"] == ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        transactional = build_records([b"t"], producer_id=7, producer_epoch=0, base_sequence=0, transactional=True)
+        assert produce_request(conn, unique_topic, 0, transactional)["error_code"] == ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        control = build_control_batch(1, producer_id=7, producer_epoch=0)
+        assert produce_request(conn, unique_topic, 0, control)["error_code"] == ErrorCode.INVALID_RECORD
+        assert fetch_request(conn, unique_topic, 0, 0)["high_watermark"] == 0
+
+
+@pytest.mark.timeout(30)
+def test_acks_zero_gets_no_response_but_the_record_is_appended(linkd, unique_topic):
+    create_topic(linkd.bootstrap, unique_topic)
+    with WireConnection(linkd.bootstrap) as conn:
+        frame = messages.encode_request(
+            messages.RequestHeader(ApiKey.PRODUCE, 9, 77, "acks0"),
+            {"transactional_id": None, "acks": 0, "timeout_ms": 1000, "topic_data": [{"name": unique_topic, "partition_data": [{"index": 0, "records": build_records([b"fire-and-forget"])}]}]},
+        )
+        conn.send_bytes(frame)
+        # The next answer on this connection belongs to the next request: acks=0 produced none.
+        deadline = time.monotonic() + 10
+        while fetch_request(conn, unique_topic, 0, 0)["high_watermark"] != 1:
+            assert time.monotonic() < deadline, "the acks=0 record never appeared"
+            time.sleep(0.05)
