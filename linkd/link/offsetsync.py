@@ -25,10 +25,13 @@ from protocol.messages import ApiKey
 
 from .client import SourceProtocolError, SourceUnavailable
 from .groupfilter import GroupFilter
+from .states import MirrorState
 
 log = logging.getLogger(__name__)
 
-OFFSET_FETCH_MAX_VERSION = 7  # single-group, topic-name layout; every source we meet supports it
+OFFSET_FETCH_MAX_VERSION = 7
+# A paused mirror still gets offsets (clamped to what it holds); stopped and failed ones no longer follow.
+SYNCED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED})  # single-group, topic-name layout; every source we meet supports it
 
 
 @dataclass
@@ -74,7 +77,7 @@ class OffsetSync:
         return {
             m.source_topic: m.topic
             for m in self._mirrors()
-            if (only_topic is None and m.fetching) or m.topic == only_topic
+            if (only_topic is None and m.state in SYNCED_STATES and not m.finalizing) or m.topic == only_topic
         }
 
     async def _list_groups(self) -> list[str]:
