@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocol.errors import CorruptBatch
-from protocol.records import HEADER_SIZE, RecordBatch, set_base_offset_and_epoch, split_batches
+from protocol.records import ATTR_CONTROL, HEADER_SIZE, RecordBatch, set_base_offset_and_epoch, split_batches
 
 from . import checkpoint
 from .config import INT32_MAX, LogConfig
@@ -315,22 +315,35 @@ class PartitionLog:
         with self._lock:
             self._check_open()
             view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
-            batches = split_batches(view).batches
+            split = split_batches(view)
+            batches = split.batches
             if not batches:
                 return AppendResult(self._log_end, self._log_end - 1, -1, False, 0)
             expected = self._log_end
             control_types: dict[int, int] = {}
+            max_ts = -1
             for i, batch in enumerate(batches):
                 batch.verify()
                 if batch.base_offset < expected:
                     raise CorruptBatch(
                         f"{self.name}: batch at offset {batch.base_offset} is below the expected offset {expected}",
                         "NON_MONOTONIC_OFFSETS", batch.base_offset)
-                expected = batch.next_offset
-                if batch.is_control and batch.producer_id >= 0:
+                expected = batch.base_offset + batch.last_offset_delta + 1
+                if batch.max_timestamp > max_ts:
+                    max_ts = batch.max_timestamp
+                if batch.attributes & ATTR_CONTROL and batch.producer_id >= 0:
                     control_types[i] = batch.control_type()
 
             segment = self._segments[-1]
+            total = split.consumed
+            first_ts = segment.first_batch_timestamp
+            if (segment.size and segment.size + total <= self.config.segment_bytes
+                    and expected - 1 - segment.base_offset <= INT32_MAX
+                    and (first_ts is None or max_ts - first_ts <= self.config.segment_ms)):
+                # Nothing in this call rolls the segment: skip the per-batch roll checks.
+                self._write_group(segment, view, 0, total, batches, 0, len(batches), control_types)
+                self._after_append(batches, None)
+                return AppendResult(batches[0].base_offset, expected - 1, -1, False, total)
             group_start = 0
             group_bytes = 0
             first_ts = segment.first_batch_timestamp
@@ -347,17 +360,19 @@ class PartitionLog:
                 group_bytes += batch.size
             self._write_group(segment, view, start_byte, group_bytes, batches, group_start, len(batches), control_types)
             total = start_byte + group_bytes
-            self._after_append(sum(b.record_count for b in batches), None)
+            self._after_append(batches, None)
             return AppendResult(batches[0].base_offset, batches[-1].last_offset, -1, False, total)
 
     def _write_group(self, segment: LogSegment, view: memoryview, start: int, length: int,
                      batches: Sequence[RecordBatch], first: int, end: int, control_types: dict[int, int]) -> None:
         group = batches[first:end]
         segment.append([view[start : start + length]], group)
+        epochs, producers = self._epochs, self._producers
         for i, batch in enumerate(group, first):
-            self._epochs.assign(batch.partition_leader_epoch, batch.base_offset)
+            if batch.partition_leader_epoch > epochs.latest_epoch:
+                epochs.assign(batch.partition_leader_epoch, batch.base_offset)
             if batch.producer_id >= 0:
-                apply_batch(self._producers, segment.txn_index, batch, control_types.get(i))
+                apply_batch(producers, segment.txn_index, batch, control_types.get(i))
         self._log_end = group[-1].next_offset
 
     def append_assigned(self, batch: bytes | bytearray | memoryview, leader_epoch: int, now_ms: int | None = None) -> AppendResult:
@@ -388,15 +403,17 @@ class PartitionLog:
             self._epochs.assign(leader_epoch, base_offset)
             apply_batch(self._producers, segment.txn_index, stamped, control_type)
             self._log_end = stamped.next_offset
-            self._after_append(stamped.record_count, now_ms)
+            self._after_append((stamped,), now_ms)
             return AppendResult(base_offset, stamped.last_offset, -1, False, stamped.size)
 
-    def _after_append(self, records: int, now_ms: int | None) -> None:
-        self._unflushed_records += records
+    def _after_append(self, batches: Sequence[RecordBatch], now_ms: int | None) -> None:
         config = self.config
-        if config.flush_messages is not None and self._unflushed_records >= config.flush_messages:
-            self._flush()
-        elif config.flush_ms is not None:
+        if config.flush_messages is not None:
+            self._unflushed_records += sum(b.record_count for b in batches)
+            if self._unflushed_records >= config.flush_messages:
+                self._flush()
+                return
+        if config.flush_ms is not None:
             now = _now_ms() if now_ms is None else now_ms
             if now - self._last_flush_ms >= config.flush_ms:
                 self._flush()

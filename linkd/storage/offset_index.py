@@ -14,12 +14,14 @@ batch at or before the one holding the target; the scan forward from there finds
 from __future__ import annotations
 
 import bisect
+import struct
 import sys
 from array import array
 
 from .index_file import IndexCorrupt, IndexFile
 
 ENTRY_SIZE = 8
+_ENTRY = struct.Struct(">ii")
 
 
 def _from_big_endian(data: bytes, typecode: str) -> array:
@@ -56,7 +58,7 @@ class OffsetIndex:
         relative = last_offset - self.base_offset
         self._relative.append(relative)
         self._positions.append(position)
-        self.file.add(relative.to_bytes(4, "big") + position.to_bytes(4, "big"))
+        self.file.add(_ENTRY.pack(relative, position))
 
     def last_entry(self) -> tuple[int, int] | None:
         if not self._relative:

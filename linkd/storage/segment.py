@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
-from protocol.records import HEADER_SIZE, RecordBatch
+from protocol.records import HEADER_SIZE, LOG_OVERHEAD, RecordBatch
 
 from .index_file import IndexCorrupt
 from .offset_index import OffsetIndex
@@ -118,10 +118,29 @@ class LogSegment:
         except BaseException:
             os.ftruncate(self.fd, start)  # never leave half a batch behind a failed write
             raise
+        # index_batch inlined: this loop runs once per appended batch and dominates small-batch appends.
         position = start
+        interval = self.index_interval_bytes
+        since = self.bytes_since_index
+        max_ts, max_ts_offset = self.max_timestamp, self.offset_of_max_timestamp
+        offset_index, time_index = self.offset_index, self.time_index
         for batch in batches:
-            self.index_batch(batch, position)
-            position += batch.size
+            ts = batch.max_timestamp
+            if ts > max_ts:
+                max_ts, max_ts_offset = ts, batch.base_offset
+            if position == 0:
+                self._first_batch_timestamp = ts
+            if since > interval:
+                offset_index.append(batch.base_offset + batch.last_offset_delta, position)
+                time_index.maybe_append(max_ts, max_ts_offset)
+                since = 0
+            size = batch.batch_length + LOG_OVERHEAD
+            since += size
+            position += size
+        last = batches[-1]
+        self.next_offset = last.base_offset + last.last_offset_delta + 1
+        self.max_timestamp, self.offset_of_max_timestamp = max_ts, max_ts_offset
+        self.bytes_since_index = since
         self.size = position
         self.dirty = True
 
