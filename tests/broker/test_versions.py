@@ -1,0 +1,312 @@
+"""The API versions linkd advertises (linkd/broker/versions.py): all within what Apache Kafka 4.1
+advertises, and every advertised (api, version) pair answers a minimal valid request correctly, on a
+connection that stays open."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from linkd.broker.versions import SUPPORTED_VERSIONS
+from protocol.errors import ErrorCode
+from protocol.messages import ApiKey
+from protocol.records import build_records
+from tests.broker.wire import WireConnection, api_versions
+from tests.peers.linkd import LinkdProcess
+
+ZERO_UUID = uuid.UUID(int=0)
+GROUP_SESSION_MS = 10_000
+
+
+@pytest.mark.timeout(180)
+def test_advertised_ranges_are_within_apache_kafka_4_1(kafka_broker):
+    kafka = api_versions(kafka_broker.bootstrap)
+    outside = {
+        ApiKey(api).name: {"linkd": ours, "kafka": kafka.get(api)}
+        for api, ours in SUPPORTED_VERSIONS.items()
+        if api not in kafka or not (kafka[api][0] <= ours[0] <= ours[1] <= kafka[api][1])
+    }
+    assert not outside, f"linkd advertises versions Apache Kafka 4.1 does not: {outside}"
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    with LinkdProcess() as process:
+        yield process
+
+
+class Env:
+    """One connection to a module-wide linkd, a topic with one record, and fresh names on demand."""
+
+    def __init__(self, daemon: LinkdProcess, api: str) -> None:
+        self.conn = WireConnection(daemon.bootstrap)
+        self.prefix = f"v-{api.lower().replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+        self.topic = self.create_topic(self.prefix)
+        produced = self.call(ApiKey.PRODUCE, 9, {"acks": -1, "timeout_ms": 5000, "topic_data": [{"name": self.topic, "partition_data": [{"index": 0, "records": build_records([b"seed"])}]}]})
+        assert produced["responses"][0]["partition_responses"][0]["error_code"] == 0
+        meta = self.call(ApiKey.METADATA, 12, {"topics": [{"name": self.topic, "topic_id": ZERO_UUID}], "allow_auto_topic_creation": False})
+        self.topic_id = meta["topics"][0]["topic_id"]
+
+    def call(self, api: int, version: int, body: dict) -> dict:
+        return self.conn.request(api, version, body)
+
+    def create_topic(self, name: str, partitions: int = 1) -> str:
+        body = self.call(ApiKey.CREATE_TOPICS, 7, {"topics": [{"name": name, "num_partitions": partitions, "replication_factor": 1, "assignments": [], "configs": []}], "timeout_ms": 10_000})
+        assert body["topics"][0]["error_code"] == 0, body
+        return name
+
+    def commit(self, group: str, offset: int = 1) -> None:
+        body = self.call(ApiKey.OFFSET_COMMIT, 8, {"group_id": group, "generation_id_or_member_epoch": -1, "member_id": "", "topics": [{"name": self.topic, "partitions": [{"partition_index": 0, "committed_offset": offset, "committed_leader_epoch": -1, "committed_metadata": ""}]}]})
+        assert body["topics"][0]["partitions"][0]["error_code"] == 0, body
+
+    def subscription(self) -> bytes:
+        name = self.topic.encode()
+        return struct.pack(">hih", 0, 1, len(name)) + name + struct.pack(">i", -1)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _only(items: list) -> dict:
+    assert len(items) == 1, items
+    return items[0]
+
+
+def _produce(env: Env, v: int) -> None:
+    body = env.call(ApiKey.PRODUCE, v, {"acks": -1, "timeout_ms": 5000, "topic_data": [{"name": env.topic, "partition_data": [{"index": 0, "records": build_records([f"v{v}".encode()])}]}]})
+    part = _only(_only(body["responses"])["partition_responses"])
+    assert part["error_code"] == 0 and part["base_offset"] >= 1
+
+
+def _fetch(env: Env, v: int) -> None:
+    partition = {"partition": 0, "current_leader_epoch": -1, "fetch_offset": 0, "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": 1 << 20}
+    body = env.call(
+        ApiKey.FETCH,
+        v,
+        {
+            "replica_id": -1,
+            "replica_state": {"replica_id": -1, "replica_epoch": -1},
+            "max_wait_ms": 0,
+            "min_bytes": 1,
+            "max_bytes": 1 << 20,
+            "isolation_level": 0,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [{"topic": env.topic, "topic_id": env.topic_id, "partitions": [partition]}],
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        },
+    )
+    assert body.get("error_code", 0) == 0, body
+    part = _only(_only(body["responses"])["partitions"])
+    assert part["error_code"] == 0 and part["high_watermark"] >= 1 and b"seed" in bytes(part["records"])
+
+
+def _list_offsets(env: Env, v: int) -> None:
+    body = env.call(ApiKey.LIST_OFFSETS, v, {"replica_id": -1, "isolation_level": 0, "timeout_ms": 5000, "topics": [{"name": env.topic, "partitions": [{"partition_index": 0, "current_leader_epoch": -1, "timestamp": -1}]}]})
+    part = _only(_only(body["topics"])["partitions"])
+    assert part["error_code"] == 0 and part["offset"] >= 1
+
+
+def _metadata(env: Env, v: int) -> None:
+    body = env.call(ApiKey.METADATA, v, {"topics": [{"name": env.topic, "topic_id": ZERO_UUID}], "allow_auto_topic_creation": False})
+    topic = _only(body["topics"])
+    assert topic["error_code"] == 0 and topic["name"] == env.topic and len(topic["partitions"]) == 1
+    assert [b["node_id"] for b in body["brokers"]] == [1]
+
+
+def _offset_commit(env: Env, v: int) -> None:
+    body = env.call(
+        ApiKey.OFFSET_COMMIT,
+        v,
+        {"group_id": f"{env.prefix}-g", "generation_id_or_member_epoch": -1, "member_id": "", "retention_time_ms": -1, "topics": [{"name": env.topic, "partitions": [{"partition_index": 0, "committed_offset": 1, "committed_leader_epoch": -1, "commit_timestamp": -1, "committed_metadata": f"v{v}"}]}]},
+    )
+    assert _only(_only(body["topics"])["partitions"])["error_code"] == 0
+
+
+def _offset_fetch(env: Env, v: int) -> None:
+    group = f"{env.prefix}-g"
+    env.commit(group)
+    topics = [{"name": env.topic, "partition_indexes": [0]}]
+    body = env.call(ApiKey.OFFSET_FETCH, v, {"group_id": group, "topics": topics, "groups": [{"group_id": group, "member_id": None, "member_epoch": -1, "topics": topics}], "require_stable": False})
+    if v >= 8:
+        group_out = _only(body["groups"])
+        assert group_out["error_code"] == 0
+        part = _only(_only(group_out["topics"])["partitions"])
+    else:
+        assert body.get("error_code", 0) == 0
+        part = _only(_only(body["topics"])["partitions"])
+    assert part["error_code"] == 0 and part["committed_offset"] == 1
+
+
+def _find_coordinator(env: Env, v: int) -> None:
+    body = env.call(ApiKey.FIND_COORDINATOR, v, {"key": f"{env.prefix}-g", "key_type": 0, "coordinator_keys": [f"{env.prefix}-g"]})
+    answer = _only(body["coordinators"]) if v >= 4 else body
+    assert answer["error_code"] == 0 and answer["node_id"] == 1
+
+
+def _group_lifecycle(env: Env, join_v: int, sync_v: int, heartbeat_v: int, leave_v: int) -> None:
+    group = f"{env.prefix}-j{join_v}"
+    join = {"group_id": group, "session_timeout_ms": GROUP_SESSION_MS, "rebalance_timeout_ms": GROUP_SESSION_MS, "member_id": "", "group_instance_id": None, "protocol_type": "consumer", "protocols": [{"name": "range", "metadata": env.subscription()}], "reason": None}
+    joined = env.call(ApiKey.JOIN_GROUP, join_v, join)
+    if join_v >= 4:
+        assert joined["error_code"] == ErrorCode.MEMBER_ID_REQUIRED and joined["member_id"], joined
+        joined = env.call(ApiKey.JOIN_GROUP, join_v, {**join, "member_id": joined["member_id"]})
+    assert joined["error_code"] == 0 and joined["leader"] == joined["member_id"], joined
+    member, generation = joined["member_id"], joined["generation_id"]
+    synced = env.call(ApiKey.SYNC_GROUP, sync_v, {"group_id": group, "generation_id": generation, "member_id": member, "group_instance_id": None, "protocol_type": "consumer", "protocol_name": "range", "assignments": [{"member_id": member, "assignment": b"\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"}]})
+    assert synced["error_code"] == 0, synced
+    beat = env.call(ApiKey.HEARTBEAT, heartbeat_v, {"group_id": group, "generation_id": generation, "member_id": member, "group_instance_id": None})
+    assert beat["error_code"] == 0, beat
+    left = env.call(ApiKey.LEAVE_GROUP, leave_v, {"group_id": group, "member_id": member, "members": [{"member_id": member, "group_instance_id": None, "reason": None}]})
+    assert left["error_code"] == 0, left
+    if leave_v >= 3:
+        assert _only(left["members"])["error_code"] == 0
+
+
+def _cycle(version_range: tuple[int, int], i: int) -> int:
+    lo, hi = version_range
+    return lo + i % (hi - lo + 1)
+
+
+def _join_group(env: Env, v: int) -> None:
+    _group_lifecycle(env, v, _cycle(SUPPORTED_VERSIONS[ApiKey.SYNC_GROUP], v), _cycle(SUPPORTED_VERSIONS[ApiKey.HEARTBEAT], v), _cycle(SUPPORTED_VERSIONS[ApiKey.LEAVE_GROUP], v))
+
+
+def _sync_group(env: Env, v: int) -> None:
+    _group_lifecycle(env, 9, v, 4, 5)
+
+
+def _heartbeat(env: Env, v: int) -> None:
+    _group_lifecycle(env, 9, 5, v, 5)
+
+
+def _leave_group(env: Env, v: int) -> None:
+    _group_lifecycle(env, 9, 5, 4, v)
+
+
+def _describe_groups(env: Env, v: int) -> None:
+    group = f"{env.prefix}-g"
+    env.commit(group)
+    body = env.call(ApiKey.DESCRIBE_GROUPS, v, {"groups": [group], "include_authorized_operations": False})
+    described = _only(body["groups"])
+    assert described["error_code"] == 0 and described["group_id"] == group and described["group_state"] == "Empty"
+
+
+def _list_groups(env: Env, v: int) -> None:
+    group = f"{env.prefix}-g"
+    env.commit(group)
+    body = env.call(ApiKey.LIST_GROUPS, v, {"states_filter": [], "types_filter": []})
+    assert body["error_code"] == 0 and group in {g["group_id"] for g in body["groups"]}
+
+
+def _api_versions(env: Env, v: int) -> None:
+    body = env.call(ApiKey.API_VERSIONS, v, {"client_software_name": "linkd-tests", "client_software_version": "1.0"})
+    assert body["error_code"] == 0
+    assert {a["api_key"]: (a["min_version"], a["max_version"]) for a in body["api_keys"]} == SUPPORTED_VERSIONS
+
+
+def _create_topics(env: Env, v: int) -> None:
+    name = f"{env.prefix}-c{v}"
+    body = env.call(ApiKey.CREATE_TOPICS, v, {"topics": [{"name": name, "num_partitions": 2, "replication_factor": 1, "assignments": [], "configs": []}], "timeout_ms": 10_000, "validate_only": False})
+    assert _only(body["topics"])["error_code"] == 0
+
+
+def _delete_topics(env: Env, v: int) -> None:
+    name = env.create_topic(f"{env.prefix}-d{v}")
+    body = env.call(ApiKey.DELETE_TOPICS, v, {"topic_names": [name], "topics": [{"name": name, "topic_id": ZERO_UUID}], "timeout_ms": 10_000})
+    assert _only(body["responses"])["error_code"] == 0
+
+
+def _delete_records(env: Env, v: int) -> None:
+    body = env.call(ApiKey.DELETE_RECORDS, v, {"topics": [{"name": env.topic, "partitions": [{"partition_index": 0, "offset": 0}]}], "timeout_ms": 5000})
+    part = _only(_only(body["topics"])["partitions"])
+    assert part["error_code"] == 0 and part["low_watermark"] == 0
+
+
+def _init_producer_id(env: Env, v: int) -> None:
+    body = env.call(ApiKey.INIT_PRODUCER_ID, v, {"transactional_id": None, "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})
+    assert body["error_code"] == 0 and body["producer_id"] >= 0 and body["producer_epoch"] == 0
+
+
+def _offset_for_leader_epoch(env: Env, v: int) -> None:
+    body = env.call(ApiKey.OFFSET_FOR_LEADER_EPOCH, v, {"replica_id": -1, "topics": [{"topic": env.topic, "partitions": [{"partition": 0, "current_leader_epoch": -1, "leader_epoch": 0}]}]})
+    part = _only(_only(body["topics"])["partitions"])
+    assert part["error_code"] == 0 and part["leader_epoch"] == 0 and part["end_offset"] >= 1
+
+
+def _describe_configs(env: Env, v: int) -> None:
+    body = env.call(ApiKey.DESCRIBE_CONFIGS, v, {"resources": [{"resource_type": 2, "resource_name": env.topic, "configuration_keys": None}], "include_synonyms": False, "include_documentation": False})
+    result = _only(body["results"])
+    assert result["error_code"] == 0 and "retention.ms" in {c["name"] for c in result["configs"]}
+
+
+def _create_partitions(env: Env, v: int) -> None:
+    name = env.create_topic(f"{env.prefix}-p{v}")
+    body = env.call(ApiKey.CREATE_PARTITIONS, v, {"topics": [{"name": name, "count": 3, "assignments": None}], "timeout_ms": 10_000, "validate_only": False})
+    assert _only(body["results"])["error_code"] == 0
+
+
+def _delete_groups(env: Env, v: int) -> None:
+    group = f"{env.prefix}-del{v}"
+    env.commit(group)
+    body = env.call(ApiKey.DELETE_GROUPS, v, {"groups_names": [group]})
+    assert _only(body["results"])["error_code"] == 0
+
+
+def _describe_cluster(env: Env, v: int) -> None:
+    body = env.call(ApiKey.DESCRIBE_CLUSTER, v, {"include_cluster_authorized_operations": False, "endpoint_type": 1, "include_fenced_brokers": False})
+    assert body["error_code"] == 0 and [b["broker_id"] for b in body["brokers"]] == [1]
+
+
+EXERCISES: dict[int, Callable[[Env, int], None]] = {
+    ApiKey.PRODUCE: _produce,
+    ApiKey.FETCH: _fetch,
+    ApiKey.LIST_OFFSETS: _list_offsets,
+    ApiKey.METADATA: _metadata,
+    ApiKey.OFFSET_COMMIT: _offset_commit,
+    ApiKey.OFFSET_FETCH: _offset_fetch,
+    ApiKey.FIND_COORDINATOR: _find_coordinator,
+    ApiKey.JOIN_GROUP: _join_group,
+    ApiKey.HEARTBEAT: _heartbeat,
+    ApiKey.LEAVE_GROUP: _leave_group,
+    ApiKey.SYNC_GROUP: _sync_group,
+    ApiKey.DESCRIBE_GROUPS: _describe_groups,
+    ApiKey.LIST_GROUPS: _list_groups,
+    ApiKey.API_VERSIONS: _api_versions,
+    ApiKey.CREATE_TOPICS: _create_topics,
+    ApiKey.DELETE_TOPICS: _delete_topics,
+    ApiKey.DELETE_RECORDS: _delete_records,
+    ApiKey.INIT_PRODUCER_ID: _init_producer_id,
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: _offset_for_leader_epoch,
+    ApiKey.DESCRIBE_CONFIGS: _describe_configs,
+    ApiKey.CREATE_PARTITIONS: _create_partitions,
+    ApiKey.DELETE_GROUPS: _delete_groups,
+    ApiKey.DESCRIBE_CLUSTER: _describe_cluster,
+}
+
+
+def test_every_advertised_api_has_an_exercise():
+    assert set(EXERCISES) == set(SUPPORTED_VERSIONS)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("api", sorted(SUPPORTED_VERSIONS), ids=lambda k: ApiKey(k).name.lower())
+def test_every_advertised_version_answers_a_minimal_request(daemon, api):
+    env = Env(daemon, ApiKey(api).name)
+    failures = {}
+    try:
+        lo, hi = SUPPORTED_VERSIONS[api]
+        for version in range(lo, hi + 1):
+            try:
+                EXERCISES[api](env, version)
+            except Exception as exc:  # collect every failing version, then report them together
+                failures[version] = repr(exc)[:300]
+                env.close()
+                env.conn = WireConnection(daemon.bootstrap)
+    finally:
+        env.close()
+    assert not failures, f"{ApiKey(api).name}: {failures}\n{daemon.logs(40)}"
