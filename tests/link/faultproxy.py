@@ -108,9 +108,13 @@ class FaultProxy:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST rather than FIN: the peer sees a broken connection, as with a network fault."""
+    """Break the connection now, RST where possible: the peer sees it die, as with a network fault.
+
+    ``shutdown`` first: a bare ``close`` does not take effect while our other pipe thread sits in
+    ``recv`` on the same socket (the kernel keeps it open until that call returns)."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
     try:
