@@ -75,6 +75,10 @@ def test_every_codec_from_both_clients_is_mirrored_byte_for_byte(kafka_broker, l
         codecs_seen |= {b.compression for b in batches}
     assert codecs_seen == {Compression.NONE, Compression.GZIP, Compression.SNAPPY, Compression.LZ4, Compression.ZSTD}
     assert mirror_ends(client, unique_topic) == ends
+    # And a consumer sees the same (offset, key, value, timestamp) on both sides.
+    on_mirror = consume_all(linkd.bootstrap, unique_topic, 3, ends)
+    assert len(on_mirror) == sum(ends.values())
+    assert on_mirror == consume_all(source, unique_topic, 3, ends)
 
 
 @pytest.mark.timeout(120)
