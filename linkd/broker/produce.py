@@ -8,12 +8,14 @@ and applies the idempotent-producer sequence checks.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 
 from protocol.errors import CorruptBatch, ErrorCode
-from protocol.records import split_batches
+from protocol.records import ATTR_TIMESTAMP_LOG_APPEND, crc32c, split_batches
 
 from ..storage import StorageError
+from ..topics import TOPIC_CONFIG_DEFAULTS
 from .cluster import TRANSACTIONS_UNSUPPORTED
 from .context import Body, RequestContext
 
@@ -23,6 +25,25 @@ ACKS_NONE = 0
 ACKS_LEADER = 1
 ACKS_ALL = -1
 MAX_PRODUCER_EPOCH = 32767
+
+# RecordBatch v2 header positions (see protocol.records): the CRC covers attributes..end of batch.
+_CRC_AT = 17
+_ATTRIBUTES_AT = 21
+_MAX_TIMESTAMP_AT = 35
+_I16 = struct.Struct(">h")
+_I64 = struct.Struct(">q")
+_U32 = struct.Struct(">I")
+
+
+def _stamp_log_append_time(batch: bytes, now_ms: int) -> bytes:
+    """What a Kafka broker does to a batch for a LogAppendTime topic: mark the timestamp type and set
+    maxTimestamp to the append time (clients then report it for every record), then re-seal the CRC."""
+    out = bytearray(batch)
+    (attributes,) = _I16.unpack_from(out, _ATTRIBUTES_AT)
+    _I16.pack_into(out, _ATTRIBUTES_AT, attributes | ATTR_TIMESTAMP_LOG_APPEND)
+    _I64.pack_into(out, _MAX_TIMESTAMP_AT, now_ms)
+    _U32.pack_into(out, _CRC_AT, crc32c(memoryview(out)[_ATTRIBUTES_AT:]))
+    return bytes(out)
 
 
 def read_only_message(topic: str) -> str:
@@ -63,14 +84,29 @@ def _append_one(ctx: RequestContext, topic, index: int, records, transactional_i
         return _result(index, ErrorCode.INVALID_RECORD, "Clients may not write control batches"), None, -1
     if batch.is_transactional:
         return _result(index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED), None, -1
+    max_size = int(topic.configs.get("max.message.bytes", TOPIC_CONFIG_DEFAULTS["max.message.bytes"]))
+    if len(records) > max_size:
+        message = f"The batch of {len(records)} bytes is larger than the topic's max.message.bytes ({max_size})"
+        return _result(index, ErrorCode.MESSAGE_TOO_LARGE, message), None, -1
+    now_ms = int(time.time() * 1000)
+    data = bytes(records)
+    append_time = -1
+    if topic.configs.get("message.timestamp.type") == "LogAppendTime":
+        try:
+            batch.verify()  # never re-seal the CRC of a batch that arrived corrupt
+        except CorruptBatch as exc:
+            return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
+        data, append_time = _stamp_log_append_time(data, now_ms), now_ms
     try:
-        appended = plog.append_assigned(bytes(records), topic.advertised_epoch(index), int(time.time() * 1000))
+        appended = plog.append_assigned(data, topic.advertised_epoch(index), now_ms)
     except CorruptBatch as exc:
         return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
     except StorageError as exc:
         return _result(index, exc.error_code, str(exc)), None, -1
+    if appended.duplicate:
+        append_time = -1  # the producer state does not keep the original append time
     return (
-        _result(index, ErrorCode.NONE, None, appended.base_offset, plog.log_start_offset, -1),
+        _result(index, ErrorCode.NONE, None, appended.base_offset, plog.log_start_offset, append_time),
         plog,
         appended.last_offset + 1,
     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaProducer
 from kafka.errors import TransactionalIdAuthorizationFailedError
 
@@ -14,7 +15,7 @@ from protocol import messages
 from protocol.errors import ErrorCode
 from protocol.messages import ApiKey
 from protocol.records import build_control_batch, build_records
-from tests.broker.clients import create_topic
+from tests.broker.clients import consumer, create_topic, drain, produce, record
 from tests.broker.wire import WireConnection, fetch_request, produce_request
 
 
@@ -107,3 +108,33 @@ def test_acks_zero_gets_no_response_but_the_record_is_appended(linkd, unique_top
         while fetch_request(conn, unique_topic, 0, 0)["high_watermark"] != 1:
             assert time.monotonic() < deadline, "the acks=0 record never appeared"
             time.sleep(0.05)
+
+
+@pytest.mark.timeout(30)
+def test_log_append_time_topics_stamp_batches_with_the_broker_time(linkd, unique_topic):
+    admin = AdminClient({"bootstrap.servers": linkd.bootstrap})
+    admin.create_topics([NewTopic(unique_topic, 1, 1, config={"message.timestamp.type": "LogAppendTime"})])[unique_topic].result(15)
+    before = int(time.time() * 1000)
+    with WireConnection(linkd.bootstrap) as conn:
+        answer = produce_request(conn, unique_topic, 0, build_records([b"raw"]))
+    assert answer["error_code"] == 0 and before <= answer["log_append_time_ms"] <= int(time.time() * 1000)
+    produce(linkd.bootstrap, unique_topic, [record(i) for i in range(50)], **{"compression.type": "zstd"})
+    after = int(time.time() * 1000)
+    c = consumer(linkd.bootstrap)
+    c.assign([TopicPartition(unique_topic, 0, 0)])
+    msgs = drain([c], 51, timeout=20)[0]
+    c.close()
+    for m in msgs:
+        kind, stamp = m.timestamp()
+        assert kind == TIMESTAMP_LOG_APPEND_TIME and before <= stamp <= after, m.timestamp()
+
+
+@pytest.mark.timeout(30)
+def test_batch_above_max_message_bytes_is_message_too_large(linkd, unique_topic):
+    admin = AdminClient({"bootstrap.servers": linkd.bootstrap})
+    admin.create_topics([NewTopic(unique_topic, 1, 1, config={"max.message.bytes": "10000"})])[unique_topic].result(15)
+    with WireConnection(linkd.bootstrap) as conn:
+        too_big = produce_request(conn, unique_topic, 0, build_records([b"x" * 20_000]))
+        assert too_big["error_code"] == ErrorCode.MESSAGE_TOO_LARGE
+        assert produce_request(conn, unique_topic, 0, build_records([b"x" * 5_000]))["error_code"] == 0
+        assert fetch_request(conn, unique_topic, 0, 0)["high_watermark"] == 1
