@@ -30,7 +30,13 @@ def test_java_idempotent_producer_and_group_consumer(linkd, java_client, unique_
         assert (key, value) == (f"k{i}", f"v{i}")
     assert consumed.committed == ends
 
-    # A second run of the same group resumes at the commits and sees only what came after.
-    later = produce(linkd.bootstrap, unique_topic, [record(i, "later") for i in range(30)])
-    resumed = java_consume(linkd.bootstrap, unique_topic, group, 30, timeout_ms=60_000)
+    # A second run of the same group, at read_committed, resumes at the commits and sees only what came
+    # after: records a different client (librdkafka, zstd, with headers) produced.
+    later_records = [record(i, "later") for i in range(30)]
+    later = produce(linkd.bootstrap, unique_topic, later_records, **{"compression.type": "zstd"})
+    resumed = java_consume(linkd.bootstrap, unique_topic, group, 30, timeout_ms=60_000, isolation="read_committed")
     assert {(p, o) for p, o, *_ in resumed.records} == set(later)
+    sent_at = dict(zip(later, later_records, strict=True))
+    for p, o, key, value, ts in resumed.records:
+        sent = sent_at[(p, o)]
+        assert (key.encode(), value.encode(), ts) == (sent.key, sent.value, sent.timestamp)
