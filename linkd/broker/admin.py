@@ -100,6 +100,8 @@ async def delete_topics(ctx: RequestContext, body: Body) -> Body:
         registry.delete(topic.name)
         ctx.broker.groups.delete_topic_offsets(topic.name)
         log.info("deleted topic %s (%s) at the request of %s", topic.name, topic.topic_id, ctx.client_id)
+    if any(r["error_code"] == ErrorCode.NONE for r in responses):
+        ctx.broker.notifier.notify()  # fetches parked on a deleted topic answer now, not at max_wait
     return {"throttle_time_ms": 0, "responses": responses}
 
 

@@ -11,6 +11,7 @@ import trio
 from protocol.errors import ErrorCode
 
 from ..producer_ids import ProducerIdAllocator
+from ..storage import LogClosed
 from ..topics import Topic, TopicRegistry
 from .notify import AppendNotifier
 
@@ -52,7 +53,10 @@ class Flusher:
         async with lock:
             if plog.recovery_point >= offset:
                 return  # someone else's flush, started after our append, already covered it
-            plog.flush()
+            try:
+                plog.flush()
+            except LogClosed:
+                pass  # its topic was deleted while we waited: there is nothing left to make durable
 
     def forget(self, plog: PartitionLog) -> None:
         self._locks.pop(id(plog), None)

@@ -12,7 +12,7 @@ import trio
 from protocol.errors import ErrorCode
 from protocol.records import split_batches
 
-from ..storage import OffsetOutOfRange
+from ..storage import LogClosed, OffsetOutOfRange
 from .context import Body, RequestContext
 
 READ_COMMITTED = 1
@@ -55,6 +55,8 @@ def _read(ctx: RequestContext, plans: list[_Plan], isolation: int, max_bytes: in
     any_error = False
     for plan in plans:
         code, plog = ctx.resolve(plan.topic, plan.index, plan.epoch)
+        if code == ErrorCode.NONE and ctx.broker.topics.by_id(plan.topic.topic_id) is not plan.topic:
+            code = _gone(ctx)  # deleted while this fetch was waiting: its logs are closed
         if code != ErrorCode.NONE:
             results.append((plan, _partition_error(plan.index, code)))
             any_error = True
@@ -77,6 +79,10 @@ def _read(ctx: RequestContext, plans: list[_Plan], isolation: int, max_bytes: in
             results.append((plan, _partition_error(plan.index, ErrorCode.OFFSET_OUT_OF_RANGE, plog)))
             any_error = True
             continue
+        except LogClosed:
+            results.append((plan, _partition_error(plan.index, _gone(ctx))))
+            any_error = True
+            continue
         data = read.to_bytes()
         if data and total and len(data) > budget:
             data = b""
@@ -92,6 +98,10 @@ def _read(ctx: RequestContext, plans: list[_Plan], isolation: int, max_bytes: in
             ]
         results.append((plan, out))
     return results, total, any_error
+
+
+def _gone(ctx: RequestContext) -> ErrorCode:
+    return ErrorCode.UNKNOWN_TOPIC_ID if ctx.api_version >= 13 else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
 
 
 def _divergence(plog, last_fetched_epoch: int, fetch_offset: int) -> Body | None:

@@ -4,12 +4,17 @@ has no transactional producers to create them here.)"""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from protocol.errors import ErrorCode
+from protocol.messages import ApiKey
 from protocol.records import build_records, split_batches
 from tests.broker.clients import create_topic
-from tests.broker.wire import WireConnection, fetch_request, produce_request
+from tests.broker.wire import WireConnection, api_versions, fetch_request, produce_request
 
 
 def _batch(tag: str, size: int) -> bytes:
@@ -66,7 +71,7 @@ def test_max_bytes_across_partitions_only_the_first_partition_may_exceed_it(link
     first = _appended(conn, unique_topic, 0, [_batch("p0", 5000)])
     _appended(conn, unique_topic, 1, [_batch("p1", 5000)])
     body = conn.request(
-        1,
+        ApiKey.FETCH,
         12,
         {
             "replica_id": -1,
@@ -104,3 +109,37 @@ def test_fetch_beyond_the_log_end_is_offset_out_of_range(linkd, conn, unique_top
     assert fetched["error_code"] == ErrorCode.OFFSET_OUT_OF_RANGE
     at_end = fetch_request(conn, unique_topic, 0, 1)
     assert at_end["error_code"] == 0 and not at_end["records"] and at_end["high_watermark"] == 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("version", [12, 16])
+def test_topic_deleted_under_a_waiting_fetch_is_reported_promptly_on_an_open_connection(linkd, conn, unique_topic, version):
+    create_topic(linkd.bootstrap, unique_topic)
+    meta = conn.request(ApiKey.METADATA, 12, {"topics": [{"name": unique_topic}], "allow_auto_topic_creation": False})
+    topic_id = meta["topics"][0]["topic_id"]
+    admin = AdminClient({"bootstrap.servers": linkd.bootstrap})
+    deleter = threading.Timer(0.3, lambda: admin.delete_topics([unique_topic])[unique_topic].result(10))
+    deleter.start()
+    started = time.monotonic()
+    body = conn.request(
+        ApiKey.FETCH,
+        version,
+        {
+            "replica_id": -1,
+            "replica_state": {"replica_id": -1, "replica_epoch": -1},
+            "max_wait_ms": 5000,
+            "min_bytes": 1,
+            "max_bytes": 1 << 20,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [{"topic": unique_topic, "topic_id": topic_id, "partitions": [{"partition": 0, "current_leader_epoch": -1, "fetch_offset": 0, "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": 1 << 20}]}],
+        },
+    )
+    elapsed = time.monotonic() - started
+    deleter.join(10)
+    (partition,) = body["responses"][0]["partitions"]
+    expected = ErrorCode.UNKNOWN_TOPIC_ID if version >= 13 else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert partition["error_code"] == expected
+    assert elapsed < 3, f"the deletion was reported after {elapsed:.2f}s"
+    assert conn.request(ApiKey.API_VERSIONS, 3, {"client_software_name": "t", "client_software_version": "1"})["error_code"] == 0
+    assert api_versions(linkd.bootstrap)
