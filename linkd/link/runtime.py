@@ -246,8 +246,10 @@ class LinkRuntime:
                             self._transition(mirror, MirrorEvent.SOURCE_LOST)
                     self._refresh.set()
                     await trio.sleep(backoff.next())
-                except SourceProtocolError as exc:
-                    log.error("link %s: protocol error from source broker %d: %s", self.name, broker_id, exc)
+                except (SourceProtocolError, KeyError, IndexError, ValueError) as exc:
+                    # KeyError/IndexError/ValueError: an answer missing a field we rely on, or an error code we
+                    # do not know. A misbehaving source must cost a reconnect, never the daemon.
+                    log.error("link %s: protocol error from source broker %d: %r", self.name, broker_id, exc)
                     address = self.source.brokers.get(broker_id)
                     if address:
                         await self.source.drop(address)
@@ -380,7 +382,7 @@ class LinkRuntime:
             "timeout_ms": 0,
         }
         response = await conn.request(ApiKey.LIST_OFFSETS, body)
-        p = response["topics"][0]["partitions"][0]
+        p = _only_partition(response, "topics", "name", "partition_index", mirror.source_topic, partition, "ListOffsets")
         if p["error_code"] != ErrorCode.NONE:
             raise SourceUnavailable(f"ListOffsets for {mirror.source_topic}-{partition} failed with {ErrorCode(p['error_code']).name}")
         return p["offset"]
@@ -446,7 +448,7 @@ class LinkRuntime:
                 "topics": [{"topic": mirror.source_topic, "partitions": [{"partition": progress.partition, "current_leader_epoch": -1, "leader_epoch": epoch}]}],
             }
             response = await conn.request(ApiKey.OFFSET_FOR_LEADER_EPOCH, body)
-            p = response["topics"][0]["partitions"][0]
+            p = _only_partition(response, "topics", "topic", "partition", mirror.source_topic, progress.partition, "OffsetForLeaderEpoch")
             if p["error_code"] == ErrorCode.NONE and p["end_offset"] >= 0:
                 if p["leader_epoch"] == epoch and p["end_offset"] >= plog.log_end_offset:
                     progress.validated = True
@@ -473,7 +475,9 @@ class LinkRuntime:
             "rack_id": "",
         }
         response = await conn.request(ApiKey.FETCH, body)
-        pdata = response["responses"][0]["partitions"][0]
+        if response.get("error_code", 0) != ErrorCode.NONE:
+            raise SourceProtocolError(f"validation fetch failed with {ErrorCode(response['error_code']).name}")
+        pdata = _only_partition(response, "responses", "topic", "partition_index", mirror.source_topic, progress.partition, "Fetch")
         code = ErrorCode(pdata["error_code"])
         if code == ErrorCode.OFFSET_OUT_OF_RANGE:
             earliest = await self._list_offset(conn, mirror, progress.partition, -2)
@@ -515,6 +519,17 @@ class LinkRuntime:
             plog.truncate_to(target)
             progress.skip_to = -1
         progress.validated = True
+
+
+def _only_partition(response: dict, topics_key: str, name_key: str, partition_key: str, topic: str, partition: int, what: str) -> dict:
+    """The entry for ``topic``/``partition`` in a one-partition response. A source that answers without it
+    (Tansu does, for a topic it no longer has) gets the connection dropped and a retry, never a crash."""
+    for t in response.get(topics_key) or []:
+        if t.get(name_key) in (topic, None, ""):
+            for p in t.get("partitions") or []:
+                if p.get(partition_key) == partition:
+                    return p
+    raise SourceProtocolError(f"{what} response has no entry for {topic}-{partition}")
 
 
 def _fetch_position(progress: PartitionProgress, plog) -> int:
