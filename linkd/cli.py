@@ -160,7 +160,7 @@ def _mirror_create(args, client: AdminClient) -> int:
 
 
 def _caught_up(m: dict) -> bool:
-    return m["mirror_status"] == "ACTIVE" and all(p["source_high_watermark"] >= 0 and p["lag"] == 0 and p["last_source_fetch_offset"] == p["mirror_log_end_offset"] for p in m["partitions"])
+    return m["mirror_status"] == "ACTIVE" and all(p["source_high_watermark"] >= 0 and p["lag"] == 0 and p["last_source_fetch_offset"] >= p["mirror_log_end_offset"] for p in m["partitions"])
 
 
 def _wait_caught_up(args, client: AdminClient, topic: str) -> dict:

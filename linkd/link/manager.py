@@ -32,7 +32,7 @@ from .client import SourceProtocolError, SourceUnavailable
 from .config import LinkConfigError, LinkSettings, validate
 from .mirror import Mirror, MirrorStore, PartitionProgress
 from .offsetsync import OffsetSync
-from .runtime import LinkRuntime, now_ms
+from .runtime import LinkRuntime, fetch_position, now_ms
 from .source import SourceCluster
 from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
 
@@ -260,6 +260,8 @@ class LinkManager:
         for progress in mirror.partitions:
             plog = local.logs[progress.partition] if local and progress.partition < len(local.logs) else None
             leo = plog.log_end_offset if plog else -1
+            # After a skipped gap the link fetches past the log end; lag counts from where it fetches.
+            position = fetch_position(progress, plog) if plog else -1
             hw = progress.source_high_watermark
             partitions.append(
                 {
@@ -267,7 +269,7 @@ class LinkManager:
                     "mirror_log_end_offset": leo,
                     "last_source_fetch_offset": progress.last_source_fetch_offset,
                     "source_high_watermark": hw,
-                    "lag": max(hw - leo, 0) if hw >= 0 else -1,
+                    "lag": max(hw - position, 0) if hw >= 0 else -1,
                 }
             )
         return {
@@ -396,9 +398,10 @@ class LinkManager:
             plog = local.logs[progress.partition]
             if progress.last_fetch_ms < since_ms or progress.source_high_watermark < 0:
                 return False
-            if plog.log_end_offset < progress.source_high_watermark:
+            position = fetch_position(progress, plog)
+            if position < progress.source_high_watermark:
                 return False
-            if progress.last_source_fetch_offset != plog.log_end_offset:
+            if progress.last_source_fetch_offset != position:
                 return False
         return True
 
@@ -451,7 +454,7 @@ class LinkManager:
             plog.flush()
             progress = mirror.partitions[index] if index < len(mirror.partitions) else PartitionProgress(index)
             source_offset = max(progress.source_high_watermark, progress.last_source_fetch_offset)
-            missing = max(source_offset - plog.log_end_offset, 0) if source_offset >= 0 else 0
+            missing = max(source_offset - fetch_position(progress, plog), 0) if source_offset >= 0 else 0
             lost += missing
             partitions.append({"partition": index, "mirror_end_offset": plog.log_end_offset, "last_source_offset_seen": source_offset, "possible_data_loss_records": missing})
         self._producer_ids.raise_floor(highest_pid)

@@ -270,7 +270,7 @@ class LinkRuntime:
                     {
                         "partition": progress.partition,
                         "current_leader_epoch": progress.leader_epoch,
-                        "fetch_offset": _fetch_position(progress, plog),
+                        "fetch_offset": fetch_position(progress, plog),
                         "last_fetched_epoch": -1,
                         "log_start_offset": -1,
                         "partition_max_bytes": progress.max_bytes or self.settings.fetch_max_bytes,
@@ -331,7 +331,7 @@ class LinkRuntime:
         if diverging and diverging.get("epoch", -1) >= 0:
             await self._truncate_to_divergence(mirror, progress, plog, diverging["epoch"], diverging["end_offset"])
             return False
-        fetch_offset = _fetch_position(progress, plog)
+        fetch_offset = fetch_position(progress, plog)
         records = pdata.get("records")
         if not records:
             progress.last_source_fetch_offset = fetch_offset
@@ -390,7 +390,7 @@ class LinkRuntime:
     async def _out_of_range(self, conn, mirror: Mirror, progress: PartitionProgress, plog) -> None:
         earliest = await self._list_offset(conn, mirror, progress.partition, -2)
         latest = await self._list_offset(conn, mirror, progress.partition, -1)
-        ours = _fetch_position(progress, plog)
+        ours = fetch_position(progress, plog)
         if ours < earliest:
             # Retention or DeleteRecords on the source moved past us: continue at its start, remember the hole.
             log.warning("mirror %s partition %d: source log start %d is past mirror end %d; skipping the gap", mirror.topic, progress.partition, earliest, ours)
@@ -403,7 +403,7 @@ class LinkRuntime:
 
     def _skip(self, mirror: Mirror, progress: PartitionProgress, plog, offset: int, reason: str) -> None:
         """Continue mirroring at ``offset`` (past the log end), keeping what the mirror holds."""
-        ours = _fetch_position(progress, plog)
+        ours = fetch_position(progress, plog)
         if plog.log_end_offset == plog.log_start_offset:
             # Nothing to keep: the log itself can start over at the new offset.
             self._store.record_gap(mirror.topic, progress.partition, ours, offset, reason)
@@ -532,7 +532,7 @@ def _only_partition(response: dict, topics_key: str, name_key: str, partition_ke
     raise SourceProtocolError(f"{what} response has no entry for {topic}-{partition}")
 
 
-def _fetch_position(progress: PartitionProgress, plog) -> int:
+def fetch_position(progress: PartitionProgress, plog) -> int:
     """The next offset to fetch: the log end, or past it after a skip."""
     return max(plog.log_end_offset, progress.skip_to)
 

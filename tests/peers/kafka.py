@@ -277,7 +277,7 @@ class KafkaBroker:
         ]
 
     def _format(self) -> None:
-        argv = self._java_argv("kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(self.workdir / "server.properties"))
+        argv = self._java_argv("kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}", "-c", str(self.workdir / "server.properties"))
         # The storage tool needs no big heap; its defaults start faster than the broker's flags would.
         result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
