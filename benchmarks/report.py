@@ -1,0 +1,320 @@
+"""Headline figures, ratios and targets from a ``run.py`` result; the stdout table, docs page and plot."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+NAN = float("nan")
+
+
+def _get(results: dict, *path, default=NAN):
+    node = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
+def _ratio(a: float, b: float) -> float:
+    try:
+        return a / b if b and not math.isnan(a) and not math.isnan(b) else NAN
+    except TypeError:
+        return NAN
+
+
+# (key, description, comparison, threshold)
+TARGETS = [
+    ("ratio_mirror_vs_copier_confluent", "catch-up >= 20x the confluent-kafka copier", ">=", 20.0),
+    ("ratio_mirror_vs_mm2", "catch-up >= 10x MirrorMaker 2", ">=", 10.0),
+    ("ratio_mirror_vs_raw_fetch_limit", "catch-up >= 0.8x the raw Fetch limit", ">=", 0.8),
+    ("ratio_cpu_mm2_vs_linkd", "CPU per GB <= 1/10 of MirrorMaker 2's", ">=", 10.0),
+    ("ratio_serve_linkd_vs_source", "serving (raw Fetch) >= 1.0x the source broker", ">=", 1.0),
+    ("replication_latency_ms_p99", "replication latency p99 <= 50 ms at 2,000 records/s", "<=", 50.0),
+    ("failover_100_partitions_s", "failover of 100 partitions < 1 s (command to produce)", "<", 1.0),
+    ("peak_rss_mb_1000_partitions", "peak RSS < 300 MB mirroring 1,000 partitions", "<", 300.0),
+]
+
+
+def build_report(results: dict) -> dict:
+    r = results
+    top = {
+        "mirror_mb_s": _get(r, "mirror", "mb_s"),
+        "mirror_payload_mb_s": _get(r, "mirror", "payload_mb_s"),
+        "mirror_cpu_s_per_gb": _get(r, "mirror", "cpu_s_per_gb"),
+        "mm2_mb_s": _get(r, "mm2", "mb_s"),
+        "mm2_payload_mb_s": _get(r, "mm2", "payload_mb_s"),
+        "mm2_cpu_s_per_gb": _get(r, "mm2", "cpu_s_per_gb"),
+        "mm2_dest_broker_cpu_s_per_gb": _get(r, "mm2", "dest_broker_cpu_s_per_gb"),
+        "copier_confluent_mb_s": _get(r, "copier_confluent", "mb_s"),
+        "copier_confluent_payload_mb_s": _get(r, "copier_confluent", "payload_mb_s"),
+        "copier_confluent_cpu_s_per_gb": _get(r, "copier_confluent", "cpu_s_per_gb"),
+        "copier_kafka_python_mb_s": _get(r, "copier_kafka_python", "mb_s"),
+        "copier_kafka_python_payload_mb_s": _get(r, "copier_kafka_python", "payload_mb_s"),
+        "copier_kafka_python_cpu_s_per_gb": _get(r, "copier_kafka_python", "cpu_s_per_gb"),
+        "raw_fetch_limit_mb_s": _get(r, "raw_fetch_limit", "mb_s"),
+        "raw_fetch_limit_payload_mb_s": _get(r, "raw_fetch_limit", "payload_mb_s"),
+        "serve_linkd_mb_s": _get(r, "serve", "linkd", "raw_mb_s"),
+        "serve_source_mb_s": _get(r, "serve", "source", "raw_mb_s"),
+        "serve_linkd_consumer_mb_s": _get(r, "serve", "linkd", "consumer_mb_s"),
+        "serve_source_consumer_mb_s": _get(r, "serve", "source", "consumer_mb_s"),
+        "serve_linkd_consumer_records_s": _get(r, "serve", "linkd", "consumer_records_s"),
+        "serve_source_consumer_records_s": _get(r, "serve", "source", "consumer_records_s"),
+        "replication_latency_ms_p50": _get(r, "latency", "linkd", "p50"),
+        "replication_latency_ms_p99": _get(r, "latency", "linkd", "p99"),
+        "replication_latency_ms_max": _get(r, "latency", "linkd", "max"),
+        "source_latency_ms_p50": _get(r, "latency", "source", "p50"),
+        "source_latency_ms_p99": _get(r, "latency", "source", "p99"),
+        "failover_100_partitions_s": _get(r, "failover", "cli", "seconds"),
+        "failover_100_partitions_api_s": _get(r, "failover", "api", "seconds"),
+        "peak_rss_mb_1000_partitions": _get(r, "memory", "peak_rss_mb"),
+    }
+    top.update(
+        {
+            "ratio_mirror_vs_copier_confluent": _ratio(top["mirror_mb_s"], top["copier_confluent_mb_s"]),
+            "ratio_mirror_vs_copier_kafka_python": _ratio(top["mirror_mb_s"], top["copier_kafka_python_mb_s"]),
+            "ratio_mirror_vs_mm2": _ratio(top["mirror_mb_s"], top["mm2_mb_s"]),
+            "ratio_mirror_vs_raw_fetch_limit": _ratio(top["mirror_mb_s"], top["raw_fetch_limit_mb_s"]),
+            "ratio_cpu_mm2_vs_linkd": _ratio(top["mm2_cpu_s_per_gb"], top["mirror_cpu_s_per_gb"]),
+            "ratio_cpu_copier_confluent_vs_linkd": _ratio(top["copier_confluent_cpu_s_per_gb"], top["mirror_cpu_s_per_gb"]),
+            "ratio_serve_linkd_vs_source": _ratio(top["serve_linkd_mb_s"], top["serve_source_mb_s"]),
+            "ratio_serve_consumer_linkd_vs_source": _ratio(top["serve_linkd_consumer_mb_s"], top["serve_source_consumer_mb_s"]),
+        }
+    )
+    targets = []
+    for key, text, op, threshold in TARGETS:
+        value = top[key]
+        if isinstance(value, float) and math.isnan(value):
+            met = None
+        else:
+            met = {">=": value >= threshold, "<=": value <= threshold, "<": value < threshold}[op]
+        targets.append({"key": key, "target": text, "threshold": f"{op} {threshold:g}", "value": value, "met": met})
+    return {**{k: _clean(v) for k, v in top.items()}, "targets": targets, "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "details": results}
+
+
+def _clean(value):
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 3)
+    return value
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _rows(report: dict) -> list[tuple[str, str, str, str]]:
+    """(what, MB/s wire, MB/s payload, CPU s/GB payload) rows of the throughput table."""
+    d = report["details"]
+    kp_note = " (partial, see notes)" if _get(d, "copier_kafka_python", "fraction_copied", default=1) < 1 else ""
+    return [
+        ("linkd mirror catch-up", _fmt(report["mirror_mb_s"]), _fmt(report["mirror_payload_mb_s"]), _fmt(report["mirror_cpu_s_per_gb"])),
+        ("raw Fetch loop to a file (limit)", _fmt(report["raw_fetch_limit_mb_s"]), _fmt(report["raw_fetch_limit_payload_mb_s"]), _fmt(_get(d, "raw_fetch_limit", "cpu_s_per_gb"))),
+        ("MirrorMaker 2 (JVM only)", _fmt(report["mm2_mb_s"]), _fmt(report["mm2_payload_mb_s"]), _fmt(report["mm2_cpu_s_per_gb"])),
+        ("  + destination broker CPU", "", "", _fmt(report["mm2_dest_broker_cpu_s_per_gb"])),
+        ("confluent-kafka copier", _fmt(report["copier_confluent_mb_s"]), _fmt(report["copier_confluent_payload_mb_s"]), _fmt(report["copier_confluent_cpu_s_per_gb"])),
+        ("kafka-python copier" + kp_note, _fmt(report["copier_kafka_python_mb_s"]), _fmt(report["copier_kafka_python_payload_mb_s"]), _fmt(report["copier_kafka_python_cpu_s_per_gb"])),
+        ("serve: raw Fetch from linkd", _fmt(report["serve_linkd_mb_s"]), "", ""),
+        ("serve: raw Fetch from source Kafka", _fmt(report["serve_source_mb_s"]), "", ""),
+        ("serve: confluent consumer from linkd", _fmt(report["serve_linkd_consumer_mb_s"]), "", ""),
+        ("serve: confluent consumer from source", _fmt(report["serve_source_consumer_mb_s"]), "", ""),
+    ]
+
+
+def _other_rows(report: dict) -> list[tuple[str, str]]:
+    return [
+        ("replication latency p50 / p99 / max (ms)", f"{_fmt(report['replication_latency_ms_p50'])} / {_fmt(report['replication_latency_ms_p99'])} / {_fmt(report['replication_latency_ms_max'])}"),
+        ("  same consumer on the source itself p50 / p99", f"{_fmt(report['source_latency_ms_p50'])} / {_fmt(report['source_latency_ms_p99'])}"),
+        ("failover 100 partitions, CLI command to produce (s)", _fmt(report["failover_100_partitions_s"], 2)),
+        ("failover 100 partitions, admin API call to produce (s)", _fmt(report["failover_100_partitions_api_s"], 2)),
+        ("peak RSS mirroring 1,000 partitions (MB)", _fmt(report["peak_rss_mb_1000_partitions"])),
+    ]
+
+
+def print_table(report: dict) -> None:
+    d = report["details"]
+    print()
+    print(f"linkd benchmarks ({d['mode']} mode, {_fmt(_get(d, 'data', 'payload_bytes', default=0) / 1e6)} MB payload, "
+          f"{_fmt(_get(d, 'data', 'wire_bytes', default=0) / 1e6)} MB on the wire, total {_fmt(d.get('total_seconds'))} s)")
+    print(f"{'':42} {'MB/s wire':>10} {'MB/s payload':>13} {'CPU s/GB':>9}")
+    for what, wire, payload, cpu in _rows(report):
+        print(f"{what:42} {wire:>10} {payload:>13} {cpu:>9}")
+    print()
+    for what, value in _other_rows(report):
+        print(f"{what:56} {value}")
+    print()
+    print("Targets:")
+    for t in report["targets"]:
+        status = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
+        print(f"  [{status:7}] {t['target']:58} value {_fmt(t['value'], 2)}")
+    for phase, error in d.get("errors", {}).items():
+        print(f"  phase {phase} failed: {error}")
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    copy_bars = [
+        ("raw Fetch limit", report["raw_fetch_limit_mb_s"], "#9e9e9e"),
+        ("linkd mirror", report["mirror_mb_s"], "#1f77b4"),
+        ("MirrorMaker 2", report["mm2_mb_s"], "#d62728"),
+        ("confluent-kafka copier", report["copier_confluent_mb_s"], "#ff7f0e"),
+        ("kafka-python copier", report["copier_kafka_python_mb_s"], "#8c564b"),
+    ]
+    serve_bars = [
+        ("raw Fetch: source Kafka", report["serve_source_mb_s"], "#9e9e9e"),
+        ("raw Fetch: linkd", report["serve_linkd_mb_s"], "#1f77b4"),
+        ("consumer: source Kafka", report["serve_source_consumer_mb_s"], "#c7c7c7"),
+        ("consumer: linkd", report["serve_linkd_consumer_mb_s"], "#aec7e8"),
+    ]
+    fig, axes = plt.subplots(2, 1, figsize=(8, 6), gridspec_kw={"height_ratios": [5, 4]})
+    for ax, bars, title in ((axes[0], copy_bars, "Copying the same topics (catch-up from offset 0)"), (axes[1], serve_bars, "Reading everything back")):
+        names = [b[0] for b in bars][::-1]
+        values = [b[1] or 0.0 for b in bars][::-1]
+        ax.barh(names, values, color=[b[2] for b in bars][::-1])
+        ax.set_xscale("log")
+        ax.set_xlim(left=max(min([v for v in values if v > 0] or [1]) / 2, 0.1), right=max(values + [1]) * 3)
+        for y, v in enumerate(values):
+            ax.text(v * 1.08 if v else 0.1, y, f"{v:,.1f} MB/s" if v else "n/a", va="center", fontsize=9)
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("MB/s of compressed record batches (log scale)")
+    d = report["details"]
+    fig.suptitle(f"linkd benchmarks, {d['mode']} mode, {d.get('machine', {}).get('cores', '?')} cores ({report['generated']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_docs(report: dict) -> None:
+    DOCS.mkdir(exist_ok=True)
+    plot(report, DOCS / "benchmarks-throughput.png")
+    (DOCS / "benchmarks.md").write_text(render_markdown(report))
+
+
+def _profile_md(profile: dict | None) -> list[str]:
+    if not profile:
+        return ["No profile in this run (`--profile` adds one; see below).", ""]
+    out = []
+    for phase, title in (("catch_up", "Catch-up (mirroring from offset 0)"), ("serve", "Serving (raw Fetch then a confluent consumer)")):
+        p = profile.get(phase) or {}
+        out += [f"**{title}**, {p.get('samples', 0):,} samples.", "", "| self % | function | | inclusive % | function |", "|---:|---|---|---:|---|"]
+        selfs, incl = p.get("self", [])[:10], p.get("inclusive", [])[:10]
+        for i in range(max(len(selfs), len(incl))):
+            a = selfs[i] if i < len(selfs) else {"percent": "", "function": ""}
+            b = incl[i] if i < len(incl) else {"percent": "", "function": ""}
+            out.append(f"| {a['percent']} | `{a['function']}` | | {b['percent']} | `{b['function']}` |")
+        out.append("")
+    return out
+
+
+def render_markdown(report: dict) -> str:
+    d = report["details"]
+    m = d.get("machine", {})
+    data = d.get("data", {})
+    lines = [
+        "# Benchmarks",
+        "",
+        "linkd against the copiers users run today (MirrorMaker 2, consume-then-produce copiers with",
+        "confluent-kafka and kafka-python) and against the machine's limit (a raw Fetch loop that only writes the",
+        "fetched bytes to a file), all on the same data in the same run. This page is generated by",
+        "`benchmarks/run.py`; do not edit it by hand.",
+        "",
+        f"Latest run: **{d['mode']} mode**, {report['generated']}, {_fmt(d.get('total_seconds'))} s in total.",
+        "",
+        "![throughput comparison](benchmarks-throughput.png)",
+        "",
+        "## Targets",
+        "",
+        "| target | value | met |",
+        "|---|---:|---|",
+    ]
+    for t in report["targets"]:
+        lines.append(f"| {t['target']} | {_fmt(t['value'], 2)} | {({True: 'yes', False: '**no**', None: 'n/a'})[t['met']]} |")
+    lines += ["", "## Throughput and CPU", "", "| | MB/s wire | MB/s payload | CPU s/GB payload |", "|---|---:|---:|---:|"]
+    for what, wire, payload, cpu in _rows(report):
+        lines.append(f"| {what.strip()} | {wire} | {payload} | {cpu} |")
+    lines += ["", "| other | value |", "|---|---:|"]
+    for what, value in _other_rows(report):
+        lines.append(f"| {what.strip()} | {value} |")
+    ratios = [k for k in report if k.startswith("ratio_")]
+    lines += ["", "Ratios: " + ", ".join(f"`{k[6:]}` {_fmt(report[k], 2)}" for k in ratios) + ".", ""]
+    if d.get("errors"):
+        lines += ["Phases that failed in this run:", ""] + [f"- `{k}`: {v}" for k, v in d["errors"].items()] + [""]
+    notes = []
+    for key in ("copier_kafka_python", "copier_confluent"):
+        if _get(d, key, "note", default=None):
+            notes.append(f"- {key}: {d[key]['note']}.")
+    lines += [
+        "## What was measured",
+        "",
+        f"- **Data**: {data.get('records', 0):,} JSON order events (avg {_fmt(data.get('avg_record_bytes'))} bytes of key + value) in two topics of "
+        f"{next(iter(data.get('topics', {}).values()), {}).get('partitions', '?')} partitions, one written with zstd and one with lz4 batches by "
+        f"{data.get('producer', 'confluent-kafka')}: {_fmt(data.get('payload_bytes', 0) / 1e6)} MB of payload, "
+        f"{_fmt(data.get('wire_bytes', 0) / 1e6)} MB of record batches (compression ratio {_fmt(data.get('compression_ratio'), 2)}).",
+        "- **Units**: MB = 10^6 bytes. *Wire* MB/s counts the record batches as stored and fetched (compressed); *payload* MB/s the",
+        "  uncompressed keys and values. CPU s/GB is CPU seconds (user + system, all threads) per 10^9 bytes of payload, from",
+        "  `/proc/<pid>/stat` for linkd and MirrorMaker 2 and `time.process_time()` inside each Python worker.",
+        "- **linkd catch-up**: a fresh `linkd serve`, `link create` with `replica.fetch.max.bytes=8 MiB` and",
+        "  `replica.fetch.response.max.bytes=64 MiB` (the raw Fetch loop uses the same sizes), then `mirror create` for both topics;",
+        "  timed from the first `mirror create` until ListOffsets on linkd returns every source end offset (polled every 20 ms).",
+        "- **Raw Fetch limit**: one blocking socket, Fetch v12 encoded and decoded with linkd's `protocol` package, one request in",
+        "  flight, whole batches written to a file; nothing else. It reads from the source broker.",
+        "- **MirrorMaker 2**: `org.apache.kafka.connect.mirror.MirrorMaker` (Kafka 4.1.1, dedicated mode, `-Xmx2g`, G1) to a second",
+        "  Kafka broker, tuned for throughput: `tasks.max=2` (the core count), consumer `fetch.max.bytes=64 MiB`,",
+        "  `max.partition.fetch.bytes=8 MiB`, `max.poll.records=10000`, producer `batch.size=1 MiB`, `linger.ms=50`,",
+        "  `compression.type=lz4` (one codec per producer: the cheapest), `buffer.memory=256 MiB`, checkpoints and ACL sync off.",
+        "  Timed from the first record at the destination to the last, so the JVM and Connect start-up "
+        f"({_fmt(_get(d, 'mm2', 'startup_s'))} s here) is excluded; CPU over the same span. The destination broker's CPU is shown separately.",
+        "- **Copiers**: one process, `assign` from offset 0, consume, produce each record again (key, value, timestamp, same",
+        "  partition) with one producer per topic using that topic's codec, `linger.ms=50`, `batch.size=1 MB`, `acks=all`, delivery",
+        "  callbacks counted; timed until the last record is acknowledged. The kafka-python copier has a time limit; its rates are",
+        "  over the records it copied.",
+        "- **Serving**: the same raw Fetch loop reading everything from linkd and from the source broker (both results are",
+        "  checked to be byte-identical), then a confluent-kafka consumer (`assign`, `consume(10000)`, touching key and value) on each.",
+        f"- **Latency**: {_fmt(_get(d, 'latency', 'rate_records_s'))} records/s for {_fmt(_get(d, 'latency', 'seconds'))} s to a 4-partition source topic already mirrored "
+        "(confluent producer, `linger.ms=5`); each value starts with the send time; confluent consumers on linkd and on the source",
+        "  subtract it from the arrival time. The source column is the floor that linkd's figure includes.",
+        "- **Failover**: 100 topics x 10 partitions with 5 records per partition mirrored by a fresh linkd; `linkd mirror failover` of",
+        "  10 topics (100 partitions) run as a CLI process (Python start-up included), then one record produced with confluent-kafka",
+        "  to each of the 100 partitions and acknowledged; the admin-API variant calls the API in-process for 10 other topics.",
+        "- **Memory**: VmHWM of that linkd (from `/proc/<pid>/status`) after the 1,000 mirror partitions caught up and ran a few",
+        f"  fetch rounds (an idle daemon: {_fmt(_get(d, 'memory', 'idle_peak_rss_mb_before'))} MB).",
+        "- Everything runs on one machine with other work on it, so single figures are noisy, and every process (brokers, linkd,",
+        "  copiers) shares the same cores: a copier competes with both brokers for CPU, as linkd does with the source broker.",
+        *notes,
+        "",
+        "## Profile",
+        "",
+        *_profile_md(d.get("profile")),
+        "## Machine",
+        "",
+        f"- {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gb', '?')} GB RAM, Linux {m.get('kernel', '?')}",
+        f"- Python {m.get('python', '?')}, {m.get('java', '?')}; load average at start {m.get('load_average_at_start', '?')}",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        "make setup                               # venv with the test extra (Kafka jars come from Maven Central)",
+        ".venv/bin/pip install -e '.[bench]'      # matplotlib, psutil, py-spy",
+        ".venv/bin/python benchmarks/run.py --quick --json /tmp/bench.json   # ~150 MB, under 5 minutes",
+        ".venv/bin/python benchmarks/run.py --profile                         # ~1 GB, regenerates this page",
+        "```",
+        "",
+        "`--keep` keeps the working directory (broker logs, worker logs, py-spy raw stacks) for a post-mortem. Phase times of",
+        "this run (s): " + ", ".join(f"{k} {v}" for k, v in d.get("phase_seconds", {}).items()) + ".",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,575 @@
+"""linkd against the copiers users run today, and against the machine's limit.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--json PATH] [--profile] [--docs | --no-docs] [--keep]
+
+Starts an Apache Kafka source and a second Kafka broker (the copiers' destination) on loopback, loads JSON
+order events (~310 bytes, keyed) as zstd and lz4 batches from a librdkafka producer, and then measures, on
+that same data in the same run:
+
+1. linkd mirroring both topics from offset 0 to the end (MB/s, linkd CPU s/GB);
+2. MirrorMaker 2, a confluent-kafka copier and a kafka-python copier copying them to the second broker;
+3. the limit: a raw Fetch loop (our codec, one blocking socket) writing the fetched bytes to a file;
+4. serving: raw Fetch and a confluent-kafka consumer reading everything from linkd and from the source;
+5. replication latency at a fixed produce rate (source -> linkd -> consumer);
+6. failover time of 100 mirror partitions, command to first successful produce;
+7. linkd's peak RSS while mirroring 1,000 partitions.
+
+Prints a table, writes JSON (``--json``), and with ``--docs`` (the default for a full run) regenerates
+``docs/benchmarks.md`` and ``docs/benchmarks-throughput.png``. ``--profile`` samples linkd with py-spy during
+an extra catch-up and serving pass (after the measured ones, so the numbers carry no profiler overhead).
+Units: MB = 10^6 bytes, GB = 10^9 bytes. "Wire" bytes are the record batches as stored and fetched
+(compressed); "payload" bytes are keys plus values, uncompressed. CPU s/GB is per GB of payload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (  # noqa: E402
+    MM2_TUNING,
+    CpuMeter,
+    EndOffsets,
+    MirrorMaker2,
+    cpu_seconds,
+    ensure_mm2_libs,
+    finish_worker,
+    machine_description,
+    run_worker,
+    start_worker,
+    status_kb,
+)
+from report import build_report, print_table, write_docs  # noqa: E402
+
+from tests.peers.kafka import KafkaBroker, ensure_kafka_libs, new_cluster_id  # noqa: E402
+from tests.peers.linkd import LinkdProcess  # noqa: E402
+
+MB = 1_000_000
+GB = 1_000_000_000
+DATA_TOPICS = {"bench-zstd": "zstd", "bench-lz4": "lz4"}
+PARTITIONS = 4
+LATENCY_TOPIC = "bench-latency"
+MANY_TOPICS, MANY_PARTITIONS = 100, 10  # the 1,000-partition memory test
+FAILOVER_TOPICS = 10  # x MANY_PARTITIONS = 100 partitions per failover command
+# The link and the raw-fetch limit fetch with the same sizes, so their ratio isolates linkd's own cost.
+FETCH_PARTITION_MAX_BYTES = 8 << 20
+FETCH_RESPONSE_MAX_BYTES = 64 << 20
+LINK_CONFIG = {"replica.fetch.max.bytes": str(FETCH_PARTITION_MAX_BYTES), "replica.fetch.response.max.bytes": str(FETCH_RESPONSE_MAX_BYTES)}
+
+MODES = {
+    "quick": {"payload_bytes": 150 * MB, "latency_seconds": 8, "kafka_python_time_limit": 40, "mm2_timeout": 240},
+    "full": {"payload_bytes": 1000 * MB, "latency_seconds": 20, "kafka_python_time_limit": 90, "mm2_timeout": 600},
+}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.mode = "quick" if args.quick else "full"
+        self.settings = MODES[self.mode]
+        self.workdir = Path(tempfile.mkdtemp(prefix="linkd-bench-"))
+        self.logs = self.workdir / "logs"
+        self.logs.mkdir()
+        self.results: dict = {"mode": self.mode, "errors": {}, "notes": [], "phase_seconds": {}}
+        self.source: KafkaBroker | None = None
+        self.dest: KafkaBroker | None = None
+        self.linkd: LinkdProcess | None = None
+        self.ends: dict[str, list[int]] = {}
+        self.wire_bytes = 0
+        self.payload_bytes = 0
+        self.records = 0
+        self._stopping = threading.Event()
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def phase(self, name: str, fn) -> None:
+        started = time.monotonic()
+        self.log(f"-- {name}")
+        try:
+            fn()
+        except Exception as exc:  # one failed phase must not hide the others' numbers
+            self.results["errors"][name] = f"{type(exc).__name__}: {exc}"
+            self.log(f"   FAILED: {exc}")
+            (self.logs / f"{name}.traceback").write_text(traceback.format_exc())
+        self.results["phase_seconds"][name] = round(time.monotonic() - started, 1)
+
+    def worker(self, name: str, *args: str, timeout: float = 900) -> dict:
+        return run_worker(*args, log=self.logs / f"{name}.log", timeout=timeout, what=name)
+
+    def ends_json(self, rename=lambda t: t) -> str:
+        return json.dumps({rename(t): offsets for t, offsets in self.ends.items()})
+
+    def payload_fraction(self, records: int) -> float:
+        return records / self.records if self.records else 0.0
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def start_brokers(self) -> None:
+        ensure_kafka_libs()
+        self.source = KafkaBroker(extra_config={"message.max.bytes": str(16 << 20)})
+        self.dest = KafkaBroker(extra_config={"message.max.bytes": str(16 << 20)})
+        for broker in (self.source, self.dest):
+            # The storage tool reads a cluster id that starts with "-" as an option (1 in 64 random ids).
+            while broker.cluster_id.startswith("-"):
+                broker.cluster_id = new_cluster_id()
+        started: list[threading.Event] = []
+        errors: list[BaseException] = []
+
+        def start(broker: KafkaBroker, up: threading.Event) -> None:
+            # The broker dies with the thread that spawned it (PR_SET_PDEATHSIG follows the thread), so
+            # this thread stays alive until the run ends.
+            try:
+                broker.start()
+            except BaseException as exc:  # re-raised below, in the main thread
+                errors.append(exc)
+            up.set()
+            self._stopping.wait()
+
+        for broker in (self.source, self.dest):
+            up = threading.Event()
+            started.append(up)
+            threading.Thread(target=start, args=(broker, up), daemon=True).start()
+        for up in started:
+            up.wait()
+        if errors:
+            raise errors[0]
+        self.log(f"   source {self.source.bootstrap}, destination {self.dest.bootstrap} (started in {self.source.startup_seconds:.0f}s/{self.dest.startup_seconds:.0f}s)")
+
+    def load(self) -> None:
+        for topic in DATA_TOPICS:
+            self.source.create_topic(topic, PARTITIONS)
+        share = self.settings["payload_bytes"] // len(DATA_TOPICS)
+        started = time.perf_counter()
+        processes = [
+            (topic, start_worker("load", "--bootstrap", self.source.bootstrap, "--topic", topic, "--codec", codec, "--payload-bytes", str(share), "--seed", str(i + 1), "--first-id", str(i * 10**9), log=self.logs / f"load-{topic}.log"))
+            for i, (topic, codec) in enumerate(DATA_TOPICS.items())
+        ]
+        loaded = {topic: finish_worker(p, 900, f"load {topic}").result for topic, p in processes}
+        self.records = sum(r["records"] for r in loaded.values())
+        self.payload_bytes = sum(r["payload_bytes"] for r in loaded.values())
+        self.ends = EndOffsets(self.source.bootstrap).query({t: PARTITIONS for t in DATA_TOPICS})
+        if sum(sum(o) for o in self.ends.values()) != self.records:
+            raise RuntimeError(f"source end offsets {self.ends} do not add up to {self.records} records")
+        self.results["data"] = {
+            "topics": {t: {"codec": c, "partitions": PARTITIONS} for t, c in DATA_TOPICS.items()},
+            "records": self.records,
+            "payload_bytes": self.payload_bytes,
+            "avg_record_bytes": round(self.payload_bytes / self.records, 1),
+            "producer": "confluent-kafka, linger.ms=10, batch.size=262144, acks=all",
+            "load_seconds": round(time.perf_counter() - started, 1),
+        }
+        self.log(f"   {self.records:,} records, {self.payload_bytes / MB:.0f} MB payload in {time.perf_counter() - started:.0f}s")
+
+    def prepare_many_topics(self) -> None:
+        """100 topics x 10 partitions with a few records each, for the memory and failover tests."""
+        from confluent_kafka import Producer
+        from confluent_kafka.admin import NewTopic
+
+        names = [f"many-{i:03d}" for i in range(MANY_TOPICS)]
+        futures = self.source.admin().create_topics([NewTopic(n, MANY_PARTITIONS, 1) for n in names], operation_timeout=120, request_timeout=120)
+        for future in futures.values():
+            future.result(180)
+        producer = Producer({"bootstrap.servers": self.source.bootstrap, "linger.ms": 20, "compression.type": "lz4", "log_level": 3})
+        value = b'{"order_id":1,"status":"created","note":"' + b"x" * 250 + b'"}'
+        deadline = time.monotonic() + 120
+        for name in names:
+            for partition in range(MANY_PARTITIONS):
+                for i in range(5):
+                    while True:
+                        try:
+                            producer.produce(name, value, b"k%d" % i, partition=partition)
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
+            producer.poll(0)
+        while producer.flush(1) and time.monotonic() < deadline:
+            pass  # partitions whose leaders are still being elected retry inside librdkafka
+        self.many_topics = names
+        self.many_ends = EndOffsets(self.source.bootstrap).query({n: MANY_PARTITIONS for n in names}, timeout=60)
+
+    # -- 3. the limit ------------------------------------------------------------------------------
+
+    def raw_fetch(self, name: str, bootstrap: str, out: Path, ends: str | None = None) -> dict:
+        """Best of two passes of the raw Fetch loop (the first also warms the server's code paths)."""
+        passes = [
+            self.worker(f"{name}-{i}", "raw-fetch", "--bootstrap", bootstrap, "--ends", ends or self.ends_json(), "--out", str(out),
+                        "--partition-max-bytes", str(FETCH_PARTITION_MAX_BYTES), "--max-bytes", str(FETCH_RESPONSE_MAX_BYTES))
+            for i in range(2)
+        ]
+        best = min(passes, key=lambda r: r["wall_s"])
+        return {**best, "passes_wall_s": [r["wall_s"] for r in passes]}
+
+    def raw_fetch_limit(self) -> None:
+        out = self.workdir / "raw-source.bin"
+        r = self.raw_fetch("raw-fetch-limit", self.source.bootstrap, out)
+        self.wire_bytes = r["bytes"]
+        self.source_digest = _sha256(out)
+        out.unlink()
+        self.results["data"]["wire_bytes"] = self.wire_bytes
+        self.results["data"]["compression_ratio"] = round(self.payload_bytes / self.wire_bytes, 2)
+        self.results["raw_fetch_limit"] = {**r, "mb_s": self.wire_bytes / MB / r["wall_s"], "payload_mb_s": self.payload_bytes / MB / r["wall_s"],
+                                           "cpu_s_per_gb": r["cpu_s"] / (self.payload_bytes / GB)}
+        self.log(f"   raw fetch: {self.wire_bytes / MB:.0f} MB in {r['wall_s']:.2f}s = {self.wire_bytes / MB / r['wall_s']:.0f} MB/s (passes {r['passes_wall_s']})")
+
+    # -- 1. mirror catch-up --------------------------------------------------------------------------
+
+    def start_linkd(self) -> LinkdProcess:
+        linkd = LinkdProcess()
+        linkd.start()
+        return linkd
+
+    def mirror_catch_up(self) -> None:
+        from linkd.adminclient import AdminClient
+
+        self.linkd = self.start_linkd()
+        admin = AdminClient(self.linkd.admin_address)
+        admin.create_link("src", {"bootstrap.servers": self.source.bootstrap, **LINK_CONFIG})
+        watcher = EndOffsets(self.linkd.bootstrap)
+        meter = CpuMeter(linkd=self.linkd.process.pid, source_broker=self.source.process.pid).start()
+        started = time.perf_counter()
+        for topic in DATA_TOPICS:
+            admin.create_mirror(topic, "src")
+        _, done = watcher.wait_for(self.ends, timeout=600, interval=0.02)
+        cpu = meter.stop()
+        wall = done - started
+        self.results["mirror"] = {
+            "wall_s": wall, "mb_s": self.wire_bytes / MB / wall, "payload_mb_s": self.payload_bytes / MB / wall,
+            "cpu_s": cpu["linkd"], "cpu_s_per_gb": cpu["linkd"] / (self.payload_bytes / GB), "cpu_s_per_gb_wire": cpu["linkd"] / (self.wire_bytes / GB),
+            "source_broker_cpu_s": cpu["source_broker"], "link_config": LINK_CONFIG,
+        }
+        self.log(f"   linkd caught up in {wall:.2f}s = {self.wire_bytes / MB / wall:.0f} MB/s wire, {self.payload_bytes / MB / wall:.0f} MB/s payload, {cpu['linkd']:.1f} CPU s")
+        admin.close()
+
+    # -- 4. serving ----------------------------------------------------------------------------------
+
+    def serving(self) -> None:
+        out = {}
+        for name, broker_pid, bootstrap in (("linkd", self.linkd.process.pid, self.linkd.bootstrap), ("source", self.source.process.pid, self.source.bootstrap)):
+            path = self.workdir / f"serve-{name}.bin"
+            meter = CpuMeter(server=broker_pid).start()
+            raw = self.raw_fetch(f"serve-raw-{name}", bootstrap, path)
+            raw_cpu = meter.stop()["server"] / 2
+            digest = _sha256(path)
+            path.unlink()
+            meter = CpuMeter(server=broker_pid).start()
+            consumed = self.worker(f"serve-consume-{name}", "consume", "--bootstrap", bootstrap, "--ends", self.ends_json())
+            consume_cpu = meter.stop()["server"]
+            out[name] = {
+                "raw_mb_s": raw["bytes"] / MB / raw["wall_s"], "raw_wall_s": raw["wall_s"], "raw_passes_wall_s": raw["passes_wall_s"], "raw_bytes": raw["bytes"], "raw_server_cpu_s": raw_cpu,
+                "bytes_identical_to_source_fetch": digest == getattr(self, "source_digest", None),
+                "consumer_records": consumed["records"], "consumer_complete": consumed["complete"], "consumer_wall_s": consumed["wall_s"],
+                "consumer_mb_s": self.wire_bytes * self.payload_fraction(consumed["records"]) / MB / consumed["wall_s"],
+                "consumer_records_s": consumed["records"] / consumed["wall_s"], "consumer_server_cpu_s": consume_cpu,
+            }
+            self.log(f"   {name}: raw {out[name]['raw_mb_s']:.0f} MB/s (identical bytes: {out[name]['bytes_identical_to_source_fetch']}), "
+                     f"confluent consumer {out[name]['consumer_records_s']:,.0f} records/s")
+        self.results["serve"] = out
+
+    # -- 5. replication latency ------------------------------------------------------------------
+
+    def latency(self) -> None:
+        from linkd.adminclient import AdminClient
+
+        rate = 2000
+        seconds = self.settings["latency_seconds"]
+        expect = rate * seconds
+        self.source.create_topic(LATENCY_TOPIC, PARTITIONS)
+        admin = AdminClient(self.linkd.admin_address)
+        admin.create_mirror(LATENCY_TOPIC, "src")
+        admin.close()
+        EndOffsets(self.linkd.bootstrap).wait_for({LATENCY_TOPIC: [0] * PARTITIONS}, timeout=30)
+        consumers = {}
+        for name, bootstrap in (("linkd", self.linkd.bootstrap), ("source", self.source.bootstrap)):
+            ready = self.workdir / f"latency-{name}.ready"
+            consumers[name] = (ready, start_worker("latency-consume", "--bootstrap", bootstrap, "--topic", LATENCY_TOPIC, "--partitions", str(PARTITIONS),
+                                                   "--expect", str(expect), "--ready-file", str(ready), "--timeout", str(seconds + 60), log=self.logs / f"latency-{name}.log"))
+        deadline = time.monotonic() + 60
+        while not all(r.exists() for r, _ in consumers.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("latency consumers did not get ready")
+            time.sleep(0.05)
+        produced = self.worker("latency-produce", "produce-rate", "--bootstrap", self.source.bootstrap, "--topic", LATENCY_TOPIC, "--rate", str(rate), "--seconds", str(seconds))
+        out = {"rate_records_s": rate, "seconds": seconds, "produced": produced["records"], "producer": "confluent-kafka, linger.ms=5, lz4, acks=all"}
+        for name, (_, process) in consumers.items():
+            latencies = sorted(finish_worker(process, seconds + 90, f"latency consumer {name}").result["latencies_ms"])
+            out[name] = {"received": len(latencies), **_percentiles(latencies)}
+        self.results["latency"] = out
+        self.log(f"   linkd p50 {out['linkd'].get('p50', float('nan')):.1f} ms, p99 {out['linkd'].get('p99', float('nan')):.1f} ms, max {out['linkd'].get('max', float('nan')):.1f} ms "
+                 f"(source itself: p50 {out['source'].get('p50', float('nan')):.1f}, p99 {out['source'].get('p99', float('nan')):.1f})")
+
+    # -- profiling (extra pass, not timed) --------------------------------------------------------
+
+    def profile(self) -> None:
+        from profiling import PySpy, summarize
+
+        from linkd.adminclient import AdminClient
+
+        admin = AdminClient(self.linkd.admin_address)
+        # A second link: two mirrors of one source topic over the same link starve each other (see docs).
+        admin.create_link("prof", {"bootstrap.servers": self.source.bootstrap, **LINK_CONFIG})
+        renamed = {f"prof-{t}": offsets for t, offsets in self.ends.items()}
+        spy = PySpy(self.linkd.process.pid, self.workdir / "profile-catchup.txt", self.logs / "py-spy-catchup.log").start()
+        try:
+            for topic in DATA_TOPICS:
+                admin.create_mirror(f"prof-{topic}", "prof", source_topic=topic)
+            EndOffsets(self.linkd.bootstrap).wait_for(renamed, timeout=300, interval=0.05)
+        finally:
+            spy.stop()
+            admin.close()
+        catch_up = summarize(self.workdir / "profile-catchup.txt")
+        spy = PySpy(self.linkd.process.pid, self.workdir / "profile-serve.txt", self.logs / "py-spy-serve.log").start()
+        try:
+            self.worker("profile-serve", "raw-fetch", "--bootstrap", self.linkd.bootstrap, "--ends", json.dumps(renamed), "--out", os.devnull,
+                        "--partition-max-bytes", str(FETCH_PARTITION_MAX_BYTES), "--max-bytes", str(FETCH_RESPONSE_MAX_BYTES))
+            self.worker("profile-serve-consume", "consume", "--bootstrap", self.linkd.bootstrap, "--ends", json.dumps(renamed))
+        finally:
+            spy.stop()
+        serve = summarize(self.workdir / "profile-serve.txt")
+        self.results["profile"] = {"catch_up": catch_up, "serve": serve}
+        if self.args.keep:
+            self.results["profile"]["raw_files"] = [str(self.workdir / "profile-catchup.txt"), str(self.workdir / "profile-serve.txt")]
+
+    # -- 2. baselines ------------------------------------------------------------------------------
+
+    def copier(self, kind: str) -> None:
+        prefix = {"confluent": "cc", "kafka-python": "kp"}[kind]
+        for topic in DATA_TOPICS:
+            self.dest.create_topic(f"{prefix}.{topic}", PARTITIONS)
+        topic_map = json.dumps({t: [f"{prefix}.{t}", codec] for t, codec in DATA_TOPICS.items()})
+        time_limit = self.settings["kafka_python_time_limit"] if kind == "kafka-python" else 900
+        meter = CpuMeter(dest_broker=self.dest.process.pid, source_broker=self.source.process.pid).start()
+        r = self.worker(f"copy-{kind}", f"copy-{kind}", "--source", self.source.bootstrap, "--dest", self.dest.bootstrap, "--ends", self.ends_json(),
+                        "--topic-map", topic_map, "--time-limit", str(time_limit), timeout=time_limit + 300)
+        brokers = meter.stop()
+        fraction = self.payload_fraction(r["records"])
+        payload = r["payload_bytes"]
+        out = {
+            **r, "fraction_copied": fraction, "mb_s": self.wire_bytes * fraction / MB / r["wall_s"], "payload_mb_s": payload / MB / r["wall_s"],
+            "cpu_s_per_gb": r["cpu_s"] / (payload / GB), "dest_broker_cpu_s": brokers["dest_broker"], "source_broker_cpu_s": brokers["source_broker"],
+        }
+        if fraction < 1:
+            out["note"] = f"stopped after its {time_limit}s time limit with {fraction:.0%} of the records copied; rates are over what it copied"
+        self.results[f"copier_{kind.replace('-', '_')}"] = out
+        self.log(f"   {kind}: {out['mb_s']:.1f} MB/s wire, {out['payload_mb_s']:.1f} MB/s payload, {out['cpu_s_per_gb']:.0f} CPU s/GB ({fraction:.0%} copied)")
+
+    def mirrormaker2(self) -> None:
+        ensure_mm2_libs()
+        mm2 = MirrorMaker2(self.workdir / "mm2", self.source, self.dest, list(DATA_TOPICS))
+        watcher = EndOffsets(self.dest.bootstrap)
+        launched = time.perf_counter()
+        process = mm2.start()
+        meters: dict[str, CpuMeter] = {}
+
+        def on_first() -> None:
+            meters["copy"] = CpuMeter(mm2=process.pid, dest_broker=self.dest.process.pid, source_broker=self.source.process.pid).start()
+
+        try:
+            first, done = watcher.wait_for(self.ends, timeout=self.settings["mm2_timeout"], interval=0.1, rename=lambda t: f"src.{t}", on_first=on_first)
+            cpu = meters["copy"].stop()
+            total_cpu = cpu_seconds(process.pid)
+        finally:
+            mm2.stop()
+        wall = done - first
+        self.results["mm2"] = {
+            "wall_s": wall, "startup_s": first - launched, "mb_s": self.wire_bytes / MB / wall, "payload_mb_s": self.payload_bytes / MB / wall,
+            "cpu_s": cpu["mm2"], "cpu_s_per_gb": cpu["mm2"] / (self.payload_bytes / GB), "process_cpu_s_total": total_cpu,
+            "dest_broker_cpu_s": cpu["dest_broker"], "dest_broker_cpu_s_per_gb": cpu["dest_broker"] / (self.payload_bytes / GB),
+            "source_broker_cpu_s": cpu["source_broker"], "config": MM2_TUNING,
+        }
+        self.log(f"   MM2: {self.results['mm2']['mb_s']:.1f} MB/s wire, {self.results['mm2']['payload_mb_s']:.1f} MB/s payload, "
+                 f"{self.results['mm2']['cpu_s_per_gb']:.0f} CPU s/GB (+ destination broker {self.results['mm2']['dest_broker_cpu_s_per_gb']:.0f}); started copying after {first - launched:.0f}s")
+
+    # -- 6 and 7. 1,000 partitions: memory, then failover ---------------------------------------
+
+    def many_partitions(self) -> None:
+        from confluent_kafka import Producer
+
+        from linkd.adminclient import AdminClient
+
+        if self.linkd is not None:
+            self.linkd.close()  # its catch-up buffers must not count; a fresh daemon for this test
+            self.linkd = None
+        linkd = self.linkd = self.start_linkd()
+        pid = linkd.process.pid
+        idle_hwm = status_kb(pid, "VmHWM") / 1024
+        admin = AdminClient(linkd.admin_address)
+        admin.create_link("src", {"bootstrap.servers": self.source.bootstrap})
+        started = time.perf_counter()
+        for name in self.many_topics:
+            admin.create_mirror(name, "src")
+        created = time.perf_counter() - started
+        EndOffsets(linkd.bootstrap).wait_for(self.many_ends, timeout=300, interval=0.5)
+        caught_up = time.perf_counter() - started
+        time.sleep(3)  # a few idle fetch rounds over 1,000 partitions
+        memory = {
+            "partitions": MANY_TOPICS * MANY_PARTITIONS, "peak_rss_mb": status_kb(pid, "VmHWM") / 1024, "rss_mb": status_kb(pid, "VmRSS") / 1024,
+            "idle_peak_rss_mb_before": idle_hwm, "create_mirrors_s": created, "caught_up_s": caught_up,
+            "records": sum(sum(o) for o in self.many_ends.values()),
+        }
+        self.results["memory"] = memory
+        self.log(f"   1,000 partitions: peak RSS {memory['peak_rss_mb']:.0f} MB (idle daemon {idle_hwm:.0f} MB); mirrors created in {created:.1f}s, caught up in {caught_up:.1f}s")
+
+        producer = Producer({"bootstrap.servers": linkd.bootstrap, "linger.ms": 0, "acks": "all", "log_level": 3, "message.send.max.retries": 0})
+        producer.list_topics(timeout=10)
+        out = {}
+        for variant, topics in (("cli", self.many_topics[:FAILOVER_TOPICS]), ("api", self.many_topics[FAILOVER_TOPICS : 2 * FAILOVER_TOPICS])):
+            for t in topics:
+                producer.list_topics(t, timeout=10)
+            began = time.perf_counter()
+            if variant == "cli":
+                result = subprocess.run([sys.executable, "-m", "linkd", "mirror", "failover", *topics, "--json", "--admin", linkd.admin_address], capture_output=True, text=True, timeout=120)
+                if result.returncode != 0:
+                    raise RuntimeError(f"linkd mirror failover failed: {result.stderr.strip()}")
+            else:
+                admin.mirror_action("failover", topics)
+            commanded = time.perf_counter() - began
+            attempts, produced = _produce_everywhere(producer, topics, MANY_PARTITIONS, deadline_s=30)
+            total = time.perf_counter() - began
+            out[variant] = {"seconds": total, "command_s": commanded, "produce_attempts": attempts, "all_partitions_written": produced}
+        admin.close()
+        self.results["failover"] = {"partitions": FAILOVER_TOPICS * MANY_PARTITIONS, **out}
+        self.log(f"   failover of 100 partitions: {out['cli']['seconds']:.2f}s via the CLI ({out['cli']['command_s']:.2f}s command), {out['api']['seconds']:.2f}s via the admin API")
+
+    # -- run ---------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        started = time.monotonic()
+        self.results["machine"] = machine_description()
+        mm2_libs = threading.Thread(target=_quietly, args=(ensure_mm2_libs,), daemon=True)
+        mm2_libs.start()
+        self.phase("brokers", self.start_brokers)
+        if "brokers" in self.results["errors"]:
+            return self.results
+        self.phase("load", self.load)
+        if "load" in self.results["errors"]:
+            return self.results
+        self.phase("prepare_many_topics", self.prepare_many_topics)
+        self.phase("raw_fetch_limit", self.raw_fetch_limit)
+        self.phase("mirror", self.mirror_catch_up)
+        if self.linkd is not None:
+            self.phase("serve", self.serving)
+            self.phase("latency", self.latency)
+            if self.args.profile:
+                self.phase("profile", self.profile)
+        self.phase("copier_confluent", lambda: self.copier("confluent"))
+        self.phase("copier_kafka_python", lambda: self.copier("kafka-python"))
+        mm2_libs.join(600)
+        self.phase("mm2", self.mirrormaker2)
+        if hasattr(self, "many_topics"):
+            self.phase("many_partitions", self.many_partitions)
+        self.results["total_seconds"] = round(time.monotonic() - started, 1)
+        return self.results
+
+    def close(self) -> None:
+        for peer in (self.linkd, self.source, self.dest):
+            if peer is not None:
+                try:
+                    peer.close()
+                except Exception as exc:
+                    print(f"stopping {peer!r}: {exc}", file=sys.stderr)
+        self._stopping.set()
+        if self.args.keep:
+            print(f"kept {self.workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _quietly(fn) -> None:
+    try:
+        fn()
+    except Exception:
+        pass  # the MM2 phase calls it again and reports the reason
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {}
+
+    def at(q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": values[-1], "min": values[0]}
+
+
+def _produce_everywhere(producer, topics: list[str], partitions: int, deadline_s: float) -> tuple[int, bool]:
+    """Produce one record to every partition until all are acknowledged; returns (rounds, success)."""
+    pending = {(t, p) for t in topics for p in range(partitions)}
+    rounds = 0
+    deadline = time.monotonic() + deadline_s
+    while pending and time.monotonic() < deadline:
+        rounds += 1
+        failed: set = set()
+
+        def on_delivery(err, msg, failed=failed):
+            if err is not None:
+                failed.add((msg.topic(), msg.partition()))
+
+        for topic, partition in pending:
+            producer.produce(topic, b'{"after":"failover"}', partition=partition, on_delivery=on_delivery)
+        producer.flush(10)
+        pending = failed
+        if pending:
+            time.sleep(0.01)
+    return rounds, not pending
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="linkd benchmarks against MirrorMaker 2, consume-produce copiers and a raw Fetch loop")
+    parser.add_argument("--quick", action="store_true", help="~150 MB of payload instead of ~1 GB; under 5 minutes")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--profile", action="store_true", help="py-spy linkd during an extra catch-up and serving pass")
+    parser.add_argument("--docs", dest="docs", action="store_true", default=None, help="regenerate docs/benchmarks.md and the plot (default: full runs only)")
+    parser.add_argument("--no-docs", dest="docs", action="store_false")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, broker data) for a post-mortem")
+    args = parser.parse_args(argv)
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    bench = Bench(args)
+    started = time.monotonic()
+    try:
+        results = bench.run()
+    except KeyboardInterrupt:
+        print("interrupted; stopping every process this run started", file=sys.stderr)
+        return 130
+    finally:
+        bench.close()
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    report = build_report(results)
+    print_table(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if args.docs if args.docs is not None else not args.quick:
+        write_docs(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
