@@ -22,7 +22,7 @@ serve: $(STAMP)
 	$(BIN)/linkd serve
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check protocol linkd tests benchmarks
