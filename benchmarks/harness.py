@@ -93,10 +93,12 @@ class WorkerResult:
 
 def start_worker(*args: str, log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, str(BENCH_DIR / "workers.py"), *args], stdout=subprocess.PIPE, stderr=open(log, "ab"), env=env, cwd=REPO,  # noqa: SIM115
         preexec_fn=_die_with_parent,
     )
+    process.log_path = log  # type: ignore[attr-defined]
+    return process
 
 
 def finish_worker(process: subprocess.Popen, timeout: float, what: str) -> WorkerResult:
@@ -107,7 +109,8 @@ def finish_worker(process: subprocess.Popen, timeout: float, what: str) -> Worke
         process.communicate()
         raise RuntimeError(f"{what}: no result within {timeout:.0f}s") from None
     if process.returncode != 0:
-        raise RuntimeError(f"{what}: worker exited with {process.returncode}; see {process.args!r} stderr log")
+        tail = Path(process.log_path).read_text(errors="replace").strip().splitlines()[-1:] if Path(process.log_path).exists() else []  # type: ignore[attr-defined]
+        raise RuntimeError(f"{what}: worker exited with {process.returncode}: {tail[0] if tail else '?'} (log {process.log_path})")  # type: ignore[attr-defined]
     lines = [line for line in out.decode().splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"{what}: worker printed no result")

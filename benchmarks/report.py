@@ -210,7 +210,8 @@ def _profile_md(profile: dict | None) -> list[str]:
     out = []
     for phase, title in (("catch_up", "Catch-up (mirroring from offset 0)"), ("serve", "Serving (raw Fetch then a confluent consumer)")):
         p = profile.get(phase) or {}
-        out += [f"**{title}**, {p.get('samples', 0):,} samples.", "", "| self % | function | | inclusive % | function |", "|---:|---|---|---:|---|"]
+        out += [f"**{title}**: {p.get('samples', 0):,} samples of the event-loop thread (plus {p.get('worker_thread_samples', 0):,} of "
+                "trio worker threads, i.e. the periodic log fsync, left out of the percentages).", "", "| self % | function | | inclusive % | function |", "|---:|---|---|---:|---|"]
         selfs, incl = p.get("self", [])[:10], p.get("inclusive", [])[:10]
         for i in range(max(len(selfs), len(incl))):
             a = selfs[i] if i < len(selfs) else {"percent": "", "function": ""}

@@ -331,7 +331,7 @@ def cmd_copy_kafka_python(args) -> None:
     for tp in tps:
         consumer.seek(tp, 0)
     producers = {
-        src: KafkaProducer(bootstrap_servers=args.dest, compression_type=codec, linger_ms=50, batch_size=1_000_000, max_request_size=4 * MB, acks="all", buffer_memory=256 * MB)
+        src: KafkaProducer(bootstrap_servers=args.dest, compression_type=codec, linger_ms=50, batch_size=1_000_000, max_request_size=4 * MB, acks="all")
         for src, (_dest, codec) in topic_map.items()
     }
     dests = {src: dest for src, (dest, _codec) in topic_map.items()}
