@@ -59,6 +59,12 @@ TOPIC_CONFIG_DEFAULTS: dict[str, str] = {
 }
 
 
+# Checkpoint files (recovery point, producer snapshot, epochs) cost several fsyncs; writing them on every
+# acks=all flush would multiply its latency. Kafka checkpoints the recovery point once a minute too; a
+# staler checkpoint only means a longer scan after a crash. close() always writes them.
+DAEMON_LOG_DEFAULTS = LogConfig(checkpoint_interval_ms=60_000)
+
+
 class TopicError(Exception):
     def __init__(self, error_code: ErrorCode, message: str) -> None:
         super().__init__(message)
@@ -140,7 +146,7 @@ class TopicRegistry:
 
     def _open_log(self, name: str, partition: int, configs: dict[str, str]) -> PartitionLog:
         path = self.data_dir / f"{name}-{partition}"
-        return PartitionLog.open(path, LogConfig.from_topic_configs(configs), name, partition)
+        return PartitionLog.open(path, LogConfig.from_topic_configs(configs, DAEMON_LOG_DEFAULTS), name, partition)
 
     def _index(self, topic: Topic) -> None:
         self._topics[topic.name] = topic

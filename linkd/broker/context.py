@@ -54,7 +54,8 @@ class Flusher:
             if plog.recovery_point >= offset:
                 return  # someone else's flush, started after our append, already covered it
             try:
-                plog.flush()
+                # In a worker thread: the log fsyncs outside its lock, so other connections keep being served.
+                await trio.to_thread.run_sync(plog.flush)
             except LogClosed:
                 pass  # its topic was deleted while we waited: there is nothing left to make durable
 

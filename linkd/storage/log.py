@@ -665,10 +665,41 @@ class PartitionLog:
     # Durability and lifetime
 
     def flush(self) -> int:
-        """fsync everything appended and advance the recovery point; returns the flushed offset."""
+        """fsync everything appended and advance the recovery point; returns the flushed offset.
+
+        The fsyncs run outside the log's lock, so appends (and the event loop calling them) are not held up
+        by a slow disk while another thread flushes. A segment's dirty mark is cleared before its fsync, so
+        an append that lands during the fsync marks it dirty again for the next flush."""
         with self._lock:
             self._check_open()
-            return self._flush()
+            target = self._log_end
+            fds = []
+            for segment in self._segments[self._segment_index(self._recovery_point) :]:
+                if segment.dirty:
+                    segment.dirty = False
+                    fds.append(os.dup(segment.fd))  # a duplicate survives a concurrent roll/close
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+        try:
+            for fd in fds:
+                os.fsync(fd)
+            if dir_dirty:
+                checkpoint.fsync_dir(self.path)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        with self._lock:
+            self._check_open()
+            # A truncation meanwhile may have cut below what we flushed.
+            self._recovery_point = max(self._recovery_point, min(target, self._log_end))
+            self._unflushed_records = 0
+            now = _now_ms()
+            self._last_flush_ms = now
+            if now - self._last_checkpoint_ms >= self.config.checkpoint_interval_ms:
+                for segment in self._segments[self._segment_index(self._recovery_point) :]:
+                    segment.flush()  # indexes: derived data, persisted with the checkpoints
+                self._write_checkpoints()
+                self._last_checkpoint_ms = now
+            return self._recovery_point
 
     def _flush(self, force_checkpoint: bool = False) -> int:
         for segment in self._segments[self._segment_index(self._recovery_point) :]:
