@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -210,21 +209,20 @@ class Bench:
     # -- 3. the limit ------------------------------------------------------------------------------
 
     def raw_fetch(self, name: str, bootstrap: str, out: Path, ends: str | None = None) -> dict:
-        """Best of two passes of the raw Fetch loop (the first also warms the server's code paths)."""
+        """Best of three passes of the raw Fetch loop (the first also warms the server's code paths)."""
         passes = [
             self.worker(f"{name}-{i}", "raw-fetch", "--bootstrap", bootstrap, "--ends", ends or self.ends_json(), "--out", str(out),
                         "--partition-max-bytes", str(FETCH_PARTITION_MAX_BYTES), "--max-bytes", str(FETCH_RESPONSE_MAX_BYTES))
-            for i in range(2)
+            for i in range(3)
         ]
         best = min(passes, key=lambda r: r["wall_s"])
         return {**best, "passes_wall_s": [r["wall_s"] for r in passes]}
 
     def raw_fetch_limit(self) -> None:
-        out = self.workdir / "raw-source.bin"
+        out = self.workdir / "raw-source"
         r = self.raw_fetch("raw-fetch-limit", self.source.bootstrap, out)
         self.wire_bytes = r["bytes"]
-        self.source_digest = _sha256(out)
-        out.unlink()
+        self.source_digest = _digest_dir(out)
         self.results["data"]["wire_bytes"] = self.wire_bytes
         self.results["data"]["compression_ratio"] = round(self.payload_bytes / self.wire_bytes, 2)
         self.results["raw_fetch_limit"] = {**r, "mb_s": self.wire_bytes / MB / r["wall_s"], "payload_mb_s": self.payload_bytes / MB / r["wall_s"],
@@ -249,28 +247,48 @@ class Bench:
         started = time.perf_counter()
         for topic in DATA_TOPICS:
             admin.create_mirror(topic, "src")
-        _, done = watcher.wait_for(self.ends, timeout=600, interval=0.02)
+        first, done = watcher.wait_for(self.ends, timeout=600, interval=0.02)
         cpu = meter.stop()
         wall = done - started
         self.results["mirror"] = {
             "wall_s": wall, "mb_s": self.wire_bytes / MB / wall, "payload_mb_s": self.payload_bytes / MB / wall,
             "cpu_s": cpu["linkd"], "cpu_s_per_gb": cpu["linkd"] / (self.payload_bytes / GB), "cpu_s_per_gb_wire": cpu["linkd"] / (self.wire_bytes / GB),
             "source_broker_cpu_s": cpu["source_broker"], "link_config": LINK_CONFIG,
+            "first_records_after_s": (first - started) if first else None,
         }
         self.log(f"   linkd caught up in {wall:.2f}s = {self.wire_bytes / MB / wall:.0f} MB/s wire, {self.payload_bytes / MB / wall:.0f} MB/s payload, {cpu['linkd']:.1f} CPU s")
         admin.close()
+
+    def mirror_catch_up_defaults(self) -> None:
+        """The same catch-up with the link's default fetch sizes (1 MiB per partition, 10 MiB per response),
+        over a second link into differently named mirrors (source data and daemon unchanged)."""
+        from linkd.adminclient import AdminClient
+
+        admin = AdminClient(self.linkd.admin_address)
+        admin.create_link("defaults", {"bootstrap.servers": self.source.bootstrap})
+        renamed = {f"dflt-{t}": offsets for t, offsets in self.ends.items()}
+        meter = CpuMeter(linkd=self.linkd.process.pid).start()
+        started = time.perf_counter()
+        for topic in DATA_TOPICS:
+            admin.create_mirror(f"dflt-{topic}", "defaults", source_topic=topic)
+        _, done = EndOffsets(self.linkd.bootstrap).wait_for(renamed, timeout=600, interval=0.02)
+        cpu = meter.stop()["linkd"]
+        admin.close()
+        wall = done - started
+        self.results["mirror_default_fetch_sizes"] = {"wall_s": wall, "mb_s": self.wire_bytes / MB / wall, "payload_mb_s": self.payload_bytes / MB / wall,
+                                                      "cpu_s": cpu, "cpu_s_per_gb": cpu / (self.payload_bytes / GB)}
+        self.log(f"   default fetch sizes: {wall:.2f}s = {self.wire_bytes / MB / wall:.0f} MB/s wire, {cpu:.1f} CPU s")
 
     # -- 4. serving ----------------------------------------------------------------------------------
 
     def serving(self) -> None:
         out = {}
         for name, broker_pid, bootstrap in (("linkd", self.linkd.process.pid, self.linkd.bootstrap), ("source", self.source.process.pid, self.source.bootstrap)):
-            path = self.workdir / f"serve-{name}.bin"
+            path = self.workdir / f"serve-{name}"
             meter = CpuMeter(server=broker_pid).start()
             raw = self.raw_fetch(f"serve-raw-{name}", bootstrap, path)
-            raw_cpu = meter.stop()["server"] / 2
-            digest = _sha256(path)
-            path.unlink()
+            raw_cpu = meter.stop()["server"] / 3
+            digest = _digest_dir(path)
             meter = CpuMeter(server=broker_pid).start()
             consumed = self.worker(f"serve-consume-{name}", "consume", "--bootstrap", bootstrap, "--ends", self.ends_json())
             consume_cpu = meter.stop()["server"]
@@ -339,7 +357,7 @@ class Bench:
         catch_up = summarize(self.workdir / "profile-catchup.txt")
         spy = PySpy(self.linkd.process.pid, self.workdir / "profile-serve.txt", self.logs / "py-spy-serve.log").start()
         try:
-            self.worker("profile-serve", "raw-fetch", "--bootstrap", self.linkd.bootstrap, "--ends", json.dumps(renamed), "--out", os.devnull,
+            self.worker("profile-serve", "raw-fetch", "--bootstrap", self.linkd.bootstrap, "--ends", json.dumps(renamed), "--out", str(self.workdir / "profile-serve-out"),
                         "--partition-max-bytes", str(FETCH_PARTITION_MAX_BYTES), "--max-bytes", str(FETCH_RESPONSE_MAX_BYTES))
             self.worker("profile-serve-consume", "consume", "--bootstrap", self.linkd.bootstrap, "--ends", json.dumps(renamed))
         finally:
@@ -455,6 +473,7 @@ class Bench:
     def run(self) -> dict:
         started = time.monotonic()
         self.results["machine"] = machine_description()
+        self.results["revision"] = _revision()
         mm2_libs = threading.Thread(target=_quietly, args=(ensure_mm2_libs,), daemon=True)
         mm2_libs.start()
         self.phase("brokers", self.start_brokers)
@@ -473,6 +492,7 @@ class Bench:
         if self.linkd is not None:
             self.phase("serve", self.serving)
             self.phase("latency", self.latency)
+            self.phase("mirror_default_fetch_sizes", self.mirror_catch_up_defaults)
             if self.args.profile:
                 self.phase("profile", self.profile)
         self.phase("copier_confluent", lambda: self.copier("confluent"))
@@ -505,12 +525,28 @@ def _quietly(fn) -> None:
         pass  # the MM2 phase calls it again and reports the reason
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _revision() -> str:
+    """The commit benchmarked, with ``+dirty`` when linkd/ or protocol/ differ from it (others' work in progress)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "linkd", "protocol"], capture_output=True, text=True, cwd=root, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def _digest_dir(path: Path) -> dict[str, str]:
+    """sha256 of each per-partition file the raw Fetch worker wrote; the files are removed."""
+    digests = {}
+    for file in sorted(path.iterdir()):
+        digest = hashlib.sha256()
+        with open(file, "rb") as handle:
+            while chunk := handle.read(8 << 20):
+                digest.update(chunk)
+        digests[file.name] = digest.hexdigest()
+    shutil.rmtree(path, ignore_errors=True)
+    return digests
 
 
 def _percentiles(values: list[float]) -> dict:

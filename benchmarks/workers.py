@@ -5,7 +5,7 @@ times only its own work (clients constructed, connections warm) and reports ``wa
 (``time.process_time``: user + system of every thread, librdkafka's included) for that span.
 
     python benchmarks/workers.py load --bootstrap H:P --topic T --codec zstd --payload-bytes N
-    python benchmarks/workers.py raw-fetch --bootstrap H:P --ends JSON --out FILE [--partition-max-bytes N]
+    python benchmarks/workers.py raw-fetch --bootstrap H:P --ends JSON --out DIR [--partition-max-bytes N]
     python benchmarks/workers.py consume --bootstrap H:P --ends JSON
     python benchmarks/workers.py copy-confluent|copy-kafka-python --source H:P --dest H:P --ends JSON --topic-map JSON
     python benchmarks/workers.py produce-rate --bootstrap H:P --topic T --rate 2000 --seconds 20
@@ -179,36 +179,42 @@ class RawFetcher:
 
 
 def cmd_raw_fetch(args) -> None:
-    """Fetch every partition from offset 0 to its end and write the whole batches to a file; nothing else."""
+    """Fetch every partition from offset 0 to its end and write the whole batches to one file per partition
+    in ``--out`` (partition by partition the bytes must match across servers; the interleaving need not)."""
     from protocol.records import split_batches
 
     ends = {(t, p): end for t, offsets in json.loads(args.ends).items() for p, end in enumerate(offsets)}
     positions = {tp: 0 for tp, end in ends.items() if end > 0}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {tp: open(out_dir / f"{tp[0]}-{tp[1]}.bin", "wb", buffering=0) for tp in positions}  # noqa: SIM115
     fetcher = RawFetcher(args.bootstrap)
     written = requests = 0
     start = _span()
-    with open(args.out, "wb", buffering=0) as out:
-        while positions:
-            response = fetcher.fetch(positions, args.partition_max_bytes, args.max_bytes)
-            requests += 1
-            for topic in response["responses"]:
-                for pdata in topic["partitions"]:
-                    tp = (topic["topic"], pdata["partition_index"])
-                    if pdata["error_code"]:
-                        raise SystemExit(f"fetch {tp}: error {pdata['error_code']}")
-                    records = pdata.get("records")
-                    if not records or tp not in positions:
-                        continue
-                    split = split_batches(records)
-                    if not split.batches:
-                        continue
-                    out.write(memoryview(records)[: split.consumed])
-                    written += split.consumed
-                    positions[tp] = split.batches[-1].next_offset
-                    if positions[tp] >= ends[tp]:
-                        del positions[tp]
+    while positions:
+        response = fetcher.fetch(positions, args.partition_max_bytes, args.max_bytes)
+        requests += 1
+        for topic in response["responses"]:
+            for pdata in topic["partitions"]:
+                tp = (topic["topic"], pdata["partition_index"])
+                if pdata["error_code"]:
+                    raise SystemExit(f"fetch {tp}: error {pdata['error_code']}")
+                records = pdata.get("records")
+                if not records or tp not in positions:
+                    continue
+                split = split_batches(records)
+                if not split.batches:
+                    continue
+                files[tp].write(memoryview(records)[: split.consumed])
+                written += split.consumed
+                positions[tp] = split.batches[-1].next_offset
+                if positions[tp] >= ends[tp]:
+                    del positions[tp]
+    result = {"bytes": written, "requests": requests, **_since(start)}
+    for f in files.values():
+        f.close()
     fetcher.close()
-    _emit({"bytes": written, "requests": requests, **_since(start)})
+    _emit(result)
 
 
 # -- record consumers ------------------------------------------------------------------------------

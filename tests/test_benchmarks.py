@@ -1,0 +1,85 @@
+"""Smoke tests of the benchmark tooling that need no peers: report, profile summary, data generator.
+
+Nothing here measures or asserts anything about speed; ``benchmarks/run.py`` does the measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench_modules():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import profiling
+        import report
+        import workers
+
+        yield report, profiling, workers
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_order_records_are_json_of_about_300_bytes_with_a_key(bench_modules):
+    _, _, workers = bench_modules
+    records = workers.OrderRecords(seed=3)
+    sizes = []
+    for i in range(200):
+        key, value = records.record(i)
+        assert key.startswith(b"cust-")
+        assert json.loads(value)["order_id"] == i
+        sizes.append(len(key) + len(value))
+    assert 250 <= sum(sizes) / len(sizes) <= 400
+
+
+def test_report_has_the_required_keys_and_judges_targets(bench_modules):
+    report, _, _ = bench_modules
+    results = {
+        "mode": "quick",
+        "errors": {"mm2": "RuntimeError: no java"},
+        "mirror": {"mb_s": 100.0, "payload_mb_s": 300.0, "cpu_s_per_gb": 2.0},
+        "copier_confluent": {"mb_s": 4.0, "payload_mb_s": 12.0, "cpu_s_per_gb": 20.0},
+        "raw_fetch_limit": {"mb_s": 110.0, "payload_mb_s": 330.0},
+        "serve": {"linkd": {"raw_mb_s": 90.0, "bytes_identical_to_source_fetch": True}, "source": {"raw_mb_s": 100.0}},
+        "latency": {"linkd": {"p50": 3.0, "p99": 20.0, "max": 30.0}},
+        "failover": {"cli": {"seconds": 0.5}},
+        "memory": {"peak_rss_mb": 80.0},
+    }
+    out = report.build_report(results)
+    for key in ("mirror_mb_s", "mirror_cpu_s_per_gb", "mm2_mb_s", "mm2_cpu_s_per_gb", "copier_confluent_mb_s", "copier_kafka_python_mb_s",
+                "raw_fetch_limit_mb_s", "serve_linkd_mb_s", "serve_source_mb_s", "replication_latency_ms_p50", "replication_latency_ms_p99",
+                "failover_100_partitions_s", "peak_rss_mb_1000_partitions"):
+        assert key in out
+    assert out["mm2_mb_s"] is None  # a failed phase is reported as missing, not as zero
+    met = {t["key"]: t["met"] for t in out["targets"]}
+    assert met["ratio_mirror_vs_copier_confluent"] is True  # 25x
+    assert met["ratio_mirror_vs_raw_fetch_limit"] is True  # 0.91x
+    assert met["ratio_serve_linkd_vs_source"] is False  # 0.9x
+    assert met["ratio_mirror_vs_mm2"] is None
+    assert met["peak_rss_mb_1000_partitions"] is True
+    page = report.render_markdown(out)
+    assert "| catch-up >= 10x MirrorMaker 2 | n/a | n/a |" in page
+    assert "`mm2`: RuntimeError: no java" in page
+    json.dumps(out, default=str)
+
+
+def test_profile_summary_counts_event_loop_samples_apart_from_worker_threads(bench_modules, tmp_path):
+    _, profiling, _ = bench_modules
+    raw = tmp_path / "stacks.txt"
+    raw.write_text(
+        "thread (0x1);run (/x/trio/_core/_run.py);_fetch_round (/x/linkd/link/runtime.py);split_batches (/x/protocol/records.py) 30\n"
+        "thread (0x1);run (/x/trio/_core/_run.py);_fetch_round (/x/linkd/link/runtime.py);_write_all (/x/linkd/storage/segment.py) 70\n"
+        "thread (0x2);_work (/x/trio/_core/_thread_cache.py);flush (/x/linkd/storage/segment.py) 50\n"
+    )
+    summary = profiling.summarize(raw)
+    assert summary["samples"] == 100
+    assert summary["worker_thread_samples"] == 50
+    assert summary["self"][0] == {"function": "linkd/storage/segment.py:_write_all", "percent": 70.0}
+    assert {"function": "linkd/link/runtime.py:_fetch_round", "percent": 100.0} in summary["inclusive"]
