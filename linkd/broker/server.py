@@ -115,17 +115,29 @@ async def _send(stream: trio.SocketStream, response: bytes | list) -> None:
 
 
 async def _send_records(stream: trio.SocketStream, ref: RecordsRef) -> None:
-    """Send a segment-file byte range with os.sendfile: the payload never enters Python."""
+    """Send segment-file byte ranges with os.sendfile: the payload never enters Python.
+
+    The frame's size prefix already promised ``ref.length`` bytes, so a range that cannot be sent whole
+    (its segment deleted by retention or truncated meanwhile) breaks the connection; the client reconnects
+    and fetches again.
+    """
     sock = stream.socket
-    with open(ref.path, "rb") as f:  # noqa: ASYNC230 - a local open of a file we own is not blocking I/O worth a thread
-        offset, remaining = ref.position, ref.length
-        while remaining:
-            try:
-                sent = os.sendfile(sock.fileno(), f.fileno(), offset, remaining)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-                continue
-            if sent == 0:
-                raise trio.BrokenResourceError("segment file shorter than the range being sent")
-            offset += sent
-            remaining -= sent
+    for file_range in ref.ranges:
+        try:
+            fd = os.open(file_range.path, os.O_RDONLY)
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"segment {file_range.path} vanished while serving it") from exc
+        try:
+            offset, remaining = file_range.position, file_range.length
+            while remaining:
+                try:
+                    sent = os.sendfile(sock.fileno(), fd, offset, remaining)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+                    continue
+                if sent == 0:
+                    raise trio.BrokenResourceError(f"segment {file_range.path} is shorter than the range being sent")
+                offset += sent
+                remaining -= sent
+        finally:
+            os.close(fd)
