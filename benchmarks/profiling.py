@@ -84,10 +84,10 @@ def summarize(path: Path, top: int = 12) -> dict:
         for frame in set(frames):
             inclusive[frame] += n
     share = (lambda c: round(100.0 * c / total, 1)) if total else (lambda c: 0.0)
-    boring = ("/trio/", "<module>", "<frozen", "linkd/cli.py", "linkd/daemon.py")
+    boring = ("trio/", "<module>", "<frozen", "linkd/cli.py", "linkd/daemon.py")
     return {
         "samples": total,
         "worker_thread_samples": workers,
         "self": [{"function": f, "percent": share(c)} for f, c in self_counts.most_common(top)],
-        "inclusive": [{"function": f, "percent": share(c)} for f, c in inclusive.most_common(top * 4) if not any(b in f for b in boring)][:top],
+        "inclusive": [{"function": f, "percent": share(c)} for f, c in inclusive.most_common(top * 4) if not any(f.startswith(b) for b in boring)][:top],
     }

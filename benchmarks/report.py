@@ -321,7 +321,7 @@ def render_markdown(report: dict) -> str:
         "",
         "```",
         "make setup                               # venv with the test extra (Kafka jars come from Maven Central)",
-        ".venv/bin/pip install -e '.[bench]'      # matplotlib, psutil, py-spy",
+        ".venv/bin/pip install -e '.[bench]'      # matplotlib, py-spy",
         ".venv/bin/python benchmarks/run.py --quick --json /tmp/bench.json   # ~150 MB, under 5 minutes",
         ".venv/bin/python benchmarks/run.py --profile                         # ~1 GB, regenerates this page",
         "```",

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run.py [--quick] [--json PATH] [--profile] [--docs | --no-docs] [--keep]
 
 Starts an Apache Kafka source and a second Kafka broker (the copiers' destination) on loopback, loads JSON
-order events (~310 bytes, keyed) as zstd and lz4 batches from a librdkafka producer, and then measures, on
+order events (~300 bytes, keyed) as zstd and lz4 batches from a librdkafka producer, and then measures, on
 that same data in the same run:
 
 1. linkd mirroring both topics from offset 0 to the end (MB/s, linkd CPU s/GB);
