@@ -270,8 +270,11 @@ class Bench:
     def mirror_catch_up(self) -> None:
         self.linkd = self.start_linkd()
         # Two mirrors of one source topic over one link starve each other (reported), hence a link per run.
-        r = self.results["mirror"] = self.catch_up("src", {}, "")
-        self.log(f"   linkd caught up in {r['wall_s']:.2f}s = {r['mb_s']:.0f} MB/s wire, {r['payload_mb_s']:.0f} MB/s payload, {r['cpu_s']:.1f} CPU s")
+        # Best of two catch-ups, as the raw Fetch limit is a best of three: both sides get the same chance
+        # to dodge the other work on the machine.
+        runs = [self.catch_up("src", {}, ""), self.catch_up("again", {}, "again-")]
+        r = self.results["mirror"] = {**min(runs, key=lambda x: x["wall_s"]), "runs_wall_s": [round(x["wall_s"], 3) for x in runs]}
+        self.log(f"   linkd caught up in {r['wall_s']:.2f}s = {r['mb_s']:.0f} MB/s wire, {r['payload_mb_s']:.0f} MB/s payload, {r['cpu_s']:.1f} CPU s (runs {r['runs_wall_s']})")
 
     def mirror_catch_up_large_fetches(self) -> None:
         r = self.results["mirror_large_fetch_sizes"] = self.catch_up("large", LARGE_FETCH_LINK_CONFIG, "large-")
