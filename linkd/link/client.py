@@ -15,7 +15,6 @@ import trio
 
 from protocol import messages
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.framing import FrameReader
 from protocol.messages import API_SPECS, ApiKey, RequestHeader
 
 log = logging.getLogger(__name__)
@@ -45,10 +44,8 @@ class Connection:
     versions: dict[int, tuple[int, int]]
 
     def __post_init__(self) -> None:
-        self._reader = FrameReader(self.max_frame)
         self._lock = trio.Lock()
         self._correlation = itertools.count(1)
-        self._frames: list = []
 
     @classmethod
     async def open(cls, host: str, port: int, client_id: str = "linkd", max_frame: int = 256 * 1024 * 1024) -> Connection:
@@ -112,17 +109,29 @@ class Connection:
                 raise SourceProtocolError(f"{self.host}:{self.port} answered correlation id {got}, expected {correlation_id}")
             return response
 
-    async def _next_frame(self):
-        while not self._frames:
-            data = await self.stream.receive_some(1024 * 1024)
-            if not data:
+    async def _next_frame(self) -> memoryview:
+        """Read one response frame straight into a buffer of its final size.
+
+        Requests on a connection are serialized, so nothing but our response's bytes can be waiting on
+        the socket: reading exactly one frame needs no buffering layer, and a large Fetch response is
+        copied from the kernel once, into the memory it is decoded (and appended) from.
+        """
+        header = bytearray(4)
+        await self._read_exactly(memoryview(header))
+        size = int.from_bytes(header, "big", signed=True)
+        if size < 0 or size > self.max_frame:
+            raise SourceProtocolError(f"{self.host}:{self.port} sent a frame of {size} bytes (limit {self.max_frame})")
+        frame = bytearray(size)
+        await self._read_exactly(memoryview(frame))
+        return memoryview(frame)
+
+    async def _read_exactly(self, view: memoryview) -> None:
+        sock = self.stream.socket
+        while view:
+            received = await sock.recv_into(view)
+            if not received:
                 raise SourceUnavailable(f"{self.host}:{self.port} closed the connection")
-            try:
-                self._reader.feed(data)
-                self._frames.extend(self._reader.frames())
-            except ProtocolError as exc:
-                raise SourceProtocolError(f"bad frame from {self.host}:{self.port}: {exc}") from exc
-        return self._frames.pop(0)
+            view = view[received:]
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):

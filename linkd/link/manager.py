@@ -384,6 +384,7 @@ class LinkManager:
                 self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
                 return self._result(topic, ErrorCode.BROKER_NOT_AVAILABLE, f"final consumer offset sync failed: {exc}", mirror_status=mirror.state.value, mirror_lags=self._lags(mirror))
         self._begin_stop(mirror, "promote")
+        await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
         self._finalize(mirror)
         return self._result(topic, mirror_status=mirror.state.value, mirror_lags=self._lags(mirror), **self._stop_summary(mirror))
 
@@ -415,6 +416,9 @@ class LinkManager:
                 continue
             if mirror.state != MirrorState.STOPPED:
                 self._begin_stop(mirror, "failover")
+                entry = self.links.get(mirror.link)
+                if entry is not None:
+                    await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
                 self._finalize(mirror)
             results.append(self._result(topic, mirror_status=mirror.state.value, mirror_lags=self._lags(mirror), **self._stop_summary(mirror)))
         return results

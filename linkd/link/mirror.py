@@ -56,6 +56,7 @@ class PartitionProgress:
     # Where the next fetch starts when it is past the log end: after a skip over a range the source no
     # longer holds, until the first batch beyond it is appended. -1: the log end.
     skip_to: int = -1
+    inflight_end: int = -1  # next offset once the append running in a worker thread lands
 
 
 @dataclass

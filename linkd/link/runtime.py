@@ -87,6 +87,7 @@ class LinkRuntime:
         self.fetch_requests = 0
         self.fetched_bytes = 0
         self.appended_batches = 0
+        self._pending_appends: dict[int, trio.Event] = {}
 
     # -- control ------------------------------------------------------------------------------
 
@@ -217,47 +218,87 @@ class LinkRuntime:
     async def _fetch_loop(self, broker_id: int) -> None:
         backoff = _Backoff(self.settings.retry_backoff_ms, self.settings.retry_backoff_max_ms)
         try:
-            while True:
-                parts = self._active_parts(broker_id)
-                if not parts:
-                    changed = self._changed
-                    with trio.move_on_after(5):
-                        await changed.wait()
-                    if not self._active_parts(broker_id) and broker_id not in self._assignment:
-                        return
-                    continue
-                try:
-                    conn = await self.source.broker_connection(broker_id)
-                    for mirror, progress in parts:
-                        if not progress.validated:
-                            await self._validate(conn, mirror, progress)
-                    parts = [(m, p) for m, p in self._active_parts(broker_id) if p.validated]
-                    if parts:
-                        await self._fetch_round(conn, parts)
-                    backoff.reset()
-                except SourceUnavailable as exc:
-                    log.warning("link %s: source broker %d unavailable: %s", self.name, broker_id, exc)
-                    address = self.source.brokers.get(broker_id)
-                    if address:
-                        await self.source.drop(address)
-                    for mirror, progress in self._assignment.get(broker_id, []):
-                        progress.validated = False
-                        if mirror.fetching:
-                            self._transition(mirror, MirrorEvent.SOURCE_LOST)
-                    self._refresh.set()
-                    await trio.sleep(backoff.next())
-                except (SourceProtocolError, KeyError, IndexError, ValueError) as exc:
-                    # KeyError/IndexError/ValueError: an answer missing a field we rely on, or an error code we
-                    # do not know. A misbehaving source must cost a reconnect, never the daemon.
-                    log.error("link %s: protocol error from source broker %d: %r", self.name, broker_id, exc)
-                    address = self.source.brokers.get(broker_id)
-                    if address:
-                        await self.source.drop(address)
-                    await trio.sleep(backoff.next())
+            async with trio.open_nursery() as appends:
+                await self._fetch_rounds(broker_id, backoff, appends)
         finally:
             self._loops.discard(broker_id)
 
-    async def _fetch_round(self, conn, parts: list[tuple[Mirror, PartitionProgress]]) -> None:
+    async def _fetch_rounds(self, broker_id: int, backoff: _Backoff, appends: trio.Nursery) -> None:
+        while True:
+            parts = self._active_parts(broker_id)
+            if not parts:
+                changed = self._changed
+                with trio.move_on_after(5):
+                    await changed.wait()
+                if not self._active_parts(broker_id) and broker_id not in self._assignment:
+                    return
+                continue
+            try:
+                conn = await self.source.broker_connection(broker_id)
+                if any(not p.validated for _m, p in parts):
+                    await self._appends_landed(broker_id)  # validation may truncate: nothing may be in flight
+                for mirror, progress in parts:
+                    if not progress.validated:
+                        await self._validate(conn, mirror, progress)
+                parts = [(m, p) for m, p in self._active_parts(broker_id) if p.validated]
+                if parts:
+                    await self._fetch_round(conn, parts, broker_id, appends)
+                backoff.reset()
+            except SourceUnavailable as exc:
+                log.warning("link %s: source broker %d unavailable: %s", self.name, broker_id, exc)
+                address = self.source.brokers.get(broker_id)
+                if address:
+                    await self.source.drop(address)
+                for mirror, progress in self._assignment.get(broker_id, []):
+                    progress.validated = False
+                    if mirror.fetching:
+                        self._transition(mirror, MirrorEvent.SOURCE_LOST)
+                self._refresh.set()
+                await trio.sleep(backoff.next())
+            except (SourceProtocolError, KeyError, IndexError, ValueError) as exc:
+                # KeyError/IndexError/ValueError: an answer missing a field we rely on, or an error code we
+                # do not know. A misbehaving source must cost a reconnect, never the daemon.
+                log.error("link %s: protocol error from source broker %d: %r", self.name, broker_id, exc)
+                address = self.source.brokers.get(broker_id)
+                if address:
+                    await self.source.drop(address)
+                await trio.sleep(backoff.next())
+
+    # -- appends overlap the next fetch ---------------------------------------------------------
+
+    async def _appends_landed(self, broker_id: int) -> None:
+        event = self._pending_appends.get(broker_id)
+        if event is not None:
+            await event.wait()
+
+    async def quiesce(self) -> None:
+        """Wait until no append is running (promotion writes its markers after this)."""
+        for event in list(self._pending_appends.values()):
+            await event.wait()
+
+    async def _run_appends(self, jobs: list, done: trio.Event) -> None:
+        """Append one round's batches in a worker thread (write syscalls release the GIL), so the next
+        Fetch response streams in meanwhile. Each job is (mirror, progress, plog, blob, batch count)."""
+        try:
+            outcomes = await trio.to_thread.run_sync(_append_all, jobs)
+            for (mirror, progress, plog, blob, count), error in zip(jobs, outcomes, strict=True):
+                if isinstance(error, CorruptBatch):
+                    kind = MirrorError.UNSUPPORTED_MESSAGE_FORMAT if error.reason == "UNSUPPORTED_MESSAGE_FORMAT" else MirrorError.CORRUPT_BATCH
+                    self.fail(mirror, kind, f"partition {progress.partition} at offset {error.base_offset}: {error}")
+                elif error is not None:
+                    self.fail(mirror, MirrorError.CORRUPT_BATCH, f"partition {progress.partition}: {error}")
+                else:
+                    self.fetched_bytes += len(blob)
+                    self.appended_batches += count
+                    progress.last_source_fetch_offset = plog.log_end_offset
+                    progress.skip_to = -1
+            self._notify()
+        finally:
+            for _mirror, progress, _plog, _blob, _count in jobs:
+                progress.inflight_end = -1
+            done.set()
+
+    async def _fetch_round(self, conn, parts: list[tuple[Mirror, PartitionProgress]], broker_id: int, appends: trio.Nursery) -> None:
         by_topic: dict[str, list[tuple[Mirror, PartitionProgress]]] = {}
         for mirror, progress in parts:
             by_topic.setdefault(mirror.source_topic, []).append((mirror, progress))
@@ -293,35 +334,40 @@ class LinkRuntime:
         response = await conn.request(ApiKey.FETCH, body, timeout=self.settings.request_timeout_ms / 1000 + self.settings.fetch_wait_max_ms / 1000)
         if response.get("error_code", 0) != ErrorCode.NONE:
             raise SourceProtocolError(f"fetch failed with {ErrorCode(response['error_code']).name}")
+        await self._appends_landed(broker_id)  # the previous round's data is in the log before we look at this one
         index = {(m.source_topic, p.partition): (m, p) for m, p in parts}
-        appended = False
+        jobs = []
         for t in response.get("responses", []):
             for pdata in t.get("partitions", []):
                 item = index.get((t.get("topic"), pdata["partition_index"]))
                 if item is None:
                     continue
                 mirror, progress = item
-                if await self._handle_partition(conn, mirror, progress, pdata):
-                    appended = True
-        if appended:
-            self._notify()
+                job = await self._handle_partition(conn, mirror, progress, pdata)
+                if job is not None:
+                    jobs.append(job)
+        if jobs:
+            done = trio.Event()
+            self._pending_appends[broker_id] = done
+            appends.start_soon(self._run_appends, jobs, done)
 
-    async def _handle_partition(self, conn, mirror: Mirror, progress: PartitionProgress, pdata: dict) -> bool:
+    async def _handle_partition(self, conn, mirror: Mirror, progress: PartitionProgress, pdata: dict) -> tuple | None:
+        """Digest one partition of a Fetch response; returns an append job when it brought new batches."""
         code = ErrorCode(pdata["error_code"])
         topic = self._topics.get(mirror.topic)
         if topic is None or not mirror.fetching:
-            return False
+            return None
         plog = topic.logs[progress.partition]
         if code == ErrorCode.OFFSET_OUT_OF_RANGE:
             await self._out_of_range(conn, mirror, progress, plog)
-            return False
+            return None
         if code in LEADERSHIP_ERRORS:
             progress.validated = False
             self._refresh.set()
-            return False
+            return None
         if code != ErrorCode.NONE:
             log.warning("mirror %s partition %d: source fetch error %s", mirror.topic, progress.partition, code.name)
-            return False
+            return None
         if mirror.state == MirrorState.SOURCE_UNAVAILABLE:
             self._transition(mirror, MirrorEvent.SOURCE_BACK)
         progress.source_high_watermark = pdata["high_watermark"]
@@ -330,47 +376,35 @@ class LinkRuntime:
         diverging = pdata.get("diverging_epoch")
         if diverging and diverging.get("epoch", -1) >= 0:
             await self._truncate_to_divergence(mirror, progress, plog, diverging["epoch"], diverging["end_offset"])
-            return False
+            return None
         fetch_offset = fetch_position(progress, plog)
         records = pdata.get("records")
         if not records:
             progress.last_source_fetch_offset = fetch_offset
-            return False
+            return None
         try:
             split = split_batches(records)
         except CorruptBatch as exc:
             self.fail(mirror, MirrorError.CORRUPT_BATCH, f"partition {progress.partition}: {exc}")
-            return False
+            return None
         batches = [b for b in split.batches if b.next_offset > fetch_offset]
         if not batches:
             if split.consumed < len(records) and not split.batches:
                 # One batch larger than our per-partition limit: ask for more next time (bounded).
                 progress.max_bytes = min(max(progress.max_bytes, self.settings.fetch_max_bytes) * 2, MAX_PARTITION_FETCH_BYTES)
-            return False
+            return None
         if batches[0].base_offset < plog.log_end_offset:
             # The source's batch boundaries disagree with ours: our log is not a prefix of the source's.
             # (After a skip the batch holding the new source start may begin before it, but never before
             # our log end, which is all an append needs.)
             progress.validated = False
-            return False
+            return None
         first = split.batches.index(batches[0])
         offset_in_blob = sum(b.size for b in split.batches[:first])
         blob = memoryview(records)[offset_in_blob : split.consumed]
-        try:
-            plog.append_mirrored(blob)
-        except CorruptBatch as exc:
-            error = MirrorError.UNSUPPORTED_MESSAGE_FORMAT if exc.reason == "UNSUPPORTED_MESSAGE_FORMAT" else MirrorError.CORRUPT_BATCH
-            self.fail(mirror, error, f"partition {progress.partition} at offset {exc.base_offset}: {exc}")
-            return False
-        except StorageError as exc:
-            self.fail(mirror, MirrorError.CORRUPT_BATCH, f"partition {progress.partition}: {exc}")
-            return False
-        self.fetched_bytes += len(blob)
-        self.appended_batches += len(batches)
-        progress.last_source_fetch_offset = plog.log_end_offset
-        progress.skip_to = -1
+        progress.inflight_end = batches[-1].next_offset
         progress.max_bytes = self.settings.fetch_max_bytes
-        return True
+        return (mirror, progress, plog, blob, len(batches))
 
     # -- offsets out of range, truncation ----------------------------------------------------
 
@@ -533,8 +567,20 @@ def _only_partition(response: dict, topics_key: str, name_key: str, partition_ke
 
 
 def fetch_position(progress: PartitionProgress, plog) -> int:
-    """The next offset to fetch: the log end, or past it after a skip."""
-    return max(plog.log_end_offset, progress.skip_to)
+    """The next offset to fetch: the log end, past it after a skip, or where the append in flight ends."""
+    return max(plog.log_end_offset, progress.skip_to, progress.inflight_end)
+
+
+def _append_all(jobs: list) -> list:
+    """Worker-thread body: append each job's batches; an exception is returned, not raised, per job."""
+    outcomes: list = []
+    for _mirror, _progress, plog, blob, _count in jobs:
+        try:
+            plog.append_mirrored(blob)
+            outcomes.append(None)
+        except (CorruptBatch, StorageError) as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def _last_batch(plog):
