@@ -239,6 +239,8 @@ class Bench:
     # -- 1. mirror catch-up --------------------------------------------------------------------------
 
     def start_linkd(self) -> LinkdProcess:
+        # Others commit to linkd while benchmarks run: record the code each daemon actually started with.
+        self.results.setdefault("linkd_revisions", []).append(_revision())
         linkd = LinkdProcess()
         linkd.start()
         return linkd
