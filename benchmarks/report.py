@@ -299,7 +299,8 @@ def render_markdown(report: dict) -> str:
         "- **Serving**: the same raw Fetch loop reading everything from linkd and from the source broker (both results are",
         "  checked to be byte-identical), then a confluent-kafka consumer (`assign`, `consume(10000)`, touching key and value) on each.",
         f"- **Latency**: {_fmt(_get(d, 'latency', 'rate_records_s'))} records/s for {_fmt(_get(d, 'latency', 'seconds'))} s to a 4-partition source topic already mirrored "
-        "(confluent producer, `linger.ms=5`); each value starts with the send time; confluent consumers on linkd and on the source",
+        "(confluent producer, `linger.ms=5`), started once the link has fetched every partition of it (steady state, not mirror",
+        "  start-up); each value starts with the send time; confluent consumers on linkd and on the source",
         "  subtract it from the arrival time. The source column is the floor that linkd's figure includes.",
         "- **Failover**: 100 topics x 10 partitions with 5 records per partition mirrored by a fresh linkd; `linkd mirror failover` of",
         "  10 topics (100 partitions) run as a CLI process (Python start-up included), then one record produced with confluent-kafka",

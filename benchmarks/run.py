@@ -317,8 +317,14 @@ class Bench:
         self.source.create_topic(LATENCY_TOPIC, PARTITIONS)
         admin = AdminClient(self.linkd.admin_address)
         admin.create_mirror(LATENCY_TOPIC, "src")
-        admin.close()
         EndOffsets(self.linkd.bootstrap).wait_for({LATENCY_TOPIC: [0] * PARTITIONS}, timeout=30)
+        # Steady state, not mirror start-up: every partition has had a successful fetch from the source.
+        deadline = time.monotonic() + 30
+        while any(p["last_source_fetch_offset"] < 0 for p in admin.describe_mirror(LATENCY_TOPIC)["partitions"]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the link did not start fetching {LATENCY_TOPIC}")
+            time.sleep(0.05)
+        admin.close()
         consumers = {}
         for name, bootstrap in (("linkd", self.linkd.bootstrap), ("source", self.source.bootstrap)):
             ready = self.workdir / f"latency-{name}.ready"
@@ -332,8 +338,13 @@ class Bench:
         produced = self.worker("latency-produce", "produce-rate", "--bootstrap", self.source.bootstrap, "--topic", LATENCY_TOPIC, "--rate", str(rate), "--seconds", str(seconds))
         out = {"rate_records_s": rate, "seconds": seconds, "produced": produced["records"], "producer": "confluent-kafka, linger.ms=5, lz4, acks=all"}
         for name, (_, process) in consumers.items():
-            latencies = sorted(finish_worker(process, seconds + 90, f"latency consumer {name}").result["latencies_ms"])
-            out[name] = {"received": len(latencies), **_percentiles(latencies)}
+            arrivals = finish_worker(process, seconds + 90, f"latency consumer {name}").result["latencies_ms"]
+            latencies = sorted(arrivals)
+            worst = max(range(len(arrivals)), key=arrivals.__getitem__) if arrivals else -1
+            # Where the worst record fell (fraction of the run), and the tail without the first second.
+            steady = sorted(arrivals[rate:])
+            out[name] = {"received": len(latencies), **_percentiles(latencies), "worst_at_fraction": round(worst / max(len(arrivals), 1), 3),
+                         "p99_after_first_second": _percentiles(steady).get("p99")}
         self.results["latency"] = out
         self.log(f"   linkd p50 {out['linkd'].get('p50', float('nan')):.1f} ms, p99 {out['linkd'].get('p99', float('nan')):.1f} ms, max {out['linkd'].get('max', float('nan')):.1f} ms "
                  f"(source itself: p50 {out['source'].get('p50', float('nan')):.1f}, p99 {out['source'].get('p99', float('nan')):.1f})")
