@@ -28,4 +28,5 @@ lint: $(STAMP)
 	$(BIN)/ruff check protocol linkd tests benchmarks
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/run.py --quick

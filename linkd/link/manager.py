@@ -219,6 +219,10 @@ class LinkManager:
             raise AdminError(400, exc.error_code, exc.message) from exc
         if topic in self.mirrors or self._topics.get(topic) is not None:
             raise AdminError(409, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
+        twin = next((m.topic for m in self.mirrors.values() if m.link == link and m.source_topic == source_topic and m.state != MirrorState.STOPPED), None)
+        if twin is not None:
+            # One link fetches a source partition once; a second mirror of it would never advance.
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"source topic '{source_topic}' is already mirrored as '{twin}' over link '{link}'; create another link to mirror it twice")
         try:
             with trio.fail_after(entry.settings.request_timeout_ms / 1000):
                 meta = await entry.runtime.source.metadata([source_topic])

@@ -71,7 +71,7 @@ def _resolve(profile: str | None, target: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         argv = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
         if profile:
-            argv.insert(4, f"-P{profile}")
+            argv.insert(3, f"-P{profile}")  # before -f, which takes the next word as its value
         started = time.monotonic()
         result = subprocess.run(argv, capture_output=True, text=True, timeout=900)
         if result.returncode != 0:
