@@ -140,7 +140,7 @@ class LinkRuntime:
                     self._refresh = trio.Event()
                     with trio.move_on_after(self.settings.metadata_max_age_ms / 1000):
                         await self._refresh.wait()
-                    await trio.sleep(0.05)  # coalesce bursts of refresh requests
+                    await trio.sleep(0.005)  # coalesce bursts of refresh requests (a mirror create wakes us)
         finally:
             with trio.CancelScope(shield=True):
                 await self.source.close()
