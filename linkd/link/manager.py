@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import trio
 
 from protocol.errors import ErrorCode
-from protocol.records import CONTROL_ABORT, RecordBatch, build_control_batch, split_batches
+from protocol.records import CONTROL_ABORT, build_control_batch
 
 from ..controlstore import ControlStore
 from ..producer_ids import ProducerIdAllocator
@@ -453,7 +453,7 @@ class LinkManager:
         highest_pid = -1
         for index, plog in enumerate(topic.logs):
             for pid, first_offset in sorted(plog.open_transactions().items()):
-                producer_epoch = _batch_at(plog, first_offset).producer_epoch
+                producer_epoch = plog.batch_header(first_offset).producer_epoch
                 marker = build_control_batch(CONTROL_ABORT, pid, producer_epoch, base_offset=plog.log_end_offset, partition_leader_epoch=epoch, timestamp=int(time.time() * 1000))
                 plog.append_mirrored(marker)
                 aborted.append({"partition": index, "producer_id": pid, "first_offset": first_offset, "abort_marker_offset": plog.log_end_offset - 1})
@@ -474,7 +474,3 @@ class LinkManager:
         self._notify()
         log.info("mirror %s is now writable (%s; leader epoch %d; %d records possibly lost)", mirror.topic, info["kind"], epoch, lost)
 
-
-def _batch_at(plog, offset: int) -> RecordBatch:
-    """Header of the batch holding ``offset`` (the open transaction's first batch carries its epoch)."""
-    return split_batches(plog.read(offset, 1).to_bytes()).batches[0]

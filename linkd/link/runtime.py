@@ -492,7 +492,7 @@ class LinkRuntime:
         await self._validate_by_crc(conn, mirror, progress, plog)
 
     async def _validate_by_crc(self, conn, mirror: Mirror, progress: PartitionProgress, plog) -> None:
-        last = _last_batch(plog)
+        last = plog.batch_header(plog.log_end_offset - 1)
         if last is None:
             progress.validated = True
             return
@@ -581,15 +581,6 @@ def _append_all(jobs: list) -> list:
         except (CorruptBatch, StorageError) as exc:
             outcomes.append(exc)
     return outcomes
-
-
-def _last_batch(plog):
-    """Header view of the log's last batch, or None for an empty log."""
-    if plog.log_end_offset <= plog.log_start_offset:
-        return None
-    data = plog.read(plog.log_end_offset - 1, 1).to_bytes()
-    batches = split_batches(data).batches
-    return batches[-1] if batches else None
 
 
 class _Backoff:

@@ -454,6 +454,17 @@ class PartitionLog:
     # ------------------------------------------------------------------------------------------------
     # Offsets and queries
 
+    def batch_header(self, offset: int) -> RecordBatch | None:
+        """Header of the batch holding ``offset`` (61 bytes read, no payload), or None if none holds it."""
+        with self._lock:
+            self._check_open()
+            if not self._log_start <= offset < self._log_end:
+                return None
+            found = self._segments[self._segment_index(offset)].find_batch(offset)
+            if found is None or found[1].base_offset > offset:
+                return None
+            return found[1]
+
     @property
     def log_start_offset(self) -> int:
         return self._log_start

@@ -338,3 +338,15 @@ def test_split_helper_agrees_with_what_is_stored(tmp_path):
 def test_open_returns_a_partition_log(tmp_path):
     log = PartitionLog.open(tmp_path / "x-3", LogConfig(), "x", 3)
     assert log.statistics().partition == 3 and (tmp_path / "x-3").is_dir()
+
+
+def test_batch_header_finds_the_batch_holding_an_offset_without_reading_its_payload(tmp_path):
+    log = open_log(tmp_path)
+    blobs = [batch(0, 3, producer_id=7, producer_epoch=2, sequence=0), batch(10, 2, epoch=4, value_size=5000)]
+    log.append_mirrored(b"".join(blobs))
+    first, last = split_batches(b"".join(blobs)).batches
+    header = log.batch_header(1)
+    assert (header.base_offset, header.crc, header.producer_id, header.producer_epoch) == (0, first.crc, 7, 2)
+    assert log.batch_header(11).crc == last.crc and log.batch_header(11).size == last.size
+    assert log.batch_header(5) is None  # in the gap between the batches
+    assert log.batch_header(12) is None and log.batch_header(-1) is None
