@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.peers import LOOPBACK, PeerUnavailable, _die_with_parent, file_lock, spawn, terminate
+from tests.peers.kafka import _LOG4J2 as KAFKA_LOG4J2  # same file-only logging as the test brokers
 from tests.peers.kafka import POM, KafkaBroker, _pom_digest, java_binary, kafka_home
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -225,16 +226,6 @@ MM2_TUNING = {
 }
 MM2_HEAP = ("-Xms256m", "-Xmx2g")  # what bin/connect-mirror-maker.sh sets
 
-_MM2_LOG4J2 = """\
-status = error
-appender.file.type = File
-appender.file.name = FILE
-appender.file.fileName = {log}
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-"""
 
 
 class MirrorMaker2:
@@ -261,7 +252,7 @@ class MirrorMaker2:
             **MM2_TUNING,
         }
         (workdir / "mm2.properties").write_text("".join(f"{k} = {v}\n" for k, v in config.items()))
-        (workdir / "log4j2.properties").write_text(_MM2_LOG4J2.format(log=self.log_path))
+        (workdir / "log4j2.properties").write_text(KAFKA_LOG4J2.format(log=self.log_path))
         self.process: subprocess.Popen | None = None
 
     def start(self) -> subprocess.Popen:
