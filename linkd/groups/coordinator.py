@@ -40,9 +40,12 @@ Not persisted: membership, generations, assignments. After a restart every clien
 or commit gets UNKNOWN_MEMBER_ID / ILLEGAL_GENERATION), exactly what Kafka clients do after a coordinator
 failover. Committed offsets are durable (``offsets.py``).
 
-Deviation from Kafka, on purpose: a JoinGroup from a current follower of a Stable group with unchanged
-metadata also starts a rebalance (Kafka answers it with the current generation). It costs one rebalance and
-never leaves a member believing in an assignment the rest of the group did not agree on.
+A JoinGroup from a known member whose metadata is unchanged does not always open a join phase. As in Kafka,
+a follower of a Stable group, or any member of a group waiting for its leader's SyncGroup, gets the current
+generation back (the leader gets the member list again) and then syncs as usual; only the leader rejoining a
+Stable group, or a member with new metadata, starts a rebalance. Clients send such joins when they lost a join
+response (a reconnect, or kafka-python 3 abandoning a join that outlived its ``poll`` timeout); answering each
+with a full rebalance could keep a group rebalancing for ever.
 
 ``group.initial.rebalance.delay.ms`` (``GroupConfig.initial_rebalance_delay_ms``) defaults to 0 here, not
 Kafka's 3000: it only saves rebalances when many consumers start at once, and linkd's consumers are mostly
@@ -56,6 +59,7 @@ sleeps until the earliest one and is woken early whenever a handler creates an e
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import uuid
 from collections import Counter
@@ -70,6 +74,8 @@ from protocol.errors import ErrorCode
 from .offsets import CommittedOffset, OffsetStore, TopicPartition
 
 Body = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 
 class GroupState(enum.Enum):
@@ -313,12 +319,14 @@ class GroupCoordinator:
             del group.pending[member_id]
         silent = [m for m in group.members.values() if not m.parked and m.last_seen + m.session_timeout <= now]
         for member in silent:
+            log.info("group %r: member %s removed, no heartbeat within its %.0f s session", group.group_id, member.member_id, member.session_timeout)
             self._remove_member(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
         if silent:
             self._after_member_gone(group, now)
         if group.state is GroupState.COMPLETING_REBALANCE and now >= group.sync_deadline:
             # The leader never synced: drop whoever did not sync (the leader among them) and start over.
             for member in [m for m in group.members.values() if m.sync_waiter is None]:
+                log.info("group %r: member %s removed, no SyncGroup for generation %d in time", group.group_id, member.member_id, group.generation_id)
                 self._remove_member(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
             self._after_member_gone(group, now)
         if group.state is GroupState.PREPARING_REBALANCE:
@@ -343,7 +351,7 @@ class GroupCoordinator:
     def _transition(group: _Group, event: GroupEvent) -> None:
         group.state = next_state(group.state, event)
 
-    def _prepare_rebalance(self, group: _Group, now: float, event: GroupEvent) -> None:
+    def _prepare_rebalance(self, group: _Group, now: float, event: GroupEvent, reason: str) -> None:
         if group.state is GroupState.COMPLETING_REBALANCE:
             # Followers parked in SyncGroup will never get this generation's assignment: send them to rejoin.
             for member in group.members.values():
@@ -352,6 +360,7 @@ class GroupCoordinator:
                     member.sync_waiter = None
                     self._touch(member, now)
         was_empty = group.state is GroupState.EMPTY
+        log.info("group %r: rebalance starts in state %s (%s), generation %d", group.group_id, group.state.value, reason, group.generation_id)
         self._transition(group, event)
         timeout = group.rebalance_timeout()
         group.rebalance_deadline = now + timeout
@@ -362,7 +371,7 @@ class GroupCoordinator:
 
     def _after_member_gone(self, group: _Group, now: float) -> None:
         if group.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
-            self._prepare_rebalance(group, now, GroupEvent.MEMBER_GONE)
+            self._prepare_rebalance(group, now, GroupEvent.MEMBER_GONE, "a member left")
         if group.state is GroupState.PREPARING_REBALANCE:
             self._maybe_complete_join(group, now)
 
@@ -388,6 +397,7 @@ class GroupCoordinator:
         if not force and not (everyone_in and now >= group.delay_deadline):
             return
         for member in [m for m in group.members.values() if m.join_waiter is None]:
+            log.info("group %r: member %s removed, it did not rejoin within the rebalance timeout", group.group_id, member.member_id)
             self._remove_member(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
         group.pending.clear()
         group.generation_id += 1
@@ -396,6 +406,7 @@ class GroupCoordinator:
             group.protocol_name = None
             group.leader_id = None
             self._transition(group, GroupEvent.JOIN_COMPLETED_EMPTY)
+            log.info("group %r: generation %d is empty", group.group_id, group.generation_id)
             group.empty_since = now
             self._schedule(now + self._config.empty_group_retention_ms / 1000)
             return
@@ -403,6 +414,10 @@ class GroupCoordinator:
         if group.leader_id not in group.members:
             group.leader_id = next(iter(group.members))
         self._transition(group, GroupEvent.JOIN_COMPLETED)
+        log.info(
+            "group %r: generation %d formed with %d member(s), leader %s, protocol %s",
+            group.group_id, group.generation_id, len(group.members), group.leader_id, group.protocol_name,
+        )
         group.sync_deadline = now + group.rebalance_timeout()
         self._schedule(group.sync_deadline)
         listing = [
@@ -460,6 +475,10 @@ class GroupCoordinator:
 
     async def join_group(self, body: Body, version: int, *, client_id: str = "", client_host: str = "") -> Body:
         response = await self._join(body, version, client_id, client_host)
+        log.debug(
+            "group %r: JoinGroup v%d from %r -> %s, generation %d",
+            body.get("group_id"), version, body.get("member_id"), ErrorCode(response["error_code"]).name, response["generation_id"],
+        )
         response["throttle_time_ms"] = 0
         if version < 7 and response["protocol_name"] is None:
             response["protocol_name"] = ""  # nullable only from v7
@@ -531,8 +550,9 @@ class GroupCoordinator:
         member.session_timeout, member.rebalance_timeout = session_ms / 1000, rebalance_ms / 1000
         member.protocols, member.protocol_type = protocols, protocol_type
         self._touch(member, now)
-        if group.state is GroupState.COMPLETING_REBALANCE and unchanged and member.join_waiter is None:
-            # The member lost our join response (e.g. a reconnect): give the same generation again.
+        follower_of_stable = group.state is GroupState.STABLE and member_id != group.leader_id
+        if (group.state is GroupState.COMPLETING_REBALANCE or follower_of_stable) and unchanged and member.join_waiter is None:
+            # The member lost our join response: give the same generation again (see the module docstring).
             listing = None
             if member_id == group.leader_id:
                 listing = [
@@ -586,7 +606,7 @@ class GroupCoordinator:
             member.join_waiter.complete(_join_result(ErrorCode.REBALANCE_IN_PROGRESS, member.member_id))
         waiter = member.join_waiter = _Waiter()
         if group.state is not GroupState.PREPARING_REBALANCE:
-            self._prepare_rebalance(group, now, GroupEvent.REBALANCE_NEEDED)
+            self._prepare_rebalance(group, now, GroupEvent.REBALANCE_NEEDED, f"join from {member.member_id}")
         self._maybe_complete_join(group, now)
         try:
             await waiter.event.wait()
@@ -603,6 +623,11 @@ class GroupCoordinator:
 
     async def sync_group(self, body: Body, version: int) -> Body:
         response = await self._sync(body, version)
+        log.debug(
+            "group %r: SyncGroup v%d from %r generation %r -> %s, %d assignment bytes",
+            body.get("group_id"), version, body.get("member_id"), body.get("generation_id"),
+            ErrorCode(response["error_code"]).name, len(response["assignment"] or b""),
+        )
         response["throttle_time_ms"] = 0
         return response
 
@@ -639,6 +664,7 @@ class GroupCoordinator:
         if member_id == group.leader_id:
             given = {a["member_id"]: bytes(a["assignment"] or b"") for a in body.get("assignments") or []}
             self._transition(group, GroupEvent.LEADER_SYNCED)
+            log.info("group %r: generation %d stable, assignments from leader %s", group.group_id, group.generation_id, member_id)
             group.sync_deadline = math.inf
             for m in group.members.values():
                 # Members the leader left out get an empty assignment, as in Kafka.
@@ -659,7 +685,10 @@ class GroupCoordinator:
     # ------------------------------------------------------------------ Heartbeat
 
     async def heartbeat(self, body: Body, version: int) -> Body:
-        return {"throttle_time_ms": 0, "error_code": int(self._heartbeat(body, version))}
+        error = self._heartbeat(body, version)
+        if error is not ErrorCode.NONE:
+            log.debug("group %r: Heartbeat from %r -> %s", body.get("group_id"), body.get("member_id"), error.name)
+        return {"throttle_time_ms": 0, "error_code": int(error)}
 
     def _heartbeat(self, body: Body, version: int) -> ErrorCode:
         group_id: str = body.get("group_id") or ""
@@ -722,6 +751,7 @@ class GroupCoordinator:
         member = group.members.get(member_id)
         if member is None:
             return ErrorCode.UNKNOWN_MEMBER_ID, False
+        log.info("group %r: member %s left", group.group_id, member_id)
         self._remove_member(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
         return ErrorCode.NONE, True
 

@@ -195,12 +195,51 @@ def test_new_member_joining_a_stable_group_makes_heartbeats_ask_for_a_rebalance(
     scenario(store, test)
 
 
-def test_rejoin_of_a_stable_member_starts_a_rebalance(store):
+def test_rejoin_of_a_stable_follower_gets_the_current_generation_without_a_rebalance(store):
+    # kafka-python 3 re-sends JoinGroup when a join outlived its poll() timeout; a rebalance per such join
+    # kept a mixed group rebalancing for ever (every rebalance outlived the next poll timeout).
     async def test(c: GroupCoordinator) -> None:
         a, b = await form_group(c, "g", 2)
-        joins, _ = await rebalance(c, "g", [b, a])
+        leader = c.group_snapshot("g").leader_id
+        follower = b if leader == a else a
+        r = await c.join_group(join_body("g", follower), 9)
+        assert (r["error_code"], r["generation_id"], r["leader"], r["members"]) == (E.NONE, 1, leader, [])
+        assert c.group_snapshot("g").state is GroupState.STABLE
+        assert (await c.heartbeat(hb_body("g", leader, 1), 4))["error_code"] == E.NONE
+        s = await c.sync_group(sync_body("g", follower, 1), 5)
+        assert (s["error_code"], s["assignment"]) == (E.NONE, follower.encode())
+
+    scenario(store, test)
+
+
+def test_rejoin_of_a_stable_leader_starts_a_rebalance_and_keeps_its_leadership(store):
+    async def test(c: GroupCoordinator) -> None:
+        a, b = await form_group(c, "g", 2)
+        leader = c.group_snapshot("g").leader_id
+        follower = b if leader == a else a
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.join_group, join_body("g", leader), 9)
+            await trio.testing.wait_all_tasks_blocked()
+            assert c.group_snapshot("g").state is GroupState.PREPARING_REBALANCE
+            assert (await c.heartbeat(hb_body("g", follower, 1), 4))["error_code"] == E.REBALANCE_IN_PROGRESS
+            nursery.cancel_scope.cancel()
+        joins, _ = await rebalance(c, "g", [follower, leader])
         assert {j["generation_id"] for j in joins} == {2}
-        assert joins[0]["leader"] == joins[1]["leader"]  # the leader is kept when it rejoins
+        assert {j["leader"] for j in joins} == {leader}
+
+    scenario(store, test)
+
+
+def test_rejoin_of_a_stable_follower_with_new_metadata_starts_a_rebalance(store):
+    async def test(c: GroupCoordinator) -> None:
+        a, b = await form_group(c, "g", 2)
+        follower = b if c.group_snapshot("g").leader_id == a else a
+        changed = [{"name": "range", "metadata": b"now-subscribed-to-more"}]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.join_group, join_body("g", follower, protocols=changed), 9)
+            await trio.testing.wait_all_tasks_blocked()
+            assert c.group_snapshot("g").state is GroupState.PREPARING_REBALANCE
+            nursery.cancel_scope.cancel()
 
     scenario(store, test)
 
@@ -682,21 +721,32 @@ class GroupMachine(RuleBasedStateMachine):
     def rebalance(self, newcomers: int, data: st.DataObject) -> None:
         absent = data.draw(st.sets(st.sampled_from(self.members))) if self.members else set()
         joining = [m for m in self.members if m not in absent]
-        if not joining and not newcomers:
+        leader = self.leaders.get(self.generation)
+        if (not joining and not newcomers) or (self.stable and leader not in joining and not newcomers):
             newcomers = 1
+        trigger: str | None = None
 
         async def run() -> tuple[list[dict], list[dict]]:
+            nonlocal trigger
             ids = list(joining)
             for _ in range(newcomers):
                 ids.append(await new_member_id(self.c, "g", f"c{next(self.clients)}"))
+            if self.stable:
+                trigger = leader if leader in joining else ids[-1]
             joins: dict[str, dict] = {}
 
             async def join(m: str) -> None:
                 joins[m] = await self.c.join_group(join_body("g", m), 9)
 
             async with trio.open_nursery() as nursery:
+                # In a Stable group only the leader's rejoin or a newcomer's join opens a join phase (a
+                # follower's rejoin just gets the current generation back): that one goes first.
+                if trigger is not None:
+                    nursery.start_soon(join, trigger)
+                    await trio.testing.wait_all_tasks_blocked()
                 for m in ids:
-                    nursery.start_soon(join, m)
+                    if m != trigger:
+                        nursery.start_soon(join, m)
                 await trio.testing.wait_all_tasks_blocked()
                 if len(joins) < len(ids):  # someone did not rejoin: let the rebalance timeout pass
                     self.clock.now += REBALANCE_MS / 1000 + 1
