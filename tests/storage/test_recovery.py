@@ -76,7 +76,7 @@ def test_corruption_in_an_earlier_segment_drops_every_later_segment(tmp_path):
     data = bytearray(first.read_bytes())
     data[len(blobs[0]) + 40] ^= 1
     first.write_bytes(bytes(data))
-    (log_dir(tmp_path) / "recovery-point").unlink()
+    (log_dir(tmp_path) / "recovery-point").unlink(missing_ok=True)  # force recovery from 0 (a young log may have none yet)
     log = open_log(tmp_path, **CONFIG)
     assert log.log_end_offset == 2
     assert len(segment_files(tmp_path)) == 1
@@ -162,3 +162,21 @@ def test_segments_below_the_log_start_left_by_a_crash_are_deleted(tmp_path):
     log = open_log(tmp_path, **CONFIG)
     assert log.segment_base_offsets()[0] == second_base
     assert not files[0].exists()
+
+
+def test_a_new_partition_skips_recovery_and_a_crash_before_its_first_flush_keeps_its_log_start(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="linkd.storage"):
+        log = open_log(tmp_path, **CONFIG)
+    assert "recovering" not in caplog.text and "no clean shutdown" not in caplog.text
+    assert sorted(p.name for p in log_dir(tmp_path).iterdir()) == [f"{0:020d}{s}" for s in (".index", ".log", ".timeindex", ".txnindex")]
+    log.abandon()
+    log = open_log(tmp_path, **CONFIG)
+    assert (log.log_start_offset, log.log_end_offset) == (0, 0)
+    # A mirror whose source starts with a gap: the first batch renames the only segment; the log still
+    # starts at 0 after a crash, so offsets 0..4 read as "below the first record", not "before the log".
+    first = batch(5, 2)
+    log.append_mirrored(first)
+    log.abandon()
+    log = open_log(tmp_path, **CONFIG)
+    assert (log.log_start_offset, log.log_end_offset) == (0, 7)
+    assert log.read(0, 1 << 20).to_bytes() == first
