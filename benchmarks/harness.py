@@ -126,23 +126,43 @@ def run_worker(*args: str, log: Path, timeout: float, what: str) -> dict:
 
 
 class EndOffsets:
-    """Latest offsets of many partitions in one ListOffsets round per broker (confluent AdminClient)."""
+    """Latest offsets of many partitions in one ListOffsets request to a single-node cluster (a source test
+    broker or linkd), over a raw connection: no client library's metadata cache or back-off between the
+    server's answer and the clock. While waiting, a partition the server does not know yet (a mirror not
+    created yet) reads -1."""
+
+    VERSION = 7
 
     def __init__(self, bootstrap: str) -> None:
-        from confluent_kafka.admin import AdminClient
+        self._bootstrap = bootstrap
+        self.conn = self._connect()
 
-        self.admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    def _connect(self):
+        from rawwire import RawConnection
 
-    def query(self, partitions: dict[str, int], timeout: float = 10.0) -> dict[str, list[int]]:
-        from confluent_kafka import TopicPartition
-        from confluent_kafka.admin import OffsetSpec
+        return RawConnection(self._bootstrap, client_id="linkd-bench-watcher")
 
-        request = {TopicPartition(t, p): OffsetSpec.latest() for t, n in partitions.items() for p in range(n)}
-        futures = self.admin.list_offsets(request, request_timeout=timeout)
-        out = {t: [0] * n for t, n in partitions.items()}
-        for tp, future in futures.items():
-            out[tp.topic][tp.partition] = future.result(timeout).offset
+    def query(self, partitions: dict[str, int], timeout: float = 10.0, missing_ok: bool = False) -> dict[str, list[int]]:
+        from protocol.errors import ErrorCode
+        from protocol.messages import ApiKey
+
+        body = {
+            "replica_id": -1,
+            "isolation_level": 0,
+            "topics": [{"name": t, "partitions": [{"partition_index": p, "current_leader_epoch": -1, "timestamp": -1} for p in range(n)]} for t, n in partitions.items()],
+        }
+        response = self.conn.request(ApiKey.LIST_OFFSETS, self.VERSION, body, timeout=timeout)
+        out = {t: [-1] * n for t, n in partitions.items()}
+        for topic in response["topics"]:
+            for p in topic["partitions"]:
+                if p["error_code"] == 0:
+                    out[topic["name"]][p["partition_index"]] = p["offset"]
+                elif not missing_ok:
+                    raise LookupError(f"ListOffsets {topic['name']}-{p['partition_index']}: {ErrorCode(p['error_code']).name}")
         return out
+
+    def close(self) -> None:
+        self.conn.close()
 
     def wait_for(self, targets: dict[str, list[int]], timeout: float, interval: float = 0.1, rename=lambda t: t, on_first=None) -> tuple[float | None, float]:
         """Poll until every partition of ``rename(topic)`` reaches its target. Returns (first time any
@@ -154,9 +174,14 @@ class EndOffsets:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                now_offsets = self.query(partitions)
-            except Exception:  # topic not created yet, broker busy: keep polling until the deadline
+                now_offsets = self.query(partitions, missing_ok=True)
+            except (OSError, ValueError):  # broker busy or restarting: reconnect, poll until the deadline
                 now_offsets = None
+                self.conn.close()
+                try:
+                    self.conn = self._connect()
+                except OSError:
+                    pass
             now = time.perf_counter()
             if now_offsets is not None:
                 if first_moved is None and any(o > 0 for offsets in now_offsets.values() for o in offsets):

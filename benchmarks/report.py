@@ -276,7 +276,7 @@ def render_markdown(report: dict) -> str:
         "  `/proc/<pid>/stat` for linkd and MirrorMaker 2 and `time.process_time()` inside each Python worker.",
         "- **linkd catch-up**: a fresh `linkd serve`, `link create` with the default link settings (`replica.fetch.max.bytes`",
         "  1 MiB, `replica.fetch.response.max.bytes` 10 MiB), then `mirror create` for both topics; timed from the first",
-        "  `mirror create` until ListOffsets on linkd returns every source end offset (polled every 20 ms); best of two catch-ups",
+        "  `mirror create` until ListOffsets on linkd returns every source end offset (polled every 5 ms by a client connected beforehand); best of two catch-ups",
         f"  into differently named mirrors over their own links ({_get(d, 'mirror', 'runs_wall_s', default='?')} s). The same catch-up",
         "  with 8 MiB/64 MiB fetches runs afterwards over a second link into differently named mirrors (two mirrors of one",
         "  source topic over one link starve each other in linkd today, so each run gets its own link). The headline includes",

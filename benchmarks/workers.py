@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import socket
 import struct
 import sys
 import time
@@ -73,11 +72,6 @@ def _span():
 
 def _since(start) -> dict:
     return {"wall_s": time.perf_counter() - start[0], "cpu_s": time.process_time() - start[1]}
-
-
-def _parse_hostport(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host or "127.0.0.1", int(port)
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -134,26 +128,12 @@ class RawFetcher:
     VERSION = 12
 
     def __init__(self, bootstrap: str) -> None:
-        from protocol.messages import ApiKey, RequestHeader, decode_response, encode_request
+        from rawwire import RawConnection
+
+        from protocol.messages import ApiKey
 
         self._api = ApiKey.FETCH
-        self._header = RequestHeader
-        self._encode = encode_request
-        self._decode = decode_response
-        self._sock = socket.create_connection(_parse_hostport(bootstrap), timeout=60)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._correlation = 0
-
-    def _receive_exact(self, size: int) -> memoryview:
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        while got < size:
-            n = self._sock.recv_into(view[got:], size - got)
-            if n == 0:
-                raise ConnectionError("peer closed the connection")
-            got += n
-        return view
+        self._conn = RawConnection(bootstrap)
 
     def fetch(self, positions: dict[tuple[str, int], int], partition_max_bytes: int, max_bytes: int) -> dict:
         by_topic: dict[str, list] = {}
@@ -165,14 +145,10 @@ class RawFetcher:
             "replica_id": -1, "max_wait_ms": 500, "min_bytes": 1, "max_bytes": max_bytes, "isolation_level": 0, "session_id": 0, "session_epoch": -1,
             "topics": [{"topic": t, "partitions": parts} for t, parts in by_topic.items()], "forgotten_topics_data": [], "rack_id": "",
         }
-        self._correlation += 1
-        self._sock.sendall(self._encode(self._header(self._api, self.VERSION, self._correlation, "linkd-bench"), body))
-        (size,) = struct.unpack(">i", self._receive_exact(4))
-        _, response = self._decode(self._api, self.VERSION, self._receive_exact(size))
-        return response
+        return self._conn.request(self._api, self.VERSION, body)
 
     def close(self) -> None:
-        self._sock.close()
+        self._conn.close()
 
 
 def cmd_raw_fetch(args) -> None:

@@ -22,6 +22,7 @@ dropped and fetched again next round.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -82,7 +83,9 @@ class LinkRuntime:
         self.state_message: str | None = None
         self._assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         self._loops: set[int] = set()
-        self._refresh = trio.Event()
+        self._refresh = trio.Event()  # set: refresh metadata now (after a 5 ms coalescing pause)
+        self._next_refresh = math.inf  # when the loop refreshes unasked (metadata.max.age.ms, or sooner)
+        self._waiting: trio.CancelScope | None = None  # the loop's wait for either, while it waits
         self._changed = trio.Event()
         self.fetch_requests = 0
         self.fetched_bytes = 0
@@ -119,6 +122,10 @@ class LinkRuntime:
                 task_status.started()
                 backoff = _Backoff(self.settings.retry_backoff_ms, self.settings.retry_backoff_max_ms)
                 while True:
+                    # Reset before the refresh, not after: a wake-up that lands while it is in flight (its
+                    # mirror list is already taken) must ask for one more.
+                    self._refresh = trio.Event()
+                    self._next_refresh = trio.current_time() + self.settings.metadata_max_age_ms / 1000
                     try:
                         await self._refresh_metadata()
                         backoff.reset()
@@ -137,9 +144,9 @@ class LinkRuntime:
                         if parts and broker_id not in self._loops:
                             self._loops.add(broker_id)
                             nursery.start_soon(self._fetch_loop, broker_id)
-                    self._refresh = trio.Event()
-                    with trio.move_on_after(self.settings.metadata_max_age_ms / 1000):
+                    with trio.CancelScope(deadline=self._next_refresh) as self._waiting:
                         await self._refresh.wait()
+                    self._waiting = None
                     await trio.sleep(0.005)  # coalesce bursts of refresh requests (a mirror create wakes us)
         finally:
             with trio.CancelScope(shield=True):
@@ -150,6 +157,7 @@ class LinkRuntime:
         if not mirrors:
             self._assignment = {}
             return
+        log.debug("link %s: refreshing metadata for %s", self.name, ", ".join(m.topic for m in mirrors))
         topics = await self.source.metadata(sorted({m.source_topic for m in mirrors}))
         assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         for mirror in mirrors:
@@ -189,11 +197,20 @@ class LinkRuntime:
                 progress.leader, progress.leader_epoch = sp.leader, sp.leader_epoch
                 assignment.setdefault(sp.leader, []).append((mirror, progress))
         self._assignment = assignment
+        log.debug("link %s: assignment %s", self.name, {b: [f"{m.topic}-{p.partition}" for m, p in parts] for b, parts in assignment.items()})
         self.wake_loops()
 
     def _holds_data(self, mirror: Mirror) -> bool:
         local = self._topics.get(mirror.topic)
         return local is not None and any(plog.log_end_offset > 0 for plog in local.logs)
+
+    def _refresh_soon(self) -> None:
+        """Leadership moved or a source topic is missing: look again after ``retry.backoff.ms``, not at
+        once, so a source in trouble is asked about once per back-off, never in a tight loop."""
+        deadline = trio.current_time() + self.settings.retry_backoff_ms / 1000
+        self._next_refresh = min(self._next_refresh, deadline)
+        if self._waiting is not None:
+            self._waiting.deadline = min(self._waiting.deadline, deadline)
 
     def wake_loops(self) -> None:
         changed, self._changed = self._changed, trio.Event()
@@ -206,7 +223,7 @@ class LinkRuntime:
         if now_ms() - mirror.missing_since_ms >= self.settings.retry_timeout_ms:
             self.fail(mirror, MirrorError.SOURCE_TOPIC_MAY_BE_DELETED, f"source topic {mirror.source_topic} has been missing (or re-created with a new id) for {self.settings.retry_timeout_ms} ms")
         else:
-            self._refresh.set()
+            self._refresh_soon()
 
     # -- fetching --------------------------------------------------------------------------------
 
@@ -363,7 +380,7 @@ class LinkRuntime:
             return None
         if code in LEADERSHIP_ERRORS:
             progress.validated = False
-            self._refresh.set()
+            self._refresh_soon()
             return None
         if code != ErrorCode.NONE:
             log.warning("mirror %s partition %d: source fetch error %s", mirror.topic, progress.partition, code.name)

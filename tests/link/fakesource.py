@@ -3,7 +3,9 @@ ones with a flipped CRC that no real broker would ever return.
 
 Built on our sans-IO codec (``protocol.messages``), one thread per connection. It answers what a link
 asks of a source: ApiVersions, Metadata, ListOffsets, Fetch and OffsetForLeaderEpoch, for one topic with
-one partition led by itself (node 1).
+one partition led by itself (node 1); ``also_serves`` names more topics that serve the same partition.
+Metadata answers can be held back (``hold_metadata`` / ``release_metadata``) to stretch a link's metadata
+refresh so a test can act while it is in flight.
 """
 
 from __future__ import annotations
@@ -40,9 +42,14 @@ def flip_crc(batch: bytes) -> bytes:
 
 
 class FakeSource:
-    def __init__(self, topic: str, leader_epoch: int = 0) -> None:
+    def __init__(self, topic: str, leader_epoch: int = 0, also_serves: tuple[str, ...] = ()) -> None:
         self.topic = topic
-        self.topic_id = uuid.uuid4()
+        self.names = (topic, *also_serves)
+        self._metadata_open = threading.Event()
+        self._metadata_open.set()
+        self.metadata_held = threading.Event()  # set once a Metadata request waits behind hold_metadata()
+        self.topic_ids = {name: uuid.uuid4() for name in self.names}
+        self.topic_id = self.topic_ids[topic]
         self.leader_epoch = leader_epoch
         self.port = free_port()
         self.fetches = 0
@@ -62,6 +69,14 @@ class FakeSource:
         """Append ``batch`` (whole, with its base offset already set) to what Fetch returns."""
         with self._lock:
             self._batches.append(bytes(batch))
+
+    def hold_metadata(self) -> None:
+        """Metadata requests from now on wait (their connection's later requests too) until released."""
+        self.metadata_held.clear()
+        self._metadata_open.clear()
+
+    def release_metadata(self) -> None:
+        self._metadata_open.set()
 
     @property
     def end_offset(self) -> int:
@@ -133,17 +148,20 @@ class FakeSource:
         }
 
     def _metadata(self, body: dict) -> dict:
+        if not self._metadata_open.is_set():
+            self.metadata_held.set()
+            self._metadata_open.wait(30)
         wanted = body.get("topics")
         topics = []
-        for name in [self.topic] if wanted is None else [t["name"] for t in wanted]:
-            if name != self.topic:
+        for name in list(self.names) if wanted is None else [t["name"] for t in wanted]:
+            if name not in self.names:
                 topics.append({"error_code": ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "name": name, "topic_id": uuid.UUID(int=0), "is_internal": False, "partitions": [], "topic_authorized_operations": -2147483648})
                 continue
             topics.append(
                 {
                     "error_code": ErrorCode.NONE,
                     "name": name,
-                    "topic_id": self.topic_id,
+                    "topic_id": self.topic_ids[name],
                     "is_internal": False,
                     "partitions": [
                         {

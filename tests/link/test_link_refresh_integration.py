@@ -1,0 +1,36 @@
+"""The link's metadata loop against changes that land while it is refreshing: none may be lost.
+
+A lost wake-up is silent: the mirror looks ACTIVE and simply does not move until the next periodic refresh
+(``metadata.max.age.ms``, 5 minutes by default). The fake source holds its Metadata answer so the change
+is sure to land inside the refresh."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.records import build_records
+from tests.link.fakesource import FakeSource
+from tests.link.mirroring import admin, create_link, wait_mirrored
+
+
+@pytest.mark.timeout(90)
+def test_a_mirror_resumed_while_the_link_refreshes_metadata_is_fetched_at_once(linkd):
+    with FakeSource("a", also_serves=("b", "c")) as fake:
+        fake.serve(build_records([b"first-%d" % n for n in range(5)], base_offset=0))
+        client = admin(linkd)
+        # The default periodic refresh (the tests' links refresh every second, which would hide a lost wake-up).
+        create_link(client, "fake", fake.bootstrap, **{"metadata.max.age.ms": "300000"})
+        for name in "abc":
+            client.create_mirror(f"m{name}", "fake", source_topic=name)
+            wait_mirrored(client, f"m{name}", {0: 5})
+        client.mirror_action("pause", ["mb", "mc"])
+        fake.serve(build_records([b"second-%d" % n for n in range(5)], base_offset=5))
+        wait_mirrored(client, "ma", {0: 10})
+
+        fake.hold_metadata()
+        client.mirror_action("resume", ["mc"])  # wakes the link: its refresh now waits for the source
+        assert fake.metadata_held.wait(10), "the link did not refresh its metadata after a resume"
+        client.mirror_action("resume", ["mb"])  # lands while that refresh is in flight
+        fake.release_metadata()
+        wait_mirrored(client, "mc", {0: 10}, timeout=15)
+        wait_mirrored(client, "mb", {0: 10}, timeout=15)
