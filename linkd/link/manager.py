@@ -296,9 +296,14 @@ class LinkManager:
         return [self.describe_mirror(t) for t, m in sorted(self.mirrors.items()) if link is None or m.link == link]
 
     def on_topic_deleted(self, name: str) -> None:
-        """A client deleted a mirror topic: forget the mirror too."""
-        if self.mirrors.pop(name, None) is not None:
+        """A client deleted a mirror topic: forget the mirror too, and tell its link to stop fetching it."""
+        mirror = self.mirrors.pop(name, None)
+        if mirror is not None:
+            mirror.deleted = True
             self.mirror_store.delete(name)
+            entry = self.links.get(mirror.link)
+            if entry:
+                entry.runtime.wake()
 
     # -- commands ------------------------------------------------------------------------------
 

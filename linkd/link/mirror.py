@@ -71,6 +71,7 @@ class Mirror:
     stop_info: dict | None = None
     partitions: list[PartitionProgress] = field(default_factory=list)
     missing_since_ms: int | None = None  # source topic absent from metadata since then
+    deleted: bool = False  # a client deleted the mirror topic; the link drops it at its next round
 
     @property
     def finalizing(self) -> bool:
@@ -79,7 +80,7 @@ class Mirror:
 
     @property
     def fetching(self) -> bool:
-        return self.state in (MirrorState.ACTIVE, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED) and not self.finalizing
+        return not self.deleted and self.state in (MirrorState.ACTIVE, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED) and not self.finalizing
 
     def set_stop_info(self, store: MirrorStore, info: dict) -> None:
         store.save_stop_info(self.topic, info)

@@ -280,6 +280,11 @@ class LinkRuntime:
                 if address:
                     await self.source.drop(address)
                 await trio.sleep(backoff.next())
+            except Exception:
+                # A bug in this loop must cost this link a retry, never the daemon and every other client.
+                log.exception("link %s: fetch loop for source broker %d failed; retrying", self.name, broker_id)
+                self._refresh.set()
+                await trio.sleep(backoff.next())
 
     # -- appends overlap the next fetch ---------------------------------------------------------
 
@@ -299,6 +304,8 @@ class LinkRuntime:
         try:
             outcomes = await trio.to_thread.run_sync(_append_all, jobs)
             for (mirror, progress, plog, blob, count), error in zip(jobs, outcomes, strict=True):
+                if mirror.deleted:
+                    continue  # its log was closed under the append; nothing to report to anyone
                 if isinstance(error, CorruptBatch):
                     kind = MirrorError.UNSUPPORTED_MESSAGE_FORMAT if error.reason == "UNSUPPORTED_MESSAGE_FORMAT" else MirrorError.CORRUPT_BATCH
                     self.fail(mirror, kind, f"partition {progress.partition} at offset {error.base_offset}: {error}")
@@ -323,7 +330,10 @@ class LinkRuntime:
         for source_topic, items in by_topic.items():
             plist = []
             for mirror, progress in items:
-                plog = self._topics.get(mirror.topic).logs[progress.partition]
+                local = self._topics.get(mirror.topic)
+                if local is None:  # deleted while the previous round was in flight
+                    continue
+                plog = local.logs[progress.partition]
                 plist.append(
                     {
                         "partition": progress.partition,
@@ -334,7 +344,10 @@ class LinkRuntime:
                         "partition_max_bytes": progress.max_bytes or self.settings.fetch_max_bytes,
                     }
                 )
-            topics.append({"topic": source_topic, "partitions": plist})
+            if plist:
+                topics.append({"topic": source_topic, "partitions": plist})
+        if not topics:
+            return
         body = {
             "replica_id": -1,
             "max_wait_ms": self.settings.fetch_wait_max_ms,

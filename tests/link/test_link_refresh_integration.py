@@ -1,4 +1,5 @@
-"""The link's metadata loop against changes that land while it is refreshing: none may be lost.
+"""The link against changes that land while it works: a wake-up during a metadata refresh, a mirror topic
+deleted while it is being fetched. None may be lost, and none may stop the daemon.
 
 A lost wake-up is silent: the mirror looks ACTIVE and simply does not move until the next periodic refresh
 (``metadata.max.age.ms``, 5 minutes by default). The fake source holds its Metadata answer so the change
@@ -34,3 +35,30 @@ def test_a_mirror_resumed_while_the_link_refreshes_metadata_is_fetched_at_once(l
         fake.release_metadata()
         wait_mirrored(client, "mc", {0: 10}, timeout=15)
         wait_mirrored(client, "mb", {0: 10}, timeout=15)
+
+
+@pytest.mark.timeout(90)
+def test_deleting_a_mirror_topic_while_its_link_fetches_stops_only_that_mirror(linkd):
+    # DeleteTopics on a mirror used to leave it in the link's fetch assignment; the next round looked up
+    # the deleted log and the exception took the whole daemon down.
+    from confluent_kafka.admin import AdminClient as KafkaAdmin
+
+    with FakeSource("a", also_serves=("b",)) as fake:
+        fake.serve(build_records([b"first-%d" % n for n in range(5)], base_offset=0))
+        client = admin(linkd)
+        create_link(client, "fake", fake.bootstrap)
+        for name in "ab":
+            client.create_mirror(f"m{name}", "fake", source_topic=name)
+            wait_mirrored(client, f"m{name}", {0: 5})
+        kafka_admin = KafkaAdmin({"bootstrap.servers": linkd.bootstrap})
+        for future in kafka_admin.delete_topics(["ma"], operation_timeout=10).values():
+            future.result(30)
+        fetches = fake.fetches
+        fake.serve(build_records([b"second-%d" % n for n in range(5)], base_offset=5))
+        wait_mirrored(client, "mb", {0: 10}, timeout=15)
+        assert fake.fetches > fetches and linkd.running, linkd.logs()
+        assert [m["mirror_topic_name"] for m in client.list_mirrors()] == ["mb"]
+        assert "Traceback" not in linkd.logs(400), linkd.logs()
+        # The name is free again: a new mirror of it starts from the source's beginning.
+        client.create_mirror("ma", "fake", source_topic="a")
+        wait_mirrored(client, "ma", {0: 10}, timeout=15)
