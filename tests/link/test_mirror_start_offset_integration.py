@@ -1,0 +1,48 @@
+"""Where a new mirror starts (``mirror.start.offset.spec``) against a real Kafka source: ``latest`` and a
+timestamp, for multi-partition topics (one ListOffsets for all new partitions) and a single partition."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from confluent_kafka import Producer
+
+from tests.link.mirroring import admin, create_link, wait_mirrored
+from tests.peers import rawclient
+from tests.promotion.helpers import create_topic
+
+pytestmark = pytest.mark.timeout(120)
+OLD_MS = 1_700_000_000_000  # 2023-11-14
+NEW_MS = OLD_MS + 86_400_000
+
+
+def _produce(bootstrap: str, topic: str, partitions: int, count: int, timestamp_ms: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "log_level": 3})
+    for p in range(partitions):
+        for i in range(count):
+            producer.produce(topic, value=b"v%d" % i, partition=p, timestamp=timestamp_ms + i)
+    assert producer.flush(30) == 0
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_mirrors_start_at_latest_or_at_a_timestamp(kafka_broker, linkd, unique_topic, partitions):
+    create_topic(kafka_broker.bootstrap, unique_topic, partitions)
+    _produce(kafka_broker.bootstrap, unique_topic, partitions, 10, OLD_MS)
+    _produce(kafka_broker.bootstrap, unique_topic, partitions, 10, NEW_MS)
+    client = admin(linkd)
+    between = datetime.fromtimestamp((OLD_MS + NEW_MS) / 2000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    create_link(client, "from-ts", kafka_broker.bootstrap, **{"mirror.start.offset.spec": between})
+    create_link(client, "from-latest", kafka_broker.bootstrap, **{"mirror.start.offset.spec": "latest"})
+    client.create_mirror("ts-copy", "from-ts", source_topic=unique_topic)
+    client.create_mirror("latest-copy", "from-latest", source_topic=unique_topic)
+    wait_mirrored(client, "ts-copy", {p: 20 for p in range(partitions)}, timeout=30)
+    for p in range(partitions):
+        assert rawclient.list_offsets(linkd.bootstrap, "ts-copy", p) == (10, 20)
+    wait_mirrored(client, "latest-copy", {p: 20 for p in range(partitions)}, timeout=30)
+    _produce(kafka_broker.bootstrap, unique_topic, partitions, 5, NEW_MS + 1000)
+    wait_mirrored(client, "latest-copy", {p: 25 for p in range(partitions)}, timeout=30)
+    for p in range(partitions):
+        assert rawclient.list_offsets(linkd.bootstrap, "latest-copy", p) == (20, 25)
+        assert rawclient.list_offsets(linkd.bootstrap, "ts-copy", p)[0] == 10
+    assert client.describe_mirror("ts-copy")["gaps"] == []
