@@ -283,7 +283,7 @@ class Bench:
 
     def mirror_catch_up(self) -> None:
         self.linkd = self.start_linkd()
-        # Two mirrors of one source topic over one link starve each other (reported), hence a link per run.
+        # linkd refuses a second mirror of a source topic on one link, hence a link per run.
         # Best of two catch-ups, as the raw Fetch limit is a best of three: both sides get the same chance
         # to dodge the other work on the machine.
         # Each catch-up starts right after ~its size of earlier output was deleted, as each raw Fetch pass
