@@ -348,6 +348,8 @@ class LinkRuntime:
             if plist:
                 topics.append({"topic": source_topic, "partitions": plist})
         if not topics:
+            # Every partition's topic is gone: wait for the refresh that drops them rather than spin.
+            await trio.sleep(self.settings.retry_backoff_ms / 1000)
             return
         body = {
             "replica_id": -1,
