@@ -3,10 +3,12 @@ timestamp, for multi-partition topics (one ListOffsets for all new partitions) a
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
+from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from tests.link.mirroring import admin, create_link, wait_mirrored
 from tests.peers import rawclient
@@ -25,13 +27,29 @@ def _produce(bootstrap: str, topic: str, partitions: int, count: int, timestamp_
     assert producer.flush(30) == 0
 
 
+def _wait_source_finds(bootstrap: str, topic: str, partitions: int, timestamp_ms: int, expected: int) -> None:
+    """Until the source itself answers the timestamp lookup (its high watermark must cover the records; a
+    loaded broker can lag a moment), linkd would rightly start at the latest offset instead."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    deadline = time.monotonic() + 20
+    while True:
+        request = {TopicPartition(topic, p): OffsetSpec.for_timestamp(timestamp_ms) for p in range(partitions)}
+        found = [f.result(10).offset for f in admin.list_offsets(request).values()]
+        if found == [expected] * partitions:
+            return
+        assert time.monotonic() < deadline, f"the source finds offsets {found} for {timestamp_ms}"
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("partitions", [1, 3])
 def test_mirrors_start_at_latest_or_at_a_timestamp(kafka_broker, linkd, unique_topic, partitions):
     create_topic(kafka_broker.bootstrap, unique_topic, partitions)
     _produce(kafka_broker.bootstrap, unique_topic, partitions, 10, OLD_MS)
     _produce(kafka_broker.bootstrap, unique_topic, partitions, 10, NEW_MS)
     client = admin(linkd)
-    between = datetime.fromtimestamp((OLD_MS + NEW_MS) / 2000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    between_ms = (OLD_MS + NEW_MS) // 2
+    between = datetime.fromtimestamp(between_ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+    _wait_source_finds(kafka_broker.bootstrap, unique_topic, partitions, between_ms, 10)
     create_link(client, "from-ts", kafka_broker.bootstrap, **{"mirror.start.offset.spec": between})
     create_link(client, "from-latest", kafka_broker.bootstrap, **{"mirror.start.offset.spec": "latest"})
     client.create_mirror("ts-copy", "from-ts", source_topic=unique_topic)
