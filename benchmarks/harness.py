@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.peers import LOOPBACK, PeerUnavailable, _die_with_parent, file_lock, spawn, terminate
+from tests.peers import LOOPBACK, _die_with_parent, spawn, terminate
 from tests.peers.kafka import _LOG4J2 as KAFKA_LOG4J2  # same file-only logging as the test brokers
-from tests.peers.kafka import POM, KafkaBroker, _pom_digest, java_binary, kafka_home
+from tests.peers.kafka import KafkaBroker, ensure_mm2_libs, java_binary
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -196,36 +195,6 @@ class EndOffsets:
 
 
 # -- MirrorMaker 2 ---------------------------------------------------------------------------------
-
-
-def ensure_mm2_libs() -> Path:
-    """Jars for MirrorMaker 2 (broker jars plus connect-mirror and connect-runtime), resolved once.
-
-    Shares the harness's cache directory and stamp. Resolved here rather than through
-    ``tests.peers.kafka.ensure_mm2_libs`` because that one passes ``-P`` between ``-f`` and the pom path,
-    which Maven rejects (reported to the harness owner).
-    """
-    target = kafka_home() / "mm2-libs"
-    stamp = target / ".complete"
-    digest = _pom_digest()
-    if stamp.is_file() and stamp.read_text().strip() == digest:
-        return target
-    with file_lock(target.parent / f".{target.name}.lock"):
-        if stamp.is_file() and stamp.read_text().strip() == digest:
-            return target
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise PeerUnavailable("Maven ('mvn') is not on PATH: MirrorMaker 2 jars cannot be resolved")
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        argv = [mvn, "-q", "-B", "-Pmm2", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            raise PeerUnavailable(f"Maven could not resolve the mm2 profile: {(result.stdout + result.stderr)[-2000:]}")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        stamp.write_text(digest + "\n")
-        return target
 
 
 # MirrorMaker 2 tuned for throughput the way its documentation and operator guides recommend: as many

@@ -165,6 +165,12 @@ async def form_group(c: GroupCoordinator, group: str, n: int) -> list[str]:
     return ids
 
 
+async def leader_and_follower(c: GroupCoordinator, group: str) -> tuple[str, str]:
+    """A Stable two-member group; the leader's rejoin opens a join phase, the follower's does not."""
+    a, b = await form_group(c, group, 2)
+    return (a, b) if c.group_snapshot(group).leader_id == a else (b, a)
+
+
 # ---------------------------------------------------------------- rebalance protocol
 
 
@@ -217,9 +223,7 @@ def test_rejoin_of_a_stable_follower_gets_the_current_generation_without_a_rebal
     # kafka-python 3 re-sends JoinGroup when a join outlived its poll() timeout; a rebalance per such join
     # kept a mixed group rebalancing for ever (every rebalance outlived the next poll timeout).
     async def test(c: GroupCoordinator) -> None:
-        a, b = await form_group(c, "g", 2)
-        leader = c.group_snapshot("g").leader_id
-        follower = b if leader == a else a
+        leader, follower = await leader_and_follower(c, "g")
         r = await c.join_group(join_body("g", follower), 9)
         assert (r["error_code"], r["generation_id"], r["leader"], r["members"]) == (E.NONE, 1, leader, [])
         assert c.group_snapshot("g").state is GroupState.STABLE
@@ -232,9 +236,7 @@ def test_rejoin_of_a_stable_follower_gets_the_current_generation_without_a_rebal
 
 def test_rejoin_of_a_stable_leader_starts_a_rebalance_and_keeps_its_leadership(store):
     async def test(c: GroupCoordinator) -> None:
-        a, b = await form_group(c, "g", 2)
-        leader = c.group_snapshot("g").leader_id
-        follower = b if leader == a else a
+        leader, follower = await leader_and_follower(c, "g")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(c.join_group, join_body("g", leader), 9)
             await trio.testing.wait_all_tasks_blocked()
@@ -250,8 +252,7 @@ def test_rejoin_of_a_stable_leader_starts_a_rebalance_and_keeps_its_leadership(s
 
 def test_rejoin_of_a_stable_follower_with_new_metadata_starts_a_rebalance(store):
     async def test(c: GroupCoordinator) -> None:
-        a, b = await form_group(c, "g", 2)
-        follower = b if c.group_snapshot("g").leader_id == a else a
+        _leader, follower = await leader_and_follower(c, "g")
         changed = [{"name": "range", "metadata": b"now-subscribed-to-more"}]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(c.join_group, join_body("g", follower, protocols=changed), 9)
@@ -339,9 +340,7 @@ def test_session_expiry_removes_a_silent_member_and_rebalances_the_rest(store):
 
 def test_rebalance_timeout_completes_the_join_with_the_members_that_rejoined(store):
     async def test(c: GroupCoordinator) -> None:
-        a, b = await form_group(c, "g", 2)
-        if c.group_snapshot("g").leader_id != a:  # the leader's rejoin opens the join phase; a follower's would not
-            a, b = b, a
+        a, b = await leader_and_follower(c, "g")  # a leads: its rejoin opens the join phase
         start = trio.current_time()
         # b keeps heartbeating (so it is not expired) but never rejoins.
         async with trio.open_nursery() as nursery:
@@ -458,9 +457,7 @@ def test_invalid_group_id_and_session_timeout(store):
 
 def test_a_cancelled_join_leaves_no_parked_state_behind(store):
     async def test(c: GroupCoordinator) -> None:
-        a, b = await form_group(c, "g", 2)
-        if c.group_snapshot("g").leader_id != a:  # only the leader's rejoin parks (a follower's is answered at once)
-            a, b = b, a
+        a, b = await leader_and_follower(c, "g")  # a leads: its rejoin opens the join phase
         with trio.move_on_after(1):  # a's connection dies while its join is parked waiting for b
             await c.join_group(join_body("g", a), 9)
         joins, syncs = await rebalance(c, "g", [a, b])
