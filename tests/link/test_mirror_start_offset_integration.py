@@ -21,10 +21,21 @@ NEW_MS = OLD_MS + 86_400_000
 
 def _produce(bootstrap: str, topic: str, partitions: int, count: int, timestamp_ms: int) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "log_level": 3})
+    delivered: list[tuple[int, int, int]] = []
+    errors: list[str] = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(str(err))
+        else:
+            delivered.append((msg.partition(), msg.offset(), msg.timestamp()[1]))
+
     for p in range(partitions):
         for i in range(count):
-            producer.produce(topic, value=b"v%d" % i, partition=p, timestamp=timestamp_ms + i)
+            producer.produce(topic, value=b"v%d" % i, partition=p, timestamp=timestamp_ms + i, on_delivery=on_delivery)
     assert producer.flush(30) == 0
+    assert not errors, errors
+    assert len(delivered) == partitions * count
 
 
 def _wait_source_finds(bootstrap: str, topic: str, partitions: int, timestamp_ms: int, expected: int) -> None:
@@ -37,7 +48,9 @@ def _wait_source_finds(bootstrap: str, topic: str, partitions: int, timestamp_ms
         found = [f.result(10).offset for f in admin.list_offsets(request).values()]
         if found == [expected] * partitions:
             return
-        assert time.monotonic() < deadline, f"the source finds offsets {found} for {timestamp_ms}"
+        if time.monotonic() > deadline:
+            ends = {p: rawclient.list_offsets(bootstrap, topic, p) for p in range(partitions)}
+            raise AssertionError(f"the source finds offsets {found} for {timestamp_ms}; its (start, end) offsets: {ends}")
         time.sleep(0.1)
 
 

@@ -257,8 +257,11 @@ class KafkaBroker:
             "num.recovery.threads.per.data.dir": "1",
             "log.cleaner.threads": "1",
             "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),  # default 128 MiB would not fit the heap
-            # Retention tests need the cleaner to look often; harmless otherwise.
+            # Retention tests need the cleaner to look often. Tests stamp records in 2023 for determinism, older
+            # than the default 7-day retention: that check would roll and delete them behind the test's back
+            # (from 30 s after start-up on), so time retention is off unless a test or topic asks for it.
             "log.retention.check.interval.ms": "1000",
+            "log.retention.ms": "-1",
         }
         config.update(self.extra_config)
         (self.workdir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in config.items()))
