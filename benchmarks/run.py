@@ -71,8 +71,8 @@ FETCH_SIZES = {"default": (1 << 20, 10 << 20), "large": (8 << 20, 64 << 20)}
 LARGE_FETCH_LINK_CONFIG = {"replica.fetch.max.bytes": str(FETCH_SIZES["large"][0]), "replica.fetch.response.max.bytes": str(FETCH_SIZES["large"][1])}
 
 MODES = {
-    "quick": {"payload_bytes": 150 * MB, "latency_seconds": 8, "kafka_python_time_limit": 40, "mm2_timeout": 240},
-    "full": {"payload_bytes": 1000 * MB, "latency_seconds": 20, "kafka_python_time_limit": 90, "mm2_timeout": 600},
+    "quick": {"rounds": 3, "payload_bytes": 150 * MB, "latency_seconds": 8, "kafka_python_time_limit": 40, "mm2_timeout": 240},
+    "full": {"rounds": 5, "payload_bytes": 1000 * MB, "latency_seconds": 20, "kafka_python_time_limit": 90, "mm2_timeout": 600},
 }
 
 
@@ -207,44 +207,19 @@ class Bench:
         self.many_topics = names
         self.many_ends = EndOffsets(self.source.bootstrap).query({n: MANY_PARTITIONS for n in names}, timeout=60)
 
-    # -- 3. the limit ------------------------------------------------------------------------------
+    # -- 1 and 3. mirror catch-up against the limit, interleaved --------------------------------------
 
-    def raw_fetch(self, name: str, bootstrap: str, out: Path, sizes: str = "default", ends: str | None = None) -> dict:
-        """Best of three passes of the raw Fetch loop (the first also warms the server's code paths).
-
-        Every timed pass here and every catch-up starts right after as many bytes of earlier output were
-        deleted: on a VM that hands freed memory back to its host, page-cache pages freed a moment ago are
-        ~10x cheaper to write into than pages never used, so that must be the same on both sides of a ratio.
-        Each pass writes new files and deletes them when done. ``digest``: sha256 of each partition's bytes."""
+    def raw_pass(self, name: str, bootstrap: str, sizes: str = "default", ends: str | None = None, out: Path | None = None, digest: bool = False) -> dict:
+        """One pass of the raw Fetch loop. With ``out`` it writes one new file per partition there, deleted
+        right after (``digest``: sha256 of each first); without, it discards the bytes (timing a server)."""
         partition_max, response_max = FETCH_SIZES[sizes]
-        passes, digest = [], None
-        for i in range(3):
-            target = out / f"pass-{i}"
-            passes.append(self.worker(f"{name}-{sizes}-{i}", "raw-fetch", "--bootstrap", bootstrap, "--ends", ends or self.ends_json(), "--out", str(target),
-                                      "--partition-max-bytes", str(partition_max), "--max-bytes", str(response_max)))
-            if digest is None:
-                digest = _digest_dir(target)
-            shutil.rmtree(target, ignore_errors=True)
-        best = min(passes, key=lambda r: r["wall_s"])
-        return {**best, "passes_wall_s": [round(r["wall_s"], 3) for r in passes], "fetch_sizes": sizes, "digest": digest or {}}
-
-    def raw_fetch_limit(self) -> None:
-        out = self.workdir / "raw-source"
-        runs = {}
-        for sizes in FETCH_SIZES:
-            runs[sizes] = self.raw_fetch("raw-fetch-limit", self.source.bootstrap, out, sizes)
-            self.source_digest = runs[sizes].pop("digest")
-        r = min(runs.values(), key=lambda x: x["wall_s"])
-        self.wire_bytes = r["bytes"]
-        self.results["data"]["wire_bytes"] = self.wire_bytes
-        self.results["data"]["compression_ratio"] = round(self.payload_bytes / self.wire_bytes, 2)
-        self.results["raw_fetch_limit"] = {**r, "mb_s": self.wire_bytes / MB / r["wall_s"], "payload_mb_s": self.payload_bytes / MB / r["wall_s"],
-                                           "cpu_s_per_gb": r["cpu_s"] / (self.payload_bytes / GB),
-                                           "by_fetch_sizes_mb_s": {k: v["bytes"] / MB / v["wall_s"] for k, v in runs.items()}}
-        rates = ", ".join(f"{k} sizes {v['bytes'] / MB / v['wall_s']:.0f} MB/s {v['passes_wall_s']}" for k, v in runs.items())
-        self.log(f"   raw fetch: {self.wire_bytes / MB:.0f} MB; {rates}")
-
-    # -- 1. mirror catch-up --------------------------------------------------------------------------
+        argv = ["raw-fetch", "--bootstrap", bootstrap, "--ends", ends or self.ends_json(), "--partition-max-bytes", str(partition_max), "--max-bytes", str(response_max)]
+        argv += ["--out", str(out)] if out else ["--discard"]
+        result = {**self.worker(name, *argv), "fetch_sizes": sizes}
+        if out:
+            result["digest"] = _digest_dir(out) if digest else {}
+            shutil.rmtree(out, ignore_errors=True)
+        return result
 
     def start_linkd(self) -> LinkdProcess:
         # Others commit to linkd while benchmarks run: record the code each daemon actually started with.
@@ -266,7 +241,7 @@ class Bench:
         started = time.perf_counter()
         for topic in DATA_TOPICS:
             admin.create_mirror(f"{prefix}{topic}", link, source_topic=topic)
-        # Polled every 5 ms (one Metadata + one ListOffsets round trip each): the end is seen within ~6 ms.
+        # Polled every 5 ms (one ListOffsets round trip each): the end is seen within ~6 ms.
         first, done = watcher.wait_for(targets, timeout=600, interval=0.005)
         watcher.close()
         cpu = meter.stop()
@@ -281,19 +256,48 @@ class Bench:
             "streaming_mb_s": self.wire_bytes / MB / (done - first) if first and done > first else None,
         }
 
-    def mirror_catch_up(self) -> None:
+    def catch_up_vs_limit(self) -> None:
+        """Rounds of [raw Fetch pass with each fetch size, linkd catch-up], medians over the rounds.
+
+        The ratio of a catch-up to the raw loop depends most on what the machine does at that moment (on
+        this VM: whether freed pages are at hand to write into, see the report), so both sides are measured
+        in turns, each pass right after about its size of earlier output was deleted, and each side's
+        median is taken. A warm-up pass first (the broker's JIT, and the digest serving is checked against).
+        linkd refuses a second mirror of a source topic on one link, hence a link per catch-up; the last
+        round's mirrors (link ``src``) are kept for serving and latency, the others deleted at once."""
         self.linkd = self.start_linkd()
-        # linkd refuses a second mirror of a source topic on one link, hence a link per run.
-        # Best of two catch-ups, as the raw Fetch limit is a best of three: both sides get the same chance
-        # to dodge the other work on the machine.
-        # Each catch-up starts right after ~its size of earlier output was deleted, as each raw Fetch pass
-        # does (see raw_fetch): the first after the raw passes' files, the second after the first's mirrors.
-        # The mirrors kept for serving are the second's.
-        first = self.catch_up("again", {}, "again-")
-        self._delete_linkd_topics([f"again-{t}" for t in DATA_TOPICS])
-        runs = [self.catch_up("src", {}, ""), first]
-        r = self.results["mirror"] = {**min(runs, key=lambda x: x["wall_s"]), "runs_wall_s": [round(x["wall_s"], 3) for x in runs]}
-        self.log(f"   linkd caught up in {r['wall_s']:.2f}s = {r['mb_s']:.0f} MB/s wire, {r['payload_mb_s']:.0f} MB/s payload, {r['cpu_s']:.1f} CPU s (runs {r['runs_wall_s']})")
+        out = self.workdir / "raw-source"
+        warm = self.raw_pass("raw-fetch-warm-up", self.source.bootstrap, out=out / "warm-up", digest=True)
+        self.source_digest = warm.pop("digest")
+        self.wire_bytes = warm["bytes"]
+        self.results["data"]["wire_bytes"] = self.wire_bytes
+        self.results["data"]["compression_ratio"] = round(self.payload_bytes / self.wire_bytes, 2)
+        rounds = self.settings["rounds"]
+        raw: dict[str, list[dict]] = {sizes: [] for sizes in FETCH_SIZES}
+        limits, catch_ups = [], []
+        for i in range(rounds):
+            for sizes in FETCH_SIZES:
+                raw[sizes].append(self.raw_pass(f"raw-fetch-limit-{sizes}-{i}", self.source.bootstrap, sizes, out=out / f"{sizes}-{i}"))
+            limits.append(min((raw[sizes][-1] for sizes in FETCH_SIZES), key=lambda r: r["wall_s"]))
+            last = i == rounds - 1
+            link, prefix = ("src", "") if last else (f"round{i}", f"round{i}-")
+            catch_ups.append(self.catch_up(link, {}, prefix))
+            if not last:
+                self._delete_linkd_topics([f"{prefix}{t}" for t in DATA_TOPICS])
+            passes = " / ".join(f"{raw[sizes][-1]['wall_s']:.3f}" for sizes in FETCH_SIZES)
+            self.log(f"   round {i + 1}/{rounds}: raw Fetch {passes} s, linkd {catch_ups[-1]['wall_s']:.3f} s")
+        limit = _median_run(limits)
+        self.results["raw_fetch_limit"] = {
+            **limit, "mb_s": self.wire_bytes / MB / limit["wall_s"], "payload_mb_s": self.payload_bytes / MB / limit["wall_s"],
+            "cpu_s_per_gb": limit["cpu_s"] / (self.payload_bytes / GB), "rounds_wall_s": [round(r["wall_s"], 3) for r in limits],
+            "best_mb_s": self.wire_bytes / MB / min(r["wall_s"] for r in limits), "warm_up_wall_s": round(warm["wall_s"], 3),
+            "passes_wall_s": {sizes: [round(r["wall_s"], 3) for r in runs] for sizes, runs in raw.items()},
+            "by_fetch_sizes_mb_s": {sizes: self.wire_bytes / MB / _median_run(runs)["wall_s"] for sizes, runs in raw.items()},
+        }
+        mirror = _median_run(catch_ups)
+        self.results["mirror"] = {**mirror, "runs_wall_s": [round(r["wall_s"], 3) for r in catch_ups], "best_mb_s": self.wire_bytes / MB / min(r["wall_s"] for r in catch_ups)}
+        self.log(f"   median of {rounds}: raw Fetch limit {self.results['raw_fetch_limit']['mb_s']:.0f} MB/s, linkd {mirror['mb_s']:.0f} MB/s wire "
+                 f"({mirror['payload_mb_s']:.0f} MB/s payload, {mirror['cpu_s']:.2f} CPU s)")
 
     def _delete_linkd_topics(self, topics: list[str]) -> None:
         from confluent_kafka.admin import AdminClient
@@ -309,24 +313,34 @@ class Bench:
     # -- 4. serving ----------------------------------------------------------------------------------
 
     def serving(self) -> None:
+        """Raw Fetch of everything from linkd and from the source, in turns (the order flips each round),
+        median per server. One pass each first writes files and checks them byte for byte against the
+        source's (also warming both); the timed passes discard the bytes, so the figure is the server's,
+        not this client's page-cache writes. Then a confluent-kafka consumer reads everything from each."""
+        servers = {"linkd": (self.linkd.process.pid, self.linkd.bootstrap), "source": (self.source.process.pid, self.source.bootstrap)}
+        digests = {name: self.raw_pass(f"serve-verify-{name}", bootstrap, out=self.workdir / f"serve-{name}", digest=True)["digest"] for name, (_pid, bootstrap) in servers.items()}
+        timed: dict[str, list[dict]] = {name: [] for name in servers}
+        for i in range(self.settings["rounds"]):
+            for name in (list(servers) if i % 2 == 0 else list(reversed(servers))):
+                pid, bootstrap = servers[name]
+                meter = CpuMeter(server=pid).start()
+                run = self.raw_pass(f"serve-raw-{name}-{i}", bootstrap)
+                timed[name].append({**run, "server_cpu_s": meter.stop()["server"]})
         out = {}
-        for name, broker_pid, bootstrap in (("linkd", self.linkd.process.pid, self.linkd.bootstrap), ("source", self.source.process.pid, self.source.bootstrap)):
-            path = self.workdir / f"serve-{name}"
-            meter = CpuMeter(server=broker_pid).start()
-            raw = self.raw_fetch(f"serve-raw-{name}", bootstrap, path)
-            digest = raw.pop("digest")
-            raw_cpu = meter.stop()["server"] / 3
-            meter = CpuMeter(server=broker_pid).start()
+        for name, (pid, bootstrap) in servers.items():
+            raw = _median_run(timed[name])
+            meter = CpuMeter(server=pid).start()
             consumed = self.worker(f"serve-consume-{name}", "consume", "--bootstrap", bootstrap, "--ends", self.ends_json())
             consume_cpu = meter.stop()["server"]
             out[name] = {
-                "raw_mb_s": raw["bytes"] / MB / raw["wall_s"], "raw_wall_s": raw["wall_s"], "raw_passes_wall_s": raw["passes_wall_s"], "raw_bytes": raw["bytes"], "raw_server_cpu_s": raw_cpu,
-                "bytes_identical_to_source_fetch": digest == getattr(self, "source_digest", None),
+                "raw_mb_s": raw["bytes"] / MB / raw["wall_s"], "raw_wall_s": raw["wall_s"], "raw_passes_wall_s": [round(r["wall_s"], 3) for r in timed[name]],
+                "raw_bytes": raw["bytes"], "raw_server_cpu_s": raw["server_cpu_s"], "raw_client_cpu_s": raw["cpu_s"],
+                "bytes_identical_to_source_fetch": digests[name] == getattr(self, "source_digest", None),
                 "consumer_records": consumed["records"], "consumer_complete": consumed["complete"], "consumer_wall_s": consumed["wall_s"],
                 "consumer_mb_s": self.wire_bytes * self.payload_fraction(consumed["records"]) / MB / consumed["wall_s"],
                 "consumer_records_s": consumed["records"] / consumed["wall_s"], "consumer_server_cpu_s": consume_cpu,
             }
-            self.log(f"   {name}: raw {out[name]['raw_mb_s']:.0f} MB/s (identical bytes: {out[name]['bytes_identical_to_source_fetch']}), "
+            self.log(f"   {name}: raw {out[name]['raw_mb_s']:.0f} MB/s {out[name]['raw_passes_wall_s']} (identical bytes: {out[name]['bytes_identical_to_source_fetch']}), "
                      f"confluent consumer {out[name]['consumer_records_s']:,.0f} records/s")
         self.results["serve"] = out
 
@@ -398,7 +412,7 @@ class Bench:
         renamed = {f"prof-{t}": offsets for t, offsets in self.ends.items()}
         spy = PySpy(self.linkd.process.pid, self.workdir / "profile-serve.txt", self.logs / "py-spy-serve.log").start()
         try:
-            self.raw_fetch("profile-serve", self.linkd.bootstrap, self.workdir / "profile-serve-out", ends=json.dumps(renamed))
+            self.raw_pass("profile-serve", self.linkd.bootstrap, ends=json.dumps(renamed))
             self.worker("profile-serve-consume", "consume", "--bootstrap", self.linkd.bootstrap, "--ends", json.dumps(renamed))
         finally:
             spy.stop()
@@ -525,8 +539,7 @@ class Bench:
         preparing.join()
         if "load" in self.results["errors"]:
             return self.results
-        self.phase("raw_fetch_limit", self.raw_fetch_limit)
-        self.phase("mirror", self.mirror_catch_up)
+        self.phase("mirror", self.catch_up_vs_limit)
         if self.linkd is not None:
             self.phase("serve", self.serving)
             self.phase("latency", self.latency)
@@ -585,6 +598,12 @@ def _digest_dir(path: Path) -> dict[str, str]:
         digests[file.name] = digest.hexdigest()
     shutil.rmtree(path, ignore_errors=True)
     return digests
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r["wall_s"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def _percentiles(values: list[float]) -> dict:

@@ -5,7 +5,7 @@ times only its own work (clients constructed, connections warm) and reports ``wa
 (``time.process_time``: user + system of every thread, librdkafka's included) for that span.
 
     python benchmarks/workers.py load --bootstrap H:P --topic T --codec zstd --payload-bytes N
-    python benchmarks/workers.py raw-fetch --bootstrap H:P --ends JSON --out DIR [--partition-max-bytes N]
+    python benchmarks/workers.py raw-fetch --bootstrap H:P --ends JSON (--out DIR | --discard) [--partition-max-bytes N]
     python benchmarks/workers.py consume --bootstrap H:P --ends JSON
     python benchmarks/workers.py copy-confluent|copy-kafka-python --source H:P --dest H:P --ends JSON --topic-map JSON
     python benchmarks/workers.py produce-rate --bootstrap H:P --topic T --rate 2000 --seconds 20
@@ -153,14 +153,18 @@ class RawFetcher:
 
 def cmd_raw_fetch(args) -> None:
     """Fetch every partition from offset 0 to its end and write the whole batches to one file per partition
-    in ``--out`` (partition by partition the bytes must match across servers; the interleaving need not)."""
+    in ``--out`` (partition by partition the bytes must match across servers; the interleaving need not).
+    ``--discard`` drops the bytes instead: for timing a server, whose figure should not include this
+    client's page-cache writes."""
     from protocol.records import split_batches
 
     ends = {(t, p): end for t, offsets in json.loads(args.ends).items() for p, end in enumerate(offsets)}
     positions = {tp: 0 for tp, end in ends.items() if end > 0}
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {tp: open(out_dir / f"{tp[0]}-{tp[1]}.bin", "wb", buffering=0) for tp in positions}  # noqa: SIM115
+    files = {}
+    if not args.discard:
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = {tp: open(out_dir / f"{tp[0]}-{tp[1]}.bin", "wb", buffering=0) for tp in positions}  # noqa: SIM115
     fetcher = RawFetcher(args.bootstrap)
     written = requests = 0
     start = _span()
@@ -178,7 +182,8 @@ def cmd_raw_fetch(args) -> None:
                 split = split_batches(records)
                 if not split.batches:
                     continue
-                files[tp].write(memoryview(records)[: split.consumed])
+                if files:
+                    files[tp].write(memoryview(records)[: split.consumed])
                 written += split.consumed
                 positions[tp] = split.batches[-1].next_offset
                 if positions[tp] >= ends[tp]:
@@ -404,9 +409,10 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("raw-fetch")
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--ends", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default="")
     p.add_argument("--partition-max-bytes", type=int, default=MB)
     p.add_argument("--max-bytes", type=int, default=10 * MB)
+    p.add_argument("--discard", action="store_true", help="count the fetched bytes, write nothing")
     p.set_defaults(fn=cmd_raw_fetch)
 
     p = sub.add_parser("consume")
