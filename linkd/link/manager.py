@@ -247,7 +247,7 @@ class LinkManager:
             raise
         self.mirrors[topic] = mirror
         self._topics.get(topic).writable = False
-        entry.runtime.wake()
+        entry.runtime.add_mirror(mirror, st)
         log.info("created mirror %s of %s over link %s (%d partitions)", topic, source_topic, link, partitions)
         return self.describe_mirror(topic)
 

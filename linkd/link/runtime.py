@@ -83,6 +83,8 @@ class LinkRuntime:
         self.state_message: str | None = None
         self._assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         self._loops: set[int] = set()
+        self._nursery: trio.Nursery | None = None
+        self._refreshing = False
         self._refresh = trio.Event()  # set: refresh metadata now (after a 5 ms coalescing pause)
         self._next_refresh = math.inf  # when the loop refreshes unasked (metadata.max.age.ms, or sooner)
         self._waiting: trio.CancelScope | None = None  # the loop's wait for either, while it waits
@@ -119,6 +121,7 @@ class LinkRuntime:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 task_status.started()
                 backoff = _Backoff(self.settings.retry_backoff_ms, self.settings.retry_backoff_max_ms)
                 while True:
@@ -127,7 +130,11 @@ class LinkRuntime:
                     self._refresh = trio.Event()
                     self._next_refresh = trio.current_time() + self.settings.metadata_max_age_ms / 1000
                     try:
-                        await self._refresh_metadata()
+                        self._refreshing = True
+                        try:
+                            await self._refresh_metadata()
+                        finally:
+                            self._refreshing = False
                         backoff.reset()
                         if self.state == LinkState.UNAVAILABLE:
                             self.state, self.state_message = LinkState.ACTIVE, None
@@ -140,15 +147,13 @@ class LinkRuntime:
                         log.warning("link %s: source unavailable: %s", self.name, exc)
                         await trio.sleep(backoff.next())
                         continue
-                    for broker_id, parts in self._assignment.items():
-                        if parts and broker_id not in self._loops:
-                            self._loops.add(broker_id)
-                            nursery.start_soon(self._fetch_loop, broker_id)
+                    self._start_loops(nursery)
                     with trio.CancelScope(deadline=self._next_refresh) as self._waiting:
                         await self._refresh.wait()
                     self._waiting = None
-                    await trio.sleep(0.005)  # coalesce bursts of refresh requests (a mirror create wakes us)
+                    await trio.sleep(0.001)  # coalesce bursts of refresh requests
         finally:
+            self._nursery = None
             with trio.CancelScope(shield=True):
                 await self.source.close()
 
@@ -161,44 +166,73 @@ class LinkRuntime:
         topics = await self.source.metadata(sorted({m.source_topic for m in mirrors}))
         assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         for mirror in mirrors:
-            st = topics.get(mirror.source_topic)
-            recreated = st is not None and st.error == ErrorCode.NONE and bool(mirror.source_topic_id) and st.topic_id is not None and str(st.topic_id) != mirror.source_topic_id
-            if recreated and self._holds_data(mirror):
-                # Same name, another log (re-created, or a source that came back empty): its offsets now name
-                # other records than the ones the mirror holds. Never mix the two histories.
-                self.fail(
-                    mirror,
-                    MirrorError.UNEXPECTED_TRUNCATION,
-                    f"source topic {mirror.source_topic} came back with a new topic id ({mirror.source_topic_id} -> {st.topic_id}): "
-                    "the source lost or re-created the log the mirror holds",
-                )
-                continue
-            if st is None or st.error != ErrorCode.NONE or recreated:
-                self._source_topic_missing(mirror, st)
-                continue
-            mirror.missing_since_ms = None
-            local = self._topics.get(mirror.topic)
-            if local is None:
-                continue
-            if len(st.partitions) < len(local.logs):
-                self.fail(mirror, MirrorError.SOURCE_PARTITIONS_DECREASED, f"source topic {mirror.source_topic} has {len(st.partitions)} partitions, mirror has {len(local.logs)}")
-                continue
-            if len(st.partitions) > len(local.logs):
-                log.info("mirror %s: source grew to %d partitions", mirror.topic, len(st.partitions))
-                self._topics.add_partitions(mirror.topic, len(st.partitions))
-            while len(mirror.partitions) < len(local.logs):
-                mirror.partitions.append(PartitionProgress(len(mirror.partitions), max_bytes=self.settings.fetch_max_bytes))
-            for progress in mirror.partitions:
-                sp = st.partitions.get(progress.partition)
-                if sp is None or sp.leader < 0:
-                    continue
-                if (sp.leader, sp.leader_epoch) != (progress.leader, progress.leader_epoch):
-                    progress.validated = False  # a new leader may hold a different history
-                progress.leader, progress.leader_epoch = sp.leader, sp.leader_epoch
-                assignment.setdefault(sp.leader, []).append((mirror, progress))
+            self._assign(mirror, topics.get(mirror.source_topic), assignment)
         self._assignment = assignment
         log.debug("link %s: assignment %s", self.name, {b: [f"{m.topic}-{p.partition}" for m, p in parts] for b, parts in assignment.items()})
         self.wake_loops()
+
+    def _assign(self, mirror: Mirror, st, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> None:
+        """Add ``mirror``'s partitions to ``assignment`` by their source leaders in ``st`` (its source topic's
+        metadata), after checking that the source topic is still the log the mirror holds."""
+        recreated = st is not None and st.error == ErrorCode.NONE and bool(mirror.source_topic_id) and st.topic_id is not None and str(st.topic_id) != mirror.source_topic_id
+        if recreated and self._holds_data(mirror):
+            # Same name, another log (re-created, or a source that came back empty): its offsets now name
+            # other records than the ones the mirror holds. Never mix the two histories.
+            self.fail(
+                mirror,
+                MirrorError.UNEXPECTED_TRUNCATION,
+                f"source topic {mirror.source_topic} came back with a new topic id ({mirror.source_topic_id} -> {st.topic_id}): "
+                "the source lost or re-created the log the mirror holds",
+            )
+            return
+        if st is None or st.error != ErrorCode.NONE or recreated:
+            self._source_topic_missing(mirror, st)
+            return
+        mirror.missing_since_ms = None
+        local = self._topics.get(mirror.topic)
+        if local is None:
+            return
+        if len(st.partitions) < len(local.logs):
+            self.fail(mirror, MirrorError.SOURCE_PARTITIONS_DECREASED, f"source topic {mirror.source_topic} has {len(st.partitions)} partitions, mirror has {len(local.logs)}")
+            return
+        if len(st.partitions) > len(local.logs):
+            log.info("mirror %s: source grew to %d partitions", mirror.topic, len(st.partitions))
+            self._topics.add_partitions(mirror.topic, len(st.partitions))
+        while len(mirror.partitions) < len(local.logs):
+            mirror.partitions.append(PartitionProgress(len(mirror.partitions), max_bytes=self.settings.fetch_max_bytes))
+        for progress in mirror.partitions:
+            sp = st.partitions.get(progress.partition)
+            if sp is None or sp.leader < 0:
+                continue
+            if (sp.leader, sp.leader_epoch) != (progress.leader, progress.leader_epoch):
+                progress.validated = False  # a new leader may hold a different history
+            progress.leader, progress.leader_epoch = sp.leader, sp.leader_epoch
+            assignment.setdefault(sp.leader, []).append((mirror, progress))
+
+    def add_mirror(self, mirror: Mirror, st) -> None:
+        """A mirror was just created from ``st``, source metadata its creator fetched a moment ago: start
+        fetching it on that, without another metadata round trip (the next refresh checks it as usual).
+        When no fetch loop can take it right now (link starting, paused or unavailable), wake the link."""
+        nursery = self._nursery
+        if nursery is None or self.state != LinkState.ACTIVE or not mirror.fetching:
+            self.wake()
+            return
+        assignment = {broker: list(parts) for broker, parts in self._assignment.items()}
+        self._assign(mirror, st, assignment)
+        if not any(m is mirror for parts in assignment.values() for m, _p in parts):
+            self.wake()  # leaderless or missing: let the refresh logic (and its back-off) handle it
+            return
+        self._assignment = assignment
+        self._start_loops(nursery)
+        self.wake_loops()
+        if self._refreshing:
+            self._refresh.set()  # the refresh in flight took its mirror list before this one existed
+
+    def _start_loops(self, nursery: trio.Nursery) -> None:
+        for broker_id, parts in self._assignment.items():
+            if parts and broker_id not in self._loops:
+                self._loops.add(broker_id)
+                nursery.start_soon(self._fetch_loop, broker_id)
 
     def _holds_data(self, mirror: Mirror) -> bool:
         local = self._topics.get(mirror.topic)

@@ -53,6 +53,7 @@ class FakeSource:
         self.leader_epoch = leader_epoch
         self.port = free_port()
         self.fetches = 0
+        self._answer_before_hold = 0
         self._batches: list[bytes] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -70,8 +71,11 @@ class FakeSource:
         with self._lock:
             self._batches.append(bytes(batch))
 
-    def hold_metadata(self) -> None:
-        """Metadata requests from now on wait (their connection's later requests too) until released."""
+    def hold_metadata(self, after: int = 0) -> None:
+        """Metadata requests from now on (after answering ``after`` more) wait, their connection's later
+        requests too, until released."""
+        with self._lock:
+            self._answer_before_hold = after
         self.metadata_held.clear()
         self._metadata_open.clear()
 
@@ -148,7 +152,10 @@ class FakeSource:
         }
 
     def _metadata(self, body: dict) -> dict:
-        if not self._metadata_open.is_set():
+        with self._lock:
+            answer_now = self._answer_before_hold > 0
+            self._answer_before_hold = max(self._answer_before_hold - 1, 0)
+        if not answer_now and not self._metadata_open.is_set():
             self.metadata_held.set()
             self._metadata_open.wait(30)
         wanted = body.get("topics")

@@ -38,6 +38,25 @@ def test_a_mirror_resumed_while_the_link_refreshes_metadata_is_fetched_at_once(l
 
 
 @pytest.mark.timeout(90)
+def test_a_new_mirror_starts_on_the_metadata_its_create_fetched(linkd):
+    """``mirror create`` has just read the source topic's metadata; the link starts fetching on that rather
+    than waiting for a refresh of its own (a slow source's Metadata answer no longer delays a new mirror)."""
+    with FakeSource("a", also_serves=("b",)) as fake:
+        fake.serve(build_records([b"first-%d" % n for n in range(5)], base_offset=0))
+        client = admin(linkd)
+        create_link(client, "fake", fake.bootstrap, **{"metadata.max.age.ms": "300000"})
+        client.create_mirror("ma", "fake", source_topic="a")
+        wait_mirrored(client, "ma", {0: 5})
+        fake.hold_metadata(after=1)  # the create's own lookup is answered, any refresh after it waits
+        try:
+            client.create_mirror("mb", "fake", source_topic="b")
+            wait_mirrored(client, "mb", {0: 5}, timeout=10)
+        finally:
+            fake.release_metadata()
+        assert "Traceback" not in linkd.logs(400), linkd.logs()
+
+
+@pytest.mark.timeout(90)
 def test_deleting_a_mirror_topic_while_its_link_fetches_stops_only_that_mirror(linkd):
     # DeleteTopics on a mirror used to leave it in the link's fetch assignment; the next round looked up
     # the deleted log and the exception took the whole daemon down.
