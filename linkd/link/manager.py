@@ -371,12 +371,14 @@ class LinkManager:
         caught_up = False
         with trio.move_on_after(timeout_s):
             while True:
-                if mirror.state != MirrorState.PENDING_STOPPED:
+                if mirror.state != MirrorState.PENDING_STOPPED or mirror.deleted:
                     break
                 if self._caught_up(mirror, started):
                     caught_up = True
                     break
                 await trio.sleep(0.05)
+        if mirror.deleted:
+            return self._deleted_while_promoting(topic)
         if not caught_up:
             lags = self._lags(mirror)
             reason = (
@@ -392,10 +394,17 @@ class LinkManager:
             except (SourceUnavailable, SourceProtocolError) as exc:
                 self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
                 return self._result(topic, ErrorCode.BROKER_NOT_AVAILABLE, f"final consumer offset sync failed: {exc}", mirror_status=mirror.state.value, mirror_lags=self._lags(mirror))
+        if mirror.deleted:  # while the final offset sync ran
+            return self._deleted_while_promoting(topic)
         self._begin_stop(mirror, "promote")
         await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
+        if mirror.deleted:
+            return self._deleted_while_promoting(topic)
         self._finalize(mirror)
         return self._result(topic, mirror_status=mirror.state.value, mirror_lags=self._lags(mirror), **self._stop_summary(mirror))
+
+    def _deleted_while_promoting(self, topic: str) -> dict:
+        return self._result(topic, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' was deleted while it was being promoted")
 
     def _caught_up(self, mirror: Mirror, since_ms: int) -> bool:
         """Every partition fetched after the promote began, up to the source's high watermark, and the

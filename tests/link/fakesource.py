@@ -53,6 +53,7 @@ class FakeSource:
         self.leader_epoch = leader_epoch
         self.port = free_port()
         self.fetches = 0
+        self.unfetchable = 0  # offsets claimed in the high watermark beyond what Fetch returns (a lagging mirror)
         self._answer_before_hold = 0
         self._batches: list[bytes] = []
         self._lock = threading.Lock()
@@ -230,8 +231,8 @@ class FakeSource:
                     {
                         "partition_index": p["partition"],
                         "error_code": code,
-                        "high_watermark": end,
-                        "last_stable_offset": end,
+                        "high_watermark": end + self.unfetchable,
+                        "last_stable_offset": end + self.unfetchable,
                         "log_start_offset": 0,
                         "aborted_transactions": [],
                         "preferred_read_replica": -1,

@@ -7,6 +7,9 @@ is sure to land inside the refresh."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from protocol.records import build_records
@@ -81,3 +84,34 @@ def test_deleting_a_mirror_topic_while_its_link_fetches_stops_only_that_mirror(l
         # The name is free again: a new mirror of it starts from the source's beginning.
         client.create_mirror("ma", "fake", source_topic="a")
         wait_mirrored(client, "ma", {0: 10}, timeout=15)
+
+
+@pytest.mark.timeout(90)
+def test_deleting_a_mirror_topic_while_it_is_promoted_ends_the_promote_at_once(linkd):
+    """A promote waits for the mirror to catch up; if a client deletes the topic meanwhile, the promote
+    must say so at once, not wait out its timeout and then try to stop a mirror that is gone."""
+    from confluent_kafka.admin import AdminClient as KafkaAdmin
+
+    with FakeSource("a") as fake:
+        fake.serve(build_records([b"r-%d" % n for n in range(5)], base_offset=0))
+        client = admin(linkd)
+        create_link(client, "fake", fake.bootstrap)
+        client.create_mirror("ma", "fake", source_topic="a")
+        wait_mirrored(client, "ma", {0: 5})
+        fake.unfetchable = 3  # the source claims offsets the mirror never gets: the promote cannot finish
+        outcome: list = []
+        promoting = threading.Thread(target=lambda: outcome.append(admin(linkd).mirror_action("promote", ["ma"], timeout_s=60)))
+        promoting.start()
+        deadline = time.monotonic() + 10
+        while client.describe_mirror("ma")["mirror_status"] != "PENDING_STOPPED":
+            assert time.monotonic() < deadline, client.describe_mirror("ma")
+            time.sleep(0.05)
+        kafka_admin = KafkaAdmin({"bootstrap.servers": linkd.bootstrap})
+        for future in kafka_admin.delete_topics(["ma"], operation_timeout=10).values():
+            future.result(30)
+        promoting.join(15)
+        assert not promoting.is_alive(), "the promote kept waiting for a deleted mirror"
+        [result] = outcome[0]
+        assert "deleted" in result["error_message"], result
+        assert client.list_mirrors() == [] and linkd.running
+        assert "Traceback" not in linkd.logs(400), linkd.logs()
