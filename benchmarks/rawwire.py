@@ -23,10 +23,15 @@ class RawConnection:
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._client_id = client_id
         self._correlation = 0
+        self._buffer = bytearray(0)
 
     def _receive_exact(self, size: int) -> memoryview:
-        buf = bytearray(size)
-        view = memoryview(buf)
+        """``size`` bytes in the connection's one receive buffer (reused: fresh pages for every response cost
+        this VM as much as the copy itself, and linkd recycles its buffers too). The view is valid until the
+        next call; callers decode it and use the records before asking for more."""
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        view = memoryview(self._buffer)[:size]
         got = 0
         while got < size:
             n = self._sock.recv_into(view[got:], size - got)

@@ -287,7 +287,7 @@ def render_markdown(report: dict) -> str:
         f"  linkd's set-up ({_fmt(_get(d, 'mirror', 'first_records_after_s'), 2)} s to the first mirrored record); timed like MirrorMaker 2, from",
         f"  the first record on, it is {_fmt(report.get('mirror_streaming_mb_s'))} MB/s.",
         "- **Raw Fetch limit**: one blocking socket, Fetch v12 encoded and decoded with linkd's `protocol` package, one request in",
-        "  flight, whole batches written to a new file per partition; nothing else. It reads from the source broker with both fetch",
+        "  flight, read into one reused buffer, whole batches written to a new file per partition; nothing else (no CRC check). It reads from the source broker with both fetch",
         "  sizes (1 MiB/10 MiB and 8 MiB/64 MiB) in every round and the faster one counts for that round "
         f"({_get(d, 'raw_fetch_limit', 'rounds_wall_s', default='?')} s; best round",
         f"  {_fmt(_get(d, 'raw_fetch_limit', 'best_mb_s'))} MB/s); an untimed pass first warms the broker's JIT. Each pass writes new files and deletes them",
