@@ -335,10 +335,10 @@ class LinkRuntime:
 
     async def _run_appends(self, jobs: list, done: trio.Event) -> None:
         """Append one round's batches in a worker thread (write syscalls release the GIL), so the next
-        Fetch response streams in meanwhile. Each job is (mirror, progress, plog, blob, batch count)."""
+        Fetch response streams in meanwhile. Each job is (mirror, progress, plog, blob, its batches)."""
         try:
             outcomes = await trio.to_thread.run_sync(_append_all, jobs)
-            for (mirror, progress, plog, blob, count), error in zip(jobs, outcomes, strict=True):
+            for (mirror, progress, plog, blob, batches), error in zip(jobs, outcomes, strict=True):
                 if mirror.deleted:
                     continue  # its log was closed under the append; nothing to report to anyone
                 if isinstance(error, CorruptBatch):
@@ -348,12 +348,12 @@ class LinkRuntime:
                     self.fail(mirror, MirrorError.CORRUPT_BATCH, f"partition {progress.partition}: {error}")
                 else:
                     self.fetched_bytes += len(blob)
-                    self.appended_batches += count
+                    self.appended_batches += len(batches)
                     progress.last_source_fetch_offset = plog.log_end_offset
                     progress.skip_to = -1
             self._notify()
         finally:
-            for _mirror, progress, _plog, _blob, _count in jobs:
+            for _mirror, progress, _plog, _blob, _batches in jobs:
                 progress.inflight_end = -1
             done.set()
 
@@ -471,7 +471,7 @@ class LinkRuntime:
         blob = memoryview(records)[offset_in_blob : split.consumed]
         progress.inflight_end = batches[-1].next_offset
         progress.max_bytes = self.settings.fetch_max_bytes
-        return (mirror, progress, plog, blob, len(batches))
+        return (mirror, progress, plog, blob, batches)
 
     # -- offsets out of range, truncation ----------------------------------------------------
 
@@ -678,9 +678,9 @@ def fetch_position(progress: PartitionProgress, plog) -> int:
 def _append_all(jobs: list) -> list:
     """Worker-thread body: append each job's batches; an exception is returned, not raised, per job."""
     outcomes: list = []
-    for _mirror, _progress, plog, blob, _count in jobs:
+    for _mirror, _progress, plog, blob, batches in jobs:
         try:
-            plog.append_mirrored(blob)
+            plog.append_mirrored(blob, batches)
             outcomes.append(None)
         except (CorruptBatch, StorageError) as exc:
             outcomes.append(exc)

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocol.errors import CorruptBatch
-from protocol.records import ATTR_CONTROL, HEADER_SIZE, RecordBatch, set_base_offset_and_epoch, split_batches
+from protocol.records import ATTR_CONTROL, HEADER_SIZE, RecordBatch, Split, set_base_offset_and_epoch, split_batches
 
 from . import checkpoint
 from .config import INT32_MAX, LogConfig
@@ -325,14 +325,21 @@ class PartitionLog:
     # ------------------------------------------------------------------------------------------------
     # Appending
 
-    def append_mirrored(self, data: bytes | bytearray | memoryview) -> AppendResult:
+    def append_mirrored(self, data: bytes | bytearray | memoryview, batches: Sequence[RecordBatch] | None = None) -> AppendResult:
         """Append whole batches exactly as the source wrote them. A partial batch at the end of ``data``
         (a Fetch response may end with one) is not appended; ``bytes`` says how much was. Raises
-        ``CorruptBatch`` and writes nothing if any batch fails verification."""
+        ``CorruptBatch`` and writes nothing if any batch fails verification. ``batches``: ``data`` already
+        cut by ``split_batches`` (the caller's, to save a second pass), exactly its whole batches in order."""
         with self._lock:
             self._check_open()
             view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
-            split = split_batches(view)
+            if batches is None:
+                split = split_batches(view)
+            else:
+                split = Split(list(batches), sum(b.size for b in batches))
+                last_start = split.consumed - batches[-1].size if batches else 0
+                if batches and (split.consumed > len(view) or view[:8] != batches[0].buffer[:8] or view[last_start : last_start + 8] != batches[-1].buffer[:8]):
+                    raise ValueError("append_mirrored: the batches given are not the data's")
             batches = split.batches
             if not batches:
                 return AppendResult(self._log_end, self._log_end - 1, -1, False, 0)

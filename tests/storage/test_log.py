@@ -350,3 +350,14 @@ def test_batch_header_finds_the_batch_holding_an_offset_without_reading_its_payl
     assert log.batch_header(11).crc == last.crc and log.batch_header(11).size == last.size
     assert log.batch_header(5) is None  # in the gap between the batches
     assert log.batch_header(12) is None and log.batch_header(-1) is None
+
+
+def test_append_mirrored_refuses_batches_that_are_not_the_datas(tmp_path):
+    log = PartitionLog.open(tmp_path / "t-0", LogConfig(), "t", 0)
+    first, second = batch(0, 2), batch(2, 3)
+    with pytest.raises(ValueError):
+        log.append_mirrored(first, split_batches(second).batches)
+    assert log.log_end_offset == 0
+    log.append_mirrored(first + second, split_batches(first + second).batches)
+    assert log.log_end_offset == 5
+    log.close()

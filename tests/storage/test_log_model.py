@@ -16,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from linkd.storage import PartitionLog
 from protocol.errors import CorruptBatch
+from protocol.records import split_batches
 from tests.storage.helpers import BASE_TS, batch, log_dir, open_log
 
 CONFIG = dict(segment_bytes=600, index_interval_bytes=128, retention_bytes=-1, retention_ms=-1)
@@ -77,8 +78,8 @@ class LogModel(RuleBasedStateMachine):
     # -- appends -------------------------------------------------------------------------------------
 
     @rule(count=st.integers(1, 4), records=st.integers(1, 5), gap=st.sampled_from([0, 0, 0, 3]),
-          bump_epoch=st.booleans(), value_size=st.integers(1, 120))
-    def append_mirrored(self, count: int, records: int, gap: int, bump_epoch: bool, value_size: int) -> None:
+          bump_epoch=st.booleans(), value_size=st.integers(1, 120), presplit=st.booleans())
+    def append_mirrored(self, count: int, records: int, gap: int, bump_epoch: bool, value_size: int, presplit: bool) -> None:
         if bump_epoch:
             self.epoch += 1
         blobs, offset = [], self.end + gap
@@ -86,7 +87,9 @@ class LogModel(RuleBasedStateMachine):
             self.ts += 7
             blobs.append(batch(offset, records, epoch=self.epoch, ts=self.ts, value_size=value_size))
             offset += records
-        result = self.log.append_mirrored(b"".join(blobs))
+        data = b"".join(blobs)
+        # The link hands over the batches it already cut from the Fetch response; both ways must agree.
+        result = self.log.append_mirrored(data, split_batches(data).batches if presplit else None)
         assert result.base_offset == self.end + gap and result.last_offset == offset - 1
         for i, blob in enumerate(blobs):
             base = self.end + gap + i * records
