@@ -285,7 +285,7 @@ class LinkRuntime:
                     return
                 continue
             try:
-                conn = await self.source.broker_connection(broker_id)
+                conn = await self.source.fetch_connection(broker_id)
                 if any(not p.validated for _m, p in parts):
                     await self._appends_landed(broker_id)  # validation may truncate: nothing may be in flight
                     await self._start_new_partitions(conn, [(m, p) for m, p in parts if not p.validated])
@@ -300,7 +300,7 @@ class LinkRuntime:
                 log.warning("link %s: source broker %d unavailable: %s", self.name, broker_id, exc)
                 address = self.source.brokers.get(broker_id)
                 if address:
-                    await self.source.drop(address)
+                    await self.source.drop_fetch(address)
                 for mirror, progress in self._assignment.get(broker_id, []):
                     progress.validated = False
                     if mirror.fetching:
@@ -313,7 +313,7 @@ class LinkRuntime:
                 log.error("link %s: protocol error from source broker %d: %r", self.name, broker_id, exc)
                 address = self.source.brokers.get(broker_id)
                 if address:
-                    await self.source.drop(address)
+                    await self.source.drop_fetch(address)
                 await trio.sleep(backoff.next())
             except Exception:
                 # A bug in this loop must cost this link a retry, never the daemon and every other client.

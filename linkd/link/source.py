@@ -1,7 +1,10 @@
-"""The source cluster as a link sees it: bootstrap, metadata, one connection per broker.
+"""The source cluster as a link sees it: bootstrap, metadata, two connections per broker.
 
-Connections are opened lazily and dropped on any error; the next use reconnects. Metadata is asked of
-any reachable broker (bootstrap servers first, then known brokers), so a link keeps working while the
+A broker answers one connection's requests in order, and a Fetch that finds nothing new waits there up to
+``replica.fetch.wait.max.ms``. So each broker's fetch loop has a connection of its own, and everything
+else (metadata, ListOffsets for a create, consumer offset sync) uses another, never queued behind a long
+poll. Connections are opened lazily and dropped on any error; the next use reconnects. Metadata is asked
+of any reachable broker (bootstrap servers first, then known brokers), so a link keeps working while the
 bootstrap host is down but other brokers are up.
 """
 
@@ -45,28 +48,49 @@ class SourceCluster:
 
     def __post_init__(self) -> None:
         self._connections: dict[tuple[str, int], Connection] = {}
+        self._fetch_connections: dict[tuple[str, int], Connection] = {}
 
-    async def connection(self, address: tuple[str, int]) -> Connection:
-        conn = self._connections.get(address)
+    @staticmethod
+    async def _open(pool: dict[tuple[str, int], Connection], address: tuple[str, int], client_id: str) -> Connection:
+        conn = pool.get(address)
         if conn is None:
-            conn = await Connection.open(address[0], address[1], self.client_id)
-            self._connections[address] = conn
+            conn = await Connection.open(address[0], address[1], client_id)
+            pool[address] = conn
         return conn
 
-    async def broker_connection(self, node_id: int) -> Connection:
+    async def connection(self, address: tuple[str, int]) -> Connection:
+        """The connection for short requests to ``address`` (never holds a long-polling Fetch)."""
+        return await self._open(self._connections, address, self.client_id)
+
+    def _address(self, node_id: int) -> tuple[str, int]:
         address = self.brokers.get(node_id)
         if address is None:
             raise SourceUnavailable(f"source broker {node_id} is not in the metadata")
-        return await self.connection(address)
+        return address
+
+    async def broker_connection(self, node_id: int) -> Connection:
+        return await self.connection(self._address(node_id))
+
+    async def fetch_connection(self, node_id: int) -> Connection:
+        """The connection only ``node_id``'s fetch loop uses: its Fetches long-poll, and whatever else it
+        asks (ListOffsets, OffsetForLeaderEpoch) it asks between them."""
+        return await self._open(self._fetch_connections, self._address(node_id), self.client_id)
 
     async def drop(self, address: tuple[str, int]) -> None:
         conn = self._connections.pop(address, None)
         if conn is not None:
             await conn.aclose()
 
+    async def drop_fetch(self, address: tuple[str, int]) -> None:
+        conn = self._fetch_connections.pop(address, None)
+        if conn is not None:
+            await conn.aclose()
+
     async def close(self) -> None:
         for address in list(self._connections):
             await self.drop(address)
+        for address in list(self._fetch_connections):
+            await self.drop_fetch(address)
 
     async def request_any(self, api_key: int, body: dict) -> dict:
         """Send to the first broker that answers: bootstrap servers, then known brokers."""
