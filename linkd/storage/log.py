@@ -122,6 +122,7 @@ class PartitionLog:
         self._epochs = LeaderEpochCache(os.path.join(path, EPOCH_FILE_NAME))
         self._producers = ProducerStateManager()
         self._dir_dirty = False
+        self._parent_dirty = False  # this partition's own directory entry is not yet durable
         self._unflushed_records = 0
         self._last_flush_ms = _now_ms()
         self._last_checkpoint_ms = 0
@@ -147,11 +148,12 @@ class PartitionLog:
         """A new partition: nothing to recover and no checkpoint worth writing yet. Absent checkpoints read as
         "log start = first segment's base, recover from it", which is exactly this empty log, so a crash
         before the first flush loses nothing (``_roll`` writes the log start once a first batch past 0 renames
-        the only segment); that flush makes the segment files' directory entries durable (``_dir_dirty``).
-        The partition directory's own entry is made durable here. Skipping the recovery path's ten other
-        fsyncs per partition keeps a mirror or topic create off the disk's critical path."""
+        the only segment); that flush makes the segment files' directory entries durable (``_dir_dirty``)
+        and the partition directory's own entry too (``_parent_dirty``): a directory lost in a crash before
+        then reopens as the same empty log. No fsync at all keeps a mirror or topic create (one partition
+        directory each) off the disk's critical path."""
         self._create_segment(0)
-        checkpoint.fsync_dir(os.path.dirname(self.path))
+        self._parent_dirty = True
 
     def _load(self) -> None:
         for name in checkpoint.remove_temp_files(self.path):
@@ -661,6 +663,12 @@ class PartitionLog:
             self._epochs.write()
         checkpoint.fsync_dir(self.path)
         self._dir_dirty = False
+        self._sync_parent()
+
+    def _sync_parent(self) -> None:
+        if self._parent_dirty:
+            checkpoint.fsync_dir(os.path.dirname(self.path))
+            self._parent_dirty = False
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete whole old segments beyond retention.ms / retention.bytes, moving the log start. Returns
@@ -714,11 +722,14 @@ class PartitionLog:
                     segment.dirty = False
                     fds.append(os.dup(segment.fd))  # a duplicate survives a concurrent roll/close
             dir_dirty, self._dir_dirty = self._dir_dirty, False
+            parent_dirty, self._parent_dirty = self._parent_dirty, False
         try:
             for fd in fds:
                 os.fsync(fd)
             if dir_dirty:
                 checkpoint.fsync_dir(self.path)
+            if parent_dirty:
+                checkpoint.fsync_dir(os.path.dirname(self.path))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -742,6 +753,7 @@ class PartitionLog:
         if self._dir_dirty:
             checkpoint.fsync_dir(self.path)
             self._dir_dirty = False
+        self._sync_parent()
         self._recovery_point = self._log_end
         self._unflushed_records = 0
         now = _now_ms()

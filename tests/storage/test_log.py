@@ -296,6 +296,32 @@ def test_flush_messages_fsyncs_after_that_many_records(tmp_path, monkeypatch):
     assert log.recovery_point == 4 and synced
 
 
+def _record_fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    synced: list[str] = []
+    monkeypatch.setattr("os.fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    return synced
+
+
+@pytest.mark.parametrize("how", ["flush", "flush_messages", "close"])
+def test_a_new_partitions_directory_entry_is_made_durable_by_its_first_flush(tmp_path, monkeypatch, how):
+    synced = _record_fsynced_paths(monkeypatch)
+    log = open_log(tmp_path, flush_messages=1) if how == "flush_messages" else open_log(tmp_path)
+    parent = str(tmp_path.resolve())
+    assert parent not in synced  # creating a partition costs no fsync: nothing in it needs one yet
+    log.append_mirrored(batch(0, 2))
+    if how == "flush":
+        log.flush()
+    elif how == "close":
+        log.close()
+    # The directory holding the partition directories: without it a crash could lose a flushed log whole.
+    assert parent in synced and str(log_dir(tmp_path).resolve()) in synced
+    count = synced.count(parent)
+    if how != "close":
+        log.append_mirrored(batch(2, 1))
+        log.flush()
+        assert synced.count(parent) == count  # once is enough
+
+
 def test_closed_log_refuses_calls_and_delete_removes_the_directory(tmp_path):
     log = open_log(tmp_path)
     log.append_mirrored(batch(0, 1))
