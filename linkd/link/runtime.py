@@ -56,6 +56,11 @@ LEADERSHIP_ERRORS = {
 MAX_PARTITION_FETCH_BYTES = 64 * 1024 * 1024
 
 
+class AppendsRefused(Exception):
+    """The local disk refused a round's appends (full, read-only, failing) or appending hit a bug: nothing
+    of the refused jobs was written, and their partitions are fetched again from their log ends."""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -93,6 +98,7 @@ class LinkRuntime:
         self.fetched_bytes = 0
         self.appended_batches = 0
         self._pending_appends: dict[int, trio.Event] = {}
+        self._refused_appends: dict[int, str] = {}  # broker id -> why its last round's appends failed
 
     # -- control ------------------------------------------------------------------------------
 
@@ -307,6 +313,11 @@ class LinkRuntime:
                         self._transition(mirror, MirrorEvent.SOURCE_LOST)
                 self._refresh.set()
                 await trio.sleep(backoff.next())
+            except AppendsRefused as exc:
+                # Nothing refused was written; the disk may come back (space freed): retry with back-off
+                # rather than fail the mirrors, and keep the daemon serving everyone else meanwhile.
+                log.error("link %s: could not append what source broker %d sent, fetching it again later: %s", self.name, broker_id, exc)
+                await trio.sleep(backoff.next())
             except (SourceProtocolError, KeyError, IndexError, ValueError) as exc:
                 # KeyError/IndexError/ValueError: an answer missing a field we rely on, or an error code we
                 # do not know. A misbehaving source must cost a reconnect, never the daemon.
@@ -327,30 +338,42 @@ class LinkRuntime:
         event = self._pending_appends.get(broker_id)
         if event is not None:
             await event.wait()
+        refused = self._refused_appends.pop(broker_id, None)
+        if refused is not None:
+            raise AppendsRefused(refused)
 
     async def quiesce(self) -> None:
         """Wait until no append is running (promotion writes its markers after this)."""
         for event in list(self._pending_appends.values()):
             await event.wait()
 
-    async def _run_appends(self, jobs: list, done: trio.Event) -> None:
+    async def _run_appends(self, jobs: list, done: trio.Event, broker_id: int) -> None:
         """Append one round's batches in a worker thread (write syscalls release the GIL), so the next
         Fetch response streams in meanwhile. Each job is (mirror, progress, plog, blob, its batches)."""
         try:
             outcomes = await trio.to_thread.run_sync(_append_all, jobs)
+            refused = []
             for (mirror, progress, plog, blob, batches), error in zip(jobs, outcomes, strict=True):
                 if mirror.deleted:
                     continue  # its log was closed under the append; nothing to report to anyone
                 if isinstance(error, CorruptBatch):
                     kind = MirrorError.UNSUPPORTED_MESSAGE_FORMAT if error.reason == "UNSUPPORTED_MESSAGE_FORMAT" else MirrorError.CORRUPT_BATCH
                     self.fail(mirror, kind, f"partition {progress.partition} at offset {error.base_offset}: {error}")
-                elif error is not None:
+                elif isinstance(error, StorageError):
                     self.fail(mirror, MirrorError.CORRUPT_BATCH, f"partition {progress.partition}: {error}")
+                elif error is not None:
+                    # The disk said no (ENOSPC, EROFS, EIO, a file size limit) or appending hit a bug; the
+                    # segment was cut back, so this partition is fetched again from its log end later.
+                    if not isinstance(error, OSError):
+                        log.error("mirror %s partition %d: append failed", mirror.topic, progress.partition, exc_info=error)
+                    refused.append(f"{mirror.topic}-{progress.partition} at offset {batches[0].base_offset}: {error!r}")
                 else:
                     self.fetched_bytes += len(blob)
                     self.appended_batches += len(batches)
                     progress.last_source_fetch_offset = plog.log_end_offset
                     progress.skip_to = -1
+            if refused:
+                self._refused_appends[broker_id] = "; ".join(refused)
             self._notify()
         finally:
             for _mirror, progress, _plog, _blob, _batches in jobs:
@@ -416,7 +439,7 @@ class LinkRuntime:
         if jobs:
             done = trio.Event()
             self._pending_appends[broker_id] = done
-            appends.start_soon(self._run_appends, jobs, done)
+            appends.start_soon(self._run_appends, jobs, done, broker_id)
 
     async def _handle_partition(self, conn, mirror: Mirror, progress: PartitionProgress, pdata: dict) -> tuple | None:
         """Digest one partition of a Fetch response; returns an append job when it brought new batches."""
@@ -682,7 +705,7 @@ def _append_all(jobs: list) -> list:
         try:
             plog.append_mirrored(blob, batches)
             outcomes.append(None)
-        except (CorruptBatch, StorageError) as exc:
+        except Exception as exc:  # reported per job by the caller; never lost with the worker thread
             outcomes.append(exc)
     return outcomes
 

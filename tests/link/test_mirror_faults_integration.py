@@ -187,3 +187,59 @@ def test_corrupt_batch_from_the_source_fails_the_mirror_and_writes_none_of_it(li
         time.sleep(1.5)
         assert fake.fetches == fetches
         assert [b.base_offset for b in split_batches(rawclient.fetch_raw(linkd.bootstrap, "fake", 0, 0)).batches] == [0]
+
+
+@pytest.mark.timeout(180)
+def test_a_disk_that_refuses_writes_pauses_the_mirror_and_it_resumes_exactly_once_writes_work(kafka_broker, linkd, unique_topic):
+    """The file-size limit (RLIMIT_FSIZE) makes linkd's writes past 2 MiB fail with EFBIG, as a full disk
+    fails them with ENOSPC: the daemon keeps serving, and once the limit is lifted the mirror completes."""
+    import resource
+
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    limit = 2 << 20
+    records = [(0, b"k%d" % i, random_bytes(1000, seed=i)) for i in range(5000)]  # ~5 MB, incompressible
+    kafka_broker.create_topic(unique_topic, partitions=1)
+    produce_confluent(kafka_broker.bootstrap, unique_topic, records, **{"compression.type": "none"})
+    end = kafka_broker.list_offsets(unique_topic, 0)[1]
+    _soft, hard = resource.prlimit(linkd.process.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(linkd.process.pid, resource.RLIMIT_FSIZE, (limit, hard))
+
+    client = admin(linkd)
+    create_link(client, "disk", kafka_broker.bootstrap)
+    client.create_mirror(unique_topic, "disk")
+
+    def refused() -> bool:
+        assert linkd.process.poll() is None, f"linkd exited on the refused write:\n{linkd.log_path.read_text()[-3000:]}"
+        return "could not append" in linkd.log_path.read_text()
+
+    wait_for(refused, 60, "linkd to log the refused append")
+    stuck = _status(client, unique_topic)["partitions"][0]["mirror_log_end_offset"]
+    assert 0 < stuck < end and _status(client, unique_topic)["mirror_status"] == "ACTIVE"
+    assert "EFBIG" in linkd.log_path.read_text() or "File too large" in linkd.log_path.read_text()
+    # What the mirror holds meanwhile is the source's prefix, and the daemon serves other clients.
+    assert_bytes_identical(kafka_broker.bootstrap, unique_topic, linkd.bootstrap, unique_topic, 0, 0, stuck)
+    local = f"{unique_topic}-local"
+    topics = AdminClient({"bootstrap.servers": linkd.bootstrap, "log_level": 3})
+    for future in topics.create_topics([NewTopic(local, 1)]).values():
+        future.result(30)
+    produce_confluent(linkd.bootstrap, local, [(0, b"k", b"still serving")])
+    consumer = Consumer({"bootstrap.servers": linkd.bootstrap, "group.id": "bystander", "auto.offset.reset": "earliest", "log_level": 3})
+    consumer.subscribe([local])
+    try:
+        got = wait_for(lambda: (m := consumer.poll(0.5)) is not None and not m.error() and m.value(), 30, "the bystander's record")
+    finally:
+        consumer.close()
+    assert got == b"still serving"
+
+    resource.prlimit(linkd.process.pid, resource.RLIMIT_FSIZE, (hard, hard))  # space freed
+    wait_mirrored(client, unique_topic, {0: end}, timeout=60)
+    assert_bytes_identical(kafka_broker.bootstrap, unique_topic, linkd.bootstrap, unique_topic, 0, 0, end)
+    assert linkd.process.poll() is None
+
+
+def random_bytes(size: int, seed: int) -> bytes:
+    import random
+
+    return random.Random(seed).randbytes(size)
