@@ -730,6 +730,14 @@ class PartitionLog:
                 checkpoint.fsync_dir(self.path)
             if parent_dirty:
                 checkpoint.fsync_dir(os.path.dirname(self.path))
+        except BaseException:
+            with self._lock:  # not durable after all: the next flush must try every one of them again
+                if not self._closed:
+                    for segment in self._segments[self._segment_index(self._recovery_point) :]:
+                        segment.dirty = True
+                    self._dir_dirty = self._dir_dirty or dir_dirty
+                    self._parent_dirty = self._parent_dirty or parent_dirty
+            raise
         finally:
             for fd in fds:
                 os.close(fd)

@@ -322,6 +322,26 @@ def test_a_new_partitions_directory_entry_is_made_durable_by_its_first_flush(tmp
         assert synced.count(parent) == count  # once is enough
 
 
+def test_a_failed_fsync_leaves_the_recovery_point_and_the_next_flush_syncs_everything_again(tmp_path, monkeypatch):
+    import errno
+
+    synced = _record_fsynced_paths(monkeypatch)
+    log = open_log(tmp_path)
+    log.append_mirrored(batch(0, 3))
+    segment = str(segment_files(tmp_path)[0].resolve())
+
+    def failing(fd):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr("os.fsync", failing)
+    with pytest.raises(OSError):
+        log.flush()
+    assert log.recovery_point == 0  # nothing was made durable
+    synced = _record_fsynced_paths(monkeypatch)
+    assert log.flush() == 3
+    assert segment in synced and str(tmp_path.resolve()) in synced  # retried, not taken as done
+
+
 def test_closed_log_refuses_calls_and_delete_removes_the_directory(tmp_path):
     log = open_log(tmp_path)
     log.append_mirrored(batch(0, 1))
