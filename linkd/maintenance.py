@@ -34,6 +34,11 @@ async def run_maintenance(topics: TopicRegistry, *, flush_interval_s: float = FL
                         await trio.to_thread.run_sync(plog.flush)
                     except LogClosed:
                         pass  # topic deleted meanwhile
+                    except OSError as exc:
+                        # The recovery point stays where it was and the next round tries again; the
+                        # daemon keeps serving (mirrored data can be fetched again, produced data was
+                        # acknowledged only after a flush of its own when acks=all).
+                        log.error("%s: periodic flush failed: %s", plog.name, exc)
         if trio.current_time() >= next_retention:
             next_retention = trio.current_time() + retention_interval_s
             now_ms = int(time.time() * 1000)
@@ -42,6 +47,9 @@ async def run_maintenance(topics: TopicRegistry, *, flush_interval_s: float = FL
                     try:
                         deleted = plog.apply_retention(now_ms)
                     except LogClosed:
+                        continue
+                    except OSError as exc:
+                        log.error("%s: retention failed: %s", plog.name, exc)
                         continue
                     if deleted:
                         log.info("%s-%d: retention deleted %d segment(s); log start now %d", topic.name, topic.logs.index(plog), deleted, plog.log_start_offset)
