@@ -103,6 +103,11 @@ def _append_one(ctx: RequestContext, topic, index: int, records, transactional_i
         return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
     except StorageError as exc:
         return _result(index, exc.error_code, str(exc)), None, -1
+    except OSError as exc:
+        # The disk refused the write (full, read-only, failing); the segment was cut back, nothing is kept.
+        # Retriable for the client, as from a Kafka broker whose log directory fails.
+        log.error("produce to %s-%d: disk error: %s", topic.name, index, exc)
+        return _result(index, ErrorCode.KAFKA_STORAGE_ERROR, f"Disk error when appending to {topic.name}-{index}: {exc}"), None, -1
     if appended.duplicate:
         append_time = -1  # the producer state does not keep the original append time
     return (
@@ -138,12 +143,17 @@ async def produce(ctx: RequestContext, body: Body) -> Body | None:
             out["partition_responses"].append(result)
             if plog is not None:
                 appended_any = True
-                to_flush.append((plog, flush_to))
+                to_flush.append((plog, flush_to, result))
     if appended_any:
         ctx.broker.notifier.notify()
     if acks == ACKS_ALL:
-        for plog, offset in to_flush:
-            await ctx.broker.flusher.flush_to(plog, offset)
+        for plog, offset, result in to_flush:
+            try:
+                await ctx.broker.flusher.flush_to(plog, offset)
+            except OSError as exc:
+                # In the page cache but not durable: acks=all must not say it is.
+                log.error("produce to %s: fsync failed: %s", plog.name, exc)
+                result.update(error_code=ErrorCode.KAFKA_STORAGE_ERROR, error_message=f"Disk error when flushing {plog.name}: {exc}", base_offset=-1)
     if acks == ACKS_NONE:
         return None
     return {"responses": responses, "throttle_time_ms": 0}

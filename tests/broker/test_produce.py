@@ -138,3 +138,31 @@ def test_batch_above_max_message_bytes_is_message_too_large(linkd, unique_topic)
         assert too_big["error_code"] == ErrorCode.MESSAGE_TOO_LARGE
         assert produce_request(conn, unique_topic, 0, build_records([b"x" * 5_000]))["error_code"] == 0
         assert fetch_request(conn, unique_topic, 0, 0)["high_watermark"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_write_the_disk_refuses_is_a_retriable_storage_error_and_keeps_nothing(linkd, unique_topic):
+    """RLIMIT_FSIZE makes linkd's writes past 1 MiB fail (EFBIG) as a full disk fails them (ENOSPC)."""
+    import os
+    import resource
+
+    create_topic(linkd.bootstrap, unique_topic)
+    big = [os.urandom(100_000) for _ in range(6)]  # ~600 KB, incompressible
+    _soft, hard = resource.prlimit(linkd.process.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(linkd.process.pid, resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        with WireConnection(linkd.bootstrap) as conn:
+            first = produce_request(conn, unique_topic, 0, build_records(big))
+            assert (first["error_code"], first["base_offset"]) == (ErrorCode.NONE, 0)
+            refused = produce_request(conn, unique_topic, 0, build_records(big))
+            assert refused["error_code"] == ErrorCode.KAFKA_STORAGE_ERROR, refused
+            assert "Disk error" in refused["error_message"]
+            assert ErrorCode.KAFKA_STORAGE_ERROR.retriable
+            # The same connection is still served, and the log holds only the first batch.
+            assert fetch_request(conn, unique_topic, 0, 0)["high_watermark"] == len(big)
+            resource.prlimit(linkd.process.pid, resource.RLIMIT_FSIZE, (hard, hard))
+            retried = produce_request(conn, unique_topic, 0, build_records(big))
+            assert (retried["error_code"], retried["base_offset"]) == (ErrorCode.NONE, len(big))
+    finally:
+        if linkd.process.poll() is None:
+            resource.prlimit(linkd.process.pid, resource.RLIMIT_FSIZE, (hard, hard))
