@@ -376,6 +376,12 @@ class LinkManager:
                 if self._caught_up(mirror, started):
                     caught_up = True
                     break
+                if self._at_known_end(mirror):
+                    # Looks caught up, but the proof (a fetch since the promote began that found nothing
+                    # more) may sit behind the fetch loop's long poll: ask the source directly.
+                    await entry.runtime.probe_caught_up(mirror)
+                    if self._caught_up(mirror, started):
+                        continue
                 await trio.sleep(0.05)
         if mirror.deleted:
             return self._deleted_while_promoting(topic)
@@ -405,6 +411,16 @@ class LinkManager:
 
     def _deleted_while_promoting(self, topic: str) -> dict:
         return self._result(topic, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' was deleted while it was being promoted")
+
+    def _at_known_end(self, mirror: Mirror) -> bool:
+        """Every partition's next fetch starts at (or past) the source high watermark last seen."""
+        local = self._topics.get(mirror.topic)
+        if local is None or len(mirror.partitions) < len(local.logs):
+            return False
+        return all(
+            p.source_high_watermark >= 0 and fetch_position(p, local.logs[p.partition]) >= p.source_high_watermark
+            for p in mirror.partitions
+        )
 
     def _caught_up(self, mirror: Mirror, since_ms: int) -> bool:
         """Every partition fetched after the promote began, up to the source's high watermark, and the

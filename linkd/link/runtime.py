@@ -380,6 +380,62 @@ class LinkRuntime:
                 progress.inflight_end = -1
             done.set()
 
+    def _fetch_body(self, topics: list[dict], max_wait_ms: int, min_bytes: int) -> dict:
+        return {
+            "replica_id": -1,
+            "max_wait_ms": max_wait_ms,
+            "min_bytes": min_bytes,
+            "max_bytes": self.settings.fetch_response_max_bytes,
+            "isolation_level": 0,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": topics,
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        }
+
+    async def probe_caught_up(self, mirror: Mirror) -> None:
+        """Ask the source, with Fetches that do not wait, whether anything lies past where each of
+        ``mirror``'s partitions fetches next. For a promote: an idle source otherwise answers the fetch
+        loop only when its long poll ends (up to ``replica.fetch.wait.max.ms``). Records the evidence of
+        being caught up (as the loop would for an empty answer) and nothing else: records the probe sees
+        are the fetch loop's to append. Sent on the short-request connections; errors just leave the
+        evidence to the loop."""
+        local = self._topics.get(mirror.topic)
+        if local is None or not mirror.fetching:
+            return
+        by_leader: dict[int, list[tuple[PartitionProgress, int]]] = {}
+        for progress in mirror.partitions:
+            if progress.validated and progress.leader >= 0 and progress.partition < len(local.logs):
+                by_leader.setdefault(progress.leader, []).append((progress, fetch_position(progress, local.logs[progress.partition])))
+        for leader, items in by_leader.items():
+            plist = [
+                {"partition": p.partition, "current_leader_epoch": p.leader_epoch, "fetch_offset": position, "last_fetched_epoch": -1,
+                 "log_start_offset": -1, "partition_max_bytes": p.max_bytes or self.settings.fetch_max_bytes}
+                for p, position in items
+            ]
+            try:
+                conn = await self.source.broker_connection(leader)
+                response = await conn.request(ApiKey.FETCH, self._fetch_body([{"topic": mirror.source_topic, "partitions": plist}], 0, 0), timeout=self.settings.request_timeout_ms / 1000)
+            except (SourceUnavailable, SourceProtocolError):
+                continue
+            if mirror.deleted or not mirror.fetching:
+                return
+            answered = {pdata["partition_index"]: pdata for t in response.get("responses", []) if t.get("topic") == mirror.source_topic for pdata in t.get("partitions", [])}
+            if any(pdata.get("records") for pdata in answered.values()):
+                # Not caught up. (And only an answer with no records at all proves every partition
+                # empty: a size limit may leave a partition out once another one returned data.)
+                continue
+            for progress, position in items:
+                pdata = answered.get(progress.partition)
+                if pdata is None or pdata["error_code"] != ErrorCode.NONE:
+                    continue
+                if position != fetch_position(progress, local.logs[progress.partition]) or progress.leader != leader:
+                    continue  # the loop moved on meanwhile: its own answer counts
+                progress.source_high_watermark = pdata["high_watermark"]
+                progress.last_fetch_ms = now_ms()
+                progress.last_source_fetch_offset = position
+
     async def _fetch_round(self, conn, parts: list[tuple[Mirror, PartitionProgress]], broker_id: int, appends: trio.Nursery) -> None:
         by_topic: dict[str, list[tuple[Mirror, PartitionProgress]]] = {}
         for mirror, progress in parts:
@@ -408,18 +464,7 @@ class LinkRuntime:
             # Every partition's topic is gone: wait for the refresh that drops them rather than spin.
             await trio.sleep(self.settings.retry_backoff_ms / 1000)
             return
-        body = {
-            "replica_id": -1,
-            "max_wait_ms": self.settings.fetch_wait_max_ms,
-            "min_bytes": self.settings.fetch_min_bytes,
-            "max_bytes": self.settings.fetch_response_max_bytes,
-            "isolation_level": 0,
-            "session_id": 0,
-            "session_epoch": -1,
-            "topics": topics,
-            "forgotten_topics_data": [],
-            "rack_id": "",
-        }
+        body = self._fetch_body(topics, self.settings.fetch_wait_max_ms, self.settings.fetch_min_bytes)
         self.fetch_requests += 1
         response = await conn.request(ApiKey.FETCH, body, timeout=self.settings.request_timeout_ms / 1000 + self.settings.fetch_wait_max_ms / 1000)
         if response.get("error_code", 0) != ErrorCode.NONE:
