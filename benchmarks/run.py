@@ -72,7 +72,7 @@ LARGE_FETCH_LINK_CONFIG = {"replica.fetch.max.bytes": str(FETCH_SIZES["large"][0
 
 MODES = {
     "quick": {"rounds": 3, "payload_bytes": 150 * MB, "latency_seconds": 8, "kafka_python_time_limit": 40, "mm2_timeout": 240},
-    "full": {"rounds": 5, "payload_bytes": 1000 * MB, "latency_seconds": 20, "kafka_python_time_limit": 90, "mm2_timeout": 600},
+    "full": {"rounds": 7, "payload_bytes": 1000 * MB, "latency_seconds": 20, "kafka_python_time_limit": 90, "mm2_timeout": 600},
 }
 
 
