@@ -71,6 +71,9 @@ class OffsetSync:
             except (SourceUnavailable, SourceProtocolError) as exc:
                 self.status.last_error = str(exc)
                 log.warning("link %s: consumer offset sync failed: %s", self._runtime.name, exc)
+            except Exception as exc:  # a malformed answer or a bug: this round is lost, not the daemon
+                self.status.last_error = repr(exc)
+                log.exception("link %s: consumer offset sync failed", self._runtime.name)
 
     def _mirrored(self, only_topic: str | None) -> dict[str, str]:
         """source topic -> mirror topic, for mirrors whose offsets should be synced."""

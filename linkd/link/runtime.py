@@ -153,6 +153,12 @@ class LinkRuntime:
                         log.warning("link %s: source unavailable: %s", self.name, exc)
                         await trio.sleep(backoff.next())
                         continue
+                    except Exception:
+                        # A malformed answer or a bug in the refresh must cost this link a retry, never the
+                        # daemon and every client of it.
+                        log.exception("link %s: metadata refresh failed; retrying", self.name)
+                        await trio.sleep(backoff.next())
+                        continue
                     self._start_loops(nursery)
                     with trio.CancelScope(deadline=self._next_refresh) as self._waiting:
                         await self._refresh.wait()

@@ -22,6 +22,15 @@ from .client import Connection, SourceProtocolError, SourceUnavailable
 log = logging.getLogger(__name__)
 
 
+def source_error(code: int) -> ErrorCode:
+    """A source's error code as ours; one we do not know (a newer broker's) reads as UNKNOWN_SERVER_ERROR
+    rather than an exception in whatever loop parsed it."""
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return ErrorCode.UNKNOWN_SERVER_ERROR
+
+
 @dataclass(frozen=True)
 class SourcePartition:
     partition: int
@@ -117,11 +126,11 @@ class SourceCluster:
         out = {}
         for t in body.get("topics", []):
             parts = {
-                p["partition_index"]: SourcePartition(p["partition_index"], p["leader_id"], p.get("leader_epoch", -1), ErrorCode(p["error_code"]))
+                p["partition_index"]: SourcePartition(p["partition_index"], p["leader_id"], p.get("leader_epoch", -1), source_error(p["error_code"]))
                 for p in t.get("partitions", [])
             }
             topic_id = t.get("topic_id")
             if topic_id is not None and topic_id.int == 0:
                 topic_id = None
-            out[t["name"]] = SourceTopic(t["name"], topic_id, ErrorCode(t["error_code"]), parts)
+            out[t["name"]] = SourceTopic(t["name"], topic_id, source_error(t["error_code"]), parts)
         return out

@@ -54,6 +54,7 @@ class FakeSource:
         self.port = free_port()
         self.fetches = 0
         self.unfetchable = 0  # offsets claimed in the high watermark beyond what Fetch returns (a lagging mirror)
+        self.metadata_partition_error = 0  # the error code Metadata gives the partition (any int16, known or not)
         self._answer_before_hold = 0
         self._batches: list[bytes] = []
         self._lock = threading.Lock()
@@ -173,7 +174,7 @@ class FakeSource:
                     "is_internal": False,
                     "partitions": [
                         {
-                            "error_code": ErrorCode.NONE,
+                            "error_code": self.metadata_partition_error,
                             "partition_index": 0,
                             "leader_id": 1,
                             "leader_epoch": self.leader_epoch,

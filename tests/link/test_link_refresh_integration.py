@@ -115,3 +115,26 @@ def test_deleting_a_mirror_topic_while_it_is_promoted_ends_the_promote_at_once(l
         assert "deleted" in result["error_message"], result
         assert client.list_mirrors() == [] and linkd.running
         assert "Traceback" not in linkd.logs(400), linkd.logs()
+
+
+@pytest.mark.timeout(90)
+def test_a_source_answering_metadata_with_an_error_code_we_do_not_know_does_not_stop_the_daemon(linkd):
+    """A newer broker may send error codes this linkd has never heard of; that must not end the daemon."""
+    from tests.broker.clients import create_topic
+    from tests.broker.wire import WireConnection, produce_request
+
+    with FakeSource("a") as fake:
+        fake.serve(build_records([b"first-%d" % n for n in range(5)], base_offset=0))
+        client = admin(linkd)
+        create_link(client, "fake", fake.bootstrap)  # refreshes its metadata every second
+        client.create_mirror("ma", "fake", source_topic="a")
+        wait_mirrored(client, "ma", {0: 5})
+        fake.metadata_partition_error = 9999
+        time.sleep(3)  # a few refreshes see it
+        assert linkd.process.poll() is None, linkd.logs()
+        create_topic(linkd.bootstrap, "bystander")
+        with WireConnection(linkd.bootstrap) as conn:
+            assert produce_request(conn, "bystander", 0, build_records([b"still serving"]))["error_code"] == 0
+        fake.metadata_partition_error = 0
+        fake.serve(build_records([b"second-%d" % n for n in range(5)], base_offset=5))
+        wait_mirrored(client, "ma", {0: 10}, timeout=15)
