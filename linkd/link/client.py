@@ -36,6 +36,15 @@ RCVLOWAT_MAX = 1 << 20
 PREFERRED_MAX = {ApiKey.FETCH: 12, ApiKey.METADATA: 12}
 
 
+def source_error(code: int) -> ErrorCode:
+    """A source's error code as ours; one we do not know (a newer broker's) reads as UNKNOWN_SERVER_ERROR
+    rather than an exception in whatever loop parsed it."""
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return ErrorCode.UNKNOWN_SERVER_ERROR
+
+
 class SourceUnavailable(Exception):
     """The source could not be reached or the connection broke."""
 
@@ -124,7 +133,7 @@ class Connection:
                 self.versions = {k["api_key"]: (k["min_version"], k["max_version"]) for k in body["api_keys"]}
                 return
             if body["error_code"] != ErrorCode.UNSUPPORTED_VERSION:
-                raise SourceProtocolError(f"{self.host}:{self.port} ApiVersions failed with {ErrorCode(body['error_code']).name}")
+                raise SourceProtocolError(f"{self.host}:{self.port} ApiVersions failed with {source_error(body['error_code']).name}")
         raise SourceProtocolError(f"{self.host}:{self.port} does not accept ApiVersions v0")
 
     def version_for(self, api_key: int) -> int:

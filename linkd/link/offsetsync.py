@@ -23,7 +23,7 @@ import trio
 from protocol.errors import ErrorCode
 from protocol.messages import ApiKey
 
-from .client import SourceProtocolError, SourceUnavailable
+from .client import SourceProtocolError, SourceUnavailable, source_error
 from .groupfilter import GroupFilter
 from .states import MirrorState
 
@@ -92,7 +92,7 @@ class OffsetSync:
             conn = await source.broker_connection(node_id)
             body = await conn.request(ApiKey.LIST_GROUPS, {"states_filter": [], "types_filter": []})
             if body["error_code"] != ErrorCode.NONE:
-                raise SourceProtocolError(f"ListGroups on source broker {node_id} failed with {ErrorCode(body['error_code']).name}")
+                raise SourceProtocolError(f"ListGroups on source broker {node_id} failed with {source_error(body['error_code']).name}")
             groups.update(g["group_id"] for g in body["groups"] if g.get("protocol_type", "consumer") in ("consumer", ""))
         return sorted(g for g in groups if self.filter.includes(g))
 
@@ -104,7 +104,7 @@ class OffsetSync:
         else:
             c = body
         if c["error_code"] != ErrorCode.NONE:
-            raise SourceProtocolError(f"FindCoordinator for group {group} failed with {ErrorCode(c['error_code']).name}")
+            raise SourceProtocolError(f"FindCoordinator for group {group} failed with {source_error(c['error_code']).name}")
         return await source.connection((c["host"], c["port"]))
 
     async def _fetch_offsets(self, group: str, source_topics: list[str]) -> dict[tuple[str, int], tuple[int, int, str | None]]:
@@ -112,7 +112,7 @@ class OffsetSync:
         version = min(conn.version_for(ApiKey.OFFSET_FETCH), OFFSET_FETCH_MAX_VERSION)
         body = await conn.request(ApiKey.OFFSET_FETCH, {"group_id": group, "topics": None, "require_stable": False}, version=version)
         if body.get("error_code", 0) != ErrorCode.NONE:
-            raise SourceProtocolError(f"OffsetFetch for group {group} failed with {ErrorCode(body['error_code']).name}")
+            raise SourceProtocolError(f"OffsetFetch for group {group} failed with {source_error(body['error_code']).name}")
         out = {}
         wanted = set(source_topics)
         for t in body.get("topics", []):

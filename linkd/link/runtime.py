@@ -35,7 +35,7 @@ from protocol.messages import ApiKey
 from protocol.records import split_batches
 
 from ..storage import StorageError
-from .client import SourceProtocolError, SourceUnavailable
+from .client import SourceProtocolError, SourceUnavailable, source_error
 from .config import LinkSettings
 from .mirror import Mirror, MirrorStore, PartitionProgress
 from .source import SourceCluster
@@ -494,7 +494,7 @@ class LinkRuntime:
 
     async def _handle_partition(self, conn, mirror: Mirror, progress: PartitionProgress, pdata: dict) -> tuple | None:
         """Digest one partition of a Fetch response; returns an append job when it brought new batches."""
-        code = ErrorCode(pdata["error_code"])
+        code = source_error(pdata["error_code"])
         topic = self._topics.get(mirror.topic)
         if topic is None or not mirror.fetching:
             return None
@@ -559,7 +559,7 @@ class LinkRuntime:
         response = await conn.request(ApiKey.LIST_OFFSETS, body)
         p = _only_partition(response, "topics", "name", "partition_index", mirror.source_topic, partition, "ListOffsets")
         if p["error_code"] != ErrorCode.NONE:
-            raise SourceUnavailable(f"ListOffsets for {mirror.source_topic}-{partition} failed with {ErrorCode(p['error_code']).name}")
+            raise SourceUnavailable(f"ListOffsets for {mirror.source_topic}-{partition} failed with {source_error(p['error_code']).name}")
         return p["offset"]
 
     async def _out_of_range(self, conn, mirror: Mirror, progress: PartitionProgress, plog) -> None:
@@ -690,7 +690,7 @@ class LinkRuntime:
         if response.get("error_code", 0) != ErrorCode.NONE:
             raise SourceProtocolError(f"validation fetch failed with {ErrorCode(response['error_code']).name}")
         pdata = _only_partition(response, "responses", "topic", "partition_index", mirror.source_topic, progress.partition, "Fetch")
-        code = ErrorCode(pdata["error_code"])
+        code = source_error(pdata["error_code"])
         if code == ErrorCode.OFFSET_OUT_OF_RANGE:
             earliest = await self._list_offset(conn, mirror, progress.partition, -2)
             latest = await self._list_offset(conn, mirror, progress.partition, -1)

@@ -17,18 +17,9 @@ from dataclasses import dataclass, field
 from protocol.errors import ErrorCode
 from protocol.messages import ApiKey
 
-from .client import Connection, SourceProtocolError, SourceUnavailable
+from .client import Connection, SourceProtocolError, SourceUnavailable, source_error
 
 log = logging.getLogger(__name__)
-
-
-def source_error(code: int) -> ErrorCode:
-    """A source's error code as ours; one we do not know (a newer broker's) reads as UNKNOWN_SERVER_ERROR
-    rather than an exception in whatever loop parsed it."""
-    try:
-        return ErrorCode(code)
-    except ValueError:
-        return ErrorCode.UNKNOWN_SERVER_ERROR
 
 
 @dataclass(frozen=True)
