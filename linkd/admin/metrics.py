@@ -38,11 +38,14 @@ class DaemonCollector:
         yield state
         fetched = CounterMetricFamily("linkd_link_fetched_bytes", "Record bytes fetched from the source and appended", labels=["link"])
         requests = CounterMetricFamily("linkd_link_fetch_requests", "Fetch requests sent to the source", labels=["link"])
+        incremental = CounterMetricFamily("linkd_link_incremental_fetch_requests", "Fetch requests sent inside a fetch session (changed partitions only)", labels=["link"])
         for name, entry in (d.links.links.items() if d.links else []):
             fetched.add_metric([name], entry.runtime.fetched_bytes)
             requests.add_metric([name], entry.runtime.fetch_requests)
+            incremental.add_metric([name], entry.runtime.incremental_fetch_requests)
         yield fetched
         yield requests
+        yield incremental
         if d.listener is not None:
             st = d.listener.statistics()
             yield GaugeMetricFamily("linkd_connections_open", "Open Kafka client connections", value=st.connections_open)

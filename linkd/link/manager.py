@@ -190,7 +190,7 @@ class LinkManager:
             "link_error_message": rt.state_message,
             "topic_names": sorted(mirrors),
             "configs": [{"name": k, "value": v} for k, v in sorted(validate(entry.config).items()) if "jaas" not in k and "password" not in k],
-            "statistics": {"fetch_requests": rt.fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
+            "statistics": {"fetch_requests": rt.fetch_requests, "incremental_fetch_requests": rt.incremental_fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
         }
 

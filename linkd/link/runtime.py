@@ -37,6 +37,7 @@ from protocol.records import split_batches
 from ..storage import StorageError
 from .client import SourceProtocolError, SourceUnavailable, source_error
 from .config import LinkSettings
+from .fetchsession import SESSION_ERRORS, FetchSession
 from .mirror import Mirror, MirrorStore, PartitionProgress
 from .source import SourceCluster
 from .states import InvalidTransition, LinkState, MirrorError, MirrorEvent, MirrorState
@@ -95,10 +96,12 @@ class LinkRuntime:
         self._waiting: trio.CancelScope | None = None  # the loop's wait for either, while it waits
         self._changed = trio.Event()
         self.fetch_requests = 0
+        self.incremental_fetch_requests = 0  # of them, those inside a fetch session (naming changed partitions only)
         self.fetched_bytes = 0
         self.appended_batches = 0
         self._pending_appends: dict[int, trio.Event] = {}
         self._refused_appends: dict[int, str] = {}  # broker id -> why its last round's appends failed
+        self._sessions: dict[int, FetchSession] = {}  # broker id -> its fetch loop's incremental fetch session
 
     # -- control ------------------------------------------------------------------------------
 
@@ -285,6 +288,7 @@ class LinkRuntime:
                 await self._fetch_rounds(broker_id, backoff, appends)
         finally:
             self._loops.discard(broker_id)
+            self._sessions.pop(broker_id, None)
 
     async def _fetch_rounds(self, broker_id: int, backoff: _Backoff, appends: trio.Nursery) -> None:
         while True:
@@ -443,38 +447,39 @@ class LinkRuntime:
                 progress.last_source_fetch_offset = position
 
     async def _fetch_round(self, conn, parts: list[tuple[Mirror, PartitionProgress]], broker_id: int, appends: trio.Nursery) -> None:
-        by_topic: dict[str, list[tuple[Mirror, PartitionProgress]]] = {}
+        wanted: dict[tuple[str, int], dict] = {}
         for mirror, progress in parts:
-            by_topic.setdefault(mirror.source_topic, []).append((mirror, progress))
-        topics = []
-        for source_topic, items in by_topic.items():
-            plist = []
-            for mirror, progress in items:
-                local = self._topics.get(mirror.topic)
-                if local is None:  # deleted while the previous round was in flight
-                    continue
-                plog = local.logs[progress.partition]
-                plist.append(
-                    {
-                        "partition": progress.partition,
-                        "current_leader_epoch": progress.leader_epoch,
-                        "fetch_offset": fetch_position(progress, plog),
-                        "last_fetched_epoch": -1,
-                        "log_start_offset": -1,
-                        "partition_max_bytes": progress.max_bytes or self.settings.fetch_max_bytes,
-                    }
-                )
-            if plist:
-                topics.append({"topic": source_topic, "partitions": plist})
-        if not topics:
+            local = self._topics.get(mirror.topic)
+            if local is None:  # deleted while the previous round was in flight
+                continue
+            wanted[(mirror.source_topic, progress.partition)] = {
+                "partition": progress.partition,
+                "current_leader_epoch": progress.leader_epoch,
+                "fetch_offset": fetch_position(progress, local.logs[progress.partition]),
+                "last_fetched_epoch": -1,
+                "log_start_offset": -1,
+                "partition_max_bytes": progress.max_bytes or self.settings.fetch_max_bytes,
+            }
+        if not wanted:
             # Every partition's topic is gone: wait for the refresh that drops them rather than spin.
             await trio.sleep(self.settings.retry_backoff_ms / 1000)
             return
-        body = self._fetch_body(topics, self.settings.fetch_wait_max_ms, self.settings.fetch_min_bytes)
+        session = self._sessions.setdefault(broker_id, FetchSession())
+        body = {**self._fetch_body([], self.settings.fetch_wait_max_ms, self.settings.fetch_min_bytes), **session.build(wanted)}
         self.fetch_requests += 1
-        response = await conn.request(ApiKey.FETCH, body, timeout=self.settings.request_timeout_ms / 1000 + self.settings.fetch_wait_max_ms / 1000)
-        if response.get("error_code", 0) != ErrorCode.NONE:
-            raise SourceProtocolError(f"fetch failed with {ErrorCode(response['error_code']).name}")
+        self.incremental_fetch_requests += body["session_id"] != 0
+        try:
+            response = await conn.request(ApiKey.FETCH, body, timeout=self.settings.request_timeout_ms / 1000 + self.settings.fetch_wait_max_ms / 1000)
+        except BaseException:
+            session.reset()  # unanswered: the broker may or may not have applied it
+            raise
+        code = response.get("error_code", 0)
+        session.answered(code, response.get("session_id", 0))
+        if code in SESSION_ERRORS:
+            log.info("link %s: fetch session with source broker %d ended (%s); starting a new one", self.name, broker_id, source_error(code).name)
+            return
+        if code != ErrorCode.NONE:
+            raise SourceProtocolError(f"fetch failed with {source_error(code).name}")
         await self._appends_landed(broker_id)  # the previous round's data is in the log before we look at this one
         index = {(m.source_topic, p.partition): (m, p) for m, p in parts}
         jobs = []

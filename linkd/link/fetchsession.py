@@ -1,0 +1,86 @@
+"""The client side of an incremental fetch session (KIP-227) with one source broker.
+
+A full Fetch names every partition; once the broker has given the session an id, each later Fetch names
+only the partitions whose request fields changed (their fetch offset, mostly) and lists the ones to drop
+as forgotten, and the broker answers only for partitions with something new. A link carrying many quiet
+partitions then sends and receives a few bytes per round instead of all of them.
+
+The broker's idea of the session must always equal what the link wants to fetch. So the session keeps
+what the broker holds after each answered request, and starts over (a full Fetch asking for a new
+session) whenever that is in doubt: a session error from the broker, a different session id, or a request
+that got no answer. A broker that does not keep sessions (session id 0 in every answer, as Tansu) is
+simply asked in full every time.
+"""
+
+from __future__ import annotations
+
+from protocol.errors import ErrorCode
+
+MAX_EPOCH = 2**31 - 1
+SESSION_ERRORS = (ErrorCode.FETCH_SESSION_ID_NOT_FOUND, ErrorCode.INVALID_FETCH_SESSION_EPOCH)
+
+Key = tuple[str, int]  # (topic, partition)
+
+
+class FetchSession:
+    def __init__(self) -> None:
+        self.session_id = 0
+        self.epoch = 0  # the epoch the next request carries; 0 with no session asks for a new one
+        self._held: dict[Key, dict] = {}  # what the broker's session holds, per partition
+        self._pending: dict[Key, dict] | None = None  # what it will hold once the request in flight is answered
+        self.incremental_requests = 0
+
+    def build(self, wanted: dict[Key, dict]) -> dict:
+        """The session fields of the next Fetch for ``wanted`` (partition -> its request entry): a dict with
+        ``session_id``, ``session_epoch``, ``topics`` and ``forgotten_topics_data``."""
+        if self.session_id == 0:
+            send, forgotten = wanted, []
+        else:
+            send = {key: entry for key, entry in wanted.items() if self._held.get(key) != entry}
+            forgotten = [key for key in self._held if key not in wanted]
+            self.incremental_requests += 1
+        self._pending = dict(wanted)
+        return {
+            "session_id": self.session_id,
+            "session_epoch": self.epoch,
+            "topics": [{"topic": t, "partitions": ps} for t, ps in _by_topic(send).items()],
+            "forgotten_topics_data": [{"topic": t, "partitions": ps} for t, ps in _group(forgotten).items()],
+        }
+
+    def answered(self, error_code: int, session_id: int) -> None:
+        """Record the broker's answer to the request ``build`` made."""
+        pending, self._pending = self._pending, None
+        if pending is None or error_code in SESSION_ERRORS:
+            self.reset()
+            return
+        if error_code != ErrorCode.NONE:
+            # The request failed as a whole: whether the broker applied it is not known.
+            self.reset()
+            return
+        if self.session_id == 0:
+            if session_id != 0:
+                self.session_id, self.epoch, self._held = session_id, 1, pending
+            return  # no session granted: the next request is a full one again
+        if session_id != self.session_id:
+            self.reset()
+            return
+        self._held = pending
+        self.epoch = self.epoch + 1 if self.epoch < MAX_EPOCH else 1
+
+    def reset(self) -> None:
+        """Forget the session: the next request is a full one asking for a new session."""
+        self.session_id, self.epoch, self._held, self._pending = 0, 0, {}, None
+
+
+def _group(keys) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for topic, partition in keys:
+        out.setdefault(topic, []).append(partition)
+    return out
+
+
+def _by_topic(entries: dict[Key, dict]) -> dict[str, list[dict]]:
+    topics: dict[str, list[dict]] = {}
+    for (topic, _partition), entry in entries.items():
+        topics.setdefault(topic, []).append(entry)
+    return topics
