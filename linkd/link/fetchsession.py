@@ -28,7 +28,6 @@ class FetchSession:
         self.epoch = 0  # the epoch the next request carries; 0 with no session asks for a new one
         self._held: dict[Key, dict] = {}  # what the broker's session holds, per partition
         self._pending: dict[Key, dict] | None = None  # what it will hold once the request in flight is answered
-        self.incremental_requests = 0
 
     def build(self, wanted: dict[Key, dict]) -> dict:
         """The session fields of the next Fetch for ``wanted`` (partition -> its request entry): a dict with
@@ -38,23 +37,19 @@ class FetchSession:
         else:
             send = {key: entry for key, entry in wanted.items() if self._held.get(key) != entry}
             forgotten = [key for key in self._held if key not in wanted]
-            self.incremental_requests += 1
         self._pending = dict(wanted)
         return {
             "session_id": self.session_id,
             "session_epoch": self.epoch,
-            "topics": [{"topic": t, "partitions": ps} for t, ps in _by_topic(send).items()],
-            "forgotten_topics_data": [{"topic": t, "partitions": ps} for t, ps in _group(forgotten).items()],
+            "topics": _by_topic(send.items()),
+            "forgotten_topics_data": _by_topic((key, key[1]) for key in forgotten),
         }
 
     def answered(self, error_code: int, session_id: int) -> None:
         """Record the broker's answer to the request ``build`` made."""
         pending, self._pending = self._pending, None
-        if pending is None or error_code in SESSION_ERRORS:
-            self.reset()
-            return
-        if error_code != ErrorCode.NONE:
-            # The request failed as a whole: whether the broker applied it is not known.
+        if pending is None or error_code != ErrorCode.NONE:
+            # A session error, or a request that failed as a whole: whether the broker applied it is not known.
             self.reset()
             return
         if self.session_id == 0:
@@ -72,15 +67,9 @@ class FetchSession:
         self.session_id, self.epoch, self._held, self._pending = 0, 0, {}, None
 
 
-def _group(keys) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for topic, partition in keys:
-        out.setdefault(topic, []).append(partition)
-    return out
-
-
-def _by_topic(entries: dict[Key, dict]) -> dict[str, list[dict]]:
-    topics: dict[str, list[dict]] = {}
-    for (topic, _partition), entry in entries.items():
+def _by_topic(items) -> list[dict]:
+    """((topic, partition), entry) pairs as a Fetch request's per-topic list."""
+    topics: dict[str, list] = {}
+    for (topic, _partition), entry in items:
         topics.setdefault(topic, []).append(entry)
-    return topics
+    return [{"topic": t, "partitions": entries} for t, entries in topics.items()]

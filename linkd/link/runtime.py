@@ -404,6 +404,16 @@ class LinkRuntime:
             "rack_id": "",
         }
 
+    def _partition_request(self, progress: PartitionProgress, position: int) -> dict:
+        return {
+            "partition": progress.partition,
+            "current_leader_epoch": progress.leader_epoch,
+            "fetch_offset": position,
+            "last_fetched_epoch": -1,
+            "log_start_offset": -1,
+            "partition_max_bytes": progress.max_bytes or self.settings.fetch_max_bytes,
+        }
+
     async def probe_caught_up(self, mirror: Mirror) -> None:
         """Ask the source, with Fetches that do not wait, whether anything lies past where each of
         ``mirror``'s partitions fetches next. For a promote: an idle source otherwise answers the fetch
@@ -419,11 +429,7 @@ class LinkRuntime:
             if progress.validated and progress.leader >= 0 and progress.partition < len(local.logs):
                 by_leader.setdefault(progress.leader, []).append((progress, fetch_position(progress, local.logs[progress.partition])))
         for leader, items in by_leader.items():
-            plist = [
-                {"partition": p.partition, "current_leader_epoch": p.leader_epoch, "fetch_offset": position, "last_fetched_epoch": -1,
-                 "log_start_offset": -1, "partition_max_bytes": p.max_bytes or self.settings.fetch_max_bytes}
-                for p, position in items
-            ]
+            plist = [self._partition_request(p, position) for p, position in items]
             try:
                 conn = await self.source.broker_connection(leader)
                 response = await conn.request(ApiKey.FETCH, self._fetch_body([{"topic": mirror.source_topic, "partitions": plist}], 0, 0), timeout=self.settings.request_timeout_ms / 1000)
@@ -452,14 +458,7 @@ class LinkRuntime:
             local = self._topics.get(mirror.topic)
             if local is None:  # deleted while the previous round was in flight
                 continue
-            wanted[(mirror.source_topic, progress.partition)] = {
-                "partition": progress.partition,
-                "current_leader_epoch": progress.leader_epoch,
-                "fetch_offset": fetch_position(progress, local.logs[progress.partition]),
-                "last_fetched_epoch": -1,
-                "log_start_offset": -1,
-                "partition_max_bytes": progress.max_bytes or self.settings.fetch_max_bytes,
-            }
+            wanted[(mirror.source_topic, progress.partition)] = self._partition_request(progress, fetch_position(progress, local.logs[progress.partition]))
         if not wanted:
             # Every partition's topic is gone: wait for the refresh that drops them rather than spin.
             await trio.sleep(self.settings.retry_backoff_ms / 1000)
@@ -693,7 +692,7 @@ class LinkRuntime:
         }
         response = await conn.request(ApiKey.FETCH, body)
         if response.get("error_code", 0) != ErrorCode.NONE:
-            raise SourceProtocolError(f"validation fetch failed with {ErrorCode(response['error_code']).name}")
+            raise SourceProtocolError(f"validation fetch failed with {source_error(response['error_code']).name}")
         pdata = _only_partition(response, "responses", "topic", "partition_index", mirror.source_topic, progress.partition, "Fetch")
         code = source_error(pdata["error_code"])
         if code == ErrorCode.OFFSET_OUT_OF_RANGE:
