@@ -41,6 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
             admin=parse_hostport(args.admin or "127.0.0.1:8090", "--admin"),
             node_id=args.node_id,
             ready_file=Path(args.ready_file) if args.ready_file else None,
+            retention_check_interval_ms=args.log_retention_check_interval_ms,
         )
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--node-id", type=int, default=1)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--ready-file", help="write {kafka_port, admin_port, pid, cluster_id} as JSON here once serving (useful with port 0)")
+    serve.add_argument("--log-retention-check-interval-ms", type=int, default=30_000, metavar="MS", help="how often retention runs over every log (Kafka's log.retention.check.interval.ms)")
     serve.set_defaults(func=_serve)
 
     common = argparse.ArgumentParser(add_help=False)

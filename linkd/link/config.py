@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from .. import topicconfig
 from .groupfilter import GroupFilter
 
 BOOL_KEYS = {"consumer.offset.sync.enable", "acl.sync.enable", "auto.create.mirror.topics.enable", "cluster.link.paused"}
@@ -30,6 +31,19 @@ INT_KEYS = {
 }
 JSON_KEYS = {"consumer.offset.group.filters", "acl.filters", "auto.create.mirror.topics.filters"}
 STRING_KEYS = {"bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.jaas.config", "cluster.link.prefix", "mirror.start.offset.spec"}
+STRING_KEYS |= {"topic.config.sync.include", "acl.sync.ms", "consumer.group.prefix.enable", "num.cluster.link.fetchers"}
+# Known Cluster Linking keys linkd does not implement yet, with the value that means "off": any other
+# value (or any value at all, for None) is refused rather than accepted and ignored.
+NOT_SUPPORTED_YET: dict[str, str | None] = {
+    "acl.sync.enable": "false",
+    "acl.filters": None,
+    "acl.sync.ms": None,
+    "auto.create.mirror.topics.enable": "false",
+    "auto.create.mirror.topics.filters": None,
+    "cluster.link.prefix": "",
+    "consumer.group.prefix.enable": "false",
+    "num.cluster.link.fetchers": None,  # one fetch loop per source broker, not configurable yet
+}
 
 DEFAULTS: dict[str, str] = {
     "security.protocol": "PLAINTEXT",
@@ -148,9 +162,32 @@ def validate(config: dict[str, str]) -> dict[str, str]:
             GroupFilter.parse(merged["consumer.offset.group.filters"])
         except (ValueError, json.JSONDecodeError) as exc:
             problems.append(f"consumer.offset.group.filters: {exc}")
+    for key, off in NOT_SUPPORTED_YET.items():
+        if key in config and (off is None or config[key].strip().lower() != off):
+            problems.append(f"{key} is not supported yet" + (f" (only {key}={off})" if off is not None else ""))
+    if "topic.config.sync.include" in config:
+        try:
+            _sync_include(config["topic.config.sync.include"])
+        except ValueError as exc:
+            problems.append(str(exc))
     if problems:
         raise LinkConfigError("; ".join(problems))
     return merged
+
+
+def _sync_include(value: str | None) -> frozenset[str]:
+    """topic.config.sync.include: comma-separated configurable topic config names (default: all of them).
+    Always-synced names may be listed (they are synced anyway); independent ones are never synced."""
+    if value is None:
+        return topicconfig.CONFIGURABLE
+    names = {n.strip() for n in value.split(",") if n.strip()}
+    unknown = sorted(n for n in names if n not in topicconfig.TOPIC_CONFIGS)
+    if unknown:
+        raise ValueError(f"topic.config.sync.include names unknown topic config(s): {', '.join(unknown)}")
+    independent = sorted(names & topicconfig.INDEPENDENT)
+    if independent:
+        raise ValueError(f"topic.config.sync.include: {', '.join(independent)} cannot be synced (independent of the source topic)")
+    return frozenset(names & topicconfig.CONFIGURABLE)
 
 
 @dataclass(frozen=True)
@@ -172,7 +209,8 @@ class LinkSettings:
     offset_sync_enable: bool
     offset_sync_ms: int
     offset_group_filters: str
-    prefix: str
+    topic_config_sync_ms: int
+    topic_config_sync_include: frozenset[str]
 
     @classmethod
     def from_config(cls, config: dict[str, str]) -> LinkSettings:
@@ -197,5 +235,6 @@ class LinkSettings:
             offset_sync_enable=merged["consumer.offset.sync.enable"].lower() == "true",
             offset_sync_ms=int(merged["consumer.offset.sync.ms"]),
             offset_group_filters=merged["consumer.offset.group.filters"],
-            prefix=merged["cluster.link.prefix"],
+            topic_config_sync_ms=int(merged["topic.config.sync.ms"]),
+            topic_config_sync_include=_sync_include(merged.get("topic.config.sync.include")),
         )

@@ -30,6 +30,7 @@ from ..producer_ids import ProducerIdAllocator
 from ..topics import TopicError, TopicRegistry, validate_topic_name
 from .client import SourceProtocolError, SourceUnavailable
 from .config import LinkConfigError, LinkSettings, validate
+from .configsync import ConfigSync, describe_source_configs, mirrored_configs
 from .mirror import Mirror, MirrorStore, PartitionProgress
 from .offsetsync import OffsetSync
 from .runtime import LinkRuntime, fetch_position, now_ms
@@ -68,6 +69,7 @@ class LinkEntry:
     settings: LinkSettings
     runtime: LinkRuntime
     offset_sync: OffsetSync
+    config_sync: ConfigSync
     scope: trio.CancelScope | None = None
 
 
@@ -118,6 +120,7 @@ class LinkManager:
             entry.scope = scope
             async with trio.open_nursery() as nursery:
                 await nursery.start(entry.offset_sync.run)
+                await nursery.start(entry.config_sync.run)
                 await nursery.start(entry.runtime.run)
                 task_status.started()
 
@@ -133,7 +136,18 @@ class LinkManager:
             on_mirror_change=self._mirror_changed,
         )
         mirrors = lambda: [m for m in self.mirrors.values() if m.link == name]  # noqa: E731
-        return LinkEntry(name, link_id, config, settings, runtime, OffsetSync(runtime, mirrors, self._topics, self._groups))
+        return LinkEntry(name, link_id, config, settings, runtime, OffsetSync(runtime, mirrors, self._topics, self._groups), ConfigSync(runtime, mirrors, self._topics))
+
+    def mirror_synced_configs(self, name: str) -> dict[str, str] | None:
+        """Broker hook: the synced source configs of a mirror still following its source, else None."""
+        mirror = self.mirrors.get(name)
+        entry = self.links.get(mirror.link) if mirror is not None else None
+        if mirror is None:
+            return None
+        if entry is None:
+            # Its link is gone: nothing syncs it any more, but it is still read-only until failed over.
+            return {} if mirror.state != MirrorState.STOPPED else None
+        return entry.config_sync.following(name)
 
     def _mirror_changed(self, mirror: Mirror) -> None:
         topic = self._topics.get(mirror.topic)
@@ -192,6 +206,7 @@ class LinkManager:
             "configs": [{"name": k, "value": v} for k, v in sorted(validate(entry.config).items()) if "jaas" not in k and "password" not in k],
             "statistics": {"fetch_requests": rt.fetch_requests, "incremental_fetch_requests": rt.incremental_fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
+            "topic_config_sync": entry.config_sync.status.as_dict(),
         }
 
     def list_links(self) -> list[dict]:
@@ -234,10 +249,23 @@ class LinkManager:
             raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"source topic '{source_topic}' does not exist on link '{link}' ({code})")
         if topic in self.mirrors or self._topics.get(topic) is not None:
             raise AdminError(409, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
+        # The source topic's configs before the first append: retention must never run with our defaults.
+        try:
+            with trio.fail_after(entry.settings.request_timeout_ms / 1000):
+                source_configs = await describe_source_configs(entry.runtime.source, [source_topic])
+        except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
+            raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot read the configs of source topic '{source_topic}' on link '{link}': {exc}") from exc
+        if topic in self.mirrors or self._topics.get(topic) is not None:
+            raise AdminError(409, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
+        configs = mirrored_configs({}, source_configs[source_topic], entry.config_sync.names, set(), creating=True)
         partitions = len(st.partitions)
         # The mirror's own epoch starts at the source's so advertised epochs never go backwards (Invariant 4).
         epoch = max((p.leader_epoch for p in st.partitions.values()), default=0)
-        self._topics.create(topic, partitions, {}, kind="mirror", leader_epoch=max(epoch, 0))
+        try:
+            self._topics.create(topic, partitions, configs, kind="mirror", leader_epoch=max(epoch, 0))
+        except TopicError as exc:
+            raise AdminError(400, exc.error_code, f"cannot create mirror topic '{topic}' with the source's configs {configs}: {exc.message}") from exc
+        entry.config_sync.remember(topic, source_configs[source_topic])
         mirror = Mirror(topic, link, source_topic, str(st.topic_id) if st.topic_id else None, MirrorState.ACTIVE)
         mirror.partitions = [PartitionProgress(p, max_bytes=entry.settings.fetch_max_bytes) for p in range(partitions)]
         try:

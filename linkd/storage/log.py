@@ -670,6 +670,13 @@ class PartitionLog:
             checkpoint.fsync_dir(os.path.dirname(self.path))
             self._parent_dirty = False
 
+    def update_config(self, config: LogConfig) -> None:
+        """Use ``config`` from now on without reopening (Kafka's ``LocalLog.updateConfig``): later appends,
+        rolls, flushes and retention passes read it. Segments already written keep their index interval
+        until the next roll. Thread-safe: takes the log lock."""
+        with self._lock:
+            self.config = config
+
     def apply_retention(self, now_ms: int) -> int:
         """Delete whole old segments beyond retention.ms / retention.bytes, moving the log start. Returns
         the number of segments deleted."""
