@@ -139,9 +139,31 @@ def _link_describe(args, client: AdminClient) -> int:
     return EXIT_OK
 
 
+def _link_update(args, client: AdminClient) -> int:
+    from .link.config import LinkConfigError, parse_overrides
+
+    try:
+        set_configs = parse_overrides(args.config or [])
+    except LinkConfigError as exc:
+        raise AdminClientError(str(exc)) from exc
+    delete_configs = list(args.delete_config or [])
+    if not set_configs and not delete_configs:
+        raise AdminClientError("nothing to change: give --config KEY=VALUE and/or --delete-config KEY")
+    client.alter_link_configs(args.name, set_configs, delete_configs)
+    link = client.describe_link(args.name)
+    _emit(args, link, lambda d: print(f"Updated link {d['link_name']}: " + ", ".join([f"{k}={v}" for k, v in set_configs.items()] + [f"{k} reset" for k in delete_configs])))
+    return EXIT_OK
+
+
 def _link_delete(args, client: AdminClient) -> int:
-    client.delete_link(args.name, force=args.force)
-    _emit(args, {"link_name": args.name, "deleted": True}, lambda d: print(f"Deleted link {args.name}"))
+    failed_over = client.delete_link(args.name, force=args.force)
+
+    def human(d):
+        for r in d["failed_over"]:
+            print(f"Failed over mirror {r['mirror_topic_name']}: {r.get('mirror_status')}, possible data loss {r.get('possible_data_loss_records', 0)} records")
+        print(f"Deleted link {args.name}")
+
+    _emit(args, {"link_name": args.name, "deleted": True, "failed_over": failed_over}, human)
     return EXIT_OK
 
 
@@ -273,8 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_link_describe)
     p = link.add_parser("delete", parents=[common], help="delete a link")
     p.add_argument("name")
-    p.add_argument("--force", action="store_true", help="delete even if mirrors still use it")
+    p.add_argument("--force", action="store_true", help="fail over the mirrors still using it, then delete it")
     p.set_defaults(func=_link_delete)
+    p = link.add_parser("update", parents=[common], help="change a link's configs (applied without restarting it)")
+    p.add_argument("name")
+    p.add_argument("--config", action="append", metavar="KEY=VALUE", help="set a link property; repeatable")
+    p.add_argument("--delete-config", action="append", metavar="KEY", help="reset a link property to its default; repeatable")
+    p.set_defaults(func=_link_update)
 
     mirror = sub.add_parser("mirror", help="manage mirror topics").add_subparsers(dest="mirror_command", required=True, metavar="ACTION")
     p = mirror.add_parser("create", parents=[common], help="mirror a source topic")

@@ -51,6 +51,10 @@ DEFAULT_PROMOTE_TIMEOUT_S = 60.0
 _LINK_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
+def _sensitive(key: str) -> bool:
+    return "jaas" in key or "password" in key
+
+
 class AdminError(Exception):
     """An operation refused; ``status`` is the HTTP status the admin API answers with."""
 
@@ -71,6 +75,8 @@ class LinkEntry:
     offset_sync: OffsetSync
     config_sync: ConfigSync
     scope: trio.CancelScope | None = None
+    nursery: trio.Nursery | None = None
+    sync_scope: trio.CancelScope | None = None
 
 
 class LinkManager:
@@ -119,9 +125,18 @@ class LinkManager:
         with trio.CancelScope() as scope:
             entry.scope = scope
             async with trio.open_nursery() as nursery:
+                entry.nursery = nursery
+                await nursery.start(self._run_syncs, entry)
+                await nursery.start(entry.runtime.run)
+                task_status.started()
+
+    async def _run_syncs(self, entry: LinkEntry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The link's periodic syncs, in a scope of their own so a config update can restart them alone."""
+        with trio.CancelScope() as scope:
+            entry.sync_scope = scope
+            async with trio.open_nursery() as nursery:
                 await nursery.start(entry.offset_sync.run)
                 await nursery.start(entry.config_sync.run)
-                await nursery.start(entry.runtime.run)
                 task_status.started()
 
     def _entry(self, name: str, link_id: str, config: dict[str, str]) -> LinkEntry:
@@ -185,6 +200,60 @@ class LinkManager:
         log.info("created link %s to %s", name, merged["bootstrap.servers"])
         return self.describe_link(name)
 
+    def link_configs(self, name: str) -> list[dict]:
+        """Every link config with its value and whether it was set (REST v3 ``configs`` shape)."""
+        entry = self._link(name)
+        merged = validate(entry.config)
+        return [
+            {"link_name": name, "name": k, "value": None if _sensitive(k) else v, "is_default": k not in entry.config, "is_read_only": False, "is_sensitive": _sensitive(k), "source": "DYNAMIC_CLUSTER_LINK_CONFIG" if k in entry.config else "DEFAULT_CONFIG"}
+            for k, v in sorted(merged.items())
+        ]
+
+    async def update_link(self, name: str, set_configs: dict[str, str], delete_configs: list[str], validate_only: bool = False) -> dict:
+        """Change a link's configs, validated as at create, applied to the running link without a restart:
+        fetching uses the new settings from its next round, the periodic syncs restart with theirs."""
+        entry = self._link(name)
+        unknown_deletes = sorted(k for k in delete_configs if k not in entry.config and k not in set_configs)
+        if unknown_deletes:
+            raise AdminError(404, ErrorCode.INVALID_CONFIG, f"link '{name}' has no config {', '.join(unknown_deletes)} set")
+        config = {k: v for k, v in entry.config.items() if k not in delete_configs}
+        config.update(set_configs)
+        try:
+            validate(config)
+            settings = LinkSettings.from_config(config)
+        except LinkConfigError as exc:
+            raise AdminError(400, ErrorCode.INVALID_CONFIG, str(exc)) from exc
+        if validate_only or config == entry.config:
+            return self.describe_link(name)
+        with self._store.transaction() as db:
+            db.execute("UPDATE links SET config = ? WHERE name = ?", (json.dumps(config), name))
+        before = entry.settings
+        entry.config, entry.settings = config, settings
+        runtime = entry.runtime
+        runtime.settings = settings
+        runtime.source.bootstrap = list(settings.bootstrap_servers)
+        runtime.source.request_timeout_s = settings.request_timeout_ms / 1000
+        if settings.paused != before.paused:
+            runtime.state = LinkState.PAUSED if settings.paused else LinkState.ACTIVE
+        if settings.fetch_max_bytes != before.fetch_max_bytes:
+            for mirror in self.mirrors.values():
+                if mirror.link == name:
+                    for progress in mirror.partitions:
+                        progress.max_bytes = settings.fetch_max_bytes
+        mirrors = lambda: [m for m in self.mirrors.values() if m.link == name]  # noqa: E731
+        old_sync = entry.config_sync
+        entry.offset_sync = OffsetSync(runtime, mirrors, self._topics, self._groups)
+        entry.config_sync = ConfigSync(runtime, mirrors, self._topics)
+        entry.config_sync.source_configs = old_sync.source_configs
+        if entry.sync_scope is not None:
+            entry.sync_scope.cancel()
+        if entry.nursery is not None:
+            await entry.nursery.start(self._run_syncs, entry)
+        runtime.wake()
+        changed = sorted(set(set_configs) | set(delete_configs))
+        log.info("link %s: configs %s changed, applied to the running link", name, ", ".join(changed))
+        return self.describe_link(name)
+
     def _link(self, name: str) -> LinkEntry:
         entry = self.links.get(name)
         if entry is None:
@@ -203,7 +272,7 @@ class LinkManager:
             "link_state": rt.state.value,
             "link_error_message": rt.state_message,
             "topic_names": sorted(mirrors),
-            "configs": [{"name": k, "value": v} for k, v in sorted(validate(entry.config).items()) if "jaas" not in k and "password" not in k],
+            "configs": [{"name": k, "value": v} for k, v in sorted(validate(entry.config).items()) if not _sensitive(k)],
             "statistics": {"fetch_requests": rt.fetch_requests, "incremental_fetch_requests": rt.incremental_fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
             "topic_config_sync": entry.config_sync.status.as_dict(),
@@ -212,16 +281,28 @@ class LinkManager:
     def list_links(self) -> list[dict]:
         return [self.describe_link(n) for n in sorted(self.links)]
 
-    async def delete_link(self, name: str, force: bool = False) -> None:
+    async def delete_link(self, name: str, force: bool = False) -> list[dict]:
+        """Delete a link. Its mirrors must be stopped first; ``force`` fails over those that are not (the
+        unreplicated tail is reported as for ``failover``). Stopped mirrors become plain topics, so no
+        mirror names a link that does not exist. Returns the failover results."""
         entry = self._link(name)
-        active = [m.topic for m in self.mirrors.values() if m.link == name and m.state != MirrorState.STOPPED]
+        active = sorted(m.topic for m in self.mirrors.values() if m.link == name and m.state != MirrorState.STOPPED)
         if active and not force:
-            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' still has mirror topics {', '.join(sorted(active))}: promote, fail over or delete them first")
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' still has mirror topics {', '.join(active)}: promote, fail over or delete them first (or delete with force, which fails them over)")
+        failed_over = await self.failover(active) if active else []
         if entry.scope is not None:
             entry.scope.cancel()
+        mine = sorted(t for t, m in self.mirrors.items() if m.link == name)
         with self._store.transaction() as db:
             db.execute("DELETE FROM links WHERE name = ?", (name,))
+            for topic in mine:
+                self.mirror_store.delete(topic)
+                self._topics.set_kind(topic, "local")
+        for topic in mine:
+            del self.mirrors[topic]
         del self.links[name]
+        log.info("deleted link %s%s", name, f"; failed over {', '.join(active)}" if active else "")
+        return failed_over
 
     # -- mirrors --------------------------------------------------------------------------------
 
