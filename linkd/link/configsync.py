@@ -75,7 +75,7 @@ def mirrored_configs(current: dict[str, str], source: dict[str, str], names: fro
     if creating:
         for key, value in KEEP_EVERYTHING.items():
             reported.setdefault(key, value)
-    for name in sorted(names - overrides):
+    for name in sorted(names - (overrides & topicconfig.CONFIGURABLE)):  # always-synced names have no overrides
         value = reported.get(name)
         if value is None:
             continue
