@@ -73,8 +73,9 @@ class AdminClient:
         data = [{"name": k, "value": v} for k, v in set_configs.items()] + [{"name": k, "operation": "DELETE"} for k in delete_configs]
         self._call("PUT", f"{self.cluster}/links/{name}/configs:alter", json={"data": data, "validate_only": validate_only})
 
-    def create_mirror(self, topic: str, link: str, source_topic: str | None = None) -> dict:
-        return self._call("POST", f"{self.cluster}/links/{link}/mirrors", json={"mirror_topic_name": topic, "source_topic_name": source_topic or topic})
+    def create_mirror(self, topic: str | None, link: str, source_topic: str | None = None) -> dict:
+        body = {"mirror_topic_name": topic, **({"source_topic_name": source_topic} if source_topic else {})}
+        return self._call("POST", f"{self.cluster}/links/{link}/mirrors", json=body)
 
     def list_mirrors(self, link: str | None = None) -> list[dict]:
         return self._call("GET", f"{self.cluster}/links/{link or '-'}/mirrors")["data"]

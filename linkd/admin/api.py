@@ -174,13 +174,12 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         if request.method == "GET":
             return JSONResponse({"data": manager.list_mirrors(None if link_name == "-" else link_name)})
         body = await _json(request)
-        topic = body.get("mirror_topic_name") or body.get("source_topic_name")
-        if not isinstance(topic, str) or not topic:
+        topic, source = body.get("mirror_topic_name"), body.get("source_topic_name")
+        if not topic and not source:
             raise AdminError(400, 0, "mirror_topic_name (or source_topic_name) is required")
-        source = body.get("source_topic_name")
-        if source is not None and not isinstance(source, str):
-            raise AdminError(400, 0, "source_topic_name must be a string")
-        return JSONResponse(await manager.create_mirror(topic, link_name, source), status_code=201)
+        if (topic is not None and not isinstance(topic, str)) or (source is not None and not isinstance(source, str)):
+            raise AdminError(400, 0, "mirror_topic_name and source_topic_name must be strings")
+        return JSONResponse(await manager.create_mirror(topic or None, link_name, source or None), status_code=201)
 
     @handler
     async def mirror(request: Request) -> Response:

@@ -38,9 +38,6 @@ NOT_SUPPORTED_YET: dict[str, str | None] = {
     "acl.sync.enable": "false",
     "acl.filters": None,
     "acl.sync.ms": None,
-    "auto.create.mirror.topics.enable": "false",
-    "auto.create.mirror.topics.filters": None,
-    "cluster.link.prefix": "",
     "consumer.group.prefix.enable": "false",
     "num.cluster.link.fetchers": None,  # one fetch loop per source broker, not configurable yet
 }
@@ -67,6 +64,7 @@ DEFAULTS: dict[str, str] = {
     "retry.backoff.max.ms": "10000",
 }
 SUPPORTED_SECURITY = {"PLAINTEXT"}
+_PREFIX_OK = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
 _HOSTPORT = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
 
 
@@ -157,6 +155,14 @@ def validate(config: dict[str, str]) -> dict[str, str]:
             datetime.fromisoformat(spec.replace("Z", "+00:00"))
         except ValueError:
             problems.append(f"mirror.start.offset.spec must be earliest, latest or an ISO-8601 timestamp, got {spec!r}")
+    if merged.get("auto.create.mirror.topics.filters"):
+        try:
+            GroupFilter.parse(merged["auto.create.mirror.topics.filters"], key="topicFilters")
+        except (ValueError, json.JSONDecodeError) as exc:
+            problems.append(f"auto.create.mirror.topics.filters: {exc}")
+    prefix = merged["cluster.link.prefix"]
+    if prefix and not _PREFIX_OK.match(prefix):
+        problems.append(f"cluster.link.prefix {prefix!r} may hold only ASCII letters, digits, '.', '_' and '-'")
     if merged.get("consumer.offset.group.filters"):
         try:
             GroupFilter.parse(merged["consumer.offset.group.filters"])
@@ -209,6 +215,9 @@ class LinkSettings:
     offset_sync_enable: bool
     offset_sync_ms: int
     offset_group_filters: str
+    prefix: str
+    auto_create_enable: bool
+    auto_create_filters: str
     topic_config_sync_ms: int
     topic_config_sync_include: frozenset[str]
 
@@ -235,6 +244,9 @@ class LinkSettings:
             offset_sync_enable=merged["consumer.offset.sync.enable"].lower() == "true",
             offset_sync_ms=int(merged["consumer.offset.sync.ms"]),
             offset_group_filters=merged["consumer.offset.group.filters"],
+            prefix=merged["cluster.link.prefix"],
+            auto_create_enable=merged["auto.create.mirror.topics.enable"].lower() == "true",
+            auto_create_filters=merged.get("auto.create.mirror.topics.filters", ""),
             topic_config_sync_ms=int(merged["topic.config.sync.ms"]),
             topic_config_sync_include=_sync_include(merged.get("topic.config.sync.include")),
         )

@@ -28,6 +28,7 @@ from protocol.records import CONTROL_ABORT, build_control_batch
 from ..controlstore import ControlStore
 from ..producer_ids import ProducerIdAllocator
 from ..topics import TopicError, TopicRegistry, validate_topic_name
+from .autocreate import AutoCreate
 from .client import SourceProtocolError, SourceUnavailable
 from .config import LinkConfigError, LinkSettings, validate
 from .configsync import ConfigSync, describe_source_configs, mirrored_configs
@@ -74,6 +75,7 @@ class LinkEntry:
     runtime: LinkRuntime
     offset_sync: OffsetSync
     config_sync: ConfigSync
+    auto_create: AutoCreate
     scope: trio.CancelScope | None = None
     nursery: trio.Nursery | None = None
     sync_scope: trio.CancelScope | None = None
@@ -137,6 +139,7 @@ class LinkManager:
             async with trio.open_nursery() as nursery:
                 await nursery.start(entry.offset_sync.run)
                 await nursery.start(entry.config_sync.run)
+                await nursery.start(entry.auto_create.run)
                 task_status.started()
 
     def _entry(self, name: str, link_id: str, config: dict[str, str]) -> LinkEntry:
@@ -151,7 +154,12 @@ class LinkManager:
             on_mirror_change=self._mirror_changed,
         )
         mirrors = lambda: [m for m in self.mirrors.values() if m.link == name]  # noqa: E731
-        return LinkEntry(name, link_id, config, settings, runtime, OffsetSync(runtime, mirrors, self._topics, self._groups), ConfigSync(runtime, mirrors, self._topics))
+        return LinkEntry(
+            name, link_id, config, settings, runtime,
+            OffsetSync(runtime, mirrors, self._topics, self._groups),
+            ConfigSync(runtime, mirrors, self._topics),
+            AutoCreate(runtime, mirrors, self._topics, self.create_mirror),
+        )
 
     def mirror_synced_configs(self, name: str) -> dict[str, str] | None:
         """Broker hook: the synced source configs of a mirror still following its source, else None."""
@@ -218,6 +226,8 @@ class LinkManager:
             raise AdminError(404, ErrorCode.INVALID_CONFIG, f"link '{name}' has no config {', '.join(unknown_deletes)} set")
         config = {k: v for k, v in entry.config.items() if k not in delete_configs}
         config.update(set_configs)
+        if config.get("cluster.link.prefix", "") != entry.config.get("cluster.link.prefix", ""):
+            raise AdminError(400, ErrorCode.INVALID_CONFIG, f"cluster.link.prefix of link '{name}' cannot be changed once the link exists (its mirrors are named by it)")
         try:
             validate(config)
             settings = LinkSettings.from_config(config)
@@ -245,6 +255,7 @@ class LinkManager:
         entry.offset_sync = OffsetSync(runtime, mirrors, self._topics, self._groups)
         entry.config_sync = ConfigSync(runtime, mirrors, self._topics)
         entry.config_sync.source_configs = old_sync.source_configs
+        entry.auto_create = AutoCreate(runtime, mirrors, self._topics, self.create_mirror)
         if entry.sync_scope is not None:
             entry.sync_scope.cancel()
         if entry.nursery is not None:
@@ -276,6 +287,7 @@ class LinkManager:
             "statistics": {"fetch_requests": rt.fetch_requests, "incremental_fetch_requests": rt.incremental_fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
             "topic_config_sync": entry.config_sync.status.as_dict(),
+            "auto_create": entry.auto_create.status.as_dict(),
         }
 
     def list_links(self) -> list[dict]:
@@ -306,8 +318,21 @@ class LinkManager:
 
     # -- mirrors --------------------------------------------------------------------------------
 
-    async def create_mirror(self, topic: str, link: str, source_topic: str | None = None) -> dict:
+    async def create_mirror(self, topic: str | None, link: str, source_topic: str | None = None) -> dict:
+        """Mirror ``source_topic`` as ``topic``. On a link with ``cluster.link.prefix`` the mirror is named
+        prefix + source name: the source topic must be given, the mirror name may be left out."""
         entry = self._link(link)
+        prefix = entry.settings.prefix
+        if prefix:
+            if not source_topic:
+                raise AdminError(400, ErrorCode.INVALID_REQUEST, f"link '{link}' has cluster.link.prefix={prefix}: give the source topic (--source-topic); the mirror is named {prefix}<source topic>")
+            if topic is not None and topic != prefix + source_topic:
+                raise AdminError(400, ErrorCode.INVALID_REQUEST, f"link '{link}' has cluster.link.prefix={prefix}: the mirror of '{source_topic}' must be named '{prefix + source_topic}', not '{topic}'")
+            topic = prefix + source_topic
+        if not topic:
+            topic = source_topic
+        if not topic:
+            raise AdminError(400, ErrorCode.INVALID_REQUEST, "a mirror needs a topic name or a source topic name")
         source_topic = source_topic or topic
         try:
             validate_topic_name(topic)
