@@ -5,6 +5,7 @@ mirror names a link that does not exist. Apache Kafka is the source."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -70,9 +71,16 @@ def test_link_update_turns_on_offset_sync_without_a_restart_and_is_validated_lik
     assert httpx.put(f"{base}:alter", json={"data": [{"name": "consumer.offset.sync.enable", "operation": "DELETE"}]}).status_code == 204
     assert client.describe_link("kafka")["consumer_offset_sync"]["enabled"] is False
 
-    # Mirroring went on through all of it.
+    # Mirroring went on through all of it; pausing and resuming the link by update works on the running link.
     produce_confluent(source, unique_topic, [(0, None, b"more")])
     wait_mirrored(client, unique_topic, {0: 11})
+    assert cli_json(linkd, "link", "update", "kafka", "--config", "cluster.link.paused=true")["link_state"] == "PAUSED"
+    produce_confluent(source, unique_topic, [(0, None, b"while paused")])
+    time.sleep(2)
+    assert client.describe_mirror(unique_topic)["partitions"][0]["mirror_log_end_offset"] == 11
+    assert cli_json(linkd, "link", "update", "kafka", "--delete-config", "cluster.link.paused")["link_state"] == "ACTIVE"
+    wait_mirrored(client, unique_topic, {0: 12})
+    assert linkd.process.pid == pid_before
 
 
 @pytest.mark.timeout(120)
