@@ -49,23 +49,34 @@ def synced_names(include: frozenset[str]) -> frozenset[str]:
 
 async def describe_source_configs(source, topics: list[str]) -> dict[str, dict[str, str]]:
     """The source topics' effective configs (name -> value), by source topic. Raises SourceUnavailable
-    when no source broker answers, SourceProtocolError when the source refuses (naming the topic)."""
+    when no source broker answers, SourceProtocolError when the source refuses any of them (naming it)."""
+    found, refused = await _describe(source, topics)
+    if refused:
+        raise SourceProtocolError("; ".join(refused.values()))
+    return found
+
+
+async def _describe(source, topics: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """(configs by topic, why by topic) for one DescribeConfigs of ``topics``."""
     if not topics:
-        return {}
+        return {}, {}
     body = await source.request_any(
         ApiKey.DESCRIBE_CONFIGS,
         {"resources": [{"resource_type": RESOURCE_TOPIC, "resource_name": t, "configuration_keys": None} for t in topics], "include_synonyms": False, "include_documentation": False},
     )
-    out: dict[str, dict[str, str]] = {}
+    found: dict[str, dict[str, str]] = {}
+    refused: dict[str, str] = {}
     for result in body.get("results", []):
         name = result["resource_name"]
         if result["error_code"] != ErrorCode.NONE:
-            raise SourceProtocolError(f"DescribeConfigs of source topic {name} failed with {source_error(result['error_code']).name}: {result.get('error_message') or ''}".rstrip(": "))
-        out[name] = {c["name"]: c["value"] for c in result.get("configs", []) if c.get("value") is not None}
-    missing = [t for t in topics if t not in out]
-    if missing:
-        raise SourceProtocolError(f"DescribeConfigs answer left out source topic(s) {', '.join(missing)}")
-    return out
+            detail = result.get("error_message") or ""
+            refused[name] = f"DescribeConfigs of source topic {name} failed with {source_error(result['error_code']).name}" + (f": {detail}" if detail else "")
+            continue
+        found[name] = {c["name"]: c["value"] for c in result.get("configs", []) if c.get("value") is not None}
+    for t in topics:
+        if t not in found and t not in refused:
+            refused[t] = f"DescribeConfigs answer left out source topic {t}"
+    return found, refused
 
 
 def mirrored_configs(current: dict[str, str], source: dict[str, str], names: frozenset[str], overrides: set[str], creating: bool = False) -> dict[str, str]:
@@ -144,11 +155,12 @@ class ConfigSync:
         mirrors = [m for m in self._mirrors() if m.state in SYNCED_STATES and not m.finalizing and not m.deleted]
         if not mirrors:
             return 0
-        described = await describe_source_configs(self._runtime.source, sorted({m.source_topic for m in mirrors}))
+        described, refused = await _describe(self._runtime.source, sorted({m.source_topic for m in mirrors}))
         changed = 0
+        problems = list(refused.values())  # e.g. a source topic deleted: the others are synced all the same
         for mirror in mirrors:
-            if mirror.deleted or mirror.finalizing or mirror.state not in SYNCED_STATES:
-                continue  # changed while we waited for the source
+            if mirror.deleted or mirror.finalizing or mirror.state not in SYNCED_STATES or mirror.source_topic not in described:
+                continue  # changed while we waited for the source, or the source refused this one
             topic = self._topics.get(mirror.topic)
             if topic is None:
                 continue
@@ -161,13 +173,15 @@ class ConfigSync:
             try:
                 self._topics.set_configs(mirror.topic, wanted)
             except TopicError as exc:
-                self.status.last_error = f"{mirror.topic}: {exc.message}"
+                problems.append(f"{mirror.topic}: {exc.message}")
                 log.error("mirror %s: cannot apply source configs %s: %s", mirror.topic, keys, exc.message)
                 continue
             changed += 1
             self.status.changes_applied += 1
             log.info("mirror %s: synced topic configs %s from source topic %s", mirror.topic, ", ".join(f"{k}={topicconfig.effective(wanted, k)}" for k in keys), mirror.source_topic)
         self.status.last_sync_ms = int(time.time() * 1000)
-        self.status.last_error = None
+        self.status.last_error = "; ".join(problems) or None
         self.status.syncs += 1
+        if refused:
+            log.warning("link %s: topic config sync: %s", self._runtime.name, "; ".join(refused.values()))
         return changed

@@ -153,3 +153,19 @@ def test_after_promotion_the_mirror_keeps_the_source_contract_and_accepts_8_mb_b
     ours = describe(dest.bootstrap, unique_topic)
     assert ours["max.message.bytes"] == (eight_mb, 1, False)
     assert ours["cleanup.policy"] == ("compact", 1, False)
+
+
+@pytest.mark.timeout(90)
+def test_a_source_topic_that_disappears_does_not_stop_the_sync_of_the_others(kafka_broker, dest, unique_topic):
+    source = kafka_broker.bootstrap
+    kept, gone = (kafka_broker.create_topic(f"{unique_topic}-{n}", config={"retention.ms": "-1"}) for n in ("kept", "gone"))
+    client = admin(dest)
+    create_link(client, "kafka", source, **{"topic.config.sync.ms": SYNC_MS, "cluster.link.retry.timeout.ms": "600000"})
+    for topic in (kept, gone):
+        client.create_mirror(topic, "kafka")
+    kafka_broker.delete_topic(gone)
+    assert alter(source, kept, ("retention.ms", 0, "5000000000"))["error_code"] == 0
+    wait_for(lambda: describe(dest.bootstrap, kept)["retention.ms"][0] == "5000000000", 15, "the change on the remaining source topic")
+    status = wait_for(lambda: (s := client.describe_link("kafka")["topic_config_sync"])["last_error"] and s, 10, "the refusal reported")
+    assert gone in status["last_error"]
+    assert describe(dest.bootstrap, gone)["retention.ms"][0] == "-1"  # kept as last synced
