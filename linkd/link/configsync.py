@@ -12,7 +12,9 @@ local override of them; independent names never. A value equal to linkd's defaul
 set", so DescribeConfigs shows it as the default, exactly as the source's value.
 
 A source that does not report ``retention.ms`` / ``retention.bytes`` (Tansu reports only what was set)
-gets ``-1`` on the mirror: linkd never deletes what it does not know the source deletes.
+gets ``-1`` on the mirror: linkd never deletes what it does not know the source deletes. A source that
+does not implement DescribeConfigs at all gets the same: its mirrors keep everything, and the link's
+status says why.
 
 A promoted or failed-over mirror is no longer synced: it keeps the configs last synced, all editable.
 """
@@ -43,6 +45,10 @@ KEEP_EVERYTHING = {"retention.ms": "-1", "retention.bytes": "-1"}
 SYNCED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED})
 
 
+class ConfigsUnsupported(SourceProtocolError):
+    """The source does not implement DescribeConfigs."""
+
+
 def synced_names(include: frozenset[str]) -> frozenset[str]:
     return topicconfig.ALWAYS_SYNCED | (include & topicconfig.CONFIGURABLE)
 
@@ -60,8 +66,8 @@ async def _describe(source, topics: list[str]) -> tuple[dict[str, dict[str, str]
     """(configs by topic, why by topic) for one DescribeConfigs of ``topics``."""
     if not topics:
         return {}, {}
-    body = await source.request_any(
-        ApiKey.DESCRIBE_CONFIGS,
+    body = await _request(
+        source,
         {"resources": [{"resource_type": RESOURCE_TOPIC, "resource_name": t, "configuration_keys": None} for t in topics], "include_synonyms": False, "include_documentation": False},
     )
     found: dict[str, dict[str, str]] = {}
@@ -77,6 +83,26 @@ async def _describe(source, topics: list[str]) -> tuple[dict[str, dict[str, str]
         if t not in found and t not in refused:
             refused[t] = f"DescribeConfigs answer left out source topic {t}"
     return found, refused
+
+
+async def _request(source, body: dict) -> dict:
+    """DescribeConfigs to the first source broker that answers (as ``SourceCluster.request_any``), telling
+    a source without the API (ConfigsUnsupported) from one that cannot be reached."""
+    errors = []
+    for address in dict.fromkeys([*source.bootstrap, *source.brokers.values()]):
+        try:
+            conn = await source.connection(address)
+        except SourceUnavailable as exc:
+            errors.append(str(exc))
+            continue
+        if ApiKey.DESCRIBE_CONFIGS not in conn.versions:
+            raise ConfigsUnsupported(f"source broker {address[0]}:{address[1]} does not support DescribeConfigs")
+        try:
+            return await conn.request(ApiKey.DESCRIBE_CONFIGS, body, timeout=source.request_timeout_s)
+        except (SourceUnavailable, SourceProtocolError) as exc:
+            errors.append(str(exc))
+            await source.drop(address)
+    raise SourceUnavailable("no source broker reachable: " + "; ".join(errors))
 
 
 def mirrored_configs(current: dict[str, str], source: dict[str, str], names: frozenset[str], overrides: set[str], creating: bool = False) -> dict[str, str]:
@@ -143,6 +169,10 @@ class ConfigSync:
             await trio.sleep(self.status.interval_ms / 1000)
             try:
                 await self.sync_once()
+            except ConfigsUnsupported as exc:
+                if self.status.last_error != str(exc):
+                    log.warning("link %s: topic configs are not synced: %s (its mirrors keep everything)", self._runtime.name, exc)
+                self.status.last_error = str(exc)
             except (SourceUnavailable, SourceProtocolError) as exc:
                 self.status.last_error = str(exc)
                 log.warning("link %s: topic config sync failed: %s", self._runtime.name, exc)

@@ -31,7 +31,7 @@ from ..topics import TopicError, TopicRegistry, validate_topic_name
 from .autocreate import AutoCreate
 from .client import SourceProtocolError, SourceUnavailable
 from .config import LinkConfigError, LinkSettings, validate
-from .configsync import ConfigSync, describe_source_configs, mirrored_configs
+from .configsync import ConfigsUnsupported, ConfigSync, describe_source_configs, mirrored_configs
 from .mirror import Mirror, MirrorStore, PartitionProgress
 from .offsetsync import OffsetSync
 from .runtime import LinkRuntime, fetch_position, now_ms
@@ -359,6 +359,9 @@ class LinkManager:
         try:
             with trio.fail_after(entry.settings.request_timeout_ms / 1000):
                 source_configs = await describe_source_configs(entry.runtime.source, [source_topic])
+        except ConfigsUnsupported as exc:
+            log.warning("mirror %s: %s; created keeping everything (retention.ms=-1)", topic, exc)
+            source_configs = {source_topic: {}}
         except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
             raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot read the configs of source topic '{source_topic}' on link '{link}': {exc}") from exc
         if topic in self.mirrors or self._topics.get(topic) is not None:
