@@ -129,9 +129,9 @@ def _link_describe(args, client: AdminClient) -> int:
         print(f"  state: {d['link_state']}" + (f" ({d['link_error_message']})" if d.get("link_error_message") else ""))
         print(f"  source: {d['bootstrap_servers']} cluster {d.get('source_cluster_id') or '-'}")
         print(f"  mirrors: {', '.join(d['topic_names']) or '-'}")
-        sync = d.get("consumer_offset_sync")
-        if sync:
-            print(f"  consumer offset sync: {json.dumps(sync)}")
+        for key, label in (("consumer_offset_sync", "consumer offset sync"), ("topic_config_sync", "topic config sync"), ("auto_create", "auto-create mirrors")):
+            if d.get(key):
+                print(f"  {label}: {json.dumps(d[key])}")
         for c in d["configs"]:
             print(f"  {c['name']}={c['value']}")
 
