@@ -116,6 +116,11 @@ def _is_known(key: str) -> bool:
     return key in BOOL_KEYS or key in INT_KEYS or key in JSON_KEYS or key in STRING_KEYS or key.startswith("ssl.")
 
 
+def is_known_key(key: str) -> bool:
+    """A link config name linkd knows (implemented or refused as not supported yet)."""
+    return _is_known(key)
+
+
 def validate(config: dict[str, str]) -> dict[str, str]:
     """Return the config with defaults applied; raise LinkConfigError naming every problem."""
     unknown = sorted(k for k in config if not _is_known(k))

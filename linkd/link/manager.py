@@ -30,7 +30,7 @@ from ..producer_ids import ProducerIdAllocator
 from ..topics import TopicError, TopicRegistry, validate_topic_name
 from .autocreate import AutoCreate
 from .client import SourceProtocolError, SourceUnavailable
-from .config import LinkConfigError, LinkSettings, validate
+from .config import LinkConfigError, LinkSettings, is_known_key, validate
 from .configsync import ConfigsUnsupported, ConfigSync, describe_source_configs, mirrored_configs
 from .mirror import Mirror, MirrorStore, PartitionProgress
 from .offsetsync import OffsetSync
@@ -221,9 +221,9 @@ class LinkManager:
         """Change a link's configs, validated as at create, applied to the running link without a restart:
         fetching uses the new settings from its next round, the periodic syncs restart with theirs."""
         entry = self._link(name)
-        unknown_deletes = sorted(k for k in delete_configs if k not in entry.config and k not in set_configs)
+        unknown_deletes = sorted(k for k in delete_configs if not is_known_key(k))
         if unknown_deletes:
-            raise AdminError(404, ErrorCode.INVALID_CONFIG, f"link '{name}' has no config {', '.join(unknown_deletes)} set")
+            raise AdminError(404, ErrorCode.INVALID_CONFIG, f"unknown link config key(s): {', '.join(unknown_deletes)}")
         config = {k: v for k, v in entry.config.items() if k not in delete_configs}
         config.update(set_configs)
         if config.get("cluster.link.prefix", "") != entry.config.get("cluster.link.prefix", ""):
@@ -302,6 +302,9 @@ class LinkManager:
         if active and not force:
             raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' still has mirror topics {', '.join(active)}: promote, fail over or delete them first (or delete with force, which fails them over)")
         failed_over = await self.failover(active) if active else []
+        stuck = [r["mirror_topic_name"] for r in failed_over if r["error_code"] != 0]
+        if stuck:
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' not deleted: mirror topics {', '.join(stuck)} could not be failed over")
         if entry.scope is not None:
             entry.scope.cancel()
         mine = sorted(t for t, m in self.mirrors.items() if m.link == name)
