@@ -119,9 +119,15 @@ def test_source_config_changes_reach_the_mirror_and_local_overrides_follow_the_t
     assert ours["retention.bytes"] == ("123456789", 1, False)
     assert ours["unclean.leader.election.enable"] == ("true", 1, False)
 
+    # Overrides are durable: after a restart a new source value still does not replace the local one.
+    dest.restart()
+    assert alter(source, unique_topic, ("retention.bytes", 0, "888888888"), ("max.message.bytes", 0, "4000000"))["error_code"] == 0
+    wait_for(lambda: describe(dest.bootstrap, unique_topic)["max.message.bytes"][0] == "4000000", 15, "a source change after the restart")
+    assert describe(dest.bootstrap, unique_topic)["retention.bytes"] == ("123456789", 1, False)
+
     # Deleting the override syncs the name again, with the source's value at once.
     assert alter(dest.bootstrap, unique_topic, ("retention.bytes", 1, None))["error_code"] == 0
-    assert describe(dest.bootstrap, unique_topic)["retention.bytes"][0] == "999999999"
+    assert describe(dest.bootstrap, unique_topic)["retention.bytes"][0] == "888888888"
     # The link reports the sync.
     sync = client.describe_link("kafka")["topic_config_sync"]
     assert sync["syncs"] >= 1 and sync["changes_applied"] >= 1 and sync["last_error"] is None
@@ -169,3 +175,20 @@ def test_a_source_topic_that_disappears_does_not_stop_the_sync_of_the_others(kaf
     status = wait_for(lambda: (s := client.describe_link("kafka")["topic_config_sync"])["last_error"] and s, 10, "the refusal reported")
     assert gone in status["last_error"]
     assert describe(dest.bootstrap, gone)["retention.ms"][0] == "-1"  # kept as last synced
+
+
+@pytest.mark.timeout(90)
+def test_a_linkd_source_topics_configs_reach_a_linkd_mirror(linkd_factory, dest, unique_topic):
+    origin = linkd_factory()
+    with WireConnection(origin.bootstrap) as conn:
+        created = conn.request(ApiKey.CREATE_TOPICS, 7, {"topics": [{"name": unique_topic, "num_partitions": 1, "replication_factor": 1, "assignments": [], "configs": [{"name": "retention.ms", "value": "-1"}, {"name": "max.message.bytes", "value": "5000000"}, {"name": "message.timestamp.type", "value": "LogAppendTime"}]}], "timeout_ms": 10_000})
+        assert created["topics"][0]["error_code"] == 0, created
+        assert produce_request(conn, unique_topic, 0, build_records([b"a", b"b"]))["error_code"] == 0
+    client = admin(dest)
+    create_link(client, "linkd", origin.bootstrap, **{"topic.config.sync.ms": SYNC_MS})
+    client.create_mirror(unique_topic, "linkd")
+    wait_mirrored(client, unique_topic, {0: 2})
+    assert synced_view(describe(dest.bootstrap, unique_topic)) == synced_view(describe(origin.bootstrap, unique_topic))
+    assert alter(origin.bootstrap, unique_topic, ("segment.ms", 0, "3600000"))["error_code"] == 0
+    wait_for(lambda: describe(dest.bootstrap, unique_topic)["segment.ms"][0] == "3600000", 15, "the change on the linkd source")
+    assert_bytes_identical(origin.bootstrap, unique_topic, dest.bootstrap, unique_topic, 0, 0, 2)
