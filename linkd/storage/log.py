@@ -313,7 +313,7 @@ class PartitionLog:
             return True
         if batch.last_offset - segment.base_offset > INT32_MAX:
             return True
-        return first_ts is not None and batch.max_timestamp - first_ts > self.config.segment_ms
+        return first_ts is not None and batch.max_timestamp - first_ts > self.config.max_segment_ms
 
     def _compute_log_end(self) -> int:
         for segment in reversed(self._segments):
@@ -365,7 +365,7 @@ class PartitionLog:
             first_ts = segment.first_batch_timestamp
             if (segment.size and segment.size + total <= self.config.segment_bytes
                     and expected - 1 - segment.base_offset <= INT32_MAX
-                    and (first_ts is None or max_ts - first_ts <= self.config.segment_ms)):
+                    and (first_ts is None or max_ts - first_ts <= self.config.max_segment_ms)):
                 # Nothing in this call rolls the segment: skip the per-batch roll checks.
                 self._write_group(segment, view, 0, total, batches, 0, len(batches), control_types)
                 self._after_append(batches, None)
@@ -672,14 +672,20 @@ class PartitionLog:
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete whole old segments beyond retention.ms / retention.bytes, moving the log start. Returns
-        the number of segments deleted."""
+        the number of segments deleted. Only when cleanup.policy holds "delete": a compacted topic keeps its
+        old segments (the cleaner thins them instead)."""
         with self._lock:
             self._check_open()
+            if not self.config.delete:
+                return 0
             segments = self._segments
             by_time = 0
             if self.config.retention_ms >= 0:
                 for segment in segments:
                     if segment.is_empty:
+                        if segment is not segments[-1]:
+                            by_time += 1  # an empty segment the cleaner left: no data to keep
+                            continue
                         break
                     newest = segment.max_timestamp if segment.max_timestamp >= 0 else segment.last_modified_ms()
                     if now_ms - newest <= self.config.retention_ms:
