@@ -541,10 +541,15 @@ class PartitionLog:
         """(offset, timestamp) of the batch with the largest max timestamp (its base offset; the earliest
         such batch on ties), or (-1, -1) for an empty log."""
         with self._lock:
-            best = (-1, -1)
+            best, best_segment = (-1, -1), None
             for segment in self._segments:
                 if not segment.is_empty and segment.next_offset > self._log_start and segment.max_timestamp > best[1]:
-                    best = (max(segment.offset_of_max_timestamp, self._log_start), segment.max_timestamp)
+                    best, best_segment = (segment.offset_of_max_timestamp, segment.max_timestamp), segment
+            if best_segment is not None:
+                # The time index names the batch by its last offset (Kafka's layout); answer its base offset.
+                found = best_segment.find_batch(best[0])
+                base = found[1].base_offset if found is not None else best[0]
+                best = (max(base, self._log_start), best[1])
             return best
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:

@@ -127,7 +127,7 @@ class LogSegment:
         for batch in batches:
             ts = batch.max_timestamp
             if ts > max_ts:
-                max_ts, max_ts_offset = ts, batch.base_offset
+                max_ts, max_ts_offset = ts, batch.base_offset + batch.last_offset_delta
             if position == 0:
                 self._first_batch_timestamp = ts
             if since > interval:
@@ -155,7 +155,7 @@ class LogSegment:
     def _note_batch(self, batch: RecordBatch, position: int) -> None:
         if batch.max_timestamp > self.max_timestamp:
             self.max_timestamp = batch.max_timestamp
-            self.offset_of_max_timestamp = batch.base_offset
+            self.offset_of_max_timestamp = batch.last_offset
         if position == 0:
             self._first_batch_timestamp = batch.max_timestamp
         self.next_offset = batch.next_offset
