@@ -32,8 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from .daemon import ServeConfig, parse_hostport, serve
+    from .storage.cleaner import CleanerConfig
 
     try:
+        given = {"dedupe_buffer_size": args.log_cleaner_dedupe_buffer_size, "backoff_ms": args.log_cleaner_backoff_ms}
+        cleaner = CleanerConfig(**{k: v for k, v in given.items() if v is not None})
         config = ServeConfig(
             data_dir=Path(args.data_dir),
             listener=parse_hostport(args.listener, "--listener"),
@@ -41,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
             admin=parse_hostport(args.admin or "127.0.0.1:8090", "--admin"),
             node_id=args.node_id,
             ready_file=Path(args.ready_file) if args.ready_file else None,
+            cleaner=cleaner,
         )
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
@@ -250,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--node-id", type=int, default=1)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--ready-file", help="write {kafka_port, admin_port, pid, cluster_id} as JSON here once serving (useful with port 0)")
+    serve.add_argument("--log-cleaner-backoff-ms", type=int, metavar="MS",
+                       help="how long the log cleaner sleeps when no compacted partition needs cleaning (Kafka's log.cleaner.backoff.ms, default 15000)")
+    serve.add_argument("--log-cleaner-dedupe-buffer-size", type=int, metavar="BYTES",
+                       help="memory for the log cleaner's key map; one pass cleans as much of a log as it covers (Kafka's log.cleaner.dedupe.buffer.size, default 134217728)")
     serve.set_defaults(func=_serve)
 
     common = argparse.ArgumentParser(add_help=False)

@@ -8,6 +8,7 @@ reports ready only when its sockets are bound.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from .groups.coordinator import GroupCoordinator
 from .link.manager import LinkManager
 from .maintenance import run_maintenance
 from .producer_ids import ProducerIdAllocator
+from .storage.cleaner import CleanerConfig
 from .topics import TopicRegistry
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class ServeConfig:
     max_request_bytes: int = 100 * 1024 * 1024
     idle_timeout_s: float = 600.0
     ready_file: Path | None = None
+    cleaner: CleanerConfig = CleanerConfig()
 
 
 def _cluster_id(store: ControlStore) -> str:
@@ -97,7 +100,7 @@ class Daemon:
                     max_request_bytes=self.config.max_request_bytes,
                 )
                 await nursery.start(self.groups.run)
-                await nursery.start(run_maintenance, self.topics)
+                await nursery.start(functools.partial(run_maintenance, cleaner=self.config.cleaner), self.topics)
                 self.listener = KafkaListener(self.broker, self.config.idle_timeout_s)
                 bound = await nursery.start(self.listener.serve, host, port)
                 if not self.config.advertised and port == 0:

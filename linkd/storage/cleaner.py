@@ -42,6 +42,7 @@ import hashlib
 import logging
 import os
 import struct
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,10 @@ _BEFORE_CRC = struct.Struct(">qiibI")
 # (~45 bytes at the dict's load), the bytes object's header (33) and the offset int (28-32).
 MAP_ENTRY_OVERHEAD = 112
 _LONG_KEY = 32  # keys longer than this are stored as a 128-bit BLAKE2b digest (an int, never equal to bytes)
+
+
+class CleanerStopped(Exception):
+    """The pass was asked to stop (daemon shutdown); nothing of it was swapped in after the request."""
 
 
 @dataclass(frozen=True)
@@ -374,9 +379,10 @@ def plan(snap: CleanerSnapshot, now_ms: int) -> CleanablePlan | None:
 
 
 def clean_log(plog: PartitionLog, now_ms: int | None = None, config: CleanerConfig | None = None, *,
-              force: bool = False) -> CleanStats | None:
+              force: bool = False, stop: threading.Event | None = None) -> CleanStats | None:
     """One cleaning pass over ``plog`` if it needs one (or ``force``: any cleanable bytes at all). Runs in a
-    worker thread; returns None when there was nothing to do or the log changed under the pass."""
+    worker thread; returns None when there was nothing to do or the log changed under the pass. Raises
+    ``CleanerStopped`` soon after ``stop`` is set (groups swapped in before then stay)."""
     config = config or CleanerConfig()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     snap = plog.cleaner_snapshot()
@@ -398,7 +404,7 @@ def clean_log(plog: PartitionLog, now_ms: int | None = None, config: CleanerConf
             return None  # retention or a truncation got there first
         aborted = _Aborted(snap.aborted)
         offset_map = OffsetMap(config.dedupe_buffer_size)
-        end = _build_offset_map(snap, cleanable, fds, offset_map, aborted, config, stats)
+        end = _build_offset_map(snap, cleanable, fds, offset_map, aborted, config, stats, stop)
         if end <= cleanable.first_dirty:
             log.error("%s: the cleaner's key map (log.cleaner.dedupe.buffer.size=%d) cannot hold the keys of the "
                       "batch at offset %d; not cleaning", plog.name, config.dedupe_buffer_size, cleanable.first_dirty)
@@ -409,7 +415,7 @@ def clean_log(plog: PartitionLog, now_ms: int | None = None, config: CleanerConf
         groups = _group(to_clean, snap)
         for i, group in enumerate(groups):
             group_end = groups[i + 1][0][0].base_offset if i + 1 < len(groups) else snap.segments[len(to_clean)].base_offset
-            if not _clean_group(plog, snap, group, group_end, fds, offset_map, tracker, end, now_ms, config, stats):
+            if not _clean_group(plog, snap, group, group_end, fds, offset_map, tracker, end, now_ms, config, stats, stop):
                 log.info("%s: the log changed during cleaning; the pass stops at segment %d", plog.name, group[0][0].base_offset)
                 return None
         plog.mark_cleaned(end)
@@ -424,7 +430,7 @@ def clean_log(plog: PartitionLog, now_ms: int | None = None, config: CleanerConf
 
 
 def _build_offset_map(snap: CleanerSnapshot, cleanable: CleanablePlan, fds: dict[int, int], offset_map: OffsetMap,
-                      aborted: _Aborted, config: CleanerConfig, stats: CleanStats) -> int:
+                      aborted: _Aborted, config: CleanerConfig, stats: CleanStats, stop: threading.Event | None) -> int:
     """Map the dirty range; return one past the last offset mapped (where the pass ends)."""
     start, upper = cleanable.first_dirty, cleanable.first_uncleanable
     latest = start - 1
@@ -438,6 +444,8 @@ def _build_offset_map(snap: CleanerSnapshot, cleanable: CleanablePlan, fds: dict
                 continue
             if batch.base_offset >= upper:
                 return latest + 1
+            if stop is not None and stop.is_set():
+                raise CleanerStopped(snap.path)
             stats.bytes_read += batch.size
             if not batch.is_control and not (batch.is_transactional and batch.producer_id >= 0
                                               and aborted.holds(batch.producer_id, batch.base_offset)):
@@ -526,7 +534,7 @@ class _CleanedWriter:
 
 def _clean_group(plog: PartitionLog, snap: CleanerSnapshot, group: list[tuple[LogSegment, int]], group_end: int,
                  fds: dict[int, int], offset_map: OffsetMap, tracker: _TxnTracker, end: int, now_ms: int,
-                 config: CleanerConfig, stats: CleanStats) -> bool:
+                 config: CleanerConfig, stats: CleanStats, stop: threading.Event | None) -> bool:
     base = group[0][0].base_offset
     writer = _CleanedWriter(plog.path, base, snap.config.index_interval_bytes)
     try:
@@ -534,6 +542,8 @@ def _clean_group(plog: PartitionLog, snap: CleanerSnapshot, group: list[tuple[Lo
             stats.bytes_in += size
             stats.bytes_read += size
             for _position, batch in _iter_file_batches(fds[segment.base_offset], size, config.io_buffer_size):
+                if stop is not None and stop.is_set():
+                    raise CleanerStopped(snap.path)
                 out = _filter_batch(batch, snap, offset_map, tracker, end, now_ms, stats)
                 if out is None:
                     continue
