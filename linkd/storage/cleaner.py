@@ -143,17 +143,18 @@ class OffsetMap:
         return int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "big")
 
     def put(self, key: bytes, offset: int) -> bool:
-        slot = self._slot(key)
-        if slot not in self._map:
-            cost = MAP_ENTRY_OVERHEAD + (len(slot) if isinstance(slot, bytes) else 16)
+        slot = key if len(key) <= _LONG_KEY else self._slot(key)
+        entries = self._map
+        if slot not in entries:
+            cost = MAP_ENTRY_OVERHEAD + (len(key) if slot is key else 16)
             if self.used + cost > self.memory_bytes:
                 return False
             self.used += cost
-        self._map[slot] = offset
+        entries[slot] = offset
         return True
 
     def get(self, key: bytes) -> int:
-        return self._map.get(self._slot(key), -1)
+        return self._map.get(key if len(key) <= _LONG_KEY else self._slot(key), -1)
 
     def __len__(self) -> int:
         return len(self._map)
@@ -183,54 +184,69 @@ def _iter_file_batches(fd: int, size: int, chunk: int, start: int = 0) -> Iterat
             position += batch.size
 
 
-@dataclass(slots=True)
-class _Record:
-    offset_delta: int
-    timestamp: int
-    key: bytes | None
-    tombstone: bool
-    tail: memoryview  # key, value and headers exactly as written
+# One parsed record: (offset delta, timestamp, key or None, is a tombstone, start, end), where
+# payload[start:end] are its key, value and headers exactly as written.
+_Record = tuple[int, int, "bytes | None", bool, int, int]
 
 
-def _records(batch: RecordBatch) -> list[_Record]:
-    payload: bytes | memoryview = batch.buffer[HEADER_SIZE : batch.size]
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint; the one- and two-byte forms (nearly all of them in a record) inline."""
+    b = data[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    b2 = data[pos + 1]
+    if b2 < 0x80:
+        z = (b & 0x7F) | (b2 << 7)
+        return (z >> 1) ^ -(z & 1), pos + 2
+    return decode_varint(data, pos)
+
+
+def _records(batch: RecordBatch) -> tuple[bytes, list[_Record]]:
+    """The batch's (decompressed) records payload and its records, parsed only as far as the cleaner needs."""
     if batch.compression:
-        payload = memoryview(decompress(batch.compression, payload))
-    view = payload if isinstance(payload, memoryview) else memoryview(payload)
-    out = []
+        payload = decompress(batch.compression, batch.buffer[HEADER_SIZE : batch.size])
+    else:
+        payload = bytes(batch.buffer[HEADER_SIZE : batch.size])
+    out: list[_Record] = []
     pos = 0
     base_ts = batch.base_timestamp
-    for _ in range(batch.record_count):
-        length, pos = decode_varint(view, pos, 5)
-        end = pos + length
-        if length < 0 or end > len(view):
-            raise CorruptBatch(f"record length {length} runs past its batch", "BAD_RECORD", batch.base_offset)
-        ts_delta, p = decode_varint(view, pos + 1)
-        offset_delta, p = decode_varint(view, p, 5)
-        tail_start = p
-        key_len, p = decode_varint(view, p, 5)
-        key = bytes(view[p : p + key_len]) if key_len >= 0 else None
-        p += max(key_len, 0)
-        value_len, p = decode_varint(view, p, 5)
-        out.append(_Record(offset_delta, base_ts + ts_delta, key, value_len < 0, view[tail_start:end]))
-        pos = end
-    return out
+    size = len(payload)
+    try:
+        for _ in range(batch.record_count):
+            length, pos = _varint(payload, pos)
+            end = pos + length
+            if length < 0 or end > size:
+                raise CorruptBatch(f"record length {length} runs past its batch", "BAD_RECORD", batch.base_offset)
+            ts_delta, p = _varint(payload, pos + 1)  # after the attributes byte
+            offset_delta, p = _varint(payload, p)
+            tail = p
+            key_len, p = _varint(payload, p)
+            if key_len >= 0:
+                key = payload[p : p + key_len]
+                p += key_len
+            else:
+                key = None
+            out.append((offset_delta, base_ts + ts_delta, key, payload[p] == 1, tail, end))  # value length -1
+            pos = end
+    except IndexError:
+        raise CorruptBatch(f"batch at offset {batch.base_offset} has a truncated record", "BAD_RECORD", batch.base_offset) from None
+    return payload, out
 
 
-def _build_batch(batch: RecordBatch, records: Sequence[_Record], delete_horizon: int | None) -> bytes:
+def _build_batch(batch: RecordBatch, payload: bytes, records: Sequence[_Record], delete_horizon: int | None) -> bytes:
     """``batch`` with only ``records``: same offsets, producer fields, attributes and codec; new CRC."""
     attributes = batch.attributes & ~ATTR_DELETE_HORIZON
-    base_ts = records[0].timestamp
+    base_ts = records[0][1]
     if delete_horizon is not None:
         attributes |= ATTR_DELETE_HORIZON
         base_ts = delete_horizon
     if batch.attributes & ATTR_TIMESTAMP_LOG_APPEND:
         max_ts = batch.max_timestamp
     else:
-        max_ts = max(r.timestamp for r in records)
+        max_ts = max(r[1] for r in records)
     parts = []
-    for r in records:
-        inner = b"\x00" + encode_varint(r.timestamp - base_ts) + encode_varint(r.offset_delta) + r.tail
+    for offset_delta, timestamp, _key, _tombstone, start, end in records:
+        inner = b"\x00" + encode_varint(timestamp - base_ts) + encode_varint(offset_delta) + payload[start:end]
         parts.append(encode_varint(len(inner)))
         parts.append(inner)
     body = b"".join(parts)
@@ -450,9 +466,10 @@ def _build_offset_map(snap: CleanerSnapshot, cleanable: CleanablePlan, fds: dict
             if not batch.is_control and not (batch.is_transactional and batch.producer_id >= 0
                                               and aborted.holds(batch.producer_id, batch.base_offset)):
                 base = batch.base_offset
-                for record in _records(batch):
-                    offset = base + record.offset_delta
-                    if record.key is not None and offset >= start and not offset_map.put(record.key, offset):
+                put = offset_map.put
+                for offset_delta, _ts, key, _tombstone, _start, _end in _records(batch)[1]:
+                    offset = base + offset_delta
+                    if key is not None and offset >= start and not put(key, offset):
                         stats.map_full = True
                         return latest + 1
             latest = batch.last_offset
@@ -593,7 +610,7 @@ def _filter_batch(batch: RecordBatch, snap: CleanerSnapshot, offset_map: OffsetM
             return None
         if may_go and horizon is None:
             stats.records_kept += batch.record_count
-            return _as_batch(_build_batch(batch, _records(batch), now_ms + delete_retention))
+            return _as_batch(_build_batch(batch, *_records(batch), now_ms + delete_retention))
         stats.records_kept += batch.record_count
         return batch.buffer[: batch.size], batch
 
@@ -603,16 +620,17 @@ def _filter_batch(batch: RecordBatch, snap: CleanerSnapshot, offset_map: OffsetM
         stats.records_kept += batch.record_count
         return batch.buffer[: batch.size], batch
 
-    records = _records(batch)
+    payload, records = _records(batch)
     base = batch.base_offset
     kept = []
     tombstone_kept = False
+    latest_of = offset_map.get
     for record in records:
-        offset = base + record.offset_delta
-        if record.key is not None:
-            if offset < offset_map.get(record.key):
+        key = record[2]
+        if key is not None:
+            if base + record[0] < latest_of(key):
                 continue  # a later record has this key
-            if record.tombstone:
+            if record[3]:
                 if horizon is not None and now_ms >= horizon:
                     continue  # a tombstone past its delete horizon
                 tombstone_kept = True
@@ -623,7 +641,7 @@ def _filter_batch(batch: RecordBatch, snap: CleanerSnapshot, offset_map: OffsetM
         return batch.buffer[: batch.size], batch
     if not kept:
         return _as_batch(_empty_batch(batch)) if last_of_producer else None
-    return _as_batch(_build_batch(batch, kept, now_ms + delete_retention if needs_horizon else horizon))
+    return _as_batch(_build_batch(batch, payload, kept, now_ms + delete_retention if needs_horizon else horizon))
 
 
 def _as_batch(data: bytes) -> tuple[bytes, RecordBatch]:
