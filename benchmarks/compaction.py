@@ -12,7 +12,10 @@
    same definition as Kafka's.
 5. The offsets each side kept below both cleaned-up-to points are compared.
 
-Both key maps get the same memory (``--dedupe-mb``). Prints one JSON object with ``ratio_linkd_to_kafka``.
+Both key maps get the same memory (``--dedupe-mb``). Prints one JSON object with ``ratio_linkd_to_kafka``
+(wall-clock MB/s) and ``cpu_ratio_linkd_to_kafka`` (MB per CPU second: linkd's process CPU during its passes
+against the broker JVM's CPU while its cleaner ran, JIT and background threads included). On a shared, loaded
+machine the CPU ratio is the steadier of the two; ``load_average`` says how loaded it was.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from harness import cpu_seconds  # noqa: E402
 
 from linkd.storage import LogConfig, PartitionLog  # noqa: E402
 from linkd.storage.cleaner import CleanerConfig, clean_log  # noqa: E402
@@ -149,12 +155,15 @@ def main() -> None:
             "cpu_s": round(time.process_time() - cpu0, 3),
             "cleaned_up_to": linkd_cleaned_to,
         }
+        cpu = result["linkd"]["cpu_s"]
+        result["linkd"]["mb_per_cpu_s"] = round(bytes_in / MB / cpu, 2) if cpu else None
         plog.close()
 
         from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
         resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
             ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)])
+        kafka_cpu0 = cpu_seconds(broker.process.pid)
         for future in broker.admin().incremental_alter_configs([resource]).values():
             future.result(30)
         deadline = time.monotonic() + args.kafka_timeout
@@ -164,6 +173,7 @@ def main() -> None:
             if found and int(found[-1][2]) >= linkd_cleaned_to - 1:
                 break
             time.sleep(0.2)
+        kafka_cpu = cpu_seconds(broker.process.pid) - kafka_cpu0
         if not found:
             result["kafka"] = {"error": f"no cleaner run logged within {args.kafka_timeout} s", "mb_s": None}
         else:
@@ -177,6 +187,8 @@ def main() -> None:
                 "passes": len(found),
                 "reported_mb_s": [_num(f[5]) for f in found],
                 "dirty_section_end": kafka_to,
+                "broker_cpu_s": round(kafka_cpu, 3),
+                "mb_per_cpu_s": round(kafka_mb / kafka_cpu, 2) if kafka_cpu else None,
             }
             time.sleep(1.0)
             below = min(kafka_to + 1, linkd_cleaned_to)
@@ -189,6 +201,9 @@ def main() -> None:
             result["kept_offsets_identical"] = ours == theirs
         lm, km = result["linkd"]["mb_s"], result["kafka"].get("mb_s")
         result["ratio_linkd_to_kafka"] = round(lm / km, 3) if lm and km else None
+        lc, kc = result["linkd"]["mb_per_cpu_s"], result["kafka"].get("mb_per_cpu_s")
+        result["cpu_ratio_linkd_to_kafka"] = round(lc / kc, 3) if lc and kc else None
+        result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         broker.close()
         shutil.rmtree(work, ignore_errors=True)
