@@ -411,16 +411,14 @@ def clean_log(plog: PartitionLog, now_ms: int | None = None, config: CleanerConf
         return None
     started = time.monotonic()
     stats = CleanStats(cleanable.first_dirty, cleanable.first_dirty)
-    fds: dict[int, int] = {}
+    fds = _SegmentFiles()
     try:
-        try:
-            for segment in snap.segments[:-1]:
-                fds[segment.base_offset] = os.open(segment.log_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None  # retention or a truncation got there first
         aborted = _Aborted(snap.aborted)
         offset_map = OffsetMap(config.dedupe_buffer_size)
-        end = _build_offset_map(snap, cleanable, fds, offset_map, aborted, config, stats, stop)
+        try:
+            end = _build_offset_map(snap, cleanable, fds, offset_map, aborted, config, stats, stop)
+        except _SegmentGone:
+            return None  # retention or a truncation got there first
         if end <= cleanable.first_dirty:
             log.error("%s: the cleaner's key map (log.cleaner.dedupe.buffer.size=%d) cannot hold the keys of the "
                       "batch at offset %d; not cleaning", plog.name, config.dedupe_buffer_size, cleanable.first_dirty)
@@ -431,13 +429,16 @@ def clean_log(plog: PartitionLog, now_ms: int | None = None, config: CleanerConf
         groups = _group(to_clean, snap)
         for i, group in enumerate(groups):
             group_end = groups[i + 1][0][0].base_offset if i + 1 < len(groups) else snap.segments[len(to_clean)].base_offset
-            if not _clean_group(plog, snap, group, group_end, fds, offset_map, tracker, end, now_ms, config, stats, stop):
+            try:
+                swapped = _clean_group(plog, snap, group, group_end, fds, offset_map, tracker, end, now_ms, config, stats, stop)
+            except _SegmentGone:
+                swapped = False
+            if not swapped:
                 log.info("%s: the log changed during cleaning; the pass stops at segment %d", plog.name, group[0][0].base_offset)
                 return None
         plog.mark_cleaned(end)
     finally:
-        for fd in fds.values():
-            os.close(fd)
+        fds.close_all()
     stats.seconds = time.monotonic() - started
     log.info("%s: cleaned offsets %d..%d: %d segment(s) of %d bytes -> %d segment(s) of %d bytes, %d of %d records "
              "kept, %.2f s", plog.name, snap.log_start, end - 1, stats.segments_in, stats.bytes_in, stats.segments_out,
@@ -445,7 +446,42 @@ def clean_log(plog: PartitionLog, now_ms: int | None = None, config: CleanerConf
     return stats
 
 
-def _build_offset_map(snap: CleanerSnapshot, cleanable: CleanablePlan, fds: dict[int, int], offset_map: OffsetMap,
+class _SegmentGone(Exception):
+    """A segment of the snapshot was deleted or replaced before the pass could open it."""
+
+
+class _SegmentFiles:
+    """The pass's own read descriptors of segment files, opened when needed and checked to be the file the
+    snapshot named (same inode), so retention or a truncation meanwhile cannot make it read another one."""
+
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}
+
+    def open(self, segment: LogSegment) -> int:
+        fd = self._fds.get(id(segment))
+        if fd is None:
+            try:
+                fd = os.open(segment.log_path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise _SegmentGone(segment.log_path) from None
+            if os.fstat(fd).st_ino != segment.inode:
+                os.close(fd)
+                raise _SegmentGone(segment.log_path)
+            self._fds[id(segment)] = fd
+        return fd
+
+    def release(self, segment: LogSegment) -> None:
+        fd = self._fds.pop(id(segment), None)
+        if fd is not None:
+            os.close(fd)
+
+    def close_all(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _build_offset_map(snap: CleanerSnapshot, cleanable: CleanablePlan, fds: _SegmentFiles, offset_map: OffsetMap,
                       aborted: _Aborted, config: CleanerConfig, stats: CleanStats, stop: threading.Event | None) -> int:
     """Map the dirty range; return one past the last offset mapped (where the pass ends)."""
     start, upper = cleanable.first_dirty, cleanable.first_uncleanable
@@ -455,7 +491,8 @@ def _build_offset_map(snap: CleanerSnapshot, cleanable: CleanablePlan, fds: dict
             break
         if snap.next_offsets[segment.base_offset] <= start:
             continue
-        for _position, batch in _iter_file_batches(fds[segment.base_offset], size, config.io_buffer_size):
+        fd = fds.open(segment)
+        for _position, batch in _iter_file_batches(fd, size, config.io_buffer_size):
             if batch.last_offset < start:
                 continue
             if batch.base_offset >= upper:
@@ -474,6 +511,7 @@ def _build_offset_map(snap: CleanerSnapshot, cleanable: CleanablePlan, fds: dict
                         return latest + 1
             latest = batch.last_offset
             offset_map.latest_offset = latest
+        fds.release(segment)
     return min(latest + 1, upper)
 
 
@@ -550,7 +588,7 @@ class _CleanedWriter:
 
 
 def _clean_group(plog: PartitionLog, snap: CleanerSnapshot, group: list[tuple[LogSegment, int]], group_end: int,
-                 fds: dict[int, int], offset_map: OffsetMap, tracker: _TxnTracker, end: int, now_ms: int,
+                 fds: _SegmentFiles, offset_map: OffsetMap, tracker: _TxnTracker, end: int, now_ms: int,
                  config: CleanerConfig, stats: CleanStats, stop: threading.Event | None) -> bool:
     base = group[0][0].base_offset
     writer = _CleanedWriter(plog.path, base, snap.config.index_interval_bytes)
@@ -558,7 +596,7 @@ def _clean_group(plog: PartitionLog, snap: CleanerSnapshot, group: list[tuple[Lo
         for segment, size in group:
             stats.bytes_in += size
             stats.bytes_read += size
-            for _position, batch in _iter_file_batches(fds[segment.base_offset], size, config.io_buffer_size):
+            for _position, batch in _iter_file_batches(fds.open(segment), size, config.io_buffer_size):
                 if stop is not None and stop.is_set():
                     raise CleanerStopped(snap.path)
                 out = _filter_batch(batch, snap, offset_map, tracker, end, now_ms, stats)
@@ -572,6 +610,9 @@ def _clean_group(plog: PartitionLog, snap: CleanerSnapshot, group: list[tuple[Lo
     except BaseException:
         writer.abandon()
         raise
+    finally:
+        for segment, _size in group:
+            fds.release(segment)
     swapped = plog.swap_in_cleaned([s for s, _size in group], [size for _s, size in group], base, group_end)
     if not swapped:
         swap.discard_cleaned(plog.path, base)
