@@ -127,3 +127,17 @@ def test_kafka_dump_log_segments_reads_cleaned_segments(tmp_path, dump_log_segme
     stdout = _check_with_kafka(dump_log_segments, tmp_path)
     assert [int(m) for m in re.findall(r"^\| offset: (\d+)", stdout, re.M)] == second
     assert " count: 0 " in stdout  # the idempotent producer's last batch, kept empty
+
+
+def test_kafka_verifies_the_time_index_of_appended_multi_record_batches(tmp_path, dump_log_segments):
+    """The time index names a batch by its last offset, as Kafka's does (it named the base offset, and
+    ``--verify-index-only`` reported every multi-record batch as "indexed offset not found")."""
+    log = open_log(tmp_path, index_interval_bytes=100)
+    for i in range(20):
+        records = [NewRecord(key=b"k%d" % j, value=b"v", timestamp=BASE_TS + i * 10 + j) for j in range(3)]
+        log.append_mirrored(build_batch(BatchSpec(base_offset=i * 3, records=records)))
+    log.close()
+    _check_with_kafka(dump_log_segments, tmp_path)
+    reopened = open_log(tmp_path, index_interval_bytes=100)
+    assert reopened.max_timestamp_offset() == (57, BASE_TS + 192)  # still the batch's base offset
+    reopened.close()
