@@ -103,6 +103,8 @@ async def run_cleaner(topics: TopicRegistry, config: CleanerConfig, *, task_stat
             except (LogClosed, CleanerStopped):
                 continue
             except Exception as exc:  # a bad segment or a disk error: this log waits, the others go on
+                if plog.cleaner_snapshot() is None:
+                    continue  # closed or deleted under the pass (its directory may be gone): nothing to report
                 log.error("%s: log cleaner failed, retrying in %.0f s: %s", plog.name, 10 * config.backoff_ms / 1000,
                           exc, exc_info=not isinstance(exc, OSError))
                 failed_until[plog.name] = trio.current_time() + 10 * config.backoff_ms / 1000
