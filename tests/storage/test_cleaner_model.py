@@ -163,7 +163,7 @@ def _check(log, model: Model) -> None:
     assert len(keys_below) == len(set(keys_below)), "a key appears twice in the cleaned section"
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op_st, min_size=1, max_size=40))
 def test_cleaning_keeps_exactly_the_latest_committed_value_per_key(ops):
     tmp = Path(tempfile.mkdtemp(prefix="cleanermodel"))
@@ -181,9 +181,23 @@ def test_cleaning_keeps_exactly_the_latest_committed_value_per_key(ops):
                 _check(log, model)
             else:
                 _apply(log, model, op)
-        clean_log(log, model.ts + 10 * DELETE_RETENTION_MS, force=True)
-        clean_log(log, model.ts + 20 * DELETE_RETENTION_MS, force=True)
+        # Finish: close open transactions, delete a key, and make it all cleanable.
+        for pid in list(model.open):
+            _apply(log, model, ("end", pid, CONTROL_COMMIT))
+        _apply(log, model, ("append", [(b"b", None)], 0, Compression.NONE))
+        log._roll(log.log_end_offset)  # noqa: SLF001 - a segment boundary here makes everything before it cleanable
+        _apply(log, model, ("append", [(b"c", b"filler")], 0, Compression.NONE))
+        assert clean_log(log, model.ts + 10 * DELETE_RETENTION_MS, force=True) is not None
+        first_end = log.statistics().cleaned_up_to or 0
+        # A later pass, past every delete horizon the first one set: no tombstone below its end survives.
+        log._roll(log.log_end_offset)  # noqa: SLF001 - a segment boundary here makes everything before it cleanable
+        _apply(log, model, ("append", [(b"a", b"last")], 0, Compression.NONE))
+        assert clean_log(log, model.ts + 20 * DELETE_RETENTION_MS, force=True) is not None
         _check(log, model)
+        data = log.read(log.log_start_offset, 1 << 30).to_bytes()
+        tombstones = [r.offset for b in split_batches(data).batches if not b.is_control
+                      for r in decode_records(b) if r.value is None and r.key is not None and r.offset < first_end]
+        assert tombstones == [], f"tombstones past their delete horizon survived at {tombstones}"
         log.close()
         log = open_log(tmp, **config)
         _check(log, model)
