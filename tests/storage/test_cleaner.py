@@ -173,3 +173,64 @@ def test_a_fetch_range_read_before_a_swap_refuses_the_new_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="replaced"):
         before.read_bytes()
     assert log.read(0, 1 << 20).ranges[0].read_bytes()
+
+
+def test_cleaning_while_appends_and_reads_go_on_in_other_threads(tmp_path):
+    """Passes in one thread, mirrored appends in another, reads here: every read returns valid batches in
+    offset order (or names a range whose file was swapped meanwhile, to be read again), nothing is lost."""
+    import threading
+
+    log = open_log(tmp_path, **dict(COMPACT, segment_bytes=600))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    appended = [0]
+
+    def append() -> None:
+        try:
+            offset = 0
+            while not stop.is_set() and offset < 3000:
+                batch = build_batch(BatchSpec(base_offset=offset, records=[
+                    NewRecord(key=b"k%d" % ((offset + j) % 7), value=b"v%d" % (offset + j), timestamp=BASE_TS + offset) for j in range(3)]))
+                log.append_mirrored(batch)
+                offset += 3
+                appended[0] = offset
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def clean() -> None:
+        try:
+            while not stop.is_set():
+                clean_log(log, BASE_TS, force=True)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append), threading.Thread(target=clean)]
+    for t in threads:
+        t.start()
+    reads = replaced = 0
+    try:
+        while threads[0].is_alive() and not errors:
+            result = log.read(log.log_start_offset, 1 << 20)
+            try:
+                data = result.to_bytes()
+            except FileNotFoundError:
+                replaced += 1
+                continue
+            previous = -1
+            for batch in split_batches(data).batches:
+                batch.verify()
+                assert batch.base_offset > previous
+                previous = batch.last_offset
+            reads += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors
+    assert reads > 10, (reads, replaced)
+    clean_log(log, BASE_TS, force=True)
+    latest = {}
+    for offset in range(appended[0]):
+        latest[b"k%d" % (offset % 7)] = (offset, b"v%d" % offset)
+    kept = {key: (offset, value) for offset, key, value in records(log)}  # the last record read per key
+    assert kept == latest and log.log_end_offset == appended[0]
