@@ -36,7 +36,7 @@ from .cleaner import CleanerSnapshot
 from .config import INT32_MAX, LogConfig
 from .epoch_cache import FILE_NAME as EPOCH_FILE_NAME
 from .epoch_cache import LeaderEpochCache
-from .errors import InvalidRecord, LogClosed, OffsetOutOfRange
+from .errors import InvalidRecord, LogClosed, OffsetOutOfRange, PolicyViolation
 from .index_file import IndexCorrupt
 from .producer_state import (
     ProducerStateManager,
@@ -654,9 +654,13 @@ class PartitionLog:
 
     def advance_log_start(self, offset: int) -> int:
         """DeleteRecords: make ``offset`` the first readable offset and delete segments wholly below it.
-        Returns the new log start offset."""
+        Returns the new log start offset. Refused (``PolicyViolation``) unless cleanup.policy holds "delete",
+        as Kafka refuses it."""
         with self._lock:
             self._check_open()
+            if not self.config.delete:
+                raise PolicyViolation(f"Records of partition {self.name} can not be deleted due to the configured "
+                                      f"policy (cleanup.policy={','.join(self.config.cleanup_policy)})")
             if offset > self.high_watermark:
                 raise OffsetOutOfRange(f"{self.name}: cannot move the log start to {offset}, past the high "
                                        f"watermark {self.high_watermark}")

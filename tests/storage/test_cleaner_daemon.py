@@ -65,3 +65,19 @@ def test_a_compacted_topic_on_linkd_serves_the_latest_value_per_key_at_its_offse
     finally:
         c.close()
     assert (low, high) == (0, filler_acks[-1][1] + 1)
+
+
+def test_delete_records_on_a_compacted_topic_is_refused_with_policy_violation(linkd, unique_topic):
+    from confluent_kafka import KafkaError, KafkaException
+
+    admin = AdminClient({"bootstrap.servers": linkd.bootstrap})
+    for future in admin.create_topics([NewTopic(unique_topic, 1, 1, config={"cleanup.policy": "compact"})],
+                                      operation_timeout=10).values():
+        future.result(15)
+    produce(linkd.bootstrap, unique_topic, [Sent(b"k%d" % i, b"v", (), 1_700_000_000_000 + i) for i in range(5)])
+    (future,) = admin.delete_records([TopicPartition(unique_topic, 0, 3)], request_timeout=10).values()
+    try:
+        future.result(15)
+        raise AssertionError("DeleteRecords on a compacted topic was accepted")
+    except KafkaException as exc:
+        assert exc.args[0].code() == KafkaError.POLICY_VIOLATION

@@ -80,3 +80,18 @@ def test_the_active_segment_of_a_compacted_topic_rolls_at_max_compaction_lag(tmp
     log.append_mirrored(batch(0, 1, ts=BASE_TS))
     log.append_mirrored(batch(1, 1, ts=BASE_TS + 2_500))
     assert log.segment_base_offsets() == [0, 1]
+
+
+def test_delete_records_is_refused_unless_the_policy_includes_delete(tmp_path):
+    from linkd.storage import PolicyViolation
+    from protocol.errors import ErrorCode
+
+    compacted = open_log(tmp_path / "c", segment_bytes=300, cleanup_policy=("compact",))
+    _fill(compacted)
+    with pytest.raises(PolicyViolation) as err:
+        compacted.advance_log_start(10)
+    assert err.value.error_code == ErrorCode.POLICY_VIOLATION and "cleanup.policy=compact" in str(err.value)
+    assert compacted.log_start_offset == 0
+    both = open_log(tmp_path / "b", segment_bytes=300, cleanup_policy=("compact", "delete"))
+    _fill(both)
+    assert both.advance_log_start(10) == 10
