@@ -163,7 +163,7 @@ def _check(log, model: Model) -> None:
     assert len(keys_below) == len(set(keys_below)), "a key appears twice in the cleaned section"
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op_st, min_size=1, max_size=40))
 def test_cleaning_keeps_exactly_the_latest_committed_value_per_key(ops):
     tmp = Path(tempfile.mkdtemp(prefix="cleanermodel"))
