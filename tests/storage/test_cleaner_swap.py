@@ -46,6 +46,9 @@ _ORIGINAL_ATOMIC_WRITE, _ORIGINAL_FSYNC_DIR = swap.atomic_write, swap.fsync_dir
 
 @pytest.fixture
 def instrument(monkeypatch):
+    # The crashes simulated are process deaths (the page cache survives), so real fsyncs would only be slow.
+    monkeypatch.setattr("os.fsync", lambda fd: None)
+
     def install(at: int | None) -> _Steps:
         steps = _Steps(at)
         fake_os = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
