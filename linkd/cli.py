@@ -32,8 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from .daemon import ServeConfig, parse_hostport, serve
+    from .storage.cleaner import CleanerConfig
 
     try:
+        given = {"dedupe_buffer_size": args.log_cleaner_dedupe_buffer_size, "backoff_ms": args.log_cleaner_backoff_ms}
+        cleaner = CleanerConfig(**{k: v for k, v in given.items() if v is not None})
         config = ServeConfig(
             data_dir=Path(args.data_dir),
             listener=parse_hostport(args.listener, "--listener"),
@@ -42,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
             node_id=args.node_id,
             ready_file=Path(args.ready_file) if args.ready_file else None,
             retention_check_interval_ms=args.log_retention_check_interval_ms,
+            cleaner=cleaner,
         )
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
@@ -274,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--ready-file", help="write {kafka_port, admin_port, pid, cluster_id} as JSON here once serving (useful with port 0)")
     serve.add_argument("--log-retention-check-interval-ms", type=int, default=30_000, metavar="MS", help="how often retention runs over every log (Kafka's log.retention.check.interval.ms)")
+    serve.add_argument("--log-cleaner-backoff-ms", type=int, metavar="MS",
+                       help="how long the log cleaner sleeps when no compacted partition needs cleaning (Kafka's log.cleaner.backoff.ms, default 15000)")
+    serve.add_argument("--log-cleaner-dedupe-buffer-size", type=int, metavar="BYTES",
+                       help="memory for the log cleaner's key map; one pass cleans as much of a log as it covers (Kafka's log.cleaner.dedupe.buffer.size, default 134217728)")
     serve.set_defaults(func=_serve)
 
     common = argparse.ArgumentParser(add_help=False)

@@ -118,8 +118,8 @@ async def _send_records(stream: trio.SocketStream, ref: RecordsRef) -> None:
     """Send segment-file byte ranges with os.sendfile: the payload never enters Python.
 
     The frame's size prefix already promised ``ref.length`` bytes, so a range that cannot be sent whole
-    (its segment deleted by retention or truncated meanwhile) breaks the connection; the client reconnects
-    and fetches again.
+    (its segment deleted by retention or truncated meanwhile, or replaced by a cleaned one) breaks the
+    connection; the client reconnects and fetches again.
     """
     sock = stream.socket
     for file_range in ref.ranges:
@@ -128,6 +128,8 @@ async def _send_records(stream: trio.SocketStream, ref: RecordsRef) -> None:
         except OSError as exc:
             raise trio.BrokenResourceError(f"segment {file_range.path} vanished while serving it") from exc
         try:
+            if file_range.inode and os.fstat(fd).st_ino != file_range.inode:
+                raise trio.BrokenResourceError(f"segment {file_range.path} was replaced by the log cleaner while serving it")
             offset, remaining = file_range.position, file_range.length
             while remaining:
                 try:

@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from protocol.errors import CorruptBatch
 from protocol.records import ATTR_CONTROL, HEADER_SIZE, RecordBatch, Split, set_base_offset_and_epoch, split_batches
 
-from . import checkpoint
+from . import checkpoint, swap
+from .cleaner import CleanerSnapshot
 from .config import INT32_MAX, LogConfig
 from .epoch_cache import FILE_NAME as EPOCH_FILE_NAME
 from .epoch_cache import LeaderEpochCache
-from .errors import InvalidRecord, LogClosed, OffsetOutOfRange
+from .errors import InvalidRecord, LogClosed, OffsetOutOfRange, PolicyViolation
 from .index_file import IndexCorrupt
 from .producer_state import (
     ProducerStateManager,
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 RECOVERY_POINT_FILE = "recovery-point"
 LOG_START_FILE = "log-start-offset"
 CLEAN_SHUTDOWN_FILE = "clean-shutdown"
+CLEANER_OFFSET_FILE = "cleaner-offset-checkpoint"
 _SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex|\.txnindex)$")
 
 
@@ -71,9 +73,13 @@ class FileRange:
     path: str
     position: int
     length: int
+    inode: int = 0  # of the file read; a sender that opens ``path`` and finds another (a cleaned segment
+                    # swapped in under the same name) must not send its bytes. 0: not checked.
 
     def read_bytes(self) -> bytes:
         with open(self.path, "rb") as f:
+            if self.inode and os.fstat(f.fileno()).st_ino != self.inode:
+                raise FileNotFoundError(f"{self.path} was replaced (log cleaner) after it was read")
             return os.pread(f.fileno(), self.length, self.position)
 
 
@@ -104,6 +110,7 @@ class LogStatistics:
     latest_epoch: int
     producer_count: int
     open_transaction_count: int
+    cleaned_up_to: int | None = None  # log cleaner: offsets below it are compacted; None = never cleaned
 
 
 class PartitionLog:
@@ -127,6 +134,7 @@ class PartitionLog:
         self._last_flush_ms = _now_ms()
         self._last_checkpoint_ms = 0
         self._closed = False
+        self._cleaned_up_to: int | None = None
 
     # ------------------------------------------------------------------------------------------------
     # Opening and recovery
@@ -158,6 +166,8 @@ class PartitionLog:
     def _load(self) -> None:
         for name in checkpoint.remove_temp_files(self.path):
             log.warning("%s: removed half-written file %s", self.name, name)
+        swap.recover(self.path, self.name)  # before listing segments: a cleaner swap may be half done
+        self._cleaned_up_to = checkpoint.read_offset_checkpoint(os.path.join(self.path, CLEANER_OFFSET_FILE))
         clean_end = checkpoint.take_clean_shutdown(os.path.join(self.path, CLEAN_SHUTDOWN_FILE))
         start_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, LOG_START_FILE))
         recovery_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE))
@@ -313,7 +323,7 @@ class PartitionLog:
             return True
         if batch.last_offset - segment.base_offset > INT32_MAX:
             return True
-        return first_ts is not None and batch.max_timestamp - first_ts > self.config.segment_ms
+        return first_ts is not None and batch.max_timestamp - first_ts > self.config.max_segment_ms
 
     def _compute_log_end(self) -> int:
         for segment in reversed(self._segments):
@@ -365,7 +375,7 @@ class PartitionLog:
             first_ts = segment.first_batch_timestamp
             if (segment.size and segment.size + total <= self.config.segment_bytes
                     and expected - 1 - segment.base_offset <= INT32_MAX
-                    and (first_ts is None or max_ts - first_ts <= self.config.segment_ms)):
+                    and (first_ts is None or max_ts - first_ts <= self.config.max_segment_ms)):
                 # Nothing in this call rolls the segment: skip the per-batch roll checks.
                 self._write_group(segment, view, 0, total, batches, 0, len(batches), control_types)
                 self._after_append(batches, None)
@@ -469,7 +479,7 @@ class PartitionLog:
                 position, first = found
                 end, seg_next = segment.read_extent(position, first, budget, limit, at_least_one=not ranges)
                 if end > position:
-                    ranges.append(FileRange(segment.log_path, position, end - position))
+                    ranges.append(FileRange(segment.log_path, position, end - position, segment.inode))
                     budget -= end - position
                     next_offset = seg_next
                 if end < segment.size or budget <= 0:
@@ -541,10 +551,15 @@ class PartitionLog:
         """(offset, timestamp) of the batch with the largest max timestamp (its base offset; the earliest
         such batch on ties), or (-1, -1) for an empty log."""
         with self._lock:
-            best = (-1, -1)
+            best, best_segment = (-1, -1), None
             for segment in self._segments:
                 if not segment.is_empty and segment.next_offset > self._log_start and segment.max_timestamp > best[1]:
-                    best = (max(segment.offset_of_max_timestamp, self._log_start), segment.max_timestamp)
+                    best, best_segment = (segment.offset_of_max_timestamp, segment.max_timestamp), segment
+            if best_segment is not None:
+                # The time index names the batch by its last offset (Kafka's layout); answer its base offset.
+                found = best_segment.find_batch(best[0])
+                base = found[1].base_offset if found is not None else best[0]
+                best = (max(base, self._log_start), best[1])
             return best
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
@@ -607,6 +622,7 @@ class PartitionLog:
             delete_snapshots_after(self.path, self._log_end)
             self._producers = self._rebuilt_producer_state(self._log_end)
             self._recovery_point = min(self._recovery_point, self._log_end)
+            self._lower_cleaned_up_to(self._log_end)
             self._flush(force_checkpoint=True)
             return removed
 
@@ -616,6 +632,7 @@ class PartitionLog:
             self._check_open()
             self._truncate_fully(offset)
             self._producers = ProducerStateManager()
+            self._lower_cleaned_up_to(None)
             self._flush(force_checkpoint=True)
 
     def _truncate_fully(self, offset: int) -> int:
@@ -637,9 +654,13 @@ class PartitionLog:
 
     def advance_log_start(self, offset: int) -> int:
         """DeleteRecords: make ``offset`` the first readable offset and delete segments wholly below it.
-        Returns the new log start offset."""
+        Returns the new log start offset. Refused (``PolicyViolation``) unless cleanup.policy holds "delete",
+        as Kafka refuses it."""
         with self._lock:
             self._check_open()
+            if not self.config.delete:
+                raise PolicyViolation(f"Records of partition {self.name} can not be deleted due to the configured "
+                                      f"policy (cleanup.policy={','.join(self.config.cleanup_policy)})")
             if offset > self.high_watermark:
                 raise OffsetOutOfRange(f"{self.name}: cannot move the log start to {offset}, past the high "
                                        f"watermark {self.high_watermark}")
@@ -679,14 +700,20 @@ class PartitionLog:
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete whole old segments beyond retention.ms / retention.bytes, moving the log start. Returns
-        the number of segments deleted."""
+        the number of segments deleted. Only when cleanup.policy holds "delete": a compacted topic keeps its
+        old segments (the cleaner thins them instead)."""
         with self._lock:
             self._check_open()
+            if not self.config.delete:
+                return 0
             segments = self._segments
             by_time = 0
             if self.config.retention_ms >= 0:
                 for segment in segments:
                     if segment.is_empty:
+                        if segment is not segments[-1]:
+                            by_time += 1  # an empty segment the cleaner left: no data to keep
+                            continue
                         break
                     newest = segment.max_timestamp if segment.max_timestamp >= 0 else segment.last_modified_ms()
                     if now_ms - newest <= self.config.retention_ms:
@@ -710,6 +737,85 @@ class PartitionLog:
             self._log_start = new_start
             self._delete_segments_below_start("retention")
             return count
+
+    # ------------------------------------------------------------------------------------------------
+    # Log cleaner (cleaner.py does the work in a worker thread; these are its short locked steps)
+
+    def cleaner_snapshot(self) -> CleanerSnapshot | None:
+        """The segments and state a cleaning pass reads, or None if the log is closed."""
+        with self._lock:
+            if self._closed:
+                return None
+            segments = tuple(self._segments)
+            return CleanerSnapshot(
+                config=self.config,
+                path=self.path,
+                segments=segments,
+                sizes=tuple(s.size for s in segments),
+                next_offsets={s.base_offset: s.next_offset for s in segments},
+                max_timestamps={s.base_offset: s.max_timestamp for s in segments},
+                first_timestamps=tuple(s.first_batch_timestamp for s in segments[:-1]),
+                log_start=self._log_start,
+                log_end=self._log_end,
+                last_stable_offset=self.last_stable_offset,
+                cleaned_up_to=self._cleaned_up_to,
+                producer_last={pid: (e.batches[-1].last_offset if e.batches else None, e.epoch)
+                               for pid, e in self._producers.entries.items()},
+                aborted=tuple(entry for s in segments for entry in s.txn_index.entries),
+            )
+
+    def swap_in_cleaned(self, old: Sequence[LogSegment], old_sizes: Sequence[int], base_offset: int, group_end: int) -> bool:
+        """Replace the run of segments ``old`` (as the cleaner read them) by the cleaned segment written as
+        ``<base_offset>.*.cleaned`` (see swap.py). False, with nothing changed, if ``old`` is no longer a run
+        of inactive segments of this log with those sizes."""
+        with self._lock:
+            if self._closed or not old:
+                return False
+            try:
+                first = next(i for i, s in enumerate(self._segments) if s is old[0])
+            except StopIteration:
+                return False
+            current = self._segments[first : first + len(old)]
+            if (first + len(old) >= len(self._segments) or any(a is not b for a, b in zip(current, old, strict=True))
+                    or [s.size for s in current] != list(old_sizes)):
+                return False
+            swap.commit(self.path, base_offset, group_end)
+            # Old descriptors stay open (and valid: unlinked files keep their bytes) until the new segment
+            # is in place, so a failure below leaves this log serving the old data; reopen completes it.
+            swap.complete(self.path, base_offset, [s.base_offset for s in old])
+            segment = LogSegment(self.path, base_offset, self.config.index_interval_bytes, create=False)
+            try:
+                segment.load_indexes()
+            except IndexCorrupt as exc:
+                log.warning("%s: rebuilding indexes of cleaned segment %d: %s", self.name, base_offset, exc)
+                recover_segment(segment, lambda _batch, _position: None, self.name)
+                segment.flush()
+            self._segments[first : first + len(old)] = [segment]
+            self._bases[first : first + len(old)] = [base_offset]
+            for s in old:
+                s.close()
+            return True
+
+    def mark_cleaned(self, offset: int) -> None:
+        """The cleaner compacted everything below ``offset``: the next pass maps from there."""
+        with self._lock:
+            if self._closed:
+                return
+            self._cleaned_up_to = offset
+            checkpoint.write_offset_checkpoint(os.path.join(self.path, CLEANER_OFFSET_FILE), self.topic,
+                                               self.partition, offset)
+
+    def _lower_cleaned_up_to(self, end: int | None) -> None:
+        if self._cleaned_up_to is not None and (end is None or self._cleaned_up_to > end):
+            self._cleaned_up_to = end
+            path = os.path.join(self.path, CLEANER_OFFSET_FILE)
+            if end is None:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            else:
+                checkpoint.write_offset_checkpoint(path, self.topic, self.partition, end)
 
     # ------------------------------------------------------------------------------------------------
     # Durability and lifetime
@@ -835,6 +941,7 @@ class PartitionLog:
                 latest_epoch=self._epochs.latest_epoch,
                 producer_count=len(self._producers.entries),
                 open_transaction_count=len(self._producers.ongoing),
+                cleaned_up_to=self._cleaned_up_to,
             )
 
     def segment_base_offsets(self) -> list[int]:

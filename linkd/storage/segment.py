@@ -57,7 +57,9 @@ class LogSegment:
         self.log_path = os.path.join(directory, file_name(base_offset, LOG_SUFFIX))
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
         self.fd = os.open(self.log_path, flags, 0o644)
-        self.size = os.fstat(self.fd).st_size
+        stat = os.fstat(self.fd)
+        self.size = stat.st_size
+        self.inode = stat.st_ino  # names this file in FileRange: a cleaned segment reuses the path
         self.offset_index = OffsetIndex(os.path.join(directory, file_name(base_offset, INDEX_SUFFIX)), base_offset)
         self.time_index = TimeIndex(os.path.join(directory, file_name(base_offset, TIME_INDEX_SUFFIX)), base_offset)
         self.txn_index = TxnIndex(os.path.join(directory, file_name(base_offset, TXN_INDEX_SUFFIX)))
@@ -127,7 +129,7 @@ class LogSegment:
         for batch in batches:
             ts = batch.max_timestamp
             if ts > max_ts:
-                max_ts, max_ts_offset = ts, batch.base_offset
+                max_ts, max_ts_offset = ts, batch.base_offset + batch.last_offset_delta
             if position == 0:
                 self._first_batch_timestamp = ts
             if since > interval:
@@ -155,7 +157,7 @@ class LogSegment:
     def _note_batch(self, batch: RecordBatch, position: int) -> None:
         if batch.max_timestamp > self.max_timestamp:
             self.max_timestamp = batch.max_timestamp
-            self.offset_of_max_timestamp = batch.base_offset
+            self.offset_of_max_timestamp = batch.last_offset
         if position == 0:
             self._first_batch_timestamp = batch.max_timestamp
         self.next_offset = batch.next_offset
