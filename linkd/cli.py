@@ -31,6 +31,7 @@ class CommandFailed(Exception):
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
+    from .broker.limits import limits_from_args
     from .daemon import ServeConfig, parse_hostport, serve
 
     try:
@@ -41,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
             admin=parse_hostport(args.admin or "127.0.0.1:8090", "--admin"),
             node_id=args.node_id,
             ready_file=Path(args.ready_file) if args.ready_file else None,
+            limits=limits_from_args(args),
         )
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
@@ -250,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--node-id", type=int, default=1)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--ready-file", help="write {kafka_port, admin_port, pid, cluster_id} as JSON here once serving (useful with port 0)")
+    from .broker.limits import add_serve_arguments
+
+    add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
     common = argparse.ArgumentParser(add_help=False)
