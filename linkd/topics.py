@@ -287,11 +287,16 @@ class TopicRegistry:
 
     @staticmethod
     def _discard(logs: list[PartitionLog]) -> None:
+        # Every descriptor first: a creation that failed for want of descriptors needs some to remove dirs.
+        for plog in logs:
+            plog.abandon()
         for plog in logs:
             try:
-                plog.delete()
-            except Exception:
-                log.exception("could not remove %s after a failed creation", plog.path)
+                shutil.rmtree(plog.path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("could not remove %s after a failed creation: %s", plog.path, exc)
 
     def _commit_create(self, topic: Topic, logs: list[PartitionLog]) -> Topic:
         try:
