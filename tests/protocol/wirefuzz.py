@@ -210,6 +210,7 @@ class Bystander:
         self.consumed = 0
         self.failures: list[str] = []
         self._stop = threading.Event()
+        self._produced_all = threading.Event()  # the producer flushed: ``delivered`` is final
         self._threads = [threading.Thread(target=self._produce, daemon=True), threading.Thread(target=self._consume, daemon=True)]
 
     def _error(self, what: str) -> None:
@@ -231,8 +232,11 @@ class Bystander:
             producer.produce(self.topic, value=f"bystander-{self.sent}".encode(), partition=0, on_delivery=on_delivery)
             self.sent += 1
             producer.poll(0.02)
-        if producer.flush(15):
-            self._error("producer: records still undelivered at the end")
+        try:
+            if producer.flush(15):
+                self._error("producer: records still undelivered at the end")
+        finally:
+            self._produced_all.set()
 
     def _consume(self) -> None:
         from confluent_kafka import Consumer, TopicPartition
@@ -240,10 +244,10 @@ class Bystander:
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bystander-{uuid.uuid4().hex}", "enable.auto.commit": False, "error_cb": lambda e: self._error(f"consumer: {e}")})
         consumer.assign([TopicPartition(self.topic, 0, 0)])
         try:
-            while not self._stop.is_set() or self.consumed < self.delivered:
+            while not self._produced_all.is_set() or self.consumed < self.delivered:
                 msg = consumer.poll(0.2)
                 if msg is None:
-                    if self._stop.is_set() and time.monotonic() > self._drain_deadline:
+                    if self._produced_all.is_set() and time.monotonic() > self._drain_deadline:
                         self._error(f"consumer: read {self.consumed} of {self.delivered} delivered records")
                         return
                     continue
