@@ -31,6 +31,18 @@ _INTS = {1: (-(1 << 7), (1 << 7) - 1), 2: (-(1 << 15), (1 << 15) - 1), 4: (-(1 <
 _EXTREME_LENGTHS = [b"\x7f\xff\xff\xff", b"\xff\xff\xff\xfe", b"\x80\x00\x00\x00", b"\xff\xff\xff\xff\x0f", b"\x00\x00\x00\x00"]
 
 
+# Fields whose interesting values a uniform draw would rarely reach: with these, most random CreateTopics
+# and CreatePartitions get past the checks before the partition count, where the expensive paths start.
+FIELD_HINTS: dict[str, list] = {
+    "replication_factor": [-1, 1],
+    "num_partitions": [-1, 1, 2, 0, -5, 10_001, 100_000, 2**31 - 1],
+    "count": [2, 3, 10_001, 100_000, 2**31 - 1],
+    "assignments": [[], None],
+    "configs": [[]],
+    "validate_only": [False],
+}
+
+
 class BodyGenerator:
     """Random values for every field of a request schema; small, but reaching the edges of each type."""
 
@@ -41,10 +53,18 @@ class BodyGenerator:
     def body(self, api_key: int, version: int) -> dict:
         return self.value(messages.request_struct(api_key, version), depth=0)
 
+    def hinted(self, key: str, codec, depth: int):
+        hints = FIELD_HINTS.get(key)
+        if hints is not None and self.rng.random() < 0.7:
+            choice = self.rng.choice(hints)
+            if choice is not None or getattr(codec, "nullable", False):
+                return choice
+        return self.value(codec, depth)
+
     def value(self, codec, depth: int):
         rng = self.rng
         if isinstance(codec, KafkaStruct):
-            out = {m.key: self.value(m.codec, depth + 1) for m in codec.members}
+            out = {m.key: self.hinted(m.key, m.codec, depth + 1) for m in codec.members}
             for member in codec.tagged.values():
                 if rng.random() < 0.3:
                     out[member.key] = self.value(member.codec, depth + 1)
@@ -68,6 +88,8 @@ class BodyGenerator:
                 return rng.choice(self.topic_pool)
             if roll < 0.6:
                 return ""
+            if roll < 0.75:
+                return f"fz{rng.randrange(1 << 20)}"  # a new, valid name: creations get past the name checks
             return "".join(rng.choice("abcxyz._-0123456789/ \u00e9") for _ in range(rng.randint(1, 20)))
         if isinstance(codec, primitives._Bytes):
             if codec.nullable and rng.random() < 0.15:
