@@ -305,6 +305,21 @@ def test_max_connections_per_ip_with_overrides(linkd_factory):
             s.close()
 
 
+def test_connection_creation_rate_delays_accepts(linkd_factory):
+    """At 5 accepts per second, 15 connections made at once are all served, the last ones about 2 s later."""
+    daemon = linkd_factory(extra_args=["--max-connection-creation-rate", "5"])
+    time.sleep(1.1)  # the fixture's readiness probe used one accept of this second
+    started = time.monotonic()
+    socks = [_connect(daemon.port) for _ in range(15)]  # the kernel completes the handshakes; accepts wait
+    try:
+        assert all(_api_versions_ok(s) for s in socks), "a delayed connection was not served"
+        took = time.monotonic() - started
+    finally:
+        for s in socks:
+            s.close()
+    assert took >= 1.5, f"15 connections at 5 per second were all served within {took:.2f}s"
+
+
 def test_soft_descriptor_limit_is_raised_to_the_hard_limit(limited_linkd):
     daemon = limited_linkd((256, 1024))
     limits = Path(f"/proc/{daemon.process.pid}/limits").read_text()
