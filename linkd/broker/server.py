@@ -161,6 +161,9 @@ class KafkaListener:
             if exc.kind == "idle":
                 self._idle_closed += 1
                 log.debug("closing connection from %s: idle for %.0f s (connections.max.idle.ms)", client_host, self.idle_timeout_s)
+            elif exc.kind == "send":
+                self._idle_closed += 1
+                log.warning("closing connection from %s: it read none of an answer for %.0f s (connections.max.idle.ms)", client_host, self.idle_timeout_s)
             else:
                 self._arrival_timeouts += 1
                 log.warning("closing connection from %s: a request did not arrive whole within %.1f s of its first byte (request.arrival.timeout.ms)", client_host, self.arrival_timeout_s)
@@ -192,7 +195,11 @@ class KafkaListener:
                 del frame
                 self.budget.release(reserved)
             if response is not None:
-                await _send(stream, response)
+                # A client that stops reading would otherwise hold its connection (and its answer) forever.
+                with trio.move_on_after(self.idle_timeout_s) as sending:
+                    await _send(stream, response)
+                if sending.cancelled_caught:
+                    raise _Timeout("send")
 
 
 class _RequestReader:

@@ -388,6 +388,27 @@ def test_idle_connection_is_closed_after_connections_max_idle_ms(linkd_factory):
     assert _metric(daemon, "linkd_connections_idle_closed") >= 1
 
 
+def test_client_that_never_reads_its_answers_is_closed_after_the_idle_time(linkd_factory):
+    daemon = linkd_factory(extra_args=["--connections-max-idle-ms", "1500"])
+    _wait_no_connections(daemon)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", daemon.port))
+    frame = struct.pack(">hhih", ApiKey.METADATA, 1, 7, 1) + b"t" + struct.pack(">i", -1)  # all topics
+    sock.settimeout(5)
+    try:
+        try:
+            for _ in range(20_000):  # answers pile up unread until linkd's send blocks
+                sock.sendall(struct.pack(">i", len(frame)) + frame)
+        except (TimeoutError, OSError):
+            pass  # our own send blocked too: linkd stopped reading while its answer waits
+        wait_for(lambda: _metric(daemon, "linkd_connections_open") == 0, 15, "the non-reading connection closed")
+        assert _metric(daemon, "linkd_connections_idle_closed") >= 1
+        assert "it read none of an answer" in daemon.log_path.read_text(), daemon.logs()
+    finally:
+        sock.close()
+
+
 # -- memory ----------------------------------------------------------------------------------------
 
 
