@@ -140,6 +140,22 @@ def test_oversized_requests_get_the_answer_apache_kafka_gives(kafka_broker, link
     assert answers["linkd"] == answers["kafka"] == [ErrorCode.POLICY_VIOLATION] * 5, answers
 
 
+def test_confluent_admin_client_sees_the_policy_violation(linkd, unique_topic):
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": linkd.bootstrap})
+    (future,) = admin.create_topics([NewTopic(unique_topic, 100_000, 1)], operation_timeout=10).values()
+    with pytest.raises(KafkaException) as info:
+        future.result(15)
+    assert info.value.args[0].code() == KafkaError.POLICY_VIOLATION, info.value
+    create_topic(linkd.bootstrap, unique_topic)  # nothing was left behind under that name
+    (future,) = admin.create_partitions([NewPartitions(unique_topic, 100_000)]).values()
+    with pytest.raises(KafkaException) as info:
+        future.result(15)
+    assert info.value.args[0].code() == KafkaError.POLICY_VIOLATION, info.value
+
+
 def test_daemon_partition_budget_refuses_create_and_add_partitions(linkd_factory, unique_topic):
     daemon = linkd_factory(extra_args=["--max-partitions", "20", "--max-partitions-per-topic", "12"])
     with WireConnection(daemon.bootstrap) as conn:
@@ -198,8 +214,9 @@ def test_creating_many_partitions_does_not_stall_other_clients(linkd_factory, by
         took = time.monotonic() - started
         during = bystander.round_trips - before
     assert answer["error_code"] == ErrorCode.NONE, answer
-    # The bystander sleeps 10 ms between round trips; a blocked event loop would have answered none.
-    assert during >= max(3, int(took * 10)), f"{during} bystander round trips while creating 3,000 partitions took {took:.2f}s"
+    # The bystander sleeps 10 ms between round trips; a blocked event loop would have answered none
+    # (the old code: 0 or 1). Two a second leaves room for a slow fsync on a loaded machine.
+    assert during >= max(3, int(took * 2)), f"{during} bystander round trips while creating 3,000 partitions took {took:.2f}s"
 
 
 @pytest.mark.parametrize(
