@@ -224,13 +224,15 @@ class TopicRegistry:
         partitions: int,
         configs: dict[str, str | None] | None = None,
         kind: str = "local",
+        leader_epoch: int = 0,
         validate_only: bool = False,
+        topic_id: uuid.UUID | None = None,
     ) -> Topic:
         """``create`` with the partition logs made in a worker thread, so other clients keep being served.
 
         The name and the partitions are reserved while the thread works: a concurrent create of the same
         (or a colliding) name is refused, and the budget counts them."""
-        topic = self._prepare_create(name, partitions, configs, kind, 0, None)
+        topic = self._prepare_create(name, partitions, configs, kind, leader_epoch, topic_id)
         if validate_only:
             return topic
         self._reserved[name] = partitions
