@@ -237,6 +237,7 @@ class TopicRegistry:
             return topic
         self._reserved[name] = partitions
         try:
+            # Not abandoned on cancel (trio's default): the thread's logs always come back to be committed.
             logs = await trio.to_thread.run_sync(self._build_logs, name, 0, partitions, topic.configs)
             return self._commit_create(topic, logs)
         finally:

@@ -159,3 +159,18 @@ def test_internal_names_are_reserved(registry):
         with pytest.raises(TopicError) as info:
             registry.create(name, 1)
         assert info.value.error_code == ErrorCode.INVALID_REQUEST and "internal" in info.value.message
+
+
+def test_a_cancelled_async_creation_is_whole_or_absent(registry):
+    async def main():
+        with trio.move_on_after(0.01):
+            await registry.create_async("c", 200)
+
+    trio.run(main)
+    topic = registry.get("c")
+    on_disk = sorted(p.name for p in registry.data_dir.iterdir())
+    if topic is None:
+        assert _rows(registry) == [] and on_disk == []
+    else:
+        assert _rows(registry) == ["c"] and len(topic.logs) == 200 and len(on_disk) == 200
+    assert registry.partition_count() == (200 if topic else 0)  # no reservation left behind
