@@ -31,6 +31,7 @@ class CommandFailed(Exception):
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
+    from .broker.limits import limits_from_args
     from .daemon import ServeConfig, parse_hostport, serve
     from .storage.cleaner import CleanerConfig
 
@@ -46,6 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
             ready_file=Path(args.ready_file) if args.ready_file else None,
             retention_check_interval_ms=args.log_retention_check_interval_ms,
             cleaner=cleaner,
+            limits=limits_from_args(args),
         )
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
@@ -282,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how long the log cleaner sleeps when no compacted partition needs cleaning (Kafka's log.cleaner.backoff.ms, default 15000)")
     serve.add_argument("--log-cleaner-dedupe-buffer-size", type=int, metavar="BYTES",
                        help="memory for the log cleaner's key map; one pass cleans as much of a log as it covers (Kafka's log.cleaner.dedupe.buffer.size, default 134217728)")
+    from .broker.limits import add_serve_arguments
+
+    add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
     common = argparse.ArgumentParser(add_help=False)

@@ -13,13 +13,14 @@ import logging
 import os
 import signal
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
 import trio
 
 from .broker.context import Broker, BrokerIdentity
+from .broker.limits import Limits, raise_descriptor_limit
 from .broker.server import KafkaListener
 from .controlstore import ControlStore
 from .groups.coordinator import GroupCoordinator
@@ -49,10 +50,11 @@ class ServeConfig:
     admin: tuple[str, int]
     node_id: int = 1
     max_request_bytes: int = 100 * 1024 * 1024
-    idle_timeout_s: float = 600.0
+    idle_timeout_s: float | None = None  # None: limits.connections_max_idle_ms
     ready_file: Path | None = None
     retention_check_interval_ms: int = 30_000  # Kafka's log.retention.check.interval.ms (its default is 5 min)
     cleaner: CleanerConfig = CleanerConfig()
+    limits: Limits = field(default_factory=Limits)
 
 
 def _cluster_id(store: ControlStore) -> str:
@@ -85,7 +87,20 @@ class Daemon:
         t = self.topics.get(topic)
         return t is not None and 0 <= partition < len(t.logs)
 
+    def _apply_limits(self) -> Limits:
+        """Raise the open-file limit, then derive the partition budget from it (linkd.broker.limits)."""
+        descriptors, _ = raise_descriptor_limit()
+        limits = replace(self.config.limits, max_request_bytes=self.config.max_request_bytes).validated()
+        limits = limits.with_descriptor_defaults(descriptors)
+        self.topics.max_partitions = limits.max_partitions
+        self.topics.max_partitions_per_topic = limits.max_partitions_per_topic
+        log.info("limits: %d descriptors, at most %s partitions (%s per topic, %d per request), max.connections %s",
+                 descriptors, limits.max_partitions, limits.max_partitions_per_topic or limits.max_partitions,
+                 limits.max_partitions_per_request, limits.max_connections or "unbounded")
+        return limits
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        limits = self._apply_limits()
         self.topics.load()
         try:
             async with trio.open_nursery() as nursery:
@@ -99,11 +114,12 @@ class Daemon:
                     groups=self.groups,
                     producer_ids=self.producer_ids,
                     max_request_bytes=self.config.max_request_bytes,
+                    limits=limits,
                 )
                 await nursery.start(self.groups.run)
                 await nursery.start(partial(run_maintenance, self.topics, cleaner=self.config.cleaner,
                                             retention_interval_s=self.config.retention_check_interval_ms / 1000))
-                self.listener = KafkaListener(self.broker, self.config.idle_timeout_s)
+                self.listener = KafkaListener(self.broker, self.config.idle_timeout_s, limits)
                 bound = await nursery.start(self.listener.serve, host, port)
                 if not self.config.advertised and port == 0:
                     self.broker.identity = BrokerIdentity(self.config.node_id, identity_host, bound, self.cluster_id)

@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import trio
+
 from protocol.errors import ErrorCode
 
 from .controlstore import ControlStore
@@ -47,7 +49,10 @@ CREATE TABLE IF NOT EXISTS topic_config_overrides (
 )
 """
 
-_LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
+_LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+# Kafka keeps names starting with "__" for its internal topics; linkd serves its own (groups, offsets) from
+# the control store and keeps the prefix reserved so no client topic can pose as one.
+RESERVED_PREFIX = "__"
 MAX_TOPIC_NAME = 249
 
 # Checkpoint files (recovery point, producer snapshot, epochs) cost several fsyncs; writing them on every
@@ -64,11 +69,13 @@ class TopicError(Exception):
 
 
 def validate_topic_name(name: str) -> None:
+    """Kafka's rules (``Topic.validate``): 1..249 characters from [a-zA-Z0-9._-], not '.' or '..'."""
     if not name or name in (".", ".."):
         raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic name '{name}' is illegal")
     if len(name) > MAX_TOPIC_NAME:
         raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic name is longer than {MAX_TOPIC_NAME} characters")
-    if not _LEGAL_NAME.match(name):
+    # fullmatch: '$' would also match before a trailing newline and let "name\n" through.
+    if not _LEGAL_NAME.fullmatch(name):
         raise TopicError(
             ErrorCode.INVALID_TOPIC_EXCEPTION,
             f"Topic name '{name}' is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'",
@@ -118,6 +125,11 @@ class TopicRegistry:
         store.ensure_schema(_OVERRIDES_SCHEMA)
         self._topics: dict[str, Topic] = {}
         self._by_id: dict[uuid.UUID, Topic] = {}
+        # Partition budget (linkd.broker.limits); None = unbounded. The daemon sets them at start.
+        self.max_partitions: int | None = None
+        self.max_partitions_per_topic: int | None = None
+        # Names (and "adding partitions to" keys) of creations under way -> partitions they reserve.
+        self._reserved: dict[str, int] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -155,6 +167,25 @@ class TopicRegistry:
 
     # -- changes ---------------------------------------------------------------------------------
 
+    def partition_count(self) -> int:
+        """Partitions hosted now plus those reserved by creations under way."""
+        return sum(len(t.logs) for t in self._topics.values()) + sum(self._reserved.values())
+
+    def check_partition_budget(self, name: str, new_partitions: int, topic_total: int) -> None:
+        """Refuse, before anything touches the disk, partitions over the per-topic cap or the daemon's budget."""
+        if self.max_partitions_per_topic is not None and topic_total > self.max_partitions_per_topic:
+            raise TopicError(
+                ErrorCode.INVALID_PARTITIONS,
+                f"Topic '{name}' would have {topic_total} partitions; this linkd allows at most {self.max_partitions_per_topic} per topic (max.partitions.per.topic).",
+            )
+        if self.max_partitions is not None:
+            after = self.partition_count() + new_partitions
+            if after > self.max_partitions:
+                raise TopicError(
+                    ErrorCode.POLICY_VIOLATION,
+                    f"Creating {new_partitions} partition(s) for topic '{name}' would bring this linkd to {after} partitions, above its budget of {self.max_partitions} (max.partitions).",
+                )
+
     def create(
         self,
         name: str,
@@ -165,43 +196,161 @@ class TopicRegistry:
         validate_only: bool = False,
         topic_id: uuid.UUID | None = None,
     ) -> Topic:
+        """Create a topic; all or nothing: its row is written only once every partition log exists, and a
+        failure removes what was made. Blocks while the logs are created: see ``create_async``."""
+        topic = self._prepare_create(name, partitions, configs, kind, leader_epoch, topic_id)
+        if validate_only:
+            return topic
+        self._reserved[name] = partitions
+        try:
+            logs = self._build_logs(name, 0, partitions, topic.configs)
+            return self._commit_create(topic, logs)
+        finally:
+            self._reserved.pop(name, None)
+
+    async def create_async(
+        self,
+        name: str,
+        partitions: int,
+        configs: dict[str, str | None] | None = None,
+        kind: str = "local",
+        leader_epoch: int = 0,
+        validate_only: bool = False,
+        topic_id: uuid.UUID | None = None,
+    ) -> Topic:
+        """``create`` with the partition logs made in a worker thread, so other clients keep being served.
+
+        The name and the partitions are reserved while the thread works: a concurrent create of the same
+        (or a colliding) name is refused, and the budget counts them."""
+        topic = self._prepare_create(name, partitions, configs, kind, leader_epoch, topic_id)
+        if validate_only:
+            return topic
+        self._reserved[name] = partitions
+        try:
+            # Not abandoned on cancel (trio's default): the thread's logs always come back to be committed.
+            logs = await trio.to_thread.run_sync(self._build_logs, name, 0, partitions, topic.configs)
+            return self._commit_create(topic, logs)
+        finally:
+            self._reserved.pop(name, None)
+
+    def _prepare_create(
+        self,
+        name: str,
+        partitions: int,
+        configs: dict[str, str | None] | None,
+        kind: str,
+        leader_epoch: int,
+        topic_id: uuid.UUID | None,
+    ) -> Topic:
         validate_topic_name(name)
-        if name in self._topics:
+        if name.startswith(RESERVED_PREFIX):
+            raise TopicError(ErrorCode.INVALID_REQUEST, f"Creation of internal topic {name} is prohibited: names starting with '{RESERVED_PREFIX}' are reserved for internal topics.")
+        if name in self._topics or name in self._reserved:
             raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
         # Kafka's metric names turn '.' into '_', so it refuses names that differ only there.
-        for existing in self._topics:
+        for existing in (*self._topics, *self._reserved):
             if existing.replace(".", "_") == name.replace(".", "_"):
                 raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic '{name}' collides with existing topic: {existing}")
         if partitions <= 0:
-            raise TopicError(ErrorCode.INVALID_PARTITIONS, f"Number of partitions must be larger than 0, got {partitions}.")
+            raise TopicError(ErrorCode.INVALID_PARTITIONS, "Number of partitions was set to an invalid non-positive value.")
+        self.check_partition_budget(name, partitions, partitions)
         clean = validate_configs(configs or {})
         topic = Topic(name, topic_id or uuid.uuid4(), clean, kind, leader_epoch)
         topic.writable = kind == "local"
-        if validate_only:
-            return topic
-        # A directory left by a crash between "rmtree" and "delete row" of an earlier topic with the same
-        # name would otherwise resurface as data of the new topic.
-        for p in range(partitions):
-            stale = self.data_dir / f"{name}-{p}"
-            if stale.exists():
-                log.warning("removing stale partition directory %s before creating topic %s", stale, name)
-                shutil.rmtree(stale)
-        with self._store.transaction() as db:
-            db.execute(
-                "INSERT INTO topics (name, topic_id, partitions, configs, kind, leader_epoch, created_ms) VALUES (?,?,?,?,?,?,?)",
-                (name, str(topic.topic_id), partitions, json.dumps(clean), kind, leader_epoch, int(time.time() * 1000)),
-            )
-        topic.logs = [self._open_log(name, p, clean) for p in range(partitions)]
+        return topic
+
+    def _build_logs(self, name: str, first: int, end: int, configs: dict[str, str]) -> list[PartitionLog]:
+        """Open partition logs ``first..end-1`` (thread-safe: touches only their directories). On failure
+        every log opened here is removed again and a TopicError names the partition and the cause."""
+        logs: list[PartitionLog] = []
+        try:
+            for p in range(first, end):
+                # A directory left by a crash between "delete row" and "rmtree" of an earlier topic with the
+                # same name (or by a creation cut short) would otherwise resurface as data of this one.
+                path = self.data_dir / f"{name}-{p}"
+                if path.exists():
+                    log.warning("removing stale partition directory %s before creating topic %s", path, name)
+                    shutil.rmtree(path)
+                logs.append(self._open_log(name, p, configs))
+        except Exception as exc:
+            self._discard(logs)
+            shutil.rmtree(self.data_dir / f"{name}-{first + len(logs)}", ignore_errors=True)
+            raise TopicError(ErrorCode.KAFKA_STORAGE_ERROR, f"Could not create partition {name}-{first + len(logs)}: {exc}") from exc
+        return logs
+
+    @staticmethod
+    def _discard(logs: list[PartitionLog]) -> None:
+        # Every descriptor first: a creation that failed for want of descriptors needs some to remove dirs.
+        for plog in logs:
+            plog.abandon()
+        for plog in logs:
+            try:
+                shutil.rmtree(plog.path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("could not remove %s after a failed creation: %s", plog.path, exc)
+
+    def _commit_create(self, topic: Topic, logs: list[PartitionLog]) -> Topic:
+        try:
+            with self._store.transaction() as db:
+                db.execute(
+                    "INSERT INTO topics (name, topic_id, partitions, configs, kind, leader_epoch, created_ms) VALUES (?,?,?,?,?,?,?)",
+                    (topic.name, str(topic.topic_id), len(logs), json.dumps(topic.configs), topic.kind, topic.leader_epoch, int(time.time() * 1000)),
+                )
+        except BaseException as exc:
+            self._discard(logs)
+            if isinstance(exc, Exception):
+                raise TopicError(ErrorCode.KAFKA_STORAGE_ERROR, f"Could not record topic '{topic.name}': {exc}") from exc
+            raise
+        topic.logs = logs
         self._index(topic)
         return topic
 
     def add_partitions(self, name: str, total: int) -> None:
+        topic, added = self._prepare_add(name, total)
+        try:
+            logs = self._build_logs(name, len(topic.logs), total, topic.configs)
+        except BaseException:
+            self._reserved.pop(added, None)
+            raise
+        self._commit_add(topic, total, logs, added)
+
+    async def add_partitions_async(self, name: str, total: int) -> None:
+        """``add_partitions`` with the new logs made in a worker thread (see ``create_async``)."""
+        topic, added = self._prepare_add(name, total)
+        try:
+            logs = await trio.to_thread.run_sync(self._build_logs, name, len(topic.logs), total, topic.configs)
+        except BaseException:
+            self._reserved.pop(added, None)
+            raise
+        self._commit_add(topic, total, logs, added)
+
+    def _prepare_add(self, name: str, total: int) -> tuple[Topic, str]:
         topic = self._topics[name]
         if total <= len(topic.logs):
             raise TopicError(ErrorCode.INVALID_PARTITIONS, f"Topic currently has {len(topic.logs)} partitions, {total} would not be an increase.")
-        with self._store.transaction() as db:
-            db.execute("UPDATE topics SET partitions = ? WHERE name = ?", (total, name))
-        topic.logs.extend(self._open_log(name, p, topic.configs) for p in range(len(topic.logs), total))
+        key = f"{RESERVED_PREFIX}partitions of {name}"  # never a topic name: '__' and spaces are refused
+        if key in self._reserved:
+            raise TopicError(ErrorCode.REASSIGNMENT_IN_PROGRESS, f"Partitions are already being added to topic '{name}'.")
+        self.check_partition_budget(name, total - len(topic.logs), total)
+        self._reserved[key] = total - len(topic.logs)
+        return topic, key
+
+    def _commit_add(self, topic: Topic, total: int, logs: list[PartitionLog], key: str) -> None:
+        try:
+            if self._topics.get(topic.name) is not topic:  # deleted while the logs were being made
+                self._discard(logs)
+                raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{topic.name}' was deleted while partitions were being added.")
+            try:
+                with self._store.transaction() as db:
+                    db.execute("UPDATE topics SET partitions = ? WHERE name = ?", (total, topic.name))
+            except Exception as exc:
+                self._discard(logs)
+                raise TopicError(ErrorCode.KAFKA_STORAGE_ERROR, f"Could not record {total} partitions for topic '{topic.name}': {exc}") from exc
+            topic.logs.extend(logs)
+        finally:
+            self._reserved.pop(key, None)
 
     def set_leader_epoch(self, name: str, epoch: int) -> None:
         with self._store.transaction() as db:

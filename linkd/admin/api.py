@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -39,22 +40,58 @@ from ..link.manager import AdminError, LinkManager
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
+MAX_JSON_DEPTH = 400
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error_code": status, "message": message}, status_code=status)
 
 
+async def _read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed MAX_BODY: from Content-Length before
+    reading anything, else while streaming, so a huge body is never buffered whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise AdminError(400, 0, f"Content-Length {declared!r} is not a number")
+        if int(declared) > MAX_BODY:
+            raise AdminError(413, 0, f"request body of {declared} bytes is larger than {MAX_BODY} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise AdminError(413, 0, f"request body larger than {MAX_BODY} bytes")
+    return bytes(raw)
+
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(rb"[^\[\]{}]+")
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """How deep arrays/objects nest in ``raw`` (strings skipped); json.loads would recurse that deep."""
+    depth = deepest = 0
+    for byte in _NOT_BRACKETS.sub(b"", _STRINGS.sub(b"", raw)):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise AdminError(413, 0, f"request body larger than {MAX_BODY} bytes")
+    raw = await _read_body(request)
     if not raw.strip():
         return {}
+    if _nesting_depth(raw) > MAX_JSON_DEPTH:
+        raise AdminError(400, 0, f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels")
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AdminError(400, 0, f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # the depth scan is a bound, this is the backstop
+        raise AdminError(400, 0, f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels") from exc
     if not isinstance(body, dict):
         raise AdminError(400, 0, "request body must be a JSON object")
     return body

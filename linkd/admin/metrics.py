@@ -51,6 +51,13 @@ class DaemonCollector:
             yield GaugeMetricFamily("linkd_connections_open", "Open Kafka client connections", value=st.connections_open)
             yield CounterMetricFamily("linkd_requests", "Kafka requests handled", value=st.requests_total)
             yield CounterMetricFamily("linkd_protocol_errors", "Connections closed for protocol errors", value=st.protocol_errors)
+            rejected = CounterMetricFamily("linkd_connections_rejected", "Kafka connections closed at accept by a limit", labels=["limit"])
+            for limit, count in sorted((st.connections_rejected or {}).items()):
+                rejected.add_metric([limit], count)
+            yield rejected
+            yield CounterMetricFamily("linkd_connections_idle_closed", "Connections closed after connections.max.idle.ms", value=st.idle_closed)
+            yield CounterMetricFamily("linkd_request_arrival_timeouts", "Connections closed because a request did not arrive whole in time", value=st.request_arrival_timeouts)
+            yield GaugeMetricFamily("linkd_request_bytes_in_use", "Request bytes reserved from queued.max.request.bytes", value=st.request_bytes_in_use)
 
 
 class Metrics:

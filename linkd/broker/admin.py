@@ -67,12 +67,31 @@ def _following_source(ctx: RequestContext, topic: Topic) -> dict[str, str] | Non
     return None
 
 
+def _requested_partitions(t: Body) -> int:
+    assignments = t.get("assignments") or []
+    if assignments:
+        return len(assignments)
+    partitions = t.get("num_partitions", -1)
+    return DEFAULT_PARTITIONS if partitions == -1 else partitions
+
+
+def _excessive(requested: int, limit: int) -> TopicError:
+    # Kafka's controller words it so (POLICY_VIOLATION for any request over 10,000 partitions).
+    return TopicError(ErrorCode.POLICY_VIOLATION, f"Excessively large number of partitions per request. ({requested} requested; this linkd creates at most {limit} per request: max.partitions.per.request)")
+
+
 async def create_topics(ctx: RequestContext, body: Body) -> Body:
     registry = ctx.broker.topics
     validate_only = body.get("validate_only", False)
+    requests = body.get("topics", [])
+    # The request's whole partition count is judged before any topic is made, as Kafka's controller does,
+    # so an oversized request leaves nothing behind and answers in milliseconds.
+    per_request = ctx.broker.limits.max_partitions_per_request
+    requested = sum(max(_requested_partitions(t), 0) for t in requests)
+    too_many = _excessive(requested, per_request) if requested > per_request else None
     results = []
     seen: set[str] = set()
-    for t in body.get("topics", []):
+    for t in requests:
         name = t["name"]
         out = {"name": name, "topic_id": ZERO_UUID, "error_code": ErrorCode.NONE, "error_message": None, "num_partitions": -1, "replication_factor": -1, "configs": None}
         results.append(out)
@@ -80,21 +99,21 @@ async def create_topics(ctx: RequestContext, body: Body) -> Body:
             if name in seen:
                 raise TopicError(ErrorCode.INVALID_REQUEST, f"Create topics request from client contains duplicate topic '{name}'")
             seen.add(name)
+            if too_many is not None:
+                raise too_many
             assignments = t.get("assignments") or []
             if assignments:
                 if t.get("num_partitions", -1) != -1 or t.get("replication_factor", -1) != -1:
                     raise TopicError(ErrorCode.INVALID_REQUEST, "Both numPartitions or replicationFactor and replicasAssignments were set.")
-                partitions = len(assignments)
                 factor = len(assignments[0].get("broker_ids", []))
             else:
-                partitions = t.get("num_partitions", -1)
-                partitions = DEFAULT_PARTITIONS if partitions == -1 else partitions
                 factor = t.get("replication_factor", -1)
+            partitions = _requested_partitions(t)
             error = _replication_error(factor)
             if error:
                 raise error
             configs = {c["name"]: c.get("value") for c in t.get("configs", [])}
-            topic = registry.create(name, partitions, configs, validate_only=validate_only)
+            topic = await registry.create_async(name, partitions, configs, validate_only=validate_only)
             out.update(
                 topic_id=topic.topic_id if not validate_only else ZERO_UUID,
                 num_partitions=partitions,
@@ -135,8 +154,15 @@ async def delete_topics(ctx: RequestContext, body: Body) -> Body:
 
 async def create_partitions(ctx: RequestContext, body: Body) -> Body:
     registry = ctx.broker.topics
+    requests = body.get("topics", [])
+    per_request = ctx.broker.limits.max_partitions_per_request
+    requested = 0
+    for t in requests:
+        existing = registry.get(t["name"])
+        requested += max(t["count"] - (len(existing.logs) if existing else 0), 0)
+    too_many = _excessive(requested, per_request) if requested > per_request else None
     results = []
-    for t in body.get("topics", []):
+    for t in requests:
         out = {"name": t["name"], "error_code": ErrorCode.NONE, "error_message": None}
         results.append(out)
         topic = registry.get(t["name"])
@@ -149,8 +175,12 @@ async def create_partitions(ctx: RequestContext, body: Body) -> Body:
         try:
             if t["count"] <= len(topic.logs):
                 raise TopicError(ErrorCode.INVALID_PARTITIONS, f"Topic currently has {len(topic.logs)} partitions, which is higher than the requested {t['count']}.")
-            if not body.get("validate_only"):
-                registry.add_partitions(topic.name, t["count"])
+            if too_many is not None:
+                raise too_many
+            if body.get("validate_only"):
+                registry.check_partition_budget(topic.name, t["count"] - len(topic.logs), t["count"])
+            else:
+                await registry.add_partitions_async(topic.name, t["count"])
         except TopicError as exc:
             out["error_code"], out["error_message"] = exc.error_code, exc.message
     return {"throttle_time_ms": 0, "results": results}

@@ -13,6 +13,7 @@ from protocol.errors import ErrorCode
 from ..producer_ids import ProducerIdAllocator
 from ..storage import LogClosed
 from ..topics import Topic, TopicRegistry
+from .limits import Limits
 from .notify import AppendNotifier
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class Broker:
     flusher: Flusher = field(default_factory=Flusher)
     hooks: list[TopicLifecycleHooks] = field(default_factory=list)
     max_request_bytes: int = 100 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass

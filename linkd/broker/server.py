@@ -3,10 +3,15 @@
 A connection handles one request at a time and answers in order, as a Kafka broker does (it mutes the
 channel while a request is in flight), so pipelined requests are answered in request order without any
 reordering buffer. A long-polling Fetch therefore holds only its own connection.
+
+Every limit of ``limits.py`` that concerns connections is applied here: admission (descriptor headroom,
+``max.connections``, ``max.connections.per.ip``, the accept rate), the idle and request-arrival deadlines,
+and the ``queued.max.request.bytes`` budget, reserved from a frame's size prefix before its buffer exists.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
@@ -15,15 +20,20 @@ from dataclasses import dataclass
 import trio
 
 from protocol.errors import FrameTooLarge
-from protocol.framing import FrameReader
 from protocol.messages import RecordsRef
 
 from .context import Broker
 from .dispatch import CloseConnection, handle_frame
+from .limits import AcceptRate, ByteBudget, Limits, descriptor_limit, open_descriptors
 
 log = logging.getLogger(__name__)
 
 RECEIVE_CHUNK = 256 * 1024
+_PREFIX = 4
+# Errors an accept() fails with when the process or the system is out of something; trio's own
+# serve_listeners sleeps on them too, rather than ending the listener.
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_DESCRIPTOR_RECOUNT_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -32,66 +42,235 @@ class ListenerStatistics:
     connections_total: int
     requests_total: int
     protocol_errors: int
+    # Connections closed at accept, by limit: "max.connections", "max.connections.per.ip", "descriptors".
+    connections_rejected: dict[str, int] | None = None
+    idle_closed: int = 0
+    request_arrival_timeouts: int = 0
+    request_bytes_in_use: int = 0
+    request_bytes_peak: int = 0
+    request_budget_waits: int = 0
+
+
+class _Timeout(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class _Closed(Exception):
+    """The peer closed its end."""
 
 
 class KafkaListener:
-    def __init__(self, broker: Broker, idle_timeout_s: float = 600.0) -> None:
+    def __init__(self, broker: Broker, idle_timeout_s: float | None = None, limits: Limits | None = None) -> None:
         self.broker = broker
-        self.idle_timeout_s = idle_timeout_s
+        self.limits = limits or broker.limits
+        self.idle_timeout_s = idle_timeout_s if idle_timeout_s is not None else self.limits.connections_max_idle_ms / 1000
+        self.arrival_timeout_s = self.limits.request_arrival_timeout_ms / 1000
+        self.budget = ByteBudget(self.limits.queued_max_request_bytes)
+        self._accept_rate = AcceptRate(self.limits.max_connection_creation_rate)
         self._open = 0
         self._total = 0
         self._requests = 0
         self._errors = 0
+        self._idle_closed = 0
+        self._arrival_timeouts = 0
+        self._rejected: collections.Counter[str] = collections.Counter()
+        self._per_ip: collections.Counter[str] = collections.Counter()
+        self._descriptors_counted_at = -1e9
+        self._descriptors = 0
         self.port: int | None = None
 
     def statistics(self) -> ListenerStatistics:
-        return ListenerStatistics(self._open, self._total, self._requests, self._errors)
+        return ListenerStatistics(
+            self._open, self._total, self._requests, self._errors, dict(self._rejected), self._idle_closed,
+            self._arrival_timeouts, self.budget.in_use, self.budget.peak, self.budget.waits,
+        )
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info("Kafka listener on %s:%d", host, self.port)
-        task_status.started(self.port)
-        await trio.serve_listeners(self._connection, listeners)
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+            task_status.started(self.port)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
-        self._open += 1
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                delay = self._accept_rate.delay(trio.current_time())
+                if delay > 0:
+                    await trio.sleep(delay)  # max.connection.creation.rate: the backlog holds the rest
+                    continue
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    self._rejected["descriptors"] += 1
+                    log.error("cannot accept a Kafka connection: %s; retrying in 100 ms", os.strerror(exc.errno))
+                    await trio.sleep(0.1)
+                    continue
+                host = _peer_host(stream)
+                refused = self._refusal(stream, host)
+                if refused is not None:
+                    self._rejected[refused] += 1
+                    stream.socket.close()
+                    if self._rejected[refused] & (self._rejected[refused] - 1) == 0:  # 1, 2, 4, ...: no log flood
+                        log.warning("refused a Kafka connection from %s: %s (%d refused so far)", host, refused, self._rejected[refused])
+                    continue
+                self._open += 1
+                self._per_ip[host] += 1
+                nursery.start_soon(self._connection, stream, host)
+
+    def _refusal(self, stream: trio.SocketStream, host: str) -> str | None:
+        """The limit a new connection would break, or None to admit it."""
+        limits = self.limits
+        if limits.fd_headroom and self._free_descriptors(stream.socket.fileno()) < limits.fd_headroom:
+            return "descriptors"
+        if limits.max_connections is not None and self._open >= limits.max_connections:
+            return "max.connections"
+        per_ip = limits.per_ip_limit(host)
+        if per_ip is not None and self._per_ip[host] >= per_ip:
+            return "max.connections.per.ip"
+        return None
+
+    def _free_descriptors(self, newest_fd: int) -> int:
+        limit = descriptor_limit()
+        # Descriptors are handed out lowest first, so the new one's number is a lower bound of those in use.
+        # A recount from /proc costs a directory listing; between recounts each accept counts as one more.
+        now = trio.current_time()
+        if now - self._descriptors_counted_at >= _DESCRIPTOR_RECOUNT_S:
+            self._descriptors = open_descriptors()
+            self._descriptors_counted_at = now
+        else:
+            self._descriptors += 1
+        return limit - max(self._descriptors, newest_fd + 1)
+
+    async def _connection(self, stream: trio.SocketStream, host: str) -> None:
         self._total += 1
-        try:
-            peer = stream.socket.getpeername()
-            client_host = f"/{peer[0]}"
-        except OSError:
-            client_host = "/unknown"
-        reader = FrameReader(self.broker.max_request_bytes)
+        client_host = f"/{host}"
         try:
             async with stream:
-                while True:
-                    with trio.move_on_after(self.idle_timeout_s) as idle:
-                        data = await stream.receive_some(RECEIVE_CHUNK)
-                    if idle.cancelled_caught or not data:
-                        return
-                    reader.feed(data)
-                    for frame in reader.frames():
-                        self._requests += 1
-                        response = await handle_frame(self.broker, frame, client_host)
-                        if response is not None:
-                            await _send(stream, response)
+                await self._serve_requests(stream, client_host)
         except (CloseConnection, FrameTooLarge) as exc:
             self._errors += 1
             log.warning("closing connection from %s: %s", client_host, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except _Timeout as exc:
+            if exc.kind == "idle":
+                self._idle_closed += 1
+                log.debug("closing connection from %s: idle for %.0f s (connections.max.idle.ms)", client_host, self.idle_timeout_s)
+            elif exc.kind == "send":
+                self._idle_closed += 1
+                log.warning("closing connection from %s: it read none of an answer for %.0f s (connections.max.idle.ms)", client_host, self.idle_timeout_s)
+            else:
+                self._arrival_timeouts += 1
+                log.warning("closing connection from %s: a request did not arrive whole within %.1f s of its first byte (request.arrival.timeout.ms)", client_host, self.arrival_timeout_s)
+        except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except OSError as exc:
             if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
                 self._errors += 1
                 log.warning("closing connection from %s: %s", client_host, exc)
         except Exception:
-            # serve_listeners would let this end the listener and with it the daemon: one bad request on
+            # Left to the nursery this would end the listener and with it the daemon: one bad request on
             # one connection must never take every other client down.
             self._errors += 1
             log.exception("unexpected error on the connection from %s; closing it", client_host)
         finally:
             self._open -= 1
+            self._per_ip[host] -= 1
+            if not self._per_ip[host]:
+                del self._per_ip[host]
+
+    async def _serve_requests(self, stream: trio.SocketStream, client_host: str) -> None:
+        reader = _RequestReader(stream, self.broker.max_request_bytes, self.budget, self.idle_timeout_s, self.arrival_timeout_s)
+        while True:
+            frame, reserved = await reader.next_frame()
+            try:
+                self._requests += 1
+                response = await handle_frame(self.broker, frame, client_host)
+            finally:
+                del frame
+                self.budget.release(reserved)
+            if response is not None:
+                # A client that stops reading would otherwise hold its connection (and its answer) forever.
+                with trio.move_on_after(self.idle_timeout_s) as sending:
+                    await _send(stream, response)
+                if sending.cancelled_caught:
+                    raise _Timeout("send")
+
+
+class _RequestReader:
+    """Reads one request frame at a time under the idle deadline, the arrival deadline and the byte budget.
+
+    Bytes received past a frame stay in ``_pending`` (pipelined requests); a frame within them is handed out
+    as a zero-copy view, one that is not is read straight into a buffer of its final size, allocated only
+    once its bytes are reserved."""
+
+    def __init__(self, stream: trio.SocketStream, max_frame: int, budget: ByteBudget, idle_s: float, arrival_s: float) -> None:
+        self._stream = stream
+        self._max_frame = max_frame
+        self._budget = budget
+        self._idle_s = idle_s
+        self._arrival_s = arrival_s
+        self._pending = memoryview(b"")
+
+    async def _receive(self, deadline: float, kind: str) -> memoryview:
+        with trio.move_on_at(deadline):
+            data = await self._stream.receive_some(RECEIVE_CHUNK)
+            if not data:
+                raise _Closed()
+            return memoryview(data)
+        raise _Timeout(kind)
+
+    async def next_frame(self) -> tuple[memoryview, int]:
+        if not self._pending:
+            self._pending = await self._receive(trio.current_time() + self._idle_s, "idle")
+        deadline = trio.current_time() + self._arrival_s
+        while len(self._pending) < _PREFIX:
+            self._pending = memoryview(bytes(self._pending) + bytes(await self._receive(deadline, "arrival")))
+        size = int.from_bytes(self._pending[:_PREFIX], "big", signed=True)
+        if size < 0 or size > self._max_frame:
+            raise FrameTooLarge(f"frame size {size} is outside 0..{self._max_frame}")
+        waited_from = trio.current_time()
+        reserved = await self._budget.acquire(_PREFIX + size)
+        deadline += trio.current_time() - waited_from  # the wait is ours, not the client's
+        try:
+            return await self._read_body(size, deadline), reserved
+        except BaseException:
+            self._budget.release(reserved)
+            raise
+
+    async def _read_body(self, size: int, deadline: float) -> memoryview:
+        have = len(self._pending) - _PREFIX
+        if have >= size:
+            frame = self._pending[_PREFIX : _PREFIX + size]
+            self._pending = self._pending[_PREFIX + size :]
+            return frame
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        view[:have] = self._pending[_PREFIX:]
+        self._pending = memoryview(b"")
+        filled = have
+        sock = self._stream.socket
+        while filled < size:
+            with trio.move_on_at(deadline) as scope:
+                got = await sock.recv_into(view[filled:], min(size - filled, RECEIVE_CHUNK))
+            if scope.cancelled_caught:
+                raise _Timeout("arrival")
+            if not got:
+                raise _Closed()
+            filled += got
+        return view
+
+
+def _peer_host(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "unknown"
 
 
 async def _send(stream: trio.SocketStream, response: bytes | list) -> None:
