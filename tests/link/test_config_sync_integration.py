@@ -66,25 +66,32 @@ def test_month_old_records_of_keep_forever_and_compacted_sources_survive_retenti
     source = kafka_broker.bootstrap
     forever = kafka_broker.create_topic(f"{unique_topic}-forever", config={"retention.ms": "-1"})
     schemas = kafka_broker.create_topic(f"{unique_topic}-_schemas", config={"cleanup.policy": "compact", "retention.ms": "-1", "max.message.bytes": "2000000"})
+    # Compacted with Kafka's default 7-day retention.ms (given explicitly: the test broker turns time retention
+    # off), as a Schema Registry creates _schemas: only the policy protects its month-old records.
+    compacted = kafka_broker.create_topic(f"{unique_topic}-compacted", config={"cleanup.policy": "compact", "retention.ms": "604800000"})
     produce_old(source, forever, 20)
     produce_old(source, schemas, 20, keyed=True)
+    produce_old(source, compacted, 20, keyed=True)
 
     client = admin(dest)
     create_link(client, "kafka", source, **{"topic.config.sync.ms": SYNC_MS})
-    for topic in (forever, schemas):
+    for topic in (forever, schemas, compacted):
         client.create_mirror(topic, "kafka")
         wait_mirrored(client, topic, {0: 20})
     time.sleep(10 * int(RETENTION_CHECK_MS) / 1000)  # many retention passes
 
-    for topic in (forever, schemas):
+    for topic in (forever, schemas, compacted):
         assert mirror_ends(client, topic) == {0: 20}
         assert dest.running
         raw = assert_bytes_identical(source, topic, dest.bootstrap, topic, 0, 0, 20)
         assert raw.count(b'{"schema": "v') == 20, f"{topic}: not every record served"
         ours, theirs = describe(dest.bootstrap, topic), describe(source, topic)
         assert synced_view(ours) == synced_view(theirs)
-        assert ours["retention.ms"][0] == "-1"
-    assert describe(dest.bootstrap, schemas)["cleanup.policy"][0] == "compact"
+        if topic != compacted:
+            assert ours["retention.ms"][0] == "-1"
+    assert describe(dest.bootstrap, compacted)["retention.ms"][0] == "604800000"
+    for topic in (schemas, compacted):
+        assert describe(dest.bootstrap, topic)["cleanup.policy"][0] == "compact"
     assert describe(dest.bootstrap, schemas)["max.message.bytes"][0] == "2000000"
     assert "retention deletes" not in dest.logs(400)
 
