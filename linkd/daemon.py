@@ -23,6 +23,7 @@ from .broker.server import KafkaListener
 from .controlstore import ControlStore
 from .groups.coordinator import GroupCoordinator
 from .link.manager import LinkManager
+from .link.secrets import SecretsKey
 from .maintenance import run_maintenance
 from .producer_ids import ProducerIdAllocator
 from .topics import TopicRegistry
@@ -49,6 +50,7 @@ class ServeConfig:
     max_request_bytes: int = 100 * 1024 * 1024
     idle_timeout_s: float = 600.0
     ready_file: Path | None = None
+    secrets_key_file: Path | None = None  # seals link secrets in control.db (see linkd/link/secrets.py)
 
 
 def _cluster_id(store: ControlStore) -> str:
@@ -71,6 +73,7 @@ class Daemon:
         self.topics = TopicRegistry(self.store, config.data_dir / "logs")
         self.groups = GroupCoordinator(self.store, partition_exists=self._partition_exists)
         self.producer_ids = ProducerIdAllocator(self.store)
+        self.secrets_key = SecretsKey.from_file(config.secrets_key_file) if config.secrets_key_file else None
         self.cluster_id = _cluster_id(self.store)
         self.broker: Broker | None = None
         self.listener: KafkaListener | None = None
@@ -102,7 +105,7 @@ class Daemon:
                 bound = await nursery.start(self.listener.serve, host, port)
                 if not self.config.advertised and port == 0:
                     self.broker.identity = BrokerIdentity(self.config.node_id, identity_host, bound, self.cluster_id)
-                self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups)
+                self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups, secrets_key=self.secrets_key)
                 self.broker.hooks.append(self.links)
                 await nursery.start(self.links.run)
                 self.admin_port = await nursery.start(self._serve_admin)

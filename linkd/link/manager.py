@@ -28,11 +28,22 @@ from protocol.records import CONTROL_ABORT, build_control_batch
 from ..controlstore import ControlStore
 from ..producer_ids import ProducerIdAllocator
 from ..topics import TopicError, TopicRegistry, validate_topic_name
-from .client import SourceProtocolError, SourceUnavailable
-from .config import LinkConfigError, LinkSettings, validate
+from .client import AuthenticationFailed, SourceProtocolError, SourceUnavailable
+from .config import DEFAULTS, SENSITIVE_KEYS, LinkConfigError, LinkSettings, validate
 from .mirror import Mirror, MirrorStore, PartitionProgress
 from .offsetsync import OffsetSync
 from .runtime import LinkRuntime, fetch_position, now_ms
+from .secrets import (
+    SecretsKey,
+    SecretsKeyError,
+    SecretsUnavailable,
+    has_secrets,
+    is_sealed,
+    open_config,
+    public_view,
+    seal_config,
+)
+from .security import redact
 from .source import SourceCluster
 from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
 
@@ -69,11 +80,13 @@ class LinkEntry:
     runtime: LinkRuntime
     offset_sync: OffsetSync
     scope: trio.CancelScope | None = None
+    locked: str | None = None  # why the link cannot run: its secrets do not open with this daemon's key
 
 
 class LinkManager:
-    def __init__(self, store: ControlStore, topics: TopicRegistry, producer_ids: ProducerIdAllocator, notify, groups) -> None:
+    def __init__(self, store: ControlStore, topics: TopicRegistry, producer_ids: ProducerIdAllocator, notify, groups, secrets_key: SecretsKey | None = None) -> None:
         self._store = store
+        self._secrets_key = secrets_key
         self._topics = topics
         self._producer_ids = producer_ids
         self._notify = notify
@@ -88,8 +101,7 @@ class LinkManager:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         for row in self._store.query("SELECT * FROM links ORDER BY name"):
-            config = json.loads(row["config"])
-            self.links[row["name"]] = self._entry(row["name"], row["link_id"], config)
+            self.links[row["name"]] = self._load_entry(row["name"], row["link_id"], json.loads(row["config"]))
         for mirror in self.mirror_store.load():
             topic = self._topics.get(mirror.topic)
             if topic is None:
@@ -109,7 +121,8 @@ class LinkManager:
                     self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
                     log.info("mirror %s: promotion interrupted by a restart before it committed; mirror stays active", mirror.topic)
             for entry in self.links.values():
-                await nursery.start(self._run_link, entry)
+                if entry.locked is None:
+                    await nursery.start(self._run_link, entry)
             task_status.started()
             await trio.sleep_forever()
 
@@ -135,6 +148,25 @@ class LinkManager:
         mirrors = lambda: [m for m in self.mirrors.values() if m.link == name]  # noqa: E731
         return LinkEntry(name, link_id, config, settings, runtime, OffsetSync(runtime, mirrors, self._topics, self._groups))
 
+    def _load_entry(self, name: str, link_id: str, stored: dict) -> LinkEntry:
+        """A stored link; one whose secrets this daemon cannot open is loaded locked (not started, FAILED
+        with the reason), so every other link still runs."""
+        try:
+            config = open_config(name, stored, self._secrets_key)
+        except SecretsUnavailable as exc:
+            log.error("link %s: %s", name, exc)
+            plain = {k: v for k, v in public_view(stored).items() if k == "bootstrap.servers" or not (k.startswith(("ssl.", "sasl.")) or k == "security.protocol")}
+            entry = self._entry(name, link_id, plain)
+            entry.config, entry.locked = public_view(stored), str(exc)
+            entry.runtime.source = _LockedSource(str(exc))
+            entry.runtime.state, entry.runtime.state_message, entry.runtime.link_error = LinkState.FAILED, str(exc), exc.link_error
+            return entry
+        if not is_sealed(stored) and has_secrets(config) and self._secrets_key is not None:
+            # Written in plaintext before secrets were sealed: seal it now that a key is here.
+            with self._store.transaction() as db:
+                db.execute("UPDATE links SET config = ? WHERE name = ?", (json.dumps(seal_config(name, config, self._secrets_key)), name))
+        return self._entry(name, link_id, config)
+
     def _mirror_changed(self, mirror: Mirror) -> None:
         topic = self._topics.get(mirror.topic)
         if topic is not None:
@@ -149,21 +181,24 @@ class LinkManager:
             raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' already exists")
         try:
             merged = validate(config)
-        except LinkConfigError as exc:
+            stored = seal_config(name, config, self._secrets_key)
+        except (LinkConfigError, SecretsKeyError) as exc:
             raise AdminError(400, ErrorCode.INVALID_CONFIG, str(exc)) from exc
         if validate_link:
             settings = LinkSettings.from_config(config)
-            probe = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=min(settings.request_timeout_ms / 1000, 10))
+            probe = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=min(settings.request_timeout_ms / 1000, 10), security=settings.security)
             try:
                 with trio.fail_after(15):
                     await probe.metadata([])
+            except AuthenticationFailed as exc:
+                raise AdminError(400, ErrorCode.INVALID_CONFIG, f"the source cluster at {merged['bootstrap.servers']} refused authentication: {exc}") from exc
             except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
                 raise AdminError(400, ErrorCode.INVALID_CONFIG, f"cannot reach the source cluster at {merged['bootstrap.servers']}: {exc}") from exc
             finally:
                 await probe.close()
         link_id = str(uuid.uuid4())
         with self._store.transaction() as db:
-            db.execute("INSERT INTO links (name, link_id, config, created_ms) VALUES (?,?,?,?)", (name, link_id, json.dumps(config), now_ms()))
+            db.execute("INSERT INTO links (name, link_id, config, created_ms) VALUES (?,?,?,?)", (name, link_id, json.dumps(stored), now_ms()))
         entry = self._entry(name, link_id, config)
         self.links[name] = entry
         if self._nursery is not None:
@@ -187,9 +222,11 @@ class LinkManager:
             "source_cluster_id": rt.source.cluster_id,
             "bootstrap_servers": entry.config.get("bootstrap.servers"),
             "link_state": rt.state.value,
+            "link_error": rt.link_error,
             "link_error_message": rt.state_message,
             "topic_names": sorted(mirrors),
-            "configs": [{"name": k, "value": v} for k, v in sorted(validate(entry.config).items()) if "jaas" not in k and "password" not in k],
+            # Secrets by the schema's list (Kafka's password-type keys), shown as [hidden], never by name guessing.
+            "configs": [{"name": k, "value": v, "sensitive": k in SENSITIVE_KEYS} for k, v in sorted(redact({**DEFAULTS, **entry.config}).items())],
             "statistics": {"fetch_requests": rt.fetch_requests, "incremental_fetch_requests": rt.incremental_fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
         }
@@ -212,6 +249,8 @@ class LinkManager:
 
     async def create_mirror(self, topic: str, link: str, source_topic: str | None = None) -> dict:
         entry = self._link(link)
+        if entry.locked is not None:
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, entry.locked)
         source_topic = source_topic or topic
         try:
             validate_topic_name(topic)
@@ -504,3 +543,16 @@ class LinkManager:
         self._notify()
         log.info("mirror %s is now writable (%s; leader epoch %d; %d records possibly lost)", mirror.topic, info["kind"], epoch, lost)
 
+
+class _LockedSource(SourceCluster):
+    """The source of a link whose secrets this daemon cannot read: every use says why, nothing connects."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__([], client_id="locked")
+        self.reason = reason
+
+    async def _open(self, pool, address, client_id):
+        raise SecretsUnavailable(self.reason)
+
+    async def request_any(self, api_key: int, body: dict) -> dict:
+        raise SecretsUnavailable(self.reason)

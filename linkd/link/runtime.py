@@ -84,9 +84,10 @@ class LinkRuntime:
         self._topics = topics
         self._notify = notify
         self._on_mirror_change = on_mirror_change
-        self.source = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=settings.request_timeout_ms / 1000)
+        self.source = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=settings.request_timeout_ms / 1000, security=settings.security)
         self.state = LinkState.PAUSED if settings.paused else LinkState.ACTIVE
         self.state_message: str | None = None
+        self.link_error = "NO_ERROR"  # typed reason while UNAVAILABLE: SOURCE_UNAVAILABLE or AUTHENTICATION_ERROR
         self._assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         self._loops: set[int] = set()
         self._nursery: trio.Nursery | None = None
@@ -147,9 +148,11 @@ class LinkRuntime:
                         backoff.reset()
                         if self.state == LinkState.UNAVAILABLE:
                             self.state, self.state_message = LinkState.ACTIVE, None
+                        self.link_error = "NO_ERROR"
                     except SourceUnavailable as exc:
                         if self.state != LinkState.PAUSED:
                             self.state, self.state_message = LinkState.UNAVAILABLE, str(exc)
+                        self.link_error = getattr(exc, "link_error", "SOURCE_UNAVAILABLE")
                         for mirror in self._mirrors():
                             if mirror.fetching:
                                 self._transition(mirror, MirrorEvent.SOURCE_LOST)

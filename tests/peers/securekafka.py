@@ -1,0 +1,213 @@
+"""A secured Apache Kafka broker: TLS, mTLS and SASL listeners, SCRAM and PLAIN users, ACLs on.
+
+The same KRaft broker as ``kafka.KafkaBroker`` (same jars), with more listeners:
+
+    PLAINTEXT       the test's own door (produce, admin, ACLs): principal ANONYMOUS, a super user
+    SSL             TLS, server certificate for 127.0.0.1 / localhost, no client certificate
+    MTLS            TLS that requires a client certificate signed by the test CA (principal CN=...)
+    SASL_PLAINTEXT  SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 without TLS
+    SASL_SSL        the same over TLS
+    BADHOST         TLS with a certificate for another host name (hostname verification must refuse it)
+
+Certificates come from a throwaway CA made here with ``cryptography``. SCRAM users are created when the
+log dir is formatted (``kafka-storage format --add-scram``), PLAIN users in the listener's JAAS config.
+``StandardAuthorizer`` is on: ``LINK_USER`` and the mTLS client get only the read-side permissions a
+link needs (through ``grant_link_read``), ``NOACL_USER`` authenticates but may do nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import LOOPBACK, free_port
+from .kafka import KafkaBroker
+
+LINK_USER = "linkd-link"
+NOACL_USER = "linkd-noacl"
+MTLS_CN = "linkd-mtls"
+STORE_PASSWORD = "store-pw-0"
+LISTENERS = ("SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL", "BADHOST")
+
+
+@dataclass
+class Pki:
+    """PEM files and PKCS12 stores in ``directory``; the client key is PKCS8 (an encrypted copy too)."""
+
+    directory: Path
+    ca_pem: Path
+    other_ca_pem: Path  # a CA nobody uses: trusting only it must fail the handshake
+    server_p12: Path
+    badhost_p12: Path
+    client_cert_pem: Path
+    client_key_pem: Path
+    client_key_encrypted_pem: Path
+    client_key_password: str
+    client_p12: Path
+    truststore_p12: Path
+
+
+def _name(cn: str):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(subject_cn: str, key, issuer_cn: str, issuer_key, *, ca: bool = False, dns: tuple[str, ...] = (), ips: tuple[str, ...] = (), client: bool = False):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject_cn))
+        .issuer_name(_name(issuer_cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if dns or ips:
+        names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    if not ca:
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_pki(directory: Path) -> Pki:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    ca_key, other_key = _key(), _key()
+    ca = _cert("linkd-test-ca", ca_key, "linkd-test-ca", ca_key, ca=True)
+    other = _cert("some-other-ca", other_key, "some-other-ca", other_key, ca=True)
+    server_key, bad_key, client_key = _key(), _key(), _key()
+    server = _cert("localhost", server_key, "linkd-test-ca", ca_key, dns=("localhost",), ips=(LOOPBACK,))
+    badhost = _cert("not-this-host.invalid", bad_key, "linkd-test-ca", ca_key, dns=("not-this-host.invalid",))
+    client = _cert(MTLS_CN, client_key, "linkd-test-ca", ca_key, client=True)
+    enc = serialization.BestAvailableEncryption(STORE_PASSWORD.encode())
+
+    def write(name: str, data: bytes) -> Path:
+        path = directory / name
+        path.write_bytes(data)
+        return path
+
+    key_password = "client-key-pw-" + secrets.token_hex(4)
+    return Pki(
+        directory=directory,
+        ca_pem=write("ca.pem", ca.public_bytes(pem)),
+        other_ca_pem=write("other-ca.pem", other.public_bytes(pem)),
+        server_p12=write("server.p12", pkcs12.serialize_key_and_certificates(b"server", server_key, server, [ca], enc)),
+        badhost_p12=write("badhost.p12", pkcs12.serialize_key_and_certificates(b"badhost", bad_key, badhost, [ca], enc)),
+        client_cert_pem=write("client.pem", client.public_bytes(pem) + ca.public_bytes(pem)),
+        client_key_pem=write("client.key", client_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
+        client_key_encrypted_pem=write(
+            "client-encrypted.key", client_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(key_password.encode()))
+        ),
+        client_key_password=key_password,
+        client_p12=write("client.p12", pkcs12.serialize_key_and_certificates(b"client", client_key, client, [ca], enc)),
+        truststore_p12=write("truststore.p12", pkcs12.serialize_key_and_certificates(None, None, None, [ca], enc)),
+    )
+
+
+class SecuredKafkaBroker(KafkaBroker):
+    """``KafkaBroker`` plus the secured listeners above. ``password`` is the link users' password (random
+    per broker, so a test can grep every output for it); ``ports[name]`` is each listener's port."""
+
+    def __init__(self, extra_config: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(extra_config=extra_config, **kwargs)
+        self.password = "pw-" + secrets.token_hex(8)
+        self.pki = make_pki(self.workdir / "pki")
+        self.ports: dict[str, int] = {}
+
+    def address(self, listener: str) -> str:
+        return f"{LOOPBACK}:{self.ports[listener]}"
+
+    def _write_config(self) -> None:
+        self.ports = {name: free_port() for name in LISTENERS}
+        pki = self.pki
+        listeners = [f"PLAINTEXT://{LOOPBACK}:{self.port}", f"CONTROLLER://{LOOPBACK}:{self.controller_port}"]
+        listeners += [f"{n}://{LOOPBACK}:{self.ports[n]}" for n in LISTENERS]
+        protocol = {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT", "SSL": "SSL", "MTLS": "SSL", "BADHOST": "SSL", "SASL_PLAINTEXT": "SASL_PLAINTEXT", "SASL_SSL": "SASL_SSL"}
+        plain_jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'user_{LINK_USER}="{self.password}" user_{NOACL_USER}="{self.password}";'
+        )
+        scram_jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        secured = {
+            "listeners": ",".join(listeners),
+            "advertised.listeners": ",".join(x for x in listeners if not x.startswith("CONTROLLER")),
+            "listener.security.protocol.map": ",".join(f"{k}:{v}" for k, v in protocol.items()),
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(pki.server_p12),
+            "ssl.keystore.password": STORE_PASSWORD,
+            "ssl.key.password": STORE_PASSWORD,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(pki.ca_pem),
+            "listener.name.mtls.ssl.client.auth": "required",
+            "listener.name.badhost.ssl.keystore.location": str(pki.badhost_p12),
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": "User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+        for listener in ("sasl_plaintext", "sasl_ssl"):
+            secured[f"listener.name.{listener}.plain.sasl.jaas.config"] = plain_jaas
+            secured[f"listener.name.{listener}.scram-sha-256.sasl.jaas.config"] = scram_jaas
+            secured[f"listener.name.{listener}.scram-sha-512.sasl.jaas.config"] = scram_jaas
+        # The parent writes its defaults plus extra_config; secured keys go in between, tests' extras win.
+        extra, self.extra_config = self.extra_config, {**secured, **self.extra_config}
+        try:
+            super()._write_config()
+        finally:
+            self.extra_config = extra
+
+    def _format(self) -> None:
+        scram = []
+        for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            for user in (LINK_USER, NOACL_USER):
+                scram += ["--add-scram", f"{mechanism}=[name={user},password={self.password}]"]
+        argv = self._java_argv("kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}", "-c", str(self.workdir / "server.properties"), *scram)
+        import subprocess
+
+        from . import PeerStartError
+
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise PeerStartError(f"kafka-storage format failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+        self._formatted = True
+
+    # -- ACLs ----------------------------------------------------------------------------------
+
+    def grant(self, principal: str, resource: str, name: str, operations: tuple[str, ...], prefixed: bool = True, timeout: float = 30.0) -> None:
+        """ALLOW ``operations`` (AclOperation names) on a TOPIC/GROUP/BROKER resource to ``principal``."""
+        from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+
+        pattern = ResourcePatternType.PREFIXED if prefixed and resource != "BROKER" else ResourcePatternType.LITERAL
+        bindings = [
+            AclBinding(getattr(ResourceType, resource), name, pattern, principal, "*", getattr(AclOperation, op), AclPermissionType.ALLOW) for op in operations
+        ]
+        for future in self.admin().create_acls(bindings, request_timeout=timeout).values():
+            future.result(timeout)
+
+    def grant_link_read(self, principal: str, topic_prefix: str, group_prefix: str) -> None:
+        """What a cluster link needs on its source, and nothing more."""
+        self.grant(principal, "TOPIC", topic_prefix, ("READ", "DESCRIBE", "DESCRIBE_CONFIGS"))
+        self.grant(principal, "GROUP", group_prefix, ("READ", "DESCRIBE"))
+        self.grant(principal, "BROKER", "kafka-cluster", ("DESCRIBE",), prefixed=False)
