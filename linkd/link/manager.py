@@ -268,6 +268,8 @@ class LinkManager:
         except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
             raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot reach the source cluster of link '{link}': {exc}") from exc
         st = meta.get(source_topic)
+        if st is not None and st.error == ErrorCode.TOPIC_AUTHORIZATION_FAILED:
+            raise AdminError(403, ErrorCode.TOPIC_AUTHORIZATION_FAILED, f"link '{link}' is not authorized to describe source topic '{source_topic}' (TOPIC_AUTHORIZATION_FAILED): grant its principal Describe and Read on it")
         if st is None or st.error != ErrorCode.NONE or not st.partitions:
             code = st.error.name if st else "absent"
             raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"source topic '{source_topic}' does not exist on link '{link}' ({code})")
