@@ -36,6 +36,8 @@ RECYCLE_MIN_FRAME = 256 * 1024
 # ~20% faster without them. Kafka's own replica fetcher reads with a 64 KiB socket buffer; 1 MiB is
 # far from limiting a long-distance link.
 RCVLOWAT_MAX = 1 << 20
+# Largest piece read from a TLS stream at once (see Connection._read_tls).
+TLS_READ_MAX = 256 * 1024
 # Versions this client prefers at most: Fetch 12 keeps topic names in requests (no topic-id lookup) and
 # still carries leader epochs and divergence; the rest are simply the newest we know.
 PREFERRED_MAX = {ApiKey.FETCH: 12, ApiKey.METADATA: 12}
@@ -311,10 +313,11 @@ class Connection:
             view = view[received:]
 
     async def _read_tls(self, view: memoryview) -> None:
-        """TLS: decrypted bytes come from the TLS object, in pieces as large as the rest of the frame
-        (trio's stream grows its socket reads to match), copied once into the frame."""
+        """TLS: decrypted bytes come from the TLS object in pieces of at most TLS_READ_MAX (each read
+        allocates its full size first, so asking for a whole 10 MB frame cost an mmap per piece), copied
+        once into the frame; trio's stream grows its socket reads to what arrives."""
         while view:
-            data = await self.stream.receive_some(len(view))
+            data = await self.stream.receive_some(min(len(view), TLS_READ_MAX))
             if not data:
                 raise SourceUnavailable(f"{self.host}:{self.port} closed the connection")
             view[: len(data)] = data
