@@ -196,7 +196,7 @@ class Connection:
         if answer["error_code"] != ErrorCode.NONE:
             offered = ", ".join(answer.get("mechanisms") or []) or "none"
             raise AuthenticationFailed(source_error(answer["error_code"]).name, f"{self.host}:{self.port} does not accept SASL mechanism {mechanism} (it offers {offered})")
-        client = client_for(mechanism, creds.username, creds.password, creds.token_auth)
+        client = client_for(mechanism, creds)  # a fresh one each time: OAUTHBEARER mints a new token
         message: bytes | None = client.start()
         lifetime_ms = 0
         while message is not None:

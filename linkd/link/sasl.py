@@ -1,4 +1,5 @@
-"""SASL client mechanisms, sans-IO: PLAIN (RFC 4616) and SCRAM-SHA-256/512 (RFC 5802, RFC 7677).
+"""SASL client mechanisms, sans-IO: PLAIN (RFC 4616), SCRAM-SHA-256/512 (RFC 5802, RFC 7677) and
+OAUTHBEARER (RFC 7628) with Kafka's unsecured JWS login.
 
 A mechanism is a small object with two verbs: ``start()`` gives the first message, ``respond(challenge)``
 the next one for a server message (``None`` once the exchange is complete). The connection carries the
@@ -122,7 +123,48 @@ class ScramClient:
         return None
 
 
-def client_for(mechanism: str, username: str, password: str, token_auth: bool = False) -> PlainClient | ScramClient:
+class OAuthBearerClient:
+    """RFC 7628's client initial response carrying a bearer token (and SASL extensions). A server that
+    refuses answers with a JSON error; the client then sends a lone 0x01 and the server ends the exchange
+    with its error, which the connection reports."""
+
+    name = "OAUTHBEARER"
+
+    def __init__(self, token: str, extensions: dict[str, str] | None = None) -> None:
+        extra = "".join(f"{k}={v}\x01" for k, v in sorted((extensions or {}).items()))
+        self._message = f"n,,\x01auth=Bearer {token}\x01{extra}\x01".encode()
+        self.complete = False
+
+    def start(self) -> bytes:
+        return self._message
+
+    def respond(self, challenge: bytes) -> bytes | None:
+        if challenge:
+            return b"\x01"
+        self.complete = True
+        return None
+
+
+def unsecured_jws(claims: dict, lifetime_s: int, now: float | None = None) -> str:
+    """An unsigned JWT (``alg: none``), as Kafka's OAuthBearerUnsecuredLoginCallbackHandler makes one
+    from the login module's options: the given claims plus ``iat`` and ``exp``. For test and development
+    clusters whose brokers run Kafka's unsecured validator; it proves nothing to anyone else."""
+    import json
+    import time
+
+    issued = time.time() if now is None else now
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+    body = {**claims, "iat": round(issued, 3), "exp": round(issued + lifetime_s, 3)}
+    return f"{part({'alg': 'none'})}.{part(body)}."
+
+
+def client_for(mechanism: str, credentials) -> PlainClient | ScramClient | OAuthBearerClient:
+    """The mechanism's client for ``credentials`` (security.Credentials or security.UnsecuredLogin)."""
+    if mechanism == "OAUTHBEARER":
+        return OAuthBearerClient(unsecured_jws(credentials.claims, credentials.lifetime_s), credentials.extensions)
     if mechanism == "PLAIN":
-        return PlainClient(username, password)
-    return ScramClient(mechanism, username, password, token_auth)
+        return PlainClient(credentials.username, credentials.password)
+    return ScramClient(mechanism, credentials.username, credentials.password, credentials.token_auth)

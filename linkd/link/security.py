@@ -25,11 +25,13 @@ from pathlib import Path
 from .jaas import JaasConfigError, JaasModule, parse_jaas
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+OAUTHBEARER_MODULE = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
 LOGIN_MODULES = {
     "PLAIN": ("org.apache.kafka.common.security.plain.PlainLoginModule", "org.apache.kafka.common.security.scram.ScramLoginModule"),
     "SCRAM-SHA-256": ("org.apache.kafka.common.security.scram.ScramLoginModule", "org.apache.kafka.common.security.plain.PlainLoginModule"),
     "SCRAM-SHA-512": ("org.apache.kafka.common.security.scram.ScramLoginModule", "org.apache.kafka.common.security.plain.PlainLoginModule"),
+    "OAUTHBEARER": (OAUTHBEARER_MODULE,),
 }
 
 SSL_KEYS = {
@@ -125,7 +127,52 @@ class Credentials:
     token_auth: bool = False  # ScramLoginModule tokenauth=true: the password is a delegation token's HMAC
 
 
-def credentials(merged: dict[str, str]) -> Credentials:
+@dataclass(frozen=True)
+class UnsecuredLogin:
+    """OAuthBearerLoginModule's unsecured options: the claims of the unsigned token minted at each
+    (re-)authentication, its lifetime, and the SASL extensions sent with it."""
+
+    claims: dict = field(repr=False)
+    lifetime_s: int = 3600
+    extensions: dict = field(default_factory=dict, repr=False)
+
+
+def _unsecured_login(options: dict[str, str]) -> UnsecuredLogin:
+    claims: dict = {}
+    extensions: dict[str, str] = {}
+    lifetime = 3600
+    principal_claim = options.get("unsecuredLoginPrincipalClaimName", "sub")
+    for key, value in options.items():
+        if key.startswith("unsecuredLoginStringClaim_"):
+            claims[key.removeprefix("unsecuredLoginStringClaim_")] = value
+        elif key.startswith("unsecuredLoginNumberClaim_"):
+            try:
+                claims[key.removeprefix("unsecuredLoginNumberClaim_")] = float(value) if "." in value else int(value)
+            except ValueError:
+                raise SecurityConfigError(f"sasl.jaas.config {key} must be a number") from None
+        elif key.startswith("unsecuredLoginListClaim_"):
+            # Kafka's convention: the first character is the delimiter of the rest.
+            claims[key.removeprefix("unsecuredLoginListClaim_")] = [v for v in value[1:].split(value[:1])] if value else []
+        elif key.startswith("unsecuredLoginExtension_"):
+            name = key.removeprefix("unsecuredLoginExtension_")
+            if not name.isalpha() or name == "auth":
+                raise SecurityConfigError(f"sasl.jaas.config {key}: an extension name is letters only and not 'auth'")
+            extensions[name] = value
+        elif key == "unsecuredLoginLifetimeSeconds":
+            try:
+                lifetime = int(value)
+            except ValueError:
+                raise SecurityConfigError("sasl.jaas.config unsecuredLoginLifetimeSeconds must be an integer") from None
+        elif key != "unsecuredLoginPrincipalClaimName":
+            raise SecurityConfigError(f"sasl.jaas.config option {key} of OAuthBearerLoginModule is not supported yet")
+    if not isinstance(claims.get(principal_claim), str) or not claims[principal_claim]:
+        raise SecurityConfigError(f"sasl.jaas.config for OAUTHBEARER needs unsecuredLoginStringClaim_{principal_claim} (the principal)")
+    if lifetime < 1:
+        raise SecurityConfigError("sasl.jaas.config unsecuredLoginLifetimeSeconds must be positive")
+    return UnsecuredLogin(claims, lifetime, extensions)
+
+
+def credentials(merged: dict[str, str]) -> Credentials | UnsecuredLogin:
     """The SASL credentials in ``sasl.jaas.config`` (errors never quote the value: it holds the password)."""
     mechanism = merged["sasl.mechanism"].upper()
     text = merged.get("sasl.jaas.config", "")
@@ -140,6 +187,8 @@ def credentials(merged: dict[str, str]) -> Credentials:
     module: JaasModule = modules[0]
     if module.name not in LOGIN_MODULES[mechanism]:
         raise SecurityConfigError(f"sasl.jaas.config login module {module.name} is not supported yet for sasl.mechanism {mechanism} (use {LOGIN_MODULES[mechanism][0]})")
+    if mechanism == "OAUTHBEARER":
+        return _unsecured_login(module.options)
     missing = [k for k in ("username", "password") if k not in module.options]
     if missing:
         raise SecurityConfigError(f"sasl.jaas.config for {mechanism} needs {' and '.join(missing)}")
@@ -348,7 +397,7 @@ class SecuritySettings:
     protocol: str = "PLAINTEXT"
     ssl_context: ssl.SSLContext | None = None
     mechanism: str | None = None
-    credentials: Credentials | None = None
+    credentials: Credentials | UnsecuredLogin | None = None
 
     @property
     def tls(self) -> bool:

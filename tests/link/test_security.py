@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 from linkd.link import secrets
 from linkd.link.config import LinkConfigError, LinkSettings, validate
 from linkd.link.jaas import JaasConfigError, parse_jaas
-from linkd.link.sasl import PlainClient, SaslError, ScramClient
+from linkd.link.sasl import OAuthBearerClient, PlainClient, SaslError, ScramClient, unsecured_jws
 from linkd.link.security import HIDDEN, SENSITIVE_KEYS, SecurityConfigError, build_ssl_context, redact
 from tests.peers.securekafka import STORE_PASSWORD, make_pki
 
 PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+OAUTH_MODULE = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
 
 
 # -- JAAS -------------------------------------------------------------------------------------
@@ -106,6 +107,28 @@ def test_plain_message():
     assert PlainClient("user", "pw").start() == b"\0user\0pw"
 
 
+def test_oauthbearer_unsecured_token_and_message():
+    settings = LinkSettings.from_config(
+        {
+            "bootstrap.servers": "h:1",
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "OAUTHBEARER",
+            "sasl.jaas.config": f'{OAUTH_MODULE} required unsecuredLoginStringClaim_sub="alice" unsecuredLoginListClaim_scope=",read,write" '
+            'unsecuredLoginNumberClaim_n="7" unsecuredLoginLifetimeSeconds="60" unsecuredLoginExtension_traceId="abc";',
+        }
+    )
+    login = settings.security.credentials
+    token = unsecured_jws(login.claims, login.lifetime_s, now=1000.0)
+    header, body, signature = token.split(".")
+    decode = lambda part: json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))  # noqa: E731
+    assert decode(header) == {"alg": "none"} and signature == ""
+    assert decode(body) == {"sub": "alice", "scope": ["read", "write"], "n": 7, "iat": 1000.0, "exp": 1060.0}
+    client = OAuthBearerClient(token, login.extensions)
+    assert client.start() == f"n,,\x01auth=Bearer {token}\x01traceId=abc\x01\x01".encode()
+    assert client.respond(b'{"status":"invalid_token"}') == b"\x01" and not client.complete
+    assert client.respond(b"") is None and client.complete
+
+
 # -- the config schema ----------------------------------------------------------------------------
 
 
@@ -127,7 +150,10 @@ def test_sasl_ssl_plain_config_validates_into_settings():
     "extra,message",
     [
         ({"security.protocol": "SASL_PLAINTEXT", "sasl.jaas.config": _jaas()}, "GSSAPI .*not supported yet"),
-        ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.jaas.config": _jaas()}, "OAUTHBEARER is not supported yet"),
+        ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.jaas.config": _jaas()}, "PlainLoginModule is not supported yet for sasl.mechanism OAUTHBEARER"),
+        ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.jaas.config": f"{OAUTH_MODULE} required;"}, "needs unsecuredLoginStringClaim_sub"),
+        ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.jaas.config": f'{OAUTH_MODULE} required unsecuredLoginStringClaim_sub="a" clientSecret="x";'}, "clientSecret of OAuthBearerLoginModule is not supported yet"),
+        ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.oauthbearer.token.endpoint.url": "https://idp/token"}, "sasl.oauthbearer.token.endpoint.url is not supported yet"),
         ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN"}, "sasl.jaas.config is required"),
         ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.jaas.config": "com.sun.security.auth.module.Krb5LoginModule required;"}, "not supported yet"),
         ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.jaas.config": f"{PLAIN_MODULE} required username=u;"}, "needs password"),

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.kafka
 REAUTH_MS = 2000
 PLAIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
 SCRAM = "org.apache.kafka.common.security.scram.ScramLoginModule"
+OAUTH = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,12 @@ def listener_configs(broker: SecuredKafkaBroker) -> dict[str, dict[str, str]]:
         },
         "plain": {"bootstrap.servers": broker.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.jaas.config": jaas(PLAIN, LINK_USER, pw)},
         "scram256": {"bootstrap.servers": broker.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256", "sasl.jaas.config": jaas(SCRAM, LINK_USER, pw)},
+        "oauthbearer": {
+            "bootstrap.servers": broker.address("SASL_PLAINTEXT"),
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "OAUTHBEARER",
+            "sasl.jaas.config": f'{OAUTH} required unsecuredLoginStringClaim_sub="{LINK_USER}";',
+        },
         "ssl-plain": {
             "bootstrap.servers": broker.address("SASL_SSL"),
             "security.protocol": "SASL_SSL",
@@ -137,7 +144,7 @@ def secrets_of(config: dict[str, str]) -> list[str]:
     out = []
     for key, value in config.items():
         if key == "sasl.jaas.config":
-            out.append(re.search(r'password="([^"]+)"', value).group(1))
+            out.extend(re.findall(r'password="([^"]+)"', value))
         elif key.endswith("password"):
             out.append(value)
         elif key == "ssl.keystore.key":
@@ -289,14 +296,20 @@ def test_missing_acls_are_typed_errors_naming_the_operation(secured_kafka, linkd
 
 
 @pytest.mark.timeout(150)
-def test_fetch_connection_reauthenticates_through_a_long_catch_up(secured_kafka, linkd, tmp_path):
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "OAUTHBEARER"])
+def test_fetch_connection_reauthenticates_through_a_long_catch_up(secured_kafka, linkd, tmp_path, mechanism):
     """The broker ends SASL sessions after REAUTH_MS; a catch-up several times longer runs on one fetch
-    connection that re-authenticates (KIP-368) instead of being cut off and reconnecting."""
+    connection that re-authenticates (KIP-368) instead of being cut off and reconnecting. OAUTHBEARER's
+    token lives 2 s, so each re-authentication must bring a fresh one (an expired token is refused)."""
+    jaas_config = (
+        jaas(SCRAM, LINK_USER, secured_kafka.password) if mechanism.startswith("SCRAM")
+        else f'{OAUTH} required unsecuredLoginStringClaim_sub="{LINK_USER}" unsecuredLoginLifetimeSeconds="2";'
+    )
     config = {
         "bootstrap.servers": secured_kafka.address("SASL_SSL"),
         "security.protocol": "SASL_SSL",
-        "sasl.mechanism": "SCRAM-SHA-256",
-        "sasl.jaas.config": jaas(SCRAM, LINK_USER, secured_kafka.password),
+        "sasl.mechanism": mechanism,
+        "sasl.jaas.config": jaas_config,
         "ssl.truststore.location": str(secured_kafka.pki.ca_pem),
         # Small fetches stretch the catch-up over many seconds of one connection.
         "replica.fetch.max.bytes": "1024",

@@ -5,7 +5,7 @@ The same KRaft broker as ``kafka.KafkaBroker`` (same jars), with more listeners:
     PLAINTEXT       the test's own door (produce, admin, ACLs): principal ANONYMOUS, a super user
     SSL             TLS, server certificate for 127.0.0.1 / localhost, no client certificate
     MTLS            TLS that requires a client certificate signed by the test CA (principal CN=...)
-    SASL_PLAINTEXT  SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 without TLS
+    SASL_PLAINTEXT  SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (unsecured JWS) without TLS
     SASL_SSL        the same over TLS
     BADHOST         TLS with a certificate for another host name (hostname verification must refuse it)
 
@@ -150,6 +150,8 @@ class SecuredKafkaBroker(KafkaBroker):
             f'user_{LINK_USER}="{self.password}" user_{NOACL_USER}="{self.password}";'
         )
         scram_jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        # Kafka's unsecured JWS validator (the default server callback for OAUTHBEARER): test clusters only.
+        oauth_jaas = 'org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";'
         secured = {
             "listeners": ",".join(listeners),
             "advertised.listeners": ",".join(x for x in listeners if not x.startswith("CONTROLLER")),
@@ -162,7 +164,7 @@ class SecuredKafkaBroker(KafkaBroker):
             "ssl.truststore.location": str(pki.ca_pem),
             "listener.name.mtls.ssl.client.auth": "required",
             "listener.name.badhost.ssl.keystore.location": str(pki.badhost_p12),
-            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER",
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "super.users": "User:ANONYMOUS",
             "allow.everyone.if.no.acl.found": "false",
@@ -171,6 +173,7 @@ class SecuredKafkaBroker(KafkaBroker):
             secured[f"listener.name.{listener}.plain.sasl.jaas.config"] = plain_jaas
             secured[f"listener.name.{listener}.scram-sha-256.sasl.jaas.config"] = scram_jaas
             secured[f"listener.name.{listener}.scram-sha-512.sasl.jaas.config"] = scram_jaas
+            secured[f"listener.name.{listener}.oauthbearer.sasl.jaas.config"] = oauth_jaas
         # The parent writes its defaults plus extra_config; secured keys go in between, tests' extras win.
         extra, self.extra_config = self.extra_config, {**secured, **self.extra_config}
         try:
