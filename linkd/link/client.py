@@ -21,8 +21,9 @@ from protocol import messages
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import API_SPECS, ApiKey, RequestHeader
 
-from .sasl import SaslError, client_for
-from .security import SecuritySettings
+from .oauth import TokenError, bearer_token
+from .sasl import OAuthBearerClient, SaslError, client_for
+from .security import ClientCredentialsLogin, SecuritySettings
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,11 @@ RECYCLE_MIN_FRAME = 256 * 1024
 # ~20% faster without them. Kafka's own replica fetcher reads with a 64 KiB socket buffer; 1 MiB is
 # far from limiting a long-distance link.
 RCVLOWAT_MAX = 1 << 20
+# A Kafka broker refuses a re-authentication less than a second after the previous one began.
+REAUTH_MIN_INTERVAL_S = 1.0
+# The broker's session clock started before our answer arrived: count a session as over this much early
+# (at most 4% of its lifetime, so the re-authentication due at 85-95% of it always comes first).
+SESSION_END_MARGIN_S = 0.25
 # Largest piece read from a TLS stream at once (see Connection._read_tls).
 TLS_READ_MAX = 256 * 1024
 # Versions this client prefers at most: Fetch 12 keeps topic names in requests (no topic-id lookup) and
@@ -134,6 +140,8 @@ class Connection:
         self.buffers = FrameBuffers()
         self._rcvlowat = 1  # the socket's current SO_RCVLOWAT; 0 once the platform refused it
         self._reauth_at: float | None = None  # trio time to re-authenticate by (KIP-368), if the broker set a lifetime
+        self._session_end: float | None = None  # trio time the broker's session ends (less our receive delay)
+        self._session_lifetime_s = 0.0
         self.reauthentications = 0
 
     @classmethod
@@ -196,7 +204,13 @@ class Connection:
         if answer["error_code"] != ErrorCode.NONE:
             offered = ", ".join(answer.get("mechanisms") or []) or "none"
             raise AuthenticationFailed(source_error(answer["error_code"]).name, f"{self.host}:{self.port} does not accept SASL mechanism {mechanism} (it offers {offered})")
-        client = client_for(mechanism, creds)  # a fresh one each time: OAUTHBEARER mints a new token
+        if isinstance(creds, ClientCredentialsLogin):
+            try:
+                client = OAuthBearerClient(await bearer_token(creds))
+            except TokenError as exc:
+                raise AuthenticationFailed("SASL_AUTHENTICATION_FAILED", f"no OAUTHBEARER token for {self.host}:{self.port}: {exc}") from exc
+        else:
+            client = client_for(mechanism, creds)  # a fresh one each time: the unsecured login mints a new token
         message: bytes | None = client.start()
         lifetime_ms = 0
         while message is not None:
@@ -210,8 +224,20 @@ class Connection:
             except SaslError as exc:
                 raise AuthenticationFailed("SASL_AUTHENTICATION_FAILED", f"{self.host}:{self.port}: {exc}") from exc
         # Re-authenticate well before the session expires (the Java client picks 85-95% of it), so a broker
-        # enforcing connections.max.reauth.ms never closes a long-lived fetch connection under us.
-        self._reauth_at = trio.current_time() + lifetime_ms / 1000 * random.uniform(0.85, 0.95) if lifetime_ms > 0 else None
+        # enforcing connections.max.reauth.ms never closes a long-lived fetch connection under us; but not
+        # within a second of the last time, which a Kafka broker refuses (ILLEGAL_SASL_STATE).
+        delay = max(lifetime_ms / 1000 * random.uniform(0.85, 0.95), REAUTH_MIN_INTERVAL_S)
+        now = trio.current_time()
+        self._reauth_at = now + delay if lifetime_ms > 0 else None
+        self._session_end = now + lifetime_ms / 1000 if lifetime_ms > 0 else None
+        self._session_lifetime_s = lifetime_ms / 1000
+
+    def session_expired(self) -> bool:
+        """The broker's SASL session on this connection ended (it sat idle past its lifetime): the broker
+        closes the connection at the next request, so it must not be used again."""
+        if self._session_end is None:
+            return False
+        return trio.current_time() >= self._session_end - min(SESSION_END_MARGIN_S, self._session_lifetime_s * 0.04)
 
     async def _negotiate(self) -> None:
         # v3+ is flexible; older brokers answer a too-new ApiVersions in the v0 layout with their ranges.
@@ -245,6 +271,8 @@ class Connection:
 
     async def _roundtrip(self, api_key: int, version: int, body: dict) -> dict:
         async with self._lock:
+            if self.session_expired():
+                raise SourceUnavailable(f"the SASL session with {self.host}:{self.port} expired while the connection was idle")
             if self._reauth_at is not None and trio.current_time() >= self._reauth_at:
                 await self._authenticate()
                 self.reauthentications += 1

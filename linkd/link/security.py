@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,12 @@ SSL_KEYS = {
     "ssl.keystore.certificate.chain",
     "ssl.keystore.key",
 }
-SASL_KEYS = {"sasl.mechanism", "sasl.jaas.config"}
+SASL_KEYS = {"sasl.mechanism", "sasl.jaas.config", "sasl.login.callback.handler.class", "sasl.oauthbearer.token.endpoint.url", "sasl.login.refresh.window.factor"}
+# The client-credentials flow, as Kafka names its handler (the second one is the pre-3.7 name).
+TOKEN_ENDPOINT_HANDLERS = (
+    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler",
+    "org.apache.kafka.common.security.oauthbearer.secured.OAuthBearerLoginCallbackHandler",
+)
 # Kafka's Type.PASSWORD client keys (SslConfigs, SaslConfigs): shown as [hidden], encrypted at rest.
 SENSITIVE_KEYS = frozenset(
     {
@@ -98,6 +104,11 @@ def check(config: dict[str, str]) -> list[str]:
     if protocol not in PROTOCOLS:
         problems.append(f"security.protocol must be one of {', '.join(PROTOCOLS)}, got {merged.get('security.protocol')!r}")
         return problems
+    # Keys the protocol would not use are refused rather than ignored (a SASL login set up with
+    # security.protocol=SSL would otherwise silently never happen).
+    unused = sorted(k for k in config if (k in SASL_KEYS and not protocol.startswith("SASL_")) or (k in SSL_KEYS and protocol not in ("SSL", "SASL_SSL")))
+    if unused:
+        problems.append(f"{', '.join(unused)} not used with security.protocol {protocol}")
     if protocol.startswith("SASL_"):
         problems.extend(_check_sasl(merged))
     if protocol in ("SSL", "SASL_SSL"):
@@ -172,7 +183,45 @@ def _unsecured_login(options: dict[str, str]) -> UnsecuredLogin:
     return UnsecuredLogin(claims, lifetime, extensions)
 
 
-def credentials(merged: dict[str, str]) -> Credentials | UnsecuredLogin:
+@dataclass(frozen=True)
+class ClientCredentialsLogin:
+    """OAUTHBEARER with tokens from ``sasl.oauthbearer.token.endpoint.url`` (see oauth.py); the cache is
+    shared by every connection of the link."""
+
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scope: str | None = None
+    refresh_factor: float = 0.8
+    cache: object = field(default=None, repr=False, compare=False)
+
+
+def _client_credentials(merged: dict[str, str], options: dict[str, str]) -> ClientCredentialsLogin:
+    from .oauth import TokenCache
+
+    handler = merged.get("sasl.login.callback.handler.class", "").strip()
+    url = merged.get("sasl.oauthbearer.token.endpoint.url", "").strip()
+    if handler not in TOKEN_ENDPOINT_HANDLERS:
+        raise SecurityConfigError(f"sasl.login.callback.handler.class {handler} is not supported yet (use {TOKEN_ENDPOINT_HANDLERS[0]})")
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SecurityConfigError("sasl.oauthbearer.token.endpoint.url must be an http(s) URL (file: token files are not supported yet)")
+    unknown = sorted(set(options) - {"clientId", "clientSecret", "scope"})
+    if unknown:
+        raise SecurityConfigError(f"sasl.jaas.config option(s) {', '.join(unknown)} of OAuthBearerLoginModule are not supported yet with a token endpoint")
+    missing = [k for k in ("clientId", "clientSecret") if not options.get(k)]
+    if missing:
+        raise SecurityConfigError(f"sasl.jaas.config for the token endpoint needs {' and '.join(missing)}")
+    try:
+        factor = float(merged.get("sasl.login.refresh.window.factor", "0.8"))
+    except ValueError:
+        factor = -1.0
+    if not 0.5 <= factor <= 1.0:
+        raise SecurityConfigError("sasl.login.refresh.window.factor must be between 0.5 and 1.0")
+    return ClientCredentialsLogin(url, options["clientId"], options["clientSecret"], options.get("scope") or None, factor, TokenCache())
+
+
+def credentials(merged: dict[str, str]) -> Credentials | UnsecuredLogin | ClientCredentialsLogin:
     """The SASL credentials in ``sasl.jaas.config`` (errors never quote the value: it holds the password)."""
     mechanism = merged["sasl.mechanism"].upper()
     text = merged.get("sasl.jaas.config", "")
@@ -187,6 +236,11 @@ def credentials(merged: dict[str, str]) -> Credentials | UnsecuredLogin:
     module: JaasModule = modules[0]
     if module.name not in LOGIN_MODULES[mechanism]:
         raise SecurityConfigError(f"sasl.jaas.config login module {module.name} is not supported yet for sasl.mechanism {mechanism} (use {LOGIN_MODULES[mechanism][0]})")
+    uses_endpoint = any(merged.get(k, "").strip() for k in ("sasl.login.callback.handler.class", "sasl.oauthbearer.token.endpoint.url"))
+    if mechanism == "OAUTHBEARER" and uses_endpoint:
+        return _client_credentials(merged, module.options)
+    if uses_endpoint or merged.get("sasl.login.refresh.window.factor", "").strip():
+        raise SecurityConfigError("sasl.login.callback.handler.class, sasl.oauthbearer.token.endpoint.url and sasl.login.refresh.window.factor go with sasl.mechanism=OAUTHBEARER and a token endpoint")
     if mechanism == "OAUTHBEARER":
         return _unsecured_login(module.options)
     missing = [k for k in ("username", "password") if k not in module.options]
@@ -397,7 +451,7 @@ class SecuritySettings:
     protocol: str = "PLAINTEXT"
     ssl_context: ssl.SSLContext | None = None
     mechanism: str | None = None
-    credentials: Credentials | UnsecuredLogin | None = None
+    credentials: Credentials | UnsecuredLogin | ClientCredentialsLogin | None = None
 
     @property
     def tls(self) -> bool:
@@ -409,10 +463,10 @@ class SecuritySettings:
 
     @classmethod
     def from_config(cls, merged: dict[str, str]) -> SecuritySettings:
-        merged = {**DEFAULTS, **merged}
-        problems = check(merged)
+        problems = check(merged)  # before the defaults: only keys the operator set count as set
         if problems:
             raise SecurityConfigError("; ".join(problems))
+        merged = {**DEFAULTS, **merged}
         protocol = merged.get("security.protocol", "PLAINTEXT").upper()
         context = build_ssl_context(merged) if protocol in ("SSL", "SASL_SSL") else None
         if protocol.startswith("SASL_"):

@@ -54,6 +54,12 @@ class SourceCluster:
 
     async def _open(self, pool: dict[tuple[str, int], Connection], address: tuple[str, int], client_id: str) -> Connection:
         conn = pool.get(address)
+        if conn is not None and conn.session_expired():
+            # Idle past its SASL session lifetime: the broker would close it at the next request.
+            log.debug("reconnecting to %s:%d: its SASL session expired while idle", *address)
+            del pool[address]
+            await conn.aclose()
+            conn = None
         if conn is None:
             conn = await Connection.open(address[0], address[1], client_id, security=self.security)
             pool[address] = conn

@@ -21,6 +21,7 @@ from tests.peers.securekafka import STORE_PASSWORD, make_pki
 PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 OAUTH_MODULE = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
+TOKEN_HANDLER = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler"
 
 
 # -- JAAS -------------------------------------------------------------------------------------
@@ -153,13 +154,21 @@ def test_sasl_ssl_plain_config_validates_into_settings():
         ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.jaas.config": _jaas()}, "PlainLoginModule is not supported yet for sasl.mechanism OAUTHBEARER"),
         ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.jaas.config": f"{OAUTH_MODULE} required;"}, "needs unsecuredLoginStringClaim_sub"),
         ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.jaas.config": f'{OAUTH_MODULE} required unsecuredLoginStringClaim_sub="a" clientSecret="x";'}, "clientSecret of OAuthBearerLoginModule is not supported yet"),
-        ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.oauthbearer.token.endpoint.url": "https://idp/token"}, "sasl.oauthbearer.token.endpoint.url is not supported yet"),
+        ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.jaas.config": f'{OAUTH_MODULE} required clientId="c" clientSecret="s";',
+          "sasl.oauthbearer.token.endpoint.url": "https://idp/token"}, "sasl.login.callback.handler.class  is not supported yet"),
+        ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.jaas.config": f'{OAUTH_MODULE} required clientId="c";',
+          "sasl.login.callback.handler.class": TOKEN_HANDLER, "sasl.oauthbearer.token.endpoint.url": "https://idp/token"}, "needs clientSecret"),
+        ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.jaas.config": f'{OAUTH_MODULE} required clientId="c" clientSecret="s";',
+          "sasl.login.callback.handler.class": TOKEN_HANDLER, "sasl.oauthbearer.token.endpoint.url": "file:///tmp/token"}, "file: token files are not supported yet"),
+        ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER", "sasl.oauthbearer.jwks.endpoint.url": "https://idp/jwks"}, "sasl.oauthbearer.jwks.endpoint.url is not supported yet"),
         ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN"}, "sasl.jaas.config is required"),
         ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.jaas.config": "com.sun.security.auth.module.Krb5LoginModule required;"}, "not supported yet"),
         ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.jaas.config": f"{PLAIN_MODULE} required username=u;"}, "needs password"),
         ({"security.protocol": "SSL", "ssl.truststore.type": "JKS", "ssl.truststore.location": "/x"}, "JKS is not supported yet"),
         ({"security.protocol": "SSL", "ssl.engine.factory.class": "x.Y"}, "ssl.engine.factory.class is not supported yet"),
-        ({"security.protocol": "SSL", "sasl.login.callback.handler.class": "x.Y"}, "sasl.login.callback.handler.class is not supported yet"),
+        ({"security.protocol": "SSL", "sasl.login.class": "x.Y"}, "sasl.login.class is not supported yet"),
+        ({"security.protocol": "SSL", "sasl.mechanism": "PLAIN"}, "sasl.mechanism not used with security.protocol SSL"),
+        ({"security.protocol": "SASL_PLAINTEXT", "ssl.truststore.location": "/ca.pem"}, "ssl.truststore.location not used with security.protocol SASL_PLAINTEXT"),
         ({"security.protocol": "SSL", "ssl.enabled.protocols": "TLSv1.1"}, "TLSv1.1 not supported"),
         ({"security.protocol": "SSL", "ssl.endpoint.identification.algorithm": "ldap"}, "https or empty"),
         ({"security.protocol": "SSL", "ssl.cipher.suites": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}, "set ssl.enabled.protocols=TLSv1.2"),

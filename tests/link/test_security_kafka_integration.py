@@ -377,3 +377,42 @@ def test_links_whose_secrets_cannot_be_read_stay_stopped_and_the_key_rotates(sec
     admin(daemon).create_mirror(topic2, "secured")
     wait_mirrored(admin(daemon), topic2, {0: 100}, timeout=30)
     assert cli_json(daemon, "link", "describe", "secured")["link_state"] == "ACTIVE"
+
+
+@pytest.mark.timeout(150)
+def test_oauthbearer_tokens_from_a_token_endpoint_are_refreshed_before_they_expire(secured_kafka, linkd, tmp_path):
+    """Client credentials against a local authorization server whose RS256 tokens the broker checks
+    against its JWKS. Tokens live 6 s: a mirror that runs for longer needs fresh ones."""
+    from tests.peers.securekafka import OAUTH_CLIENT_ID
+
+    tokens = secured_kafka.token_server
+    config = {
+        "bootstrap.servers": secured_kafka.address("OAUTH"),
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "OAUTHBEARER",
+        "sasl.login.callback.handler.class": "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler",
+        "sasl.oauthbearer.token.endpoint.url": f"{tokens.url}/token",
+        "sasl.jaas.config": f'{OAUTH} required clientId="{OAUTH_CLIENT_ID}" clientSecret="{secured_kafka.oauth_secret}" scope="kafka";',
+    }
+    wrong = {**config, "sasl.jaas.config": f'{OAUTH} required clientId="{OAUTH_CLIENT_ID}" clientSecret="not-the-secret";'}
+    result = cli_create_link(linkd, "wrong-secret", wrong, tmp_path)
+    assert result.returncode != 0 and "answered HTTP 401" in result.stderr, result.stderr
+    tokens.lifetime_s = 6  # refreshed after 4.8 s, so a re-authentication always has >= 1.2 s of token left
+    issued_before = tokens.issued
+    topic = secured_kafka.create_topic(topic_name("sec-ok-"))
+    produce_confluent(secured_kafka.bootstrap, topic, [(0, None, b"o%d" % n * 20) for n in range(2000)])
+    assert cli_create_link(linkd, "oauth", config, tmp_path).returncode == 0
+    started = time.monotonic()
+    admin(linkd).create_mirror(topic, "oauth")
+    while time.monotonic() - started < 11:
+        produce_confluent(secured_kafka.bootstrap, topic, [(0, None, b"p%d" % n * 20) for n in range(300)])
+        time.sleep(0.5)
+    end = secured_kafka.list_offsets(topic, 0)[1]
+    wait_mirrored(admin(linkd), topic, {0: end}, timeout=60)
+    assert_bytes_identical(secured_kafka.bootstrap, topic, linkd.bootstrap, topic, 0, 0, end)
+    # One for link create's check, then the link's own: 11 s of 6 s tokens refreshed at 80% takes 3.
+    assert tokens.issued - issued_before >= 3, tokens.issued - issued_before
+    linkd.stop()
+    log = linkd.log_path.read_text()
+    assert " WARNING " not in log.split("wrong-secret")[-1] and "re-authenticated with" in log
+    assert secured_kafka.oauth_secret not in log + result.stderr

@@ -8,6 +8,7 @@ The same KRaft broker as ``kafka.KafkaBroker`` (same jars), with more listeners:
     SASL_PLAINTEXT  SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (unsecured JWS) without TLS
     SASL_SSL        the same over TLS
     BADHOST         TLS with a certificate for another host name (hostname verification must refuse it)
+    OAUTH           SASL_PLAINTEXT OAUTHBEARER validating RS256 JWTs against ``TokenServer``'s JWKS
 
 Certificates come from a throwaway CA made here with ``cryptography``. SCRAM users are created when the
 log dir is formatted (``kafka-storage format --add-scram``), PLAIN users in the listener's JAAS config.
@@ -17,9 +18,13 @@ link needs (through ``grant_link_read``), ``NOACL_USER`` authenticates but may d
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
+import json
 import secrets
+import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +35,8 @@ LINK_USER = "linkd-link"
 NOACL_USER = "linkd-noacl"
 MTLS_CN = "linkd-mtls"
 STORE_PASSWORD = "store-pw-0"
-LISTENERS = ("SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL", "BADHOST")
+LISTENERS = ("SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL", "BADHOST", "OAUTH")
+OAUTH_CLIENT_ID = "linkd-client"
 
 
 @dataclass
@@ -126,6 +132,84 @@ def make_pki(directory: Path) -> Pki:
     )
 
 
+class TokenServer:
+    """A small OAuth 2 authorization server on loopback: ``POST /token`` (client credentials, HTTP Basic)
+    issues RS256 JWTs whose ``sub`` is the client id's user; ``GET /jwks`` publishes the key. ``lifetime_s``
+    is each token's lifetime; ``issued`` counts the tokens handed out."""
+
+    def __init__(self, client_id: str, client_secret: str, subject: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.client_id, self.client_secret, self.subject = client_id, client_secret, subject
+        self.lifetime_s = 3600
+        self.issued = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/jwks":
+                    self._answer(200, {"keys": [server.jwk()]})
+                else:
+                    self._answer(404, {"error": "not_found"})
+
+            def do_POST(self) -> None:
+                form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+                expected = "Basic " + base64.b64encode(f"{server.client_id}:{server.client_secret}".encode()).decode()
+                if self.path != "/token" or form.get("grant_type") != ["client_credentials"]:
+                    self._answer(400, {"error": "unsupported_grant_type"})
+                elif self.headers.get("Authorization") != expected:
+                    self._answer(401, {"error": "invalid_client"})
+                else:
+                    server.issued += 1
+                    self._answer(200, {"access_token": server.token(), "token_type": "bearer", "expires_in": server.lifetime_s})
+
+        self.httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True, name="token-server").start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @staticmethod
+    def _b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def jwk(self) -> dict:
+        numbers = self.key.public_key().public_numbers()
+        as_bytes = lambda n: n.to_bytes((n.bit_length() + 7) // 8, "big")  # noqa: E731
+        return {"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256", "n": self._b64(as_bytes(numbers.n)), "e": self._b64(as_bytes(numbers.e))}
+
+    def token(self) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        now = int(time.time())
+        header = self._b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "k1"}).encode())
+        claims = self._b64(json.dumps({"sub": self.subject, "iat": now, "exp": now + self.lifetime_s, "scope": "kafka"}).encode())
+        signature = self.key.sign(f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{header}.{claims}.{self._b64(signature)}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class SecuredKafkaBroker(KafkaBroker):
     """``KafkaBroker`` plus the secured listeners above. ``password`` is the link users' password (random
     per broker, so a test can grep every output for it); ``ports[name]`` is each listener's port."""
@@ -135,6 +219,14 @@ class SecuredKafkaBroker(KafkaBroker):
         self.password = "pw-" + secrets.token_hex(8)
         self.pki = make_pki(self.workdir / "pki")
         self.ports: dict[str, int] = {}
+        self.oauth_secret = "oauth-secret-" + secrets.token_hex(8)
+        self.token_server = TokenServer(OAUTH_CLIENT_ID, self.oauth_secret, LINK_USER)
+        # Kafka 4 fetches JWKS only from URLs the JVM allows.
+        self.jvm_opts = (*self.jvm_opts, f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={self.token_server.url}/jwks")
+
+    def close(self) -> None:
+        super().close()
+        self.token_server.close()
 
     def address(self, listener: str) -> str:
         return f"{LOOPBACK}:{self.ports[listener]}"
@@ -144,7 +236,7 @@ class SecuredKafkaBroker(KafkaBroker):
         pki = self.pki
         listeners = [f"PLAINTEXT://{LOOPBACK}:{self.port}", f"CONTROLLER://{LOOPBACK}:{self.controller_port}"]
         listeners += [f"{n}://{LOOPBACK}:{self.ports[n]}" for n in LISTENERS]
-        protocol = {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT", "SSL": "SSL", "MTLS": "SSL", "BADHOST": "SSL", "SASL_PLAINTEXT": "SASL_PLAINTEXT", "SASL_SSL": "SASL_SSL"}
+        protocol = {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT", "SSL": "SSL", "MTLS": "SSL", "BADHOST": "SSL", "SASL_PLAINTEXT": "SASL_PLAINTEXT", "SASL_SSL": "SASL_SSL", "OAUTH": "SASL_PLAINTEXT"}
         plain_jaas = (
             "org.apache.kafka.common.security.plain.PlainLoginModule required "
             f'user_{LINK_USER}="{self.password}" user_{NOACL_USER}="{self.password}";'
@@ -168,6 +260,10 @@ class SecuredKafkaBroker(KafkaBroker):
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "super.users": "User:ANONYMOUS",
             "allow.everyone.if.no.acl.found": "false",
+            "listener.name.oauth.sasl.enabled.mechanisms": "OAUTHBEARER",
+            "listener.name.oauth.oauthbearer.sasl.jaas.config": "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;",
+            "listener.name.oauth.oauthbearer.sasl.server.callback.handler.class": "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
+            "listener.name.oauth.oauthbearer.sasl.oauthbearer.jwks.endpoint.url": f"{self.token_server.url}/jwks",
         }
         for listener in ("sasl_plaintext", "sasl_ssl"):
             secured[f"listener.name.{listener}.plain.sasl.jaas.config"] = plain_jaas
