@@ -416,3 +416,49 @@ def test_oauthbearer_tokens_from_a_token_endpoint_are_refreshed_before_they_expi
     log = linkd.log_path.read_text()
     assert " WARNING " not in log.split("wrong-secret")[-1] and "re-authenticated with" in log
     assert secured_kafka.oauth_secret not in log + result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_consumer_offsets_sync_over_sasl_ssl_with_read_side_acls_only(secured_kafka, linkd, tmp_path):
+    """Offset sync lists groups, finds coordinators and fetches offsets with only Describe/Read on the
+    groups: a group in the ACL'd prefix is synced; one outside it is a typed GROUP_AUTHORIZATION_FAILED
+    that costs that group only."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    def commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "log_level": 3})
+        try:
+            consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+        finally:
+            consumer.close()
+
+    def committed(group: str, topic: str) -> int:
+        consumer = Consumer({"bootstrap.servers": linkd.bootstrap, "group.id": group, "log_level": 3})
+        try:
+            return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+        finally:
+            consumer.close()
+
+    topic = secured_kafka.create_topic(topic_name("sec-ok-"))
+    produce_confluent(secured_kafka.bootstrap, topic, [(0, None, b"g%d" % n) for n in range(100)])
+    allowed, hidden = f"sec-g-{uuid.uuid4().hex[:6]}", f"other-g-{uuid.uuid4().hex[:6]}"
+    commit(secured_kafka.bootstrap, allowed, topic, 60)
+    commit(secured_kafka.bootstrap, hidden, topic, 61)
+    config = {
+        **listener_configs(secured_kafka)["ssl-scram512"],
+        "consumer.offset.sync.enable": "true",
+        "consumer.offset.sync.ms": "300",
+        "consumer.offset.group.filters": '{"groupFilters": [{"name": "*", "patternType": "LITERAL", "filterType": "INCLUDE"}]}',
+    }
+    assert cli_create_link(linkd, "offsets", config, tmp_path).returncode == 0
+    admin(linkd).create_mirror(topic, "offsets")
+    wait_mirrored(admin(linkd), topic, {0: 100}, timeout=30)
+    try:
+        wait_for(lambda: committed(allowed, topic) == 60, 30, "the group the link may read is synced")
+    except AssertionError:
+        raise AssertionError(f"not synced; offset sync status {cli_json(linkd, 'link', 'describe', 'offsets')['consumer_offset_sync']}") from None
+    status = cli_json(linkd, "link", "describe", "offsets")["consumer_offset_sync"]
+    assert status["groups_synced"] >= 1, status
+    # The link may list every group (Describe on the cluster) but read only its own: the others are named.
+    assert status["last_error"].startswith("GROUP_AUTHORIZATION_FAILED") and hidden in status["last_error"], status
+    assert committed(hidden, topic) < 0
