@@ -462,3 +462,33 @@ def test_consumer_offsets_sync_over_sasl_ssl_with_read_side_acls_only(secured_ka
     # The link may list every group (Describe on the cluster) but read only its own: the others are named.
     assert status["last_error"].startswith("GROUP_AUTHORIZATION_FAILED") and hidden in status["last_error"], status
     assert committed(hidden, topic) < 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_every_sasl_authenticate_version_logs_in(secured_kafka, monkeypatch, version):
+    """SaslHandshake v1 then SaslAuthenticate at each version the Java client may send; only v1+ carry
+    the session lifetime that schedules re-authentication."""
+    import trio
+
+    from linkd.link import client as client_module
+    from linkd.link.config import validate
+    from linkd.link.security import SecuritySettings
+    from protocol.messages import ApiKey
+
+    monkeypatch.setitem(client_module.PREFERRED_MAX, ApiKey.SASL_AUTHENTICATE, version)
+    security = SecuritySettings.from_config(validate(listener_configs(secured_kafka)["ssl-scram512"]))
+    host, port = secured_kafka.address("SASL_SSL").rsplit(":", 1)
+
+    async def login() -> tuple[bool, list[str]]:
+        conn = await client_module.Connection.open(host, int(port), "version-test", security=security)
+        try:
+            assert conn.version_for(ApiKey.SASL_AUTHENTICATE) == version
+            body = await conn.request(ApiKey.METADATA, {"topics": None, "allow_auto_topic_creation": False})
+            return conn._reauth_at is not None, [b["host"] for b in body["brokers"]]
+        finally:
+            await conn.aclose()
+
+    scheduled, brokers = trio.run(login)
+    assert brokers == ["127.0.0.1"]
+    assert scheduled == (version >= 1)
