@@ -341,10 +341,22 @@ class Connection:
             view = view[received:]
 
     async def _read_tls(self, view: memoryview) -> None:
-        """TLS: decrypted bytes come from the TLS object in pieces of at most TLS_READ_MAX (each read
-        allocates its full size first, so asking for a whole 10 MB frame cost an mmap per piece), copied
-        once into the frame; trio's stream grows its socket reads to what arrives."""
+        """TLS: what trio's stream has already received is decrypted by its TLS object straight into the
+        frame, record after record, without a pass through the scheduler for each 16 KiB record (12,000
+        of them for 200 MB); only when nothing is buffered does the task wait in ``receive_some``, whose
+        pieces (at most TLS_READ_MAX: each read allocates its full size first) are copied in."""
+        tls = getattr(self.stream, "_ssl_object", None)  # trio's SSLObject; absent in another trio: slow path only
         while view:
+            if tls is not None:
+                try:
+                    got = tls.read(len(view), view)
+                except ssl.SSLWantReadError:
+                    got = 0
+                except ssl.SSLError:
+                    got = 0  # let receive_some raise it as trio does
+                if got:
+                    view = view[got:]
+                    continue
             data = await self.stream.receive_some(min(len(view), TLS_READ_MAX))
             if not data:
                 raise SourceUnavailable(f"{self.host}:{self.port} closed the connection")
