@@ -216,6 +216,10 @@ def test_bad_credentials_and_certificates_fail_link_create_with_typed_errors(sec
             {"bootstrap.servers": secured_kafka.address("SSL"), "security.protocol": "SSL", "ssl.truststore.location": str(pki.other_ca_pem)},
             "SSL_HANDSHAKE_FAILED: .*(self-signed|unable to get local issuer)",
         ),
+        "expired": (
+            {"bootstrap.servers": secured_kafka.address("EXPIRED"), "security.protocol": "SSL", "ssl.truststore.location": ca},
+            "SSL_HANDSHAKE_FAILED: .*certificate has expired",
+        ),
         "hostname-mismatch": (
             {"bootstrap.servers": secured_kafka.address("BADHOST"), "security.protocol": "SSL", "ssl.truststore.location": ca},
             "SSL_HANDSHAKE_FAILED: .*(mismatch|not valid for)",

@@ -8,6 +8,7 @@ The same KRaft broker as ``kafka.KafkaBroker`` (same jars), with more listeners:
     SASL_PLAINTEXT  SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (unsecured JWS) without TLS
     SASL_SSL        the same over TLS
     BADHOST         TLS with a certificate for another host name (hostname verification must refuse it)
+    EXPIRED         TLS with a certificate for 127.0.0.1 that expired yesterday
     OAUTH           SASL_PLAINTEXT OAUTHBEARER validating RS256 JWTs against ``TokenServer``'s JWKS
 
 Certificates come from a throwaway CA made here with ``cryptography``. SCRAM users are created when the
@@ -35,7 +36,7 @@ LINK_USER = "linkd-link"
 NOACL_USER = "linkd-noacl"
 MTLS_CN = "linkd-mtls"
 STORE_PASSWORD = "store-pw-0"
-LISTENERS = ("SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL", "BADHOST", "OAUTH")
+LISTENERS = ("SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL", "BADHOST", "OAUTH", "EXPIRED")
 OAUTH_CLIENT_ID = "linkd-client"
 
 
@@ -48,6 +49,7 @@ class Pki:
     other_ca_pem: Path  # a CA nobody uses: trusting only it must fail the handshake
     server_p12: Path
     badhost_p12: Path
+    expired_p12: Path
     client_cert_pem: Path
     client_key_pem: Path
     client_key_encrypted_pem: Path
@@ -69,7 +71,9 @@ def _key():
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _cert(subject_cn: str, key, issuer_cn: str, issuer_key, *, ca: bool = False, dns: tuple[str, ...] = (), ips: tuple[str, ...] = (), client: bool = False):
+def _cert(
+    subject_cn: str, key, issuer_cn: str, issuer_key, *, ca: bool = False, dns: tuple[str, ...] = (), ips: tuple[str, ...] = (), client: bool = False, expired: bool = False
+):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -81,8 +85,8 @@ def _cert(subject_cn: str, key, issuer_cn: str, issuer_key, *, ca: bool = False,
         .issuer_name(_name(issuer_cn))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
+        .not_valid_before(now - datetime.timedelta(days=3 if expired else 0, hours=1))
+        .not_valid_after(now + datetime.timedelta(days=-1 if expired else 2))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if dns or ips:
@@ -103,7 +107,8 @@ def make_pki(directory: Path) -> Pki:
     ca_key, other_key = _key(), _key()
     ca = _cert("linkd-test-ca", ca_key, "linkd-test-ca", ca_key, ca=True)
     other = _cert("some-other-ca", other_key, "some-other-ca", other_key, ca=True)
-    server_key, bad_key, client_key = _key(), _key(), _key()
+    server_key, bad_key, client_key, old_key = _key(), _key(), _key(), _key()
+    expired = _cert("localhost", old_key, "linkd-test-ca", ca_key, dns=("localhost",), ips=(LOOPBACK,), expired=True)
     server = _cert("localhost", server_key, "linkd-test-ca", ca_key, dns=("localhost",), ips=(LOOPBACK,))
     badhost = _cert("not-this-host.invalid", bad_key, "linkd-test-ca", ca_key, dns=("not-this-host.invalid",))
     client = _cert(MTLS_CN, client_key, "linkd-test-ca", ca_key, client=True)
@@ -121,6 +126,7 @@ def make_pki(directory: Path) -> Pki:
         other_ca_pem=write("other-ca.pem", other.public_bytes(pem)),
         server_p12=write("server.p12", pkcs12.serialize_key_and_certificates(b"server", server_key, server, [ca], enc)),
         badhost_p12=write("badhost.p12", pkcs12.serialize_key_and_certificates(b"badhost", bad_key, badhost, [ca], enc)),
+        expired_p12=write("expired.p12", pkcs12.serialize_key_and_certificates(b"expired", old_key, expired, [ca], enc)),
         client_cert_pem=write("client.pem", client.public_bytes(pem) + ca.public_bytes(pem)),
         client_key_pem=write("client.key", client_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
         client_key_encrypted_pem=write(
@@ -236,7 +242,7 @@ class SecuredKafkaBroker(KafkaBroker):
         pki = self.pki
         listeners = [f"PLAINTEXT://{LOOPBACK}:{self.port}", f"CONTROLLER://{LOOPBACK}:{self.controller_port}"]
         listeners += [f"{n}://{LOOPBACK}:{self.ports[n]}" for n in LISTENERS]
-        protocol = {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT", "SSL": "SSL", "MTLS": "SSL", "BADHOST": "SSL", "SASL_PLAINTEXT": "SASL_PLAINTEXT", "SASL_SSL": "SASL_SSL", "OAUTH": "SASL_PLAINTEXT"}
+        protocol = {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT", "SSL": "SSL", "MTLS": "SSL", "BADHOST": "SSL", "SASL_PLAINTEXT": "SASL_PLAINTEXT", "SASL_SSL": "SASL_SSL", "OAUTH": "SASL_PLAINTEXT", "EXPIRED": "SSL"}
         plain_jaas = (
             "org.apache.kafka.common.security.plain.PlainLoginModule required "
             f'user_{LINK_USER}="{self.password}" user_{NOACL_USER}="{self.password}";'
@@ -256,6 +262,7 @@ class SecuredKafkaBroker(KafkaBroker):
             "ssl.truststore.location": str(pki.ca_pem),
             "listener.name.mtls.ssl.client.auth": "required",
             "listener.name.badhost.ssl.keystore.location": str(pki.badhost_p12),
+            "listener.name.expired.ssl.keystore.location": str(pki.expired_p12),
             "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER",
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "super.users": "User:ANONYMOUS",
