@@ -8,7 +8,7 @@ messages in SaslAuthenticate requests; nothing here does I/O.
 SCRAM checks the server's signature in its final message, so a server that does not know the password
 (an impostor the TLS layer did not stop) fails the exchange rather than being trusted. As Kafka's
 ``ScramFormatter`` does, the password is used as UTF-8 without SASLprep, and a server asking for fewer
-iterations than the mechanism's minimum (4096) is refused.
+iterations than the mechanism's minimum (4096), or more than Kafka's maximum (16384), is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import hmac
 import secrets
 
 MIN_ITERATIONS = 4096
+# Kafka's own bound for SCRAM credentials; more from a server would only stall the event loop in PBKDF2.
+MAX_ITERATIONS = 16384
 _HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 
 
@@ -97,8 +99,8 @@ class ScramClient:
             iterations = int(attrs["i"])
         except ValueError:
             raise SaslError("SCRAM server-first-message has a malformed salt or iteration count") from None
-        if iterations < MIN_ITERATIONS:
-            raise SaslError(f"SCRAM server asked for {iterations} iterations, fewer than the minimum {MIN_ITERATIONS}")
+        if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
+            raise SaslError(f"SCRAM server asked for {iterations} iterations, outside {MIN_ITERATIONS}..{MAX_ITERATIONS}")
         salted = hashlib.pbkdf2_hmac(self._hash, self._password, salt, iterations)
         client_key = self._hmac(salted, b"Client Key")
         stored_key = hashlib.new(self._hash, client_key).digest()

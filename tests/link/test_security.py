@@ -89,6 +89,7 @@ def test_scram_refuses_a_server_that_does_not_know_the_password():
     [
         (b"r=someoneelse,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", "nonce"),
         (b"r=abcXYZ,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1000", "iterations"),
+        (b"r=abcXYZ,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=100000000", "iterations"),
         (b"e=unknown-user", "server refused"),
         (b"r=abcXYZ", "salt"),
     ],
@@ -98,6 +99,26 @@ def test_scram_rejects_bad_server_first_messages(server_first, message):
     client.start()
     with pytest.raises(SaslError, match=message):
         client.respond(server_first)
+
+
+@given(st.binary(max_size=200), st.binary(max_size=200))
+def test_scram_client_on_any_server_bytes_answers_or_raises_sasl_error(first, final):
+    client = ScramClient("SCRAM-SHA-256", "u", "p", nonce="abc")
+    client.start()
+    try:
+        client.respond(b"r=abcXYZ,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096" if first[:1] == b"!" else first)
+        client.respond(final)
+    except SaslError:
+        return
+    assert client.complete is False or final.startswith(b"v=")
+
+
+@given(st.text(max_size=200))
+def test_jaas_parser_on_any_text_returns_or_raises_its_error(text):
+    try:
+        parse_jaas(text)
+    except JaasConfigError:
+        pass
 
 
 def test_scram_escapes_the_user_name_and_adds_tokenauth():
