@@ -48,7 +48,12 @@ def _serve(args: argparse.Namespace) -> int:
             retention_check_interval_ms=args.log_retention_check_interval_ms,
             cleaner=cleaner,
             limits=limits_from_args(args),
+            secrets_key_file=Path(args.secrets_key_file) if args.secrets_key_file else None,
         )
+        if config.secrets_key_file:
+            from .link.secrets import SecretsKey
+
+            SecretsKey.from_file(config.secrets_key_file)  # a bad key file stops the daemon here, with its reason
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -70,6 +75,33 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     for exc in group.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+
+def _secrets_generate(args: argparse.Namespace) -> int:
+    from .link.secrets import generate_key_file
+
+    try:
+        generate_key_file(args.file)
+    except OSError as exc:
+        print(f"linkd secrets generate-key: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Wrote a new secrets key to {args.file} (mode 0600); start linkd with --secrets-key-file {args.file}")
+    return EXIT_OK
+
+
+def _secrets_rotate(args: argparse.Namespace) -> int:
+    from .link.secrets import SecretsKeyError, SecretsUnavailable, rotate_data_dir
+
+    try:
+        count = rotate_data_dir(Path(args.data_dir), args.key_file, args.new_key_file)
+    except (SecretsKeyError, SecretsUnavailable, OSError) as exc:
+        print(f"linkd secrets rotate-key: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Re-encrypted the secrets of {count} link(s) under the key in {args.new_key_file}; start linkd with --secrets-key-file {args.new_key_file}")
+    return EXIT_OK
 
 
 # -- output helpers ------------------------------------------------------------------------------
@@ -287,7 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     from .broker.limits import add_serve_arguments
 
     add_serve_arguments(serve)
+    serve.add_argument("--secrets-key-file", help="file with the 32-byte key that encrypts link secrets in control.db (linkd secrets generate-key)")
     serve.set_defaults(func=_serve)
+
+    secrets = sub.add_parser("secrets", help="the key that encrypts link secrets at rest").add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
+    p = secrets.add_parser("generate-key", help="write a new random key to FILE (mode 0600)")
+    p.add_argument("file")
+    p.set_defaults(func=_secrets_generate)
+    p = secrets.add_parser("rotate-key", help="re-encrypt every link's secrets under a new key (daemon stopped)")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--key-file", help="the key the secrets are sealed with now (omit if none yet)")
+    p.add_argument("--new-key-file", required=True)
+    p.set_defaults(func=_secrets_rotate)
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--admin", help="daemon admin API HOST:PORT (default: $LINKD_ADMIN or 127.0.0.1:8090)")
@@ -350,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "serve":
+    if args.command in ("serve", "secrets"):
         return args.func(args)
     if args.command == "demo":
         from .demo import run_demo

@@ -10,6 +10,7 @@ inline rather than in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ class ControlStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -58,6 +60,15 @@ class ControlStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _owner_only(path: Path) -> None:
+    """control.db holds link configs (secrets sealed, but names, hosts and users in clear): create it 0600
+    and tighten one made before; SQLite gives its -wal and -shm files the database file's mode."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists():
+            os.chmod(p, 0o600)
 
 
 def _statements(ddl: str) -> list[str]:

@@ -25,6 +25,7 @@ from .broker.server import KafkaListener
 from .controlstore import ControlStore
 from .groups.coordinator import GroupCoordinator
 from .link.manager import LinkManager
+from .link.secrets import SecretsKey
 from .maintenance import run_maintenance
 from .producer_ids import ProducerIdAllocator
 from .storage.cleaner import CleanerConfig
@@ -55,6 +56,7 @@ class ServeConfig:
     retention_check_interval_ms: int = 30_000  # Kafka's log.retention.check.interval.ms (its default is 5 min)
     cleaner: CleanerConfig = CleanerConfig()
     limits: Limits = field(default_factory=Limits)
+    secrets_key_file: Path | None = None  # seals link secrets in control.db (see linkd/link/secrets.py)
 
 
 def _cluster_id(store: ControlStore) -> str:
@@ -77,6 +79,7 @@ class Daemon:
         self.topics = TopicRegistry(self.store, config.data_dir / "logs")
         self.groups = GroupCoordinator(self.store, partition_exists=self._partition_exists)
         self.producer_ids = ProducerIdAllocator(self.store)
+        self.secrets_key = SecretsKey.from_file(config.secrets_key_file) if config.secrets_key_file else None
         self.cluster_id = _cluster_id(self.store)
         self.broker: Broker | None = None
         self.listener: KafkaListener | None = None
@@ -123,7 +126,7 @@ class Daemon:
                 bound = await nursery.start(self.listener.serve, host, port)
                 if not self.config.advertised and port == 0:
                     self.broker.identity = BrokerIdentity(self.config.node_id, identity_host, bound, self.cluster_id)
-                self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups)
+                self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups, secrets_key=self.secrets_key)
                 self.broker.hooks.append(self.links)
                 await nursery.start(self.links.run)
                 self.admin_port = await nursery.start(self._serve_admin)

@@ -39,13 +39,16 @@ class DaemonCollector:
         fetched = CounterMetricFamily("linkd_link_fetched_bytes", "Record bytes fetched from the source and appended", labels=["link"])
         requests = CounterMetricFamily("linkd_link_fetch_requests", "Fetch requests sent to the source", labels=["link"])
         incremental = CounterMetricFamily("linkd_link_incremental_fetch_requests", "Fetch requests sent inside a fetch session (changed partitions only)", labels=["link"])
+        link_error = GaugeMetricFamily("linkd_link_error", "1 for the link's current error (NO_ERROR, SOURCE_UNAVAILABLE, AUTHENTICATION_ERROR, ...)", labels=["link", "error"])
         for name, entry in (d.links.links.items() if d.links else []):
+            link_error.add_metric([name, entry.runtime.link_error], 1.0)
             fetched.add_metric([name], entry.runtime.fetched_bytes)
             requests.add_metric([name], entry.runtime.fetch_requests)
             incremental.add_metric([name], entry.runtime.incremental_fetch_requests)
         yield fetched
         yield requests
         yield incremental
+        yield link_error
         if d.listener is not None:
             st = d.listener.statistics()
             yield GaugeMetricFamily("linkd_connections_open", "Open Kafka client connections", value=st.connections_open)

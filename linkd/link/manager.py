@@ -29,12 +29,23 @@ from ..controlstore import ControlStore
 from ..producer_ids import ProducerIdAllocator
 from ..topics import TopicError, TopicRegistry, validate_topic_name
 from .autocreate import AutoCreate
-from .client import SourceProtocolError, SourceUnavailable
-from .config import LinkConfigError, LinkSettings, is_known_key, validate
+from .client import AuthenticationFailed, SourceProtocolError, SourceUnavailable
+from .config import DEFAULTS, SENSITIVE_KEYS, LinkConfigError, LinkSettings, is_known_key, validate
 from .configsync import ConfigsUnsupported, ConfigSync, describe_source_configs, mirrored_configs
 from .mirror import Mirror, MirrorStore, PartitionProgress
 from .offsetsync import OffsetSync
 from .runtime import LinkRuntime, fetch_position, now_ms
+from .secrets import (
+    SecretsKey,
+    SecretsKeyError,
+    SecretsUnavailable,
+    has_secrets,
+    is_sealed,
+    open_config,
+    public_view,
+    seal_config,
+)
+from .security import redact
 from .source import SourceCluster
 from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
 
@@ -53,7 +64,7 @@ _LINK_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 
 
 def _sensitive(key: str) -> bool:
-    return "jaas" in key or "password" in key
+    return key in SENSITIVE_KEYS
 
 
 class AdminError(Exception):
@@ -79,11 +90,13 @@ class LinkEntry:
     scope: trio.CancelScope | None = None
     nursery: trio.Nursery | None = None
     sync_scope: trio.CancelScope | None = None
+    locked: str | None = None  # why the link cannot run: its secrets do not open with this daemon's key
 
 
 class LinkManager:
-    def __init__(self, store: ControlStore, topics: TopicRegistry, producer_ids: ProducerIdAllocator, notify, groups) -> None:
+    def __init__(self, store: ControlStore, topics: TopicRegistry, producer_ids: ProducerIdAllocator, notify, groups, secrets_key: SecretsKey | None = None) -> None:
         self._store = store
+        self._secrets_key = secrets_key
         self._topics = topics
         self._producer_ids = producer_ids
         self._notify = notify
@@ -98,8 +111,7 @@ class LinkManager:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         for row in self._store.query("SELECT * FROM links ORDER BY name"):
-            config = json.loads(row["config"])
-            self.links[row["name"]] = self._entry(row["name"], row["link_id"], config)
+            self.links[row["name"]] = self._load_entry(row["name"], row["link_id"], json.loads(row["config"]))
         for mirror in self.mirror_store.load():
             topic = self._topics.get(mirror.topic)
             if topic is None:
@@ -119,7 +131,8 @@ class LinkManager:
                     self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
                     log.info("mirror %s: promotion interrupted by a restart before it committed; mirror stays active", mirror.topic)
             for entry in self.links.values():
-                await nursery.start(self._run_link, entry)
+                if entry.locked is None:
+                    await nursery.start(self._run_link, entry)
             task_status.started()
             await trio.sleep_forever()
 
@@ -172,6 +185,25 @@ class LinkManager:
             return {} if mirror.state != MirrorState.STOPPED else None
         return entry.config_sync.following(name)
 
+    def _load_entry(self, name: str, link_id: str, stored: dict) -> LinkEntry:
+        """A stored link; one whose secrets this daemon cannot open is loaded locked (not started, FAILED
+        with the reason), so every other link still runs."""
+        try:
+            config = open_config(name, stored, self._secrets_key)
+        except SecretsUnavailable as exc:
+            log.error("link %s: %s", name, exc)
+            plain = {k: v for k, v in public_view(stored).items() if k == "bootstrap.servers" or not (k.startswith(("ssl.", "sasl.")) or k == "security.protocol")}
+            entry = self._entry(name, link_id, plain)
+            entry.config, entry.locked = public_view(stored), str(exc)
+            entry.runtime.source = _LockedSource(str(exc))
+            entry.runtime.state, entry.runtime.state_message, entry.runtime.link_error = LinkState.FAILED, str(exc), exc.link_error
+            return entry
+        if not is_sealed(stored) and has_secrets(config) and self._secrets_key is not None:
+            # Written in plaintext before secrets were sealed: seal it now that a key is here.
+            with self._store.transaction() as db:
+                db.execute("UPDATE links SET config = ? WHERE name = ?", (json.dumps(seal_config(name, config, self._secrets_key)), name))
+        return self._entry(name, link_id, config)
+
     def _mirror_changed(self, mirror: Mirror) -> None:
         topic = self._topics.get(mirror.topic)
         if topic is not None:
@@ -186,21 +218,24 @@ class LinkManager:
             raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' already exists")
         try:
             merged = validate(config)
-        except LinkConfigError as exc:
+            stored = seal_config(name, config, self._secrets_key)
+        except (LinkConfigError, SecretsKeyError) as exc:
             raise AdminError(400, ErrorCode.INVALID_CONFIG, str(exc)) from exc
         if validate_link:
             settings = LinkSettings.from_config(config)
-            probe = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=min(settings.request_timeout_ms / 1000, 10))
+            probe = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=min(settings.request_timeout_ms / 1000, 10), security=settings.security)
             try:
                 with trio.fail_after(15):
                     await probe.metadata([])
+            except AuthenticationFailed as exc:
+                raise AdminError(400, ErrorCode.INVALID_CONFIG, f"the source cluster at {merged['bootstrap.servers']} refused authentication: {exc}") from exc
             except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
                 raise AdminError(400, ErrorCode.INVALID_CONFIG, f"cannot reach the source cluster at {merged['bootstrap.servers']}: {exc}") from exc
             finally:
                 await probe.close()
         link_id = str(uuid.uuid4())
         with self._store.transaction() as db:
-            db.execute("INSERT INTO links (name, link_id, config, created_ms) VALUES (?,?,?,?)", (name, link_id, json.dumps(config), now_ms()))
+            db.execute("INSERT INTO links (name, link_id, config, created_ms) VALUES (?,?,?,?)", (name, link_id, json.dumps(stored), now_ms()))
         entry = self._entry(name, link_id, config)
         self.links[name] = entry
         if self._nursery is not None:
@@ -231,12 +266,13 @@ class LinkManager:
         try:
             validate(config)
             settings = LinkSettings.from_config(config)
-        except LinkConfigError as exc:
+            stored = seal_config(name, config, self._secrets_key)  # secrets stay encrypted at rest
+        except (LinkConfigError, SecretsKeyError) as exc:
             raise AdminError(400, ErrorCode.INVALID_CONFIG, str(exc)) from exc
         if validate_only or config == entry.config:
             return self.describe_link(name)
         with self._store.transaction() as db:
-            db.execute("UPDATE links SET config = ? WHERE name = ?", (json.dumps(config), name))
+            db.execute("UPDATE links SET config = ? WHERE name = ?", (json.dumps(stored), name))
         before = entry.settings
         entry.config, entry.settings = config, settings
         runtime = entry.runtime
@@ -281,9 +317,11 @@ class LinkManager:
             "source_cluster_id": rt.source.cluster_id,
             "bootstrap_servers": entry.config.get("bootstrap.servers"),
             "link_state": rt.state.value,
+            "link_error": rt.link_error,
             "link_error_message": rt.state_message,
             "topic_names": sorted(mirrors),
-            "configs": [{"name": k, "value": v} for k, v in sorted(validate(entry.config).items()) if not _sensitive(k)],
+            # Secrets by the schema's list (Kafka's password-type keys), shown as [hidden], never by name guessing.
+            "configs": [{"name": k, "value": v, "sensitive": k in SENSITIVE_KEYS} for k, v in sorted(redact({**DEFAULTS, **entry.config}).items())],
             "statistics": {"fetch_requests": rt.fetch_requests, "incremental_fetch_requests": rt.incremental_fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
             "topic_config_sync": entry.config_sync.status.as_dict(),
@@ -325,6 +363,8 @@ class LinkManager:
         """Mirror ``source_topic`` as ``topic``. On a link with ``cluster.link.prefix`` the mirror is named
         prefix + source name: the source topic must be given, the mirror name may be left out."""
         entry = self._link(link)
+        if entry.locked is not None:
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, entry.locked)
         prefix = entry.settings.prefix
         if prefix:
             if not source_topic:
@@ -353,6 +393,8 @@ class LinkManager:
         except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
             raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot reach the source cluster of link '{link}': {exc}") from exc
         st = meta.get(source_topic)
+        if st is not None and st.error == ErrorCode.TOPIC_AUTHORIZATION_FAILED:
+            raise AdminError(403, ErrorCode.TOPIC_AUTHORIZATION_FAILED, f"link '{link}' is not authorized to describe source topic '{source_topic}' (TOPIC_AUTHORIZATION_FAILED): grant its principal Describe and Read on it")
         if st is None or st.error != ErrorCode.NONE or not st.partitions:
             code = st.error.name if st else "absent"
             raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"source topic '{source_topic}' does not exist on link '{link}' ({code})")
@@ -644,3 +686,16 @@ class LinkManager:
         self._notify()
         log.info("mirror %s is now writable (%s; leader epoch %d; %d records possibly lost)", mirror.topic, info["kind"], epoch, lost)
 
+
+class _LockedSource(SourceCluster):
+    """The source of a link whose secrets this daemon cannot read: every use says why, nothing connects."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__([], client_id="locked")
+        self.reason = reason
+
+    async def _open(self, pool, address, client_id):
+        raise SecretsUnavailable(self.reason)
+
+    async def request_any(self, api_key: int, body: dict) -> dict:
+        raise SecretsUnavailable(self.reason)

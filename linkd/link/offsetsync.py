@@ -50,6 +50,10 @@ class SyncStatus:
         return dict(self.__dict__)
 
 
+class GroupDenied(Exception):
+    """The source refuses this link's principal Describe on one group (GROUP_AUTHORIZATION_FAILED)."""
+
+
 class OffsetSync:
     def __init__(self, runtime, mirrors, topics, groups) -> None:
         self._runtime = runtime
@@ -103,6 +107,8 @@ class OffsetSync:
             c = body["coordinators"][0]
         else:
             c = body
+        if c["error_code"] == ErrorCode.GROUP_AUTHORIZATION_FAILED:
+            raise GroupDenied(group)
         if c["error_code"] != ErrorCode.NONE:
             raise SourceProtocolError(f"FindCoordinator for group {group} failed with {source_error(c['error_code']).name}")
         return await source.connection((c["host"], c["port"]))
@@ -111,6 +117,8 @@ class OffsetSync:
         conn = await self._coordinator(group)
         version = min(conn.version_for(ApiKey.OFFSET_FETCH), OFFSET_FETCH_MAX_VERSION)
         body = await conn.request(ApiKey.OFFSET_FETCH, {"group_id": group, "topics": None, "require_stable": False}, version=version)
+        if body.get("error_code", 0) == ErrorCode.GROUP_AUTHORIZATION_FAILED:
+            raise GroupDenied(group)
         if body.get("error_code", 0) != ErrorCode.NONE:
             raise SourceProtocolError(f"OffsetFetch for group {group} failed with {source_error(body['error_code']).name}")
         out = {}
@@ -129,8 +137,14 @@ class OffsetSync:
             return
         groups = await self._list_groups()
         synced = skipped = offsets = clamped = 0
+        denied: list[str] = []
         for group in groups:
-            committed = await self._fetch_offsets(group, list(mapping))
+            try:
+                committed = await self._fetch_offsets(group, list(mapping))
+            except GroupDenied:
+                # Least privilege: a group the link may not read costs that group, never the others.
+                denied.append(group)
+                continue
             to_store = {}
             for (source_topic, partition), (offset, epoch, metadata) in committed.items():
                 local = self._topics.get(mapping[source_topic])
@@ -148,7 +162,10 @@ class OffsetSync:
             else:
                 skipped += 1
         self.status.last_sync_ms = int(time.time() * 1000)
-        self.status.last_error = None
+        self.status.last_error = (
+            f"GROUP_AUTHORIZATION_FAILED: the source denies Describe on group(s) {', '.join(denied)} to this link's principal; they are not synced"
+            if denied else None
+        )
         self.status.syncs += 1
         self.status.groups_synced = synced
         self.status.groups_skipped_live = skipped

@@ -84,9 +84,10 @@ class LinkRuntime:
         self._topics = topics
         self._notify = notify
         self._on_mirror_change = on_mirror_change
-        self.source = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=settings.request_timeout_ms / 1000)
+        self.source = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=settings.request_timeout_ms / 1000, security=settings.security)
         self.state = LinkState.PAUSED if settings.paused else LinkState.ACTIVE
         self.state_message: str | None = None
+        self.link_error = "NO_ERROR"  # typed reason while UNAVAILABLE: SOURCE_UNAVAILABLE or AUTHENTICATION_ERROR
         self._assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         self._loops: set[int] = set()
         self._nursery: trio.Nursery | None = None
@@ -102,6 +103,7 @@ class LinkRuntime:
         self._pending_appends: dict[int, trio.Event] = {}
         self._refused_appends: dict[int, str] = {}  # broker id -> why its last round's appends failed
         self._sessions: dict[int, FetchSession] = {}  # broker id -> its fetch loop's incremental fetch session
+        self._denied: dict[str, tuple[float, _Backoff]] = {}  # mirror -> (trio time to ask again, its back-off)
 
     # -- control ------------------------------------------------------------------------------
 
@@ -147,9 +149,11 @@ class LinkRuntime:
                         backoff.reset()
                         if self.state == LinkState.UNAVAILABLE:
                             self.state, self.state_message = LinkState.ACTIVE, None
+                        self.link_error = "NO_ERROR"
                     except SourceUnavailable as exc:
                         if self.state != LinkState.PAUSED:
                             self.state, self.state_message = LinkState.UNAVAILABLE, str(exc)
+                        self.link_error = getattr(exc, "link_error", "SOURCE_UNAVAILABLE")
                         for mirror in self._mirrors():
                             if mirror.fetching:
                                 self._transition(mirror, MirrorEvent.SOURCE_LOST)
@@ -175,6 +179,9 @@ class LinkRuntime:
     async def _refresh_metadata(self) -> None:
         mirrors = [m for m in self._mirrors() if m.fetching]
         if not mirrors:
+            # Still ask the source (no topics: a cheap Metadata), so an idle link shows whether it can reach
+            # and authenticate to its source (link_error), as it would the moment a mirror is added.
+            await self.source.metadata([])
             self._assignment = {}
             return
         log.debug("link %s: refreshing metadata for %s", self.name, ", ".join(m.topic for m in mirrors))
@@ -199,6 +206,9 @@ class LinkRuntime:
                 f"source topic {mirror.source_topic} came back with a new topic id ({mirror.source_topic_id} -> {st.topic_id}): "
                 "the source lost or re-created the log the mirror holds",
             )
+            return
+        if st is not None and st.error == ErrorCode.TOPIC_AUTHORIZATION_FAILED:
+            self._authorization_failed(mirror, "Describe")
             return
         if st is None or st.error != ErrorCode.NONE or recreated:
             self._source_topic_missing(mirror, st)
@@ -261,6 +271,26 @@ class LinkRuntime:
         if self._waiting is not None:
             self._waiting.deadline = min(self._waiting.deadline, deadline)
 
+    def _authorization_failed(self, mirror: Mirror, operation: str) -> None:
+        """The source refuses this link's principal ``operation`` on the mirror's topic: not a deleted topic
+        and not a failure, a permission to grant. The mirror waits in SOURCE_UNAVAILABLE with the typed
+        error, and is asked about again after a back-off that grows, never in a tight loop."""
+        _until, backoff = self._denied.get(mirror.topic, (0.0, _Backoff(self.settings.retry_backoff_ms, self.settings.retry_backoff_max_ms)))
+        delay = backoff.next()
+        until = trio.current_time() + delay
+        self._denied[mirror.topic] = (until, backoff)
+        message = f"the source denies {operation} on topic {mirror.source_topic} to this link's principal (TOPIC_AUTHORIZATION_FAILED); asking again in {delay:.1f}s"
+        if mirror.error != MirrorError.TOPIC_AUTHORIZATION_FAILED:
+            log.warning("mirror %s: %s", mirror.topic, message)
+        self._transition(mirror, MirrorEvent.SOURCE_LOST, MirrorError.TOPIC_AUTHORIZATION_FAILED, message)
+        self._next_refresh = min(self._next_refresh, until)
+        if self._waiting is not None:
+            self._waiting.deadline = min(self._waiting.deadline, until)
+
+    def _held(self, mirror: Mirror) -> bool:
+        denied = self._denied.get(mirror.topic)
+        return denied is not None and trio.current_time() < denied[0]
+
     def wake_loops(self) -> None:
         changed, self._changed = self._changed, trio.Event()
         changed.set()
@@ -279,7 +309,7 @@ class LinkRuntime:
     def _active_parts(self, broker_id: int) -> list[tuple[Mirror, PartitionProgress]]:
         if self.state == LinkState.PAUSED:
             return []
-        return [(m, p) for m, p in self._assignment.get(broker_id, []) if m.fetching and p.leader == broker_id]
+        return [(m, p) for m, p in self._assignment.get(broker_id, []) if m.fetching and p.leader == broker_id and not self._held(m)]
 
     async def _fetch_loop(self, broker_id: int) -> None:
         backoff = _Backoff(self.settings.retry_backoff_ms, self.settings.retry_backoff_max_ms)
@@ -510,11 +540,15 @@ class LinkRuntime:
             progress.validated = False
             self._refresh_soon()
             return None
+        if code == ErrorCode.TOPIC_AUTHORIZATION_FAILED:
+            self._authorization_failed(mirror, "Read")
+            return None
         if code != ErrorCode.NONE:
             log.warning("mirror %s partition %d: source fetch error %s", mirror.topic, progress.partition, code.name)
             return None
         if mirror.state == MirrorState.SOURCE_UNAVAILABLE:
             self._transition(mirror, MirrorEvent.SOURCE_BACK)
+        self._denied.pop(mirror.topic, None)
         progress.source_high_watermark = pdata["high_watermark"]
         progress.source_log_start = pdata.get("log_start_offset", -1)
         progress.last_fetch_ms = now_ms()

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from protocol.errors import ErrorCode
 from protocol.messages import ApiKey
 
-from .client import Connection, SourceProtocolError, SourceUnavailable, source_error
+from .client import AuthenticationFailed, Connection, SourceProtocolError, SourceUnavailable, source_error
+from .security import SecuritySettings
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +46,22 @@ class SourceCluster:
     request_timeout_s: float = 30.0
     cluster_id: str | None = None
     brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
+    security: SecuritySettings | None = None  # TLS and SASL for every connection: bootstrap, short requests, fetches
 
     def __post_init__(self) -> None:
         self._connections: dict[tuple[str, int], Connection] = {}
         self._fetch_connections: dict[tuple[str, int], Connection] = {}
 
-    @staticmethod
-    async def _open(pool: dict[tuple[str, int], Connection], address: tuple[str, int], client_id: str) -> Connection:
+    async def _open(self, pool: dict[tuple[str, int], Connection], address: tuple[str, int], client_id: str) -> Connection:
         conn = pool.get(address)
+        if conn is not None and conn.session_expired():
+            # Idle past its SASL session lifetime: the broker would close it at the next request.
+            log.debug("reconnecting to %s:%d: its SASL session expired while idle", *address)
+            del pool[address]
+            await conn.aclose()
+            conn = None
         if conn is None:
-            conn = await Connection.open(address[0], address[1], client_id)
+            conn = await Connection.open(address[0], address[1], client_id, security=self.security)
             pool[address] = conn
         return conn
 
@@ -95,6 +102,7 @@ class SourceCluster:
     async def request_any(self, api_key: int, body: dict) -> dict:
         """Send to the first broker that answers: bootstrap servers, then known brokers."""
         errors = []
+        refused: AuthenticationFailed | None = None
         candidates = list(dict.fromkeys([*self.bootstrap, *self.brokers.values()]))
         for address in candidates:
             try:
@@ -102,7 +110,11 @@ class SourceCluster:
                 return await conn.request(api_key, body, timeout=self.request_timeout_s)
             except (SourceUnavailable, SourceProtocolError) as exc:
                 errors.append(str(exc))
+                refused = refused or (exc if isinstance(exc, AuthenticationFailed) else None)
                 await self.drop(address)
+        if refused is not None:
+            # Keep the type: an authentication failure is the operator's to fix, not a network outage.
+            raise AuthenticationFailed(refused.error, "; ".join(errors).removeprefix(f"{refused.error}: "))
         raise SourceUnavailable("no source broker reachable: " + "; ".join(errors))
 
     async def metadata(self, topics: list[str] | None) -> dict[str, SourceTopic]:

@@ -56,6 +56,8 @@ class MirrorError(enum.StrEnum):
     CORRUPT_BATCH = "CORRUPT_BATCH"
     UNSUPPORTED_MESSAGE_FORMAT = "UNSUPPORTED_MESSAGE_FORMAT"
     SOURCE_DATA_LOST = "SOURCE_DATA_LOST"
+    # Not a failure: the mirror waits in SOURCE_UNAVAILABLE until the source grants Describe/Read again.
+    TOPIC_AUTHORIZATION_FAILED = "TOPIC_AUTHORIZATION_FAILED"
 
 
 S, E = MirrorState, MirrorEvent

@@ -27,7 +27,8 @@ def test_unknown_keys_are_rejected_by_name():
         ("cluster.link.paused", "maybe", "true or false"),
         ("consumer.offset.group.filters", "{not json", "not valid JSON"),
         ("mirror.start.offset.spec", "yesterday", "ISO-8601"),
-        ("security.protocol", "SASL_SSL", "not supported yet"),
+        ("security.protocol", "KERBEROS", "must be one of"),
+        ("ssl.engine.factory.class", "x.Y", "not supported yet"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

@@ -1,0 +1,196 @@
+"""Catch-up over TLS and SASL_SSL against the same broker's PLAINTEXT listener, in the same run.
+
+    .venv/bin/python benchmarks/secure_catchup.py [--payload-mb 150] [--rounds 3] [--json PATH]
+
+Starts one secured Apache Kafka broker (tests/peers/securekafka.py: PLAINTEXT, SSL, SASL_SSL listeners on
+loopback), loads JSON order events (lz4, 4 partitions) through PLAINTEXT, then, round after round and
+interleaved so machine noise hits every variant alike, has a fresh linkd mirror the topic from offset 0
+to the end over each listener (after one warm-up round that is not counted):
+
+* PLAINTEXT (the baseline: raw-descriptor reads with SO_RCVLOWAT),
+* SSL (TLS 1.3, server authentication),
+* SASL_SSL with SCRAM-SHA-512 (TLS plus authentication; re-authentication is off on this broker).
+
+Beside them, the reference limit: a raw Fetch loop with linkd's own client connection (same read path,
+nothing appended) over PLAINTEXT and over TLS. Prints JSON: median MB/s (wire bytes, as stored) per
+variant, linkd CPU seconds per wire GB, and each ratio to PLAINTEXT measured in the same run. The goal
+(from the issue) is TLS >= 0.7x PLAINTEXT; nothing here asserts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import EndOffsets, cpu_seconds, machine_description, run_worker  # noqa: E402
+
+from tests.peers.linkd import LinkdProcess  # noqa: E402
+from tests.peers.securekafka import LINK_USER, SecuredKafkaBroker  # noqa: E402
+
+MB = 1_000_000
+TOPIC = "bench-secure"
+PARTITIONS = 4
+SCRAM = "org.apache.kafka.common.security.scram.ScramLoginModule"
+
+
+def link_configs(broker: SecuredKafkaBroker) -> dict[str, dict[str, str]]:
+    ca = str(broker.pki.ca_pem)
+    return {
+        "PLAINTEXT": {"bootstrap.servers": broker.bootstrap},
+        "SSL": {"bootstrap.servers": broker.address("SSL"), "security.protocol": "SSL", "ssl.truststore.location": ca},
+        "SASL_SSL": {
+            "bootstrap.servers": broker.address("SASL_SSL"),
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.jaas.config": f'{SCRAM} required username="{LINK_USER}" password="{broker.password}";',
+            "ssl.truststore.location": ca,
+        },
+    }
+
+
+def wire_bytes(broker: SecuredKafkaBroker, ends: list[int]) -> int:
+    """Record-batch bytes of the topic as stored (what a catch-up moves), from a raw fetch of it."""
+    from tests.peers import rawclient
+
+    return sum(len(rawclient.fetch_raw(broker.bootstrap, TOPIC, p, 0, ends[p])) for p in range(PARTITIONS))
+
+
+def catch_up(broker: SecuredKafkaBroker, name: str, config: dict[str, str], ends: list[int], key_file: Path, timeout: float) -> dict:
+    from linkd.adminclient import AdminClient
+
+    daemon = LinkdProcess(extra_args=["--secrets-key-file", str(key_file), "--log-level", "warning"])
+    daemon.start()
+    try:
+        client = AdminClient(daemon.admin_address)
+        client.create_link("bench", config)
+        watcher = EndOffsets(daemon.bootstrap)
+        cpu_before = cpu_seconds(daemon.process.pid)
+        started = time.perf_counter()
+        client.create_mirror(TOPIC, "bench")
+        _first, done = watcher.wait_for({TOPIC: ends}, timeout, interval=0.02)
+        cpu = cpu_seconds(daemon.process.pid) - cpu_before
+        watcher.close()
+        client.close()
+        return {"variant": name, "seconds": done - started, "linkd_cpu_s": cpu}
+    finally:
+        daemon.close()
+
+
+def raw_fetch(host: str, port: int, security, ends: list[int]) -> float:
+    """Seconds to fetch the whole topic with linkd's client connection (10 MB responses), bytes discarded."""
+    import trio
+
+    from linkd.link.client import Connection
+    from protocol.messages import ApiKey
+
+    async def run() -> float:
+        conn = await Connection.open(host, port, "bench-raw", security=security)
+        started = time.perf_counter()
+        try:
+            offsets = [0] * PARTITIONS
+            while any(offsets[p] < ends[p] for p in range(PARTITIONS)):
+                body = {
+                    "replica_id": -1, "max_wait_ms": 0, "min_bytes": 1, "max_bytes": 10 << 20, "isolation_level": 0, "session_id": 0, "session_epoch": -1,
+                    "topics": [{"topic": TOPIC, "partitions": [
+                        {"partition": p, "current_leader_epoch": -1, "fetch_offset": offsets[p], "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": 1 << 20}
+                        for p in range(PARTITIONS) if offsets[p] < ends[p]
+                    ]}],
+                    "forgotten_topics_data": [], "rack_id": "",
+                }
+                response = await conn.request(ApiKey.FETCH, body, version=12)
+                from protocol.records import split_batches
+
+                for t in response["responses"]:
+                    for pdata in t["partitions"]:
+                        records = pdata.get("records")
+                        if records:
+                            batches = split_batches(records).batches
+                            if batches:
+                                offsets[pdata["partition_index"]] = batches[-1].next_offset
+            return time.perf_counter() - started
+        finally:
+            await conn.aclose()
+
+    return trio.run(run)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--payload-mb", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="also write the result here")
+    args = parser.parse_args()
+
+    from linkd.link.config import validate
+    from linkd.link.security import SecuritySettings
+
+    work = Path(tempfile.mkdtemp(prefix="linkd-bench-secure-"))
+    key_file = work / "secrets.key"
+    from linkd.link.secrets import generate_key_file
+
+    generate_key_file(key_file)
+    with SecuredKafkaBroker() as broker:
+        broker.grant_link_read(f"User:{LINK_USER}", "bench-", "bench-")
+        broker.create_topic(TOPIC, PARTITIONS)
+        loaded = run_worker("load", "--bootstrap", broker.bootstrap, "--topic", TOPIC, "--codec", "lz4", "--payload-bytes", str(args.payload_mb * MB),
+                            log=work / "load.log", timeout=900, what="load")
+        ends = [broker.list_offsets(TOPIC, p)[1] for p in range(PARTITIONS)]
+        wire = wire_bytes(broker, ends)
+        configs = link_configs(broker)
+        runs: dict[str, list[dict]] = {name: [] for name in configs}
+        raw: dict[str, list[float]] = {"PLAINTEXT": [], "SSL": []}
+        # Round 0 warms up: the broker's JIT compiles its TLS path on first use (the first TLS fetch of a
+        # fresh broker ran 4-5x slower than later ones), and the page cache takes the topic in.
+        for round_number in range(args.rounds + 1):
+            for name, config in configs.items():
+                run = catch_up(broker, name, config, ends, key_file, timeout=900)
+                if round_number:
+                    runs[name].append(run)
+            for name in raw:
+                security = SecuritySettings.from_config(validate(configs[name]))
+                host, port = configs[name]["bootstrap.servers"].rsplit(":", 1)
+                seconds = raw_fetch(host, int(port), security, ends)
+                if round_number:
+                    raw[name].append(seconds)
+    result = {
+        "benchmark": "secure_catchup",
+        "machine": machine_description(),
+        "payload_bytes": loaded["payload_bytes"],
+        "records": loaded["records"],
+        "wire_bytes": wire,
+        "rounds": args.rounds,
+        "catch_up": {},
+        "raw_fetch_limit": {},
+    }
+    base = statistics.median(r["seconds"] for r in runs["PLAINTEXT"])
+    for name, rs in runs.items():
+        seconds = statistics.median(r["seconds"] for r in rs)
+        cpu = statistics.median(r["linkd_cpu_s"] for r in rs)
+        result["catch_up"][name] = {
+            "seconds": round(seconds, 3),
+            "wire_mb_per_s": round(wire / MB / seconds, 1),
+            "linkd_cpu_s_per_wire_gb": round(cpu / (wire / 1e9), 1),
+            "ratio_to_plaintext": round(base / seconds, 3),
+            "all_seconds": [round(r["seconds"], 3) for r in rs],
+        }
+    raw_base = statistics.median(raw["PLAINTEXT"])
+    for name, secs in raw.items():
+        seconds = statistics.median(secs)
+        result["raw_fetch_limit"][name] = {"seconds": round(seconds, 3), "wire_mb_per_s": round(wire / MB / seconds, 1), "ratio_to_plaintext": round(raw_base / seconds, 3)}
+    tls = result["catch_up"]["SSL"]
+    result["catch_up"]["SSL"]["ratio_to_raw_tls_limit"] = round(result["raw_fetch_limit"]["SSL"]["seconds"] / tls["seconds"], 3)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
