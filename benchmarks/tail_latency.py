@@ -198,7 +198,7 @@ def _revision() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "linkd", "protocol"], capture_output=True, text=True, cwd=root, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head + ("+dirty" if dirty else "")
+    return (head + ("+dirty" if dirty else "")) if head else "unknown"
 
 
 def _du(path: Path, prefix: str) -> int:
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> dict:
             probes.mirror = mirror
             watcher.wait_for({mirror: source_ends[SOURCE_TOPIC]}, timeout=600, interval=0.1)
             wall = time.perf_counter() - started
-            size = _du(linkd.data_dir, f"{mirror}-")
+            size = _du(linkd.data_dir / "logs", f"{mirror}-")
             catch_ups.append({"wall_s": round(wall, 2), "bytes": size, "mb_s": round(size / MB / wall, 1)})
         samples.phase = "idle_after"
         time.sleep(args.idle_seconds)
