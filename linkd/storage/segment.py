@@ -8,6 +8,17 @@ the indexes store offsets relative to it.
 The segment trusts its bytes; verifying them is the caller's job on append and ``recovery``'s on open.
 Reads go through ``os.pread`` on one descriptor opened with O_APPEND, so bytes written are immediately
 visible to readers and to ``os.sendfile`` on the path.
+
+Threading (as Kafka's ``LogSegment``): a segment is not thread-safe for writers. Every method that changes
+it (``append``, ``index_batch``, ``truncate_to_position``, ``reset_indexes``, ``seal``, ``flush``, ``close``,
+``delete``, ``load_indexes``) must be called by one writer at a time; ``PartitionLog`` serialises them under
+its writer lock. The reading methods (``header_at``, ``read_at``, ``iter_headers``, ``find_batch``,
+``read_extent``) may run in any thread concurrently with one writer, *given the bounds of a snapshot*
+(``end`` / ``size`` / ``next_offset`` as published by ``PartitionLog``): they then only touch bytes that
+were written before the snapshot and index entries that name them. Called without bounds they read the
+live fields, which is only safe from the writer itself. The indexes make that possible: entries are
+appended so that a concurrent lookup never sees half of one (see ``OffsetIndex.append``), and a cut
+replaces the index arrays instead of shrinking the ones a reader may hold.
 """
 
 from __future__ import annotations
@@ -111,7 +122,8 @@ class LogSegment:
     # -- appending -----------------------------------------------------------------------------------
 
     def append(self, parts: Sequence[bytes | bytearray | memoryview], batches: Sequence[RecordBatch]) -> None:
-        """Write ``parts`` (exactly the bytes of ``batches``, in order) and index the batches."""
+        """Write ``parts`` (exactly the bytes of ``batches``, in order) and index the batches. Writer only.
+        ``size`` and ``next_offset`` move only after the bytes are in the file."""
         start = self.size
         try:
             _write_all(self.fd, parts)
@@ -171,9 +183,11 @@ class LogSegment:
     # -- reading -------------------------------------------------------------------------------------
 
     def read_at(self, position: int, length: int) -> bytes:
+        """Any thread, for bytes below a snapshot's size."""
         return os.pread(self.fd, length, position)
 
     def header_at(self, position: int) -> RecordBatch | None:
+        """The batch header at ``position`` (a batch boundary). Any thread."""
         data = os.pread(self.fd, HEADER_SIZE, position)
         if len(data) < HEADER_SIZE:
             return None
@@ -182,40 +196,49 @@ class LogSegment:
             raise IndexCorrupt(f"{self.log_path}: batch at {position} has impossible length {header.batch_length}")
         return header
 
-    def iter_headers(self, position: int = 0) -> Iterator[tuple[int, RecordBatch]]:
-        """Headers of the whole batches from ``position`` (a batch boundary) to the end of the file."""
-        while position < self.size:
+    def iter_headers(self, position: int = 0, end: int | None = None) -> Iterator[tuple[int, RecordBatch]]:
+        """Headers of the whole batches from ``position`` (a batch boundary) to ``end`` (a snapshot's size;
+        the file's current end for the writer). Any thread with ``end``."""
+        end = self.size if end is None else end
+        while position < end:
             header = self.header_at(position)
-            if header is None or position + header.size > self.size:
+            if header is None or position + header.size > end:
                 return
             yield position, header
             position += header.size
 
-    def find_batch(self, offset: int) -> tuple[int, RecordBatch] | None:
-        """The first batch whose last offset is >= ``offset`` (the one holding it, or the next after a gap)."""
-        for position, header in self.iter_headers(self.offset_index.position_at_or_before(offset)):
+    def find_batch(self, offset: int, end: int | None = None) -> tuple[int, RecordBatch] | None:
+        """The first batch whose last offset is >= ``offset`` (the one holding it, or the next after a gap),
+        among the bytes below ``end``. Any thread with ``end``."""
+        for position, header in self.iter_headers(self.offset_index.position_at_or_before(offset), end):
             if header.last_offset >= offset:
                 return position, header
         return None
 
     def read_extent(
-        self, position: int, first: RecordBatch, max_bytes: int, upper_bound: int | None, at_least_one: bool
+        self, position: int, first: RecordBatch, max_bytes: int, upper_bound: int | None, at_least_one: bool,
+        size: int | None = None, next_offset: int | None = None,
     ) -> tuple[int, int]:
         """(end position, next offset) of the run of whole batches starting with ``first`` at ``position``
         that fits in ``max_bytes`` and ends below ``upper_bound``. The first batch is taken even if larger
-        than ``max_bytes`` when ``at_least_one``. An empty run returns (position, first.base_offset)."""
+        than ``max_bytes`` when ``at_least_one``. An empty run returns (position, first.base_offset).
+        ``size`` and ``next_offset``: the segment as a snapshot saw it (any thread); the live values when
+        omitted (writer only)."""
+        size = self.size if size is None else size
+        seg_next = self.next_offset if next_offset is None else next_offset
         if upper_bound is not None and first.last_offset >= upper_bound:
             return position, first.base_offset
         limit = position + max_bytes
-        if (upper_bound is None or upper_bound >= self.next_offset) and self.size <= limit:
-            return self.size, self.next_offset
+        if (upper_bound is None or upper_bound >= seg_next) and size <= limit:
+            return size, seg_next
         if first.size > max_bytes:
             return (position + first.size, first.next_offset) if at_least_one else (position, first.base_offset)
         end, next_offset = position + first.size, first.next_offset
-        jump = self.offset_index.safe_position_before(limit, upper_bound)
+        # Bounded by the snapshot's end offset, an index entry a concurrent append just added is never used.
+        jump = self.offset_index.safe_position_before(limit, seg_next if upper_bound is None else min(upper_bound, seg_next))
         if jump is not None and jump > end:
             end = jump
-        for pos, header in self.iter_headers(end):
+        for pos, header in self.iter_headers(end, size):
             if pos + header.size > limit or (upper_bound is not None and header.last_offset >= upper_bound):
                 break
             end, next_offset = pos + header.size, header.next_offset
@@ -275,6 +298,10 @@ class LogSegment:
 
     def delete(self) -> None:
         self.close()
+        self.delete_files()
+
+    def delete_files(self) -> None:
+        """Unlink the files; the open descriptor still reads the bytes until ``close``."""
         for path in self.paths():
             try:
                 os.unlink(path)
