@@ -14,6 +14,7 @@ import time
 from protocol.errors import CorruptBatch, ErrorCode
 from protocol.records import ATTR_TIMESTAMP_LOG_APPEND, crc32c, split_batches
 
+from .. import storage_calls
 from ..storage import StorageError
 from ..topics import TOPIC_CONFIG_DEFAULTS
 from .cluster import TRANSACTIONS_UNSUPPORTED
@@ -62,7 +63,7 @@ def _result(index: int, code: ErrorCode, message: str | None = None, base_offset
     }
 
 
-def _append_one(ctx: RequestContext, topic, index: int, records, transactional_id) -> tuple[Body, object, int]:
+async def _append_one(ctx: RequestContext, topic, index: int, records, transactional_id) -> tuple[Body, object, int]:
     """Append one partition's batch. Returns (result, plog or None, next offset to flush to)."""
     code, plog = ctx.resolve(topic, index)
     if code != ErrorCode.NONE:
@@ -98,7 +99,7 @@ def _append_one(ctx: RequestContext, topic, index: int, records, transactional_i
             return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
         data, append_time = _stamp_log_append_time(data, now_ms), now_ms
     try:
-        appended = plog.append_assigned(data, topic.advertised_epoch(index), now_ms)
+        appended = await storage_calls.call(plog, plog.append_assigned, data, topic.advertised_epoch(index), now_ms)
     except CorruptBatch as exc:
         return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
     except StorageError as exc:
@@ -139,7 +140,7 @@ async def produce(ctx: RequestContext, body: Body) -> Body | None:
             if use_ids and topic is None:
                 out["partition_responses"].append(_result(p["index"], ErrorCode.UNKNOWN_TOPIC_ID))
                 continue
-            result, plog, flush_to = _append_one(ctx, topic, p["index"], p.get("records"), transactional_id)
+            result, plog, flush_to = await _append_one(ctx, topic, p["index"], p.get("records"), transactional_id)
             out["partition_responses"].append(result)
             if plog is not None:
                 appended_any = True
