@@ -6,7 +6,7 @@ import logging
 
 from protocol.errors import ErrorCode
 
-from ..topics import TOPIC_CONFIG_DEFAULTS, TopicError
+from ..topics import TOPIC_CONFIG_DEFAULTS, TopicError, TopicRole
 from .context import ZERO_UUID, Body, RequestContext
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ async def create_partitions(ctx: RequestContext, body: Body) -> Body:
         if topic is None:
             out["error_code"], out["error_message"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{t['name']}' does not exist."
             continue
-        if topic.kind == "mirror":
+        if topic.role is TopicRole.MIRROR:
             out["error_code"], out["error_message"] = ErrorCode.INVALID_REQUEST, f"Mirror topic '{topic.name}' follows its source's partition count."
             continue
         try:
