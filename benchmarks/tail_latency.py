@@ -1,6 +1,6 @@
 """Tail-consumer latency on linkd while another mirror catches up from Apache Kafka.
 
-    .venv/bin/python benchmarks/tail_latency.py [--megabytes 300] [--rounds 3] [--idle-seconds 10] [--json PATH]
+    .venv/bin/python benchmarks/tail_latency.py [--megabytes 300] [--rounds 3] [--idle-seconds 10] [--json PATH] [--profile PATH]
 
 A consumer at the end of a local topic should not notice that the daemon is busy copying a big backlog
 for someone else. This starts an Apache Kafka source, loads ``--megabytes`` of uncompressed JSON order
@@ -18,7 +18,9 @@ linkd, and runs three probes, each on its own connection, the whole time:
 Phases: ``idle`` (no catch-up), then ``--rounds`` catch-ups of the whole source topic (a new link and mirror
 each, the previous mirror deleted first), then ``idle_after`` with the last mirror caught up. Prints one
 JSON object: per phase and probe p50/p90/p99/max in ms, and the catch-up's percentiles as ratios to the
-idle ones measured in the same run (``fetch_mirror`` against ``idle_after``).
+idle ones measured in the same run (``fetch_mirror`` against ``idle_after``). ``--profile`` samples linkd
+with py-spy (per thread, raw collapsed stacks to PATH) during the catch-ups; that run's numbers carry the
+profiler's overhead.
 """
 
 from __future__ import annotations
@@ -246,6 +248,13 @@ def run(args: argparse.Namespace) -> dict:
         watcher = EndOffsets(linkd.bootstrap)
         catch_ups = []
         mirror = None
+        spy = None
+        if args.profile:
+            from profiling import PySpy
+
+            spy = PySpy(linkd.process.pid, args.profile, workdir / "py-spy.log")
+            spy.argv.insert(spy.argv.index("--nolineno"), "--threads")
+            spy.start()
         for i in range(args.rounds):
             if mirror is not None:
                 probes.mirror = None
@@ -262,6 +271,8 @@ def run(args: argparse.Namespace) -> dict:
             wall = time.perf_counter() - started
             size = _du(linkd.data_dir / "logs", f"{mirror}-")
             catch_ups.append({"wall_s": round(wall, 2), "bytes": size, "mb_s": round(size / MB / wall, 1)})
+        if spy is not None:
+            spy.stop()
         samples.phase = "idle_after"
         time.sleep(args.idle_seconds)
         probes.stop()
@@ -296,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="catch-ups of the whole backlog, one after the other")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="length of each idle phase")
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--profile", type=Path, help="py-spy linkd's threads during the catch-ups (raw collapsed stacks)")
     args = parser.parse_args(argv)
     results = run(args)
     text = json.dumps(results, indent=2)

@@ -28,8 +28,9 @@ Threading contract (Kafka's ``LocalLog``: writes under the log's lock, reads fro
 * A segment leaving the log (truncation, retention, a roll past an empty segment) is unlinked at once but
   its descriptor stays open for ``RETIRED_SEGMENT_GRACE_S``, so a reader still holding an older view
   reads the old bytes rather than a closed or reused descriptor. Code that removes segments must use
-  ``_drop_segment``/``_retire``. File ranges returned by ``read`` name paths: a range of a segment deleted
-  meanwhile cannot be opened any more (the sender breaks the connection; the client fetches again).
+  ``_drop_segment``/``_retire``. A ``FileRange`` returned by ``read`` copies its bytes through that
+  descriptor; ``sendfile`` opens its path, which fails for a segment deleted meanwhile (the sender then
+  breaks the connection and the client fetches again).
 """
 
 from __future__ import annotations
@@ -166,10 +167,15 @@ class _WriterLock:
         self._depth += 1
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if self._depth == 1:
-                self._publish()
+                try:
+                    self._publish()
+                except Exception:
+                    if exc_type is None:
+                        raise
+                    log.exception("publishing the log's state after a failed write failed too")  # keep the first error
         finally:
             self._depth -= 1
             self._lock.release()
