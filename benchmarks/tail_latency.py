@@ -1,6 +1,6 @@
 """Tail-consumer latency on linkd while another mirror catches up from Apache Kafka.
 
-    .venv/bin/python benchmarks/tail_latency.py [--megabytes 300] [--rounds 3] [--idle-seconds 10] [--json PATH] [--profile PATH]
+    .venv/bin/python benchmarks/tail_latency.py [--megabytes 300] [--rounds 5] [--idle-seconds 6] [--json PATH] [--profile PATH]
 
 A consumer at the end of a local topic should not notice that the daemon is busy copying a big backlog
 for someone else. This starts an Apache Kafka source, loads ``--megabytes`` of uncompressed JSON order
@@ -13,13 +13,13 @@ linkd, and runs three probes, each on its own connection, the whole time:
 * ``fetch_local``: Fetch with max_wait 0 of the first batch of a pre-filled local topic every 10 ms; its
   round trip is how long linkd takes to answer a Fetch that has data at hand.
 * ``fetch_mirror``: the same against partition 0 of the mirror being caught up (reads the log an append is
-  writing to). Its baseline is that mirror once caught up, idle.
+  writing to). Its baseline is the previous mirror, caught up, in the idle windows.
 
-Phases: ``idle`` (no catch-up), then ``--rounds`` catch-ups of the whole source topic (a new link and mirror
-each, the previous mirror deleted first), then ``idle_after`` with the last mirror caught up. Prints one
-JSON object: per phase and probe p50/p90/p99/max in ms, and the catch-up's percentiles as ratios to the
-idle ones measured in the same run (``fetch_mirror`` against ``idle_after``). ``--profile`` samples linkd
-with py-spy (per thread, raw collapsed stacks to PATH) during the catch-ups; that run's numbers carry the
+Phases alternate so that both see the same machine (a shared one's load drifts): an ``idle`` window of
+``--idle-seconds``, a catch-up of the whole source topic (a new link and mirror, the previous mirror deleted
+first), ``--rounds`` times, and a last idle window. Prints one JSON object: per phase and probe
+p50/p90/p99/max in ms, and the catch-up percentiles as ratios to the idle ones. ``--profile`` samples linkd
+with py-spy (per thread, raw collapsed stacks to PATH) over the rounds; that run's numbers carry the
 profiler's overhead.
 """
 
@@ -242,8 +242,6 @@ def run(args: argparse.Namespace) -> dict:
         samples = Samples()
         probes = Probes(linkd.bootstrap, samples).start()
         time.sleep(2)  # connections up, first round trips out of the way
-        samples.phase = "idle"
-        time.sleep(args.idle_seconds)
         admin = AdminClient(linkd.admin_address)
         watcher = EndOffsets(linkd.bootstrap)
         catch_ups = []
@@ -256,6 +254,8 @@ def run(args: argparse.Namespace) -> dict:
             spy.argv.insert(spy.argv.index("--nolineno"), "--threads")
             spy.start()
         for i in range(args.rounds):
+            samples.phase = "idle"  # the previous round's mirror, if any, is caught up and idle
+            time.sleep(args.idle_seconds)
             if mirror is not None:
                 probes.mirror = None
                 samples.phase = "between"
@@ -273,20 +273,20 @@ def run(args: argparse.Namespace) -> dict:
             catch_ups.append({"wall_s": round(wall, 2), "bytes": size, "mb_s": round(size / MB / wall, 1)})
         if spy is not None:
             spy.stop()
-        samples.phase = "idle_after"
+        samples.phase = "idle"
         time.sleep(args.idle_seconds)
         probes.stop()
         watcher.close()
         admin.close()
 
-        phases = {phase: {probe: percentiles(v) for probe, v in probes_.items()} for phase, probes_ in samples.by_phase.items() if phase in ("idle", "catch_up", "idle_after")}
+        phases = {phase: {probe: percentiles(v) for probe, v in probes_.items()} for phase, probes_ in samples.by_phase.items() if phase in ("idle", "catch_up")}
         results["catch_ups"] = catch_ups
         results["phases"] = phases
         busy = phases.get("catch_up", {})
         results["ratios_catch_up_to_idle"] = {
             "tail": _ratios(busy.get("tail", {}), phases.get("idle", {}).get("tail", {})),
             "fetch_local": _ratios(busy.get("fetch_local", {}), phases.get("idle", {}).get("fetch_local", {})),
-            "fetch_mirror": _ratios(busy.get("fetch_mirror", {}), phases.get("idle_after", {}).get("fetch_mirror", {})),
+            "fetch_mirror": _ratios(busy.get("fetch_mirror", {}), phases.get("idle", {}).get("fetch_mirror", {})),
         }
         results["goal"] = "tail p99 during catch-up within 2x of idle"
         p99 = results["ratios_catch_up_to_idle"]["tail"]["p99"]
@@ -304,10 +304,10 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=300, help="size of the backlog each catch-up copies (payload, uncompressed)")
-    parser.add_argument("--rounds", type=int, default=3, help="catch-ups of the whole backlog, one after the other")
-    parser.add_argument("--idle-seconds", type=float, default=10.0, help="length of each idle phase")
+    parser.add_argument("--rounds", type=int, default=5, help="catch-ups of the whole backlog, one after the other")
+    parser.add_argument("--idle-seconds", type=float, default=6.0, help="length of each idle phase")
     parser.add_argument("--json", type=Path, help="also write the result here")
-    parser.add_argument("--profile", type=Path, help="py-spy linkd's threads during the catch-ups (raw collapsed stacks)")
+    parser.add_argument("--profile", type=Path, help="py-spy linkd's threads over the rounds (raw collapsed stacks)")
     args = parser.parse_args(argv)
     results = run(args)
     text = json.dumps(results, indent=2)
