@@ -61,11 +61,21 @@ class AdminClient:
     def describe_link(self, name: str) -> dict:
         return self._call("GET", f"{self.cluster}/links/{name}")
 
-    def delete_link(self, name: str, force: bool = False) -> None:
-        self._call("DELETE", f"{self.cluster}/links/{name}", params={"force": str(force).lower()})
+    def delete_link(self, name: str, force: bool = False) -> list[dict]:
+        """Returns the failover results of the mirrors ``force`` stopped (empty when there were none)."""
+        answer = self._call("DELETE", f"{self.cluster}/links/{name}", params={"force": str(force).lower()})
+        return (answer or {}).get("data", [])
 
-    def create_mirror(self, topic: str, link: str, source_topic: str | None = None) -> dict:
-        return self._call("POST", f"{self.cluster}/links/{link}/mirrors", json={"mirror_topic_name": topic, "source_topic_name": source_topic or topic})
+    def link_configs(self, name: str) -> list[dict]:
+        return self._call("GET", f"{self.cluster}/links/{name}/configs")["data"]
+
+    def alter_link_configs(self, name: str, set_configs: dict[str, str], delete_configs: list[str], validate_only: bool = False) -> None:
+        data = [{"name": k, "value": v} for k, v in set_configs.items()] + [{"name": k, "operation": "DELETE"} for k in delete_configs]
+        self._call("PUT", f"{self.cluster}/links/{name}/configs:alter", json={"data": data, "validate_only": validate_only})
+
+    def create_mirror(self, topic: str | None, link: str, source_topic: str | None = None) -> dict:
+        body = {"mirror_topic_name": topic, **({"source_topic_name": source_topic} if source_topic else {})}
+        return self._call("POST", f"{self.cluster}/links/{link}/mirrors", json=body)
 
     def list_mirrors(self, link: str | None = None) -> list[dict]:
         return self._call("GET", f"{self.cluster}/links/{link or '-'}/mirrors")["data"]

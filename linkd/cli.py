@@ -32,8 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from .daemon import ServeConfig, parse_hostport, serve
+    from .storage.cleaner import CleanerConfig
 
     try:
+        given = {"dedupe_buffer_size": args.log_cleaner_dedupe_buffer_size, "backoff_ms": args.log_cleaner_backoff_ms}
+        cleaner = CleanerConfig(**{k: v for k, v in given.items() if v is not None})
         config = ServeConfig(
             data_dir=Path(args.data_dir),
             listener=parse_hostport(args.listener, "--listener"),
@@ -41,6 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
             admin=parse_hostport(args.admin or "127.0.0.1:8090", "--admin"),
             node_id=args.node_id,
             ready_file=Path(args.ready_file) if args.ready_file else None,
+            retention_check_interval_ms=args.log_retention_check_interval_ms,
+            cleaner=cleaner,
         )
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
@@ -128,9 +133,9 @@ def _link_describe(args, client: AdminClient) -> int:
         print(f"  state: {d['link_state']}" + (f" ({d['link_error_message']})" if d.get("link_error_message") else ""))
         print(f"  source: {d['bootstrap_servers']} cluster {d.get('source_cluster_id') or '-'}")
         print(f"  mirrors: {', '.join(d['topic_names']) or '-'}")
-        sync = d.get("consumer_offset_sync")
-        if sync:
-            print(f"  consumer offset sync: {json.dumps(sync)}")
+        for key, label in (("consumer_offset_sync", "consumer offset sync"), ("topic_config_sync", "topic config sync"), ("auto_create", "auto-create mirrors")):
+            if d.get(key):
+                print(f"  {label}: {json.dumps(d[key])}")
         for c in d["configs"]:
             print(f"  {c['name']}={c['value']}")
 
@@ -138,9 +143,31 @@ def _link_describe(args, client: AdminClient) -> int:
     return EXIT_OK
 
 
+def _link_update(args, client: AdminClient) -> int:
+    from .link.config import LinkConfigError, parse_overrides
+
+    try:
+        set_configs = parse_overrides(args.config or [])
+    except LinkConfigError as exc:
+        raise AdminClientError(str(exc)) from exc
+    delete_configs = list(args.delete_config or [])
+    if not set_configs and not delete_configs:
+        raise AdminClientError("nothing to change: give --config KEY=VALUE and/or --delete-config KEY")
+    client.alter_link_configs(args.name, set_configs, delete_configs)
+    link = client.describe_link(args.name)
+    _emit(args, link, lambda d: print(f"Updated link {d['link_name']}: " + ", ".join([f"{k}={v}" for k, v in set_configs.items()] + [f"{k} reset" for k in delete_configs])))
+    return EXIT_OK
+
+
 def _link_delete(args, client: AdminClient) -> int:
-    client.delete_link(args.name, force=args.force)
-    _emit(args, {"link_name": args.name, "deleted": True}, lambda d: print(f"Deleted link {args.name}"))
+    failed_over = client.delete_link(args.name, force=args.force)
+
+    def human(d):
+        for r in d["failed_over"]:
+            print(f"Failed over mirror {r['mirror_topic_name']}: {r.get('mirror_status')}, possible data loss {r.get('possible_data_loss_records', 0)} records")
+        print(f"Deleted link {args.name}")
+
+    _emit(args, {"link_name": args.name, "deleted": True, "failed_over": failed_over}, human)
     return EXIT_OK
 
 
@@ -250,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--node-id", type=int, default=1)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--ready-file", help="write {kafka_port, admin_port, pid, cluster_id} as JSON here once serving (useful with port 0)")
+    serve.add_argument("--log-retention-check-interval-ms", type=int, default=30_000, metavar="MS", help="how often retention runs over every log (Kafka's log.retention.check.interval.ms)")
+    serve.add_argument("--log-cleaner-backoff-ms", type=int, metavar="MS",
+                       help="how long the log cleaner sleeps when no compacted partition needs cleaning (Kafka's log.cleaner.backoff.ms, default 15000)")
+    serve.add_argument("--log-cleaner-dedupe-buffer-size", type=int, metavar="BYTES",
+                       help="memory for the log cleaner's key map; one pass cleans as much of a log as it covers (Kafka's log.cleaner.dedupe.buffer.size, default 134217728)")
     serve.set_defaults(func=_serve)
 
     common = argparse.ArgumentParser(add_help=False)
@@ -271,8 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_link_describe)
     p = link.add_parser("delete", parents=[common], help="delete a link")
     p.add_argument("name")
-    p.add_argument("--force", action="store_true", help="delete even if mirrors still use it")
+    p.add_argument("--force", action="store_true", help="fail over the mirrors still using it, then delete it")
     p.set_defaults(func=_link_delete)
+    p = link.add_parser("update", parents=[common], help="change a link's configs (applied without restarting it)")
+    p.add_argument("name")
+    p.add_argument("--config", action="append", metavar="KEY=VALUE", help="set a link property; repeatable")
+    p.add_argument("--delete-config", action="append", metavar="KEY", help="reset a link property to its default; repeatable")
+    p.set_defaults(func=_link_update)
 
     mirror = sub.add_parser("mirror", help="manage mirror topics").add_subparsers(dest="mirror_command", required=True, metavar="ACTION")
     p = mirror.add_parser("create", parents=[common], help="mirror a source topic")

@@ -14,6 +14,7 @@ import os
 import signal
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -25,6 +26,7 @@ from .groups.coordinator import GroupCoordinator
 from .link.manager import LinkManager
 from .maintenance import run_maintenance
 from .producer_ids import ProducerIdAllocator
+from .storage.cleaner import CleanerConfig
 from .topics import TopicRegistry
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class ServeConfig:
     max_request_bytes: int = 100 * 1024 * 1024
     idle_timeout_s: float = 600.0
     ready_file: Path | None = None
+    retention_check_interval_ms: int = 30_000  # Kafka's log.retention.check.interval.ms (its default is 5 min)
+    cleaner: CleanerConfig = CleanerConfig()
 
 
 def _cluster_id(store: ControlStore) -> str:
@@ -97,7 +101,8 @@ class Daemon:
                     max_request_bytes=self.config.max_request_bytes,
                 )
                 await nursery.start(self.groups.run)
-                await nursery.start(run_maintenance, self.topics)
+                await nursery.start(partial(run_maintenance, self.topics, cleaner=self.config.cleaner,
+                                            retention_interval_s=self.config.retention_check_interval_ms / 1000))
                 self.listener = KafkaListener(self.broker, self.config.idle_timeout_s)
                 bound = await nursery.start(self.listener.serve, host, port)
                 if not self.config.advertised and port == 0:

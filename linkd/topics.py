@@ -23,6 +23,8 @@ from protocol.errors import ErrorCode
 
 from .controlstore import ControlStore
 from .storage import InvalidConfig, LogConfig, PartitionLog
+from .topicconfig import TOPIC_CONFIG_DEFAULTS as TOPIC_CONFIG_DEFAULTS  # re-exported
+from .topicconfig import InvalidTopicConfig, check_configs
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +40,17 @@ CREATE TABLE IF NOT EXISTS topics (
 )
 """
 
+# Names a mirror's owner set locally: the link no longer syncs them (Cluster Linking's local override).
+_OVERRIDES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topic_config_overrides (
+    topic TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (topic, name)
+)
+"""
+
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_TOPIC_NAME = 249
-
-# Topic configs accepted by CreateTopics / DescribeConfigs, with Kafka's defaults.
-TOPIC_CONFIG_DEFAULTS: dict[str, str] = {
-    "cleanup.policy": "delete",
-    "compression.type": "producer",
-    "max.message.bytes": "1048588",
-    "message.timestamp.type": "CreateTime",
-    "min.insync.replicas": "1",
-    "retention.bytes": "-1",
-    "retention.ms": "604800000",
-    "segment.bytes": "1073741824",
-    "segment.ms": "604800000",
-    "segment.index.bytes": "10485760",
-    "index.interval.bytes": "4096",
-    "flush.messages": "9223372036854775807",
-    "flush.ms": "9223372036854775807",
-    "unclean.leader.election.enable": "false",
-    "message.downconversion.enable": "true",
-}
-
 
 # Checkpoint files (recovery point, producer snapshot, epochs) cost several fsyncs; writing them on every
 # acks=all flush would multiply its latency. Kafka checkpoints the recovery point once a minute too; a
@@ -87,13 +78,11 @@ def validate_topic_name(name: str) -> None:
 
 
 def validate_configs(configs: dict[str, str | None]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in configs.items():
-        if key not in TOPIC_CONFIG_DEFAULTS:
-            raise TopicError(ErrorCode.INVALID_CONFIG, f"Unknown topic config name: {key}")
-        if value is None:
-            raise TopicError(ErrorCode.INVALID_CONFIG, f"Null value not supported for topic config {key}")
-        out[key] = value
+    """Check names and values as Kafka does (see ``topicconfig``); INVALID_CONFIG names the problem."""
+    try:
+        out = check_configs(configs)
+    except InvalidTopicConfig as exc:
+        raise TopicError(ErrorCode.INVALID_CONFIG, str(exc)) from exc
     try:
         LogConfig.from_topic_configs(out)
     except (InvalidConfig, ValueError, TypeError) as exc:
@@ -152,6 +141,7 @@ class TopicRegistry:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         store.ensure_schema(_SCHEMA)
+        store.ensure_schema(_OVERRIDES_SCHEMA)
         self._topics: dict[str, Topic] = {}
         self._by_id: dict[uuid.UUID, Topic] = {}
 
@@ -258,7 +248,38 @@ class TopicRegistry:
         # Row first: a crash after it leaves only orphaned directories, which create() cleans up.
         with self._store.transaction() as db:
             db.execute("DELETE FROM topics WHERE name = ?", (name,))
+            db.execute("DELETE FROM topic_config_overrides WHERE topic = ?", (name,))
         del self._topics[name]
         self._by_id.pop(topic.topic_id, None)
         for plog in topic.logs:
             plog.delete()
+
+    # -- configs ---------------------------------------------------------------------------------
+
+    def set_configs(self, name: str, configs: dict[str, str | None], *, overridden: set[str] = frozenset(), not_overridden: set[str] = frozenset(), validate_only: bool = False) -> dict[str, str]:
+        """Replace the topic's dynamic configs with ``configs`` and apply them to its live logs, no restart.
+
+        ``overridden`` / ``not_overridden`` mark names as set locally on a mirror (no longer synced) or
+        synced again; stored in the same transaction as the configs, so a crash keeps both or neither.
+        Returns the validated configs."""
+        topic = self._topics.get(name)
+        if topic is None:
+            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{name}' does not exist.")
+        clean = validate_configs(configs)
+        log_config = LogConfig.from_topic_configs(clean, DAEMON_LOG_DEFAULTS)
+        if validate_only:
+            return clean
+        with self._store.transaction() as db:
+            db.execute("UPDATE topics SET configs = ? WHERE name = ?", (json.dumps(clean), name))
+            for key in overridden:
+                db.execute("INSERT OR IGNORE INTO topic_config_overrides (topic, name) VALUES (?, ?)", (name, key))
+            for key in not_overridden:
+                db.execute("DELETE FROM topic_config_overrides WHERE topic = ? AND name = ?", (name, key))
+        topic.configs = clean
+        for plog in topic.logs:
+            plog.update_config(log_config)
+        return clean
+
+    def local_overrides(self, name: str) -> set[str]:
+        """Config names set locally on mirror ``name`` (the link does not sync them)."""
+        return {row["name"] for row in self._store.query("SELECT name FROM topic_config_overrides WHERE topic = ?", (name,))}

@@ -6,7 +6,11 @@ Routes (``{cid}`` is this cluster's id; ``-`` as a link name means "any link"):
     GET    /kafka/v3/clusters/{cid}/links
     POST   /kafka/v3/clusters/{cid}/links?link_name=NAME[&validate_link=false]   {"configs": [{"name","value"}]}
     GET    /kafka/v3/clusters/{cid}/links/{link}
-    DELETE /kafka/v3/clusters/{cid}/links/{link}[?force=true]
+    DELETE /kafka/v3/clusters/{cid}/links/{link}[?force=true]    (force: fail over its mirrors first)
+    GET    /kafka/v3/clusters/{cid}/links/{link}/configs[/{name}]
+    PUT    /kafka/v3/clusters/{cid}/links/{link}/configs/{name}    {"value": "..."}
+    DELETE /kafka/v3/clusters/{cid}/links/{link}/configs/{name}    (back to the default)
+    PUT    /kafka/v3/clusters/{cid}/links/{link}/configs:alter     {"data": [{"name", "value"} | {"name", "operation": "DELETE"}], "validate_only"}
     GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors
     POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors   {"mirror_topic_name", "source_topic_name"}
     GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors/{topic}
@@ -114,9 +118,55 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     async def link(request: Request) -> Response:
         name = request.path_params["link"]
         if request.method == "DELETE":
-            await manager.delete_link(name, force=_bool_param(request, "force", False))
-            return Response(status_code=204)
+            failed_over = await manager.delete_link(name, force=_bool_param(request, "force", False))
+            return JSONResponse({"data": failed_over}) if failed_over else Response(status_code=204)
         return JSONResponse(manager.describe_link(name))
+
+    @handler
+    async def link_configs(request: Request) -> Response:
+        name = request.path_params["link"]
+        return JSONResponse({"kind": "KafkaLinkConfigList", "data": manager.link_configs(name)})
+
+    @handler
+    async def link_config(request: Request) -> Response:
+        name, key = request.path_params["link"], request.path_params["name"]
+        if request.method == "GET":
+            found = [c for c in manager.link_configs(name) if c["name"] == key]
+            if not found:
+                raise AdminError(404, 0, f"link '{name}' has no config '{key}'")
+            return JSONResponse(found[0])
+        if request.method == "DELETE":
+            await manager.update_link(name, {}, [key])
+            return Response(status_code=204)
+        body = await _json(request)
+        value = body.get("value")
+        if not isinstance(value, str):
+            raise AdminError(400, 0, "'value' must be a string")
+        await manager.update_link(name, {key: value}, [])
+        return Response(status_code=204)
+
+    @handler
+    async def link_configs_alter(request: Request) -> Response:
+        name = request.path_params["link"]
+        body = await _json(request)
+        data = body.get("data")
+        if not isinstance(data, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"] for c in data):
+            raise AdminError(400, 0, "'data' must be a list of {\"name\": str, \"value\": str} or {\"name\": str, \"operation\": \"DELETE\"}")
+        set_configs: dict[str, str] = {}
+        delete_configs: list[str] = []
+        for c in data:
+            operation = str(c.get("operation", "SET")).upper()
+            if operation == "DELETE":
+                delete_configs.append(c["name"])
+            elif operation == "SET" and isinstance(c.get("value"), str):
+                set_configs[c["name"]] = c["value"]
+            else:
+                raise AdminError(400, 0, f"config {c['name']}: operation must be SET (with a string value) or DELETE")
+        validate_only = body.get("validate_only", False)
+        if not isinstance(validate_only, bool):
+            raise AdminError(400, 0, "validate_only must be true or false")
+        await manager.update_link(name, set_configs, delete_configs, validate_only=validate_only)
+        return Response(status_code=204)
 
     @handler
     async def mirrors(request: Request) -> Response:
@@ -124,13 +174,12 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         if request.method == "GET":
             return JSONResponse({"data": manager.list_mirrors(None if link_name == "-" else link_name)})
         body = await _json(request)
-        topic = body.get("mirror_topic_name") or body.get("source_topic_name")
-        if not isinstance(topic, str) or not topic:
+        topic, source = body.get("mirror_topic_name"), body.get("source_topic_name")
+        if not topic and not source:
             raise AdminError(400, 0, "mirror_topic_name (or source_topic_name) is required")
-        source = body.get("source_topic_name")
-        if source is not None and not isinstance(source, str):
-            raise AdminError(400, 0, "source_topic_name must be a string")
-        return JSONResponse(await manager.create_mirror(topic, link_name, source), status_code=201)
+        if (topic is not None and not isinstance(topic, str)) or (source is not None and not isinstance(source, str)):
+            raise AdminError(400, 0, "mirror_topic_name and source_topic_name must be strings")
+        return JSONResponse(await manager.create_mirror(topic or None, link_name, source or None), status_code=201)
 
     @handler
     async def mirror(request: Request) -> Response:
@@ -177,6 +226,9 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
             Route("/kafka/v3/clusters", clusters, methods=["GET"]),
             Route(base + "/links", links, methods=["GET", "POST"]),
             Route(base + "/links/{link}", link, methods=["GET", "DELETE"]),
+            Route(base + "/links/{link}/configs", link_configs, methods=["GET"]),
+            Route(base + "/links/{link}/configs:alter", link_configs_alter, methods=["PUT"]),
+            Route(base + "/links/{link}/configs/{name}", link_config, methods=["GET", "PUT", "DELETE"]),
             Route(base + "/links/{link}/mirrors", mirrors, methods=["GET", "POST"]),
             Route(base + "/links/{link}/mirrors:{action}", mirror_action, methods=["POST"]),
             Route(base + "/links/{link}/mirrors/{topic}", mirror, methods=["GET"]),

@@ -1,4 +1,10 @@
-"""Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs."""
+"""Topic administration: CreateTopics, DeleteTopics, CreatePartitions, and topic configuration
+(DescribeConfigs, AlterConfigs, IncrementalAlterConfigs).
+
+A mirror that still follows its source (not promoted or failed over) keeps its source's configs: an
+always-synced name (``topicconfig.ALWAYS_SYNCED``) cannot be changed there, and setting a configurable
+name makes it a local override the link no longer syncs; deleting that override syncs it again.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import logging
 
 from protocol.errors import ErrorCode
 
-from ..topics import TOPIC_CONFIG_DEFAULTS, TopicError, TopicRole
+from .. import topicconfig
+from ..topicconfig import TOPIC_CONFIGS, InvalidTopicConfig
+from ..topics import Topic, TopicError, TopicRole
 from .context import ZERO_UUID, Body, RequestContext
 
 log = logging.getLogger(__name__)
@@ -18,6 +26,7 @@ SOURCE_DYNAMIC_TOPIC = 1
 SOURCE_STATIC_BROKER = 4
 SOURCE_DEFAULT = 5
 CONFIG_TYPE_STRING = 2
+OP_SET, OP_DELETE, OP_APPEND, OP_SUBTRACT = 0, 1, 2, 3
 
 
 def _replication_error(factor: int) -> TopicError | None:
@@ -26,17 +35,36 @@ def _replication_error(factor: int) -> TopicError | None:
     return TopicError(ErrorCode.INVALID_REPLICATION_FACTOR, f"Unable to replicate the partition {factor} time(s): The target replication factor of {factor} cannot be reached because only 1 broker(s) are registered.")
 
 
-def _config_entries(configs: dict[str, str]) -> list[Body]:
-    return [
-        {
+def _config_entries(configs: dict[str, str], read_only: frozenset[str] = frozenset(), synonyms: bool = False, documentation: bool = False) -> list[Body]:
+    """Every topic config with its value and where it comes from (this topic, or the default)."""
+    entries = []
+    for name, definition in sorted(TOPIC_CONFIGS.items()):
+        dynamic = name in configs
+        entry: Body = {
             "name": name,
-            "value": configs.get(name, default),
-            "read_only": False,
-            "config_source": SOURCE_DYNAMIC_TOPIC if name in configs else SOURCE_DEFAULT,
+            "value": configs[name] if dynamic else definition.default,
+            "read_only": name in read_only,
+            "config_source": SOURCE_DYNAMIC_TOPIC if dynamic else SOURCE_DEFAULT,
             "is_sensitive": False,
+            "synonyms": [],
+            "config_type": definition.type,
+            "documentation": definition.doc if documentation else None,
         }
-        for name, default in sorted(TOPIC_CONFIG_DEFAULTS.items())
-    ]
+        if synonyms:
+            own = [{"name": name, "value": configs[name], "source": SOURCE_DYNAMIC_TOPIC}] if dynamic else []
+            entry["synonyms"] = own + [{"name": n, "value": v, "source": SOURCE_DEFAULT} for n, v in definition.broker_synonyms]
+        entries.append(entry)
+    return entries
+
+
+def _following_source(ctx: RequestContext, topic: Topic) -> dict[str, str] | None:
+    """For a mirror that still follows its source: the configs its link syncs (last seen at the source).
+    None for a topic of our own (local, or a promoted mirror)."""
+    for hook in ctx.broker.hooks:
+        synced = hook.mirror_synced_configs(topic.name)
+        if synced is not None:
+            return synced
+    return None
 
 
 async def create_topics(ctx: RequestContext, body: Body) -> Body:
@@ -71,7 +99,7 @@ async def create_topics(ctx: RequestContext, body: Body) -> Body:
                 topic_id=topic.topic_id if not validate_only else ZERO_UUID,
                 num_partitions=partitions,
                 replication_factor=1,
-                configs=_config_entries(topic.configs),
+                configs=[{k: e[k] for k in ("name", "value", "read_only", "config_source", "is_sensitive")} for e in _config_entries(topic.configs)],
             )
         except TopicError as exc:
             out["error_code"], out["error_message"] = exc.error_code, exc.message
@@ -144,6 +172,7 @@ def _broker_configs(ctx: RequestContext) -> dict[str, str]:
 
 async def describe_configs(ctx: RequestContext, body: Body) -> Body:
     results = []
+    synonyms, documentation = bool(body.get("include_synonyms")), bool(body.get("include_documentation"))
     for r in body.get("resources", []):
         rtype, rname = r["resource_type"], r["resource_name"]
         keys = r.get("configuration_keys")
@@ -154,16 +183,14 @@ async def describe_configs(ctx: RequestContext, body: Body) -> Body:
             if topic is None:
                 out["error_code"], out["error_message"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{rname}' does not exist."
                 continue
-            entries = [
-                {**e, "synonyms": [], "config_type": CONFIG_TYPE_STRING, "documentation": None}
-                for e in _config_entries(topic.configs)
-            ]
+            read_only = topicconfig.ALWAYS_SYNCED if _following_source(ctx, topic) is not None else frozenset()
+            entries = _config_entries(topic.configs, read_only, synonyms, documentation)
         elif rtype == RESOURCE_BROKER:
             if rname not in ("", str(ctx.broker.identity.node_id)):
                 out["error_code"], out["error_message"] = ErrorCode.INVALID_REQUEST, f"Unexpected broker id, expected {ctx.broker.identity.node_id} but received {rname}"
                 continue
             entries = [
-                {"name": k, "value": v, "read_only": True, "config_source": SOURCE_STATIC_BROKER, "is_sensitive": False, "synonyms": [], "config_type": CONFIG_TYPE_STRING, "documentation": None}
+                {"name": k, "value": v, "read_only": True, "config_source": SOURCE_STATIC_BROKER, "is_sensitive": False, "synonyms": [{"name": k, "value": v, "source": SOURCE_STATIC_BROKER}] if synonyms else [], "config_type": CONFIG_TYPE_STRING, "documentation": None}
                 for k, v in sorted(_broker_configs(ctx).items())
             ]
         else:
@@ -171,3 +198,137 @@ async def describe_configs(ctx: RequestContext, body: Body) -> Body:
             continue
         out["configs"] = [e for e in entries if keys is None or e["name"] in keys]
     return {"throttle_time_ms": 0, "results": results}
+
+
+class _Refused(Exception):
+    def __init__(self, error_code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.error_code, self.message = error_code, message
+
+
+def _apply_topic_configs(ctx: RequestContext, topic: Topic, wanted: dict[str, str], validate_only: bool) -> None:
+    """Make ``wanted`` the topic's dynamic configs, observing the mirror rules; durable and applied to the
+    live logs before it returns."""
+    current = topic.configs
+    changed = {k for k in wanted if current.get(k) != wanted[k]} | {k for k in current if k not in wanted}
+    synced = _following_source(ctx, topic)
+    overridden: set[str] = set()
+    resynced: set[str] = set()
+    if synced is not None:
+        locked = sorted(changed & topicconfig.ALWAYS_SYNCED)
+        if locked:
+            raise _Refused(
+                ErrorCode.INVALID_CONFIG,
+                f"Topic config {', '.join(locked)} of mirror topic '{topic.name}' is synced from its source topic and read-only "
+                "until the mirror is promoted or failed over",
+            )
+        wanted = dict(wanted)
+        for key in changed & topicconfig.CONFIGURABLE:
+            if key in wanted:
+                overridden.add(key)
+            else:
+                # The local override goes; the source's value comes back at once, never a default in between.
+                resynced.add(key)
+                if key in synced and synced[key] != topicconfig.TOPIC_CONFIG_DEFAULTS[key]:
+                    wanted[key] = synced[key]
+    try:
+        ctx.broker.topics.set_configs(topic.name, wanted, overridden=overridden, not_overridden=resynced, validate_only=validate_only)
+    except TopicError as exc:
+        raise _Refused(exc.error_code, exc.message) from exc
+    if not validate_only and changed:
+        log.info("topic %s: configs %s changed at the request of %s", topic.name, ", ".join(sorted(changed)), ctx.client_id)
+
+
+def _alter_target(ctx: RequestContext, rtype: int, rname: str) -> Topic:
+    if rtype == RESOURCE_BROKER:
+        raise _Refused(ErrorCode.INVALID_REQUEST, "Altering broker configs is not supported yet: linkd's broker settings come from its command line")
+    if rtype != RESOURCE_TOPIC:
+        raise _Refused(ErrorCode.INVALID_REQUEST, f"Unsupported resource type {rtype}")
+    topic = ctx.broker.topics.get(rname)
+    if topic is None:
+        raise _Refused(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{rname}' does not exist.")
+    return topic
+
+
+def _list_value(name: str, value: str) -> list[str]:
+    return TOPIC_CONFIGS[name].parse(value)  # type: ignore[return-value]
+
+
+def _incremental(topic: Topic, ops: list[Body]) -> dict[str, str]:
+    names = [op["name"] for op in ops]
+    if len(set(names)) != len(names):
+        raise _Refused(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
+    wanted = dict(topic.configs)
+    for op in ops:
+        name, operation, value = op["name"], op["config_operation"], op.get("value")
+        definition = TOPIC_CONFIGS.get(name)
+        if definition is None:
+            raise _Refused(ErrorCode.INVALID_CONFIG, f"Unknown topic config name: {name}")
+        if operation == OP_SET:
+            if value is None:
+                raise _Refused(ErrorCode.INVALID_REQUEST, f"Null value not supported for : {name}")
+            wanted[name] = value
+        elif operation == OP_DELETE:
+            wanted.pop(name, None)
+        elif operation in (OP_APPEND, OP_SUBTRACT):
+            if definition.type != topicconfig.TYPE_LIST:
+                raise _Refused(ErrorCode.INVALID_CONFIG, f"Can't {'APPEND' if operation == OP_APPEND else 'SUBTRACT'} to key {name} because its type is not LIST.")
+            if value is None:
+                raise _Refused(ErrorCode.INVALID_REQUEST, f"Null value not supported for : {name}")
+            items = [i.strip() for i in value.split(",") if i.strip()]
+            try:
+                present = _list_value(name, topicconfig.effective(wanted, name))
+            except InvalidTopicConfig:
+                present = []
+            if operation == OP_APPEND:
+                result = present + [i for i in items if i not in present]
+            else:
+                result = [i for i in present if i not in items]
+            wanted[name] = ",".join(result)
+        else:
+            raise _Refused(ErrorCode.INVALID_REQUEST, f"Unknown config operation {operation} for {name}")
+    return wanted
+
+
+async def alter_configs(ctx: RequestContext, body: Body) -> Body:
+    """AlterConfigs: the given configs replace all of the resource's dynamic configs."""
+    responses = []
+    for r in body.get("resources", []):
+        out = {"error_code": ErrorCode.NONE, "error_message": None, "resource_type": r["resource_type"], "resource_name": r["resource_name"]}
+        responses.append(out)
+        try:
+            topic = _alter_target(ctx, r["resource_type"], r["resource_name"])
+            given = r.get("configs") or []
+            names = [c["name"] for c in given]
+            if len(set(names)) != len(names):
+                raise _Refused(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
+            for c in given:
+                if c.get("value") is None:
+                    raise _Refused(ErrorCode.INVALID_REQUEST, f"Null value not supported for : {c['name']}")
+                if c["name"] not in TOPIC_CONFIGS:
+                    raise _Refused(ErrorCode.INVALID_CONFIG, f"Unknown topic config name: {c['name']}")
+            wanted = {c["name"]: c["value"] for c in given}
+            synced = _following_source(ctx, topic)
+            if synced is not None:
+                # A whole-set replacement cannot drop what the mirror follows: keep the synced names not given.
+                overrides = ctx.broker.topics.local_overrides(topic.name)
+                kept = {k: v for k, v in topic.configs.items() if k not in wanted and (k in topicconfig.ALWAYS_SYNCED or (k in topicconfig.CONFIGURABLE and k not in overrides))}
+                wanted = {**kept, **wanted}
+            _apply_topic_configs(ctx, topic, wanted, bool(body.get("validate_only")))
+        except _Refused as exc:
+            out["error_code"], out["error_message"] = exc.error_code, exc.message
+    return {"throttle_time_ms": 0, "responses": responses}
+
+
+async def incremental_alter_configs(ctx: RequestContext, body: Body) -> Body:
+    """IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT (the last two for LIST configs only)."""
+    responses = []
+    for r in body.get("resources", []):
+        out = {"error_code": ErrorCode.NONE, "error_message": None, "resource_type": r["resource_type"], "resource_name": r["resource_name"]}
+        responses.append(out)
+        try:
+            topic = _alter_target(ctx, r["resource_type"], r["resource_name"])
+            _apply_topic_configs(ctx, topic, _incremental(topic, r.get("configs") or []), bool(body.get("validate_only")))
+        except _Refused as exc:
+            out["error_code"], out["error_message"] = exc.error_code, exc.message
+    return {"throttle_time_ms": 0, "responses": responses}

@@ -29,6 +29,11 @@ class TopicLifecycleHooks(Protocol):
 
     def on_topic_deleted(self, name: str) -> None: ...
 
+    def mirror_synced_configs(self, name: str) -> dict[str, str] | None:
+        """For a mirror still following its source: the configs its link syncs (the source's values last
+        seen). None when ``name`` is not such a mirror (a local topic, a promoted mirror)."""
+        ...
+
 
 @dataclass(frozen=True)
 class BrokerIdentity:

@@ -54,6 +54,8 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.DELETE_TOPICS: admin.delete_topics,
     ApiKey.CREATE_PARTITIONS: admin.create_partitions,
     ApiKey.DESCRIBE_CONFIGS: admin.describe_configs,
+    ApiKey.ALTER_CONFIGS: admin.alter_configs,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: admin.incremental_alter_configs,
     ApiKey.JOIN_GROUP: _group("join_group", with_client=True),
     ApiKey.SYNC_GROUP: _group("sync_group"),
     ApiKey.HEARTBEAT: _group("heartbeat"),

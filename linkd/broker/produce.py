@@ -11,12 +11,13 @@ import logging
 import struct
 import time
 
+from protocol.compression import Compression, compress, decompress
 from protocol.errors import CorruptBatch, ErrorCode
-from protocol.records import ATTR_TIMESTAMP_LOG_APPEND, crc32c, split_batches
+from protocol.records import ATTR_COMPRESSION_MASK, ATTR_TIMESTAMP_LOG_APPEND, HEADER_SIZE, crc32c, split_batches
 
 from .. import storage_calls
 from ..storage import StorageError
-from ..topics import TOPIC_CONFIG_DEFAULTS
+from ..topicconfig import int_value
 from .cluster import TRANSACTIONS_UNSUPPORTED
 from .context import Body, RequestContext
 
@@ -28,12 +29,16 @@ ACKS_ALL = -1
 MAX_PRODUCER_EPOCH = 32767
 
 # RecordBatch v2 header positions (see protocol.records): the CRC covers attributes..end of batch.
+_LENGTH_AT = 8
 _CRC_AT = 17
 _ATTRIBUTES_AT = 21
 _MAX_TIMESTAMP_AT = 35
 _I16 = struct.Struct(">h")
 _I64 = struct.Struct(">q")
 _U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+# compression.type values that make the broker store batches in that codec (Kafka recompresses too).
+_CODECS = {"uncompressed": Compression.NONE, "gzip": Compression.GZIP, "snappy": Compression.SNAPPY, "lz4": Compression.LZ4, "zstd": Compression.ZSTD}
 
 
 def _stamp_log_append_time(batch: bytes, now_ms: int) -> bytes:
@@ -45,6 +50,34 @@ def _stamp_log_append_time(batch: bytes, now_ms: int) -> bytes:
     _I64.pack_into(out, _MAX_TIMESTAMP_AT, now_ms)
     _U32.pack_into(out, _CRC_AT, crc32c(memoryview(out)[_ATTRIBUTES_AT:]))
     return bytes(out)
+
+
+def _recompress(batch: bytes, codec: Compression) -> bytes:
+    """The batch with its records block in ``codec`` (compression.type other than producer), re-sealed.
+    Offsets, timestamps, producer id and sequences stay; only attributes bits 0-2, length and CRC change."""
+    (attributes,) = _I16.unpack_from(batch, _ATTRIBUTES_AT)
+    current = attributes & ATTR_COMPRESSION_MASK
+    if current == codec:
+        return batch
+    payload = memoryview(batch)[HEADER_SIZE:]
+    raw = decompress(current, payload) if current else bytes(payload)
+    out = bytearray(batch[:HEADER_SIZE]) + compress(codec, raw)
+    _I16.pack_into(out, _ATTRIBUTES_AT, (attributes & ~ATTR_COMPRESSION_MASK) | codec)
+    _I32.pack_into(out, _LENGTH_AT, len(out) - 12)
+    _U32.pack_into(out, _CRC_AT, crc32c(memoryview(out)[_ATTRIBUTES_AT:]))
+    return bytes(out)
+
+
+def _timestamp_error(configs: dict[str, str], batch, now_ms: int) -> str | None:
+    """Kafka's message.timestamp.before/after.max.ms check for CreateTime topics, on the batch header: the
+    first and the largest timestamp bound what the records carry."""
+    before = int_value(configs, "message.timestamp.before.max.ms")
+    after = int_value(configs, "message.timestamp.after.max.ms")
+    if batch.max_timestamp > now_ms + after:
+        return f"Timestamp {batch.max_timestamp} of a record is more than message.timestamp.after.max.ms={after} ahead of the broker's time {now_ms}"
+    if batch.base_timestamp >= 0 and batch.base_timestamp < now_ms - before:
+        return f"Timestamp {batch.base_timestamp} of a record is more than message.timestamp.before.max.ms={before} behind the broker's time {now_ms}"
+    return None
 
 
 def read_only_message(topic: str) -> str:
@@ -85,18 +118,34 @@ async def _append_one(ctx: RequestContext, topic, index: int, records, transacti
         return _result(index, ErrorCode.INVALID_RECORD, "Clients may not write control batches"), None, -1
     if batch.is_transactional:
         return _result(index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED), None, -1
-    max_size = int(topic.configs.get("max.message.bytes", TOPIC_CONFIG_DEFAULTS["max.message.bytes"]))
+    configs = topic.configs
+    max_size = int_value(configs, "max.message.bytes")
     if len(records) > max_size:
         message = f"The batch of {len(records)} bytes is larger than the topic's max.message.bytes ({max_size})"
         return _result(index, ErrorCode.MESSAGE_TOO_LARGE, message), None, -1
     now_ms = int(time.time() * 1000)
     data = bytes(records)
     append_time = -1
-    if topic.configs.get("message.timestamp.type") == "LogAppendTime":
+    log_append_time = configs.get("message.timestamp.type") == "LogAppendTime"
+    codec = _CODECS.get(configs.get("compression.type", "producer"))
+    if log_append_time or codec is not None:
         try:
             batch.verify()  # never re-seal the CRC of a batch that arrived corrupt
         except CorruptBatch as exc:
             return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
+    if not log_append_time:
+        problem = _timestamp_error(configs, batch, now_ms)
+        if problem:
+            return _result(index, ErrorCode.INVALID_TIMESTAMP, problem), None, -1
+    if codec is not None:
+        try:
+            data = _recompress(data, codec)
+        except CorruptBatch as exc:
+            return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
+        if len(data) > max_size:
+            message = f"The batch of {len(data)} bytes in {configs['compression.type']} is larger than the topic's max.message.bytes ({max_size})"
+            return _result(index, ErrorCode.MESSAGE_TOO_LARGE, message), None, -1
+    if log_append_time:
         data, append_time = _stamp_log_append_time(data, now_ms), now_ms
     try:
         appended = await storage_calls.call(plog, plog.append_assigned, data, topic.advertised_epoch(index), now_ms)
@@ -139,6 +188,10 @@ async def produce(ctx: RequestContext, body: Body) -> Body | None:
                 continue
             if use_ids and topic is None:
                 out["partition_responses"].append(_result(p["index"], ErrorCode.UNKNOWN_TOPIC_ID))
+                continue
+            if acks == ACKS_ALL and topic is not None and int_value(topic.configs, "min.insync.replicas") > 1:
+                # linkd holds one replica, as a Kafka broker whose followers are all out of sync.
+                out["partition_responses"].append(_result(p["index"], ErrorCode.NOT_ENOUGH_REPLICAS, f"The topic's min.insync.replicas is {topic.configs['min.insync.replicas']} and linkd holds 1 replica"))
                 continue
             result, plog, flush_to = await _append_one(ctx, topic, p["index"], p.get("records"), transactional_id)
             out["partition_responses"].append(result)

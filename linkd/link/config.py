@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from .. import topicconfig
 from .groupfilter import GroupFilter
 
 BOOL_KEYS = {"consumer.offset.sync.enable", "acl.sync.enable", "auto.create.mirror.topics.enable", "cluster.link.paused"}
@@ -30,6 +31,16 @@ INT_KEYS = {
 }
 JSON_KEYS = {"consumer.offset.group.filters", "acl.filters", "auto.create.mirror.topics.filters"}
 STRING_KEYS = {"bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.jaas.config", "cluster.link.prefix", "mirror.start.offset.spec"}
+STRING_KEYS |= {"topic.config.sync.include", "acl.sync.ms", "consumer.group.prefix.enable", "num.cluster.link.fetchers"}
+# Known Cluster Linking keys linkd does not implement yet, with the value that means "off": any other
+# value (or any value at all, for None) is refused rather than accepted and ignored.
+NOT_SUPPORTED_YET: dict[str, str | None] = {
+    "acl.sync.enable": "false",
+    "acl.filters": None,
+    "acl.sync.ms": None,
+    "consumer.group.prefix.enable": "false",
+    "num.cluster.link.fetchers": None,  # one fetch loop per source broker, not configurable yet
+}
 
 DEFAULTS: dict[str, str] = {
     "security.protocol": "PLAINTEXT",
@@ -53,6 +64,7 @@ DEFAULTS: dict[str, str] = {
     "retry.backoff.max.ms": "10000",
 }
 SUPPORTED_SECURITY = {"PLAINTEXT"}
+_PREFIX_OK = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
 _HOSTPORT = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
 
 
@@ -104,6 +116,11 @@ def _is_known(key: str) -> bool:
     return key in BOOL_KEYS or key in INT_KEYS or key in JSON_KEYS or key in STRING_KEYS or key.startswith("ssl.")
 
 
+def is_known_key(key: str) -> bool:
+    """A link config name linkd knows (implemented or refused as not supported yet)."""
+    return _is_known(key)
+
+
 def validate(config: dict[str, str]) -> dict[str, str]:
     """Return the config with defaults applied; raise LinkConfigError naming every problem."""
     unknown = sorted(k for k in config if not _is_known(k))
@@ -143,14 +160,45 @@ def validate(config: dict[str, str]) -> dict[str, str]:
             datetime.fromisoformat(spec.replace("Z", "+00:00"))
         except ValueError:
             problems.append(f"mirror.start.offset.spec must be earliest, latest or an ISO-8601 timestamp, got {spec!r}")
+    if merged.get("auto.create.mirror.topics.filters"):
+        try:
+            GroupFilter.parse(merged["auto.create.mirror.topics.filters"], key="topicFilters")
+        except (ValueError, json.JSONDecodeError) as exc:
+            problems.append(f"auto.create.mirror.topics.filters: {exc}")
+    prefix = merged["cluster.link.prefix"]
+    if prefix and not _PREFIX_OK.match(prefix):
+        problems.append(f"cluster.link.prefix {prefix!r} may hold only ASCII letters, digits, '.', '_' and '-'")
     if merged.get("consumer.offset.group.filters"):
         try:
             GroupFilter.parse(merged["consumer.offset.group.filters"])
         except (ValueError, json.JSONDecodeError) as exc:
             problems.append(f"consumer.offset.group.filters: {exc}")
+    for key, off in NOT_SUPPORTED_YET.items():
+        if key in config and (off is None or config[key].strip().lower() != off):
+            problems.append(f"{key} is not supported yet" + (f" (only {key}={off})" if off is not None else ""))
+    if "topic.config.sync.include" in config:
+        try:
+            _sync_include(config["topic.config.sync.include"])
+        except ValueError as exc:
+            problems.append(str(exc))
     if problems:
         raise LinkConfigError("; ".join(problems))
     return merged
+
+
+def _sync_include(value: str | None) -> frozenset[str]:
+    """topic.config.sync.include: comma-separated configurable topic config names (default: all of them).
+    Always-synced names may be listed (they are synced anyway); independent ones are never synced."""
+    if value is None:
+        return topicconfig.CONFIGURABLE
+    names = {n.strip() for n in value.split(",") if n.strip()}
+    unknown = sorted(n for n in names if n not in topicconfig.TOPIC_CONFIGS)
+    if unknown:
+        raise ValueError(f"topic.config.sync.include names unknown topic config(s): {', '.join(unknown)}")
+    independent = sorted(names & topicconfig.INDEPENDENT)
+    if independent:
+        raise ValueError(f"topic.config.sync.include: {', '.join(independent)} cannot be synced (independent of the source topic)")
+    return frozenset(names & topicconfig.CONFIGURABLE)
 
 
 @dataclass(frozen=True)
@@ -173,6 +221,10 @@ class LinkSettings:
     offset_sync_ms: int
     offset_group_filters: str
     prefix: str
+    auto_create_enable: bool
+    auto_create_filters: str
+    topic_config_sync_ms: int
+    topic_config_sync_include: frozenset[str]
 
     @classmethod
     def from_config(cls, config: dict[str, str]) -> LinkSettings:
@@ -198,4 +250,8 @@ class LinkSettings:
             offset_sync_ms=int(merged["consumer.offset.sync.ms"]),
             offset_group_filters=merged["consumer.offset.group.filters"],
             prefix=merged["cluster.link.prefix"],
+            auto_create_enable=merged["auto.create.mirror.topics.enable"].lower() == "true",
+            auto_create_filters=merged.get("auto.create.mirror.topics.filters", ""),
+            topic_config_sync_ms=int(merged["topic.config.sync.ms"]),
+            topic_config_sync_include=_sync_include(merged.get("topic.config.sync.include")),
         )

@@ -28,8 +28,10 @@ from protocol.records import CONTROL_ABORT, build_control_batch
 from ..controlstore import ControlStore
 from ..producer_ids import ProducerIdAllocator
 from ..topics import TopicError, TopicRegistry, TopicRole, validate_topic_name
+from .autocreate import AutoCreate
 from .client import SourceProtocolError, SourceUnavailable
-from .config import LinkConfigError, LinkSettings, validate
+from .config import LinkConfigError, LinkSettings, is_known_key, validate
+from .configsync import ConfigsUnsupported, ConfigSync, describe_source_configs, mirrored_configs
 from .mirror import Mirror, MirrorStore, PartitionProgress
 from .offsetsync import OffsetSync
 from .runtime import LinkRuntime, fetch_position, now_ms
@@ -50,6 +52,10 @@ DEFAULT_PROMOTE_TIMEOUT_S = 60.0
 _LINK_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
+def _sensitive(key: str) -> bool:
+    return "jaas" in key or "password" in key
+
+
 class AdminError(Exception):
     """An operation refused; ``status`` is the HTTP status the admin API answers with."""
 
@@ -68,7 +74,11 @@ class LinkEntry:
     settings: LinkSettings
     runtime: LinkRuntime
     offset_sync: OffsetSync
+    config_sync: ConfigSync
+    auto_create: AutoCreate
     scope: trio.CancelScope | None = None
+    nursery: trio.Nursery | None = None
+    sync_scope: trio.CancelScope | None = None
 
 
 class LinkManager:
@@ -117,8 +127,19 @@ class LinkManager:
         with trio.CancelScope() as scope:
             entry.scope = scope
             async with trio.open_nursery() as nursery:
-                await nursery.start(entry.offset_sync.run)
+                entry.nursery = nursery
+                await nursery.start(self._run_syncs, entry)
                 await nursery.start(entry.runtime.run)
+                task_status.started()
+
+    async def _run_syncs(self, entry: LinkEntry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The link's periodic syncs, in a scope of their own so a config update can restart them alone."""
+        with trio.CancelScope() as scope:
+            entry.sync_scope = scope
+            async with trio.open_nursery() as nursery:
+                await nursery.start(entry.offset_sync.run)
+                await nursery.start(entry.config_sync.run)
+                await nursery.start(entry.auto_create.run)
                 task_status.started()
 
     def _entry(self, name: str, link_id: str, config: dict[str, str]) -> LinkEntry:
@@ -133,7 +154,23 @@ class LinkManager:
             on_mirror_change=self._mirror_changed,
         )
         mirrors = lambda: [m for m in self.mirrors.values() if m.link == name]  # noqa: E731
-        return LinkEntry(name, link_id, config, settings, runtime, OffsetSync(runtime, mirrors, self._topics, self._groups))
+        return LinkEntry(
+            name, link_id, config, settings, runtime,
+            OffsetSync(runtime, mirrors, self._topics, self._groups),
+            ConfigSync(runtime, mirrors, self._topics),
+            AutoCreate(runtime, mirrors, self._topics, self.create_mirror),
+        )
+
+    def mirror_synced_configs(self, name: str) -> dict[str, str] | None:
+        """Broker hook: the synced source configs of a mirror still following its source, else None."""
+        mirror = self.mirrors.get(name)
+        entry = self.links.get(mirror.link) if mirror is not None else None
+        if mirror is None:
+            return None
+        if entry is None:
+            # Its link is gone: nothing syncs it any more, but it is still read-only until failed over.
+            return {} if mirror.state != MirrorState.STOPPED else None
+        return entry.config_sync.following(name)
 
     def _mirror_changed(self, mirror: Mirror) -> None:
         topic = self._topics.get(mirror.topic)
@@ -171,6 +208,63 @@ class LinkManager:
         log.info("created link %s to %s", name, merged["bootstrap.servers"])
         return self.describe_link(name)
 
+    def link_configs(self, name: str) -> list[dict]:
+        """Every link config with its value and whether it was set (REST v3 ``configs`` shape)."""
+        entry = self._link(name)
+        merged = validate(entry.config)
+        return [
+            {"link_name": name, "name": k, "value": None if _sensitive(k) else v, "is_default": k not in entry.config, "is_read_only": False, "is_sensitive": _sensitive(k), "source": "DYNAMIC_CLUSTER_LINK_CONFIG" if k in entry.config else "DEFAULT_CONFIG"}
+            for k, v in sorted(merged.items())
+        ]
+
+    async def update_link(self, name: str, set_configs: dict[str, str], delete_configs: list[str], validate_only: bool = False) -> dict:
+        """Change a link's configs, validated as at create, applied to the running link without a restart:
+        fetching uses the new settings from its next round, the periodic syncs restart with theirs."""
+        entry = self._link(name)
+        unknown_deletes = sorted(k for k in delete_configs if not is_known_key(k))
+        if unknown_deletes:
+            raise AdminError(404, ErrorCode.INVALID_CONFIG, f"unknown link config key(s): {', '.join(unknown_deletes)}")
+        config = {k: v for k, v in entry.config.items() if k not in delete_configs}
+        config.update(set_configs)
+        if config.get("cluster.link.prefix", "") != entry.config.get("cluster.link.prefix", ""):
+            raise AdminError(400, ErrorCode.INVALID_CONFIG, f"cluster.link.prefix of link '{name}' cannot be changed once the link exists (its mirrors are named by it)")
+        try:
+            validate(config)
+            settings = LinkSettings.from_config(config)
+        except LinkConfigError as exc:
+            raise AdminError(400, ErrorCode.INVALID_CONFIG, str(exc)) from exc
+        if validate_only or config == entry.config:
+            return self.describe_link(name)
+        with self._store.transaction() as db:
+            db.execute("UPDATE links SET config = ? WHERE name = ?", (json.dumps(config), name))
+        before = entry.settings
+        entry.config, entry.settings = config, settings
+        runtime = entry.runtime
+        runtime.settings = settings
+        runtime.source.bootstrap = list(settings.bootstrap_servers)
+        runtime.source.request_timeout_s = settings.request_timeout_ms / 1000
+        if settings.paused != before.paused:
+            runtime.state = LinkState.PAUSED if settings.paused else LinkState.ACTIVE
+        if settings.fetch_max_bytes != before.fetch_max_bytes:
+            for mirror in self.mirrors.values():
+                if mirror.link == name:
+                    for progress in mirror.partitions:
+                        progress.max_bytes = settings.fetch_max_bytes
+        mirrors = lambda: [m for m in self.mirrors.values() if m.link == name]  # noqa: E731
+        old_sync = entry.config_sync
+        entry.offset_sync = OffsetSync(runtime, mirrors, self._topics, self._groups)
+        entry.config_sync = ConfigSync(runtime, mirrors, self._topics)
+        entry.config_sync.source_configs = old_sync.source_configs
+        entry.auto_create = AutoCreate(runtime, mirrors, self._topics, self.create_mirror)
+        if entry.sync_scope is not None:
+            entry.sync_scope.cancel()
+        if entry.nursery is not None:
+            await entry.nursery.start(self._run_syncs, entry)
+        runtime.wake()
+        changed = sorted(set(set_configs) | set(delete_configs))
+        log.info("link %s: configs %s changed, applied to the running link", name, ", ".join(changed))
+        return self.describe_link(name)
+
     def _link(self, name: str) -> LinkEntry:
         entry = self.links.get(name)
         if entry is None:
@@ -189,29 +283,59 @@ class LinkManager:
             "link_state": rt.state.value,
             "link_error_message": rt.state_message,
             "topic_names": sorted(mirrors),
-            "configs": [{"name": k, "value": v} for k, v in sorted(validate(entry.config).items()) if "jaas" not in k and "password" not in k],
+            "configs": [{"name": k, "value": v} for k, v in sorted(validate(entry.config).items()) if not _sensitive(k)],
             "statistics": {"fetch_requests": rt.fetch_requests, "incremental_fetch_requests": rt.incremental_fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
+            "topic_config_sync": entry.config_sync.status.as_dict(),
+            "auto_create": entry.auto_create.status.as_dict(),
         }
 
     def list_links(self) -> list[dict]:
         return [self.describe_link(n) for n in sorted(self.links)]
 
-    async def delete_link(self, name: str, force: bool = False) -> None:
+    async def delete_link(self, name: str, force: bool = False) -> list[dict]:
+        """Delete a link. Its mirrors must be stopped first; ``force`` fails over those that are not (the
+        unreplicated tail is reported as for ``failover``). Stopped mirrors become plain topics, so no
+        mirror names a link that does not exist. Returns the failover results."""
         entry = self._link(name)
-        active = [m.topic for m in self.mirrors.values() if m.link == name and m.state != MirrorState.STOPPED]
+        active = sorted(m.topic for m in self.mirrors.values() if m.link == name and m.state != MirrorState.STOPPED)
         if active and not force:
-            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' still has mirror topics {', '.join(sorted(active))}: promote, fail over or delete them first")
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' still has mirror topics {', '.join(active)}: promote, fail over or delete them first (or delete with force, which fails them over)")
+        failed_over = await self.failover(active) if active else []
+        stuck = [r["mirror_topic_name"] for r in failed_over if r["error_code"] != 0]
+        if stuck:
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' not deleted: mirror topics {', '.join(stuck)} could not be failed over")
         if entry.scope is not None:
             entry.scope.cancel()
+        mine = sorted(t for t, m in self.mirrors.items() if m.link == name)
         with self._store.transaction() as db:
             db.execute("DELETE FROM links WHERE name = ?", (name,))
+            for topic in mine:
+                self.mirror_store.delete(topic)
+                self._topics.set_role(topic, TopicRole.LOCAL)  # a plain topic: no mirror names the deleted link
+        for topic in mine:
+            del self.mirrors[topic]
         del self.links[name]
+        log.info("deleted link %s%s", name, f"; failed over {', '.join(active)}" if active else "")
+        return failed_over
 
     # -- mirrors --------------------------------------------------------------------------------
 
-    async def create_mirror(self, topic: str, link: str, source_topic: str | None = None) -> dict:
+    async def create_mirror(self, topic: str | None, link: str, source_topic: str | None = None) -> dict:
+        """Mirror ``source_topic`` as ``topic``. On a link with ``cluster.link.prefix`` the mirror is named
+        prefix + source name: the source topic must be given, the mirror name may be left out."""
         entry = self._link(link)
+        prefix = entry.settings.prefix
+        if prefix:
+            if not source_topic:
+                raise AdminError(400, ErrorCode.INVALID_REQUEST, f"link '{link}' has cluster.link.prefix={prefix}: give the source topic (--source-topic); the mirror is named {prefix}<source topic>")
+            if topic is not None and topic != prefix + source_topic:
+                raise AdminError(400, ErrorCode.INVALID_REQUEST, f"link '{link}' has cluster.link.prefix={prefix}: the mirror of '{source_topic}' must be named '{prefix + source_topic}', not '{topic}'")
+            topic = prefix + source_topic
+        if not topic:
+            topic = source_topic
+        if not topic:
+            raise AdminError(400, ErrorCode.INVALID_REQUEST, "a mirror needs a topic name or a source topic name")
         source_topic = source_topic or topic
         try:
             validate_topic_name(topic)
@@ -234,10 +358,26 @@ class LinkManager:
             raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"source topic '{source_topic}' does not exist on link '{link}' ({code})")
         if topic in self.mirrors or self._topics.get(topic) is not None:
             raise AdminError(409, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
+        # The source topic's configs before the first append: retention must never run with our defaults.
+        try:
+            with trio.fail_after(entry.settings.request_timeout_ms / 1000):
+                source_configs = await describe_source_configs(entry.runtime.source, [source_topic])
+        except ConfigsUnsupported as exc:
+            log.warning("mirror %s: %s; created keeping everything (retention.ms=-1)", topic, exc)
+            source_configs = {source_topic: {}}
+        except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
+            raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot read the configs of source topic '{source_topic}' on link '{link}': {exc}") from exc
+        if topic in self.mirrors or self._topics.get(topic) is not None:
+            raise AdminError(409, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
+        configs = mirrored_configs({}, source_configs[source_topic], entry.config_sync.names, set(), creating=True)
         partitions = len(st.partitions)
         # The mirror's own epoch starts at the source's so advertised epochs never go backwards (Invariant 4).
         epoch = max((p.leader_epoch for p in st.partitions.values()), default=0)
-        self._topics.create(topic, partitions, {}, kind="mirror", leader_epoch=max(epoch, 0))
+        try:
+            self._topics.create(topic, partitions, configs, kind="mirror", leader_epoch=max(epoch, 0))
+        except TopicError as exc:
+            raise AdminError(400, exc.error_code, f"cannot create mirror topic '{topic}' with the source's configs {configs}: {exc.message}") from exc
+        entry.config_sync.remember(topic, source_configs[source_topic])
         mirror = Mirror(topic, link, source_topic, str(st.topic_id) if st.topic_id else None, MirrorState.ACTIVE)
         mirror.partitions = [PartitionProgress(p, max_bytes=entry.settings.fetch_max_bytes) for p in range(partitions)]
         try:

@@ -11,6 +11,7 @@ from .errors import (
     LogClosed,
     OffsetOutOfRange,
     OutOfOrderSequence,
+    PolicyViolation,
     StorageError,
 )
 from .log import AppendResult, FileRange, LogStatistics, PartitionLog, ReadResult
@@ -27,6 +28,7 @@ __all__ = [
     "OffsetOutOfRange",
     "OutOfOrderSequence",
     "PartitionLog",
+    "PolicyViolation",
     "ReadResult",
     "StorageError",
 ]

@@ -27,6 +27,12 @@ class InvalidConfig(StorageError):
     error_code = ErrorCode.INVALID_CONFIG
 
 
+class PolicyViolation(StorageError):
+    """Refused by the topic's configuration (DeleteRecords on a topic whose cleanup.policy lacks "delete")."""
+
+    error_code = ErrorCode.POLICY_VIOLATION
+
+
 class InvalidRecord(StorageError):
     error_code = ErrorCode.INVALID_RECORD
 

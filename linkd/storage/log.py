@@ -14,7 +14,8 @@ to the same segment. Reads return file ranges for ``os.sendfile``; only batch he
 Threading contract (Kafka's ``LocalLog``: writes under the log's lock, reads from a volatile end offset):
 
 * **Writers** (``append_*``, ``truncate_to``, ``reset_to``, ``advance_log_start``, ``apply_retention``,
-  ``flush``, ``close``, ``abandon``, ``delete``, ``open``) may be called from any thread; they are
+  ``update_config``, ``cleaner_snapshot``, ``swap_in_cleaned``, ``mark_cleaned``, ``flush``, ``close``,
+  ``abandon``, ``delete``, ``open``) may be called from any thread; they are
   serialised by the log's writer lock, which they hold across their file I/O (a writer may wait for
   another writer). They block, so the event loop calls them through ``linkd.storage_calls``.
 * **Readers** (``read``, ``batch_header``, the offset properties, ``offset_for_timestamp``,
@@ -25,12 +26,16 @@ Threading contract (Kafka's ``LocalLog``: writes under the log's lock, reads fro
   lock publishes whenever its outermost holder leaves it. A reader sees the log as it was before a write
   in progress, or after it, never half of one; it only reads bytes written before its snapshot (pread and
   sendfile of those are safe while an append writes further on).
-* A segment leaving the log (truncation, retention, a roll past an empty segment) is unlinked at once but
-  its descriptor stays open for ``RETIRED_SEGMENT_GRACE_S``, so a reader still holding an older view
-  reads the old bytes rather than a closed or reused descriptor. Code that removes segments must use
-  ``_drop_segment``/``_retire``. A ``FileRange`` returned by ``read`` copies its bytes through that
-  descriptor; ``sendfile`` opens its path, which fails for a segment deleted meanwhile (the sender then
-  breaks the connection and the client fetches again).
+* A segment leaving the log (truncation, retention, a roll past an empty segment, the log cleaner's swap)
+  is unlinked at once (or renamed over, by a swap) but its descriptor stays open for
+  ``RETIRED_SEGMENT_GRACE_S``, so a reader still holding an older view reads the old bytes rather than a
+  closed or reused descriptor. Code that removes segments must use ``_drop_segment``/``_retire``. A
+  ``FileRange`` returned by ``read`` is read (``read_bytes``) and sent (``sendfile``) through a duplicate
+  of that descriptor (``FileRange.open_fd``), which its holder keeps as long as it needs; only once the
+  segment is closed does it open its path, refusing a file replaced meanwhile (inode check).
+* The log cleaner (``cleaner.py``) runs its passes in a worker thread, one per log at a time
+  (``cleaner_lock``). ``cleaner_snapshot``, ``swap_in_cleaned`` and ``mark_cleaned`` are its short steps
+  under the writer lock; in between it reads inactive segments through duplicates of their descriptors.
 """
 
 from __future__ import annotations
@@ -48,11 +53,12 @@ from dataclasses import dataclass, field
 from protocol.errors import CorruptBatch
 from protocol.records import ATTR_CONTROL, HEADER_SIZE, RecordBatch, Split, set_base_offset_and_epoch, split_batches
 
-from . import checkpoint
+from . import checkpoint, swap
+from .cleaner import CleanerSnapshot
 from .config import INT32_MAX, LogConfig
 from .epoch_cache import FILE_NAME as EPOCH_FILE_NAME
 from .epoch_cache import EpochHistory, LeaderEpochCache
-from .errors import InvalidRecord, LogClosed, OffsetOutOfRange
+from .errors import InvalidRecord, LogClosed, OffsetOutOfRange, PolicyViolation
 from .index_file import IndexCorrupt
 from .producer_state import (
     ProducerStateManager,
@@ -71,6 +77,7 @@ log = logging.getLogger(__name__)
 RECOVERY_POINT_FILE = "recovery-point"
 LOG_START_FILE = "log-start-offset"
 CLEAN_SHUTDOWN_FILE = "clean-shutdown"
+CLEANER_OFFSET_FILE = "cleaner-offset-checkpoint"
 _SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex|\.txnindex)$")
 # How long the descriptor of a segment that left the log stays open for readers holding an older view (a
 # read runs in one call, microseconds to milliseconds; this is a wide margin). Its disk space is freed then.
@@ -91,15 +98,34 @@ class FileRange:
     path: str
     position: int
     length: int
-    # The segment read: its descriptor still reads the bytes for a while after the segment left the log.
+    # The segment read: its descriptor still reads these bytes for a while after the segment left the log
+    # (retention, truncation, a cleaned segment swapped in under the same name).
     segment: LogSegment | None = field(default=None, compare=False, repr=False)
+    # The file's inode, checked only when the descriptor is gone and ``path`` must be opened: a cleaned
+    # segment swapped in under the same name is another file whose bytes must not be sent. 0: not checked.
+    inode: int = 0
+
+    def open_fd(self) -> int:
+        """A descriptor of the file this range was read from, for the caller to close: a duplicate of the
+        segment's own descriptor while it is open (the old bytes even after a cleaner swap, retention or a
+        truncation), else ``path`` opened and checked to be the same file (``inode``). Raises
+        ``FileNotFoundError`` when that file is gone or was replaced. Any thread."""
+        fd = self.segment.dup_fd() if self.segment is not None else -1
+        if fd >= 0:
+            return fd
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        if self.inode and os.fstat(fd).st_ino != self.inode:
+            os.close(fd)
+            raise FileNotFoundError(f"{self.path} was replaced (log cleaner) after it was read")
+        return fd
 
     def read_bytes(self) -> bytes:
-        fd = self.segment.fd if self.segment is not None else -1
-        if fd >= 0:
+        """The range's bytes (see ``open_fd``). Any thread."""
+        fd = self.open_fd()
+        try:
             return os.pread(fd, self.length, self.position)
-        with open(self.path, "rb") as f:
-            return os.pread(f.fileno(), self.length, self.position)
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -143,6 +169,7 @@ class LogView:
     epochs: EpochHistory
     open_transactions: dict[int, int]  # never mutated once published
     closed: bool
+    cleaned_up_to: int | None  # the log cleaner's first dirty offset (None: never cleaned)
 
     def segment_index(self, offset: int) -> int:
         return max(0, bisect.bisect_right(self.bases, offset) - 1)
@@ -195,6 +222,7 @@ class LogStatistics:
     latest_epoch: int
     producer_count: int
     open_transaction_count: int
+    cleaned_up_to: int | None = None  # log cleaner: offsets below it are compacted; None = never cleaned
 
 
 class PartitionLog:
@@ -219,7 +247,11 @@ class PartitionLog:
         self._last_flush_ms = _now_ms()
         self._last_checkpoint_ms = 0
         self._closed = False
-        self._view = LogView((), (), 0, 0, 0, EpochHistory((), ()), _NO_TRANSACTIONS, False)
+        self._cleaned_up_to: int | None = None
+        # Held by a cleaning pass for its whole run: one pass per log at a time (their .cleaned files share names).
+        self.cleaner_lock = threading.Lock()
+        self._cuts = 0  # truncations and resets so far: a cleaning pass started before one swaps nothing in
+        self._view = LogView((), (), 0, 0, 0, EpochHistory((), ()), _NO_TRANSACTIONS, False, None)
 
     def _publish(self) -> None:
         """Make the state the writer left the current ``LogView`` (writer lock held). A segment's view is
@@ -236,6 +268,7 @@ class PartitionLog:
         self._view = LogView(
             tuple(views), tuple(self._bases), self._log_start, self._log_end, self._last_stable_offset(),
             self._epochs.history(), dict(ongoing) if ongoing else _NO_TRANSACTIONS, self._closed,
+            self._cleaned_up_to,
         )
         if self._retired:
             self._close_retired(time.monotonic())
@@ -246,9 +279,11 @@ class PartitionLog:
             return self._log_end
         return min(max(first_open, self._log_start), self._log_end)
 
-    def _retire(self, segment: LogSegment) -> None:
-        """``segment`` has left the log: unlink its files now, close its descriptor after the grace period."""
-        segment.delete_files()
+    def _retire(self, segment: LogSegment, unlink: bool = True) -> None:
+        """``segment`` has left the log: unlink its files now (``unlink=False``: they are gone or another
+        segment's already, as after a cleaner swap), close its descriptor after the grace period."""
+        if unlink:
+            segment.delete_files()
         self._retired.append((time.monotonic() + RETIRED_SEGMENT_GRACE_S, segment))
 
     def _close_retired(self, now: float) -> None:
@@ -291,6 +326,8 @@ class PartitionLog:
     def _load(self) -> None:
         for name in checkpoint.remove_temp_files(self.path):
             log.warning("%s: removed half-written file %s", self.name, name)
+        swap.recover(self.path, self.name)  # before listing segments: a cleaner swap may be half done
+        self._cleaned_up_to = checkpoint.read_offset_checkpoint(os.path.join(self.path, CLEANER_OFFSET_FILE))
         clean_end = checkpoint.take_clean_shutdown(os.path.join(self.path, CLEAN_SHUTDOWN_FILE))
         start_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, LOG_START_FILE))
         recovery_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE))
@@ -446,7 +483,7 @@ class PartitionLog:
             return True
         if batch.last_offset - segment.base_offset > INT32_MAX:
             return True
-        return first_ts is not None and batch.max_timestamp - first_ts > self.config.segment_ms
+        return first_ts is not None and batch.max_timestamp - first_ts > self.config.max_segment_ms
 
     def _compute_log_end(self) -> int:
         for segment in reversed(self._segments):
@@ -500,7 +537,7 @@ class PartitionLog:
             first_ts = segment.first_batch_timestamp
             if (segment.size and segment.size + total <= self.config.segment_bytes
                     and expected - 1 - segment.base_offset <= INT32_MAX
-                    and (first_ts is None or max_ts - first_ts <= self.config.segment_ms)):
+                    and (first_ts is None or max_ts - first_ts <= self.config.max_segment_ms)):
                 # Nothing in this call rolls the segment: skip the per-batch roll checks.
                 self._write_group(segment, view, 0, total, batches, 0, len(batches), control_types)
                 self._after_append(batches, None)
@@ -606,7 +643,7 @@ class PartitionLog:
             position, first = found
             end, seg_next = seg.segment.read_extent(position, first, budget, limit, not ranges, seg.size, seg.next_offset)
             if end > position:
-                ranges.append(FileRange(seg.segment.log_path, position, end - position, seg.segment))
+                ranges.append(FileRange(seg.segment.log_path, position, end - position, seg.segment, seg.segment.inode))
                 budget -= end - position
                 next_offset = seg_next
             if end < seg.size or budget <= 0:
@@ -682,10 +719,15 @@ class PartitionLog:
         """(offset, timestamp) of the batch with the largest max timestamp (its base offset; the earliest
         such batch on ties), or (-1, -1) for an empty log. Reader: any thread."""
         view = self._view
-        best = (-1, -1)
+        best, best_seg = (-1, -1), None
         for seg in view.segments:
             if not seg.is_empty and seg.next_offset > view.log_start and seg.max_timestamp > best[1]:
-                best = (max(seg.offset_of_max_timestamp, view.log_start), seg.max_timestamp)
+                best, best_seg = (seg.offset_of_max_timestamp, seg.max_timestamp), seg
+        if best_seg is not None:
+            # The time index names the batch by its last offset (Kafka's layout); answer its base offset.
+            found = best_seg.segment.find_batch(best[0], best_seg.size)
+            base = found[1].base_offset if found is not None else best[0]
+            best = (max(base, view.log_start), best[1])
         return best
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
@@ -735,6 +777,7 @@ class PartitionLog:
             self._check_open()
             if offset >= self._log_end:
                 return 0
+            self._cuts += 1
             old_end = self._log_end
             if offset < self._log_start:
                 removed = self._truncate_fully(offset)
@@ -755,6 +798,7 @@ class PartitionLog:
             delete_snapshots_after(self.path, self._log_end)
             self._producers = self._rebuilt_producer_state(self._log_end)
             self._recovery_point = min(self._recovery_point, self._log_end)
+            self._lower_cleaned_up_to(self._log_end)
             self._flush(force_checkpoint=True)
             return removed
 
@@ -763,8 +807,10 @@ class PartitionLog:
         thread, under the writer lock; blocking (fsyncs)."""
         with self._lock:
             self._check_open()
+            self._cuts += 1
             self._truncate_fully(offset)
             self._producers = ProducerStateManager()
+            self._lower_cleaned_up_to(None)
             self._flush(force_checkpoint=True)
 
     def _truncate_fully(self, offset: int) -> int:
@@ -786,10 +832,14 @@ class PartitionLog:
 
     def advance_log_start(self, offset: int) -> int:
         """DeleteRecords: make ``offset`` the first readable offset and delete segments wholly below it.
-        Returns the new log start offset. Writer: any thread, under the writer lock; blocking (checkpoint
-        and directory fsyncs)."""
+        Returns the new log start offset. Refused (``PolicyViolation``) unless cleanup.policy holds "delete",
+        as Kafka refuses it. Writer: any thread, under the writer lock; blocking (checkpoint and directory
+        fsyncs)."""
         with self._lock:
             self._check_open()
+            if not self.config.delete:
+                raise PolicyViolation(f"Records of partition {self.name} can not be deleted due to the configured "
+                                      f"policy (cleanup.policy={','.join(self.config.cleanup_policy)})")
             if offset > self._log_end:
                 raise OffsetOutOfRange(f"{self.name}: cannot move the log start to {offset}, past the high "
                                        f"watermark {self._log_end}")
@@ -820,16 +870,32 @@ class PartitionLog:
             checkpoint.fsync_dir(os.path.dirname(self.path))
             self._parent_dirty = False
 
+    def update_config(self, config: LogConfig) -> None:
+        """Use ``config`` from now on without reopening (Kafka's ``LocalLog.updateConfig``): later appends,
+        rolls, flushes and retention passes read it. Segments already written keep their index interval
+        until the next roll. Writer: any thread, under the writer lock (no I/O; it waits for a write in
+        progress), so a write runs wholly with the old config or the new one; leaving the lock publishes a
+        view as every writer does (none of the view depends on the config today). Readers read ``config``
+        as one immutable object, the old or the new."""
+        with self._lock:
+            self.config = config
+
     def apply_retention(self, now_ms: int) -> int:
         """Delete whole old segments beyond retention.ms / retention.bytes, moving the log start. Returns
-        the number of segments deleted. Writer: any thread, under the writer lock; blocking."""
+        the number of segments deleted. Only when cleanup.policy holds "delete": a compacted topic keeps its
+        old segments (the cleaner thins them instead). Writer: any thread, under the writer lock; blocking."""
         with self._lock:
             self._check_open()
+            if not self.config.delete:
+                return 0
             segments = self._segments
             by_time = 0
             if self.config.retention_ms >= 0:
                 for segment in segments:
                     if segment.is_empty:
+                        if segment is not segments[-1]:
+                            by_time += 1  # an empty segment the cleaner left: no data to keep
+                            continue
                         break
                     newest = segment.max_timestamp if segment.max_timestamp >= 0 else segment.last_modified_ms()
                     if now_ms - newest <= self.config.retention_ms:
@@ -853,6 +919,99 @@ class PartitionLog:
             self._log_start = new_start
             self._delete_segments_below_start("retention")
             return count
+
+    # ------------------------------------------------------------------------------------------------
+    # Log cleaner (cleaner.py does the work in a worker thread; these are its short locked steps)
+
+    def cleaner_snapshot(self) -> CleanerSnapshot | None:
+        """The segments and state a cleaning pass reads, or None if the log is closed. Any thread: takes
+        the writer lock briefly (no I/O) for the producer state, which the published view does not hold.
+        The pass then reads the inactive segments below these sizes through their own descriptors
+        (``LogSegment.dup_fd``), which appends (to the active segment only) never touch."""
+        with self._lock:
+            if self._closed:
+                return None
+            segments = tuple(self._segments)
+            return CleanerSnapshot(
+                config=self.config,
+                path=self.path,
+                segments=segments,
+                sizes=tuple(s.size for s in segments),
+                next_offsets={s.base_offset: s.next_offset for s in segments},
+                max_timestamps={s.base_offset: s.max_timestamp for s in segments},
+                first_timestamps=tuple(s.first_batch_timestamp for s in segments[:-1]),
+                log_start=self._log_start,
+                log_end=self._log_end,
+                last_stable_offset=self._last_stable_offset(),
+                cleaned_up_to=self._cleaned_up_to,
+                producer_last={pid: (e.batches[-1].last_offset if e.batches else None, e.epoch)
+                               for pid, e in self._producers.entries.items()},
+                aborted=tuple(entry for s in segments for entry in s.txn_index.entries),
+                cuts=self._cuts,
+            )
+
+    def swap_in_cleaned(self, old: Sequence[LogSegment], old_sizes: Sequence[int], base_offset: int, group_end: int,
+                        cuts: int | None = None) -> bool:
+        """Replace the run of segments ``old`` (as the cleaner read them) by the cleaned segment written as
+        ``<base_offset>.*.cleaned`` (see swap.py). False, with nothing changed, if ``old`` is no longer a run
+        of inactive segments of this log with those sizes, or (``cuts``: the snapshot's) if the log was
+        truncated since: a segment cut in place and refilled to the same size holds other batches.
+
+        Writer: any thread, under the writer lock (the renames and directory fsyncs of the swap). Readers
+        are never closed under: the replaced segments leave through ``_retire``, their files already
+        unlinked or renamed over, their descriptors open for ``RETIRED_SEGMENT_GRACE_S``, so a reader on an
+        older view (or a ``FileRange`` being sent) reads the old bytes; leaving the lock publishes the view
+        with the cleaned segment."""
+        with self._lock:
+            if self._closed or not old or (cuts is not None and cuts != self._cuts):
+                return False
+            try:
+                first = next(i for i, s in enumerate(self._segments) if s is old[0])
+            except StopIteration:
+                return False
+            current = self._segments[first : first + len(old)]
+            if (first + len(old) >= len(self._segments) or any(a is not b for a, b in zip(current, old, strict=True))
+                    or [s.size for s in current] != list(old_sizes)):
+                return False
+            swap.commit(self.path, base_offset, group_end)
+            # Old descriptors stay open (and valid: unlinked files keep their bytes) until the new segment
+            # is in place, so a failure below leaves this log serving the old data; reopen completes it.
+            swap.complete(self.path, base_offset, [s.base_offset for s in old])
+            segment = LogSegment(self.path, base_offset, self.config.index_interval_bytes, create=False)
+            try:
+                segment.load_indexes()
+            except IndexCorrupt as exc:
+                log.warning("%s: rebuilding indexes of cleaned segment %d: %s", self.name, base_offset, exc)
+                recover_segment(segment, lambda _batch, _position: None, self.name)
+                segment.flush()
+            self._segments[first : first + len(old)] = [segment]
+            self._bases[first : first + len(old)] = [base_offset]
+            for s in old:
+                self._retire(s, unlink=False)  # swap.complete removed or replaced their files
+            return True
+
+    def mark_cleaned(self, offset: int, cuts: int | None = None) -> None:
+        """The cleaner compacted everything below ``offset``: the next pass maps from there. Ignored if the
+        log was truncated since the pass's snapshot (``cuts``), which may have lowered it already. Writer:
+        any thread, under the writer lock (a checkpoint write)."""
+        with self._lock:
+            if self._closed or (cuts is not None and cuts != self._cuts):
+                return
+            self._cleaned_up_to = offset
+            checkpoint.write_offset_checkpoint(os.path.join(self.path, CLEANER_OFFSET_FILE), self.topic,
+                                               self.partition, offset)
+
+    def _lower_cleaned_up_to(self, end: int | None) -> None:
+        if self._cleaned_up_to is not None and (end is None or self._cleaned_up_to > end):
+            self._cleaned_up_to = end
+            path = os.path.join(self.path, CLEANER_OFFSET_FILE)
+            if end is None:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            else:
+                checkpoint.write_offset_checkpoint(path, self.topic, self.partition, end)
 
     # ------------------------------------------------------------------------------------------------
     # Durability and lifetime
@@ -982,6 +1141,7 @@ class PartitionLog:
             latest_epoch=view.epochs.latest_epoch,
             producer_count=len(self._producers.entries),
             open_transaction_count=len(view.open_transactions),
+            cleaned_up_to=view.cleaned_up_to,
         )
 
     def segment_base_offsets(self) -> list[int]:

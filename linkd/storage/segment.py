@@ -7,13 +7,13 @@ the indexes store offsets relative to it.
 
 The segment trusts its bytes; verifying them is the caller's job on append and ``recovery``'s on open.
 Reads go through ``os.pread`` on one descriptor opened with O_APPEND, so bytes written are immediately
-visible to readers and to ``os.sendfile`` on the path.
+visible to readers and to ``os.sendfile`` of a duplicate of it (``dup_fd``).
 
 Threading (as Kafka's ``LogSegment``): a segment is not thread-safe for writers. Every method that changes
 it (``append``, ``index_batch``, ``truncate_to_position``, ``reset_indexes``, ``seal``, ``flush``, ``close``,
 ``delete``, ``load_indexes``) must be called by one writer at a time; ``PartitionLog`` serialises them under
 its writer lock. The reading methods (``header_at``, ``read_at``, ``iter_headers``, ``find_batch``,
-``read_extent``) may run in any thread concurrently with one writer, *given the bounds of a snapshot*
+``read_extent``, and ``dup_fd``, which is safe against a concurrent ``close`` too) may run in any thread concurrently with one writer, *given the bounds of a snapshot*
 (``end`` / ``size`` / ``next_offset`` as published by ``PartitionLog``): they then only touch bytes that
 were written before the snapshot and index entries that name them. Called without bounds they read the
 live fields, which is only safe from the writer itself. The indexes make that possible: entries are
@@ -24,6 +24,7 @@ replaces the index arrays instead of shrinking the ones a reader may hold.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 
 from protocol.records import HEADER_SIZE, LOG_OVERHEAD, RecordBatch
@@ -68,7 +69,10 @@ class LogSegment:
         self.log_path = os.path.join(directory, file_name(base_offset, LOG_SUFFIX))
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
         self.fd = os.open(self.log_path, flags, 0o644)
-        self.size = os.fstat(self.fd).st_size
+        self._fd_lock = threading.Lock()
+        stat = os.fstat(self.fd)
+        self.size = stat.st_size
+        self.inode = stat.st_ino  # names this file in FileRange once its descriptor is closed: a cleaned segment reuses the path
         self.offset_index = OffsetIndex(os.path.join(directory, file_name(base_offset, INDEX_SUFFIX)), base_offset)
         self.time_index = TimeIndex(os.path.join(directory, file_name(base_offset, TIME_INDEX_SUFFIX)), base_offset)
         self.txn_index = TxnIndex(os.path.join(directory, file_name(base_offset, TXN_INDEX_SUFFIX)))
@@ -139,7 +143,7 @@ class LogSegment:
         for batch in batches:
             ts = batch.max_timestamp
             if ts > max_ts:
-                max_ts, max_ts_offset = ts, batch.base_offset
+                max_ts, max_ts_offset = ts, batch.base_offset + batch.last_offset_delta
             if position == 0:
                 self._first_batch_timestamp = ts
             if since > interval:
@@ -167,7 +171,7 @@ class LogSegment:
     def _note_batch(self, batch: RecordBatch, position: int) -> None:
         if batch.max_timestamp > self.max_timestamp:
             self.max_timestamp = batch.max_timestamp
-            self.offset_of_max_timestamp = batch.base_offset
+            self.offset_of_max_timestamp = batch.last_offset
         if position == 0:
             self._first_batch_timestamp = batch.max_timestamp
         self.next_offset = batch.next_offset
@@ -291,10 +295,20 @@ class LogSegment:
         for index in (self.offset_index, self.time_index, self.txn_index):
             index.file.fsync()
 
+    def dup_fd(self) -> int:
+        """A duplicate of the segment file's descriptor for the caller to close, or -1 once the segment is
+        closed. Any thread: ``close`` and this take the segment's descriptor lock, so the number duplicated
+        is never one ``close`` just gave back (which another open may already have reused for another file).
+        The duplicate reads this file for as long as the caller keeps it, even after the segment is closed
+        and its files unlinked or replaced."""
+        with self._fd_lock:
+            return os.dup(self.fd) if self.fd >= 0 else -1
+
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        with self._fd_lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
     def delete(self) -> None:
         self.close()

@@ -3,7 +3,8 @@
 Each 12-byte entry, big-endian::
 
     int64  timestamp         largest batch max-timestamp seen in the segment so far
-    int32  relative offset   base offset of the batch that carried it, minus the segment's base offset
+    int32  relative offset   last offset of the batch that carried it, minus the segment's base offset
+                             (Kafka's "shallow offset of max timestamp"; ``kafka-dump-log`` checks it)
 
 Entries are added together with offset-index entries, only when the timestamp grew, plus a final one when the
 segment is sealed or closed, so the last entry is the segment's largest timestamp. Both fields never decrease.

@@ -244,6 +244,23 @@ def _describe_configs(env: Env, v: int) -> None:
     assert result["error_code"] == 0 and "retention.ms" in {c["name"] for c in result["configs"]}
 
 
+def _retention_ms(env: Env) -> str:
+    body = env.call(ApiKey.DESCRIBE_CONFIGS, 4, {"resources": [{"resource_type": 2, "resource_name": env.topic, "configuration_keys": ["retention.ms"]}], "include_synonyms": False, "include_documentation": False})
+    return _only(_only(body["results"])["configs"])["value"]
+
+
+def _alter_configs(env: Env, v: int) -> None:
+    body = env.call(ApiKey.ALTER_CONFIGS, v, {"resources": [{"resource_type": 2, "resource_name": env.topic, "configs": [{"name": "retention.ms", "value": str(1000 + v)}]}], "validate_only": False})
+    assert _only(body["responses"])["error_code"] == 0, body
+    assert _retention_ms(env) == str(1000 + v)
+
+
+def _incremental_alter_configs(env: Env, v: int) -> None:
+    body = env.call(ApiKey.INCREMENTAL_ALTER_CONFIGS, v, {"resources": [{"resource_type": 2, "resource_name": env.topic, "configs": [{"name": "retention.ms", "config_operation": 0, "value": str(2000 + v)}]}], "validate_only": False})
+    assert _only(body["responses"])["error_code"] == 0, body
+    assert _retention_ms(env) == str(2000 + v)
+
+
 def _create_partitions(env: Env, v: int) -> None:
     name = env.create_topic(f"{env.prefix}-p{v}")
     body = env.call(ApiKey.CREATE_PARTITIONS, v, {"topics": [{"name": name, "count": 3, "assignments": None}], "timeout_ms": 10_000, "validate_only": False})
@@ -283,6 +300,8 @@ EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.INIT_PRODUCER_ID: _init_producer_id,
     ApiKey.OFFSET_FOR_LEADER_EPOCH: _offset_for_leader_epoch,
     ApiKey.DESCRIBE_CONFIGS: _describe_configs,
+    ApiKey.ALTER_CONFIGS: _alter_configs,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: _incremental_alter_configs,
     ApiKey.CREATE_PARTITIONS: _create_partitions,
     ApiKey.DELETE_GROUPS: _delete_groups,
     ApiKey.DESCRIBE_CLUSTER: _describe_cluster,

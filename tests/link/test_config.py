@@ -67,3 +67,38 @@ def test_group_filters_exclude_wins_and_nothing_without_include():
     assert GroupFilter.parse('{"groupFilters": [{"name": "*"}]}').includes("anything")
     with pytest.raises(ValueError, match="patternType"):
         GroupFilter.parse('{"groupFilters": [{"name": "x", "patternType": "REGEX"}]}')
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("acl.sync.enable", "true"),
+        ("acl.filters", '{"aclFilters": []}'),
+        ("acl.sync.ms", "5000"),
+        ("num.cluster.link.fetchers", "2"),
+    ],
+)
+def test_keys_not_implemented_yet_are_refused_not_ignored(key, value):
+    with pytest.raises(LinkConfigError, match="not supported yet") as info:
+        validate({"bootstrap.servers": "h:1", key: value})
+    assert key in str(info.value)
+
+
+def test_keys_not_implemented_yet_are_accepted_at_their_off_value():
+    merged = validate({"bootstrap.servers": "h:1", "acl.sync.enable": "false"})
+    assert merged["acl.sync.enable"] == "false"
+
+
+def test_topic_config_sync_settings():
+    default = LinkSettings.from_config({"bootstrap.servers": "h:1"})
+    assert default.topic_config_sync_ms == 5000 and "retention.ms" in default.topic_config_sync_include
+    only = LinkSettings.from_config({"bootstrap.servers": "h:1", "topic.config.sync.include": "segment.ms, cleanup.policy", "topic.config.sync.ms": "250"})
+    assert only.topic_config_sync_include == frozenset({"segment.ms"}) and only.topic_config_sync_ms == 250
+    none = LinkSettings.from_config({"bootstrap.servers": "h:1", "topic.config.sync.include": ""})
+    assert none.topic_config_sync_include == frozenset()
+    with pytest.raises(LinkConfigError, match="unknown topic config"):
+        validate({"bootstrap.servers": "h:1", "topic.config.sync.include": "retention.mss"})
+    with pytest.raises(LinkConfigError, match="min.insync.replicas cannot be synced"):
+        validate({"bootstrap.servers": "h:1", "topic.config.sync.include": "min.insync.replicas"})
+    with pytest.raises(LinkConfigError, match="topic.config.sync.ms"):
+        validate({"bootstrap.servers": "h:1", "topic.config.sync.ms": "0"})

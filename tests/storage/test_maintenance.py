@@ -52,3 +52,46 @@ def test_a_flush_the_disk_refuses_is_logged_and_tried_again_next_round(tmp_path,
         trio.run(main)
     assert log.recovery_point == 2
     assert [r for r in caplog.records if "periodic flush failed" in r.getMessage() and "No space left" in r.getMessage()]
+
+
+def test_the_cleaner_compacts_a_compacted_log_in_a_worker_thread_and_leaves_the_others(tmp_path, monkeypatch):
+    import threading
+
+    import linkd.maintenance as maintenance
+    from linkd.storage.cleaner import CleanerConfig
+    from protocol.records import BatchSpec, NewRecord, build_batch
+
+    def fill(log):
+        for i in range(20):
+            log.append_mirrored(build_batch(BatchSpec(base_offset=i, records=[NewRecord(key=b"k", value=b"v%d" % i)])))
+
+    compacted = open_log(tmp_path / "c", segment_bytes=300, cleanup_policy=("compact",))
+    plain = open_log(tmp_path / "d", segment_bytes=300, retention_ms=-1)
+    fill(compacted)
+    fill(plain)
+    plain_size = plain.statistics().size_bytes
+    threads = []
+    real_clean = maintenance.clean_log
+
+    def clean_log(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real_clean(*args, **kwargs)
+
+    monkeypatch.setattr(maintenance, "clean_log", clean_log)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            registry = _Registry(_Topic("c", [compacted]), _Topic("d", [plain]))
+            await nursery.start(lambda task_status: run_maintenance(
+                registry, flush_interval_s=0.05, retention_interval_s=3600, cleaner=CleanerConfig(backoff_ms=20),
+                task_status=task_status))
+            with trio.fail_after(20):
+                while compacted.statistics().cleaned_up_to is None:  # noqa: ASYNC110 - a worker thread moves it
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert threads and not any(threads), "clean_log ran on the event loop's thread"
+    assert compacted.statistics().cleaned_up_to == compacted.segment_base_offsets()[-1]
+    assert compacted.statistics().size_bytes < plain.statistics().size_bytes == plain_size
+    assert plain.statistics().cleaned_up_to is None

@@ -1,0 +1,217 @@
+"""Mirror topic config sync: a mirror keeps its source topic's contract.
+
+A mirror is created with its source topic's configs, read with DescribeConfigs before the topic exists,
+so its log never runs a single retention pass with linkd's defaults (a source with ``retention.ms=-1``
+and month-old records would otherwise be emptied by the first pass). Then every ``topic.config.sync.ms``
+the link asks the source again, on its short-request connection, and applies what changed to the live
+logs (``TopicRegistry.set_configs``).
+
+What is synced follows Cluster Linking's classes (``linkd.topicconfig``): always-synced names always;
+configurable names when ``topic.config.sync.include`` names them (default: all) and the mirror has no
+local override of them; independent names never. A value equal to linkd's default is stored as "not
+set", so DescribeConfigs shows it as the default, exactly as the source's value.
+
+A source that does not report ``retention.ms`` / ``retention.bytes`` (Tansu reports only what was set)
+gets ``-1`` on the mirror: linkd never deletes what it does not know the source deletes. A source that
+does not implement DescribeConfigs at all gets the same: its mirrors keep everything, and the link's
+status says why.
+
+A promoted or failed-over mirror is no longer synced: it keeps the configs last synced, all editable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import trio
+
+from protocol.errors import ErrorCode
+from protocol.messages import ApiKey
+
+from .. import topicconfig
+from ..topicconfig import InvalidTopicConfig
+from ..topics import TopicError
+from .client import SourceProtocolError, SourceUnavailable, source_error
+from .states import MirrorState
+
+log = logging.getLogger(__name__)
+
+RESOURCE_TOPIC = 2
+KEEP_EVERYTHING = {"retention.ms": "-1", "retention.bytes": "-1"}
+# Synced: the mirror still follows its source. Stopped mirrors are the operator's; failed ones keep what
+# they had (the source may be the reason they failed).
+SYNCED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED})
+
+
+class ConfigsUnsupported(SourceProtocolError):
+    """The source does not implement DescribeConfigs."""
+
+
+def synced_names(include: frozenset[str]) -> frozenset[str]:
+    return topicconfig.ALWAYS_SYNCED | (include & topicconfig.CONFIGURABLE)
+
+
+async def describe_source_configs(source, topics: list[str]) -> dict[str, dict[str, str]]:
+    """The source topics' effective configs (name -> value), by source topic. Raises SourceUnavailable
+    when no source broker answers, SourceProtocolError when the source refuses any of them (naming it)."""
+    found, refused = await _describe(source, topics)
+    if refused:
+        raise SourceProtocolError("; ".join(refused.values()))
+    return found
+
+
+async def _describe(source, topics: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """(configs by topic, why by topic) for one DescribeConfigs of ``topics``."""
+    if not topics:
+        return {}, {}
+    body = await _request(
+        source,
+        {"resources": [{"resource_type": RESOURCE_TOPIC, "resource_name": t, "configuration_keys": None} for t in topics], "include_synonyms": False, "include_documentation": False},
+    )
+    found: dict[str, dict[str, str]] = {}
+    refused: dict[str, str] = {}
+    for result in body.get("results", []):
+        name = result["resource_name"]
+        if result["error_code"] != ErrorCode.NONE:
+            detail = result.get("error_message") or ""
+            refused[name] = f"DescribeConfigs of source topic {name} failed with {source_error(result['error_code']).name}" + (f": {detail}" if detail else "")
+            continue
+        found[name] = {c["name"]: c["value"] for c in result.get("configs", []) if c.get("value") is not None}
+    for t in topics:
+        if t not in found and t not in refused:
+            refused[t] = f"DescribeConfigs answer left out source topic {t}"
+    return found, refused
+
+
+async def _request(source, body: dict) -> dict:
+    """DescribeConfigs to the first source broker that answers (as ``SourceCluster.request_any``), telling
+    a source without the API (ConfigsUnsupported) from one that cannot be reached."""
+    errors = []
+    for address in dict.fromkeys([*source.bootstrap, *source.brokers.values()]):
+        try:
+            conn = await source.connection(address)
+        except SourceUnavailable as exc:
+            errors.append(str(exc))
+            continue
+        if ApiKey.DESCRIBE_CONFIGS not in conn.versions:
+            raise ConfigsUnsupported(f"source broker {address[0]}:{address[1]} does not support DescribeConfigs")
+        try:
+            return await conn.request(ApiKey.DESCRIBE_CONFIGS, body, timeout=source.request_timeout_s)
+        except (SourceUnavailable, SourceProtocolError) as exc:
+            errors.append(str(exc))
+            await source.drop(address)
+    raise SourceUnavailable("no source broker reachable: " + "; ".join(errors))
+
+
+def mirrored_configs(current: dict[str, str], source: dict[str, str], names: frozenset[str], overrides: set[str], creating: bool = False) -> dict[str, str]:
+    """``current`` with every name of ``names`` (minus ``overrides``) set to the source's value."""
+    out = dict(current)
+    reported = dict(source)
+    if creating:
+        for key, value in KEEP_EVERYTHING.items():
+            reported.setdefault(key, value)
+    for name in sorted(names - (overrides & topicconfig.CONFIGURABLE)):  # always-synced names have no overrides
+        value = reported.get(name)
+        if value is None:
+            continue
+        try:
+            value = topicconfig.check_value(name, value)
+        except InvalidTopicConfig as exc:
+            log.warning("source value of %s not usable here, kept %s: %s", name, topicconfig.effective(out, name), exc)
+            continue
+        if value == topicconfig.TOPIC_CONFIG_DEFAULTS[name]:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    return out
+
+
+@dataclass
+class ConfigSyncStatus:
+    interval_ms: int
+    include: list[str]
+    last_sync_ms: int | None = None
+    last_error: str | None = None
+    syncs: int = 0
+    changes_applied: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class ConfigSync:
+    """The periodic config sync of one link's mirrors."""
+
+    def __init__(self, runtime, mirrors, topics) -> None:
+        self._runtime = runtime
+        self._mirrors = mirrors  # () -> list[Mirror] of this link
+        self._topics = topics
+        settings = runtime.settings
+        self.names = synced_names(settings.topic_config_sync_include)
+        self.status = ConfigSyncStatus(settings.topic_config_sync_ms, sorted(settings.topic_config_sync_include))
+        self.source_configs: dict[str, dict[str, str]] = {}  # mirror topic -> synced names' source values last seen
+
+    def following(self, topic: str) -> dict[str, str] | None:
+        """The synced source values of mirror ``topic`` if it still follows its source, else None."""
+        mirror = next((m for m in self._mirrors() if m.topic == topic), None)
+        if mirror is None or mirror.state not in SYNCED_STATES or mirror.finalizing:
+            return None
+        return dict(self.source_configs.get(topic, {}))
+
+    def remember(self, topic: str, source: dict[str, str]) -> None:
+        self.source_configs[topic] = {k: v for k, v in source.items() if k in self.names}
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(self.status.interval_ms / 1000)
+            try:
+                await self.sync_once()
+            except ConfigsUnsupported as exc:
+                if self.status.last_error != str(exc):
+                    log.warning("link %s: topic configs are not synced: %s (its mirrors keep everything)", self._runtime.name, exc)
+                self.status.last_error = str(exc)
+            except (SourceUnavailable, SourceProtocolError) as exc:
+                self.status.last_error = str(exc)
+                log.warning("link %s: topic config sync failed: %s", self._runtime.name, exc)
+            except Exception as exc:  # a malformed answer or a bug: this round is lost, not the daemon
+                self.status.last_error = repr(exc)
+                log.exception("link %s: topic config sync failed", self._runtime.name)
+
+    async def sync_once(self) -> int:
+        """One round over every mirror that follows its source; returns the number of topics changed."""
+        mirrors = [m for m in self._mirrors() if m.state in SYNCED_STATES and not m.finalizing and not m.deleted]
+        if not mirrors:
+            return 0
+        described, refused = await _describe(self._runtime.source, sorted({m.source_topic for m in mirrors}))
+        changed = 0
+        problems = list(refused.values())  # e.g. a source topic deleted: the others are synced all the same
+        for mirror in mirrors:
+            if mirror.deleted or mirror.finalizing or mirror.state not in SYNCED_STATES or mirror.source_topic not in described:
+                continue  # changed while we waited for the source, or the source refused this one
+            topic = self._topics.get(mirror.topic)
+            if topic is None:
+                continue
+            source = described[mirror.source_topic]
+            self.remember(mirror.topic, source)
+            wanted = mirrored_configs(topic.configs, source, self.names, self._topics.local_overrides(mirror.topic))
+            if wanted == topic.configs:
+                continue
+            keys = sorted(k for k in set(wanted) | set(topic.configs) if wanted.get(k) != topic.configs.get(k))
+            try:
+                self._topics.set_configs(mirror.topic, wanted)
+            except TopicError as exc:
+                problems.append(f"{mirror.topic}: {exc.message}")
+                log.error("mirror %s: cannot apply source configs %s: %s", mirror.topic, keys, exc.message)
+                continue
+            changed += 1
+            self.status.changes_applied += 1
+            log.info("mirror %s: synced topic configs %s from source topic %s", mirror.topic, ", ".join(f"{k}={topicconfig.effective(wanted, k)}" for k in keys), mirror.source_topic)
+        self.status.last_sync_ms = int(time.time() * 1000)
+        self.status.last_error = "; ".join(problems) or None
+        self.status.syncs += 1
+        if refused:
+            log.warning("link %s: topic config sync: %s", self._runtime.name, "; ".join(refused.values()))
+        return changed
