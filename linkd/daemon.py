@@ -138,8 +138,7 @@ class Daemon:
                     os.replace(tmp, self.config.ready_file)
                 task_status.started(self)
         finally:
-            with trio.CancelScope(shield=True):
-                self.close()
+            self.close()  # synchronous: no checkpoint in it for a cancellation to interrupt
 
     async def _serve_admin(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         from hypercorn.config import Config

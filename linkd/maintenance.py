@@ -103,7 +103,7 @@ async def run_cleaner(topics: TopicRegistry, config: CleanerConfig, *, task_stat
             except (LogClosed, CleanerStopped):
                 continue
             except Exception as exc:  # a bad segment or a disk error: this log waits, the others go on
-                if plog.cleaner_snapshot() is None:
+                if plog.view.closed:
                     continue  # closed or deleted under the pass (its directory may be gone): nothing to report
                 log.error("%s: log cleaner failed, retrying in %.0f s: %s", plog.name, 10 * config.backoff_ms / 1000,
                           exc, exc_info=not isinstance(exc, OSError))
@@ -115,7 +115,7 @@ async def run_cleaner(topics: TopicRegistry, config: CleanerConfig, *, task_stat
         if not cleaned:
             await trio.sleep(config.backoff_ms / 1000)
         else:
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
 
 def _clean_one(plog, config: CleanerConfig, stop: threading.Event):

@@ -1,13 +1,15 @@
 """The topics linkd hosts: their ids, partition counts, configs and partition logs.
 
-Topic definitions live in the control store; partition data lives in the log directories. A topic is
-either *local* (created with CreateTopics, always writable) or a *mirror* (created by a cluster link,
-read-only until promoted). Whether a mirror is writable is decided by the mirror state machine; this
-module only records the flag it is told.
+Topic definitions live in the control store; partition data lives in the log directories. Each topic has
+one ``TopicRole``: *local* (created with CreateTopics, writable), *mirror* (created by a cluster link,
+read-only, following its source's partition count) or *promoted* (a mirror after promotion or failover:
+writable, its own partition count). When a mirror becomes promoted is decided by the mirror state machine;
+this module only records (and persists) the role it is told.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import re
@@ -95,15 +97,39 @@ def validate_configs(configs: dict[str, str | None]) -> dict[str, str]:
     return out
 
 
+class TopicRole(enum.Enum):
+    """What a topic is to linkd; the value is what the control store keeps (column ``kind``)."""
+
+    LOCAL = "local"  # created with CreateTopics
+    MIRROR = "mirror"  # follows a source topic over a cluster link
+    PROMOTED = "promoted"  # was a mirror; promoted or failed over, never follows its source again
+
+    @property
+    def writable(self) -> bool:
+        """Produce and DeleteRecords accepted: everything but a mirror still following its source."""
+        return self is not TopicRole.MIRROR
+
+
 @dataclass
 class Topic:
     name: str
     topic_id: uuid.UUID
     configs: dict[str, str]
-    kind: str  # "local" or "mirror"
+    role: TopicRole  # a str (the stored value) is turned into the role
     leader_epoch: int
     logs: list[PartitionLog] = field(default_factory=list)
-    writable: bool = True
+
+    def __post_init__(self) -> None:
+        self.role = TopicRole(self.role)
+
+    @property
+    def writable(self) -> bool:
+        return self.role.writable
+
+    @property
+    def kind(self) -> str:
+        """The role's stored name ("local", "mirror" or "promoted")."""
+        return self.role.value
 
     def partition(self, index: int) -> PartitionLog | None:
         if 0 <= index < len(self.logs):
@@ -137,7 +163,6 @@ class TopicRegistry:
         for row in self._store.query("SELECT * FROM topics ORDER BY name"):
             configs = json.loads(row["configs"])
             topic = Topic(row["name"], uuid.UUID(row["topic_id"]), configs, row["kind"], row["leader_epoch"])
-            topic.writable = topic.kind == "local"
             topic.logs = [self._open_log(topic.name, p, configs) for p in range(row["partitions"])]
             self._index(topic)
 
@@ -256,7 +281,6 @@ class TopicRegistry:
         self.check_partition_budget(name, partitions, partitions)
         clean = validate_configs(configs or {})
         topic = Topic(name, topic_id or uuid.uuid4(), clean, kind, leader_epoch)
-        topic.writable = kind == "local"
         return topic
 
     def _build_logs(self, name: str, first: int, end: int, configs: dict[str, str]) -> list[PartitionLog]:
@@ -357,10 +381,14 @@ class TopicRegistry:
             db.execute("UPDATE topics SET leader_epoch = ? WHERE name = ?", (epoch, name))
         self._topics[name].leader_epoch = epoch
 
-    def set_kind(self, name: str, kind: str) -> None:
+    def set_role(self, name: str, role: TopicRole) -> None:
+        """Persist and apply ``role`` (a no-op when the topic has it already)."""
+        topic = self._topics[name]
+        if topic.role is role:
+            return
         with self._store.transaction() as db:
-            db.execute("UPDATE topics SET kind = ? WHERE name = ?", (kind, name))
-        self._topics[name].kind = kind
+            db.execute("UPDATE topics SET kind = ? WHERE name = ?", (role.value, name))
+        topic.role = role
 
     def delete(self, name: str) -> None:
         topic = self._topics.get(name)

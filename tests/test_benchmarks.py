@@ -83,3 +83,17 @@ def test_profile_summary_counts_event_loop_samples_apart_from_worker_threads(ben
     assert summary["worker_thread_samples"] == 50
     assert summary["self"][0] == {"function": "linkd/storage/segment.py:_write_all", "percent": 70.0}
     assert {"function": "linkd/link/runtime.py:_fetch_round", "percent": 100.0} in summary["inclusive"]
+
+
+def test_tail_latency_percentiles_and_ratios_say_unknown_rather_than_zero():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import tail_latency
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    stats = tail_latency.percentiles([float(i) for i in range(1, 101)])
+    assert (stats["count"], stats["p50"], stats["p99"], stats["max"]) == (100, 51.0, 100.0, 100.0)
+    assert tail_latency.percentiles([])["p99"] is None
+    assert tail_latency._ratios({"p50": 2.0, "p99": 9.0, "max": 30.0}, {"p50": 1.0, "p99": 3.0, "max": 10.0}) == {"p50": 2.0, "p99": 3.0, "max": 3.0}
+    # A probe that took no samples in a phase gives no ratio, never a made-up one.
+    assert tail_latency._ratios({}, {"p50": 1.0, "p99": 3.0, "max": 10.0}) == {"p50": None, "p99": None, "max": None}

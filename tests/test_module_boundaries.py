@@ -33,3 +33,20 @@ def test_package_does_not_import_forbidden_modules(package):
             if any(name == banned or name.startswith(banned + ".") for banned in RULES[package]):
                 offenders.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not offenders, "\n".join(offenders)
+
+
+# PartitionLog methods that block (disk I/O, the log's writer lock). The Kafka listener runs on the event
+# loop, so it hands them to linkd.storage_calls.call (passing the bound method) and never calls one itself.
+BLOCKING_LOG_METHODS = {"append_assigned", "append_mirrored", "truncate_to", "reset_to", "advance_log_start", "apply_retention", "flush"}
+
+
+def test_the_kafka_listener_calls_no_blocking_storage_method_on_the_event_loop():
+    offenders = []
+    for path in sorted((ROOT / "linkd/broker").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in BLOCKING_LOG_METHODS:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} calls .{node.func.attr}()")
+                elif node.func.attr == "run_sync" and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "to_thread":
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} starts its own worker thread (use linkd.storage_calls)")
+    assert not offenders, "\n".join(offenders)

@@ -14,7 +14,7 @@ from protocol.errors import ErrorCode
 
 from .. import topicconfig
 from ..topicconfig import TOPIC_CONFIGS, InvalidTopicConfig
-from ..topics import Topic, TopicError
+from ..topics import Topic, TopicError, TopicRole
 from .context import ZERO_UUID, Body, RequestContext
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ async def create_partitions(ctx: RequestContext, body: Body) -> Body:
         if topic is None:
             out["error_code"], out["error_message"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{t['name']}' does not exist."
             continue
-        if topic.kind == "mirror":
+        if topic.role is TopicRole.MIRROR:
             out["error_code"], out["error_message"] = ErrorCode.INVALID_REQUEST, f"Mirror topic '{topic.name}' follows its source's partition count."
             continue
         try:

@@ -10,6 +10,7 @@ import trio
 
 from protocol.errors import ErrorCode
 
+from .. import storage_calls
 from ..producer_ids import ProducerIdAllocator
 from ..storage import LogClosed
 from ..topics import Topic, TopicRegistry
@@ -61,7 +62,7 @@ class Flusher:
                 return  # someone else's flush, started after our append, already covered it
             try:
                 # In a worker thread: the log fsyncs outside its lock, so other connections keep being served.
-                await trio.to_thread.run_sync(plog.flush)
+                await storage_calls.call(plog, plog.flush)
             except LogClosed:
                 pass  # its topic was deleted while we waited: there is nothing left to make durable
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from protocol.errors import ErrorCode
 from protocol.records import decode_records, split_batches
 
+from .. import storage_calls
 from ..storage import StorageError
 from .context import Body, RequestContext
 
@@ -118,7 +119,7 @@ async def delete_records(ctx: RequestContext, body: Body) -> Body:
                     out["error_code"] = ErrorCode.OFFSET_OUT_OF_RANGE
                 else:
                     try:
-                        plog.advance_log_start(target)
+                        await storage_calls.call(plog, plog.advance_log_start, target)
                     except StorageError as exc:
                         out["error_code"] = exc.error_code
                     out["low_watermark"] = plog.log_start_offset

@@ -15,6 +15,7 @@ from protocol.compression import Compression, compress, decompress
 from protocol.errors import CorruptBatch, ErrorCode
 from protocol.records import ATTR_COMPRESSION_MASK, ATTR_TIMESTAMP_LOG_APPEND, HEADER_SIZE, crc32c, split_batches
 
+from .. import storage_calls
 from ..storage import StorageError
 from ..topicconfig import int_value
 from .cluster import TRANSACTIONS_UNSUPPORTED
@@ -95,7 +96,7 @@ def _result(index: int, code: ErrorCode, message: str | None = None, base_offset
     }
 
 
-def _append_one(ctx: RequestContext, topic, index: int, records, transactional_id) -> tuple[Body, object, int]:
+async def _append_one(ctx: RequestContext, topic, index: int, records, transactional_id) -> tuple[Body, object, int]:
     """Append one partition's batch. Returns (result, plog or None, next offset to flush to)."""
     code, plog = ctx.resolve(topic, index)
     if code != ErrorCode.NONE:
@@ -147,7 +148,7 @@ def _append_one(ctx: RequestContext, topic, index: int, records, transactional_i
     if log_append_time:
         data, append_time = _stamp_log_append_time(data, now_ms), now_ms
     try:
-        appended = plog.append_assigned(data, topic.advertised_epoch(index), now_ms)
+        appended = await storage_calls.call(plog, plog.append_assigned, data, topic.advertised_epoch(index), now_ms)
     except CorruptBatch as exc:
         return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
     except StorageError as exc:
@@ -192,7 +193,7 @@ async def produce(ctx: RequestContext, body: Body) -> Body | None:
                 # linkd holds one replica, as a Kafka broker whose followers are all out of sync.
                 out["partition_responses"].append(_result(p["index"], ErrorCode.NOT_ENOUGH_REPLICAS, f"The topic's min.insync.replicas is {topic.configs['min.insync.replicas']} and linkd holds 1 replica"))
                 continue
-            result, plog, flush_to = _append_one(ctx, topic, p["index"], p.get("records"), transactional_id)
+            result, plog, flush_to = await _append_one(ctx, topic, p["index"], p.get("records"), transactional_id)
             out["partition_responses"].append(result)
             if plog is not None:
                 appended_any = True

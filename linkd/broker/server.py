@@ -296,19 +296,20 @@ async def _send(stream: trio.SocketStream, response: bytes | list) -> None:
 async def _send_records(stream: trio.SocketStream, ref: RecordsRef) -> None:
     """Send segment-file byte ranges with os.sendfile: the payload never enters Python.
 
-    The frame's size prefix already promised ``ref.length`` bytes, so a range that cannot be sent whole
-    (its segment deleted by retention or truncated meanwhile, or replaced by a cleaned one) breaks the
-    connection; the client reconnects and fetches again.
+    Each range is sent from its segment's own descriptor (``FileRange.open_fd``: a duplicate), so a
+    segment that retention, a truncation or the log cleaner's swap removed from the log meanwhile still
+    sends the bytes that were read. Only once that descriptor is closed is the path opened, and a file
+    replaced under it (a cleaned segment) is refused. The frame's size prefix already promised
+    ``ref.length`` bytes, so a range that cannot be sent whole (refused, or cut short by a truncation in
+    place) breaks the connection; the client reconnects and fetches again.
     """
     sock = stream.socket
     for file_range in ref.ranges:
         try:
-            fd = os.open(file_range.path, os.O_RDONLY)
+            fd = file_range.open_fd()
         except OSError as exc:
-            raise trio.BrokenResourceError(f"segment {file_range.path} vanished while serving it") from exc
+            raise trio.BrokenResourceError(f"segment {file_range.path} vanished or was replaced while serving it") from exc
         try:
-            if file_range.inode and os.fstat(fd).st_ino != file_range.inode:
-                raise trio.BrokenResourceError(f"segment {file_range.path} was replaced by the log cleaner while serving it")
             offset, remaining = file_range.position, file_range.length
             while remaining:
                 try:

@@ -27,7 +27,7 @@ from protocol.records import CONTROL_ABORT, build_control_batch
 
 from ..controlstore import ControlStore
 from ..producer_ids import ProducerIdAllocator
-from ..topics import TopicError, TopicRegistry, validate_topic_name
+from ..topics import TopicError, TopicRegistry, TopicRole, validate_topic_name
 from .autocreate import AutoCreate
 from .client import AuthenticationFailed, SourceProtocolError, SourceUnavailable
 from .config import DEFAULTS, SENSITIVE_KEYS, LinkConfigError, LinkSettings, is_known_key, validate
@@ -120,7 +120,7 @@ class LinkManager:
                 continue
             mirror.partitions = [PartitionProgress(p) for p in range(len(topic.logs))]
             self.mirrors[mirror.topic] = mirror
-            topic.writable = mirror.state == MirrorState.STOPPED
+            self._topics.set_role(mirror.topic, TopicRole.PROMOTED if mirror.state == MirrorState.STOPPED else TopicRole.MIRROR)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for mirror in list(self.mirrors.values()):
@@ -207,7 +207,7 @@ class LinkManager:
     def _mirror_changed(self, mirror: Mirror) -> None:
         topic = self._topics.get(mirror.topic)
         if topic is not None:
-            topic.writable = mirror.state == MirrorState.STOPPED
+            self._topics.set_role(mirror.topic, TopicRole.PROMOTED if mirror.state == MirrorState.STOPPED else TopicRole.MIRROR)
 
     # -- links ----------------------------------------------------------------------------------
 
@@ -350,7 +350,7 @@ class LinkManager:
             db.execute("DELETE FROM links WHERE name = ?", (name,))
             for topic in mine:
                 self.mirror_store.delete(topic)
-                self._topics.set_kind(topic, "local")
+                self._topics.set_role(topic, TopicRole.LOCAL)  # a plain topic: no mirror names the deleted link
         for topic in mine:
             del self.mirrors[topic]
         del self.links[name]
@@ -428,7 +428,6 @@ class LinkManager:
             self._topics.delete(topic)
             raise
         self.mirrors[topic] = mirror
-        self._topics.get(topic).writable = False
         entry.runtime.add_mirror(mirror, st)
         log.info("created mirror %s of %s over link %s (%d partitions)", topic, source_topic, link, partitions)
         return self.describe_mirror(topic)
@@ -682,7 +681,7 @@ class LinkManager:
         info.update(phase="done", partitions=partitions, aborted_transactions=aborted, possible_data_loss_records=lost, stopped_ms=now_ms())
         event = MirrorEvent.PROMOTE_DONE if mirror.state == MirrorState.PENDING_STOPPED else MirrorEvent.FAILOVER
         self.mirror_store.transition(mirror, event, stop_info=info)
-        topic.writable = True
+        self._topics.set_role(mirror.topic, TopicRole.PROMOTED)
         self._notify()
         log.info("mirror %s is now writable (%s; leader epoch %d; %d records possibly lost)", mirror.topic, info["kind"], epoch, lost)
 

@@ -30,9 +30,14 @@ kept in ``cleaner-offset-checkpoint``) and a *dirty* tail. A pass:
 4. swaps each cleaned segment in (``swap.py``: ``.cleaned`` -> ``.swap`` -> final names, crash-safe), then
    records the map's end as the new first dirty offset (``cleaned_up_to``).
 
-Readers are never blocked while a pass reads and writes; only the swap itself takes the log's lock. The
-pass checks, under that lock, that the segments it read are still the log's (retention, truncation or a
-delete meanwhile make it give up and retry later).
+Readers are never blocked while a pass reads and writes; only the snapshot (briefly) and the swap take the
+log's writer lock. The pass reads each inactive segment through a duplicate of its own descriptor, below the
+snapshot's size, so concurrent appends (to the active segment) and swaps cannot change what it reads. The
+swap checks, under that lock, that the segments it read are still the log's with those sizes and that the
+log was not truncated since the snapshot (retention, truncation or a delete meanwhile make it give up and
+retry later); the replaced segments leave through the log's retirement path, so readers on older views go
+on reading their descriptors. One pass per log runs at a time (``PartitionLog.cleaner_lock``): a second
+one returns at once.
 """
 
 from __future__ import annotations
@@ -352,6 +357,7 @@ class CleanerSnapshot:
     cleaned_up_to: int | None
     producer_last: dict[int, tuple[int | None, int]]  # producer id -> (last data offset or None, epoch)
     aborted: tuple[AbortedTxn, ...]
+    cuts: int | None = None  # the log's truncation count: a swap after another truncation is refused
 
 
 @dataclass(frozen=True)
@@ -401,6 +407,16 @@ def clean_log(plog: PartitionLog, now_ms: int | None = None, config: CleanerConf
     ``CleanerStopped`` soon after ``stop`` is set (groups swapped in before then stay)."""
     config = config or CleanerConfig()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if not plog.cleaner_lock.acquire(blocking=False):
+        return None  # another pass is cleaning this log (their .cleaned files would share names)
+    try:
+        return _clean_log(plog, now_ms, config, force, stop)
+    finally:
+        plog.cleaner_lock.release()
+
+
+def _clean_log(plog: PartitionLog, now_ms: int, config: CleanerConfig, force: bool,
+               stop: threading.Event | None) -> CleanStats | None:
     snap = plog.cleaner_snapshot()
     if snap is None:
         return None
@@ -436,7 +452,7 @@ def clean_log(plog: PartitionLog, now_ms: int | None = None, config: CleanerConf
             if not swapped:
                 log.info("%s: the log changed during cleaning; the pass stops at segment %d", plog.name, group[0][0].base_offset)
                 return None
-        plog.mark_cleaned(end)
+        plog.mark_cleaned(end, snap.cuts)
     finally:
         fds.close_all()
     stats.seconds = time.monotonic() - started
@@ -451,8 +467,10 @@ class _SegmentGone(Exception):
 
 
 class _SegmentFiles:
-    """The pass's own read descriptors of segment files, opened when needed and checked to be the file the
-    snapshot named (same inode), so retention or a truncation meanwhile cannot make it read another one."""
+    """The pass's own read descriptors of segment files, one at a time: duplicates of each snapshot
+    segment's descriptor (``LogSegment.dup_fd``), so the pass reads exactly the file the snapshot named,
+    for as long as it needs, even if retention, a truncation or another swap removes or replaces it
+    meanwhile (the swap then refuses the pass). A segment already closed is gone for the pass."""
 
     def __init__(self) -> None:
         self._fds: dict[int, int] = {}
@@ -460,12 +478,8 @@ class _SegmentFiles:
     def open(self, segment: LogSegment) -> int:
         fd = self._fds.get(id(segment))
         if fd is None:
-            try:
-                fd = os.open(segment.log_path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise _SegmentGone(segment.log_path) from None
-            if os.fstat(fd).st_ino != segment.inode:
-                os.close(fd)
+            fd = segment.dup_fd()
+            if fd < 0:
                 raise _SegmentGone(segment.log_path)
             self._fds[id(segment)] = fd
         return fd
@@ -613,7 +627,7 @@ def _clean_group(plog: PartitionLog, snap: CleanerSnapshot, group: list[tuple[Lo
     finally:
         for segment, _size in group:
             fds.release(segment)
-    swapped = plog.swap_in_cleaned([s for s, _size in group], [size for _s, size in group], base, group_end)
+    swapped = plog.swap_in_cleaned([s for s, _size in group], [size for _s, size in group], base, group_end, snap.cuts)
     if not swapped:
         swap.discard_cleaned(plog.path, base)
         return False

@@ -32,7 +32,30 @@ class EpochEntry(NamedTuple):
     start_offset: int
 
 
+class EpochHistory(NamedTuple):
+    """An immutable copy of the cache, for readers in other threads than the log's writer."""
+
+    epochs: tuple[int, ...]
+    starts: tuple[int, ...]
+
+    @property
+    def latest_epoch(self) -> int:
+        return self.epochs[-1] if self.epochs else -1
+
+    def end_offset_for(self, requested_epoch: int, log_end_offset: int) -> tuple[int, int]:
+        """See ``LeaderEpochCache.end_offset_for``."""
+        epochs = self.epochs
+        if requested_epoch < 0 or not epochs or requested_epoch > epochs[-1] or requested_epoch < epochs[0]:
+            return -1, -1
+        if requested_epoch == epochs[-1]:
+            return requested_epoch, log_end_offset
+        floor = bisect.bisect_right(epochs, requested_epoch) - 1
+        return epochs[floor], self.starts[floor + 1]
+
+
 class LeaderEpochCache:
+    """Not thread-safe: the log's writer changes it; readers use ``history()``, an immutable copy."""
+
     def __init__(self, path: str | os.PathLike[str], entries: list[EpochEntry] | None = None) -> None:
         self.path = os.fspath(path)
         self._epochs: list[int] = []
@@ -41,6 +64,13 @@ class LeaderEpochCache:
             self._epochs.append(entry.epoch)
             self._starts.append(entry.start_offset)
         self.dirty = False
+        self._history: EpochHistory | None = None
+
+    def history(self) -> EpochHistory:
+        """The cache as it is now, immutable; the same object until the cache changes."""
+        if self._history is None:
+            self._history = EpochHistory(tuple(self._epochs), tuple(self._starts))
+        return self._history
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> tuple[LeaderEpochCache, bool]:
@@ -80,6 +110,7 @@ class LeaderEpochCache:
         self._epochs.append(epoch)
         self._starts.append(start_offset)
         self.dirty = True
+        self._history = None
 
     def truncate_from_end(self, end_offset: int) -> None:
         """Forget epochs that start at or after ``end_offset`` (the log was cut there)."""
@@ -87,6 +118,7 @@ class LeaderEpochCache:
         if keep < len(self._starts):
             del self._epochs[keep:], self._starts[keep:]
             self.dirty = True
+            self._history = None
 
     def truncate_from_start(self, start_offset: int) -> None:
         """Drop epochs wholly below the new log start; the one in force at ``start_offset`` now starts there."""
@@ -98,6 +130,7 @@ class LeaderEpochCache:
         del self._epochs[: below - 1], self._starts[: below - 1]
         self._starts[0] = start_offset
         self.dirty = True
+        self._history = None
 
     def end_offset_for(self, requested_epoch: int, log_end_offset: int) -> tuple[int, int]:
         """OffsetForLeaderEpoch: (largest epoch <= requested, start offset of the next higher epoch), or
@@ -108,18 +141,14 @@ class LeaderEpochCache:
 
         A listener that advertises an epoch newer than anything in the log answers (advertised, log end) for it
         itself."""
-        if requested_epoch < 0 or not self._epochs or requested_epoch > self._epochs[-1] or requested_epoch < self._epochs[0]:
-            return -1, -1
-        if requested_epoch == self._epochs[-1]:
-            return requested_epoch, log_end_offset
-        floor = bisect.bisect_right(self._epochs, requested_epoch) - 1
-        return self._epochs[floor], self._starts[floor + 1]
+        return self.history().end_offset_for(requested_epoch, log_end_offset)
 
     def clear(self) -> None:
         if self._epochs:
             self._epochs.clear()
             self._starts.clear()
             self.dirty = True
+            self._history = None
 
     def write(self) -> None:
         lines = [str(CHECKPOINT_VERSION), str(len(self._epochs))]

@@ -11,9 +11,31 @@ Two ways in:
 Appends do no per-record work: one header parse and one CRC-32C per batch, one write for all the bytes that go
 to the same segment. Reads return file ranges for ``os.sendfile``; only batch headers are read to find them.
 
-Not thread-safe by design of the daemon (one trio thread owns a log); an ``RLock`` still serialises calls
-so that ``trio.to_thread`` helpers cannot interleave. File ranges returned by ``read`` stay valid until the
-next truncate, retention or delete.
+Threading contract (Kafka's ``LocalLog``: writes under the log's lock, reads from a volatile end offset):
+
+* **Writers** (``append_*``, ``truncate_to``, ``reset_to``, ``advance_log_start``, ``apply_retention``,
+  ``update_config``, ``cleaner_snapshot``, ``swap_in_cleaned``, ``mark_cleaned``, ``flush``, ``close``,
+  ``abandon``, ``delete``, ``open``) may be called from any thread; they are
+  serialised by the log's writer lock, which they hold across their file I/O (a writer may wait for
+  another writer). They block, so the event loop calls them through ``linkd.storage_calls``.
+* **Readers** (``read``, ``batch_header``, the offset properties, ``offset_for_timestamp``,
+  ``max_timestamp_offset``, ``end_offset_for_epoch``, ``epoch_entries``, ``aborted_transactions``,
+  ``open_transactions``, ``producer_ids_seen_max``, ``statistics``, ``segment_base_offsets``) never take
+  the lock and never wait for a writer: each works from one ``LogView``, an immutable snapshot (segments
+  with their sizes and end offsets, log start and end, last stable offset, epoch history) that the writer
+  lock publishes whenever its outermost holder leaves it. A reader sees the log as it was before a write
+  in progress, or after it, never half of one; it only reads bytes written before its snapshot (pread and
+  sendfile of those are safe while an append writes further on).
+* A segment leaving the log (truncation, retention, a roll past an empty segment, the log cleaner's swap)
+  is unlinked at once (or renamed over, by a swap) but its descriptor stays open for
+  ``RETIRED_SEGMENT_GRACE_S``, so a reader still holding an older view reads the old bytes rather than a
+  closed or reused descriptor. Code that removes segments must use ``_drop_segment``/``_retire``. A
+  ``FileRange`` returned by ``read`` is read (``read_bytes``) and sent (``sendfile``) through a duplicate
+  of that descriptor (``FileRange.open_fd``), which its holder keeps as long as it needs; only once the
+  segment is closed does it open its path, refusing a file replaced meanwhile (inode check).
+* The log cleaner (``cleaner.py``) runs its passes in a worker thread, one per log at a time
+  (``cleaner_lock``). ``cleaner_snapshot``, ``swap_in_cleaned`` and ``mark_cleaned`` are its short steps
+  under the writer lock; in between it reads inactive segments through duplicates of their descriptors.
 """
 
 from __future__ import annotations
@@ -26,7 +48,7 @@ import shutil
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from protocol.errors import CorruptBatch
 from protocol.records import ATTR_CONTROL, HEADER_SIZE, RecordBatch, Split, set_base_offset_and_epoch, split_batches
@@ -35,7 +57,7 @@ from . import checkpoint, swap
 from .cleaner import CleanerSnapshot
 from .config import INT32_MAX, LogConfig
 from .epoch_cache import FILE_NAME as EPOCH_FILE_NAME
-from .epoch_cache import LeaderEpochCache
+from .epoch_cache import EpochHistory, LeaderEpochCache
 from .errors import InvalidRecord, LogClosed, OffsetOutOfRange, PolicyViolation
 from .index_file import IndexCorrupt
 from .producer_state import (
@@ -57,6 +79,9 @@ LOG_START_FILE = "log-start-offset"
 CLEAN_SHUTDOWN_FILE = "clean-shutdown"
 CLEANER_OFFSET_FILE = "cleaner-offset-checkpoint"
 _SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex|\.txnindex)$")
+# How long the descriptor of a segment that left the log stays open for readers holding an older view (a
+# read runs in one call, microseconds to milliseconds; this is a wide margin). Its disk space is freed then.
+RETIRED_SEGMENT_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -73,14 +98,34 @@ class FileRange:
     path: str
     position: int
     length: int
-    inode: int = 0  # of the file read; a sender that opens ``path`` and finds another (a cleaned segment
-                    # swapped in under the same name) must not send its bytes. 0: not checked.
+    # The segment read: its descriptor still reads these bytes for a while after the segment left the log
+    # (retention, truncation, a cleaned segment swapped in under the same name).
+    segment: LogSegment | None = field(default=None, compare=False, repr=False)
+    # The file's inode, checked only when the descriptor is gone and ``path`` must be opened: a cleaned
+    # segment swapped in under the same name is another file whose bytes must not be sent. 0: not checked.
+    inode: int = 0
+
+    def open_fd(self) -> int:
+        """A descriptor of the file this range was read from, for the caller to close: a duplicate of the
+        segment's own descriptor while it is open (the old bytes even after a cleaner swap, retention or a
+        truncation), else ``path`` opened and checked to be the same file (``inode``). Raises
+        ``FileNotFoundError`` when that file is gone or was replaced. Any thread."""
+        fd = self.segment.dup_fd() if self.segment is not None else -1
+        if fd >= 0:
+            return fd
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        if self.inode and os.fstat(fd).st_ino != self.inode:
+            os.close(fd)
+            raise FileNotFoundError(f"{self.path} was replaced (log cleaner) after it was read")
+        return fd
 
     def read_bytes(self) -> bytes:
-        with open(self.path, "rb") as f:
-            if self.inode and os.fstat(f.fileno()).st_ino != self.inode:
-                raise FileNotFoundError(f"{self.path} was replaced (log cleaner) after it was read")
-            return os.pread(f.fileno(), self.length, self.position)
+        """The range's bytes (see ``open_fd``). Any thread."""
+        fd = self.open_fd()
+        try:
+            return os.pread(fd, self.length, self.position)
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -94,6 +139,73 @@ class ReadResult:
 
     def to_bytes(self) -> bytes:
         return b"".join(r.read_bytes() for r in self.ranges)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentView:
+    """One segment as a ``LogView`` saw it: readers read its file below ``size`` only."""
+
+    segment: LogSegment
+    base_offset: int
+    size: int
+    next_offset: int
+    max_timestamp: int
+    offset_of_max_timestamp: int
+
+    @property
+    def is_empty(self) -> bool:
+        return self.size == 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogView:
+    """An immutable snapshot of a log for readers in any thread (see the module docstring)."""
+
+    segments: tuple[SegmentView, ...]
+    bases: tuple[int, ...]
+    log_start: int
+    log_end: int
+    last_stable: int
+    epochs: EpochHistory
+    open_transactions: dict[int, int]  # never mutated once published
+    closed: bool
+    cleaned_up_to: int | None  # the log cleaner's first dirty offset (None: never cleaned)
+
+    def segment_index(self, offset: int) -> int:
+        return max(0, bisect.bisect_right(self.bases, offset) - 1)
+
+
+_NO_TRANSACTIONS: dict[int, int] = {}
+
+
+class _WriterLock:
+    """The log's writer lock: re-entrant, and publishing a fresh ``LogView`` each time its outermost holder
+    leaves it, so no write can forget to (and readers never see a half-made change)."""
+
+    __slots__ = ("_lock", "_depth", "_publish")
+
+    def __init__(self, publish) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._publish = publish
+
+    def __enter__(self) -> _WriterLock:
+        self._lock.acquire()
+        self._depth += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self._depth == 1:
+                try:
+                    self._publish()
+                except Exception:
+                    if exc_type is None:
+                        raise
+                    log.exception("publishing the log's state after a failed write failed too")  # keep the first error
+        finally:
+            self._depth -= 1
+            self._lock.release()
 
 
 @dataclass(frozen=True)
@@ -120,7 +232,8 @@ class PartitionLog:
         self.topic = topic
         self.partition = partition
         self.name = f"{topic}-{partition}"
-        self._lock = threading.RLock()
+        self._lock = _WriterLock(self._publish)
+        self._retired: list[tuple[float, LogSegment]] = []  # (close after, segment) that left the log
         self._segments: list[LogSegment] = []
         self._bases: list[int] = []
         self._log_start = 0
@@ -135,13 +248,60 @@ class PartitionLog:
         self._last_checkpoint_ms = 0
         self._closed = False
         self._cleaned_up_to: int | None = None
+        # Held by a cleaning pass for its whole run: one pass per log at a time (their .cleaned files share names).
+        self.cleaner_lock = threading.Lock()
+        self._cuts = 0  # truncations and resets so far: a cleaning pass started before one swaps nothing in
+        self._view = LogView((), (), 0, 0, 0, EpochHistory((), ()), _NO_TRANSACTIONS, False, None)
+
+    def _publish(self) -> None:
+        """Make the state the writer left the current ``LogView`` (writer lock held). A segment's view is
+        reused while it is unchanged, so an append makes one new ``SegmentView``."""
+        old = self._view.segments
+        views = []
+        for i, segment in enumerate(self._segments):
+            view = old[i] if i < len(old) else None
+            if view is None or view.segment is not segment or view.size != segment.size or view.next_offset != segment.next_offset:
+                view = SegmentView(segment, segment.base_offset, segment.size, segment.next_offset, segment.max_timestamp,
+                                   segment.offset_of_max_timestamp)
+            views.append(view)
+        ongoing = self._producers.ongoing
+        self._view = LogView(
+            tuple(views), tuple(self._bases), self._log_start, self._log_end, self._last_stable_offset(),
+            self._epochs.history(), dict(ongoing) if ongoing else _NO_TRANSACTIONS, self._closed,
+            self._cleaned_up_to,
+        )
+        if self._retired:
+            self._close_retired(time.monotonic())
+
+    def _last_stable_offset(self) -> int:
+        first_open = self._producers.first_unstable_offset()
+        if first_open is None:
+            return self._log_end
+        return min(max(first_open, self._log_start), self._log_end)
+
+    def _retire(self, segment: LogSegment, unlink: bool = True) -> None:
+        """``segment`` has left the log: unlink its files now (``unlink=False``: they are gone or another
+        segment's already, as after a cleaner swap), close its descriptor after the grace period."""
+        if unlink:
+            segment.delete_files()
+        self._retired.append((time.monotonic() + RETIRED_SEGMENT_GRACE_S, segment))
+
+    def _close_retired(self, now: float) -> None:
+        while self._retired and (self._closed or self._retired[0][0] <= now):
+            self._retired.pop(0)[1].close()
+
+    @property
+    def view(self) -> LogView:
+        """The current snapshot. Any thread."""
+        return self._view
 
     # ------------------------------------------------------------------------------------------------
     # Opening and recovery
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], config: LogConfig, topic: str, partition: int) -> PartitionLog:
-        """Open (creating if needed) the log in ``path``; recover it when the last shutdown was not clean."""
+        """Open (creating if needed) the log in ``path``; recover it when the last shutdown was not clean.
+        Blocking (recovery reads whole segments)."""
         self = cls(os.fspath(path), config, topic, partition)
         fresh = not os.path.isdir(self.path) or not os.listdir(self.path)
         os.makedirs(self.path, exist_ok=True)
@@ -297,7 +457,7 @@ class PartitionLog:
         segment = self._segments.pop(index)
         del self._bases[index]
         log.warning("%s: deleting segment %d (%d bytes): %s", self.name, segment.base_offset, segment.size, why)
-        segment.delete()
+        self._retire(segment)
         self._dir_dirty = True
 
     def _roll(self, base_offset: int) -> LogSegment:
@@ -308,7 +468,7 @@ class PartitionLog:
                 return active
             self._segments.pop()
             self._bases.pop()
-            active.delete()
+            self._retire(active)
             if not self._segments and base_offset != self._log_start:
                 # The segment whose name told the log start is gone: from now on the checkpoint tells it.
                 checkpoint.write_offset_checkpoint(os.path.join(self.path, LOG_START_FILE), self.topic, self.partition, self._log_start)
@@ -341,7 +501,9 @@ class PartitionLog:
         """Append whole batches exactly as the source wrote them. A partial batch at the end of ``data``
         (a Fetch response may end with one) is not appended; ``bytes`` says how much was. Raises
         ``CorruptBatch`` and writes nothing if any batch fails verification. ``batches``: ``data`` already
-        cut by ``split_batches`` (the caller's, to save a second pass), exactly its whole batches in order."""
+        cut by ``split_batches`` (the caller's, to save a second pass), exactly its whole batches in order.
+        Writer: any thread, one at a time under the writer lock held across the write; readers meanwhile
+        see the log without these batches, then with all of them."""
         with self._lock:
             self._check_open()
             view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
@@ -414,7 +576,8 @@ class PartitionLog:
     def append_assigned(self, batch: bytes | bytearray | memoryview, leader_epoch: int, now_ms: int | None = None) -> AppendResult:
         """Append one produced batch at the log end, stamped with ``leader_epoch``. Returns the original
         offsets with ``duplicate=True`` for a retried idempotent batch. Raises ``CorruptBatch``,
-        ``InvalidRecord`` (not exactly one batch), ``OutOfOrderSequence`` or ``InvalidProducerEpoch``."""
+        ``InvalidRecord`` (not exactly one batch), ``OutOfOrderSequence`` or ``InvalidProducerEpoch``.
+        Writer: any thread, under the writer lock; blocking (a write, an fsync when flush.messages/ms say)."""
         with self._lock:
             self._check_open()
             view = memoryview(batch).cast("B") if not isinstance(batch, bytes) else memoryview(batch)
@@ -459,137 +622,149 @@ class PartitionLog:
 
     def read(self, offset: int, max_bytes: int, upper_bound: int | None = None) -> ReadResult:
         """Whole batches from the one holding ``offset``, up to ``max_bytes`` (but at least one batch), all
-        ending below ``upper_bound`` (high watermark or LSO) when given."""
-        with self._lock:
-            self._check_open()
-            if offset < self._log_start or offset > self._log_end:
-                raise OffsetOutOfRange(
-                    f"{self.name}: offset {offset} is outside [{self._log_start}, {self._log_end}]")
-            limit = self._log_end if upper_bound is None else min(upper_bound, self._log_end)
-            ranges: list[FileRange] = []
-            next_offset = offset
-            budget = max(max_bytes, 0)
-            position_offset = offset
-            for segment in self._segments[self._segment_index(offset) :]:
-                if position_offset >= limit:
-                    break
-                found = segment.find_batch(position_offset)
-                if found is None:
-                    continue
-                position, first = found
-                end, seg_next = segment.read_extent(position, first, budget, limit, at_least_one=not ranges)
-                if end > position:
-                    ranges.append(FileRange(segment.log_path, position, end - position, segment.inode))
-                    budget -= end - position
-                    next_offset = seg_next
-                if end < segment.size or budget <= 0:
-                    break
-                position_offset = segment.next_offset
-            return ReadResult(tuple(ranges), next_offset)
+        ending below ``upper_bound`` (high watermark or LSO) when given. Reader: any thread, never waits
+        for a write; raises ``LogClosed`` and ``OffsetOutOfRange``."""
+        view = self._view
+        if view.closed:
+            raise LogClosed(f"{self.name}: log is closed")
+        if offset < view.log_start or offset > view.log_end:
+            raise OffsetOutOfRange(f"{self.name}: offset {offset} is outside [{view.log_start}, {view.log_end}]")
+        limit = view.log_end if upper_bound is None else min(upper_bound, view.log_end)
+        ranges: list[FileRange] = []
+        next_offset = offset
+        budget = max(max_bytes, 0)
+        position_offset = offset
+        for seg in view.segments[view.segment_index(offset) :]:
+            if position_offset >= limit:
+                break
+            found = seg.segment.find_batch(position_offset, seg.size)
+            if found is None:
+                continue
+            position, first = found
+            end, seg_next = seg.segment.read_extent(position, first, budget, limit, not ranges, seg.size, seg.next_offset)
+            if end > position:
+                ranges.append(FileRange(seg.segment.log_path, position, end - position, seg.segment, seg.segment.inode))
+                budget -= end - position
+                next_offset = seg_next
+            if end < seg.size or budget <= 0:
+                break
+            position_offset = seg.next_offset
+        return ReadResult(tuple(ranges), next_offset)
 
     # ------------------------------------------------------------------------------------------------
     # Offsets and queries
 
     def batch_header(self, offset: int) -> RecordBatch | None:
-        """Header of the batch holding ``offset`` (61 bytes read, no payload), or None if none holds it."""
-        with self._lock:
-            self._check_open()
-            if not self._log_start <= offset < self._log_end:
-                return None
-            found = self._segments[self._segment_index(offset)].find_batch(offset)
-            if found is None or found[1].base_offset > offset:
-                return None
-            return found[1]
+        """Header of the batch holding ``offset`` (61 bytes read, no payload), or None if none holds it.
+        Reader: any thread; raises ``LogClosed``."""
+        view = self._view
+        if view.closed:
+            raise LogClosed(f"{self.name}: log is closed")
+        if not view.log_start <= offset < view.log_end:
+            return None
+        seg = view.segments[view.segment_index(offset)]
+        found = seg.segment.find_batch(offset, seg.size)
+        if found is None or found[1].base_offset > offset:
+            return None
+        return found[1]
+
+    # The offsets: readers, any thread, from the current view (after a write returns, its effect).
 
     @property
     def log_start_offset(self) -> int:
-        return self._log_start
+        return self._view.log_start
 
     @property
     def log_end_offset(self) -> int:
-        return self._log_end
+        return self._view.log_end
 
     @property
     def high_watermark(self) -> int:
-        return self._log_end  # single replica: everything appended is committed
+        return self._view.log_end  # single replica: everything appended is committed
 
     @property
     def last_stable_offset(self) -> int:
-        first_open = self._producers.first_unstable_offset()
-        if first_open is None:
-            return self.high_watermark
-        return min(max(first_open, self._log_start), self.high_watermark)
+        return self._view.last_stable
 
     @property
     def latest_epoch(self) -> int:
-        return self._epochs.latest_epoch
+        return self._view.epochs.latest_epoch
 
     @property
     def recovery_point(self) -> int:
+        """Everything below it is on disk. Any thread (an int written by the flushing writer)."""
         return self._recovery_point
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """ListOffsets by time, batch-granular: the first batch whose max timestamp is >= ``timestamp``
         gives (its base offset, its base timestamp if that already is >= ``timestamp`` else its max
         timestamp). The base offset is at or before the first matching record, so a consumer seeking there
-        misses nothing. None when no batch qualifies."""
-        with self._lock:
-            for segment in self._segments:
-                if segment.is_empty or segment.max_timestamp < timestamp or segment.next_offset <= self._log_start:
-                    continue
-                start = max(segment.time_index.search_start(timestamp), self._log_start)
-                found = segment.find_batch(start)
-                if found is None:
-                    continue
-                for _pos, header in segment.iter_headers(found[0]):
-                    if header.max_timestamp >= timestamp:
-                        ts = header.base_timestamp if header.base_timestamp >= timestamp else header.max_timestamp
-                        return max(header.base_offset, self._log_start), ts
-            return None
+        misses nothing. None when no batch qualifies. Reader: any thread."""
+        view = self._view
+        for seg in view.segments:
+            if seg.is_empty or seg.max_timestamp < timestamp or seg.next_offset <= view.log_start:
+                continue
+            segment = seg.segment
+            start = max(segment.time_index.search_start(timestamp), view.log_start)
+            found = segment.find_batch(start, seg.size)
+            if found is None:
+                continue
+            for _pos, header in segment.iter_headers(found[0], seg.size):
+                if header.max_timestamp >= timestamp:
+                    ts = header.base_timestamp if header.base_timestamp >= timestamp else header.max_timestamp
+                    return max(header.base_offset, view.log_start), ts
+        return None
 
     def max_timestamp_offset(self) -> tuple[int, int]:
         """(offset, timestamp) of the batch with the largest max timestamp (its base offset; the earliest
-        such batch on ties), or (-1, -1) for an empty log."""
-        with self._lock:
-            best, best_segment = (-1, -1), None
-            for segment in self._segments:
-                if not segment.is_empty and segment.next_offset > self._log_start and segment.max_timestamp > best[1]:
-                    best, best_segment = (segment.offset_of_max_timestamp, segment.max_timestamp), segment
-            if best_segment is not None:
-                # The time index names the batch by its last offset (Kafka's layout); answer its base offset.
-                found = best_segment.find_batch(best[0])
-                base = found[1].base_offset if found is not None else best[0]
-                best = (max(base, self._log_start), best[1])
-            return best
+        such batch on ties), or (-1, -1) for an empty log. Reader: any thread."""
+        view = self._view
+        best, best_seg = (-1, -1), None
+        for seg in view.segments:
+            if not seg.is_empty and seg.next_offset > view.log_start and seg.max_timestamp > best[1]:
+                best, best_seg = (seg.offset_of_max_timestamp, seg.max_timestamp), seg
+        if best_seg is not None:
+            # The time index names the batch by its last offset (Kafka's layout); answer its base offset.
+            found = best_seg.segment.find_batch(best[0], best_seg.size)
+            base = found[1].base_offset if found is not None else best[0]
+            best = (max(base, view.log_start), best[1])
+        return best
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
-        """OffsetForLeaderEpoch; see ``LeaderEpochCache.end_offset_for``."""
-        with self._lock:
-            return self._epochs.end_offset_for(epoch, self._log_end)
+        """OffsetForLeaderEpoch; see ``LeaderEpochCache.end_offset_for``. Reader: any thread."""
+        view = self._view
+        return view.epochs.end_offset_for(epoch, view.log_end)
 
     def epoch_entries(self) -> list[tuple[int, int]]:
-        return [tuple(e) for e in self._epochs.entries()]
+        """(epoch, start offset) pairs. Reader: any thread."""
+        history = self._view.epochs
+        return list(zip(history.epochs, history.starts, strict=True))
 
     def aborted_transactions(self, start_offset: int, end_offset: int) -> list[tuple[int, int]]:
-        """(producer id, first offset) of aborted transactions with data in [start_offset, end_offset)."""
-        with self._lock:
-            result = []
-            for segment in self._segments[self._segment_index(start_offset) :]:
-                complete = False
-                for entry in segment.txn_index.entries:
-                    if entry.last_offset >= start_offset and entry.first_offset < end_offset:
-                        result.append((entry.producer_id, entry.first_offset))
-                    # No transaction still open when this marker was written starts below end_offset.
-                    complete = complete or entry.last_stable_offset >= end_offset
-                if complete:
-                    break
-            return result
+        """(producer id, first offset) of aborted transactions with data in [start_offset, end_offset).
+        Reader: any thread. An index entry appended after the view is for a marker above the view's last
+        stable offset, whose transaction started at or above it too: a caller bounded by the view's LSO
+        never gets it."""
+        view = self._view
+        result = []
+        for seg in view.segments[view.segment_index(start_offset) :]:
+            complete = False
+            for entry in seg.segment.txn_index.entries:
+                if entry.last_offset >= start_offset and entry.first_offset < end_offset:
+                    result.append((entry.producer_id, entry.first_offset))
+                # No transaction still open when this marker was written starts below end_offset.
+                complete = complete or entry.last_stable_offset >= end_offset
+            if complete:
+                break
+        return result
 
     def open_transactions(self) -> dict[int, int]:
-        return dict(self._producers.ongoing)
+        """Producer id -> first offset of each open transaction. Reader: any thread."""
+        return dict(self._view.open_transactions)
 
     def producer_ids_seen_max(self) -> int:
-        """Highest producer id ever written to this log (-1 if none): the floor for ids linkd hands out."""
+        """Highest producer id ever written to this log (-1 if none): the floor for ids linkd hands out.
+        Reader: any thread (an int the writer only raises)."""
         return self._producers.max_producer_id
 
     # ------------------------------------------------------------------------------------------------
@@ -597,11 +772,12 @@ class PartitionLog:
 
     def truncate_to(self, offset: int, reason: str = "requested") -> int:
         """Remove every batch holding an offset >= ``offset`` (a batch straddling it goes whole). Durable on
-        return. Returns the bytes removed."""
+        return. Returns the bytes removed. Writer: any thread, under the writer lock; blocking (fsyncs)."""
         with self._lock:
             self._check_open()
             if offset >= self._log_end:
                 return 0
+            self._cuts += 1
             old_end = self._log_end
             if offset < self._log_start:
                 removed = self._truncate_fully(offset)
@@ -627,9 +803,11 @@ class PartitionLog:
             return removed
 
     def reset_to(self, offset: int) -> None:
-        """Empty the log and start it at ``offset`` (a mirror starting mid-way into its source)."""
+        """Empty the log and start it at ``offset`` (a mirror starting mid-way into its source). Writer: any
+        thread, under the writer lock; blocking (fsyncs)."""
         with self._lock:
             self._check_open()
+            self._cuts += 1
             self._truncate_fully(offset)
             self._producers = ProducerStateManager()
             self._lower_cleaned_up_to(None)
@@ -655,15 +833,16 @@ class PartitionLog:
     def advance_log_start(self, offset: int) -> int:
         """DeleteRecords: make ``offset`` the first readable offset and delete segments wholly below it.
         Returns the new log start offset. Refused (``PolicyViolation``) unless cleanup.policy holds "delete",
-        as Kafka refuses it."""
+        as Kafka refuses it. Writer: any thread, under the writer lock; blocking (checkpoint and directory
+        fsyncs)."""
         with self._lock:
             self._check_open()
             if not self.config.delete:
                 raise PolicyViolation(f"Records of partition {self.name} can not be deleted due to the configured "
                                       f"policy (cleanup.policy={','.join(self.config.cleanup_policy)})")
-            if offset > self.high_watermark:
+            if offset > self._log_end:
                 raise OffsetOutOfRange(f"{self.name}: cannot move the log start to {offset}, past the high "
-                                       f"watermark {self.high_watermark}")
+                                       f"watermark {self._log_end}")
             if offset <= self._log_start:
                 return self._log_start
             self._log_start = offset
@@ -694,14 +873,17 @@ class PartitionLog:
     def update_config(self, config: LogConfig) -> None:
         """Use ``config`` from now on without reopening (Kafka's ``LocalLog.updateConfig``): later appends,
         rolls, flushes and retention passes read it. Segments already written keep their index interval
-        until the next roll. Thread-safe: takes the log lock."""
+        until the next roll. Writer: any thread, under the writer lock (no I/O; it waits for a write in
+        progress), so a write runs wholly with the old config or the new one; leaving the lock publishes a
+        view as every writer does (none of the view depends on the config today). Readers read ``config``
+        as one immutable object, the old or the new."""
         with self._lock:
             self.config = config
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete whole old segments beyond retention.ms / retention.bytes, moving the log start. Returns
         the number of segments deleted. Only when cleanup.policy holds "delete": a compacted topic keeps its
-        old segments (the cleaner thins them instead)."""
+        old segments (the cleaner thins them instead). Writer: any thread, under the writer lock; blocking."""
         with self._lock:
             self._check_open()
             if not self.config.delete:
@@ -742,7 +924,10 @@ class PartitionLog:
     # Log cleaner (cleaner.py does the work in a worker thread; these are its short locked steps)
 
     def cleaner_snapshot(self) -> CleanerSnapshot | None:
-        """The segments and state a cleaning pass reads, or None if the log is closed."""
+        """The segments and state a cleaning pass reads, or None if the log is closed. Any thread: takes
+        the writer lock briefly (no I/O) for the producer state, which the published view does not hold.
+        The pass then reads the inactive segments below these sizes through their own descriptors
+        (``LogSegment.dup_fd``), which appends (to the active segment only) never touch."""
         with self._lock:
             if self._closed:
                 return None
@@ -757,19 +942,28 @@ class PartitionLog:
                 first_timestamps=tuple(s.first_batch_timestamp for s in segments[:-1]),
                 log_start=self._log_start,
                 log_end=self._log_end,
-                last_stable_offset=self.last_stable_offset,
+                last_stable_offset=self._last_stable_offset(),
                 cleaned_up_to=self._cleaned_up_to,
                 producer_last={pid: (e.batches[-1].last_offset if e.batches else None, e.epoch)
                                for pid, e in self._producers.entries.items()},
                 aborted=tuple(entry for s in segments for entry in s.txn_index.entries),
+                cuts=self._cuts,
             )
 
-    def swap_in_cleaned(self, old: Sequence[LogSegment], old_sizes: Sequence[int], base_offset: int, group_end: int) -> bool:
+    def swap_in_cleaned(self, old: Sequence[LogSegment], old_sizes: Sequence[int], base_offset: int, group_end: int,
+                        cuts: int | None = None) -> bool:
         """Replace the run of segments ``old`` (as the cleaner read them) by the cleaned segment written as
         ``<base_offset>.*.cleaned`` (see swap.py). False, with nothing changed, if ``old`` is no longer a run
-        of inactive segments of this log with those sizes."""
+        of inactive segments of this log with those sizes, or (``cuts``: the snapshot's) if the log was
+        truncated since: a segment cut in place and refilled to the same size holds other batches.
+
+        Writer: any thread, under the writer lock (the renames and directory fsyncs of the swap). Readers
+        are never closed under: the replaced segments leave through ``_retire``, their files already
+        unlinked or renamed over, their descriptors open for ``RETIRED_SEGMENT_GRACE_S``, so a reader on an
+        older view (or a ``FileRange`` being sent) reads the old bytes; leaving the lock publishes the view
+        with the cleaned segment."""
         with self._lock:
-            if self._closed or not old:
+            if self._closed or not old or (cuts is not None and cuts != self._cuts):
                 return False
             try:
                 first = next(i for i, s in enumerate(self._segments) if s is old[0])
@@ -793,13 +987,15 @@ class PartitionLog:
             self._segments[first : first + len(old)] = [segment]
             self._bases[first : first + len(old)] = [base_offset]
             for s in old:
-                s.close()
+                self._retire(s, unlink=False)  # swap.complete removed or replaced their files
             return True
 
-    def mark_cleaned(self, offset: int) -> None:
-        """The cleaner compacted everything below ``offset``: the next pass maps from there."""
+    def mark_cleaned(self, offset: int, cuts: int | None = None) -> None:
+        """The cleaner compacted everything below ``offset``: the next pass maps from there. Ignored if the
+        log was truncated since the pass's snapshot (``cuts``), which may have lowered it already. Writer:
+        any thread, under the writer lock (a checkpoint write)."""
         with self._lock:
-            if self._closed:
+            if self._closed or (cuts is not None and cuts != self._cuts):
                 return
             self._cleaned_up_to = offset
             checkpoint.write_offset_checkpoint(os.path.join(self.path, CLEANER_OFFSET_FILE), self.topic,
@@ -825,7 +1021,8 @@ class PartitionLog:
 
         The fsyncs run outside the log's lock, so appends (and the event loop calling them) are not held up
         by a slow disk while another thread flushes. A segment's dirty mark is cleared before its fsync, so
-        an append that lands during the fsync marks it dirty again for the next flush."""
+        an append that lands during the fsync marks it dirty again for the next flush. Writer: any thread;
+        blocking (fsync), so never on the event loop."""
         with self._lock:
             self._check_open()
             target = self._log_end
@@ -894,7 +1091,8 @@ class PartitionLog:
                                            self._recovery_point)
 
     def close(self) -> None:
-        """Flush, write every checkpoint and the clean-shutdown marker. The log cannot be used afterwards."""
+        """Flush, write every checkpoint and the clean-shutdown marker. The log cannot be used afterwards.
+        Writer, blocking. Readers must not be running in other threads: descriptors close."""
         with self._lock:
             if self._closed:
                 return
@@ -908,14 +1106,15 @@ class PartitionLog:
             self._closed = True
 
     def abandon(self) -> None:
-        """Drop the file descriptors without flushing or marking a clean shutdown (tests simulate crashes)."""
+        """Drop the file descriptors without flushing or marking a clean shutdown (tests simulate crashes).
+        Writer."""
         with self._lock:
             for segment in self._segments:
                 segment.close()
             self._closed = True
 
     def delete(self) -> None:
-        """Remove the partition's directory and everything in it."""
+        """Remove the partition's directory and everything in it. Writer, blocking; as ``close`` for readers."""
         with self._lock:
             for segment in self._segments:
                 segment.close()
@@ -927,25 +1126,27 @@ class PartitionLog:
             raise LogClosed(f"{self.name}: log is closed")
 
     def statistics(self) -> LogStatistics:
-        with self._lock:
-            return LogStatistics(
-                topic=self.topic,
-                partition=self.partition,
-                log_start_offset=self._log_start,
-                log_end_offset=self._log_end,
-                high_watermark=self.high_watermark,
-                last_stable_offset=self.last_stable_offset,
-                recovery_point=self._recovery_point,
-                size_bytes=sum(s.size for s in self._segments),
-                segment_count=len(self._segments),
-                latest_epoch=self._epochs.latest_epoch,
-                producer_count=len(self._producers.entries),
-                open_transaction_count=len(self._producers.ongoing),
-                cleaned_up_to=self._cleaned_up_to,
-            )
+        """Reader: any thread, from one view."""
+        view = self._view
+        return LogStatistics(
+            topic=self.topic,
+            partition=self.partition,
+            log_start_offset=view.log_start,
+            log_end_offset=view.log_end,
+            high_watermark=view.log_end,
+            last_stable_offset=view.last_stable,
+            recovery_point=self._recovery_point,
+            size_bytes=sum(s.size for s in view.segments),
+            segment_count=len(view.segments),
+            latest_epoch=view.epochs.latest_epoch,
+            producer_count=len(self._producers.entries),
+            open_transaction_count=len(view.open_transactions),
+            cleaned_up_to=view.cleaned_up_to,
+        )
 
     def segment_base_offsets(self) -> list[int]:
-        return list(self._bases)
+        """Reader: any thread."""
+        return list(self._view.bases)
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.name!r}, start={self._log_start}, end={self._log_end}, segments={len(self._segments)})"

@@ -56,8 +56,9 @@ class OffsetIndex:
 
     def append(self, last_offset: int, position: int) -> None:
         relative = last_offset - self.base_offset
-        self._relative.append(relative)
+        # Position first: a reader in another thread that finds an entry by offset always finds its position.
         self._positions.append(position)
+        self._relative.append(relative)
         self.file.add(_ENTRY.pack(relative, position))
 
     def last_entry(self) -> tuple[int, int] | None:
@@ -83,7 +84,8 @@ class OffsetIndex:
 
     def truncate_to_position(self, position: int) -> None:
         keep = bisect.bisect_left(self._positions, position)
-        del self._relative[keep:], self._positions[keep:]
+        # New arrays, not shrunk ones: a lookup in another thread may be between its bisect and its index.
+        self._relative, self._positions = self._relative[:keep], self._positions[:keep]
         self.file.truncate_entries(keep)
 
     def reset(self) -> None:

@@ -7,12 +7,24 @@ the indexes store offsets relative to it.
 
 The segment trusts its bytes; verifying them is the caller's job on append and ``recovery``'s on open.
 Reads go through ``os.pread`` on one descriptor opened with O_APPEND, so bytes written are immediately
-visible to readers and to ``os.sendfile`` on the path.
+visible to readers and to ``os.sendfile`` of a duplicate of it (``dup_fd``).
+
+Threading (as Kafka's ``LogSegment``): a segment is not thread-safe for writers. Every method that changes
+it (``append``, ``index_batch``, ``truncate_to_position``, ``reset_indexes``, ``seal``, ``flush``, ``close``,
+``delete``, ``load_indexes``) must be called by one writer at a time; ``PartitionLog`` serialises them under
+its writer lock. The reading methods (``header_at``, ``read_at``, ``iter_headers``, ``find_batch``,
+``read_extent``, and ``dup_fd``, which is safe against a concurrent ``close`` too) may run in any thread concurrently with one writer, *given the bounds of a snapshot*
+(``end`` / ``size`` / ``next_offset`` as published by ``PartitionLog``): they then only touch bytes that
+were written before the snapshot and index entries that name them. Called without bounds they read the
+live fields, which is only safe from the writer itself. The indexes make that possible: entries are
+appended so that a concurrent lookup never sees half of one (see ``OffsetIndex.append``), and a cut
+replaces the index arrays instead of shrinking the ones a reader may hold.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 
 from protocol.records import HEADER_SIZE, LOG_OVERHEAD, RecordBatch
@@ -57,9 +69,10 @@ class LogSegment:
         self.log_path = os.path.join(directory, file_name(base_offset, LOG_SUFFIX))
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
         self.fd = os.open(self.log_path, flags, 0o644)
+        self._fd_lock = threading.Lock()
         stat = os.fstat(self.fd)
         self.size = stat.st_size
-        self.inode = stat.st_ino  # names this file in FileRange: a cleaned segment reuses the path
+        self.inode = stat.st_ino  # names this file in FileRange once its descriptor is closed: a cleaned segment reuses the path
         self.offset_index = OffsetIndex(os.path.join(directory, file_name(base_offset, INDEX_SUFFIX)), base_offset)
         self.time_index = TimeIndex(os.path.join(directory, file_name(base_offset, TIME_INDEX_SUFFIX)), base_offset)
         self.txn_index = TxnIndex(os.path.join(directory, file_name(base_offset, TXN_INDEX_SUFFIX)))
@@ -113,7 +126,8 @@ class LogSegment:
     # -- appending -----------------------------------------------------------------------------------
 
     def append(self, parts: Sequence[bytes | bytearray | memoryview], batches: Sequence[RecordBatch]) -> None:
-        """Write ``parts`` (exactly the bytes of ``batches``, in order) and index the batches."""
+        """Write ``parts`` (exactly the bytes of ``batches``, in order) and index the batches. Writer only.
+        ``size`` and ``next_offset`` move only after the bytes are in the file."""
         start = self.size
         try:
             _write_all(self.fd, parts)
@@ -173,9 +187,11 @@ class LogSegment:
     # -- reading -------------------------------------------------------------------------------------
 
     def read_at(self, position: int, length: int) -> bytes:
+        """Any thread, for bytes below a snapshot's size."""
         return os.pread(self.fd, length, position)
 
     def header_at(self, position: int) -> RecordBatch | None:
+        """The batch header at ``position`` (a batch boundary). Any thread."""
         data = os.pread(self.fd, HEADER_SIZE, position)
         if len(data) < HEADER_SIZE:
             return None
@@ -184,40 +200,49 @@ class LogSegment:
             raise IndexCorrupt(f"{self.log_path}: batch at {position} has impossible length {header.batch_length}")
         return header
 
-    def iter_headers(self, position: int = 0) -> Iterator[tuple[int, RecordBatch]]:
-        """Headers of the whole batches from ``position`` (a batch boundary) to the end of the file."""
-        while position < self.size:
+    def iter_headers(self, position: int = 0, end: int | None = None) -> Iterator[tuple[int, RecordBatch]]:
+        """Headers of the whole batches from ``position`` (a batch boundary) to ``end`` (a snapshot's size;
+        the file's current end for the writer). Any thread with ``end``."""
+        end = self.size if end is None else end
+        while position < end:
             header = self.header_at(position)
-            if header is None or position + header.size > self.size:
+            if header is None or position + header.size > end:
                 return
             yield position, header
             position += header.size
 
-    def find_batch(self, offset: int) -> tuple[int, RecordBatch] | None:
-        """The first batch whose last offset is >= ``offset`` (the one holding it, or the next after a gap)."""
-        for position, header in self.iter_headers(self.offset_index.position_at_or_before(offset)):
+    def find_batch(self, offset: int, end: int | None = None) -> tuple[int, RecordBatch] | None:
+        """The first batch whose last offset is >= ``offset`` (the one holding it, or the next after a gap),
+        among the bytes below ``end``. Any thread with ``end``."""
+        for position, header in self.iter_headers(self.offset_index.position_at_or_before(offset), end):
             if header.last_offset >= offset:
                 return position, header
         return None
 
     def read_extent(
-        self, position: int, first: RecordBatch, max_bytes: int, upper_bound: int | None, at_least_one: bool
+        self, position: int, first: RecordBatch, max_bytes: int, upper_bound: int | None, at_least_one: bool,
+        size: int | None = None, next_offset: int | None = None,
     ) -> tuple[int, int]:
         """(end position, next offset) of the run of whole batches starting with ``first`` at ``position``
         that fits in ``max_bytes`` and ends below ``upper_bound``. The first batch is taken even if larger
-        than ``max_bytes`` when ``at_least_one``. An empty run returns (position, first.base_offset)."""
+        than ``max_bytes`` when ``at_least_one``. An empty run returns (position, first.base_offset).
+        ``size`` and ``next_offset``: the segment as a snapshot saw it (any thread); the live values when
+        omitted (writer only)."""
+        size = self.size if size is None else size
+        seg_next = self.next_offset if next_offset is None else next_offset
         if upper_bound is not None and first.last_offset >= upper_bound:
             return position, first.base_offset
         limit = position + max_bytes
-        if (upper_bound is None or upper_bound >= self.next_offset) and self.size <= limit:
-            return self.size, self.next_offset
+        if (upper_bound is None or upper_bound >= seg_next) and size <= limit:
+            return size, seg_next
         if first.size > max_bytes:
             return (position + first.size, first.next_offset) if at_least_one else (position, first.base_offset)
         end, next_offset = position + first.size, first.next_offset
-        jump = self.offset_index.safe_position_before(limit, upper_bound)
+        # Bounded by the snapshot's end offset, an index entry a concurrent append just added is never used.
+        jump = self.offset_index.safe_position_before(limit, seg_next if upper_bound is None else min(upper_bound, seg_next))
         if jump is not None and jump > end:
             end = jump
-        for pos, header in self.iter_headers(end):
+        for pos, header in self.iter_headers(end, size):
             if pos + header.size > limit or (upper_bound is not None and header.last_offset >= upper_bound):
                 break
             end, next_offset = pos + header.size, header.next_offset
@@ -270,13 +295,27 @@ class LogSegment:
         for index in (self.offset_index, self.time_index, self.txn_index):
             index.file.fsync()
 
+    def dup_fd(self) -> int:
+        """A duplicate of the segment file's descriptor for the caller to close, or -1 once the segment is
+        closed. Any thread: ``close`` and this take the segment's descriptor lock, so the number duplicated
+        is never one ``close`` just gave back (which another open may already have reused for another file).
+        The duplicate reads this file for as long as the caller keeps it, even after the segment is closed
+        and its files unlinked or replaced."""
+        with self._fd_lock:
+            return os.dup(self.fd) if self.fd >= 0 else -1
+
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        with self._fd_lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
     def delete(self) -> None:
         self.close()
+        self.delete_files()
+
+    def delete_files(self) -> None:
+        """Unlink the files; the open descriptor still reads the bytes until ``close``."""
         for path in self.paths():
             try:
                 os.unlink(path)

@@ -53,8 +53,9 @@ class TimeIndex:
         if self._timestamps and timestamp <= self._timestamps[-1]:
             return
         relative = offset - self.base_offset
-        self._timestamps.append(timestamp)
+        # Offset first: a reader in another thread that finds an entry by time always finds its offset.
         self._relative.append(relative)
+        self._timestamps.append(timestamp)
         self.file.add(_ENTRY.pack(timestamp, relative))
 
     def search_start(self, timestamp: int) -> int:
@@ -64,7 +65,8 @@ class TimeIndex:
 
     def truncate_from_offset(self, offset: int) -> None:
         keep = bisect.bisect_left(self._relative, offset - self.base_offset)
-        del self._timestamps[keep:], self._relative[keep:]
+        # New arrays, not shrunk ones: a lookup in another thread may be between its bisect and its index.
+        self._timestamps, self._relative = self._timestamps[:keep], self._relative[:keep]
         self.file.truncate_entries(keep)
 
     def reset(self) -> None:

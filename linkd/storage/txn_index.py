@@ -56,7 +56,7 @@ class TxnIndex:
     def truncate_from_offset(self, offset: int) -> None:
         """Drop entries whose marker is at or after ``offset``."""
         keep = bisect.bisect_left([e.last_offset for e in self.entries], offset)
-        del self.entries[keep:]
+        self.entries = self.entries[:keep]  # a new list: a reader in another thread may be iterating the old one
         self.file.truncate_entries(keep)
 
     def reset(self) -> None:

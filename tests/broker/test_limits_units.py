@@ -139,7 +139,7 @@ def test_concurrent_async_creations_reserve_their_name_and_partitions(registry):
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(create, "first", "x.y", 200)
-            await trio.sleep(0)  # the first one is in its worker thread now
+            await trio.lowlevel.checkpoint()  # the first one is in its worker thread now
             nursery.start_soon(create, "same", "x.y", 1)
             nursery.start_soon(create, "collides", "x_y", 1)
             nursery.start_soon(create, "over", "z", 150)

@@ -262,6 +262,17 @@ class LogModel(RuleBasedStateMachine):
             assert self.log.read(self.start, 1 << 30).to_bytes() == b"".join(e.data for e in visible)
         assert self.log.latest_epoch <= self.epoch
 
+    @invariant()
+    def readers_see_what_the_writer_left(self) -> None:
+        """After every operation the published view is the writer's state (no change forgot to publish)."""
+        if not hasattr(self, "log"):
+            return
+        log, view = self.log, self.log.view
+        assert [(v.segment, v.size, v.next_offset) for v in view.segments] == [(s, s.size, s.next_offset) for s in log._segments]
+        assert view.bases == tuple(log._bases)
+        assert (view.log_start, view.log_end, view.closed) == (log._log_start, log._log_end, log._closed)
+        assert view.epochs.epochs == tuple(e.epoch for e in log._epochs.entries())
+
 
 LogModel.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
