@@ -256,6 +256,8 @@ class LinkManager:
         """Change a link's configs, validated as at create, applied to the running link without a restart:
         fetching uses the new settings from its next round, the periodic syncs restart with theirs."""
         entry = self._link(name)
+        if entry.locked is not None:
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, entry.locked)  # its stored secrets cannot be read here
         unknown_deletes = sorted(k for k in delete_configs if not is_known_key(k))
         if unknown_deletes:
             raise AdminError(404, ErrorCode.INVALID_CONFIG, f"unknown link config key(s): {', '.join(unknown_deletes)}")
@@ -416,7 +418,7 @@ class LinkManager:
         # The mirror's own epoch starts at the source's so advertised epochs never go backwards (Invariant 4).
         epoch = max((p.leader_epoch for p in st.partitions.values()), default=0)
         try:
-            self._topics.create(topic, partitions, configs, kind="mirror", leader_epoch=max(epoch, 0))
+            await self._topics.create_async(topic, partitions, configs, kind="mirror", leader_epoch=max(epoch, 0))
         except TopicError as exc:
             raise AdminError(400, exc.error_code, f"cannot create mirror topic '{topic}' with the source's configs {configs}: {exc.message}") from exc
         entry.config_sync.remember(topic, source_configs[source_topic])

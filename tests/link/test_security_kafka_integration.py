@@ -174,6 +174,9 @@ def test_every_listener_and_mechanism_mirrors_byte_for_byte_and_secrets_never_sh
     for name in configs:
         described = client.describe_link(name)
         assert described["link_error"] == "NO_ERROR", described
+    for name in configs:  # an update stores the config again: its secrets must stay sealed
+        updated = daemon.cli("link", "update", name, "--config", "consumer.offset.sync.ms=12345")
+        assert updated.returncode == 0, updated.stderr
 
     # Secrets: hidden in every CLI and REST output and in metrics and logs; sealed in control.db.
     outputs = [
@@ -182,6 +185,7 @@ def test_every_listener_and_mechanism_mirrors_byte_for_byte_and_secrets_never_sh
         *(daemon.cli("link", "describe", n).stdout + daemon.cli("link", "describe", n, "--json").stdout for n in configs),
         http_get(daemon, f"{client.cluster}/links"), http_get(daemon, f"{client.cluster}/links/mtls-inline"),
         http_get(daemon, "/metrics"),
+        *(http_get(daemon, f"{client.cluster}/links/{n}/configs") for n in configs),
     ]
     hidden = {c["name"]: c["value"] for c in client.describe_link("mtls-inline")["configs"]}
     assert hidden["ssl.keystore.key"] == hidden["ssl.key.password"] == hidden["ssl.keystore.certificate.chain"] == "[hidden]"
