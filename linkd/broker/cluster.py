@@ -77,7 +77,9 @@ async def metadata(ctx: RequestContext, body: Body) -> Body:
             name, topic_id = item.get("name"), item.get("topic_id")
             if name is None and topic_id is not None and topic_id.int != 0:
                 topic = registry.by_id(topic_id)
-                topics.append(_topic_metadata(ctx, topic, include_ops) if topic else _missing_topic(None, topic_id, ErrorCode.UNKNOWN_TOPIC_ID))
+                # The answer's topic name is nullable only from v12; older versions get an empty one.
+                unnamed = None if ctx.api_version >= 12 else ""
+                topics.append(_topic_metadata(ctx, topic, include_ops) if topic else _missing_topic(unnamed, topic_id, ErrorCode.UNKNOWN_TOPIC_ID))
                 continue
             try:
                 validate_topic_name(name or "")
