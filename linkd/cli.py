@@ -31,7 +31,7 @@ class CommandFailed(Exception):
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
-    from .daemon import ServeConfig, parse_hostport, serve
+    from .daemon import DataDirInUse, ServeConfig, parse_hostport, serve
 
     try:
         config = ServeConfig(
@@ -48,6 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trio.run(serve, config)
+    except DataDirInUse as exc:
+        print(f"linkd serve: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except BaseExceptionGroup as group:
         startup, rest = group.split(OSError)
         if startup is None or rest is not None:
