@@ -339,7 +339,7 @@ def _mirror_lost_records(args, client: AdminClient) -> int:
         if not d["partitions"]:
             print(f"{args.topic}: no lost offsets; wrote an empty {output}")
         for p in d["partitions"]:
-            print(f"{args.topic} partition {p['partition']}: offsets [{p['from']}, {p['to']}): {p['records']} records in {p['batches']} batches written to {output}")
+            print(f"{args.topic} partition {p['partition']}: offsets [{p['from']}, {p['to']}): {p['records']} records written to {output}")
 
     _emit(args, result, human)
     return EXIT_OK
