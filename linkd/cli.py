@@ -132,6 +132,13 @@ def _link_describe(args, client: AdminClient) -> int:
         print(f"  state: {d['link_state']}" + (f" ({d['link_error_message']})" if d.get("link_error_message") else ""))
         print(f"  source: {d['bootstrap_servers']} cluster {d.get('source_cluster_id') or '-'}")
         print(f"  mirrors: {', '.join(d['topic_names']) or '-'}")
+        for task in d.get("tasks") or []:
+            line = f"  task {task['task_name']}: {task['state']}" + (f" ({task['state_reason']})" if task.get("state_reason") else "")
+            if task.get("last_success_ms"):
+                line += f", last success {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(task['last_success_ms'] / 1000))}"
+            if task.get("last_error_code") is not None:
+                line += f", last error code {task['last_error_code']}"
+            print(line)
         sync = d.get("consumer_offset_sync")
         if sync:
             print(f"  consumer offset sync: {json.dumps(sync)}")
