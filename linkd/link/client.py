@@ -165,7 +165,7 @@ class Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise SourceUnavailable(f"connection to {self.host}:{self.port} broke: {exc}") from exc
             try:
-                got, response = messages.decode_response(api_key, version, frame)
+                got, response = messages.decode_response(api_key, version, frame, lenient=True)  # liberal in what peers send
             except ProtocolError as exc:
                 raise SourceProtocolError(f"undecodable {ApiKey(api_key).name} v{version} response from {self.host}:{self.port}: {exc}") from exc
             if got != correlation_id:

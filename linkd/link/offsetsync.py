@@ -156,7 +156,7 @@ class OffsetSync:
             body = await conn.request(ApiKey.LIST_GROUPS, {"states_filter": [], "types_filter": []})
             if body["error_code"] != ErrorCode.NONE:
                 raise OffsetSyncError(f"ListGroups on source broker {node_id} failed with {source_error(body['error_code']).name}", source_error(body["error_code"]))
-            groups.update(g["group_id"] for g in body["groups"] if g.get("protocol_type", "consumer") in ("consumer", ""))
+            groups.update(g["group_id"] for g in body.get("groups") or [] if g.get("protocol_type", "consumer") in ("consumer", ""))
         return sorted(g for g in groups if self.filter.includes(g))
 
     async def _coordinator(self, group: str):
@@ -170,18 +170,21 @@ class OffsetSync:
             raise OffsetSyncError(f"FindCoordinator for group {group} failed with {source_error(c['error_code']).name}", source_error(c["error_code"]))
         return await source.connection((c["host"], c["port"]))
 
-    async def _fetch_offsets(self, group: str, source_topics: list[str]) -> dict[tuple[str, int], tuple[int, int, str | None]]:
+    async def _fetch_offsets(self, group: str, source_topics: dict[str, int]) -> dict[tuple[str, int], tuple[int, int, str | None]]:
+        """``source_topics``: source topic -> partitions mirrored. They are named explicitly: Tansu answers
+        "all topics" (null) with none."""
         conn = await self._coordinator(group)
         version = min(conn.version_for(ApiKey.OFFSET_FETCH), OFFSET_FETCH_MAX_VERSION)
-        body = await conn.request(ApiKey.OFFSET_FETCH, {"group_id": group, "topics": None, "require_stable": False}, version=version)
+        topics = [{"name": t, "partition_indexes": list(range(n))} for t, n in sorted(source_topics.items())]
+        body = await conn.request(ApiKey.OFFSET_FETCH, {"group_id": group, "topics": topics, "require_stable": False}, version=version)
         if body.get("error_code", 0) != ErrorCode.NONE:
             raise OffsetSyncError(f"OffsetFetch for group {group} failed with {source_error(body['error_code']).name}", source_error(body["error_code"]))
         out = {}
         wanted = set(source_topics)
-        for t in body.get("topics", []):
+        for t in body.get("topics") or []:
             if t["name"] not in wanted:
                 continue
-            for p in t["partitions"]:
+            for p in t.get("partitions") or []:
                 if p["error_code"] == ErrorCode.NONE and p["committed_offset"] >= 0:
                     out[(t["name"], p["partition_index"])] = (p["committed_offset"], p.get("committed_leader_epoch", -1), p.get("metadata"))
         return out
@@ -191,9 +194,14 @@ class OffsetSync:
         if not mapping:
             return
         groups = await self._list_groups()
+        partitions = {}
+        for source_topic, mirror_topic in mapping.items():
+            local = self._topics.get(mirror_topic)
+            if local is not None:
+                partitions[source_topic] = len(local.logs)
         synced = skipped = offsets = clamped = 0
         for group in groups:
-            committed = await self._fetch_offsets(group, list(mapping))
+            committed = await self._fetch_offsets(group, partitions)
             to_store = {}
             for (source_topic, partition), (offset, epoch, metadata) in committed.items():
                 local = self._topics.get(mapping[source_topic])
