@@ -80,6 +80,10 @@ class AdminClient:
         wait = (timeout_s or 60) + 30 if action == "promote" else None
         return self._call("POST", f"{self.cluster}/links/-/mirrors:{action}", json=body, timeout=wait)["data"]
 
+    def verify_step(self, topic: str, partition: int, from_offset: int | None = None, end_offset: int | None = None) -> dict:
+        body: dict[str, Any] = {"mirror_topic_name": topic, "partition": partition, "from_offset": from_offset, "end_offset": end_offset}
+        return self._call("POST", f"{self.cluster}/links/-/mirrors:verify", json=body, timeout=120)["data"]
+
     def lost_records(self, topic: str, partition: int):
         """A streaming response with the source's batches of ``partition``'s lost offsets (use as a
         context manager; ``iter_bytes()`` yields them)."""

@@ -270,6 +270,55 @@ def _mirror_action(args, client: AdminClient) -> int:
     return EXIT_OK
 
 
+def _mirror_verify(args, client: AdminClient) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    described = client.describe_mirror(args.topic)
+    partitions = [p["partition"] for p in described["mirror_lags"]]
+    if args.partition is not None:
+        if args.partition not in partitions:
+            raise AdminClientError(f"mirror topic '{args.topic}' has no partition {args.partition}")
+        partitions = [args.partition]
+    show = (not args.json and sys.stderr.isatty()) or args.progress
+    results = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[offsets]}"), DownloadColumn(), TimeElapsedColumn(), disable=not show, console=Console(stderr=True), transient=True) as progress:
+        for partition in partitions:
+            task = progress.add_task(f"verifying {args.topic}-{partition}", total=None, offsets="")
+            step = client.verify_step(args.topic, partition, from_offset=args.from_offset)
+            start, end = step["from_offset"], step["end_offset"]
+            total = {"partition": partition, "from_offset": start, "end_offset": end, "batches": 0, "bytes": 0, "divergence": None}
+            while True:
+                total["batches"] += step["batches"]
+                total["bytes"] += step["bytes"]
+                total["next_offset"] = step["next_offset"]
+                progress.update(task, completed=total["bytes"], total=None, offsets=f"offset {step['next_offset']} of {end}")
+                if step["divergence"] or step["next_offset"] >= end:
+                    total["divergence"] = step["divergence"]
+                    break
+                step = client.verify_step(args.topic, partition, from_offset=step["next_offset"], end_offset=end)
+            total["identical"] = total["divergence"] is None
+            results.append(total)
+    report = {"mirror_topic_name": args.topic, "mirror_status": described["mirror_status"], "identical": all(r["identical"] for r in results), "partitions": results}
+
+    def human(d):
+        for r in d["partitions"]:
+            span = f"offsets [{r['from_offset']}, {r['end_offset']})"
+            if r["identical"]:
+                print(f"{args.topic} partition {r['partition']}: identical, {r['batches']} batches, {r['bytes']} bytes, {span}")
+                continue
+            div = r["divergence"]
+            crcs = ", ".join(f"{side} CRC {div[key]:#010x}" for side, key in (("source", "source_crc"), ("mirror", "mirror_crc")) if div[key] is not None)
+            print(f"{args.topic} partition {r['partition']}: DIFFERS at offset {div['offset']} ({div['reason']}{'; ' + crcs if crcs else ''}); {r['batches']} batches, {r['bytes']} bytes identical before it")
+
+    _emit(args, report, human)
+    if not report["identical"]:
+        bad = [r for r in results if not r["identical"]]
+        print(f"linkd mirror verify: {args.topic} differs from its source in {len(bad)} partition(s), first at partition {bad[0]['partition']} offset {bad[0]['divergence']['offset']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _json_bytes(value: bytes | None):
     """Bytes in a JSON line: the text when they are UTF-8, else {"base64": ...}."""
     if value is None:
@@ -414,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for lag 0 before giving up (default 60)")
         p.set_defaults(func=_mirror_action, action=action)
 
+    p = mirror.add_parser("verify", parents=[common], help="compare the mirror with its source batch by batch (CRCs, offsets, lengths)")
+    p.add_argument("topic")
+    p.add_argument("--partition", type=int)
+    p.add_argument("--from", dest="from_offset", type=int, help="first offset to compare (default: the first both sides hold)")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.set_defaults(func=_mirror_verify)
     p = mirror.add_parser("lost-records", parents=[common], help="after a failover: fetch the records the mirror never got from the source")
     p.add_argument("topic")
     p.add_argument("--partition", type=int)

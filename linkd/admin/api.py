@@ -14,6 +14,8 @@ Routes (``{cid}`` is this cluster's id; ``-`` as a link name means "any link"):
            the source's batches of the lost offsets [from, to) after a failover (raw, CRC-verified)
     POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors:promote|:failover|:pause|:resume
            {"mirror_topic_names": [...], "timeout_ms": N}
+    POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors:verify
+           {"mirror_topic_name", "partition", "from_offset"?, "end_offset"?, "max_bytes"?}: one bounded step
     GET    /metrics
 
 Errors answer ``{"error_code": <http status>, "message": "..."}`` with that status, as Kafka REST does.
@@ -33,6 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..link.manager import AdminError, LinkManager
+from ..link.verify import DEFAULT_STEP_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +158,8 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     async def mirror_action(request: Request) -> Response:
         link_name, action = request.path_params["link"], request.path_params["action"]
         body = await _json(request)
+        if action == "verify":
+            return JSONResponse({"data": await _verify(body, link_name)})
         topics = _str_list(body, "mirror_topic_names")
         if link_name != "-":
             manager._link(link_name)
@@ -175,10 +180,26 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         elif action == "resume":
             results = manager.resume(topics)
         else:
-            raise AdminError(404, 0, f"unknown mirror action '{action}' (promote, failover, pause, resume)")
+            raise AdminError(404, 0, f"unknown mirror action '{action}' (promote, failover, pause, resume, verify)")
         for r in results:
             log.info("admin API %s: %s %s: %s", _peer(request), action, r["mirror_topic_name"], r.get("mirror_status") if not r["error_code"] else f"refused ({r['error_message']})")
         return JSONResponse({"data": results})
+
+    async def _verify(body: dict, link_name: str) -> dict:
+        topic = body.get("mirror_topic_name")
+        if not isinstance(topic, str) or not topic:
+            raise AdminError(400, 0, "mirror_topic_name is required")
+        ints = {}
+        for key in ("partition", "from_offset", "end_offset", "max_bytes"):
+            value = body.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise AdminError(400, 0, f"{key} must be a non-negative integer")
+            ints[key] = value
+        if ints["partition"] is None:
+            raise AdminError(400, 0, "partition is required (the CLI walks every partition)")
+        if link_name != "-" and manager.describe_mirror(topic)["link_name"] != link_name:
+            raise AdminError(404, 0, f"mirror topic '{topic}' is not on link '{link_name}'")
+        return await manager.verify(topic, ints["partition"], ints["from_offset"], ints["end_offset"], ints["max_bytes"] or DEFAULT_STEP_BYTES)
 
     @handler
     async def lost_records(request: Request) -> Response:

@@ -36,6 +36,7 @@ from .offsetsync import OffsetSync
 from .runtime import LinkRuntime, fetch_position, now_ms
 from .source import SourceCluster
 from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
+from .verify import DEFAULT_STEP_BYTES, verify_step
 
 log = logging.getLogger(__name__)
 
@@ -446,6 +447,38 @@ class LinkManager:
                 batch.verify()
                 yield bytes(batch.buffer)
                 offset = batch.next_offset
+
+    async def verify(self, topic: str, partition: int, from_offset: int | None = None, end_offset: int | None = None, max_bytes: int = DEFAULT_STEP_BYTES) -> dict:
+        """One step of ``mirror verify`` for ``partition`` (see verify.py): compares the source's batches with
+        the mirror's from ``from_offset`` (default: the first offset both sides hold) up to ``end_offset``
+        (default: the mirror's log end, or the stop offset once promoted or failed over)."""
+        mirror = self._mirror(topic)
+        entry = self._link(mirror.link)
+        local = self._topics.get(topic)
+        if local is None or not 0 <= partition < len(local.logs):
+            raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' has no partition {partition}")
+        plog = local.logs[partition]
+        limit = plog.log_end_offset
+        stops = {p["partition"]: p.get("stop_offset", p.get("mirror_end_offset")) for p in (mirror.stop_info or {}).get("partitions", [])}
+        if mirror.state == MirrorState.STOPPED and partition in stops:
+            limit = min(limit, stops[partition])  # what was produced here after the stop is not the source's
+        end = limit if end_offset is None else min(end_offset, limit)
+        timeout_s = entry.settings.request_timeout_ms / 1000
+        try:
+            start = plog.log_start_offset
+            if from_offset is None or from_offset < start:
+                with trio.fail_after(timeout_s):
+                    earliest = await entry.runtime.read_source_offsets([mirror], -2)
+                source_start = earliest.get((topic, partition))
+                if source_start is None:
+                    raise SourceUnavailable(f"the source did not say where {mirror.source_topic}-{partition} starts")
+                start = max(start, source_start, from_offset or 0)
+            else:
+                start = from_offset
+            step = await verify_step(entry.runtime, mirror.source_topic, plog, partition, start, end, max_bytes, timeout_s)
+        except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
+            raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot verify '{topic}' partition {partition}: the source of link '{mirror.link}' did not answer: {exc or 'timed out'}") from exc
+        return {"mirror_topic_name": topic, "from_offset": start, **step}
 
     def list_mirrors(self, link: str | None = None) -> list[dict]:
         if link is not None:
