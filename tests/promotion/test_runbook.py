@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from protocol.records import split_batches
 from tests.link.mirroring import admin, produce_confluent, wait_for, wait_mirrored
+from tests.peers.rawclient import fetch_raw
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbook-failover.md"
 
@@ -52,8 +54,10 @@ def _parse_shown_json(text: str):
 
 
 def _timeless(lines: list[str]) -> list[str]:
-    """Ages ("seen 3.1s before the stop") depend on the run's timing; everything else must match."""
-    return [re.sub(r"seen \d+(\.\d+)?s", "seen Ns", line) for line in lines]
+    """Ages ("seen 3.1s before the stop") depend on the run's timing and batch counts on the producer's
+    batching (checked against the source separately); everything else must match."""
+    lines = [re.sub(r"seen \d+(\.\d+)?s", "seen Ns", line) for line in lines]
+    return [re.sub(r"identical, \d+ batches, \d+ bytes", "identical, N batches, M bytes", line) for line in lines]
 
 
 def test_the_runbook_examples_are_what_linkd_prints(kafka_broker_factory, linkd, tmp_path, monkeypatch):
@@ -74,7 +78,7 @@ def test_the_runbook_examples_are_what_linkd_prints(kafka_broker_factory, linkd,
     examples = _examples()
     commands = [c for c, _ in examples]
     assert commands == [
-        "linkd mirror list", "linkd mirror describe orders", "linkd mirror promote orders",
+        "linkd mirror list", "linkd mirror describe orders", "linkd mirror promote orders", "linkd mirror verify orders",
         "linkd mirror promote payments --timeout 5", "echo $?", "linkd mirror failover payments",
         "linkd mirror failover payments --json", "linkd mirror describe payments --json",
         "linkd mirror lost-records payments --output lost.jsonl --decode",
@@ -103,6 +107,11 @@ def test_the_runbook_examples_are_what_linkd_prints(kafka_broker_factory, linkd,
             continue
         actual = [line.rstrip() for line in (result.stdout + result.stderr).splitlines()]
         assert _timeless(actual) == _timeless(printed.rstrip("\n").splitlines()), f"{command}: linkd printed\n" + "\n".join(actual)
+    # verify's batch and byte counts are the source's own.
+    verified = json.loads(linkd.cli("mirror", "verify", "orders", "--json").stdout)
+    for p in verified["partitions"]:
+        source_bytes = fetch_raw(source.bootstrap, "orders", p["partition"], 0, 500)
+        assert (p["identical"], p["batches"], p["bytes"]) == (True, len(split_batches(source_bytes).batches), len(source_bytes))
     lost = [json.loads(line) for line in (tmp_path / "lost.jsonl").read_text().splitlines()]
     assert [(r["offset"], r["value"]) for r in lost] == [(300 + i, f"late{i}") for i in range(20)]
     # The JSON of a promote (shown without a command line) is what `promote orders --json` prints now.
