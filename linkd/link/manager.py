@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS links (
 """
 DEFAULT_PROMOTE_TIMEOUT_S = 60.0
 SOURCE_END_CHECKPOINT_S = 1.0  # bounds the write rate of the source-end checkpoint (one transaction)
+SEEN_ONLY_CHECKPOINT_MS = 30_000  # an unchanged source end's "seen at" is rewritten at most this often
 RECONCILE_INTERVAL_S = 5.0
 FAILOVER_SOURCE_READ_S = 5.0  # at most this long asking a (maybe dead) source for its end offsets
 _LINK_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -131,9 +132,15 @@ class LinkManager:
         for mirror in self.mirrors.values():
             for progress in mirror.partitions:
                 row = progress.checkpoint_row()
-                if row is not None and row != progress.checkpointed:
-                    rows.append((mirror.topic, progress.partition, *row))
-                    progress.checkpointed = row
+                if row is None or row == progress.checkpointed:
+                    continue
+                old = progress.checkpointed
+                # Offsets unchanged, only seen again: refresh the time now and then, not every second
+                # (an idle partition is seen at every fetch).
+                if old is not None and row[:2] == old[:2] and row[2] - old[2] < SEEN_ONLY_CHECKPOINT_MS:
+                    continue
+                rows.append((mirror.topic, progress.partition, *row))
+                progress.checkpointed = row
         self.mirror_store.save_source_ends(rows)
 
     async def _checkpoint_source_ends_loop(self) -> None:

@@ -644,6 +644,7 @@ class LinkRuntime:
     async def refresh_source_ends(self, mirrors: list[Mirror]) -> int:
         """Read the source's high watermarks for ``mirrors`` now and record them as the source end seen
         (the lag and the loss report use them); returns how many partitions answered."""
+        asked = now_ms()
         found = await self.read_source_offsets(mirrors, -1)
         seen = now_ms()
         local_topics = {m.topic: self._topics.get(m.topic) for m in mirrors}
@@ -651,8 +652,8 @@ class LinkRuntime:
             local = local_topics[mirror.topic]
             for progress in mirror.partitions:
                 offset = found.get((mirror.topic, progress.partition))
-                if offset is None:
-                    continue
+                if offset is None or progress.source_end_seen_ms > asked:
+                    continue  # unanswered, or a fetch answered meanwhile: its reading is the newer one
                 progress.source_high_watermark = offset
                 progress.source_end_seen_ms = seen
                 if local is not None and progress.partition < len(local.logs) and fetch_position(progress, local.logs[progress.partition]) >= offset:
