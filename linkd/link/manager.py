@@ -23,20 +23,19 @@ from dataclasses import dataclass
 import trio
 
 from protocol.errors import ErrorCode
-from protocol.messages import ApiKey
-from protocol.records import CONTROL_ABORT, build_control_batch, split_batches
+from protocol.records import CONTROL_ABORT, build_control_batch
 
 from ..controlstore import ControlStore
 from ..producer_ids import ProducerIdAllocator
 from ..topics import TopicError, TopicRegistry, validate_topic_name
-from .client import SourceProtocolError, SourceUnavailable, source_error
+from .client import SourceProtocolError, SourceUnavailable
 from .config import LinkConfigError, LinkSettings, validate
 from .mirror import Mirror, MirrorStore, PartitionProgress, lag_seconds, partition_lag
 from .offsetsync import OffsetSync
 from .runtime import LinkRuntime, fetch_position, now_ms
 from .source import SourceCluster
 from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
-from .verify import DEFAULT_STEP_BYTES, verify_step
+from .verify import DEFAULT_STEP_BYTES, fetch_source_batches, verify_step
 
 log = logging.getLogger(__name__)
 
@@ -427,27 +426,10 @@ class LinkManager:
         start, end = self.lost_range(topic, partition)
         mirror = self._mirror(topic)
         entry = self._link(mirror.link)
-        runtime = entry.runtime
         offset = start
         while offset < end:
-            with trio.fail_after(entry.settings.request_timeout_ms / 1000 * 2):
-                meta = await runtime.source.metadata([mirror.source_topic])
-                st = meta.get(mirror.source_topic)
-                sp = st.partitions.get(partition) if st else None
-                if sp is None or sp.leader < 0:
-                    raise SourceUnavailable(f"source partition {mirror.source_topic}-{partition} has no leader")
-                conn = await runtime.source.broker_connection(sp.leader)
-                body = {
-                    "replica_id": -1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": entry.settings.fetch_max_bytes, "isolation_level": 0,
-                    "session_id": 0, "session_epoch": -1, "forgotten_topics_data": [], "rack_id": "",
-                    "topics": [{"topic": mirror.source_topic, "partitions": [{"partition": partition, "current_leader_epoch": -1, "fetch_offset": offset, "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": entry.settings.fetch_max_bytes}]}],
-                }
-                response = await conn.request(ApiKey.FETCH, body)
-            pdata = next((p for t in response.get("responses") or [] for p in t.get("partitions") or [] if p.get("partition_index") == partition), None)
-            if pdata is None or pdata["error_code"] != ErrorCode.NONE:
-                code = source_error(pdata["error_code"]).name if pdata else "no answer for the partition"
-                raise SourceProtocolError(f"fetching {mirror.source_topic}-{partition} at offset {offset} failed: {code}")
-            batches = [b for b in split_batches(pdata.get("records") or b"").batches if b.next_offset > offset and b.base_offset < end]
+            theirs, _log_start, _hw = await fetch_source_batches(entry.runtime, mirror.source_topic, partition, offset, entry.settings.fetch_max_bytes, entry.settings.request_timeout_ms / 1000 * 2)
+            batches = [b for b in theirs if b.next_offset > offset and b.base_offset < end]
             if not batches:
                 raise SourceProtocolError(f"the source returned no records for {mirror.source_topic}-{partition} at offset {offset} (lost range ends at {end})")
             for batch in batches:

@@ -55,6 +55,8 @@ LEADERSHIP_ERRORS = {
     ErrorCode.OFFSET_NOT_AVAILABLE,
 }
 MAX_PARTITION_FETCH_BYTES = 64 * 1024 * 1024
+PROBE_WAIT_MS = 100  # how long a probe Fetch past the high watermark may wait for data (Kafka: it waits this long)
+SERVED_PAST_MAX_ROUNDS = 16  # Fetches spent walking past a source's high watermark to what it serves
 SOURCE_END_REFRESH_MAX_MS = 5000  # the source end of a partition not being fetched is read this often, at least
 WATCHED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED})
 
@@ -602,12 +604,49 @@ class LinkRuntime:
                 log.debug("link %s: ListOffsets on source broker %d failed: %s", self.name, leader, exc)
                 continue
             answered = {(t.get("name"), p.get("partition_index")): p for t in response.get("topics") or [] for p in t.get("partitions") or []}
+            ends = {key: p["offset"] for key, p in answered.items() if p.get("error_code") == ErrorCode.NONE and p.get("offset", -1) >= 0}
+            if timestamp == -1 and ends:
+                try:
+                    await self._served_past(conn, ends)
+                except (SourceUnavailable, SourceProtocolError) as exc:
+                    log.debug("link %s: probing what source broker %d serves past its high watermarks failed: %s", self.name, leader, exc)
+                    continue  # a lower bound is not an end: leave these partitions unknown
             for source_topic, items in topics.items():
                 for mirror, partition in items:
-                    p = answered.get((source_topic, partition))
-                    if p is not None and p.get("error_code") == ErrorCode.NONE and p.get("offset", -1) >= 0:
-                        out[(mirror.topic, partition)] = p["offset"]
+                    if (source_topic, partition) in ends:
+                        out[(mirror.topic, partition)] = ends[(source_topic, partition)]
         return out
+
+    async def _served_past(self, conn, ends: dict[tuple[str, int], int]) -> None:
+        """Move each (source topic, partition) end in ``ends`` past whatever the source serves beyond the
+        high watermark it reported: Tansu's can stay below the records it serves for good, so an end is
+        judged by fetching (non-waiting Fetches; for Apache Kafka one empty answer)."""
+        pending = dict(ends)
+        for _round in range(SERVED_PAST_MAX_ROUNDS):
+            if not pending:
+                return
+            by_topic: dict[str, list[dict]] = {}
+            for (topic, partition), offset in pending.items():
+                by_topic.setdefault(topic, []).append({"partition": partition, "current_leader_epoch": -1, "fetch_offset": offset, "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": self.settings.fetch_max_bytes})
+            # Tansu answers a Fetch that may not wait (max_wait_ms 0) with no partitions at all.
+            body = self._fetch_body([{"topic": t, "partitions": ps} for t, ps in by_topic.items()], PROBE_WAIT_MS, 1)
+            response = await conn.request(ApiKey.FETCH, body, timeout=self.settings.request_timeout_ms / 1000 + PROBE_WAIT_MS / 1000)
+            if response.get("error_code", 0) != ErrorCode.NONE:
+                raise SourceProtocolError(f"probe fetch failed with {source_error(response['error_code']).name}")
+            moved = {}
+            for t in response.get("responses") or []:
+                for pdata in t.get("partitions") or []:
+                    key = (t.get("topic"), pdata.get("partition_index"))
+                    if key not in pending or pdata.get("error_code") != ErrorCode.NONE:
+                        continue
+                    batches = split_batches(pdata.get("records") or b"").batches
+                    served = max(batches[-1].next_offset if batches else -1, pdata.get("high_watermark", -1))
+                    if served > pending[key]:
+                        moved[key] = served
+            ends.update(moved)
+            pending = moved
+        for key in pending:
+            ends.pop(key)  # still more after the last round: no end known (never a made-up one)
 
     @property
     def source_end_refresh_s(self) -> float:

@@ -23,6 +23,7 @@ from protocol.messages import ApiKey
 from protocol.records import RecordBatch, split_batches
 
 from .client import SourceProtocolError, SourceUnavailable, source_error
+from .runtime import PROBE_WAIT_MS
 
 DEFAULT_STEP_BYTES = 8 * 1024 * 1024
 
@@ -88,7 +89,7 @@ async def fetch_source_batches(runtime, source_topic: str, partition: int, offse
     """One non-waiting Fetch of ``source_topic``/``partition`` at ``offset`` from its leader, on the link's
     short-request connection: (whole batches, log start offset, high watermark). Raises SourceUnavailable
     or SourceProtocolError (with the source's error code named) when that fails."""
-    with trio.fail_after(timeout_s):
+    with trio.fail_after(timeout_s + PROBE_WAIT_MS / 1000):
         meta = await runtime.source.metadata([source_topic])
         st = meta.get(source_topic)
         sp = st.partitions.get(partition) if st else None
@@ -96,7 +97,8 @@ async def fetch_source_batches(runtime, source_topic: str, partition: int, offse
             raise SourceUnavailable(f"source partition {source_topic}-{partition} has no leader")
         conn = await runtime.source.broker_connection(sp.leader)
         body = {
-            "replica_id": -1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": max_bytes, "isolation_level": 0,
+            # Waits a little for nothing: Tansu answers a Fetch with max_wait_ms 0 with no partitions.
+            "replica_id": -1, "max_wait_ms": PROBE_WAIT_MS, "min_bytes": 1, "max_bytes": max_bytes, "isolation_level": 0,
             "session_id": 0, "session_epoch": -1, "forgotten_topics_data": [], "rack_id": "",
             "topics": [{"topic": source_topic, "partitions": [{"partition": partition, "current_leader_epoch": -1, "fetch_offset": offset, "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": max_bytes}]}],
         }

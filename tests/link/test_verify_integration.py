@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from protocol.records import crc32c, split_batches
-from tests.link.mirroring import admin, create_link, produce_confluent, wait_mirrored
+from tests.link.mirroring import admin, create_link, produce_confluent, source_end, wait_mirrored
 from tests.peers import rawclient
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,7 +24,7 @@ def _mirror(kafka_broker, linkd, topic: str, partitions: int = 2) -> dict[int, i
     kafka_broker.create_topic(topic, partitions)
     for codec in ("none", "lz4", "zstd"):
         produce_confluent(kafka_broker.bootstrap, topic, [(n % partitions, b"k%d" % n, b"%s-%d" % (codec.encode(), n) * 8) for n in range(300)], **{"compression.type": codec, "batch.size": 2048})
-    ends = {p: kafka_broker.list_offsets(topic, p)[1] for p in range(partitions)}
+    ends = {p: source_end(kafka_broker.bootstrap, topic, p) for p in range(partitions)}  # by fetching (Tansu)
     client = admin(linkd)
     create_link(client, "l", kafka_broker.bootstrap)
     client.create_mirror(topic, "l")
@@ -37,7 +37,13 @@ def _verify(linkd, topic: str, *extra: str):
     return result, json.loads(result.stdout)
 
 
-def test_an_identical_mirror_verifies_batch_for_batch(kafka_broker, linkd, unique_topic):
+@pytest.fixture(params=["kafka", "tansu"])
+def any_source(request):
+    return request.getfixturevalue("kafka_broker" if request.param == "kafka" else "tansu_broker")
+
+
+def test_an_identical_mirror_verifies_batch_for_batch(any_source, linkd, unique_topic):
+    kafka_broker = any_source
     ends = _mirror(kafka_broker, linkd, unique_topic)
 
     result, report = _verify(linkd, unique_topic)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from linkd.link.manager import SOURCE_END_CHECKPOINT_S
-from tests.link.mirroring import wait_for
+from tests.link.mirroring import produce_confluent, source_end, wait_for
 from tests.peers.rawclient import fetch_raw
 
 from .helpers import cli_json, mirror, produce
@@ -136,3 +136,26 @@ def test_failover_of_a_paused_mirror_after_the_source_died_reports_the_end_seen_
 
     assert p["records_possibly_lost"] == truth - 300 == 200
     assert p["source_end_offset"] == truth and p["source_end_offset_seen_since_restart"] is True
+
+
+def test_against_tansu_the_loss_is_judged_by_fetching_not_by_its_lagging_high_watermark(tansu_broker, linkd, unique_topic, tmp_path):
+    tansu_broker.create_topic(unique_topic, 1)
+    produce_confluent(tansu_broker.bootstrap, unique_topic, [(0, None, b"a%d" % i) for i in range(300)])
+    mirror(linkd, "dc1", tansu_broker.bootstrap, [unique_topic], extra_config=FAST)
+    stop = source_end(tansu_broker.bootstrap, unique_topic, 0)
+    wait_for(lambda: _describe(linkd, unique_topic)["mirror_lags"][0]["mirror_log_end_offset"] == stop, 30, "mirrored")
+    cli_json(linkd, "mirror", "pause", unique_topic)
+    produce_confluent(tansu_broker.bootstrap, unique_topic, [(0, None, b"tail-%d" % i) for i in range(3000)], **{"batch.size": 4096})
+    truth = source_end(tansu_broker.bootstrap, unique_topic, 0)  # by fetching (Tansu's high watermark can lag)
+
+    [p] = _failover(linkd, unique_topic)["stop_offsets"]
+
+    assert p["stop_offset"] == stop
+    assert p["source_end_offset"] == truth
+    assert p["records_possibly_lost"] == truth - stop
+    described = wait_for(lambda: (d := _describe(linkd, unique_topic))["lost_offsets"] and d, 20, "reconciliation")
+    [lost] = described["lost_offsets"]
+    assert (lost["from"], lost["to"]) == (stop, truth)
+    out = tmp_path / "lost.jsonl"
+    cli_json(linkd, "mirror", "lost-records", unique_topic, "--output", str(out), "--decode")
+    assert [json.loads(line)["value"] for line in out.read_text().splitlines()] == [f"tail-{i}" for i in range(3000)]
