@@ -30,6 +30,7 @@ from ..producer_ids import ProducerIdAllocator
 from ..topics import TopicError, TopicRegistry, validate_topic_name
 from .client import SourceProtocolError, SourceUnavailable
 from .config import LinkConfigError, LinkSettings, validate
+from .loss import lost_offsets, partition_report, reconciled
 from .mirror import Mirror, MirrorStore, PartitionProgress, lag_seconds, partition_lag
 from .offsetsync import OffsetSync
 from .runtime import LinkRuntime, fetch_position, now_ms
@@ -179,20 +180,12 @@ class LinkManager:
         earliest = await entry.runtime.read_source_offsets(mirrors, -2)
         for mirror in mirrors:
             info = dict(mirror.stop_info or {})
-            stops = {p["partition"]: p for p in info.get("partitions", [])}
-            ends = [
-                {"partition": part, "source_end_offset": latest[(mirror.topic, part)], "source_log_start_offset": earliest.get((mirror.topic, part))}
-                for part in sorted(stops)
-                if (mirror.topic, part) in latest
-            ]
-            if len(ends) < len(stops):
-                continue  # all partitions or none: a half-known range would read as exact
-            previous = info.get("reconciled") or {}
-            if previous.get("partitions") == ends:
+            found = reconciled(info, {p: o for (t, p), o in latest.items() if t == mirror.topic}, {p: o for (t, p), o in earliest.items() if t == mirror.topic})
+            if found is None or (info.get("reconciled") or {}).get("partitions") == found["partitions"]:
                 continue
-            info["reconciled"] = {"recorded_ms": now_ms(), "partitions": ends}
+            info["reconciled"] = {"recorded_ms": now_ms(), **found}
             mirror.set_stop_info(self.mirror_store, info)
-            lost = sum(max(e["source_end_offset"] - stops[e["partition"]]["stop_offset"], 0) for e in ends)
+            lost = sum(x["offsets"] for x in lost_offsets(info))
             log.info("mirror %s: the source is reachable again after the failover; %d offsets it holds past the stop offsets were never mirrored", mirror.topic, lost)
 
     async def _run_link(self, entry: LinkEntry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -384,33 +377,13 @@ class LinkManager:
             "partitions": partitions,  # the old name, kept for one release
             "gaps": self.mirror_store.gaps(topic),
             "stop_info": {k: v for k, v in (mirror.stop_info or {}).items() if k not in ("phase", "reconciled")} or None,
-            "lost_offsets": self._lost_offsets(mirror),
+            "lost_offsets": lost_offsets(mirror.stop_info),
         }
-
-    @staticmethod
-    def _lost_offsets(mirror: Mirror) -> list[dict] | None:
-        """After a failover and once the source answered again: per partition the offsets [from, to) the
-        source holds past the stop offset. None until then (unknown)."""
-        info = mirror.stop_info or {}
-        reconciled = info.get("reconciled")
-        if not reconciled:
-            return None
-        stops = {p["partition"]: p["stop_offset"] for p in info.get("partitions", [])}
-        out = []
-        for e in reconciled["partitions"]:
-            start, end = stops[e["partition"]], e["source_end_offset"]
-            entry = {"partition": e["partition"], "from": start, "to": max(end, start), "offsets": max(end - start, 0), "source_end_offset": end, "source_log_start_offset": e["source_log_start_offset"], "recorded_ms": reconciled["recorded_ms"]}
-            if end < start:
-                entry["note"] = f"the source now ends at {end}, before the stop offset {start}: it lost data the mirror holds"
-            elif e["source_log_start_offset"] is not None and e["source_log_start_offset"] > start:
-                entry["note"] = f"the source no longer holds offsets {start}..{e['source_log_start_offset'] - 1} (retention): they cannot be fetched"
-            out.append(entry)
-        return out
 
     def lost_range(self, topic: str, partition: int) -> tuple[int, int]:
         """[from, to) of ``partition``'s lost offsets; refuses when they are not known yet."""
         mirror = self._mirror(topic)
-        lost = self._lost_offsets(mirror)
+        lost = lost_offsets(mirror.stop_info)
         if (mirror.stop_info or {}).get("kind") != "failover":
             raise AdminError(409, ErrorCode.INVALID_REQUEST, f"mirror topic '{topic}' was not failed over: nothing was lost")
         if lost is None:
@@ -694,7 +667,7 @@ class LinkManager:
                 log.warning("mirror %s partition %d: aborted open transaction of producer %d (from offset %d)", mirror.topic, index, pid, first_offset)
             highest_pid = max(highest_pid, plog.producer_ids_seen_max())
             plog.flush()
-            partitions.append(_loss_report(index, stop_offset, plog.log_end_offset, progress, stopped_ms))
+            partitions.append(partition_report(index, stop_offset, plog.log_end_offset, progress, stopped_ms))
         lost_each = [p["records_possibly_lost"] for p in partitions]
         lost = None if None in lost_each else sum(lost_each)
         self._producer_ids.raise_floor(highest_pid)
@@ -707,31 +680,3 @@ class LinkManager:
         self._notify()
         log.info("mirror %s is now writable (%s; leader epoch %d; %s records possibly lost)", mirror.topic, info["kind"], epoch, "unknown" if lost is None else lost)
 
-
-def _loss_report(partition: int, stop_offset: int, log_end: int, progress: PartitionProgress, stopped_ms: int) -> dict:
-    """One partition's stop record. ``records_possibly_lost`` is the source's end as seen since this
-    process started minus the stop offset, or None (unknown) when it was not seen since: a value from
-    before a restart is reported (with its age) as a lower bound only, since the source may have grown."""
-    seen = progress.source_end()
-    if seen >= 0:
-        end, seen_ms, since_restart = seen, progress.source_end_seen_ms, True
-    elif progress.persisted_end is not None:
-        hw, fetched, seen_ms = progress.persisted_end
-        end, since_restart = max(hw, fetched), False
-    else:
-        end, seen_ms, since_restart = None, None, False
-    lost = max(end - stop_offset, 0) if since_restart else None
-    return {
-        "partition": partition,
-        "stop_offset": stop_offset,
-        "mirror_end_offset": log_end,
-        "source_end_offset": end,
-        "source_end_offset_seen_ms": seen_ms,
-        "source_end_offset_age_ms": max(stopped_ms - seen_ms, 0) if seen_ms else None,
-        "source_end_offset_seen_since_restart": since_restart,
-        "records_possibly_lost": lost,
-        "records_possibly_lost_at_least": lost if since_restart else (max(end - stop_offset, 0) if end is not None else None),
-        # the old names, kept for one release
-        "last_source_offset_seen": end,
-        "possible_data_loss_records": lost,
-    }

@@ -620,7 +620,8 @@ class LinkRuntime:
     async def _served_past(self, conn, ends: dict[tuple[str, int], int]) -> None:
         """Move each (source topic, partition) end in ``ends`` past whatever the source serves beyond the
         high watermark it reported: Tansu's can stay below the records it serves for good, so an end is
-        judged by fetching (non-waiting Fetches; for Apache Kafka one empty answer)."""
+        judged by fetching (Fetches that wait at most PROBE_WAIT_MS; for Apache Kafka one empty answer).
+        A partition the answer leaves out while others brought records (a size limit) is asked again."""
         pending = dict(ends)
         for _round in range(SERVED_PAST_MAX_ROUNDS):
             if not pending:
@@ -633,18 +634,25 @@ class LinkRuntime:
             response = await conn.request(ApiKey.FETCH, body, timeout=self.settings.request_timeout_ms / 1000 + PROBE_WAIT_MS / 1000)
             if response.get("error_code", 0) != ErrorCode.NONE:
                 raise SourceProtocolError(f"probe fetch failed with {source_error(response['error_code']).name}")
-            moved = {}
+            moved, answered = {}, set()
             for t in response.get("responses") or []:
                 for pdata in t.get("partitions") or []:
                     key = (t.get("topic"), pdata.get("partition_index"))
-                    if key not in pending or pdata.get("error_code") != ErrorCode.NONE:
+                    if key not in pending:
+                        continue
+                    answered.add(key)
+                    if pdata.get("error_code") != ErrorCode.NONE:
+                        moved[key] = pending[key]  # not proven: asked again, unknown if it stays so
                         continue
                     batches = split_batches(pdata.get("records") or b"").batches
                     served = max(batches[-1].next_offset if batches else -1, pdata.get("high_watermark", -1))
                     if served > pending[key]:
                         moved[key] = served
+            left_out = {key: offset for key, offset in pending.items() if key not in answered}
+            if left_out and not answered:
+                raise SourceProtocolError("the probe Fetch answered for none of the partitions asked")
             ends.update(moved)
-            pending = moved
+            pending = {**moved, **left_out}
         for key in pending:
             ends.pop(key)  # still more after the last round: no end known (never a made-up one)
 
