@@ -159,3 +159,30 @@ def test_against_tansu_the_loss_is_judged_by_fetching_not_by_its_lagging_high_wa
     out = tmp_path / "lost.jsonl"
     cli_json(linkd, "mirror", "lost-records", unique_topic, "--output", str(out), "--decode")
     assert [json.loads(line)["value"] for line in out.read_text().splitlines()] == [f"tail-{i}" for i in range(3000)]
+
+
+def test_failover_through_a_blackholed_path_does_not_hang_and_reports_the_end_last_seen(linkd_factory, unique_topic):
+    from linkd.link.manager import FAILOVER_SOURCE_READ_S
+    from tests.broker.clients import create_topic
+    from tests.link.faultproxy import FaultProxy
+
+    source = linkd_factory(start=False)
+    proxy = FaultProxy()
+    try:
+        source.extra_args += ["--advertised-listener", proxy.address]
+        source.start()
+        proxy.target = ("127.0.0.1", source.port)
+        create_topic(source.bootstrap, unique_topic)
+        produce(source.bootstrap, unique_topic, 200, 1)
+        dest = linkd_factory()
+        mirror(dest, "dc1", proxy.address, [unique_topic], extra_config=[*FAST, "request.timeout.ms=30000"])
+        proxy.blackhole()  # requests now hang until their timeout: the failover must not wait for that
+
+        started = time.monotonic()
+        [p] = _failover(dest, unique_topic)["stop_offsets"]
+        took = time.monotonic() - started
+
+        assert took < FAILOVER_SOURCE_READ_S + 5, took
+        assert (p["stop_offset"], p["source_end_offset"], p["records_possibly_lost"]) == (200, 200, 0)
+    finally:
+        proxy.close()
