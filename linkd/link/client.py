@@ -42,6 +42,7 @@ def source_error(code: int) -> ErrorCode:
     try:
         return ErrorCode(code)
     except ValueError:
+        log.debug("source answered error code %d, unknown to linkd; read as UNKNOWN_SERVER_ERROR", code)
         return ErrorCode.UNKNOWN_SERVER_ERROR
 
 

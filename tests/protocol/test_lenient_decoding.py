@@ -61,3 +61,15 @@ def test_lenient_and_strict_agree_on_every_well_formed_answer(topics, error_code
     }
     frame = encode_response(ApiKey.OFFSET_FETCH, 7, 3, body)[4:]
     assert decode_response(ApiKey.OFFSET_FETCH, 7, frame, lenient=True) == decode_response(ApiKey.OFFSET_FETCH, 7, frame)
+
+
+def test_a_newer_brokers_error_code_reads_as_unknown_server_error_with_a_debug_log(caplog):
+    import logging
+
+    from linkd.link.client import source_error
+    from protocol.errors import ErrorCode
+
+    with caplog.at_level(logging.DEBUG, logger="linkd.link.client"):
+        assert source_error(9999) == ErrorCode.UNKNOWN_SERVER_ERROR
+    assert "9999" in caplog.text
+    assert source_error(0) == ErrorCode.NONE
