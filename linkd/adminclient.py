@@ -89,3 +89,38 @@ class AdminClient:
             body["timeout_ms"] = int(timeout_s * 1000)
         wait = (timeout_s or 60) + 30 if action == "promote" else None
         return self._call("POST", f"{self.cluster}/links/-/mirrors:{action}", json=body, timeout=wait)["data"]
+
+    def verify_step(self, topic: str, partition: int, from_offset: int | None = None, end_offset: int | None = None) -> dict:
+        body: dict[str, Any] = {"mirror_topic_name": topic, "partition": partition, "from_offset": from_offset, "end_offset": end_offset}
+        return self._call("POST", f"{self.cluster}/links/-/mirrors:verify", json=body, timeout=120)["data"]
+
+    def lost_records(self, topic: str, partition: int):
+        """A streaming response with the source's batches of ``partition``'s lost offsets (use as a
+        context manager; ``iter_bytes()`` yields them)."""
+        return _Stream(self, f"{self.cluster}/links/-/mirrors/{topic}/lost-records", {"partition": str(partition)})
+
+
+class _Stream:
+    def __init__(self, client: AdminClient, path: str, params: dict) -> None:
+        self._client, self._path, self._params = client, path, params
+        self._cm = None
+
+    def __enter__(self) -> httpx.Response:
+        try:
+            self._cm = self._client._http.stream("GET", self._path, params=self._params, timeout=None)
+            response = self._cm.__enter__()
+        except httpx.ConnectError as exc:
+            raise AdminClientError(f"cannot reach the linkd admin API at {self._client.base}: {exc}") from exc
+        if response.status_code >= 400:
+            response.read()
+            try:
+                message = response.json().get("message") or response.text
+            except ValueError:
+                message = response.text
+            self._cm.__exit__(None, None, None)
+            raise AdminClientError(message.strip() or f"HTTP {response.status_code}")
+        return response
+
+    def __exit__(self, *exc) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(*exc)

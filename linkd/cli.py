@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from .adminclient import AdminClient, AdminClientError
 
 EXIT_OK = 0
@@ -32,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from .broker.limits import limits_from_args
-    from .daemon import ServeConfig, parse_hostport, serve
+    from .daemon import DataDirInUse, ServeConfig, parse_hostport, serve
     from .storage.cleaner import CleanerConfig
 
     try:
@@ -60,6 +61,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trio.run(serve, config)
+    except DataDirInUse as exc:
+        print(f"linkd serve: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except BaseExceptionGroup as group:
         startup, rest = group.split(OSError)
         if startup is None or rest is not None:
@@ -167,6 +171,13 @@ def _link_describe(args, client: AdminClient) -> int:
         print(f"  state: {d['link_state']}" + (f" ({d['link_error_message']})" if d.get("link_error_message") else ""))
         print(f"  source: {d['bootstrap_servers']} cluster {d.get('source_cluster_id') or '-'}")
         print(f"  mirrors: {', '.join(d['topic_names']) or '-'}")
+        for task in d.get("tasks") or []:
+            line = f"  task {task['task_name']}: {task['state']}" + (f" ({task['state_reason']})" if task.get("state_reason") else "")
+            if task.get("last_success_ms"):
+                line += f", last success {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(task['last_success_ms'] / 1000))}"
+            if task.get("last_error_code") is not None:
+                line += f", last error code {task['last_error_code']}"
+            print(line)
         for key, label in (("consumer_offset_sync", "consumer offset sync"), ("topic_config_sync", "topic config sync"), ("auto_create", "auto-create mirrors")):
             if d.get(key):
                 print(f"  {label}: {json.dumps(d[key])}")
@@ -208,8 +219,27 @@ def _link_delete(args, client: AdminClient) -> int:
 # -- mirror commands -----------------------------------------------------------------------------
 
 
+def _known(value, unknown: str = "unknown"):
+    return unknown if value is None else value
+
+
 def _mirror_rows(mirrors: list[dict]) -> list[list]:
-    return [[m["mirror_topic_name"], m["link_name"], m["source_topic_name"], m["mirror_status"], m["mirror_topic_error"], m["num_partitions"], m["max_per_partition_mirror_lag"]] for m in mirrors]
+    return [[m["mirror_topic_name"], m["link_name"], m["source_topic_name"], m["mirror_status"], m["mirror_topic_error"], m["num_partitions"], _known(m["max_per_partition_mirror_lag"])] for m in mirrors]
+
+
+def _age(ms) -> str:
+    return "unknown" if ms is None else f"{ms / 1000:.1f}s"
+
+
+def _stop_line(p: dict) -> str:
+    """One partition of a promote/failover answer, as the runbook shows it."""
+    line = f"  partition {p['partition']}: stop offset {p['stop_offset']}, "
+    if p["source_end_offset"] is None:
+        return line + "source end offset never seen, possibly lost unknown"
+    line += f"source end offset {p['source_end_offset']} (seen {_age(p['source_end_offset_age_ms'])} before the stop"
+    if p["records_possibly_lost"] is None:
+        return line + f", before linkd restarted), possibly lost unknown (at least {p['records_possibly_lost_at_least']})"
+    return line + f"), possibly lost {p['records_possibly_lost']}"
 
 
 def _mirror_create(args, client: AdminClient) -> int:
@@ -259,12 +289,17 @@ def _mirror_describe(args, client: AdminClient) -> int:
         print(f"  status: {d['mirror_status']}   error: {d['mirror_topic_error']}" + (f" ({d['mirror_topic_error_message']})" if d.get("mirror_topic_error_message") else ""))
         _table(
             ["PARTITION", "MIRROR LOG END", "LAST SOURCE FETCH", "SOURCE HIGH WATERMARK", "LAG"],
-            [[p["partition"], p["mirror_log_end_offset"], p["last_source_fetch_offset"], p["source_high_watermark"], p["lag"]] for p in d["partitions"]],
+            [[p["partition"], p["mirror_log_end_offset"], p["last_source_fetch_offset"], p["source_high_watermark"], _known(p["lag"])] for p in d["mirror_lags"]],
         )
         for gap in d.get("gaps") or []:
             print(f"  gap: partition {gap['partition']} offsets {gap['from_offset']}..{gap['to_offset'] - 1}: {gap['reason']}")
         if d.get("stop_info"):
             print(f"  stopped: {json.dumps(d['stop_info'])}")
+        if d.get("stop_info", {}) and d["stop_info"].get("kind") == "failover":
+            if d.get("lost_offsets") is None:
+                print("  lost offsets: unknown until the source answers again")
+            for lost in d.get("lost_offsets") or []:
+                print(f"  lost offsets: partition {lost['partition']} [{lost['from']}, {lost['to']}) ({lost['offsets']} offsets)" + (f": {lost['note']}" if lost.get("note") else ""))
 
     _emit(args, m, human)
     return EXIT_OK
@@ -281,13 +316,13 @@ def _mirror_action(args, client: AdminClient) -> int:
                 continue
             line = f"{r['mirror_topic_name']}: {r.get('mirror_status', 'OK')}"
             if args.action in ("promote", "failover"):
-                line += f", possible data loss {r.get('possible_data_loss_records', 0)} records"
+                line += f", records possibly lost: {_known(r.get('records_possibly_lost'))}"
                 aborted = r.get("aborted_transactions") or []
                 if aborted:
                     line += f", {len(aborted)} open transaction(s) aborted"
             print(line)
             for p in r.get("stop_offsets") or []:
-                print(f"  partition {p['partition']}: mirror end offset {p['mirror_end_offset']}, last source offset seen {p['last_source_offset_seen']}, possibly lost {p['possible_data_loss_records']}")
+                print(_stop_line(p))
 
     _emit(args, results, human)
     if failed:
@@ -296,11 +331,143 @@ def _mirror_action(args, client: AdminClient) -> int:
     return EXIT_OK
 
 
+def _mirror_verify(args, client: AdminClient) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    described = client.describe_mirror(args.topic)
+    partitions = [p["partition"] for p in described["mirror_lags"]]
+    if args.partition is not None:
+        if args.partition not in partitions:
+            raise AdminClientError(f"mirror topic '{args.topic}' has no partition {args.partition}")
+        partitions = [args.partition]
+    show = (not args.json and sys.stderr.isatty()) or args.progress
+    results = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[offsets]}"), DownloadColumn(), TimeElapsedColumn(), disable=not show, console=Console(stderr=True), transient=True) as progress:
+        for partition in partitions:
+            task = progress.add_task(f"verifying {args.topic}-{partition}", total=None, offsets="")
+            step = client.verify_step(args.topic, partition, from_offset=args.from_offset)
+            start, end = step["from_offset"], step["end_offset"]
+            total = {"partition": partition, "from_offset": start, "end_offset": end, "batches": 0, "bytes": 0, "divergence": None}
+            while True:
+                total["batches"] += step["batches"]
+                total["bytes"] += step["bytes"]
+                total["next_offset"] = step["next_offset"]
+                progress.update(task, completed=total["bytes"], total=None, offsets=f"offset {step['next_offset']} of {end}")
+                if step["divergence"] or step["next_offset"] >= end:
+                    total["divergence"] = step["divergence"]
+                    break
+                step = client.verify_step(args.topic, partition, from_offset=step["next_offset"], end_offset=end)
+            total["identical"] = total["divergence"] is None
+            results.append(total)
+    report = {"mirror_topic_name": args.topic, "mirror_status": described["mirror_status"], "identical": all(r["identical"] for r in results), "partitions": results}
+
+    def human(d):
+        for r in d["partitions"]:
+            span = f"offsets [{r['from_offset']}, {r['end_offset']})"
+            if r["identical"]:
+                print(f"{args.topic} partition {r['partition']}: identical, {r['batches']} batches, {r['bytes']} bytes, {span}")
+                continue
+            div = r["divergence"]
+            crcs = ", ".join(f"{side} CRC {div[key]:#010x}" for side, key in (("source", "source_crc"), ("mirror", "mirror_crc")) if div[key] is not None)
+            print(f"{args.topic} partition {r['partition']}: DIFFERS at offset {div['offset']} ({div['reason']}{'; ' + crcs if crcs else ''}); {r['batches']} batches, {r['bytes']} bytes identical before it")
+
+    _emit(args, report, human)
+    if not report["identical"]:
+        bad = [r for r in results if not r["identical"]]
+        print(f"linkd mirror verify: {args.topic} differs from its source in {len(bad)} partition(s), first at partition {bad[0]['partition']} offset {bad[0]['divergence']['offset']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _json_bytes(value: bytes | None):
+    """Bytes in a JSON line: the text when they are UTF-8, else {"base64": ...}."""
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        import base64
+
+        return {"base64": base64.b64encode(value).decode()}
+
+
+def _mirror_lost_records(args, client: AdminClient) -> int:
+    from protocol.errors import ProtocolError
+    from protocol.records import decode_records, split_batches
+
+    described = client.describe_mirror(args.topic)
+    if (described.get("stop_info") or {}).get("kind") != "failover":
+        raise AdminClientError(f"mirror topic '{args.topic}' was not failed over: nothing was lost")
+    lost = described.get("lost_offsets")
+    if lost is None:
+        raise AdminClientError(f"the lost offsets of '{args.topic}' are unknown until its source answers again (see `linkd mirror describe {args.topic}`)")
+    ranges = [x for x in lost if args.partition is None or x["partition"] == args.partition]
+    if args.partition is not None and not ranges:
+        raise AdminClientError(f"mirror topic '{args.topic}' has no partition {args.partition}")
+    ranges = [x for x in ranges if x["offsets"] > 0]
+    if not args.decode and len(ranges) > 1:
+        raise AdminClientError(
+            "raw batches do not say which partition they belong to: pass --partition (partitions with lost offsets: "
+            + ", ".join(str(x["partition"]) for x in ranges) + ") or --decode"
+        )
+    output = Path(args.output)
+    tmp = output.with_name(output.name + ".part")
+    summary = []
+    with tmp.open("wb") as out:
+        for x in ranges:
+            batches = records = size = 0
+            reached = x["from"]
+            pending = b""
+            with client.lost_records(args.topic, x["partition"]) as response:
+                for chunk in response.iter_bytes():
+                    pending += chunk
+                    split = split_batches(pending)
+                    for batch in split.batches:
+                        try:
+                            batch.verify()
+                        except ProtocolError as exc:
+                            raise AdminClientError(f"partition {x['partition']}: corrupt batch at offset {batch.base_offset}: {exc}") from exc
+                        batches += 1
+                        size += batch.size
+                        reached = batch.next_offset
+                        if not args.decode:
+                            out.write(batch.buffer)
+                            records += batch.record_count
+                        elif not batch.is_control:
+                            for rec in decode_records(batch):
+                                line = {
+                                    "partition": x["partition"], "offset": rec.offset, "timestamp": rec.timestamp,
+                                    "key": _json_bytes(rec.key), "value": _json_bytes(rec.value),
+                                    "headers": [[k, _json_bytes(v)] for k, v in rec.headers],
+                                    "producer_id": batch.producer_id, "transactional": batch.is_transactional,
+                                }
+                                out.write(json.dumps(line).encode() + b"\n")
+                                records += 1
+                    pending = pending[split.consumed :]
+            if reached < x["to"] or pending:
+                tmp.unlink(missing_ok=True)
+                raise AdminClientError(f"partition {x['partition']}: the source's records ended at offset {reached}, short of the lost range [{x['from']}, {x['to']}); see the daemon log")
+            summary.append({"partition": x["partition"], "from": x["from"], "to": x["to"], "batches": batches, "records": records, "bytes": size})
+    tmp.replace(output)
+    result = {"mirror_topic_name": args.topic, "output": str(output), "format": "json-lines" if args.decode else "record-batches", "partitions": summary}
+
+    def human(d):
+        if not d["partitions"]:
+            print(f"{args.topic}: no lost offsets; wrote an empty {output}")
+        for p in d["partitions"]:
+            print(f"{args.topic} partition {p['partition']}: offsets [{p['from']}, {p['to']}): {p['records']} records written to {output}")
+
+    _emit(args, result, human)
+    return EXIT_OK
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linkd", description="Byte-for-byte Kafka cluster-link daemon")
+    parser.add_argument("--version", action="version", version=f"linkd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the daemon")
@@ -380,6 +547,19 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "promote":
             p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for lag 0 before giving up (default 60)")
         p.set_defaults(func=_mirror_action, action=action)
+
+    p = mirror.add_parser("verify", parents=[common], help="compare the mirror with its source batch by batch (CRCs, offsets, lengths)")
+    p.add_argument("topic")
+    p.add_argument("--partition", type=int)
+    p.add_argument("--from", dest="from_offset", type=int, help="first offset to compare (default: the first both sides hold)")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.set_defaults(func=_mirror_verify)
+    p = mirror.add_parser("lost-records", parents=[common], help="after a failover: fetch the records the mirror never got from the source")
+    p.add_argument("topic")
+    p.add_argument("--partition", type=int)
+    p.add_argument("--output", required=True, help="file to write (record batches as the source stores them, or JSON lines with --decode)")
+    p.add_argument("--decode", action="store_true", help="write one JSON object per record instead of raw batches")
+    p.set_defaults(func=_mirror_lost_records)
 
     demo = sub.add_parser("demo", help="run the self-contained demo (or link a real SOURCE)")
     demo.add_argument("--bootstrap-server", help="a real source cluster; default: a throwaway local source")

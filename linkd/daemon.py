@@ -8,6 +8,7 @@ reports ready only when its sockets are bound.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import logging
 import os
@@ -59,6 +60,40 @@ class ServeConfig:
     secrets_key_file: Path | None = None  # seals link secrets in control.db (see linkd/link/secrets.py)
 
 
+class DataDirInUse(Exception):
+    """Another process holds the data dir's lock: opening anything in it would corrupt that daemon's logs."""
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``DATA_DIR/.lock`` (Kafka's log dirs have the same ``.lock``), held for the
+    daemon's lifetime. The kernel drops it when the process dies however it dies (SIGKILL included), so a
+    restart after a crash never needs cleanup; the pid in the file is only there for the error message."""
+
+    FILE = ".lock"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / self.FILE
+        # Opened without truncating: a holder's pid must stay readable for the refusal below.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirInUse(f"data dir {data_dir} is in use by another linkd (pid {holder})") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = None
+
+
 def _cluster_id(store: ControlStore) -> str:
     store.ensure_schema("CREATE TABLE IF NOT EXISTS cluster (id INTEGER PRIMARY KEY CHECK (id = 0), cluster_id TEXT NOT NULL)")
     rows = store.query("SELECT cluster_id FROM cluster WHERE id = 0")
@@ -75,6 +110,8 @@ class Daemon:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        # Before anything in the data dir is opened: a second daemon must not even read it.
+        self.lock = DataDirLock(config.data_dir)
         self.store = ControlStore(config.data_dir / "control.db")
         self.topics = TopicRegistry(self.store, config.data_dir / "logs")
         self.groups = GroupCoordinator(self.store, partition_exists=self._partition_exists)
@@ -166,13 +203,16 @@ class Daemon:
 
     def close(self) -> None:
         """Flush every log and write clean-shutdown markers."""
-        self.topics.close()
-        self.store.close()
+        try:
+            self.topics.close()
+            self.store.close()
+        finally:
+            self.lock.release()
 
 
 async def serve(config: ServeConfig) -> None:
+    daemon = Daemon(config)  # outside the nursery: DataDirInUse reaches the caller as itself
     async with trio.open_nursery() as nursery:
-        daemon = Daemon(config)
 
         async def stop_on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -123,8 +123,8 @@ def request_struct(api_key: int, api_version: int) -> KafkaStruct:
     return message_struct(_spec(api_key, api_version).name + "Request", api_version)
 
 
-def response_struct(api_key: int, api_version: int) -> KafkaStruct:
-    return message_struct(_spec(api_key, api_version).name + "Response", api_version)
+def response_struct(api_key: int, api_version: int, lenient: bool = False) -> KafkaStruct:
+    return message_struct(_spec(api_key, api_version).name + "Response", api_version, lenient)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -193,12 +193,14 @@ def _response_header_flexible(api_key: int, api_version: int) -> bool:
 
 
 def decode_response(
-    api_key: int, api_version: int, frame: bytes | bytearray | memoryview, *, fast: bool = True
+    api_key: int, api_version: int, frame: bytes | bytearray | memoryview, *, fast: bool = True, lenient: bool = False
 ) -> tuple[int, dict]:
     """Decode one response frame (without its size prefix) to (correlation id, body).
 
     An ApiVersions response carrying UNSUPPORTED_VERSION is read in the v0 layout, which is how a broker
-    answers a version it does not know.
+    answers a version it does not know. ``lenient`` is for a client reading another broker's answers: a
+    null where the schema says a non-nullable array reads as an empty one (tests that check linkd's own
+    answers keep the strict default).
     """
     spec = _spec(api_key, api_version)
     buf = frame if isinstance(frame, memoryview) else memoryview(frame)
@@ -211,7 +213,7 @@ def decode_response(
             _, pos = p.TaggedFieldSection.read(buf, pos)
         if api_key == 18 and len(buf) >= pos + 2 and struct.unpack_from(">h", buf, pos)[0] == ErrorCode.UNSUPPORTED_VERSION:
             api_version = 0
-        body = _decode_guarded(response_struct(api_key, api_version), buf, pos, fast, f"{spec.name} v{api_version} response")
+        body = _decode_guarded(response_struct(api_key, api_version, lenient), buf, pos, fast, f"{spec.name} v{api_version} response")
     except RemoteProtocolError as exc:
         exc.api_key = api_key  # type: ignore[attr-defined]
         exc.correlation_id = correlation_id  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ Encoding a value that does not fit raises ``LocalProtocolError``.
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import uuid
 from typing import Any
@@ -24,6 +25,8 @@ import construct
 from construct.core import stream_read, stream_write
 
 from .errors import LocalProtocolError, RemoteProtocolError
+
+_log = logging.getLogger("protocol")
 
 __all__ = [
     "KafkaPrimitive",
@@ -481,11 +484,16 @@ def Records(compact: bool = False) -> _Records:
 
 
 class _Array(KafkaPrimitive):
-    def __init__(self, element: KafkaPrimitive, nullable: bool, compact: bool) -> None:
+    """``lenient``: a null where the schema says non-nullable reads as an empty array (with a debug log)
+    instead of an error. Only for decoding a peer's *answers* (some brokers, Tansu among them, write null
+    for an empty array); requests we serve and everything we encode stay strict."""
+
+    def __init__(self, element: KafkaPrimitive, nullable: bool, compact: bool, lenient: bool = False) -> None:
         super().__init__()
         self.element = element
         self.nullable = nullable
         self.compact = compact
+        self.lenient = lenient
 
     def default(self) -> Any:
         return None if self.nullable else []
@@ -495,6 +503,9 @@ class _Array(KafkaPrimitive):
             raise RemoteProtocolError(f"negative array length {count}")
         if count == -1:
             if not self.nullable:
+                if self.lenient:
+                    _log.debug("peer answered null for a non-nullable array; read as empty")
+                    return 0
                 raise RemoteProtocolError("non-nullable array encoded as null")
             return None
         # Every element takes at least one byte on the wire (Kafka applies the same rule), so a count

@@ -16,6 +16,7 @@ import copy
 import functools
 import importlib.resources
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ from . import primitives as p
 from .errors import LocalProtocolError, RemoteProtocolError
 
 UNKNOWN_TAGS = "_unknown_tags"
+
+_log = logging.getLogger("protocol")
 
 _RESOURCES = "kafka.protocol.schemas.resources"
 _FIXED = {
@@ -220,10 +223,11 @@ def _fresh(value: Any) -> Any:
 class KafkaStruct(p.KafkaPrimitive):
     """One struct of one message version: regular fields in wire order, then (if flexible) tagged fields."""
 
-    def __init__(self, name: str, flexible: bool) -> None:
+    def __init__(self, name: str, flexible: bool, lenient: bool = False) -> None:
         super().__init__()
         self.name = name
         self.flexible = flexible
+        self.lenient = lenient
         self.members: list[_Member] = []
         self.tagged: dict[int, _Member] = {}
         self._plan: tuple = ()
@@ -272,7 +276,13 @@ class KafkaStruct(p.KafkaPrimitive):
         for key, read in self._plan:
             value[key], pos = read(buf, pos)
         if self.flexible:
-            count, pos = p.UnsignedVarint.read(buf, pos)
+            if self.lenient and pos == len(buf):
+                # The answer ends where its last tagged-field section should start (Tansu leaves out an
+                # empty one): nothing is missing but the count, so read it as no tagged fields.
+                _log.debug("%s: answer ends before its tagged-field section; read as none", self.name)
+                count = 0
+            else:
+                count, pos = p.UnsignedVarint.read(buf, pos)
             if count:
                 if count > len(buf) - pos:
                     raise RemoteProtocolError(f"{count} tagged fields cannot fit in {len(buf) - pos} bytes")
@@ -337,11 +347,11 @@ _MISSING = object()
 # Building constructs for one version
 
 
-def _field_codec(spec: FieldSpec, version: int, flexible: bool, struct_name: str) -> p.KafkaPrimitive:
+def _field_codec(spec: FieldSpec, version: int, flexible: bool, struct_name: str, lenient: bool = False) -> p.KafkaPrimitive:
     nullable = version in spec.nullable
     element = spec.element_type
     if spec.fields is not None:
-        inner: p.KafkaPrimitive = build_struct(f"{struct_name}.{spec.name}", spec.fields, version, flexible)
+        inner: p.KafkaPrimitive = build_struct(f"{struct_name}.{spec.name}", spec.fields, version, flexible, lenient)
     elif element in _FIXED:
         inner = _FIXED[element]
     elif element == "string":
@@ -353,30 +363,33 @@ def _field_codec(spec: FieldSpec, version: int, flexible: bool, struct_name: str
     else:
         raise LocalProtocolError(f"unsupported type {spec.type}")
     if spec.is_array:
-        return p._Array(inner, nullable, flexible)
+        return p._Array(inner, nullable, flexible, lenient)
     if spec.fields is not None and nullable:
         return p.NullableStruct(inner)
     return inner
 
 
-def build_struct(name: str, fields: list[FieldSpec], version: int, flexible: bool) -> KafkaStruct:
-    struct = KafkaStruct(name, flexible)
+def build_struct(name: str, fields: list[FieldSpec], version: int, flexible: bool, lenient: bool = False) -> KafkaStruct:
+    """``lenient``: decode a peer's answer liberally (see ``primitives._Array``); encoding is unaffected."""
+    struct = KafkaStruct(name, flexible, lenient)
     for spec in fields:
         if version not in spec.versions:
             continue
         is_tagged = flexible and version in spec.tagged
         if spec.tag is not None and version in spec.tagged and not flexible:
             raise LocalProtocolError(f"{name}.{spec.name} is tagged in non-flexible v{version}")
-        codec = _field_codec(spec, version, flexible, name)
+        codec = _field_codec(spec, version, flexible, name, lenient)
         struct.add(_Member(spec.key, codec, _default_value(spec, version, codec), spec.tag if is_tagged else None))
     struct.seal()
     return struct
 
 
 @functools.cache
-def message_struct(message_name: str, version: int) -> KafkaStruct:
-    """The construct for one message (``"FetchResponse"``) at one version, built once and cached."""
+def message_struct(message_name: str, version: int, lenient: bool = False) -> KafkaStruct:
+    """The construct for one message (``"FetchResponse"``) at one version, built once and cached.
+    ``lenient`` builds the liberal decoder for a peer's answers (null for a non-nullable array reads as
+    empty); unknown tagged fields are kept either way, and error codes are left to the caller."""
     spec = load_all()[message_name]
     if version not in spec.valid:
         raise LocalProtocolError(f"{message_name} has no version {version}")
-    return build_struct(message_name, spec.fields, version, version in spec.flexible)
+    return build_struct(message_name, spec.fields, version, version in spec.flexible, lenient)

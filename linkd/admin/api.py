@@ -14,8 +14,12 @@ Routes (``{cid}`` is this cluster's id; ``-`` as a link name means "any link"):
     GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors
     POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors   {"mirror_topic_name", "source_topic_name"}
     GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors/{topic}
+    GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors/{topic}/lost-records?partition=P
+           the source's batches of the lost offsets [from, to) after a failover (raw, CRC-verified)
     POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors:promote|:failover|:pause|:resume
            {"mirror_topic_names": [...], "timeout_ms": N}
+    POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors:verify
+           {"mirror_topic_name", "partition", "from_offset"?, "end_offset"?, "max_bytes"?}: one bounded step
     GET    /metrics
 
 Errors answer ``{"error_code": <http status>, "message": "..."}`` with that status, as Kafka REST does.
@@ -32,10 +36,11 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..link.manager import AdminError, LinkManager
+from ..link.verify import DEFAULT_STEP_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +118,13 @@ def _bool_param(request: Request, name: str, default: bool) -> bool:
     return value.lower() == "true"
 
 
+def _peer(request: Request) -> str:
+    """Who asked, for the audit log: the admin API client's address (and its principal, once there is
+    authentication)."""
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "unknown peer"
+
+
 def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     def check_cluster(request: Request) -> None:
         if request.path_params["cid"] != cluster_id:
@@ -148,6 +160,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         if not isinstance(configs, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("value"), str) for c in configs):
             raise AdminError(400, 0, "'configs' must be a list of {\"name\": str, \"value\": str}")
         config = {c["name"]: c["value"] for c in configs}
+        log.info("admin API %s: create link %s with configs %s", _peer(request), name, ", ".join(sorted(config)) or "-")
         created = await manager.create_link(name, config, validate_link=_bool_param(request, "validate_link", True))
         return JSONResponse(created, status_code=201)
 
@@ -155,6 +168,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     async def link(request: Request) -> Response:
         name = request.path_params["link"]
         if request.method == "DELETE":
+            log.info("admin API %s: delete link %s%s", _peer(request), name, " (force)" if _bool_param(request, "force", False) else "")
             failed_over = await manager.delete_link(name, force=_bool_param(request, "force", False))
             return JSONResponse({"data": failed_over}) if failed_over else Response(status_code=204)
         return JSONResponse(manager.describe_link(name))
@@ -230,12 +244,16 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     async def mirror_action(request: Request) -> Response:
         link_name, action = request.path_params["link"], request.path_params["action"]
         body = await _json(request)
+        if action == "verify":
+            return JSONResponse({"data": await _verify(body, link_name)})
         topics = _str_list(body, "mirror_topic_names")
         if link_name != "-":
             manager._link(link_name)
             wrong = [t for t in topics if t in manager.mirrors and manager.mirrors[t].link != link_name]
             if wrong:
                 raise AdminError(400, 0, f"mirror topic(s) {', '.join(wrong)} are not on link '{link_name}'")
+        if action in ("promote", "failover", "pause", "resume"):
+            log.info("admin API %s: %s mirror topic(s) %s on link %s", _peer(request), action, ", ".join(topics), link_name)
         if action == "promote":
             timeout = body.get("timeout_ms", 60_000)
             if not isinstance(timeout, int) or timeout <= 0:
@@ -248,8 +266,49 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         elif action == "resume":
             results = manager.resume(topics)
         else:
-            raise AdminError(404, 0, f"unknown mirror action '{action}' (promote, failover, pause, resume)")
+            raise AdminError(404, 0, f"unknown mirror action '{action}' (promote, failover, pause, resume, verify)")
+        for r in results:
+            log.info("admin API %s: %s %s: %s", _peer(request), action, r["mirror_topic_name"], r.get("mirror_status") if not r["error_code"] else f"refused ({r['error_message']})")
         return JSONResponse({"data": results})
+
+    async def _verify(body: dict, link_name: str) -> dict:
+        topic = body.get("mirror_topic_name")
+        if not isinstance(topic, str) or not topic:
+            raise AdminError(400, 0, "mirror_topic_name is required")
+        ints = {}
+        for key in ("partition", "from_offset", "end_offset", "max_bytes"):
+            value = body.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise AdminError(400, 0, f"{key} must be a non-negative integer")
+            ints[key] = value
+        if ints["partition"] is None:
+            raise AdminError(400, 0, "partition is required (the CLI walks every partition)")
+        if link_name != "-" and manager.describe_mirror(topic)["link_name"] != link_name:
+            raise AdminError(404, 0, f"mirror topic '{topic}' is not on link '{link_name}'")
+        return await manager.verify(topic, ints["partition"], ints["from_offset"], ints["end_offset"], ints["max_bytes"] or DEFAULT_STEP_BYTES)
+
+    @handler
+    async def lost_records(request: Request) -> Response:
+        link_name, topic = request.path_params["link"], request.path_params["topic"]
+        raw = request.query_params.get("partition", "")
+        if not raw.isdigit():
+            raise AdminError(400, 0, "query parameter partition must be a partition number")
+        partition = int(raw)
+        if link_name != "-" and manager.describe_mirror(topic)["link_name"] != link_name:
+            raise AdminError(404, 0, f"mirror topic '{topic}' is not on link '{link_name}'")
+        start, end = manager.lost_range(topic, partition)  # refuse before the stream starts, with a status
+        log.info("admin API %s: lost-records %s partition %d [%d, %d)", _peer(request), topic, partition, start, end)
+
+        async def body():
+            try:
+                async for batch in manager.lost_records(topic, partition):
+                    yield batch
+            except Exception as exc:
+                # The status is sent already: the client sees the stream end short of the range.
+                log.error("lost-records %s-%d: %s", topic, partition, exc)
+                raise
+
+        return StreamingResponse(body(), media_type="application/octet-stream", headers={"X-Lost-From": str(start), "X-Lost-To": str(end)})
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -269,6 +328,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
             Route(base + "/links/{link}/mirrors", mirrors, methods=["GET", "POST"]),
             Route(base + "/links/{link}/mirrors:{action}", mirror_action, methods=["POST"]),
             Route(base + "/links/{link}/mirrors/{topic}", mirror, methods=["GET"]),
+            Route(base + "/links/{link}/mirrors/{topic}/lost-records", lost_records, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         exception_handlers={404: not_found},

@@ -1,15 +1,20 @@
 """Prometheus exposition of the components' ``statistics()`` and mirror progress.
 
 A custom collector reads live state at scrape time, so there is no second copy of any number to keep
-in step with the code that owns it.
+in step with the code that owns it. Mirror lag comes from ``LinkManager.partition_lags``, the formula
+describe and list use too; a lag linkd cannot know is left out of the scrape (absent, not 0).
+Process and Python metrics (``process_*``, ``python_*``) are prometheus_client's own collectors: they
+read /proc correctly for us.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from ..link.states import MirrorState
+from .. import __version__
+from ..link.offsetsync import TaskState
+from ..link.states import LinkState, MirrorState
 
 
 class DaemonCollector:
@@ -18,37 +23,9 @@ class DaemonCollector:
 
     def collect(self):
         d = self._daemon
-        mirrors = d.links.mirrors if d.links else {}
-        lag = GaugeMetricFamily("linkd_mirror_partition_lag", "Source high watermark minus mirror log end offset", labels=["topic", "partition", "link"])
-        leo = GaugeMetricFamily("linkd_partition_log_end_offset", "Log end offset of a hosted partition", labels=["topic", "partition"])
-        state = GaugeMetricFamily("linkd_mirror_state", "1 for the mirror's current state", labels=["topic", "link", "state"])
-        for topic in d.topics.all():
-            for p, plog in enumerate(topic.logs):
-                leo.add_metric([topic.name, str(p)], plog.log_end_offset)
-        for name, mirror in mirrors.items():
-            for s in MirrorState:
-                state.add_metric([name, mirror.link, s.value], 1.0 if mirror.state == s else 0.0)
-            local = d.topics.get(name)
-            for progress in mirror.partitions:
-                if local is None or progress.partition >= len(local.logs) or progress.source_high_watermark < 0:
-                    continue
-                lag.add_metric([name, str(progress.partition), mirror.link], max(progress.source_high_watermark - local.logs[progress.partition].log_end_offset, 0))
-        yield lag
-        yield leo
-        yield state
-        fetched = CounterMetricFamily("linkd_link_fetched_bytes", "Record bytes fetched from the source and appended", labels=["link"])
-        requests = CounterMetricFamily("linkd_link_fetch_requests", "Fetch requests sent to the source", labels=["link"])
-        incremental = CounterMetricFamily("linkd_link_incremental_fetch_requests", "Fetch requests sent inside a fetch session (changed partitions only)", labels=["link"])
-        link_error = GaugeMetricFamily("linkd_link_error", "1 for the link's current error (NO_ERROR, SOURCE_UNAVAILABLE, AUTHENTICATION_ERROR, ...)", labels=["link", "error"])
-        for name, entry in (d.links.links.items() if d.links else []):
-            link_error.add_metric([name, entry.runtime.link_error], 1.0)
-            fetched.add_metric([name], entry.runtime.fetched_bytes)
-            requests.add_metric([name], entry.runtime.fetch_requests)
-            incremental.add_metric([name], entry.runtime.incremental_fetch_requests)
-        yield fetched
-        yield requests
-        yield incremental
-        yield link_error
+        yield _build_info(__version__)
+        yield from self._mirrors(d)
+        yield from self._links(d)
         if d.listener is not None:
             st = d.listener.statistics()
             yield GaugeMetricFamily("linkd_connections_open", "Open Kafka client connections", value=st.connections_open)
@@ -62,11 +39,87 @@ class DaemonCollector:
             yield CounterMetricFamily("linkd_request_arrival_timeouts", "Connections closed because a request did not arrive whole in time", value=st.request_arrival_timeouts)
             yield GaugeMetricFamily("linkd_request_bytes_in_use", "Request bytes reserved from queued.max.request.bytes", value=st.request_bytes_in_use)
 
+    def _mirrors(self, d):
+        manager = d.links
+        mirrors = manager.mirrors if manager else {}
+        lag = GaugeMetricFamily("linkd_mirror_partition_lag", "Offsets the mirror is behind the source's end as last seen (absent when unknown)", labels=["topic", "partition", "link"])
+        lag_seconds = GaugeMetricFamily(
+            "linkd_mirror_partition_lag_seconds",
+            "Seconds the mirror has been behind the source (0 when caught up); with the lag unknown, seconds since the last successful fetch",
+            labels=["topic", "partition", "link"],
+        )
+        last_fetch = GaugeMetricFamily("linkd_mirror_partition_last_fetch_timestamp_seconds", "When a Fetch answer for the partition last arrived (unix time)", labels=["topic", "partition", "link"])
+        leo = GaugeMetricFamily("linkd_partition_log_end_offset", "Log end offset of a hosted partition", labels=["topic", "partition"])
+        state = GaugeMetricFamily("linkd_mirror_state", "1 for the mirror's current state", labels=["topic", "link", "state"])
+        for topic in d.topics.all():
+            for p, plog in enumerate(topic.logs):
+                leo.add_metric([topic.name, str(p)], plog.log_end_offset)
+        for name, mirror in mirrors.items():
+            for s in MirrorState:
+                state.add_metric([name, mirror.link, s.value], 1.0 if mirror.state == s else 0.0)
+            if mirror.state == MirrorState.STOPPED:
+                continue  # no longer a mirror: nothing to lag behind
+            for p in manager.partition_lags(mirror):
+                labels = [name, str(p["partition"]), mirror.link]
+                if p["lag"] is not None:
+                    lag.add_metric(labels, p["lag"])
+                if p["lag_seconds"] is not None:
+                    lag_seconds.add_metric(labels, p["lag_seconds"])
+                if p["last_fetch_time_ms"] is not None:
+                    last_fetch.add_metric(labels, p["last_fetch_time_ms"] / 1000)
+        yield lag
+        yield lag_seconds
+        yield last_fetch
+        yield leo
+        yield state
+
+    def _links(self, d):
+        links = d.links.links.items() if d.links else []
+        link_state = GaugeMetricFamily("linkd_link_state", "1 for the link's current state", labels=["link", "state"])
+        task_state = GaugeMetricFamily("linkd_link_task_state", "1 for each link task's current state", labels=["link", "task", "state"])
+        fetched = CounterMetricFamily("linkd_link_fetched_bytes", "Record bytes fetched from the source and appended", labels=["link"])
+        requests = CounterMetricFamily("linkd_link_fetch_requests", "Fetch requests sent to the source", labels=["link"])
+        incremental = CounterMetricFamily("linkd_link_incremental_fetch_requests", "Fetch requests sent inside a fetch session (changed partitions only)", labels=["link"])
+        link_error = GaugeMetricFamily("linkd_link_error", "1 for the link's current error (NO_ERROR, SOURCE_UNAVAILABLE, AUTHENTICATION_ERROR, ...)", labels=["link", "error"])
+        sync_runs = CounterMetricFamily("linkd_offset_sync_runs", "Consumer offset sync rounds that completed", labels=["link"])
+        sync_errors = CounterMetricFamily("linkd_offset_sync_errors", "Consumer offset sync rounds that failed", labels=["link"])
+        sync_offsets = CounterMetricFamily("linkd_offset_sync_offsets", "Group offsets stored by consumer offset sync", labels=["link"])
+        sync_clamped = CounterMetricFamily("linkd_offset_sync_offsets_clamped", "Synced offsets lowered to the mirror's high watermark", labels=["link"])
+        sync_last = GaugeMetricFamily("linkd_offset_sync_last_success_timestamp_seconds", "When the last consumer offset sync round completed (unix time)", labels=["link"])
+        for name, entry in links:
+            rt = entry.runtime
+            for s in LinkState:
+                link_state.add_metric([name, s.value], 1.0 if rt.state == s else 0.0)
+            task = entry.offset_sync.task()
+            for s in TaskState:
+                task_state.add_metric([name, task["task_name"], s.value], 1.0 if task["state"] == s.value else 0.0)
+            link_error.add_metric([name, rt.link_error], 1.0)
+            fetched.add_metric([name], rt.fetched_bytes)
+            requests.add_metric([name], rt.fetch_requests)
+            incremental.add_metric([name], rt.incremental_fetch_requests)
+            st = entry.offset_sync.status
+            sync_runs.add_metric([name], st.syncs)
+            sync_errors.add_metric([name], st.errors)
+            sync_offsets.add_metric([name], st.offsets_synced)
+            sync_clamped.add_metric([name], st.offsets_clamped)
+            if st.last_sync_ms:
+                sync_last.add_metric([name], st.last_sync_ms / 1000)
+        yield from (link_state, link_error, task_state, fetched, requests, incremental, sync_runs, sync_errors, sync_offsets, sync_clamped, sync_last)
+
+
+def _build_info(version: str) -> GaugeMetricFamily:
+    info = GaugeMetricFamily("linkd_build_info", "Always 1; the running linkd's version", labels=["version"])
+    info.add_metric([version], 1)
+    return info
+
 
 class Metrics:
     def __init__(self, daemon) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(DaemonCollector(daemon))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -55,6 +55,7 @@ def source_error(code: int) -> ErrorCode:
     try:
         return ErrorCode(code)
     except ValueError:
+        log.debug("source answered error code %d, unknown to linkd; read as UNKNOWN_SERVER_ERROR", code)
         return ErrorCode.UNKNOWN_SERVER_ERROR
 
 
@@ -294,7 +295,7 @@ class Connection:
                 raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port}: {cause.reason or cause}") from exc
             raise SourceUnavailable(f"connection to {self.host}:{self.port} broke: {exc}") from exc
         try:
-            got, response = messages.decode_response(api_key, version, frame)
+            got, response = messages.decode_response(api_key, version, frame, lenient=True)  # liberal in what peers send
         except ProtocolError as exc:
             raise SourceProtocolError(f"undecodable {ApiKey(api_key).name} v{version} response from {self.host}:{self.port}: {exc}") from exc
         if got != correlation_id:

@@ -32,7 +32,8 @@ from .autocreate import AutoCreate
 from .client import AuthenticationFailed, SourceProtocolError, SourceUnavailable
 from .config import DEFAULTS, SENSITIVE_KEYS, LinkConfigError, LinkSettings, is_known_key, validate
 from .configsync import ConfigsUnsupported, ConfigSync, describe_source_configs, mirrored_configs
-from .mirror import Mirror, MirrorStore, PartitionProgress
+from .loss import lost_offsets, partition_report, reconciled
+from .mirror import Mirror, MirrorStore, PartitionProgress, lag_seconds, partition_lag
 from .offsetsync import OffsetSync
 from .runtime import LinkRuntime, fetch_position, now_ms
 from .secrets import (
@@ -48,6 +49,7 @@ from .secrets import (
 from .security import redact
 from .source import SourceCluster
 from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
+from .verify import DEFAULT_STEP_BYTES, fetch_source_batches, verify_step
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ CREATE TABLE IF NOT EXISTS links (
 )
 """
 DEFAULT_PROMOTE_TIMEOUT_S = 60.0
+SOURCE_END_CHECKPOINT_S = 1.0  # bounds the write rate of the source-end checkpoint (one transaction)
+SEEN_ONLY_CHECKPOINT_MS = 30_000  # an unchanged source end's "seen at" is rewritten at most this often
+RECONCILE_INTERVAL_S = 5.0
+FAILOVER_SOURCE_READ_S = 5.0  # at most this long asking a (maybe dead) source for its end offsets
 _LINK_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -119,6 +125,9 @@ class LinkManager:
                 self.mirror_store.delete(mirror.topic)
                 continue
             mirror.partitions = [PartitionProgress(p) for p in range(len(topic.logs))]
+            for partition, row in self.mirror_store.source_ends(mirror.topic).items():
+                if partition < len(mirror.partitions):
+                    mirror.partitions[partition].persisted_end = mirror.partitions[partition].checkpointed = row
             self.mirrors[mirror.topic] = mirror
             self._topics.set_role(mirror.topic, TopicRole.PROMOTED if mirror.state == MirrorState.STOPPED else TopicRole.MIRROR)
         async with trio.open_nursery() as nursery:
@@ -133,8 +142,73 @@ class LinkManager:
             for entry in self.links.values():
                 if entry.locked is None:
                     await nursery.start(self._run_link, entry)
+            nursery.start_soon(self._checkpoint_source_ends_loop)
+            nursery.start_soon(self._reconcile_loop)
             task_status.started()
             await trio.sleep_forever()
+
+    # -- source end checkpoints and reconciliation ------------------------------------------------
+
+    def checkpoint_source_ends(self) -> None:
+        """Persist the source end offsets seen since the last checkpoint (changed partitions only)."""
+        rows = []
+        for mirror in self.mirrors.values():
+            for progress in mirror.partitions:
+                row = progress.checkpoint_row()
+                if row is None or row == progress.checkpointed:
+                    continue
+                old = progress.checkpointed
+                # Offsets unchanged, only seen again: refresh the time now and then, not every second
+                # (an idle partition is seen at every fetch).
+                if old is not None and row[:2] == old[:2] and row[2] - old[2] < SEEN_ONLY_CHECKPOINT_MS:
+                    continue
+                rows.append((mirror.topic, progress.partition, *row))
+                progress.checkpointed = row
+        self.mirror_store.save_source_ends(rows)
+
+    async def _checkpoint_source_ends_loop(self) -> None:
+        # One small transaction per interval whatever the fetch rate: the fetch path only sets fields.
+        try:
+            while True:
+                await trio.sleep(SOURCE_END_CHECKPOINT_S)
+                try:
+                    self.checkpoint_source_ends()
+                except Exception:
+                    log.exception("could not checkpoint the source end offsets seen; retrying")
+        finally:
+            try:  # synchronous: a cancellation cannot cut it short
+                self.checkpoint_source_ends()
+            except Exception:
+                log.exception("could not checkpoint the source end offsets seen at shutdown")
+
+    async def _reconcile_loop(self) -> None:
+        """After a failover, ask the source (whenever it answers) where its partitions end, so describe
+        can show the exact offsets the mirror never got (``lost_offsets``)."""
+        while True:
+            await trio.sleep(RECONCILE_INTERVAL_S)
+            for name, entry in list(self.links.items()):
+                stopped = [m for m in self.mirrors.values() if m.link == name and m.state == MirrorState.STOPPED and (m.stop_info or {}).get("kind") == "failover"]
+                if stopped:
+                    with trio.move_on_after(entry.settings.request_timeout_ms / 1000):
+                        try:
+                            await self.reconcile(entry, stopped)
+                        except (SourceUnavailable, SourceProtocolError) as exc:
+                            log.debug("link %s: reconciliation waits for the source: %s", name, exc)
+                        except Exception:
+                            log.exception("link %s: reconciliation failed; retrying", name)
+
+    async def reconcile(self, entry: LinkEntry, mirrors: list[Mirror]) -> None:
+        latest = await entry.runtime.read_source_offsets(mirrors, -1)
+        earliest = await entry.runtime.read_source_offsets(mirrors, -2)
+        for mirror in mirrors:
+            info = dict(mirror.stop_info or {})
+            found = reconciled(info, {p: o for (t, p), o in latest.items() if t == mirror.topic}, {p: o for (t, p), o in earliest.items() if t == mirror.topic})
+            if found is None or (info.get("reconciled") or {}).get("partitions") == found["partitions"]:
+                continue
+            info["reconciled"] = {"recorded_ms": now_ms(), **found}
+            mirror.set_stop_info(self.mirror_store, info)
+            lost = sum(x["offsets"] for x in lost_offsets(info))
+            log.info("mirror %s: the source is reachable again after the failover; %d offsets it holds past the stop offsets were never mirrored", mirror.topic, lost)
 
     async def _run_link(self, entry: LinkEntry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as scope:
@@ -328,6 +402,7 @@ class LinkManager:
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
             "topic_config_sync": entry.config_sync.status.as_dict(),
             "auto_create": entry.auto_create.status.as_dict(),
+            "tasks": [entry.offset_sync.task()],
         }
 
     def list_links(self) -> list[dict]:
@@ -440,25 +515,36 @@ class LinkManager:
             raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' does not exist")
         return mirror
 
-    def describe_mirror(self, topic: str) -> dict:
-        mirror = self._mirror(topic)
-        local = self._topics.get(topic)
-        partitions = []
+    def partition_lags(self, mirror: Mirror) -> list[dict]:
+        """Per partition: where the mirror ends, the source's end as last seen, and the lag (None when
+        unknown). describe, list, the promote/failover answers and /metrics all read this."""
+        local = self._topics.get(mirror.topic)
+        entry = self.links.get(mirror.link)
+        now = now_ms()
+        out = []
         for progress in mirror.partitions:
             plog = local.logs[progress.partition] if local and progress.partition < len(local.logs) else None
-            leo = plog.log_end_offset if plog else -1
             # After a skipped gap the link fetches past the log end; lag counts from where it fetches.
-            position = fetch_position(progress, plog) if plog else -1
-            hw = progress.source_high_watermark
-            partitions.append(
+            fresh = entry is not None and entry.runtime.lag_known(progress)
+            lag = partition_lag(progress, fetch_position(progress, plog), fresh) if plog else None
+            out.append(
                 {
                     "partition": progress.partition,
-                    "mirror_log_end_offset": leo,
+                    "mirror_log_end_offset": plog.log_end_offset if plog else -1,
                     "last_source_fetch_offset": progress.last_source_fetch_offset,
-                    "source_high_watermark": hw,
-                    "lag": max(hw - position, 0) if hw >= 0 else -1,
+                    "source_high_watermark": progress.source_high_watermark if progress.source_end_seen_ms else -1,
+                    "lag": lag,
+                    "lag_seconds": lag_seconds(progress, lag, now),
+                    "last_fetch_time_ms": progress.last_fetch_ms or None,
+                    "source_end_seen_ms": progress.source_end_seen_ms or None,
                 }
             )
+        return out
+
+    def describe_mirror(self, topic: str) -> dict:
+        mirror = self._mirror(topic)
+        partitions = self.partition_lags(mirror)
+        lags = [p["lag"] for p in partitions]
         return {
             "mirror_topic_name": mirror.topic,
             "link_name": mirror.link,
@@ -466,12 +552,77 @@ class LinkManager:
             "mirror_status": mirror.state.value,
             "mirror_topic_error": mirror.error.value,
             "mirror_topic_error_message": mirror.error_message,
+            "state_time_ms": mirror.state_time_ms,
             "num_partitions": len(partitions),
-            "max_per_partition_mirror_lag": max((p["lag"] for p in partitions), default=0),
-            "partitions": partitions,
+            "max_per_partition_mirror_lag": None if None in lags else max(lags, default=0),
+            "mirror_lags": partitions,
+            "partitions": partitions,  # the old name, kept for one release
             "gaps": self.mirror_store.gaps(topic),
-            "stop_info": {k: v for k, v in (mirror.stop_info or {}).items() if k != "phase"} or None,
+            "stop_info": {k: v for k, v in (mirror.stop_info or {}).items() if k not in ("phase", "reconciled")} or None,
+            "lost_offsets": lost_offsets(mirror.stop_info),
         }
+
+    def lost_range(self, topic: str, partition: int) -> tuple[int, int]:
+        """[from, to) of ``partition``'s lost offsets; refuses when they are not known yet."""
+        mirror = self._mirror(topic)
+        lost = lost_offsets(mirror.stop_info)
+        if (mirror.stop_info or {}).get("kind") != "failover":
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"mirror topic '{topic}' was not failed over: nothing was lost")
+        if lost is None:
+            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"the lost offsets of '{topic}' are unknown until its source answers again (link '{mirror.link}')")
+        found = [x for x in lost if x["partition"] == partition]
+        if not found:
+            raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' has no partition {partition}")
+        return found[0]["from"], found[0]["to"]
+
+    async def lost_records(self, topic: str, partition: int):
+        """Yield the source's record batches covering exactly the lost offsets of ``partition``, verified
+        (CRC), as the source stores them. Memory is one Fetch response (``replica.fetch.max.bytes``)."""
+        start, end = self.lost_range(topic, partition)
+        mirror = self._mirror(topic)
+        entry = self._link(mirror.link)
+        offset = start
+        while offset < end:
+            theirs, _log_start, _hw = await fetch_source_batches(entry.runtime, mirror.source_topic, partition, offset, entry.settings.fetch_max_bytes, entry.settings.request_timeout_ms / 1000 * 2)
+            batches = [b for b in theirs if b.next_offset > offset and b.base_offset < end]
+            if not batches:
+                raise SourceProtocolError(f"the source returned no records for {mirror.source_topic}-{partition} at offset {offset} (lost range ends at {end})")
+            for batch in batches:
+                batch.verify()
+                yield bytes(batch.buffer)
+                offset = batch.next_offset
+
+    async def verify(self, topic: str, partition: int, from_offset: int | None = None, end_offset: int | None = None, max_bytes: int = DEFAULT_STEP_BYTES) -> dict:
+        """One step of ``mirror verify`` for ``partition`` (see verify.py): compares the source's batches with
+        the mirror's from ``from_offset`` (default: the first offset both sides hold) up to ``end_offset``
+        (default: the mirror's log end, or the stop offset once promoted or failed over)."""
+        mirror = self._mirror(topic)
+        entry = self._link(mirror.link)
+        local = self._topics.get(topic)
+        if local is None or not 0 <= partition < len(local.logs):
+            raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' has no partition {partition}")
+        plog = local.logs[partition]
+        limit = plog.log_end_offset
+        stops = {p["partition"]: p.get("stop_offset", p.get("mirror_end_offset")) for p in (mirror.stop_info or {}).get("partitions", [])}
+        if mirror.state == MirrorState.STOPPED and partition in stops:
+            limit = min(limit, stops[partition])  # what was produced here after the stop is not the source's
+        end = limit if end_offset is None else min(end_offset, limit)
+        timeout_s = entry.settings.request_timeout_ms / 1000
+        try:
+            start = plog.log_start_offset
+            if from_offset is None or from_offset < start:
+                with trio.fail_after(timeout_s):
+                    earliest = await entry.runtime.read_source_offsets([mirror], -2)
+                source_start = earliest.get((topic, partition))
+                if source_start is None:
+                    raise SourceUnavailable(f"the source did not say where {mirror.source_topic}-{partition} starts")
+                start = max(start, source_start, from_offset or 0)
+            else:
+                start = from_offset
+            step = await verify_step(entry.runtime, mirror.source_topic, plog, partition, start, end, max_bytes, timeout_s)
+        except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
+            raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot verify '{topic}' partition {partition}: the source of link '{mirror.link}' did not answer: {exc or 'timed out'}") from exc
+        return {"mirror_topic_name": topic, "from_offset": start, **step}
 
     def list_mirrors(self, link: str | None = None) -> list[dict]:
         if link is not None:
@@ -518,8 +669,8 @@ class LinkManager:
 
     def _lags(self, mirror: Mirror) -> list[dict]:
         return [
-            {"partition": p["partition"], "lag": p["lag"], "mirror_log_end_offset": p["mirror_log_end_offset"], "last_source_offset": p["source_high_watermark"]}
-            for p in self.describe_mirror(mirror.topic)["partitions"]
+            {"partition": p["partition"], "lag": p["lag"], "mirror_log_end_offset": p["mirror_log_end_offset"], "last_source_offset": p["source_high_watermark"], "last_fetch_time_ms": p["last_fetch_time_ms"]}
+            for p in self.partition_lags(mirror)
         ]
 
     async def promote(self, topics: list[str], timeout_s: float = DEFAULT_PROMOTE_TIMEOUT_S) -> list[dict]:
@@ -624,6 +775,7 @@ class LinkManager:
         return True
 
     async def failover(self, topics: list[str]) -> list[dict]:
+        await self._read_source_ends_before_stop([self.mirrors[t] for t in dict.fromkeys(topics) if t in self.mirrors and self.mirrors[t].state != MirrorState.STOPPED])
         results = []
         for topic in dict.fromkeys(topics):
             try:
@@ -640,12 +792,32 @@ class LinkManager:
             results.append(self._result(topic, mirror_status=mirror.state.value, mirror_lags=self._lags(mirror), **self._stop_summary(mirror)))
         return results
 
+    async def _read_source_ends_before_stop(self, mirrors: list[Mirror]) -> None:
+        """A paused mirror, or one whose source is up, has a stale idea of where the source ends: ask the
+        source now (bounded; a dead source just leaves what was last seen), then checkpoint it."""
+        by_link: dict[str, list[Mirror]] = {}
+        for mirror in mirrors:
+            by_link.setdefault(mirror.link, []).append(mirror)
+        for name, group in by_link.items():
+            entry = self.links.get(name)
+            if entry is None:
+                continue
+            with trio.move_on_after(min(FAILOVER_SOURCE_READ_S, entry.settings.request_timeout_ms / 1000)):
+                try:
+                    answered = await entry.runtime.refresh_source_ends(group)
+                    log.info("link %s: read the source's end offsets of %d partition(s) before stopping %s", name, answered, ", ".join(m.topic for m in group))
+                except (SourceUnavailable, SourceProtocolError) as exc:
+                    log.info("link %s: source unreachable before stopping %s (%s); reporting the end offsets last seen", name, ", ".join(m.topic for m in group), exc)
+        self.checkpoint_source_ends()
+
     def _stop_summary(self, mirror: Mirror) -> dict:
         info = mirror.stop_info or {}
+        lost = info.get("records_possibly_lost", info.get("possible_data_loss_records"))
         return {
             "stop_kind": info.get("kind"),
             "stop_offsets": info.get("partitions", []),
-            "possible_data_loss_records": info.get("possible_data_loss_records", 0),
+            "records_possibly_lost": lost,
+            "possible_data_loss_records": lost,  # the old name, kept for one release
             "aborted_transactions": info.get("aborted_transactions", []),
         }
 
@@ -661,10 +833,14 @@ class LinkManager:
         info = dict(mirror.stop_info)
         epoch = info["epoch"]
         aborted = list(info.get("aborted_transactions", []))
+        stopped_ms = now_ms()
         partitions = []
-        lost = 0
         highest_pid = -1
         for index, plog in enumerate(topic.logs):
+            progress = mirror.partitions[index] if index < len(mirror.partitions) else PartitionProgress(index)
+            # Where mirroring of the source stopped: before the ABORT markers below, which take offsets
+            # that on the source hold records the mirror never got.
+            stop_offset = fetch_position(progress, plog)
             for pid, first_offset in sorted(plog.open_transactions().items()):
                 producer_epoch = plog.batch_header(first_offset).producer_epoch
                 marker = build_control_batch(CONTROL_ABORT, pid, producer_epoch, base_offset=plog.log_end_offset, partition_leader_epoch=epoch, timestamp=int(time.time() * 1000))
@@ -673,19 +849,18 @@ class LinkManager:
                 log.warning("mirror %s partition %d: aborted open transaction of producer %d (from offset %d)", mirror.topic, index, pid, first_offset)
             highest_pid = max(highest_pid, plog.producer_ids_seen_max())
             plog.flush()
-            progress = mirror.partitions[index] if index < len(mirror.partitions) else PartitionProgress(index)
-            source_offset = max(progress.source_high_watermark, progress.last_source_fetch_offset)
-            missing = max(source_offset - fetch_position(progress, plog), 0) if source_offset >= 0 else 0
-            lost += missing
-            partitions.append({"partition": index, "mirror_end_offset": plog.log_end_offset, "last_source_offset_seen": source_offset, "possible_data_loss_records": missing})
+            partitions.append(partition_report(index, stop_offset, plog.log_end_offset, progress, stopped_ms))
+        lost_each = [p["records_possibly_lost"] for p in partitions]
+        lost = None if None in lost_each else sum(lost_each)
         self._producer_ids.raise_floor(highest_pid)
         self._topics.set_leader_epoch(mirror.topic, epoch)
-        info.update(phase="done", partitions=partitions, aborted_transactions=aborted, possible_data_loss_records=lost, stopped_ms=now_ms())
+        info.update(phase="done", partitions=partitions, aborted_transactions=aborted, records_possibly_lost=lost, stopped_ms=stopped_ms)
+        info.pop("possible_data_loss_records", None)
         event = MirrorEvent.PROMOTE_DONE if mirror.state == MirrorState.PENDING_STOPPED else MirrorEvent.FAILOVER
         self.mirror_store.transition(mirror, event, stop_info=info)
         self._topics.set_role(mirror.topic, TopicRole.PROMOTED)
         self._notify()
-        log.info("mirror %s is now writable (%s; leader epoch %d; %d records possibly lost)", mirror.topic, info["kind"], epoch, lost)
+        log.info("mirror %s is now writable (%s; leader epoch %d; %s records possibly lost)", mirror.topic, info["kind"], epoch, "unknown" if lost is None else lost)
 
 
 class _LockedSource(SourceCluster):

@@ -2,9 +2,14 @@
 
 The durable part (link, source topic, state, error, stop offsets) is a row in the control store, and
 every state change is one transaction. The per-partition progress (source high watermark, last fetch)
-is runtime only: on restart the mirror's own log end offset is the exact place to resume, except right
+lives in memory: on restart the mirror's own log end offset is the exact place to resume, except right
 after a *skip* (the source's log start moved past the mirror's end): the skip's gap record then says where
 fetching continues, so a restart does not fetch the deleted range again.
+
+The source end offsets last seen (high watermark, fetch position, when) are *checkpointed* to
+``mirror_source_ends`` at a bounded rate (see ``LinkManager``; never on the fetch path), so a failover
+after a restart can still say what the source held when linkd last looked, and how long ago. Such a
+value is reported as a lower bound, not as the loss: the source may have grown while linkd was down.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ CREATE TABLE IF NOT EXISTS mirror_gaps (
     to_offset INTEGER NOT NULL,
     reason TEXT NOT NULL,
     recorded_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mirror_source_ends (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    high_watermark INTEGER NOT NULL,
+    fetch_offset INTEGER NOT NULL,
+    seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
 )
 """
 
@@ -52,11 +65,46 @@ class PartitionProgress:
     max_bytes: int = 0
     leader: int = -1
     leader_epoch: int = -1
-    last_fetch_ms: int = 0
+    last_fetch_ms: int = 0  # when a Fetch answer for this partition last arrived (0: not since start)
+    source_end_seen_ms: int = 0  # when source_high_watermark was last read, by Fetch or ListOffsets
+    caught_up_ms: int = 0  # when a reading last showed the mirror at the source's end
+    # The last checkpoint written before this process started: (high watermark, fetch offset, seen_ms).
+    persisted_end: tuple[int, int, int] | None = None
+    checkpointed: tuple[int, int, int] | None = None  # what the checkpoint holds now (skip unchanged rows)
     # Where the next fetch starts when it is past the log end: after a skip over a range the source no
     # longer holds, until the first batch beyond it is appended. -1: the log end.
     skip_to: int = -1
     inflight_end: int = -1  # next offset once the append running in a worker thread lands
+
+
+    def source_end(self) -> int:
+        """The source's end as last seen since this process started (-1: never): the high watermark, or
+        what a fetch proved the source serves when that is more (Tansu's high watermark lags)."""
+        return max(self.source_high_watermark, self.last_source_fetch_offset) if self.source_end_seen_ms else -1
+
+    def checkpoint_row(self) -> tuple[int, int, int] | None:
+        if not self.source_end_seen_ms:
+            return None
+        return (self.source_high_watermark, self.last_source_fetch_offset, self.source_end_seen_ms)
+
+
+def partition_lag(progress: PartitionProgress, position: int, fresh: bool) -> int | None:
+    """Offsets the mirror is behind the source's end as last seen, from ``position`` (where it fetches
+    next). None when the source's end has not been seen since this process started, or not lately
+    (``fresh`` false: the source cannot be read): unknown, not 0. The one lag formula: describe, list,
+    the promote/failover answers and /metrics all use it."""
+    end = progress.source_end()
+    return None if end < 0 or not fresh else max(end - position, 0)
+
+
+def lag_seconds(progress: PartitionProgress, lag: int | None, now_ms: int) -> float | None:
+    """How long the mirror has been behind: 0 when caught up, else the time since a reading last showed it
+    at the source's end (at least the age of the oldest record it lacks); with the lag unknown (source
+    unreachable), the time since the last successful fetch. None when neither happened since start."""
+    if lag == 0:
+        return 0.0
+    since = progress.caught_up_ms if lag is not None else progress.last_fetch_ms
+    return max(now_ms - since, 0) / 1000 if since else None
 
 
 @dataclass
@@ -72,6 +120,7 @@ class Mirror:
     partitions: list[PartitionProgress] = field(default_factory=list)
     missing_since_ms: int | None = None  # source topic absent from metadata since then
     deleted: bool = False  # a client deleted the mirror topic; the link drops it at its next round
+    state_time_ms: int = 0  # when the mirror entered its current state (the row's updated_ms)
 
     @property
     def finalizing(self) -> bool:
@@ -105,6 +154,7 @@ class MirrorStore:
                     error=MirrorError(row["error"]),
                     error_message=row["error_message"],
                     stop_info=json.loads(row["stop_info"]) if row["stop_info"] else None,
+                    state_time_ms=row["updated_ms"],
                 )
             )
         return out
@@ -117,6 +167,7 @@ class MirrorStore:
                 " VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (mirror.topic, mirror.link, mirror.source_topic, mirror.source_topic_id, mirror.state.value, mirror.error.value, mirror.error_message, None, now, now),
             )
+        mirror.state_time_ms = now
 
     def transition(
         self,
@@ -133,22 +184,26 @@ class MirrorStore:
         new_stop = stop_info if stop_info is not None else mirror.stop_info
         if (new_state, new_error, new_message, new_stop) == (mirror.state, mirror.error, mirror.error_message, mirror.stop_info):
             return new_state
+        changed_ms = int(time.time() * 1000) if new_state != mirror.state else mirror.state_time_ms
         with self._store.transaction() as db:
             db.execute(
                 "UPDATE mirrors SET state = ?, error = ?, error_message = ?, stop_info = ?, updated_ms = ? WHERE topic = ?",
-                (new_state.value, new_error.value, new_message, json.dumps(new_stop) if new_stop else None, int(time.time() * 1000), mirror.topic),
+                (new_state.value, new_error.value, new_message, json.dumps(new_stop) if new_stop else None, changed_ms, mirror.topic),
             )
+        mirror.state_time_ms = changed_ms
         mirror.state, mirror.error, mirror.error_message, mirror.stop_info = new_state, new_error, new_message, new_stop
         return new_state
 
     def save_stop_info(self, topic: str, info: dict) -> None:
         with self._store.transaction() as db:
-            db.execute("UPDATE mirrors SET stop_info = ?, updated_ms = ? WHERE topic = ?", (json.dumps(info), int(time.time() * 1000), topic))
+            # updated_ms is the state's time: recording stop details does not change the state
+            db.execute("UPDATE mirrors SET stop_info = ? WHERE topic = ?", (json.dumps(info), topic))
 
     def delete(self, topic: str) -> None:
         with self._store.transaction() as db:
             db.execute("DELETE FROM mirrors WHERE topic = ?", (topic,))
             db.execute("DELETE FROM mirror_gaps WHERE topic = ?", (topic,))
+            db.execute("DELETE FROM mirror_source_ends WHERE topic = ?", (topic,))
 
     def record_gap(self, topic: str, partition: int, from_offset: int, to_offset: int, reason: str) -> None:
         with self._store.transaction() as db:
@@ -176,3 +231,22 @@ class MirrorStore:
             {"partition": r["partition"], "from_offset": r["from_offset"], "to_offset": r["to_offset"], "reason": r["reason"]}
             for r in self._store.query("SELECT * FROM mirror_gaps WHERE topic = ? ORDER BY recorded_ms", (topic,))
         ]
+
+    def save_source_ends(self, rows: list[tuple[str, int, int, int, int]]) -> None:
+        """(topic, partition, high watermark, fetch offset, seen_ms) for each changed partition, in one
+        transaction."""
+        if not rows:
+            return
+        with self._store.transaction() as db:
+            db.executemany(
+                "INSERT INTO mirror_source_ends (topic, partition, high_watermark, fetch_offset, seen_ms) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (topic, partition) DO UPDATE SET high_watermark = excluded.high_watermark,"
+                " fetch_offset = excluded.fetch_offset, seen_ms = excluded.seen_ms",
+                rows,
+            )
+
+    def source_ends(self, topic: str) -> dict[int, tuple[int, int, int]]:
+        return {
+            r["partition"]: (r["high_watermark"], r["fetch_offset"], r["seen_ms"])
+            for r in self._store.query("SELECT * FROM mirror_source_ends WHERE topic = ?", (topic,))
+        }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 import trio
 
@@ -25,7 +26,7 @@ from protocol.messages import ApiKey
 
 from .client import SourceProtocolError, SourceUnavailable, source_error
 from .groupfilter import GroupFilter
-from .states import MirrorState
+from .states import LinkState, MirrorState
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +35,55 @@ OFFSET_FETCH_MAX_VERSION = 7
 SYNCED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED})  # single-group, topic-name layout; every source we meet supports it
 
 
+TASK_NAME = "ConsumerOffsetSync"
+
+
+class TaskState(StrEnum):
+    """A link task's health, with Cluster Linking's names (``include_tasks``)."""
+
+    ACTIVE = "ACTIVE"
+    IN_ERROR = "IN_ERROR"
+    NOT_CONFIGURED = "NOT_CONFIGURED"
+    LINK_PAUSED = "LINK_PAUSED"
+
+
+class OffsetSyncError(SourceProtocolError):
+    """The source answered an offset-sync request with an error code."""
+
+    def __init__(self, message: str, error_code: ErrorCode) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
 @dataclass
 class SyncStatus:
     enabled: bool
     interval_ms: int
-    last_sync_ms: int | None = None
-    last_error: str | None = None
+    last_sync_ms: int | None = None  # the last successful round
+    last_error: str | None = None  # set while the last round failed
+    last_error_code: int | None = None
+    last_error_ms: int | None = None
     groups_synced: int = 0
     groups_skipped_live: int = 0
     offsets_synced: int = 0
     offsets_clamped: int = 0
     syncs: int = 0
+    errors: int = 0  # failed rounds since start
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, OffsetSyncError):
+            code = exc.error_code
+        elif isinstance(exc, SourceUnavailable):
+            code = ErrorCode.NETWORK_EXCEPTION
+        else:
+            code = ErrorCode.UNKNOWN_SERVER_ERROR
+        self.last_error = str(exc) if isinstance(exc, SourceUnavailable | SourceProtocolError) else repr(exc)
+        self.last_error_code = int(code)
+        self.last_error_ms = int(time.time() * 1000)
+        self.errors += 1
 
 
 class GroupDenied(Exception):
@@ -64,19 +100,46 @@ class OffsetSync:
         self.filter = GroupFilter.parse(settings.offset_group_filters)
         self.status = SyncStatus(settings.offset_sync_enable, settings.offset_sync_ms)
 
+    def task(self) -> dict:
+        """The task's health as ``link describe`` and /metrics show it."""
+        st = self.status
+        if not st.enabled:
+            state, reason = TaskState.NOT_CONFIGURED, "consumer.offset.sync.enable is false"
+        elif not any(f.include for f in self.filter.filters):
+            state, reason = TaskState.NOT_CONFIGURED, "no consumer.offset.group.filters"
+        elif self._runtime.state == LinkState.PAUSED:
+            state, reason = TaskState.LINK_PAUSED, "the link is paused"
+        elif st.last_error is not None:
+            state, reason = TaskState.IN_ERROR, st.last_error
+        else:
+            state, reason = TaskState.ACTIVE, None
+        return {
+            "task_name": TASK_NAME,
+            "state": state.value,
+            "state_reason": reason,
+            "last_success_ms": st.last_sync_ms,
+            "last_error_code": st.last_error_code if st.last_error is not None else None,
+            "last_error_message": st.last_error,
+            "last_error_ms": st.last_error_ms,
+            "runs": st.syncs,
+            "errors": st.errors,
+        }
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         if not self.status.enabled:
             return
         while True:
             await trio.sleep(self.status.interval_ms / 1000)
+            if self._runtime.state == LinkState.PAUSED:
+                continue
             try:
                 await self.sync_once()
             except (SourceUnavailable, SourceProtocolError) as exc:
-                self.status.last_error = str(exc)
+                self.status.failed(exc)
                 log.warning("link %s: consumer offset sync failed: %s", self._runtime.name, exc)
             except Exception as exc:  # a malformed answer or a bug: this round is lost, not the daemon
-                self.status.last_error = repr(exc)
+                self.status.failed(exc)
                 log.exception("link %s: consumer offset sync failed", self._runtime.name)
 
     def _mirrored(self, only_topic: str | None) -> dict[str, str]:
@@ -96,8 +159,8 @@ class OffsetSync:
             conn = await source.broker_connection(node_id)
             body = await conn.request(ApiKey.LIST_GROUPS, {"states_filter": [], "types_filter": []})
             if body["error_code"] != ErrorCode.NONE:
-                raise SourceProtocolError(f"ListGroups on source broker {node_id} failed with {source_error(body['error_code']).name}")
-            groups.update(g["group_id"] for g in body["groups"] if g.get("protocol_type", "consumer") in ("consumer", ""))
+                raise OffsetSyncError(f"ListGroups on source broker {node_id} failed with {source_error(body['error_code']).name}", source_error(body["error_code"]))
+            groups.update(g["group_id"] for g in body.get("groups") or [] if g.get("protocol_type", "consumer") in ("consumer", ""))
         return sorted(g for g in groups if self.filter.includes(g))
 
     async def _coordinator(self, group: str):
@@ -110,23 +173,26 @@ class OffsetSync:
         if c["error_code"] == ErrorCode.GROUP_AUTHORIZATION_FAILED:
             raise GroupDenied(group)
         if c["error_code"] != ErrorCode.NONE:
-            raise SourceProtocolError(f"FindCoordinator for group {group} failed with {source_error(c['error_code']).name}")
+            raise OffsetSyncError(f"FindCoordinator for group {group} failed with {source_error(c['error_code']).name}", source_error(c["error_code"]))
         return await source.connection((c["host"], c["port"]))
 
-    async def _fetch_offsets(self, group: str, source_topics: list[str]) -> dict[tuple[str, int], tuple[int, int, str | None]]:
+    async def _fetch_offsets(self, group: str, source_topics: dict[str, int]) -> dict[tuple[str, int], tuple[int, int, str | None]]:
+        """``source_topics``: source topic -> partitions mirrored. They are named explicitly: Tansu answers
+        "all topics" (null) with none."""
         conn = await self._coordinator(group)
         version = min(conn.version_for(ApiKey.OFFSET_FETCH), OFFSET_FETCH_MAX_VERSION)
-        body = await conn.request(ApiKey.OFFSET_FETCH, {"group_id": group, "topics": None, "require_stable": False}, version=version)
+        topics = [{"name": t, "partition_indexes": list(range(n))} for t, n in sorted(source_topics.items())]
+        body = await conn.request(ApiKey.OFFSET_FETCH, {"group_id": group, "topics": topics, "require_stable": False}, version=version)
         if body.get("error_code", 0) == ErrorCode.GROUP_AUTHORIZATION_FAILED:
             raise GroupDenied(group)
         if body.get("error_code", 0) != ErrorCode.NONE:
-            raise SourceProtocolError(f"OffsetFetch for group {group} failed with {source_error(body['error_code']).name}")
+            raise OffsetSyncError(f"OffsetFetch for group {group} failed with {source_error(body['error_code']).name}", source_error(body["error_code"]))
         out = {}
         wanted = set(source_topics)
-        for t in body.get("topics", []):
+        for t in body.get("topics") or []:
             if t["name"] not in wanted:
                 continue
-            for p in t["partitions"]:
+            for p in t.get("partitions") or []:
                 if p["error_code"] == ErrorCode.NONE and p["committed_offset"] >= 0:
                     out[(t["name"], p["partition_index"])] = (p["committed_offset"], p.get("committed_leader_epoch", -1), p.get("metadata"))
         return out
@@ -136,11 +202,16 @@ class OffsetSync:
         if not mapping:
             return
         groups = await self._list_groups()
+        partitions = {}
+        for source_topic, mirror_topic in mapping.items():
+            local = self._topics.get(mirror_topic)
+            if local is not None:
+                partitions[source_topic] = len(local.logs)
         synced = skipped = offsets = clamped = 0
         denied: list[str] = []
         for group in groups:
             try:
-                committed = await self._fetch_offsets(group, list(mapping))
+                committed = await self._fetch_offsets(group, partitions)
             except GroupDenied:
                 # Least privilege: a group the link may not read costs that group, never the others.
                 denied.append(group)
@@ -166,6 +237,7 @@ class OffsetSync:
             f"GROUP_AUTHORIZATION_FAILED: the source denies Describe on group(s) {', '.join(denied)} to this link's principal; they are not synced"
             if denied else None
         )
+        self.status.last_error_code = int(ErrorCode.GROUP_AUTHORIZATION_FAILED) if denied else None
         self.status.syncs += 1
         self.status.groups_synced = synced
         self.status.groups_skipped_live = skipped

@@ -55,6 +55,10 @@ LEADERSHIP_ERRORS = {
     ErrorCode.OFFSET_NOT_AVAILABLE,
 }
 MAX_PARTITION_FETCH_BYTES = 64 * 1024 * 1024
+PROBE_WAIT_MS = 100  # how long a probe Fetch past the high watermark may wait for data (Kafka: it waits this long)
+SERVED_PAST_MAX_ROUNDS = 16  # Fetches spent walking past a source's high watermark to what it serves
+SOURCE_END_REFRESH_MAX_MS = 5000  # the source end of a partition not being fetched is read this often, at least
+WATCHED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED})
 
 
 class AppendsRefused(Exception):
@@ -133,6 +137,7 @@ class LinkRuntime:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._watch_source_ends)
                 task_status.started()
                 backoff = _Backoff(self.settings.retry_backoff_ms, self.settings.retry_backoff_max_ms)
                 while True:
@@ -411,6 +416,8 @@ class LinkRuntime:
                     self.fetched_bytes += len(blob)
                     self.appended_batches += len(batches)
                     progress.last_source_fetch_offset = plog.log_end_offset
+                    if plog.log_end_offset >= progress.source_high_watermark:
+                        progress.caught_up_ms = now_ms()
                     progress.skip_to = -1
             if refused:
                 self._refused_appends[broker_id] = "; ".join(refused)
@@ -479,8 +486,10 @@ class LinkRuntime:
                 if position != fetch_position(progress, local.logs[progress.partition]) or progress.leader != leader:
                     continue  # the loop moved on meanwhile: its own answer counts
                 progress.source_high_watermark = pdata["high_watermark"]
-                progress.last_fetch_ms = now_ms()
+                progress.last_fetch_ms = progress.source_end_seen_ms = now_ms()
                 progress.last_source_fetch_offset = position
+                if position >= progress.source_high_watermark:
+                    progress.caught_up_ms = progress.last_fetch_ms
 
     async def _fetch_round(self, conn, parts: list[tuple[Mirror, PartitionProgress]], broker_id: int, appends: trio.Nursery) -> None:
         wanted: dict[tuple[str, int], dict] = {}
@@ -551,7 +560,9 @@ class LinkRuntime:
         self._denied.pop(mirror.topic, None)
         progress.source_high_watermark = pdata["high_watermark"]
         progress.source_log_start = pdata.get("log_start_offset", -1)
-        progress.last_fetch_ms = now_ms()
+        progress.last_fetch_ms = progress.source_end_seen_ms = now_ms()
+        if fetch_position(progress, plog) >= progress.source_high_watermark:
+            progress.caught_up_ms = progress.last_fetch_ms
         diverging = pdata.get("diverging_epoch")
         if diverging and diverging.get("epoch", -1) >= 0:
             await self._truncate_to_divergence(mirror, progress, plog, diverging["epoch"], diverging["end_offset"])
@@ -584,6 +595,151 @@ class LinkRuntime:
         progress.inflight_end = batches[-1].next_offset
         progress.max_bytes = self.settings.fetch_max_bytes
         return (mirror, progress, plog, blob, batches)
+
+    # -- the source's end offsets, read without fetching ---------------------------------------
+
+    async def read_source_offsets(self, mirrors: list[Mirror], timestamp: int = -1) -> dict[tuple[str, int], int]:
+        """ListOffsets(``timestamp``: -1 latest, -2 earliest) for every partition of ``mirrors``, asked of
+        each partition's current leader on the short-request connections (never behind a long poll).
+        Returns (mirror topic, partition) -> offset for the partitions that answered; a partition whose
+        leader errs or cannot be reached is left out (unknown), never guessed. The caller bounds the time."""
+        source_topics = sorted({m.source_topic for m in mirrors})
+        if not source_topics:
+            return {}
+        meta = await self.source.metadata(source_topics)
+        by_leader: dict[int, dict[str, list[tuple[Mirror, int]]]] = {}
+        for mirror in mirrors:
+            st = meta.get(mirror.source_topic)
+            if st is None or st.error != ErrorCode.NONE:
+                continue
+            if mirror.source_topic_id and st.topic_id is not None and str(st.topic_id) != mirror.source_topic_id:
+                continue  # another log under the same name: its offsets say nothing about ours
+            for sp in st.partitions.values():
+                if sp.leader >= 0:
+                    by_leader.setdefault(sp.leader, {}).setdefault(mirror.source_topic, []).append((mirror, sp.partition))
+        out: dict[tuple[str, int], int] = {}
+        for leader, topics in by_leader.items():
+            body = {
+                "replica_id": -1,
+                "isolation_level": 0,
+                "topics": [
+                    {"name": t, "partitions": [{"partition_index": p, "current_leader_epoch": -1, "timestamp": timestamp} for p in sorted({p for _m, p in items})]}
+                    for t, items in topics.items()
+                ],
+                "timeout_ms": 0,
+            }
+            try:
+                conn = await self.source.broker_connection(leader)
+                response = await conn.request(ApiKey.LIST_OFFSETS, body, timeout=self.settings.request_timeout_ms / 1000)
+            except (SourceUnavailable, SourceProtocolError) as exc:
+                address = self.source.brokers.get(leader)
+                if address:
+                    await self.source.drop(address)
+                log.debug("link %s: ListOffsets on source broker %d failed: %s", self.name, leader, exc)
+                continue
+            answered = {(t.get("name"), p.get("partition_index")): p for t in response.get("topics") or [] for p in t.get("partitions") or []}
+            ends = {key: p["offset"] for key, p in answered.items() if p.get("error_code") == ErrorCode.NONE and p.get("offset", -1) >= 0}
+            if timestamp == -1 and ends:
+                try:
+                    await self._served_past(conn, ends)
+                except (SourceUnavailable, SourceProtocolError) as exc:
+                    log.debug("link %s: probing what source broker %d serves past its high watermarks failed: %s", self.name, leader, exc)
+                    continue  # a lower bound is not an end: leave these partitions unknown
+            for source_topic, items in topics.items():
+                for mirror, partition in items:
+                    if (source_topic, partition) in ends:
+                        out[(mirror.topic, partition)] = ends[(source_topic, partition)]
+        return out
+
+    async def _served_past(self, conn, ends: dict[tuple[str, int], int]) -> None:
+        """Move each (source topic, partition) end in ``ends`` past whatever the source serves beyond the
+        high watermark it reported: Tansu's can stay below the records it serves for good, so an end is
+        judged by fetching (Fetches that wait at most PROBE_WAIT_MS; for Apache Kafka one empty answer).
+        A partition the answer leaves out while others brought records (a size limit) is asked again."""
+        pending = dict(ends)
+        for _round in range(SERVED_PAST_MAX_ROUNDS):
+            if not pending:
+                return
+            by_topic: dict[str, list[dict]] = {}
+            for (topic, partition), offset in pending.items():
+                by_topic.setdefault(topic, []).append({"partition": partition, "current_leader_epoch": -1, "fetch_offset": offset, "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": self.settings.fetch_max_bytes})
+            # Tansu answers a Fetch that may not wait (max_wait_ms 0) with no partitions at all.
+            body = self._fetch_body([{"topic": t, "partitions": ps} for t, ps in by_topic.items()], PROBE_WAIT_MS, 1)
+            response = await conn.request(ApiKey.FETCH, body, timeout=self.settings.request_timeout_ms / 1000 + PROBE_WAIT_MS / 1000)
+            if response.get("error_code", 0) != ErrorCode.NONE:
+                raise SourceProtocolError(f"probe fetch failed with {source_error(response['error_code']).name}")
+            moved, answered = {}, set()
+            for t in response.get("responses") or []:
+                for pdata in t.get("partitions") or []:
+                    key = (t.get("topic"), pdata.get("partition_index"))
+                    if key not in pending:
+                        continue
+                    answered.add(key)
+                    if pdata.get("error_code") != ErrorCode.NONE:
+                        moved[key] = pending[key]  # not proven: asked again, unknown if it stays so
+                        continue
+                    batches = split_batches(pdata.get("records") or b"").batches
+                    served = max(batches[-1].next_offset if batches else -1, pdata.get("high_watermark", -1))
+                    if served > pending[key]:
+                        moved[key] = served
+            left_out = {key: offset for key, offset in pending.items() if key not in answered}
+            if left_out and not answered:
+                raise SourceProtocolError("the probe Fetch answered for none of the partitions asked")
+            ends.update(moved)
+            pending = {**moved, **left_out}
+        for key in pending:
+            ends.pop(key)  # still more after the last round: no end known (never a made-up one)
+
+    @property
+    def source_end_refresh_s(self) -> float:
+        """How often the source's end is read for partitions no fetch has reported on lately."""
+        return min(self.settings.metadata_max_age_ms, SOURCE_END_REFRESH_MAX_MS) / 1000
+
+    async def _watch_source_ends(self) -> None:
+        """Keep the source's end offsets fresh where fetching does not: paused mirrors, a paused link, a
+        source whose fetches fail or time out. A partition a fetch answered within the interval costs
+        nothing; the rest cost one ListOffsets per source broker per interval, however many they are."""
+        while True:
+            await trio.sleep(self.source_end_refresh_s)
+            stale_before = now_ms() - int(self.source_end_refresh_s * 1000)
+            stale = [
+                m for m in self._mirrors()
+                if not m.deleted and not m.finalizing and m.state in WATCHED_STATES
+                and any(p.source_end_seen_ms < stale_before for p in m.partitions)
+            ]
+            if not stale:
+                continue
+            with trio.move_on_after(self.settings.request_timeout_ms / 1000):
+                try:
+                    await self.refresh_source_ends(stale)
+                except (SourceUnavailable, SourceProtocolError) as exc:
+                    log.debug("link %s: cannot read the source's end offsets: %s", self.name, exc)
+                except Exception:
+                    log.exception("link %s: reading the source's end offsets failed", self.name)
+
+    def lag_known(self, progress: PartitionProgress) -> bool:
+        """The source end last seen is recent enough to compute a lag from (else the lag is unknown)."""
+        bound = max(3 * self.source_end_refresh_s, 2 * self.settings.request_timeout_ms / 1000 + self.settings.fetch_wait_max_ms / 1000)
+        return bool(progress.source_end_seen_ms) and now_ms() - progress.source_end_seen_ms <= bound * 1000
+
+    async def refresh_source_ends(self, mirrors: list[Mirror]) -> int:
+        """Read the source's high watermarks for ``mirrors`` now and record them as the source end seen
+        (the lag and the loss report use them); returns how many partitions answered."""
+        asked = now_ms()
+        found = await self.read_source_offsets(mirrors, -1)
+        seen = now_ms()
+        local_topics = {m.topic: self._topics.get(m.topic) for m in mirrors}
+        for mirror in mirrors:
+            local = local_topics[mirror.topic]
+            for progress in mirror.partitions:
+                offset = found.get((mirror.topic, progress.partition))
+                if offset is None or progress.source_end_seen_ms > asked:
+                    continue  # unanswered, or a fetch answered meanwhile: its reading is the newer one
+                progress.source_high_watermark = offset
+                progress.source_end_seen_ms = seen
+                if local is not None and progress.partition < len(local.logs) and fetch_position(progress, local.logs[progress.partition]) >= offset:
+                    progress.caught_up_ms = seen
+        return len(found)
 
     # -- offsets out of range, truncation ----------------------------------------------------
 

@@ -3,7 +3,9 @@
 ``FaultProxy(target_port)`` listens on a free loopback port and pipes every accepted connection to the
 target (which may be set later, through ``target``, when the proxied peer picks its port at start). ``cut()`` resets every open connection (both sides see the stream die mid-request);
 ``block()`` additionally refuses new connections until ``unblock()``, so a client that reconnects keeps
-failing for as long as the test wants.
+failing for as long as the test wants. ``blackhole()`` is the nastier fault: connections stay open and new
+ones are accepted, but nothing gets through in either direction (requests just time out), as with a
+dropped route; ``restore()`` ends it, cutting the connections whose streams lost bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class FaultProxy:
         self.target: tuple[str, int] | None = (target_host, target_port) if target_port else None
         self.port = port or free_port()
         self.blocked = False
+        self.blackholed = False
         self.accepted = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -61,7 +64,8 @@ class FaultProxy:
                 data = src.recv(65536)
                 if not data:
                     break
-                dst.sendall(data)
+                if not self.blackholed:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -93,6 +97,13 @@ class FaultProxy:
 
     def unblock(self) -> None:
         self.blocked = False
+
+    def blackhole(self) -> None:
+        self.blackholed = True
+
+    def restore(self) -> None:
+        self.blackholed = False
+        self.cut()  # their streams are missing bytes: both ends must start over
 
     def close(self) -> None:
         self._closed = True
