@@ -539,7 +539,8 @@ class LinkRuntime:
         """Digest one partition of a Fetch response; returns an append job when it brought new batches."""
         code = source_error(pdata["error_code"])
         topic = self._topics.get(mirror.topic)
-        if topic is None or not mirror.fetching:
+        if topic is None or not mirror.fetching or self.state == LinkState.PAUSED:
+            # A long poll sent before the link was paused may answer after it: nothing of it is appended.
             return None
         plog = topic.logs[progress.partition]
         if code == ErrorCode.OFFSET_OUT_OF_RANGE:
