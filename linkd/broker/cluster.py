@@ -84,7 +84,7 @@ async def metadata(ctx: RequestContext, body: Body) -> Body:
             try:
                 validate_topic_name(name or "")
             except TopicError:
-                topics.append(_missing_topic(name, None, ErrorCode.INVALID_TOPIC_EXCEPTION))
+                topics.append(_missing_topic(name if name is not None or ctx.api_version >= 12 else "", None, ErrorCode.INVALID_TOPIC_EXCEPTION))
                 continue
             topic = registry.get(name)
             topics.append(_topic_metadata(ctx, topic, include_ops) if topic else _missing_topic(name, None, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))

@@ -203,6 +203,17 @@ def test_many_connections_dropped_mid_request_leave_the_daemon_serving(linkd, by
 
 
 @pytest.mark.parametrize("version", [10, 11, 12, 13])
+def test_metadata_naming_a_topic_by_neither_name_nor_id_answers_invalid_topic_at_every_version(linkd, version):
+    import uuid
+
+    with WireConnection(linkd.bootstrap) as conn:
+        body = conn.request(ApiKey.METADATA, version, {"topics": [{"topic_id": uuid.UUID(int=0), "name": None}], "allow_auto_topic_creation": False})
+        (topic,) = body["topics"]
+        assert topic["error_code"] == ErrorCode.INVALID_TOPIC_EXCEPTION
+        assert conn.request(ApiKey.API_VERSIONS, 3, {"client_software_name": "t", "client_software_version": "1"})["error_code"] == 0
+
+
+@pytest.mark.parametrize("version", [10, 11, 12, 13])
 def test_metadata_by_an_unknown_topic_id_answers_unknown_topic_id_at_every_version(linkd, version):
     # The topic name in a Metadata answer is nullable only from v12: v10/v11 answer an empty name (the
     # daemon used to fail encoding the answer and close the connection).
