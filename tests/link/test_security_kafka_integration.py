@@ -44,7 +44,9 @@ def secured_kafka():
         broker.start()
         for principal in (f"User:{LINK_USER}", f"User:CN={MTLS_CN}"):
             broker.grant_link_read(principal, "sec-ok-", "sec-")
-        broker.grant(f"User:{LINK_USER}", "TOPIC", "sec-noread-", ("DESCRIBE",))
+        # Describe and DescribeConfigs (a mirror is created with its source's configs) but no Read.
+        broker.grant(f"User:{LINK_USER}", "TOPIC", "sec-noread-", ("DESCRIBE", "DESCRIBE_CONFIGS"))
+        broker.grant(f"User:{LINK_USER}", "TOPIC", "sec-noconfigs-", ("DESCRIBE", "READ"))
     except Exception:
         broker.close()
         raise
@@ -282,6 +284,12 @@ def test_missing_acls_are_typed_errors_naming_the_operation(secured_kafka, linkd
     hidden_topic = secured_kafka.create_topic(topic_name("sec-none-"))
     result = linkd.cli("mirror", "create", hidden_topic, "--link", "acl")
     assert result.returncode != 0 and "TOPIC_AUTHORIZATION_FAILED" in result.stderr, result.stderr
+    # Describe and Read but no DescribeConfigs: the mirror is refused by name, since it would otherwise be
+    # created with linkd's default retention rather than the source's.
+    unconfigured = secured_kafka.create_topic(topic_name("sec-noconfigs-"))
+    result = linkd.cli("mirror", "create", unconfigured, "--link", "acl")
+    assert result.returncode != 0 and "DescribeConfigs" in result.stderr and "TOPIC_AUTHORIZATION_FAILED" in result.stderr, result.stderr
+    assert all(m["mirror_topic_name"] != unconfigured for m in cli_json(linkd, "mirror", "list"))
     # Describe but no Read: the mirror exists and waits with the typed error; nothing is appended.
     topic = secured_kafka.create_topic(topic_name("sec-noread-"), partitions=2)
     produce_confluent(secured_kafka.bootstrap, topic, [(n % 2, None, b"r-%d" % n) for n in range(200)])
