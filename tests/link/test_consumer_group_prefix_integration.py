@@ -90,3 +90,25 @@ def test_a_prefixed_group_with_live_members_on_linkd_is_not_overwritten(kafka_br
     # Once its members left, the source's offset is synced under the prefixed name.
     wait_for(lambda: _group_offsets(linkd.bootstrap, PREFIX + group, mirror_topic, 1) == {0: 50}, 20,
              "the source's offset synced after the members left")
+
+
+def test_turning_the_group_prefix_on_with_link_update_applies_without_a_restart(kafka_broker, linkd, unique_topic):
+    kafka_broker.create_topic(unique_topic, 1)
+    produce_confluent(kafka_broker.bootstrap, unique_topic, [(0, None, b"v%d" % i) for i in range(20)])
+    client = admin(linkd)
+    create_link(client, "pfx", kafka_broker.bootstrap, **{
+        "cluster.link.prefix": PREFIX, "consumer.offset.sync.enable": "true", "consumer.offset.sync.ms": "300",
+        "consumer.offset.group.filters": _filters("up-"),
+    })
+    mirror_topic = PREFIX + unique_topic
+    client.create_mirror(mirror_topic, "pfx", source_topic=unique_topic)
+    wait_mirrored(client, mirror_topic, {0: 20})
+    group = f"up-{unique_topic}"
+    _commit(kafka_broker.bootstrap, group, unique_topic, {0: 9})
+    # Off (the default): the group keeps its source name.
+    wait_for(lambda: _group_offsets(linkd.bootstrap, group, mirror_topic, 1) == {0: 9}, 20, "the bare group synced")
+
+    updated = linkd.cli("link", "update", "pfx", "--config", "consumer.group.prefix.enable=true")
+    assert updated.returncode == 0, updated.stderr
+    _commit(kafka_broker.bootstrap, group, unique_topic, {0: 12})
+    wait_for(lambda: _group_offsets(linkd.bootstrap, PREFIX + group, mirror_topic, 1) == {0: 12}, 20, "the prefixed group synced after the update")
