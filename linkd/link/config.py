@@ -16,7 +16,7 @@ from .. import topicconfig
 from . import security
 from .groupfilter import GroupFilter
 
-BOOL_KEYS = {"consumer.offset.sync.enable", "acl.sync.enable", "auto.create.mirror.topics.enable", "cluster.link.paused"}
+BOOL_KEYS = {"consumer.offset.sync.enable", "acl.sync.enable", "auto.create.mirror.topics.enable", "cluster.link.paused", "consumer.group.prefix.enable"}
 INT_KEYS = {
     "consumer.offset.sync.ms": (1, None),
     "topic.config.sync.ms": (1, None),
@@ -32,14 +32,13 @@ INT_KEYS = {
 }
 JSON_KEYS = {"consumer.offset.group.filters", "acl.filters", "auto.create.mirror.topics.filters"}
 STRING_KEYS = {"bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.jaas.config", "cluster.link.prefix", "mirror.start.offset.spec"}
-STRING_KEYS |= {"topic.config.sync.include", "acl.sync.ms", "consumer.group.prefix.enable", "num.cluster.link.fetchers"}
+STRING_KEYS |= {"topic.config.sync.include", "acl.sync.ms", "num.cluster.link.fetchers"}
 # Known Cluster Linking keys linkd does not implement yet, with the value that means "off": any other
 # value (or any value at all, for None) is refused rather than accepted and ignored.
 NOT_SUPPORTED_YET: dict[str, str | None] = {
     "acl.sync.enable": "false",
     "acl.filters": None,
     "acl.sync.ms": None,
-    "consumer.group.prefix.enable": "false",
     "num.cluster.link.fetchers": None,  # one fetch loop per source broker, not configurable yet
 }
 
@@ -52,6 +51,7 @@ DEFAULTS: dict[str, str] = {
     "acl.sync.enable": "false",
     "auto.create.mirror.topics.enable": "false",
     "cluster.link.prefix": "",
+    "consumer.group.prefix.enable": "false",
     "mirror.start.offset.spec": "earliest",
     "cluster.link.paused": "false",
     "cluster.link.retry.timeout.ms": "300000",
@@ -170,6 +170,10 @@ def validate(config: dict[str, str]) -> dict[str, str]:
     prefix = merged["cluster.link.prefix"]
     if prefix and not _PREFIX_OK.match(prefix):
         problems.append(f"cluster.link.prefix {prefix!r} may hold only ASCII letters, digits, '.', '_' and '-'")
+    if merged["consumer.group.prefix.enable"].lower() == "true" and not prefix:
+        # Cluster Linking applies the group prefix only when the link has a prefix; accepting the key and
+        # storing groups unprefixed would be the silent no-op we refuse everywhere.
+        problems.append("consumer.group.prefix.enable=true needs cluster.link.prefix: synced groups are named prefix + source group name")
     if merged.get("consumer.offset.group.filters"):
         try:
             GroupFilter.parse(merged["consumer.offset.group.filters"])
@@ -223,6 +227,7 @@ class LinkSettings:
     offset_sync_ms: int
     offset_group_filters: str
     prefix: str
+    consumer_group_prefix: str  # prepended to synced group names ("" unless consumer.group.prefix.enable)
     auto_create_enable: bool
     auto_create_filters: str
     topic_config_sync_ms: int
@@ -253,6 +258,7 @@ class LinkSettings:
             offset_sync_ms=int(merged["consumer.offset.sync.ms"]),
             offset_group_filters=merged["consumer.offset.group.filters"],
             prefix=merged["cluster.link.prefix"],
+            consumer_group_prefix=merged["cluster.link.prefix"] if merged["consumer.group.prefix.enable"].lower() == "true" else "",
             auto_create_enable=merged["auto.create.mirror.topics.enable"].lower() == "true",
             auto_create_filters=merged.get("auto.create.mirror.topics.filters", ""),
             topic_config_sync_ms=int(merged["topic.config.sync.ms"]),

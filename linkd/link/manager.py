@@ -545,6 +545,12 @@ class LinkManager:
         mirror = self._mirror(topic)
         partitions = self.partition_lags(mirror)
         lags = [p["lag"] for p in partitions]
+        local = self._topics.get(mirror.topic)
+        for p in partitions:
+            # How far the log cleaner compacted this mirror's log: below it the bytes are no longer the
+            # source's (keys' older values and tombstones removed); None when it was never cleaned.
+            plog = local.logs[p["partition"]] if local and p["partition"] < len(local.logs) else None
+            p["cleaned_up_to"] = plog.statistics().cleaned_up_to if plog else None
         return {
             "mirror_topic_name": mirror.topic,
             "link_name": mirror.link,

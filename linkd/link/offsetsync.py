@@ -3,9 +3,12 @@
 Every ``consumer.offset.sync.ms`` the link lists the source's groups (asking every source broker, since
 each coordinates some groups), keeps those ``consumer.offset.group.filters`` include, reads their
 committed offsets for the partitions this link mirrors from each group's coordinator, and stores them
-unchanged: offsets line up, so there is nothing to translate. Two guards keep consumers safe:
+unchanged: offsets line up, so there is nothing to translate. With ``consumer.group.prefix.enable`` a
+group is stored on linkd as ``cluster.link.prefix`` + its source name (as Cluster Linking names it); the
+filters still match the source name. Two guards keep consumers safe:
 
-* a group with live members on linkd is never overwritten (its consumers already moved here), and
+* a group with live members on linkd (by its local, possibly prefixed name) is never overwritten (its
+  consumers already moved here), and
 * an offset is never stored above the mirror's high watermark, so a consumer never starts past data
   linkd does not hold yet (it would skip records after failover).
 
@@ -98,6 +101,7 @@ class OffsetSync:
         self._groups = groups
         settings = runtime.settings
         self.filter = GroupFilter.parse(settings.offset_group_filters)
+        self.group_prefix = settings.consumer_group_prefix
         self.status = SyncStatus(settings.offset_sync_enable, settings.offset_sync_ms)
 
     def task(self) -> dict:
@@ -227,7 +231,7 @@ class OffsetSync:
                 to_store[(local.name, partition)] = (offset, epoch, metadata)
             if not to_store:
                 continue
-            if self._groups.store_synced_offsets(group, to_store):
+            if self._groups.store_synced_offsets(self.group_prefix + group, to_store):
                 synced += 1
                 offsets += len(to_store)
             else:

@@ -103,3 +103,15 @@ def test_topic_config_sync_settings():
         validate({"bootstrap.servers": "h:1", "topic.config.sync.include": "min.insync.replicas"})
     with pytest.raises(LinkConfigError, match="topic.config.sync.ms"):
         validate({"bootstrap.servers": "h:1", "topic.config.sync.ms": "0"})
+
+
+def test_consumer_group_prefix_needs_the_link_prefix():
+    with pytest.raises(LinkConfigError, match="consumer.group.prefix.enable=true needs cluster.link.prefix"):
+        validate({"bootstrap.servers": "h:1", "consumer.group.prefix.enable": "true"})
+    with pytest.raises(LinkConfigError, match="consumer.group.prefix.enable must be true or false"):
+        validate({"bootstrap.servers": "h:1", "cluster.link.prefix": "east.", "consumer.group.prefix.enable": "yes"})
+    on = LinkSettings.from_config({"bootstrap.servers": "h:1", "cluster.link.prefix": "east.", "consumer.group.prefix.enable": "TRUE"})
+    assert on.consumer_group_prefix == "east."
+    off = LinkSettings.from_config({"bootstrap.servers": "h:1", "cluster.link.prefix": "east."})
+    assert off.consumer_group_prefix == "" and off.prefix == "east."
+    assert LinkSettings.from_config({"bootstrap.servers": "h:1", "consumer.group.prefix.enable": "false"}).consumer_group_prefix == ""
