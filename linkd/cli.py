@@ -287,10 +287,12 @@ def _mirror_describe(args, client: AdminClient) -> int:
     def human(d):
         print(f"Mirror {d['mirror_topic_name']} of {d['source_topic_name']} over link {d['link_name']}")
         print(f"  status: {d['mirror_status']}   error: {d['mirror_topic_error']}" + (f" ({d['mirror_topic_error_message']})" if d.get("mirror_topic_error_message") else ""))
+        # The cleaner's column only once compaction has run on the mirror (--json always has the field).
+        cleaned = any(p.get("cleaned_up_to") is not None for p in d["mirror_lags"])
         _table(
-            ["PARTITION", "MIRROR LOG END", "LAST SOURCE FETCH", "SOURCE HIGH WATERMARK", "LAG", "CLEANED UP TO"],
-            [[p["partition"], p["mirror_log_end_offset"], p["last_source_fetch_offset"], p["source_high_watermark"], _known(p["lag"]),
-              _known(p.get("cleaned_up_to"), "never")] for p in d["mirror_lags"]],
+            ["PARTITION", "MIRROR LOG END", "LAST SOURCE FETCH", "SOURCE HIGH WATERMARK", "LAG"] + (["CLEANED UP TO"] if cleaned else []),
+            [[p["partition"], p["mirror_log_end_offset"], p["last_source_fetch_offset"], p["source_high_watermark"], _known(p["lag"])]
+             + ([_known(p.get("cleaned_up_to"), "never")] if cleaned else []) for p in d["mirror_lags"]],
         )
         for gap in d.get("gaps") or []:
             print(f"  gap: partition {gap['partition']} offsets {gap['from_offset']}..{gap['to_offset'] - 1}: {gap['reason']}")
