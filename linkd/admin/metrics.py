@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .. import __version__
-from ..link.offsetsync import TaskState
 from ..link.states import LinkState, MirrorState
+from ..link.tasks import TaskState, link_tasks
 
 
 class DaemonCollector:
@@ -77,6 +77,8 @@ class DaemonCollector:
         links = d.links.links.items() if d.links else []
         link_state = GaugeMetricFamily("linkd_link_state", "1 for the link's current state", labels=["link", "state"])
         task_state = GaugeMetricFamily("linkd_link_task_state", "1 for each link task's current state", labels=["link", "task", "state"])
+        task_last = GaugeMetricFamily("linkd_link_task_last_success_timestamp_seconds", "When the link task's last round ran to the end (unix time)", labels=["link", "task"])
+        task_errors = CounterMetricFamily("linkd_link_task_errors", "Link task rounds that failed or refused some item", labels=["link", "task"])
         fetched = CounterMetricFamily("linkd_link_fetched_bytes", "Record bytes fetched from the source and appended", labels=["link"])
         requests = CounterMetricFamily("linkd_link_fetch_requests", "Fetch requests sent to the source", labels=["link"])
         incremental = CounterMetricFamily("linkd_link_incremental_fetch_requests", "Fetch requests sent inside a fetch session (changed partitions only)", labels=["link"])
@@ -90,9 +92,12 @@ class DaemonCollector:
             rt = entry.runtime
             for s in LinkState:
                 link_state.add_metric([name, s.value], 1.0 if rt.state == s else 0.0)
-            task = entry.offset_sync.task()
-            for s in TaskState:
-                task_state.add_metric([name, task["task_name"], s.value], 1.0 if task["state"] == s.value else 0.0)
+            for task in link_tasks(entry):
+                for s in TaskState:
+                    task_state.add_metric([name, task["task_name"], s.value], 1.0 if task["state"] == s.value else 0.0)
+                if task["last_success_ms"]:
+                    task_last.add_metric([name, task["task_name"]], task["last_success_ms"] / 1000)
+                task_errors.add_metric([name, task["task_name"]], task["errors"])
             link_error.add_metric([name, rt.link_error], 1.0)
             fetched.add_metric([name], rt.fetched_bytes)
             requests.add_metric([name], rt.fetch_requests)
@@ -104,7 +109,7 @@ class DaemonCollector:
             sync_clamped.add_metric([name], st.offsets_clamped)
             if st.last_sync_ms:
                 sync_last.add_metric([name], st.last_sync_ms / 1000)
-        yield from (link_state, link_error, task_state, fetched, requests, incremental, sync_runs, sync_errors, sync_offsets, sync_clamped, sync_last)
+        yield from (link_state, link_error, task_state, task_last, task_errors, fetched, requests, incremental, sync_runs, sync_errors, sync_offsets, sync_clamped, sync_last)
 
 
 def _build_info(version: str) -> GaugeMetricFamily:
