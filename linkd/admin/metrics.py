@@ -10,7 +10,7 @@ read /proc correctly for us.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .. import __version__
 from ..link.states import LinkState, MirrorState
@@ -29,7 +29,7 @@ class DaemonCollector:
         if d.listener is not None:
             st = d.listener.statistics()
             yield GaugeMetricFamily("linkd_connections_open", "Open Kafka client connections", value=st.connections_open)
-            yield CounterMetricFamily("linkd_requests", "Kafka requests handled", value=st.requests_total)
+            yield from _requests(d.listener.request_stats)
             yield CounterMetricFamily("linkd_protocol_errors", "Connections closed for protocol errors", value=st.protocol_errors)
             rejected = CounterMetricFamily("linkd_connections_rejected", "Kafka connections closed at accept by a limit", labels=["limit"])
             for limit, count in sorted((st.connections_rejected or {}).items()):
@@ -110,6 +110,15 @@ class DaemonCollector:
             if st.last_sync_ms:
                 sync_last.add_metric([name], st.last_sync_ms / 1000)
         yield from (link_state, link_error, task_state, task_last, task_errors, fetched, requests, incremental, sync_runs, sync_errors, sync_offsets, sync_clamped, sync_last)
+
+
+def _requests(stats):
+    total = CounterMetricFamily("linkd_requests", "Kafka requests received, by API", labels=["api"])
+    duration = HistogramMetricFamily("linkd_request_duration_seconds", "Kafka requests answered, by API: seconds from the whole request read to its answer written", labels=["api"])
+    for api, arrived, buckets, seconds, _answered in stats.snapshot():
+        total.add_metric([api], arrived)
+        duration.add_metric([api], buckets, seconds)
+    return total, duration
 
 
 def _build_info(version: str) -> GaugeMetricFamily:
