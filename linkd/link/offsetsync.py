@@ -220,6 +220,8 @@ class OffsetSync:
             if denied else None
         )
         self.status.last_error_code = int(ErrorCode.GROUP_AUTHORIZATION_FAILED) if denied else None
+        if denied:
+            self.status.last_error_ms = self.status.last_sync_ms
         self.status.syncs += 1
         self.status.groups_synced = synced
         self.status.groups_skipped_live = skipped
