@@ -10,11 +10,11 @@ read /proc correctly for us.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .. import __version__
-from ..link.offsetsync import TaskState
 from ..link.states import LinkState, MirrorState
+from ..link.tasks import TaskState, link_tasks
 
 
 class DaemonCollector:
@@ -29,7 +29,7 @@ class DaemonCollector:
         if d.listener is not None:
             st = d.listener.statistics()
             yield GaugeMetricFamily("linkd_connections_open", "Open Kafka client connections", value=st.connections_open)
-            yield CounterMetricFamily("linkd_requests", "Kafka requests handled", value=st.requests_total)
+            yield from _requests(d.listener.request_stats)
             yield CounterMetricFamily("linkd_protocol_errors", "Connections closed for protocol errors", value=st.protocol_errors)
             rejected = CounterMetricFamily("linkd_connections_rejected", "Kafka connections closed at accept by a limit", labels=["limit"])
             for limit, count in sorted((st.connections_rejected or {}).items()):
@@ -77,6 +77,8 @@ class DaemonCollector:
         links = d.links.links.items() if d.links else []
         link_state = GaugeMetricFamily("linkd_link_state", "1 for the link's current state", labels=["link", "state"])
         task_state = GaugeMetricFamily("linkd_link_task_state", "1 for each link task's current state", labels=["link", "task", "state"])
+        task_last = GaugeMetricFamily("linkd_link_task_last_success_timestamp_seconds", "When the link task's last round ran to the end (unix time)", labels=["link", "task"])
+        task_errors = CounterMetricFamily("linkd_link_task_errors", "Link task rounds that failed or refused some item", labels=["link", "task"])
         fetched = CounterMetricFamily("linkd_link_fetched_bytes", "Record bytes fetched from the source and appended", labels=["link"])
         requests = CounterMetricFamily("linkd_link_fetch_requests", "Fetch requests sent to the source", labels=["link"])
         incremental = CounterMetricFamily("linkd_link_incremental_fetch_requests", "Fetch requests sent inside a fetch session (changed partitions only)", labels=["link"])
@@ -90,9 +92,12 @@ class DaemonCollector:
             rt = entry.runtime
             for s in LinkState:
                 link_state.add_metric([name, s.value], 1.0 if rt.state == s else 0.0)
-            task = entry.offset_sync.task()
-            for s in TaskState:
-                task_state.add_metric([name, task["task_name"], s.value], 1.0 if task["state"] == s.value else 0.0)
+            for task in link_tasks(entry):
+                for s in TaskState:
+                    task_state.add_metric([name, task["task_name"], s.value], 1.0 if task["state"] == s.value else 0.0)
+                if task["last_success_ms"]:
+                    task_last.add_metric([name, task["task_name"]], task["last_success_ms"] / 1000)
+                task_errors.add_metric([name, task["task_name"]], task["errors"])
             link_error.add_metric([name, rt.link_error], 1.0)
             fetched.add_metric([name], rt.fetched_bytes)
             requests.add_metric([name], rt.fetch_requests)
@@ -104,7 +109,16 @@ class DaemonCollector:
             sync_clamped.add_metric([name], st.offsets_clamped)
             if st.last_sync_ms:
                 sync_last.add_metric([name], st.last_sync_ms / 1000)
-        yield from (link_state, link_error, task_state, fetched, requests, incremental, sync_runs, sync_errors, sync_offsets, sync_clamped, sync_last)
+        yield from (link_state, link_error, task_state, task_last, task_errors, fetched, requests, incremental, sync_runs, sync_errors, sync_offsets, sync_clamped, sync_last)
+
+
+def _requests(stats):
+    total = CounterMetricFamily("linkd_requests", "Kafka requests received, by API", labels=["api"])
+    duration = HistogramMetricFamily("linkd_request_duration_seconds", "Kafka requests answered, by API: seconds from the whole request read to its answer written", labels=["api"])
+    for api, arrived, buckets, seconds, _answered in stats.snapshot():
+        total.add_metric([api], arrived)
+        duration.add_metric([api], buckets, seconds)
+    return total, duration
 
 
 def _build_info(version: str) -> GaugeMetricFamily:

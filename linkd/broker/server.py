@@ -15,6 +15,7 @@ import collections
 import errno
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import trio
@@ -25,6 +26,7 @@ from protocol.messages import RecordsRef
 from .context import Broker
 from .dispatch import CloseConnection, handle_frame
 from .limits import AcceptRate, ByteBudget, Limits, descriptor_limit, open_descriptors
+from .requeststats import RequestStats, api_key_of
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class KafkaListener:
         self._open = 0
         self._total = 0
         self._requests = 0
+        self.request_stats = RequestStats()
         self._errors = 0
         self._idle_closed = 0
         self._arrival_timeouts = 0
@@ -188,8 +191,11 @@ class KafkaListener:
         reader = _RequestReader(stream, self.broker.max_request_bytes, self.budget, self.idle_timeout_s, self.arrival_timeout_s)
         while True:
             frame, reserved = await reader.next_frame()
+            started = time.perf_counter()
+            api_key = api_key_of(frame)
             try:
                 self._requests += 1
+                self.request_stats.arrived(api_key)
                 response = await handle_frame(self.broker, frame, client_host)
             finally:
                 del frame
@@ -200,6 +206,7 @@ class KafkaListener:
                     await _send(stream, response)
                 if sending.cancelled_caught:
                     raise _Timeout("send")
+            self.request_stats.answered(api_key, time.perf_counter() - started)
 
 
 class _RequestReader:

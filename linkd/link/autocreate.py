@@ -16,7 +16,6 @@ fails to create is reported in the link's ``auto_create`` status and tried again
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +23,8 @@ import trio
 
 from .client import SourceProtocolError, SourceUnavailable
 from .groupfilter import GroupFilter
+from .states import LinkState
+from .tasks import TaskState, error_code_of, error_message_of, now_ms, report
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,23 @@ def is_internal(topic: str) -> bool:
 class AutoCreateStatus:
     enabled: bool
     interval_ms: int
-    last_run_ms: int | None = None
-    last_error: str | None = None
+    last_run_ms: int | None = None  # the last round that ran to the end
+    last_error: str | None = None  # set while the last round failed or could not create some mirror
+    last_error_code: int | None = None
+    last_error_ms: int | None = None
+    runs: int = 0
+    errors: int = 0  # rounds that failed or could not create some mirror, since start
     created: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "created": list(self.created)}
+
+    def failed(self, code: int, message: str) -> None:
+        self.last_error, self.last_error_code, self.last_error_ms = message, code, now_ms()
+        self.errors += 1
+
+
+TASK_NAME = "AutoCreateMirror"
 
 
 class AutoCreate:
@@ -59,18 +71,37 @@ class AutoCreate:
         """The source topics the filters include, internal ones only when named exactly."""
         return [t for t in source_topics if self.filter.includes(t) and (not is_internal(t) or self.filter.names_literally(t))]
 
+    def task(self) -> dict:
+        """The task's health as ``link describe`` and /metrics show it."""
+        st = self.status
+        if not st.enabled:
+            state, reason = TaskState.NOT_CONFIGURED, "auto.create.mirror.topics.enable is false"
+        elif not any(f.include for f in self.filter.filters):
+            state, reason = TaskState.NOT_CONFIGURED, "no auto.create.mirror.topics.filters"
+        elif self._runtime.state == LinkState.PAUSED:
+            state, reason = TaskState.LINK_PAUSED, "the link is paused"
+        elif st.last_error is not None:
+            state, reason = TaskState.IN_ERROR, st.last_error
+        else:
+            state, reason = TaskState.ACTIVE, None
+        return report(TASK_NAME, state, reason, last_success_ms=st.last_run_ms, last_error_code=st.last_error_code, last_error_message=st.last_error,
+                      last_error_ms=st.last_error_ms, runs=st.runs, errors=st.errors)
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         if not self.status.enabled:
             return
         while True:
+            if self._runtime.state == LinkState.PAUSED:
+                await trio.sleep(self.status.interval_ms / 1000)
+                continue  # a paused link pauses its tasks, as Cluster Linking does
             try:
                 await self.run_once()
             except (SourceUnavailable, SourceProtocolError) as exc:
-                self.status.last_error = str(exc)
+                self.status.failed(error_code_of(exc), error_message_of(exc))
                 log.warning("link %s: auto-create could not list the source topics: %s", self._runtime.name, exc)
             except Exception as exc:  # a malformed answer or a bug: this round is lost, not the daemon
-                self.status.last_error = repr(exc)
+                self.status.failed(error_code_of(exc), error_message_of(exc))
                 log.exception("link %s: auto-create round failed", self._runtime.name)
             await trio.sleep(self.status.interval_ms / 1000)
 
@@ -80,6 +111,7 @@ class AutoCreate:
         listed = await self._runtime.source.metadata(None)
         mirrored = {m.source_topic for m in self._mirrors()}
         created, errors = [], []
+        code = None
         for source_topic in self.wanted(sorted(listed)):
             name = self.prefix + source_topic
             if source_topic in mirrored or self._topics.get(name) is not None:
@@ -88,11 +120,16 @@ class AutoCreate:
                 await self._create_mirror(name, self._runtime.name, source_topic)
             except AdminError as exc:
                 errors.append(f"{source_topic}: {exc.message}")
+                code = code if code is not None else int(exc.error_code)
                 log.warning("link %s: cannot auto-create mirror %s of %s: %s", self._runtime.name, name, source_topic, exc.message)
                 continue
             created.append(name)
             log.info("link %s: auto-created mirror %s of source topic %s", self._runtime.name, name, source_topic)
         self.status.created.extend(created)
-        self.status.last_run_ms = int(time.time() * 1000)
-        self.status.last_error = "; ".join(errors) or None
+        self.status.last_run_ms = now_ms()
+        self.status.runs += 1
+        if errors:
+            self.status.failed(code, "; ".join(errors))
+        else:
+            self.status.last_error = self.status.last_error_code = None
         return created

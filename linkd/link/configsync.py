@@ -22,7 +22,6 @@ A promoted or failed-over mirror is no longer synced: it keeps the configs last 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import trio
@@ -34,7 +33,8 @@ from .. import topicconfig
 from ..topicconfig import InvalidTopicConfig
 from ..topics import TopicError
 from .client import SourceProtocolError, SourceUnavailable, source_error
-from .states import MirrorState
+from .states import LinkState, MirrorState
+from .tasks import TaskState, error_code_of, error_message_of, now_ms, report
 
 log = logging.getLogger(__name__)
 
@@ -56,33 +56,36 @@ def synced_names(include: frozenset[str]) -> frozenset[str]:
 async def describe_source_configs(source, topics: list[str]) -> dict[str, dict[str, str]]:
     """The source topics' effective configs (name -> value), by source topic. Raises SourceUnavailable
     when no source broker answers, SourceProtocolError when the source refuses any of them (naming it)."""
-    found, refused = await _describe(source, topics)
+    found, refused, _codes = await _describe(source, topics)
     if refused:
         raise SourceProtocolError("; ".join(refused.values()))
     return found
 
 
-async def _describe(source, topics: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """(configs by topic, why by topic) for one DescribeConfigs of ``topics``."""
+async def _describe(source, topics: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, int]]:
+    """(configs by topic, why by topic, error code by topic) for one DescribeConfigs of ``topics``."""
     if not topics:
-        return {}, {}
+        return {}, {}, {}
     body = await _request(
         source,
         {"resources": [{"resource_type": RESOURCE_TOPIC, "resource_name": t, "configuration_keys": None} for t in topics], "include_synonyms": False, "include_documentation": False},
     )
     found: dict[str, dict[str, str]] = {}
     refused: dict[str, str] = {}
+    codes: dict[str, int] = {}
     for result in body.get("results", []):
         name = result["resource_name"]
         if result["error_code"] != ErrorCode.NONE:
             detail = result.get("error_message") or ""
             refused[name] = f"DescribeConfigs of source topic {name} failed with {source_error(result['error_code']).name}" + (f": {detail}" if detail else "")
+            codes[name] = int(source_error(result["error_code"]))
             continue
         found[name] = {c["name"]: c["value"] for c in result.get("configs", []) if c.get("value") is not None}
     for t in topics:
         if t not in found and t not in refused:
             refused[t] = f"DescribeConfigs answer left out source topic {t}"
-    return found, refused
+            codes[t] = int(ErrorCode.UNKNOWN_SERVER_ERROR)
+    return found, refused, codes
 
 
 async def _request(source, body: dict) -> dict:
@@ -132,13 +135,23 @@ def mirrored_configs(current: dict[str, str], source: dict[str, str], names: fro
 class ConfigSyncStatus:
     interval_ms: int
     include: list[str]
-    last_sync_ms: int | None = None
-    last_error: str | None = None
+    last_sync_ms: int | None = None  # the last round that ran to the end
+    last_error: str | None = None  # set while the last round failed or refused some topic
+    last_error_code: int | None = None
+    last_error_ms: int | None = None
     syncs: int = 0
+    errors: int = 0  # rounds that failed or refused some topic, since start
     changes_applied: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def failed(self, code: int, message: str) -> None:
+        self.last_error, self.last_error_code, self.last_error_ms = message, code, now_ms()
+        self.errors += 1
+
+
+TASK_NAME = "TopicConfigsSync"
 
 
 class ConfigSync:
@@ -163,31 +176,49 @@ class ConfigSync:
     def remember(self, topic: str, source: dict[str, str]) -> None:
         self.source_configs[topic] = {k: v for k, v in source.items() if k in self.names}
 
+    def task(self) -> dict:
+        """The task's health as ``link describe`` and /metrics show it. Always configured: every mirror
+        follows its source's always-synced configs."""
+        st = self.status
+        if self._runtime.state == LinkState.PAUSED:
+            state, reason = TaskState.LINK_PAUSED, "the link is paused"
+        elif st.last_error is not None:
+            state, reason = TaskState.IN_ERROR, st.last_error
+        else:
+            state, reason = TaskState.ACTIVE, None
+        return report(TASK_NAME, state, reason, last_success_ms=st.last_sync_ms, last_error_code=st.last_error_code, last_error_message=st.last_error,
+                      last_error_ms=st.last_error_ms, runs=st.syncs, errors=st.errors)
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             await trio.sleep(self.status.interval_ms / 1000)
+            if self._runtime.state == LinkState.PAUSED:
+                continue  # a paused link pauses its tasks, as Cluster Linking does
             try:
                 await self.sync_once()
             except ConfigsUnsupported as exc:
                 if self.status.last_error != str(exc):
                     log.warning("link %s: topic configs are not synced: %s (its mirrors keep everything)", self._runtime.name, exc)
-                self.status.last_error = str(exc)
+                self.status.failed(int(ErrorCode.UNSUPPORTED_VERSION), str(exc))
             except (SourceUnavailable, SourceProtocolError) as exc:
-                self.status.last_error = str(exc)
+                self.status.failed(error_code_of(exc), error_message_of(exc))
                 log.warning("link %s: topic config sync failed: %s", self._runtime.name, exc)
             except Exception as exc:  # a malformed answer or a bug: this round is lost, not the daemon
-                self.status.last_error = repr(exc)
+                self.status.failed(error_code_of(exc), error_message_of(exc))
                 log.exception("link %s: topic config sync failed", self._runtime.name)
 
     async def sync_once(self) -> int:
         """One round over every mirror that follows its source; returns the number of topics changed."""
         mirrors = [m for m in self._mirrors() if m.state in SYNCED_STATES and not m.finalizing and not m.deleted]
         if not mirrors:
+            self.status.last_sync_ms, self.status.last_error = now_ms(), None  # nothing to follow: done
+            self.status.syncs += 1
             return 0
-        described, refused = await _describe(self._runtime.source, sorted({m.source_topic for m in mirrors}))
+        described, refused, codes = await _describe(self._runtime.source, sorted({m.source_topic for m in mirrors}))
         changed = 0
         problems = list(refused.values())  # e.g. a source topic deleted: the others are synced all the same
+        code = next(iter(codes.values()), None)
         for mirror in mirrors:
             if mirror.deleted or mirror.finalizing or mirror.state not in SYNCED_STATES or mirror.source_topic not in described:
                 continue  # changed while we waited for the source, or the source refused this one
@@ -204,14 +235,18 @@ class ConfigSync:
                 self._topics.set_configs(mirror.topic, wanted)
             except TopicError as exc:
                 problems.append(f"{mirror.topic}: {exc.message}")
+                code = code if code is not None else int(exc.error_code)
                 log.error("mirror %s: cannot apply source configs %s: %s", mirror.topic, keys, exc.message)
                 continue
             changed += 1
             self.status.changes_applied += 1
             log.info("mirror %s: synced topic configs %s from source topic %s", mirror.topic, ", ".join(f"{k}={topicconfig.effective(wanted, k)}" for k in keys), mirror.source_topic)
-        self.status.last_sync_ms = int(time.time() * 1000)
-        self.status.last_error = "; ".join(problems) or None
+        self.status.last_sync_ms = now_ms()
         self.status.syncs += 1
+        if problems:
+            self.status.failed(code if code is not None else int(ErrorCode.UNKNOWN_SERVER_ERROR), "; ".join(problems))
+        else:
+            self.status.last_error = self.status.last_error_code = None
         if refused:
             log.warning("link %s: topic config sync: %s", self._runtime.name, "; ".join(refused.values()))
         return changed

@@ -49,6 +49,7 @@ from .secrets import (
 from .security import redact
 from .source import SourceCluster
 from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
+from .tasks import link_tasks
 from .verify import DEFAULT_STEP_BYTES, fetch_source_batches, verify_step
 
 log = logging.getLogger(__name__)
@@ -402,7 +403,7 @@ class LinkManager:
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
             "topic_config_sync": entry.config_sync.status.as_dict(),
             "auto_create": entry.auto_create.status.as_dict(),
-            "tasks": [entry.offset_sync.task()],
+            "tasks": link_tasks(entry),
         }
 
     def list_links(self) -> list[dict]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 
 import trio
 
@@ -30,6 +29,7 @@ from protocol.messages import ApiKey
 from .client import SourceProtocolError, SourceUnavailable, source_error
 from .groupfilter import GroupFilter
 from .states import LinkState, MirrorState
+from .tasks import TaskState, report
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,6 @@ SYNCED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.S
 
 
 TASK_NAME = "ConsumerOffsetSync"
-
-
-class TaskState(StrEnum):
-    """A link task's health, with Cluster Linking's names (``include_tasks``)."""
-
-    ACTIVE = "ACTIVE"
-    IN_ERROR = "IN_ERROR"
-    NOT_CONFIGURED = "NOT_CONFIGURED"
-    LINK_PAUSED = "LINK_PAUSED"
 
 
 class OffsetSyncError(SourceProtocolError):
@@ -117,17 +108,8 @@ class OffsetSync:
             state, reason = TaskState.IN_ERROR, st.last_error
         else:
             state, reason = TaskState.ACTIVE, None
-        return {
-            "task_name": TASK_NAME,
-            "state": state.value,
-            "state_reason": reason,
-            "last_success_ms": st.last_sync_ms,
-            "last_error_code": st.last_error_code if st.last_error is not None else None,
-            "last_error_message": st.last_error,
-            "last_error_ms": st.last_error_ms,
-            "runs": st.syncs,
-            "errors": st.errors,
-        }
+        return report(TASK_NAME, state, reason, last_success_ms=st.last_sync_ms, last_error_code=st.last_error_code, last_error_message=st.last_error,
+                      last_error_ms=st.last_error_ms, runs=st.syncs, errors=st.errors)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -242,6 +224,8 @@ class OffsetSync:
             if denied else None
         )
         self.status.last_error_code = int(ErrorCode.GROUP_AUTHORIZATION_FAILED) if denied else None
+        if denied:
+            self.status.last_error_ms = self.status.last_sync_ms
         self.status.syncs += 1
         self.status.groups_synced = synced
         self.status.groups_skipped_live = skipped

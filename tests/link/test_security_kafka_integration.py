@@ -477,6 +477,8 @@ def test_consumer_offsets_sync_over_sasl_ssl_with_read_side_acls_only(secured_ka
     assert status["groups_synced"] >= 1, status
     # The link may list every group (Describe on the cluster) but read only its own: the others are named.
     assert status["last_error"].startswith("GROUP_AUTHORIZATION_FAILED") and hidden in status["last_error"], status
+    [task] = [t for t in cli_json(linkd, "link", "describe", "offsets")["tasks"] if t["task_name"] == "ConsumerOffsetSync"]
+    assert task["state"] == "IN_ERROR" and task["last_error_code"] == 30 and task["last_error_ms"] >= task["last_success_ms"] - 1000, task
     assert committed(hidden, topic) < 0
 
 

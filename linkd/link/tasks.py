@@ -1,0 +1,67 @@
+"""Link task health, with Cluster Linking's task and state names (``include_tasks``).
+
+Every background task of a link (``ConsumerOffsetSync``, ``TopicConfigsSync``, ``AutoCreateMirror``,
+``AclSync``) reports the same shape: a state, why (for anything but ACTIVE), when its last round ran to
+the end, and the last error's code, message and time while the task is in error. ``link describe``,
+REST and the ``linkd_link_task_state`` metric all read these dicts.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+from protocol.errors import ErrorCode
+
+from .client import SourceProtocolError, SourceUnavailable
+
+
+class TaskState(StrEnum):
+    ACTIVE = "ACTIVE"
+    IN_ERROR = "IN_ERROR"
+    NOT_CONFIGURED = "NOT_CONFIGURED"
+    LINK_PAUSED = "LINK_PAUSED"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def error_code_of(exc: BaseException) -> int:
+    """The Kafka error code a failed round is reported with."""
+    code = getattr(exc, "error_code", None)
+    if code is not None:
+        return int(code)
+    if isinstance(exc, SourceUnavailable):
+        return int(ErrorCode.NETWORK_EXCEPTION)
+    return int(ErrorCode.UNKNOWN_SERVER_ERROR)
+
+
+def error_message_of(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, SourceUnavailable | SourceProtocolError) else repr(exc)
+
+
+def report(name: str, state: TaskState, reason: str | None, *, last_success_ms: int | None = None, last_error_code: int | None = None,
+           last_error_message: str | None = None, last_error_ms: int | None = None, runs: int = 0, errors: int = 0) -> dict:
+    in_error = last_error_message is not None
+    return {
+        "task_name": name,
+        "state": state.value,
+        "state_reason": reason,
+        "last_success_ms": last_success_ms,
+        "last_error_code": last_error_code if in_error else None,
+        "last_error_message": last_error_message,
+        "last_error_ms": last_error_ms if in_error else None,
+        "runs": runs,
+        "errors": errors,
+    }
+
+
+def acl_sync() -> dict:
+    """ACL sync does not exist yet; a link asking for it (acl.sync.enable=true) is refused at create/update."""
+    return report("AclSync", TaskState.NOT_CONFIGURED, "ACL sync is not supported yet (acl.sync.enable=true is refused)")
+
+
+def link_tasks(entry) -> list[dict]:
+    """Every task of one link (a ``LinkEntry``), in Cluster Linking's order."""
+    return [entry.offset_sync.task(), entry.auto_create.task(), entry.config_sync.task(), acl_sync()]
