@@ -24,7 +24,7 @@ import trio
 from .client import SourceProtocolError, SourceUnavailable
 from .groupfilter import GroupFilter
 from .states import LinkState
-from .tasks import TaskState, error_code_of, error_message_of, now_ms, report
+from .tasks import error_code_of, error_message_of, judge, now_ms, report
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,12 @@ class AutoCreate:
         """The task's health as ``link describe`` and /metrics show it."""
         st = self.status
         if not st.enabled:
-            state, reason = TaskState.NOT_CONFIGURED, "auto.create.mirror.topics.enable is false"
+            not_configured = "auto.create.mirror.topics.enable is false"
         elif not any(f.include for f in self.filter.filters):
-            state, reason = TaskState.NOT_CONFIGURED, "no auto.create.mirror.topics.filters"
-        elif self._runtime.state == LinkState.PAUSED:
-            state, reason = TaskState.LINK_PAUSED, "the link is paused"
-        elif st.last_error is not None:
-            state, reason = TaskState.IN_ERROR, st.last_error
+            not_configured = "no auto.create.mirror.topics.filters"
         else:
-            state, reason = TaskState.ACTIVE, None
+            not_configured = None
+        state, reason = judge(self._runtime.state == LinkState.PAUSED, st.last_error, not_configured)
         return report(TASK_NAME, state, reason, last_success_ms=st.last_run_ms, last_error_code=st.last_error_code, last_error_message=st.last_error,
                       last_error_ms=st.last_error_ms, runs=st.runs, errors=st.errors)
 

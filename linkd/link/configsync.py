@@ -34,7 +34,7 @@ from ..topicconfig import InvalidTopicConfig
 from ..topics import TopicError
 from .client import SourceProtocolError, SourceUnavailable, source_error
 from .states import LinkState, MirrorState
-from .tasks import TaskState, error_code_of, error_message_of, now_ms, report
+from .tasks import error_code_of, error_message_of, judge, now_ms, report
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +180,7 @@ class ConfigSync:
         """The task's health as ``link describe`` and /metrics show it. Always configured: every mirror
         follows its source's always-synced configs."""
         st = self.status
-        if self._runtime.state == LinkState.PAUSED:
-            state, reason = TaskState.LINK_PAUSED, "the link is paused"
-        elif st.last_error is not None:
-            state, reason = TaskState.IN_ERROR, st.last_error
-        else:
-            state, reason = TaskState.ACTIVE, None
+        state, reason = judge(self._runtime.state == LinkState.PAUSED, st.last_error)
         return report(TASK_NAME, state, reason, last_success_ms=st.last_sync_ms, last_error_code=st.last_error_code, last_error_message=st.last_error,
                       last_error_ms=st.last_error_ms, runs=st.syncs, errors=st.errors)
 

@@ -29,7 +29,7 @@ from protocol.messages import ApiKey
 from .client import SourceProtocolError, SourceUnavailable, source_error
 from .groupfilter import GroupFilter
 from .states import LinkState, MirrorState
-from .tasks import TaskState, report
+from .tasks import judge, report
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +99,12 @@ class OffsetSync:
         """The task's health as ``link describe`` and /metrics show it."""
         st = self.status
         if not st.enabled:
-            state, reason = TaskState.NOT_CONFIGURED, "consumer.offset.sync.enable is false"
+            not_configured = "consumer.offset.sync.enable is false"
         elif not any(f.include for f in self.filter.filters):
-            state, reason = TaskState.NOT_CONFIGURED, "no consumer.offset.group.filters"
-        elif self._runtime.state == LinkState.PAUSED:
-            state, reason = TaskState.LINK_PAUSED, "the link is paused"
-        elif st.last_error is not None:
-            state, reason = TaskState.IN_ERROR, st.last_error
+            not_configured = "no consumer.offset.group.filters"
         else:
-            state, reason = TaskState.ACTIVE, None
+            not_configured = None
+        state, reason = judge(self._runtime.state == LinkState.PAUSED, st.last_error, not_configured)
         return report(TASK_NAME, state, reason, last_success_ms=st.last_sync_ms, last_error_code=st.last_error_code, last_error_message=st.last_error,
                       last_error_ms=st.last_error_ms, runs=st.syncs, errors=st.errors)
 

@@ -41,6 +41,18 @@ def error_message_of(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, SourceUnavailable | SourceProtocolError) else repr(exc)
 
 
+def judge(paused: bool, last_error: str | None, not_configured: str | None = None) -> tuple[TaskState, str | None]:
+    """A task's state and reason, in Cluster Linking's order: not configured, then a paused link, then the
+    last round's error."""
+    if not_configured is not None:
+        return TaskState.NOT_CONFIGURED, not_configured
+    if paused:
+        return TaskState.LINK_PAUSED, "the link is paused"
+    if last_error is not None:
+        return TaskState.IN_ERROR, last_error
+    return TaskState.ACTIVE, None
+
+
 def report(name: str, state: TaskState, reason: str | None, *, last_success_ms: int | None = None, last_error_code: int | None = None,
            last_error_message: str | None = None, last_error_ms: int | None = None, runs: int = 0, errors: int = 0) -> dict:
     in_error = last_error_message is not None
