@@ -367,11 +367,13 @@ class PartitionLog:
         first_recovered = self._segments[min(min(to_recover), len(self._segments) - 1)].base_offset if recovered else None
         self._recovery_point = self._log_end if first_recovered is None else min(first_recovered, self._log_end)
         if recovered or self._epochs.dirty:
+            recovery_point = self._recovery_point
             try:
                 self._flush(force_checkpoint=True)
             except OSError as exc:
                 if exc.errno not in NO_SPACE_ERRNOS:
                     raise
+                self._recovery_point = recovery_point  # nothing past it is known durable (indexes included)
                 # What is on disk is verified and indexed in memory: serve it read-only rather than not at
                 # all; the next append retries these writes first (``_retry_deferred_writes``).
                 self._deferred_writes = exc
@@ -1050,6 +1052,7 @@ class PartitionLog:
         blocking (fsync), so never on the event loop."""
         with self._lock:
             self._check_open()
+            self._retry_deferred_writes()
             target = self._log_end
             fds = []
             for segment in self._segments[self._segment_index(self._recovery_point) :]:
