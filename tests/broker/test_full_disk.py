@@ -17,9 +17,10 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from protocol.errors import ErrorCode
+from protocol.messages import ApiKey
 from protocol.records import build_records
 from tests.broker.clients import consumer, create_topic, drain, produce, record
-from tests.broker.wire import WireConnection, produce_request
+from tests.broker.wire import ConnectionClosed, WireConnection, produce_request
 from tests.peers.linkd import LinkdProcess
 
 COUNT = 300
@@ -84,6 +85,15 @@ def test_restart_on_a_full_disk_serves_what_is_stored_and_writes_resume_when_spa
             refused = produce_request(conn, unique_topic, 0, build_records([b"while-full"]))
         assert refused["error_code"] == ErrorCode.KAFKA_STORAGE_ERROR, refused
 
+        if how == "graceful":
+            # A control-store write (a new producer id) cannot commit: refused, and the daemon keeps serving.
+            with WireConnection(daemon.bootstrap) as conn:
+                try:
+                    body = conn.request(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": None, "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})
+                except ConnectionClosed as exc:
+                    body = {"closed": repr(exc)}
+            assert body.get("error_code", -1) != 0, body
+            assert daemon.running and "control store is read-only" in daemon.log_path.read_text(), daemon.logs()
         filler.unlink()
         more = [record(i, "after") for i in range(20)]
         acks = produce(daemon.bootstrap, unique_topic, more, acks="all", timeout=15)
