@@ -10,10 +10,17 @@ inline rather than in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Less free space than this when the WAL will not open counts as a full disk (its -shm file alone is 32 KiB).
+_SPACE_NEEDED = 1 << 20
 
 
 class ControlStore:
@@ -21,15 +28,52 @@ class ControlStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _owner_only(self.path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed transition survives power loss, not only a process crash.
-        self._db.execute("PRAGMA synchronous=FULL")
         self._depth = 0
+        # Set while the WAL cannot be opened for want of space: the database is read, writes raise OSError.
+        self.read_only: str | None = None
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed transition survives power loss, not only a process crash.
+            db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.OperationalError as exc:
+            db.close()
+            wal = self.path.with_name(self.path.name + "-wal")
+            free = _free_bytes(self.path.parent)
+            # Only without WAL content: an immutable open reads the main file alone (complete after a clean
+            # close, which checkpoints and removes the WAL); with a WAL left, reading around it would be stale.
+            if (wal.exists() and wal.stat().st_size) or free is None or free >= _SPACE_NEEDED:
+                raise
+            self.read_only = f"{exc} opening {wal} ({free} bytes free)"
+            log.error("%s: cannot open its write-ahead log (%s, %d bytes free on that file system); control "
+                      "state is read-only until space returns", self.path, exc, free)
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                                 isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            return db
+        if self.read_only is not None:
+            log.info("%s: write-ahead log open again; control state accepts writes", self.path)
+            self.read_only = None
+        return db
+
+    def _writable(self) -> None:
+        """Before a write: reopen for writing if space has returned, else refuse with an OSError."""
+        if self.read_only is None:
+            return
+        self._db.close()
+        self._db = self._open()
+        if self.read_only is not None:
+            raise OSError(errno.ENOSPC, f"control store is read-only: {self.read_only}", str(self.path))
 
     def ensure_schema(self, ddl: str) -> None:
-        """Run idempotent DDL (``CREATE TABLE IF NOT EXISTS ...``)."""
+        """Run idempotent DDL (``CREATE TABLE IF NOT EXISTS ...``). Read-only (full disk): the tables are
+        there already, as the database was written before."""
+        if self.read_only is not None:
+            return
         with self.transaction():
             for statement in _statements(ddl):
                 self._db.execute(statement)
@@ -44,6 +88,7 @@ class ControlStore:
             finally:
                 self._depth -= 1
             return
+        self._writable()
         self._db.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
@@ -73,3 +118,11 @@ def _owner_only(path: Path) -> None:
 
 def _statements(ddl: str) -> list[str]:
     return [s.strip() for s in ddl.split(";") if s.strip()]
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return 0 if st.f_flag & os.ST_RDONLY else st.f_bavail * st.f_frsize

@@ -6,6 +6,7 @@ data that recovery rebuilds, so appending them to the file on every batch would 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -39,8 +40,16 @@ class IndexFile:
     def write_pending(self) -> None:
         if not self._pending:
             return
-        with open(self.path, "ab") as f:
-            f.write(self._pending)
+        try:
+            with open(self.path, "ab") as f:
+                f.write(self._pending)
+        except OSError as exc:
+            # A full disk may take part of the entries: cut them off, so a retry appends them exactly once.
+            with contextlib.suppress(OSError), open(self.path, "r+b") as f:
+                f.truncate(self._written_entries * self.entry_size)
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, self.path) from exc
+            raise
         self._written_entries += len(self._pending) // self.entry_size
         self._pending.clear()
         self._dirty = True

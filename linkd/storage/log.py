@@ -41,6 +41,7 @@ Threading contract (Kafka's ``LocalLog``: writes under the log's lock, reads fro
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import os
 import re
@@ -77,6 +78,8 @@ log = logging.getLogger(__name__)
 RECOVERY_POINT_FILE = "recovery-point"
 LOG_START_FILE = "log-start-offset"
 CLEAN_SHUTDOWN_FILE = "clean-shutdown"
+# A full disk, an exceeded quota, a read-only mount: recovery then serves what it verified, read-only.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 CLEANER_OFFSET_FILE = "cleaner-offset-checkpoint"
 _SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex|\.txnindex)$")
 # How long the descriptor of a segment that left the log stays open for readers holding an older view (a
@@ -248,6 +251,7 @@ class PartitionLog:
         self._last_checkpoint_ms = 0
         self._closed = False
         self._cleaned_up_to: int | None = None
+        self._deferred_writes: OSError | None = None  # recovery's writes that a full disk refused
         # Held by a cleaning pass for its whole run: one pass per log at a time (their .cleaned files share names).
         self.cleaner_lock = threading.Lock()
         self._cuts = 0  # truncations and resets so far: a cleaning pass started before one swaps nothing in
@@ -363,7 +367,28 @@ class PartitionLog:
         first_recovered = self._segments[min(min(to_recover), len(self._segments) - 1)].base_offset if recovered else None
         self._recovery_point = self._log_end if first_recovered is None else min(first_recovered, self._log_end)
         if recovered or self._epochs.dirty:
-            self._flush(force_checkpoint=True)
+            recovery_point = self._recovery_point
+            try:
+                self._flush(force_checkpoint=True)
+            except OSError as exc:
+                if exc.errno not in NO_SPACE_ERRNOS:
+                    raise
+                self._recovery_point = recovery_point  # nothing past it is known durable (indexes included)
+                # What is on disk is verified and indexed in memory: serve it read-only rather than not at
+                # all; the next append retries these writes first (``_retry_deferred_writes``).
+                self._deferred_writes = exc
+                log.error("%s: recovery could not write %s: %s (%s free on that file system); serving the "
+                          "partition read-only (appends answer KAFKA_STORAGE_ERROR) until space returns",
+                          self.name, exc.filename or self.path, exc.strerror, _free_space(self.path))
+
+    def _retry_deferred_writes(self) -> None:
+        """Before an append: persist what recovery could not write (rebuilt indexes, checkpoints) on a full
+        disk. Raises the ``OSError`` again while the disk is still full, so the append is refused."""
+        if self._deferred_writes is None:
+            return
+        self._flush(force_checkpoint=True)
+        self._deferred_writes = None
+        log.info("%s: deferred recovery writes done; the partition accepts appends again", self.name)
 
     def _list_segment_files(self) -> list[int]:
         logs, others = set(), []
@@ -506,6 +531,7 @@ class PartitionLog:
         see the log without these batches, then with all of them."""
         with self._lock:
             self._check_open()
+            self._retry_deferred_writes()
             view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
             if batches is None:
                 split = split_batches(view)
@@ -580,6 +606,7 @@ class PartitionLog:
         Writer: any thread, under the writer lock; blocking (a write, an fsync when flush.messages/ms say)."""
         with self._lock:
             self._check_open()
+            self._retry_deferred_writes()
             view = memoryview(batch).cast("B") if not isinstance(batch, bytes) else memoryview(batch)
             split = split_batches(view)
             if len(split.batches) != 1 or split.consumed != len(view):
@@ -1025,6 +1052,7 @@ class PartitionLog:
         blocking (fsync), so never on the event loop."""
         with self._lock:
             self._check_open()
+            self._retry_deferred_writes()
             target = self._log_end
             fds = []
             for segment in self._segments[self._segment_index(self._recovery_point) :]:
@@ -1157,3 +1185,12 @@ def _now_ms() -> int:
 
 
 __all__ = ["AppendResult", "FileRange", "LogStatistics", "PartitionLog", "ReadResult"]
+
+
+def _free_space(path: str) -> str:
+    """Bytes an unprivileged writer may still use under ``path``, for a disk-full message."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "unknown bytes"
+    return f"{st.f_bavail * st.f_frsize} bytes"
