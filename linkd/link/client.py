@@ -270,11 +270,27 @@ class Connection:
             await self.aclose()
             raise SourceUnavailable(f"{ApiKey(api_key).name} to {self.host}:{self.port} timed out after {timeout}s") from exc
 
+    def _reauth_due(self, api_key: int, body: dict) -> bool:
+        """Re-authenticate before this request when its time has come, or when a Fetch long poll sent now
+        could still be waiting when the session ends: the next request would then find the session over and
+        the connection would have to be opened again instead of re-authenticated."""
+        if self._reauth_at is None:
+            return False
+        now = trio.current_time()
+        if now >= self._reauth_at:
+            return True
+        if api_key != ApiKey.FETCH or self._session_end is None:
+            return False
+        wait_s = max(body.get("max_wait_ms", 0), 0) / 1000
+        authenticated_at = self._session_end - self._session_lifetime_s
+        ends_during_wait = now + wait_s >= self._session_end - min(SESSION_END_MARGIN_S, self._session_lifetime_s * 0.04)
+        return ends_during_wait and now - authenticated_at >= REAUTH_MIN_INTERVAL_S
+
     async def _roundtrip(self, api_key: int, version: int, body: dict) -> dict:
         async with self._lock:
             if self.session_expired():
                 raise SourceUnavailable(f"the SASL session with {self.host}:{self.port} expired while the connection was idle")
-            if self._reauth_at is not None and trio.current_time() >= self._reauth_at:
+            if self._reauth_due(api_key, body):
                 await self._authenticate()
                 self.reauthentications += 1
                 log.info("re-authenticated with %s:%d (%s, session lifetime set by the broker)", self.host, self.port, self.security.mechanism if self.security else "?")
