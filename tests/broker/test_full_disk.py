@@ -9,9 +9,6 @@ stop) hit a real ENOSPC.
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -22,21 +19,10 @@ from protocol.records import build_records
 from tests.broker.clients import consumer, create_topic, drain, produce, record
 from tests.broker.wire import ConnectionClosed, WireConnection, produce_request
 from tests.peers.linkd import LinkdProcess
+from tests.smallfs import fill, small_tmpfs
 
 COUNT = 300
 
-
-def _fill(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for size in (1 << 20, 4096, 1):
-            try:
-                while os.write(fd, b"\0" * size):
-                    pass
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
 
 
 def _read(bootstrap: str, topic: str, expected: int) -> list[bytes]:
@@ -47,14 +33,16 @@ def _read(bootstrap: str, topic: str, expected: int) -> list[bytes]:
     return [m.key() for m in msgs]
 
 
+@pytest.fixture
+def small_fs():
+    with small_tmpfs("16m", prefix="linkd-fulldisk-") as mount:
+        yield mount
+
+
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize("how", ["sigkill", "graceful"])
-def test_restart_on_a_full_disk_serves_what_is_stored_and_writes_resume_when_space_returns(unique_topic, how):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = Path(tempfile.mkdtemp(prefix="linkd-fulldisk-"))
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
+def test_restart_on_a_full_disk_serves_what_is_stored_and_writes_resume_when_space_returns(small_fs, unique_topic, how):
+    mount = small_fs
     daemon = LinkdProcess(data_dir=mount / "data", start_timeout=15)
     try:
         daemon.start()
@@ -67,7 +55,7 @@ def test_restart_on_a_full_disk_serves_what_is_stored_and_writes_resume_when_spa
             assert daemon.stop() == 0  # clean: SQLite removed control.db's WAL, which must be created again
 
         filler = mount / "filler"
-        _fill(filler)
+        fill(filler)
         assert os.statvfs(mount).f_bavail == 0
 
         daemon.start()
@@ -106,5 +94,3 @@ def test_restart_on_a_full_disk_serves_what_is_stored_and_writes_resume_when_spa
         assert keys[:COUNT] == [r.key for r in batch] and keys[first:] == [r.key for r in more]
     finally:
         daemon.close()
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-        os.rmdir(mount)

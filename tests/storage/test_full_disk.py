@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from linkd.storage.checkpoint import read_offset_checkpoint
+from tests.smallfs import fill, small_tmpfs
 
 from .helpers import batch, log_dir, open_log, segment_files
 
@@ -20,30 +18,9 @@ CONFIG = {"segment_bytes": 2048, "index_interval_bytes": 1}
 
 @pytest.fixture
 def small_fs():
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = Path(tempfile.mkdtemp(prefix="linkd-fullfs-"))
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
-        os.rmdir(mount)
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_tmpfs("1m", prefix="linkd-fullfs-") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-        os.rmdir(mount)
 
-
-def _fill(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for size in (1 << 16, 4096, 1):
-            try:
-                while os.write(fd, b"\0" * size):
-                    pass
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.timeout(30)
@@ -57,7 +34,7 @@ def test_recovery_on_a_full_disk_serves_read_only_and_resumes_when_space_returns
     for index in segment_files(data, ".index"):
         index.write_bytes(b"")
     filler = small_fs / "filler"
-    _fill(filler)
+    fill(filler)
     assert os.statvfs(small_fs).f_bavail == 0
 
     log = open_log(data, **CONFIG)
