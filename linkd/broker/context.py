@@ -16,6 +16,7 @@ from ..storage import LogClosed
 from ..topics import Topic, TopicRegistry
 from .limits import Limits
 from .notify import AppendNotifier
+from .session import Authorizer, Session
 
 if TYPE_CHECKING:
     from ..groups.coordinator import GroupCoordinator
@@ -81,6 +82,7 @@ class Broker:
     hooks: list[TopicLifecycleHooks] = field(default_factory=list)
     max_request_bytes: int = 100 * 1024 * 1024
     limits: Limits = field(default_factory=Limits)
+    authorizer: Authorizer | None = None  # None: every principal may do everything (today's behaviour)
 
 
 @dataclass
@@ -91,6 +93,12 @@ class RequestContext:
     correlation_id: int
     client_id: str | None
     client_host: str
+    session: Session = field(default_factory=lambda: Session(host=""))
+
+    def authorized(self, operation: str, resource_type: str, name: str) -> bool:
+        """True when this request's principal may do ``operation`` on the resource (always, with no authorizer)."""
+        authorizer = self.broker.authorizer
+        return authorizer is None or authorizer.authorize(self.session, operation, resource_type, name)
 
     def resolve(
         self, topic: Topic | None, partition: int, current_leader_epoch: int = -1

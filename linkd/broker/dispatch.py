@@ -17,6 +17,7 @@ from protocol.messages import ApiKey
 
 from . import admin, cluster, fetch, offsets, produce
 from .context import Body, Broker, RequestContext
+from .session import Session
 from .versions import SUPPORTED_VERSIONS
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ def _supported_triples() -> list[tuple[int, int, int]]:
     return [(k, lo, hi) for k, (lo, hi) in sorted(SUPPORTED_VERSIONS.items())]
 
 
-async def handle_frame(broker: Broker, frame: bytes | memoryview, client_host: str) -> bytes | list | None:
+async def handle_frame(
+    broker: Broker, frame: bytes | memoryview, client_host: str, session: Session | None = None
+) -> bytes | list | None:
     """Answer one request frame. Returns the encoded response (bytes or chunk list), or None for acks=0."""
     try:
         request = messages.decode_request(frame)
@@ -94,7 +97,9 @@ async def handle_frame(broker: Broker, frame: bytes | memoryview, client_host: s
         name = ApiKey(header.api_key).name if header.api_key in ApiKey._value2member_map_ else str(header.api_key)
         raise CloseConnection(f"{name} v{header.api_version} is not supported (client {header.client_id!r})")
 
-    ctx = RequestContext(broker, header.api_key, header.api_version, header.correlation_id, header.client_id, client_host)
+    if session is None:
+        session = Session(host=client_host.lstrip("/"))
+    ctx = RequestContext(broker, header.api_key, header.api_version, header.correlation_id, header.client_id, client_host, session)
     try:
         body = await HANDLERS[header.api_key](ctx, request.body)
     except Exception as exc:

@@ -27,6 +27,7 @@ from .context import Broker
 from .dispatch import CloseConnection, handle_frame
 from .limits import AcceptRate, ByteBudget, Limits, descriptor_limit, open_descriptors
 from .requeststats import RequestStats, api_key_of
+from .session import Session
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ class KafkaListener:
 
     async def _serve_requests(self, stream: trio.SocketStream, client_host: str) -> None:
         reader = _RequestReader(stream, self.broker.max_request_bytes, self.budget, self.idle_timeout_s, self.arrival_timeout_s)
+        session = Session(host=client_host.lstrip("/"))
         while True:
             frame, reserved = await reader.next_frame()
             started = time.perf_counter()
@@ -196,7 +198,7 @@ class KafkaListener:
             try:
                 self._requests += 1
                 self.request_stats.arrived(api_key)
-                response = await handle_frame(self.broker, frame, client_host)
+                response = await handle_frame(self.broker, frame, client_host, session)
             finally:
                 del frame
                 self.budget.release(reserved)
