@@ -15,7 +15,7 @@ from protocol import messages
 from protocol.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from protocol.messages import ApiKey
 
-from . import admin, cluster, fetch, offsets, produce
+from . import admin, cluster, features, fetch, logdirs, offsets, produce, producers, replicas
 from .context import Body, Broker, RequestContext
 from .session import Session
 from .versions import SUPPORTED_VERSIONS
@@ -66,6 +66,13 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.LIST_GROUPS: _group("list_groups"),
     ApiKey.DESCRIBE_GROUPS: _group("describe_groups"),
     ApiKey.DELETE_GROUPS: _group("delete_groups"),
+    ApiKey.OFFSET_DELETE: _group("offset_delete"),
+    ApiKey.DESCRIBE_LOG_DIRS: logdirs.describe_log_dirs,
+    ApiKey.DESCRIBE_PRODUCERS: producers.describe_producers,
+    ApiKey.DESCRIBE_TOPIC_PARTITIONS: replicas.describe_topic_partitions,
+    ApiKey.ELECT_LEADERS: replicas.elect_leaders,
+    ApiKey.LIST_PARTITION_REASSIGNMENTS: replicas.list_partition_reassignments,
+    ApiKey.UPDATE_FEATURES: features.update_features,
 }
 
 assert set(HANDLERS) == set(SUPPORTED_VERSIONS), "every advertised API needs a handler and vice versa"

@@ -62,6 +62,7 @@ from .epoch_cache import EpochHistory, LeaderEpochCache
 from .errors import InvalidRecord, LogClosed, OffsetOutOfRange, PolicyViolation
 from .index_file import IndexCorrupt
 from .producer_state import (
+    ProducerInfo,
     ProducerStateManager,
     apply_batch,
     delete_snapshots_after,
@@ -788,6 +789,12 @@ class PartitionLog:
     def open_transactions(self) -> dict[int, int]:
         """Producer id -> first offset of each open transaction. Reader: any thread."""
         return dict(self._view.open_transactions)
+
+    def producer_states(self) -> list[ProducerInfo]:
+        """The producers this log remembers (DescribeProducers). Takes the writer lock for a consistent copy:
+        call it through ``storage_calls``."""
+        with self._lock:
+            return self._producers.describe()
 
     def producer_ids_seen_max(self) -> int:
         """Highest producer id ever written to this log (-1 if none): the floor for ids linkd hands out.

@@ -97,6 +97,16 @@ class ProducerEntry:
         return None
 
 
+class ProducerInfo(NamedTuple):
+    """One producer as DescribeProducers shows it."""
+
+    producer_id: int
+    epoch: int
+    last_sequence: int
+    last_timestamp: int
+    txn_start_offset: int  # first offset of its open transaction, -1 if none
+
+
 def _in_sequence(last_seq: int, next_seq: int) -> bool:
     return next_seq == last_seq + 1 or (last_seq == INT32_MAX and next_seq == 0)
 
@@ -173,6 +183,11 @@ class ProducerStateManager:
             entry.txn_first_offset = batch.base_offset
             self.ongoing[pid] = batch.base_offset
         return None
+
+    def describe(self) -> list[ProducerInfo]:
+        """Every producer this state remembers, in producer id order."""
+        return [ProducerInfo(e.producer_id, e.epoch, e.last_seq, e.last_timestamp, e.txn_first_offset)
+                for _, e in sorted(self.entries.items())]
 
     def first_unstable_offset(self) -> int | None:
         for first in self.ongoing.values():
