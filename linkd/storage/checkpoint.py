@@ -11,6 +11,12 @@ partition::
     1                      number of entries
     <topic> <partition> <offset>
 
+Partition metadata (``partition.metadata``), Kafka's, naming the topic id a partition directory belongs to
+(Kafka's uuid text: URL-safe base64 of the 16 bytes, no padding)::
+
+    version: 0
+    topic_id: <topic id>
+
 Clean-shutdown marker (``clean-shutdown``), written last by ``close()`` and removed first by ``open()``::
 
     0                      version
@@ -19,11 +25,14 @@ Clean-shutdown marker (``clean-shutdown``), written last by ``close()`` and remo
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import uuid
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+PARTITION_METADATA_FILE = "partition.metadata"
 CHECKPOINT_VERSION = 0
 
 
@@ -106,6 +115,22 @@ def read_offset_checkpoint(path: str | os.PathLike[str]) -> int | None:
     except ValueError:
         return None
     return offset if offset >= 0 else None
+
+
+def kafka_uuid_text(value: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(value.bytes).decode("ascii").rstrip("=")
+
+
+def write_partition_metadata(directory: str | os.PathLike[str], topic_id: uuid.UUID) -> None:
+    """Record ``topic_id`` in the partition directory unless it already says so."""
+    path = Path(directory) / PARTITION_METADATA_FILE
+    data = f"version: 0\ntopic_id: {kafka_uuid_text(topic_id)}\n".encode("ascii")
+    try:
+        if path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    atomic_write(path, data)
 
 
 def write_clean_shutdown(path: str | os.PathLike[str], log_end_offset: int) -> None:

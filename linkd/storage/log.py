@@ -68,7 +68,7 @@ from .producer_state import (
     delete_snapshots_after,
     list_snapshots,
     load_latest_snapshot,
-    snapshot_path,
+    remove_snapshot,
     write_snapshot,
 )
 from .recovery import recover_segment, replay_producer_state
@@ -452,7 +452,7 @@ class PartitionLog:
     def _load_producer_state(self) -> None:
         if self._txn_index_lost:
             for snap in list_snapshots(self.path):
-                os.unlink(snapshot_path(self.path, snap))
+                remove_snapshot(self.path, snap)
         loaded = load_latest_snapshot(self.path, self._log_end)
         if loaded is None:
             start, state = self._log_start, ProducerStateManager()

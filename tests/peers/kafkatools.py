@@ -19,7 +19,7 @@ from . import PeerUnavailable, file_lock
 from .java import CLIENT_JVM_OPTS
 from .kafka import ensure_kafka_libs, ensure_tools_libs, kafka_home
 
-SOURCE = Path(__file__).with_name("kafkatools") / "ToolRunner.java"
+SOURCES = sorted(Path(__file__).with_name("kafkatools").glob("*.java"))  # ToolRunner, KafkaFiles
 
 # The main class behind each bin/ script of Kafka 4.1.
 MAIN_CLASSES = {
@@ -33,6 +33,7 @@ MAIN_CLASSES = {
     "kafka-transactions": "org.apache.kafka.tools.TransactionsCommand",
     "kafka-leader-election": "org.apache.kafka.tools.LeaderElectionCommand",
     "kafka-dump-log": "kafka.tools.DumpLogSegments",
+    "kafka-files": "KafkaFiles",  # ours: Kafka's readers of checkpoint, partition.metadata and .snapshot files
 }
 
 _LOG4J2 = """\
@@ -79,7 +80,7 @@ def ensure_compiled() -> Path:
     if javac is None or shutil.which("java") is None:
         raise PeerUnavailable("Kafka's tools need a JDK ('java' and 'javac' on PATH)")
     classpath = _classpath()
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES)).hexdigest()[:16]
     out = kafka_home() / "toolrunner" / digest
     done = out / ".compiled"
     if done.is_file():
@@ -89,7 +90,7 @@ def ensure_compiled() -> Path:
             return out
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        result = subprocess.run([javac, "-cp", classpath, "-d", str(out), str(SOURCE)], capture_output=True, text=True, timeout=300)
+        result = subprocess.run([javac, "-cp", classpath, "-d", str(out), *map(str, SOURCES)], capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             shutil.rmtree(out, ignore_errors=True)
             raise RuntimeError(f"javac failed:\n{result.stdout}\n{result.stderr}")

@@ -28,23 +28,41 @@ public final class ToolRunner {
         }
     }
 
+    /** A stream whose destination changes per command: code that keeps the System.out it saw first
+     *  (Scala's Console does) still writes to the current command's buffer. */
+    private static final class Switch extends OutputStream {
+        volatile OutputStream target = OutputStream.nullOutputStream();
+
+        @Override
+        public void write(int b) throws java.io.IOException {
+            target.write(b);
+        }
+
+        @Override
+        public void write(byte[] b, int off, int len) throws java.io.IOException {
+            target.write(b, off, len);
+        }
+    }
+
+    private static final Switch OUT = new Switch();
+    private static final Switch ERR = new Switch();
     private static Integer exitCode;
 
     private static void exit(int code) {
         if (exitCode == null) {
             exitCode = code;
-            PrintStream discard = new PrintStream(OutputStream.nullOutputStream());
-            System.setOut(discard);
-            System.setErr(discard);
+            OUT.target = OutputStream.nullOutputStream();
+            ERR.target = OutputStream.nullOutputStream();
         }
         throw new ExitCalled(code);
     }
 
     public static void main(String[] args) throws Exception {
         PrintStream realOut = System.out;
-        PrintStream realErr = System.err;
         Exit.setExitProcedure((code, message) -> exit(code));
         Exit.setHaltProcedure((code, message) -> exit(code));
+        System.setOut(new PrintStream(OUT, true, StandardCharsets.UTF_8));
+        System.setErr(new PrintStream(ERR, true, StandardCharsets.UTF_8));
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         String line;
         while ((line = in.readLine()) != null) {
@@ -54,8 +72,8 @@ public final class ToolRunner {
             System.arraycopy(parts, 1, toolArgs, 0, toolArgs.length);
             ByteArrayOutputStream out = new ByteArrayOutputStream();
             ByteArrayOutputStream err = new ByteArrayOutputStream();
-            System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
+            OUT.target = out;
+            ERR.target = err;
             exitCode = null;
             int code = 0;
             try {
@@ -76,8 +94,8 @@ public final class ToolRunner {
             if (exitCode != null) code = exitCode;
             System.out.flush();
             System.err.flush();
-            System.setOut(realOut);
-            System.setErr(realErr);
+            OUT.target = OutputStream.nullOutputStream();
+            ERR.target = OutputStream.nullOutputStream();
             byte[] o = out.toByteArray();
             byte[] e = err.toByteArray();
             realOut.print("@@@ " + code + " " + o.length + " " + e.length + "\n");

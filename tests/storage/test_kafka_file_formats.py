@@ -1,0 +1,186 @@
+"""linkd's partition directories read with Apache Kafka 4.1's own readers, file by file.
+
+Every segment kind linkd writes — mirrored (the source's batches verbatim: compressed, with offset gaps,
+timestamps out of order, COMMIT and ABORT markers, several leader epochs), promoted (an ABORT marker
+appended for a transaction left open, at the promotion epoch), produced (offsets and epoch assigned here)
+and compacted (after linkd's cleaner ran) — passes ``kafka-dump-log --verify-index-only`` and
+``--index-sanity-check``. The producer snapshots (``.snapshot``, Kafka's format), the leader-epoch
+checkpoint, the recovery-point and log-start checkpoints and ``partition.metadata`` are read by Kafka's
+``ProducerStateManager.readSnapshot``, ``LeaderEpochCheckpointFile``, ``OffsetCheckpointFile`` and
+``PartitionMetadataFile`` (tests/peers/kafkatools/KafkaFiles.java) and hold what linkd holds.
+
+Why file by file and not a Kafka broker adopting the directories: a KRaft broker keeps a partition
+directory only if the cluster metadata has a topic with that directory's topic id, and CreateTopics cannot
+choose a topic id, so a broker given linkd's directories would treat them as stray logs (see the report of
+issue 18).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from linkd.storage.cleaner import clean_log
+from linkd.storage.checkpoint import write_partition_metadata
+from protocol.compression import Compression
+from protocol.records import CONTROL_ABORT, CONTROL_COMMIT, BatchSpec, NewRecord, build_batch, build_control_batch
+from tests.conftest import peer_unavailable
+from tests.peers import PeerUnavailable
+from tests.storage.helpers import BASE_TS, TOPIC, log_dir, open_log
+
+pytestmark = [pytest.mark.java, pytest.mark.timeout(180)]
+
+CONFIG = dict(segment_bytes=1200, index_interval_bytes=100)
+COMPACTED = dict(segment_bytes=1500, index_interval_bytes=100, cleanup_policy=("compact",), delete_retention_ms=1000,
+                 min_cleanable_dirty_ratio=0.0)
+CHECKPOINTS = ("recovery-point", "log-start-offset")
+TOPIC_ID = "8e0f1a52-2b7c-4d63-9a1e-5c3b7d9e0f11"
+TOPIC_ID_KAFKA_TEXT = "jg8aUit8TWOaHlw7fZ4PEQ"
+
+
+@pytest.fixture(scope="module")
+def tools():
+    from tests.peers import kafkatools
+
+    try:
+        kafkatools.ensure_compiled()
+    except PeerUnavailable as exc:
+        peer_unavailable(str(exc))
+    return kafkatools
+
+
+class _Source:
+    """Writes batches as a source cluster would have: its offsets, epochs, producers and timestamps."""
+
+    def __init__(self, log) -> None:
+        self.log, self.offset, self.ts, self.seq = log, 0, BASE_TS, {}
+
+    def data(self, n: int, *, pid: int = -1, txn: bool = False, epoch: int = 0, codec=Compression.NONE,
+             gap: int = 0, ts_step: int = 7, key: bytes | None = None) -> None:
+        self.ts += ts_step
+        seq = self.seq.get(pid, 0) if pid >= 0 else -1
+        records = [NewRecord(key=key or b"k%d" % (i % 4), value=b"v%d-%d" % (self.offset, i) * 6, timestamp=self.ts + (i * 13) % 5)
+                   for i in range(n)]
+        self.log.append_mirrored(build_batch(BatchSpec(base_offset=self.offset, partition_leader_epoch=epoch, compression=codec,
+                                                       producer_id=pid, producer_epoch=0 if pid >= 0 else -1, base_sequence=seq,
+                                                       transactional=txn, records=records)))
+        if pid >= 0:
+            self.seq[pid] = seq + n
+        self.offset += n + gap
+
+    def marker(self, kind: int, pid: int, epoch: int = 0) -> None:
+        self.ts += 3
+        self.log.append_mirrored(build_control_batch(kind, pid, 0, base_offset=self.offset, partition_leader_epoch=epoch, timestamp=self.ts))
+        self.offset += 1
+
+
+def _mirrored_promoted_produced(directory: Path):
+    log = open_log(directory, **CONFIG)
+    src = _Source(log)
+    codecs = list(Compression)
+    for round_ in range(4):
+        src.data(3, pid=5, codec=codecs[round_ % len(codecs)], epoch=round_ // 2)  # idempotent, compressed
+        src.data(2, gap=3, ts_step=-40, epoch=round_ // 2)  # offsets left out upstream, an older timestamp
+        src.data(2, pid=7, txn=True, epoch=round_ // 2)
+        src.marker(CONTROL_COMMIT, 7, epoch=round_ // 2)
+        src.data(1, pid=8, txn=True, epoch=round_ // 2)
+        src.marker(CONTROL_ABORT, 8, epoch=round_ // 2)
+    src.data(2, pid=9, txn=True, epoch=3)  # left open at the source
+    # Promotion: linkd aborts what is still open, at the bumped epoch (linkd.link.manager does this).
+    log.append_mirrored(build_control_batch(CONTROL_ABORT, 9, 0, base_offset=log.log_end_offset, partition_leader_epoch=4, timestamp=src.ts + 1))
+    # Produced after promotion: offsets and epoch assigned by linkd.
+    for i in range(8):
+        records = [NewRecord(key=b"p", value=b"produced-%d" % i * 8, timestamp=src.ts + 100 + i * 3 + j) for j in range(3)]
+        log.append_assigned(build_batch(BatchSpec(producer_id=20, producer_epoch=0, base_sequence=3 * i, records=records)), leader_epoch=4)
+        log.append_assigned(build_batch(BatchSpec(records=[NewRecord(value=b"plain-%d" % i, timestamp=src.ts + 90)])), leader_epoch=4)
+    return log
+
+
+def _compacted(directory: Path):
+    log = open_log(directory, **COMPACTED)
+    src = _Source(log)
+    for round_ in range(5):
+        src.data(6, codec=list(Compression)[round_ % len(Compression)])
+        src.data(1, pid=7, txn=True, key=b"t%d" % round_)
+        src.marker(CONTROL_COMMIT, 7)
+        src.data(1, pid=8, txn=True)
+        src.marker(CONTROL_ABORT, 8)
+        src.data(1, pid=9)
+    for _ in range(4):
+        src.data(10, key=b"roll")
+    assert clean_log(log, src.ts, force=True) is not None
+    return log
+
+
+def _expected(log) -> dict:
+    return {
+        "epochs": [f"epoch {e} {o}" for e, o in log.epoch_entries()],
+        "checkpoints": [f"checkpoint recovery-point {TOPIC} 0 {log.log_end_offset}", f"checkpoint log-start-offset {TOPIC} 0 {log.log_start_offset}"],
+        "producers": {(p.producer_id, p.epoch, p.last_sequence, p.txn_start_offset) for p in log.producer_states()},
+        "end": log.log_end_offset,
+    }
+
+
+def _files(directory: Path, *suffixes: str) -> str:
+    return ",".join(str(p) for s in suffixes for p in sorted(directory.glob(f"*{s}")))
+
+
+@pytest.mark.parametrize("kind", ["mirrored_promoted_produced", "compacted"])
+def test_kafkas_readers_accept_every_file_linkd_writes(tools, tmp_path, kind):
+    log = (_mirrored_promoted_produced if kind != "compacted" else _compacted)(tmp_path)
+    log.flush()
+    expected = _expected(log)
+    log.close()
+    directory = log_dir(tmp_path)
+    write_partition_metadata(directory, __import__("uuid").UUID(TOPIC_ID))
+    assert len(list(directory.glob("*.log"))) >= 3, "the test needs several segments"
+    Tool = tools.Tool
+    indexes = _files(directory, ".index", ".timeindex")
+    deep, verify, sanity, txn, snapshots, files = tools.run_tools([
+        Tool("kafka-dump-log", "--deep-iteration", "--files", _files(directory, ".log")),
+        Tool("kafka-dump-log", "--verify-index-only", "--files", indexes),
+        Tool("kafka-dump-log", "--index-sanity-check", "--files", indexes),
+        Tool("kafka-dump-log", "--files", _files(directory, ".txnindex")),
+        Tool("kafka-dump-log", "--files", _files(directory, ".snapshot")),
+        Tool("kafka-files", str(directory), *CHECKPOINTS),
+    ])
+    for result in (deep, verify, sanity, txn, snapshots, files):
+        assert result.exit_code == 0, f"{result.tool.args[:2]}: {result.stdout[-2000:]}{result.stderr[-3000:]}"
+        assert "Exception" not in result.stdout + result.stderr, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "isvalid: false" not in deep.stdout and "invalid bytes" not in deep.stdout
+    for problem in ("Mismatches", "not found", "out of order", "not the same"):
+        assert problem not in verify.stdout, verify.stdout
+    assert "passed sanity check" in sanity.stdout and "failed" not in sanity.stdout.lower(), sanity.stdout
+
+    lines = files.lines()
+    assert [line for line in lines if line.startswith("epoch ")] == expected["epochs"]
+    assert sorted(line for line in lines if line.startswith("checkpoint ")) == sorted(expected["checkpoints"])
+    assert [line for line in lines if line.startswith("topic_id ")] == [f"topic_id {TOPIC_ID_KAFKA_TEXT}"]
+    newest = f"{expected['end']:020d}.snapshot"
+    producers = {tuple(int(x) for x in (f[2], f[3], f[4], f[9])) for f in (line.split() for line in lines) if f[0] == "producer" and f[1] == newest}
+    assert producers == expected["producers"] and producers, lines
+    assert "producerId:" in snapshots.stdout  # kafka-dump-log reads the same files
+
+
+def test_directories_without_kafka_snapshots_get_them_at_the_next_flush(tmp_path):
+    """Partition directories written before ``.snapshot`` files existed open as before (linkd reads its own
+    snapshot) and gain Kafka's file with the next snapshot; stale Kafka files never outlive linkd's."""
+    log = _mirrored_promoted_produced(tmp_path)
+    log.flush()
+    before = log.producer_states()
+    log.close()
+    directory = log_dir(tmp_path)
+    for f in directory.glob("*.snapshot"):
+        f.unlink()
+    (directory / f"{7:020d}.snapshot").write_bytes(b"stale")  # as if a crash left one between the two writes
+    log = open_log(tmp_path, **CONFIG)
+    assert log.producer_states() == before
+    log.append_assigned(build_batch(BatchSpec(records=[NewRecord(value=b"x", timestamp=BASE_TS)])), leader_epoch=4)
+    log.flush()
+    ours = sorted(int(p.name[:20]) for p in directory.glob("*.producer-snapshot"))
+    kafkas = sorted(int(p.name[:20]) for p in directory.glob("*.snapshot"))
+    assert kafkas == [log.log_end_offset] and ours[-1] == log.log_end_offset
+    assert re.fullmatch(r"\d{20}\.snapshot", f"{kafkas[0]:020d}.snapshot")
+    log.close()
