@@ -25,7 +25,7 @@ from protocol.errors import ErrorCode
 
 from .controlstore import ControlStore
 from .storage import InvalidConfig, LogConfig, PartitionLog
-from .storage.checkpoint import write_partition_metadata
+from .storage.checkpoint import remove_kafka_clean_shutdown, write_log_dir_checkpoints, write_partition_metadata
 from .topicconfig import TOPIC_CONFIG_DEFAULTS as TOPIC_CONFIG_DEFAULTS  # re-exported
 from .topicconfig import InvalidTopicConfig, check_configs
 
@@ -161,6 +161,7 @@ class TopicRegistry:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def load(self) -> None:
+        remove_kafka_clean_shutdown(self.data_dir)
         for row in self._store.query("SELECT * FROM topics ORDER BY name"):
             configs = json.loads(row["configs"])
             topic = Topic(row["name"], uuid.UUID(row["topic_id"]), configs, row["kind"], row["leader_epoch"])
@@ -169,9 +170,17 @@ class TopicRegistry:
             self._index(topic)
 
     def close(self) -> None:
+        closed = []
         for topic in self._topics.values():
             for plog in topic.logs:
                 plog.close()
+                stats = plog.statistics()
+                closed.append((plog.topic, plog.partition, stats.recovery_point, stats.log_start_offset, stats.log_end_offset))
+        try:
+            # Every log closed cleanly: Kafka's log-directory checkpoints, for a Kafka broker given a copy.
+            write_log_dir_checkpoints(self.data_dir, sorted(closed))
+        except OSError as exc:
+            log.warning("could not write Kafka's log-directory checkpoints in %s: %s", self.data_dir, exc)
 
     def _open_log(self, name: str, partition: int, configs: dict[str, str]) -> PartitionLog:
         path = self.data_dir / f"{name}-{partition}"

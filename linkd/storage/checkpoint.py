@@ -17,6 +17,14 @@ Partition metadata (``partition.metadata``), Kafka's, naming the topic id a part
     version: 0
     topic_id: <topic id>
 
+Kafka's log-directory files, in the directory holding the partition directories, written when every log
+there has been closed cleanly (``write_log_dir_checkpoints``) so a Kafka broker given a copy of the
+directory loads it without recovery: ``recovery-point-offset-checkpoint``, ``log-start-offset-checkpoint``
+and ``replication-offset-checkpoint`` (the offset checkpoint layout above, one line per partition; linkd
+is the only replica, so its high watermark is the log end), then ``.kafka_cleanshutdown``
+(``{"version":0,"brokerEpoch":-1}``: no broker epoch). linkd reads none of them: it keeps the same offsets
+per partition; it removes the marker before opening any log, as Kafka does.
+
 Clean-shutdown marker (``clean-shutdown``), written last by ``close()`` and removed first by ``open()``::
 
     0                      version
@@ -33,6 +41,10 @@ from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
 PARTITION_METADATA_FILE = "partition.metadata"
+KAFKA_RECOVERY_POINTS = "recovery-point-offset-checkpoint"
+KAFKA_LOG_STARTS = "log-start-offset-checkpoint"
+KAFKA_HIGH_WATERMARKS = "replication-offset-checkpoint"
+KAFKA_CLEAN_SHUTDOWN = ".kafka_cleanshutdown"
 CHECKPOINT_VERSION = 0
 
 
@@ -115,6 +127,31 @@ def read_offset_checkpoint(path: str | os.PathLike[str]) -> int | None:
     except ValueError:
         return None
     return offset if offset >= 0 else None
+
+
+def _offsets_text(entries: list[tuple[str, int, int]]) -> bytes:
+    lines = [str(CHECKPOINT_VERSION), str(len(entries))] + [f"{t} {p} {o}" for t, p, o in entries]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def write_log_dir_checkpoints(directory: str | os.PathLike[str], partitions: list[tuple[str, int, int, int, int]]) -> None:
+    """Kafka's log-directory checkpoints for ``(topic, partition, recovery point, log start, high watermark)``
+    of every partition, then Kafka's clean-shutdown marker. Only after every log was closed cleanly."""
+    directory = Path(directory)
+    atomic_write(directory / KAFKA_RECOVERY_POINTS, _offsets_text([(t, p, r) for t, p, r, _s, _h in partitions]))
+    atomic_write(directory / KAFKA_LOG_STARTS, _offsets_text([(t, p, s) for t, p, _r, s, _h in partitions]))
+    atomic_write(directory / KAFKA_HIGH_WATERMARKS, _offsets_text([(t, p, h) for t, p, _r, _s, h in partitions]))
+    atomic_write(directory / KAFKA_CLEAN_SHUTDOWN, b'{"version":0,"brokerEpoch":-1}')
+
+
+def remove_kafka_clean_shutdown(directory: str | os.PathLike[str]) -> None:
+    """Before any log opens: from now on a copy of the directory is not a cleanly shut down one."""
+    path = Path(directory) / KAFKA_CLEAN_SHUTDOWN
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    fsync_dir(directory)
 
 
 def kafka_uuid_text(value: uuid.UUID) -> str:
