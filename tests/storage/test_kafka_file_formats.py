@@ -31,6 +31,7 @@ from linkd.storage.checkpoint import (
     KAFKA_HIGH_WATERMARKS,
     KAFKA_LOG_STARTS,
     KAFKA_RECOVERY_POINTS,
+    kafka_uuid_text,
     write_partition_metadata,
 )
 from linkd.storage.cleaner import clean_log
@@ -256,3 +257,27 @@ def test_a_kafka_broker_adopts_a_linkd_partition_directory_without_recovery(kafk
     # tell the shutdown was clean and elects the only replica with an "UNCLEAN partition change" (nothing
     # is lost: there is no other replica); and the partition's leader epoch in Kafka's metadata (2) is
     # below the mirrored epochs (3, 4), so Kafka drops those epoch-cache entries when it becomes leader.
+
+
+def test_registry_writes_kafkas_directory_files_on_close_and_takes_the_marker_back_on_open(tmp_path):
+    """Older data directories gain ``partition.metadata`` on open; Kafka's clean-shutdown marker exists only
+    between a clean close and the next open, so a copy taken while linkd runs (or after a crash) is recovered."""
+    store = ControlStore(tmp_path / "control.db")
+    registry = TopicRegistry(store, tmp_path / "logs")
+    registry.load()
+    topic = registry.create("older", 2)
+    topic.logs[1].append_assigned(build_batch(BatchSpec(records=[NewRecord(value=b"x", timestamp=BASE_TS)] * 3)), leader_epoch=0)
+    logs = tmp_path / "logs"
+    (logs / "older-0" / "partition.metadata").unlink()  # as a directory written before the file existed
+    registry.close()
+    assert (logs / KAFKA_CLEAN_SHUTDOWN).read_text() == '{"version":0,"brokerEpoch":-1}'
+    assert (logs / KAFKA_RECOVERY_POINTS).read_text() == "0\n2\nolder 0 0\nolder 1 3\n"
+    assert (logs / KAFKA_HIGH_WATERMARKS).read_text() == "0\n2\nolder 0 0\nolder 1 3\n"
+    assert (logs / KAFKA_LOG_STARTS).read_text() == "0\n2\nolder 0 0\nolder 1 0\n"
+
+    reopened = TopicRegistry(store, logs)
+    reopened.load()
+    assert not (logs / KAFKA_CLEAN_SHUTDOWN).exists()
+    for p in (0, 1):
+        assert (logs / f"older-{p}" / "partition.metadata").read_text() == f"version: 0\ntopic_id: {kafka_uuid_text(topic.topic_id)}\n"
+    reopened.close()
