@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 import uuid
 
@@ -163,7 +164,7 @@ def _producer_rows(result) -> list[dict[str, str]]:
     return [dict(zip(header, row, strict=True)) for row in rows]
 
 
-def test_kafka_transactions_sees_mirrored_producers_and_no_hanging_transaction_after_failover(tools, linkd, kafka_broker):
+def test_kafka_transactions_sees_mirrored_producers_and_no_hanging_transaction_after_failover(tools, linkd, kafka_broker, tmp_path):
     Tool = tools.Tool
     topic = kafka_broker.create_topic(f"txn-{uuid.uuid4().hex[:6]}", 1)
     produce(kafka_broker.bootstrap, topic, 3, 1)  # an idempotent producer: offsets 0..2
@@ -185,10 +186,23 @@ def test_kafka_transactions_sees_mirrored_producers_and_no_hanging_transaction_a
         assert transactional["LatestCoordinatorEpoch"] == "-1"
 
         cli_json(linkd, "mirror", "failover", topic)
-        after, hanging = tools.run_tools([describe, find])
+        # The promoted partition's files (a real Kafka's batches, then linkd's ABORT marker), as Kafka reads them.
+        copy = shutil.copytree(linkd.data_dir / "logs" / f"{topic}-0", tmp_path / f"{topic}-0")
+        files = {suffix: ",".join(str(p) for p in sorted(copy.glob(f"*{suffix}"))) for suffix in (".log", ".index", ".timeindex", ".snapshot")}
+        after, hanging, deep, verify, snapshot = tools.run_tools([
+            describe, find,
+            Tool("kafka-dump-log", "--deep-iteration", "--files", files[".log"]),
+            Tool("kafka-dump-log", "--verify-index-only", "--files", files[".index"] + "," + files[".timeindex"]),
+            Tool("kafka-dump-log", "--files", files[".snapshot"]),
+        ])
     finally:
         producer.abort_transaction(30)
     assert after.exit_code == 0 and hanging.exit_code == 0, after.stderr + hanging.stderr
+    for dumped in (deep, verify, snapshot):
+        assert dumped.exit_code == 0 and "Exception" not in dumped.stdout + dumped.stderr, dumped.stdout + dumped.stderr
+    assert "isvalid: false" not in deep.stdout and "endTxnMarker: ABORT" in deep.stdout, deep.stdout
+    assert "Mismatches" not in verify.stdout and "not found" not in verify.stdout, verify.stdout
+    assert f"producerId: {transactional['ProducerId']} " in snapshot.stdout and "currentTxnFirstOffset: OptionalLong.empty" in snapshot.stdout
     rows = {r["ProducerId"]: r for r in _producer_rows(after)}
     assert rows[transactional["ProducerId"]]["CurrentTransactionStartOffset"] == "None"  # failover aborted it
     assert _table(hanging)[1:] == []  # header only: nothing hangs
