@@ -25,7 +25,7 @@ from protocol.errors import ErrorCode
 
 from .controlstore import ControlStore
 from .storage import InvalidConfig, LogConfig, PartitionLog
-from .storage.checkpoint import remove_kafka_clean_shutdown, write_log_dir_checkpoints, write_partition_metadata
+from .storage.checkpoint import remove_log_dir_checkpoints, write_log_dir_checkpoints, write_partition_metadata
 from .topicconfig import TOPIC_CONFIG_DEFAULTS as TOPIC_CONFIG_DEFAULTS  # re-exported
 from .topicconfig import InvalidTopicConfig, check_configs
 
@@ -161,7 +161,7 @@ class TopicRegistry:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def load(self) -> None:
-        remove_kafka_clean_shutdown(self.data_dir)
+        remove_log_dir_checkpoints(self.data_dir)
         for row in self._store.query("SELECT * FROM topics ORDER BY name"):
             configs = json.loads(row["configs"])
             topic = Topic(row["name"], uuid.UUID(row["topic_id"]), configs, row["kind"], row["leader_epoch"])

@@ -23,7 +23,7 @@ directory loads it without recovery: ``recovery-point-offset-checkpoint``, ``log
 and ``replication-offset-checkpoint`` (the offset checkpoint layout above, one line per partition; linkd
 is the only replica, so its high watermark is the log end), then ``.kafka_cleanshutdown``
 (``{"version":0,"brokerEpoch":-1}``: no broker epoch). linkd reads none of them: it keeps the same offsets
-per partition; it removes the marker before opening any log, as Kafka does.
+per partition; it removes them (the marker first) before opening any log.
 
 Clean-shutdown marker (``clean-shutdown``), written last by ``close()`` and removed first by ``open()``::
 
@@ -144,14 +144,19 @@ def write_log_dir_checkpoints(directory: str | os.PathLike[str], partitions: lis
     atomic_write(directory / KAFKA_CLEAN_SHUTDOWN, b'{"version":0,"brokerEpoch":-1}')
 
 
-def remove_kafka_clean_shutdown(directory: str | os.PathLike[str]) -> None:
-    """Before any log opens: from now on a copy of the directory is not a cleanly shut down one."""
-    path = Path(directory) / KAFKA_CLEAN_SHUTDOWN
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return
-    fsync_dir(directory)
+def remove_log_dir_checkpoints(directory: str | os.PathLike[str]) -> None:
+    """Before any log opens: from now on a copy of the directory is not a cleanly shut down one, and its
+    offsets would go stale (a truncation could leave a recovery point past the log end), so Kafka's
+    log-directory files go, the marker first; Kafka recovers a copy that has none from its segments."""
+    removed = False
+    for name in (KAFKA_CLEAN_SHUTDOWN, KAFKA_RECOVERY_POINTS, KAFKA_LOG_STARTS, KAFKA_HIGH_WATERMARKS):
+        try:
+            os.unlink(Path(directory) / name)
+            removed = True
+        except FileNotFoundError:
+            pass
+    if removed:
+        fsync_dir(directory)
 
 
 def kafka_uuid_text(value: uuid.UUID) -> str:

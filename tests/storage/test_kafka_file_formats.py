@@ -260,8 +260,9 @@ def test_a_kafka_broker_adopts_a_linkd_partition_directory_without_recovery(kafk
 
 
 def test_registry_writes_kafkas_directory_files_on_close_and_takes_the_marker_back_on_open(tmp_path):
-    """Older data directories gain ``partition.metadata`` on open; Kafka's clean-shutdown marker exists only
-    between a clean close and the next open, so a copy taken while linkd runs (or after a crash) is recovered."""
+    """Older data directories gain ``partition.metadata`` on open; Kafka's log-directory files exist only
+    between a clean close and the next open, so a copy taken while linkd runs (or after a crash) is recovered
+    from its segments and never trusts stale offsets."""
     store = ControlStore(tmp_path / "control.db")
     registry = TopicRegistry(store, tmp_path / "logs")
     registry.load()
@@ -277,7 +278,8 @@ def test_registry_writes_kafkas_directory_files_on_close_and_takes_the_marker_ba
 
     reopened = TopicRegistry(store, logs)
     reopened.load()
-    assert not (logs / KAFKA_CLEAN_SHUTDOWN).exists()
+    for name in (KAFKA_CLEAN_SHUTDOWN, KAFKA_RECOVERY_POINTS, KAFKA_LOG_STARTS, KAFKA_HIGH_WATERMARKS):
+        assert not (logs / name).exists(), name
     for p in (0, 1):
         assert (logs / f"older-{p}" / "partition.metadata").read_text() == f"version: 0\ntopic_id: {kafka_uuid_text(topic.topic_id)}\n"
     reopened.close()
