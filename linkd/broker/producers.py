@@ -17,6 +17,7 @@ from ..storage import LogClosed
 from .context import Body, RequestContext
 
 NO_COORDINATOR_EPOCH = -1
+NOT_HOSTED = "This server does not host this topic-partition."
 
 
 def _error(index: int, code: ErrorCode, message: str | None = None) -> Body:
@@ -32,7 +33,8 @@ async def describe_producers(ctx: RequestContext, body: Body) -> Body:
         for index in item.get("partition_indexes") or []:
             code, plog = ctx.resolve(topic, index)
             if plog is None:
-                partitions.append(_error(index, code))
+                # Kafka words an unknown topic so, and leaves a missing partition of a known one unworded.
+                partitions.append(_error(index, code, NOT_HOSTED if topic is None else None))
                 continue
             try:
                 producers = await storage_calls.call(plog, plog.producer_states)
