@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
 from .adminclient import AdminClient, AdminClientError
+from .logsetup import FORMATS as LOG_FORMATS
+from .logsetup import LEVELS as LOG_LEVELS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
             cleaner=cleaner,
             limits=limits_from_args(args),
             secrets_key_file=Path(args.secrets_key_file) if args.secrets_key_file else None,
+            **_admin_security_config(args),
         )
         if config.secrets_key_file:
             from .link.secrets import SecretsKey
@@ -58,7 +60,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logsetup import configure
+
+    configure(args.log_level, args.log_format)
     try:
         trio.run(serve, config)
     except DataDirInUse as exc:
@@ -79,6 +83,82 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     for exc in group.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
+
+
+def _add_admin_security_arguments(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group("admin API security (see the operator guide, Securing linkd)")
+    group.add_argument("--admin-tls-cert", help="PEM certificate (chain) the admin API serves HTTPS with")
+    group.add_argument("--admin-tls-key", help="PEM private key of --admin-tls-cert")
+    group.add_argument("--admin-tls-ca", help="PEM CA bundle: require client certificates signed by it (mTLS)")
+    group.add_argument("--admin-basic-auth-file", help="USER:ROLE:HASH lines (linkd admin-password); HTTP Basic on every route but the health checks")
+    group.add_argument("--admin-allowed-host", action="append", metavar="NAME",
+                       help="a Host/Origin name the admin API answers to besides loopback names and its bind address; repeatable")
+
+
+def _admin_security_config(args: argparse.Namespace) -> dict:
+    """The ServeConfig fields of the admin security flags; ValueError names a flag that cannot work."""
+    from .daemon import AdminTls
+
+    cert, key, ca = args.admin_tls_cert, args.admin_tls_key, args.admin_tls_ca
+    if bool(cert) != bool(key):
+        raise ValueError("--admin-tls-cert and --admin-tls-key go together")
+    if ca and not cert:
+        raise ValueError("--admin-tls-ca (mTLS) needs --admin-tls-cert and --admin-tls-key")
+    for flag, value in (("--admin-tls-cert", cert), ("--admin-tls-key", key), ("--admin-tls-ca", ca), ("--admin-basic-auth-file", args.admin_basic_auth_file)):
+        if value and not Path(value).is_file():
+            raise ValueError(f"{flag} {value}: no such file")
+    if args.admin_basic_auth_file:
+        from .admin.security import BasicAuthFile
+
+        BasicAuthFile.load(Path(args.admin_basic_auth_file))  # a bad file stops the daemon here, naming the line
+    return {
+        "admin_tls": AdminTls(Path(cert), Path(key), Path(ca) if ca else None) if cert else None,
+        "admin_basic_auth_file": Path(args.admin_basic_auth_file) if args.admin_basic_auth_file else None,
+        "admin_allowed_hosts": tuple(args.admin_allowed_host or ()),
+    }
+
+
+def _add_config_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--config", metavar="FILE", help="a .properties file of serve settings (Kafka names: listeners, log.dirs, node.id, max.connections, ...); flags and LINKD_* variables win over it")
+    serve.add_argument("--print-config", action="store_true", help="print the effective settings and where each came from, then exit")
+
+
+def _serve_with_layers(args: argparse.Namespace, argv: list[str]) -> int:
+    from .serveconfig import ServeConfigError, apply_layers, render
+
+    serve_argv = argv[argv.index("serve") + 1 :]
+    try:
+        sources = apply_layers(args.serve_parser, serve_argv, args)
+    except ServeConfigError as exc:
+        print(f"linkd serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.print_config:
+        sys.stdout.write(render(args.serve_parser, args, sources))
+        return EXIT_OK
+    return args.func(args)
+
+
+def _admin_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .admin.security import auth_file_line
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            print("linkd admin-password: the passwords differ", file=sys.stderr)
+            return EXIT_FAILED
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("linkd admin-password: empty password", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        print(auth_file_line(args.user, args.role, password))
+    except ValueError as exc:
+        print(f"linkd admin-password: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 # -- secrets -------------------------------------------------------------------------------------
@@ -111,20 +191,38 @@ def _secrets_rotate(args: argparse.Namespace) -> int:
 # -- output helpers ------------------------------------------------------------------------------
 
 
+OUTPUT_FORMATS = ("human", "json", "yaml")
+
+
 def _emit(args: argparse.Namespace, data, human) -> None:
-    if args.json:
+    output = getattr(args, "output_format", None) or "human"
+    if output == "json":
         print(json.dumps(data, indent=2, sort_keys=False))
+    elif output == "yaml":
+        from .yamlout import dumps
+
+        sys.stdout.write(dumps(data))
     else:
         human(data)
 
 
 def _table(columns: list[str], rows: list[list]) -> None:
+    """On a terminal a rich table that folds long cells; otherwise (piped, redirected) plain columns as
+    wide as their longest cell, so `| grep SOURCE_UNAVAILABLE` and `| awk` see every name and state whole."""
+    cells = [[str(c) for c in row] for row in rows]
+    if not sys.stdout.isatty():
+        widths = [max([len(col)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
+        for row in [columns, *cells]:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns, box=None, pad_edge=False)
-    for row in rows:
-        table.add_row(*[str(c) for c in row])
+    table = Table(box=None, pad_edge=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     Console().print(table)
 
 
@@ -309,7 +407,7 @@ def _mirror_describe(args, client: AdminClient) -> int:
 
 
 def _mirror_action(args, client: AdminClient) -> int:
-    results = client.mirror_action(args.action, args.topics, timeout_s=getattr(args, "timeout", None))
+    results = client.mirror_action(args.action, args.topics, timeout_s=getattr(args, "timeout", None), link=args.link)
     failed = [r for r in results if r["error_code"] != 0]
 
     def human(rows):
@@ -468,8 +566,17 @@ def _mirror_lost_records(args, client: AdminClient) -> int:
 # -- parser --------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """No prefix matching anywhere (``--bootstrap`` is not ``--bootstrap-server``): a runbook's typo fails
+    instead of meaning something else. Subcommand parsers inherit the class."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="linkd", description="Byte-for-byte Kafka cluster-link daemon")
+    parser = _Parser(prog="linkd", description="Byte-for-byte Kafka cluster-link daemon")
     parser.add_argument("--version", action="version", version=f"linkd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -479,7 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--advertised-listener", help="HOST:PORT clients are told to connect to")
     serve.add_argument("--admin", default=None, help="admin HTTP API HOST:PORT (default 127.0.0.1:8090)")
     serve.add_argument("--node-id", type=int, default=1)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", default="info", type=str.lower, choices=list(LOG_LEVELS), help="debug, info, warning, error or critical (any case)")
+    serve.add_argument("--log-format", default="text", type=str.lower, choices=list(LOG_FORMATS), help="text, or json: one JSON object a line")
     serve.add_argument("--ready-file", help="write {kafka_port, admin_port, pid, cluster_id} as JSON here once serving (useful with port 0)")
     serve.add_argument("--log-retention-check-interval-ms", type=int, default=30_000, metavar="MS", help="how often retention runs over every log (Kafka's log.retention.check.interval.ms)")
     serve.add_argument("--log-cleaner-backoff-ms", type=int, metavar="MS",
@@ -490,7 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_arguments(serve)
     serve.add_argument("--secrets-key-file", help="file with the 32-byte key that encrypts link secrets in control.db (linkd secrets generate-key)")
-    serve.set_defaults(func=_serve)
+    _add_admin_security_arguments(serve)
+    _add_config_arguments(serve)
+    serve.set_defaults(func=_serve, serve_parser=serve)
 
     secrets = sub.add_parser("secrets", help="the key that encrypts link secrets at rest").add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
     p = secrets.add_parser("generate-key", help="write a new random key to FILE (mode 0600)")
@@ -502,9 +612,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-key-file", required=True)
     p.set_defaults(func=_secrets_rotate)
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--admin", help="daemon admin API HOST:PORT (default: $LINKD_ADMIN or 127.0.0.1:8090)")
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p = sub.add_parser("admin-password", help="print a --admin-basic-auth-file line for USER (password from the terminal or stdin)")
+    p.add_argument("user")
+    p.add_argument("--role", default="admin", choices=["admin", "viewer"], help="admin may change things, viewer may only read (default admin)")
+    p.set_defaults(func=_admin_password)
+
+    common = _Parser(add_help=False)
+    common.add_argument("--admin", help="daemon admin API HOST:PORT or https://HOST:PORT (default: $LINKD_ADMIN or 127.0.0.1:8090)")
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON (same as -o json)")
+    common.add_argument("-o", "--output-format", choices=OUTPUT_FORMATS, help="human (default), json or yaml")
+    common.add_argument("--admin-user", help="HTTP Basic user for the admin API (default $LINKD_ADMIN_USER); the password comes from $LINKD_ADMIN_PASSWORD")
+    common.add_argument("--admin-ca-file", help="PEM CA to verify an https admin API (default $LINKD_ADMIN_CA)")
+    common.add_argument("--admin-cert", help="PEM client certificate for an mTLS admin API (default $LINKD_ADMIN_CERT)")
+    common.add_argument("--admin-key", help="PEM key of --admin-cert (default $LINKD_ADMIN_KEY)")
 
     link = sub.add_parser("link", help="manage cluster links").add_subparsers(dest="link_command", required=True, metavar="ACTION")
     p = link.add_parser("create", parents=[common], help="create a link to a source cluster")
@@ -547,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("pause", "stop fetching"), ("resume", "fetch again"), ("promote", "catch up, then make writable (source must be reachable)"), ("failover", "make writable now (source may be gone)")):
         p = mirror.add_parser(action, parents=[common], help=text)
         p.add_argument("topics", nargs="+", metavar="TOPIC")
+        p.add_argument("--link", help="refuse unless every TOPIC is a mirror on this link (a runbook's guard against the wrong mirror)")
         if action == "promote":
             p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for lag 0 before giving up (default 60)")
         p.set_defaults(func=_mirror_action, action=action)
@@ -576,17 +697,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("serve", "secrets"):
+    if args.command == "serve":
+        return _serve_with_layers(args, sys.argv[1:] if argv is None else argv)
+    if args.command in ("secrets", "admin-password"):
         return args.func(args)
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo(args)
-    client = AdminClient(args.admin)
+    if args.json:
+        if args.output_format not in (None, "json"):
+            parser.error(f"--json and -o {args.output_format} disagree")
+        args.output_format = "json"
+    args.json = (args.output_format or "human") != "human"  # machine output: no progress bars on stderr either
+    what = f"linkd {args.command} {getattr(args, 'link_command', None) or getattr(args, 'mirror_command', '')}"
+    try:
+        client = AdminClient(args.admin, username=args.admin_user, ca=args.admin_ca_file, cert=args.admin_cert, key=args.admin_key)
+    except (AdminClientError, OSError) as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         return args.func(args, client)
     except AdminClientError as exc:
-        print(f"linkd {args.command} {getattr(args, 'link_command', None) or getattr(args, 'mirror_command', '')}: {exc}", file=sys.stderr)
+        print(f"{what}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         client.close()

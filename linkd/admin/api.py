@@ -41,6 +41,7 @@ from starlette.routing import Route
 
 from ..link.manager import AdminError, LinkManager
 from ..link.verify import DEFAULT_STEP_BYTES
+from .security import json_http_exception
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,12 @@ def _bool_param(request: Request, name: str, default: bool) -> bool:
 
 
 def _peer(request: Request) -> str:
-    """Who asked, for the audit log: the admin API client's address (and its principal, once there is
-    authentication)."""
+    """Who asked, for the audit log: the admin API client's address and the principal the front door
+    (linkd.admin.security) admitted."""
     client = request.client
-    return f"{client.host}:{client.port}" if client else "unknown peer"
+    where = f"{client.host}:{client.port}" if client else "unknown peer"
+    principal = request.scope.get("linkd.principal")
+    return f"{principal.name}@{where}" if principal is not None and principal.mechanism != "none" else where
 
 
 def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
@@ -331,6 +334,6 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
             Route(base + "/links/{link}/mirrors/{topic}/lost-records", lost_records, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, 405: json_http_exception},
     )
     return app
