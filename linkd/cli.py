@@ -685,6 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", action="store_true", help="write one JSON object per record instead of raw batches")
     p.set_defaults(func=_mirror_lost_records)
 
+    p = sub.add_parser("completion", help="print a shell completion script: eval \"$(linkd completion bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh"], help="zsh uses the bash script through bashcompinit")
+    p.set_defaults(func=None)
+
     demo = sub.add_parser("demo", help="run the self-contained demo (or link a real SOURCE)")
     demo.add_argument("--bootstrap-server", help="a real source cluster; default: a throwaway local source")
     demo.add_argument("--topic", help="source topic to mirror (with --bootstrap-server)")
@@ -701,6 +705,12 @@ def main(argv: list[str] | None = None) -> int:
         return _serve_with_layers(args, sys.argv[1:] if argv is None else argv)
     if args.command in ("secrets", "admin-password"):
         return args.func(args)
+    if args.command == "completion":
+        from .completion import bash_script
+
+        script = bash_script(parser)
+        sys.stdout.write(script if args.shell == "bash" else "autoload -U +X bashcompinit && bashcompinit\n" + script)
+        return EXIT_OK
     if args.command == "demo":
         from .demo import run_demo
 

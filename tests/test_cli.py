@@ -121,3 +121,25 @@ def test_promote_and_failover_check_the_mirrors_link(linkd):
     # The right link but a topic that is no mirror on it: refused by the daemon, nothing failed over.
     result = linkd.cli("mirror", "failover", "not-a-mirror", "--link", "right", "--json")
     assert result.returncode != 0
+
+
+def _complete(script: str, *words: str) -> list[str]:
+    """What bash offers for the last of ``words`` with the generated script loaded."""
+    import shlex
+    import subprocess
+
+    line = " ".join(shlex.quote(w) for w in words) if words[-1] else " ".join(shlex.quote(w) for w in words[:-1]) + ' ""'
+    program = f'{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _linkd_complete; printf "%s\\n" "${{COMPREPLY[@]}}"'
+    result = subprocess.run(["bash", "-c", program], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+@pytest.mark.timeout(60)
+def test_bash_completion_knows_commands_options_and_choices(linkd_factory):
+    script = linkd_factory(start=False).cli("completion", "bash").stdout
+    assert _complete(script, "linkd", "mir") == ["mirror"]
+    assert {"promote", "failover", "list", "describe"} <= set(_complete(script, "linkd", "mirror", ""))
+    assert _complete(script, "linkd", "mirror", "promote", "orders", "--li") == ["--link"]
+    assert _complete(script, "linkd", "link", "list", "-o", "") == ["human", "json", "yaml"]
+    assert "--admin-basic-auth-file" in _complete(script, "linkd", "serve", "--admin-b")
