@@ -28,18 +28,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import trio
+
 log = logging.getLogger(__name__)
+
+AUTH_THREADS = 2  # credential checks at once; more wait
+CACHE_SECONDS = 60.0  # a changed auth file needs a restart anyway
+CACHE_ENTRIES = 1024
 
 ADMIN, VIEWER = "admin", "viewer"
 ROLES = (ADMIN, VIEWER)
@@ -148,13 +156,15 @@ class BasicAuthFile:
     def __call__(self, username: str, password: str) -> Principal | None:
         entry = self.users.get(username)
         if entry is None:
-            _verify_hash(_DUMMY_HASH, password)  # same cost as a known user: names cannot be probed by timing
+            _verify_hash(_dummy_hash(), password)  # same cost as a known user: names cannot be probed by timing
             return None
         role, hashed = entry
         return Principal(username, role, "basic") if _verify_hash(hashed, password) else None
 
 
-_DUMMY_HASH = hash_password(os.urandom(8).hex())
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(os.urandom(8).hex())
 
 
 def auth_file_line(username: str, role: str, password: str) -> str:
@@ -237,6 +247,9 @@ class AdminGuard:
     def __init__(self, app, security: AdminSecurity, ready: Callable[[], bool]) -> None:
         self.app, self.security, self.ready = app, security, ready
         self._hosts = security.host_names()
+        self._limiter = trio.CapacityLimiter(AUTH_THREADS)
+        self._cache_key = secrets.token_bytes(32)
+        self._cache: dict[bytes, tuple[Principal, float]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -247,7 +260,9 @@ class AdminGuard:
             return
         headers = _headers(scope)
         try:
-            principal = self._admit(scope, headers)
+            self._check_host_and_origin(headers)
+            principal = await self._authenticate(headers)
+            self._check_permission_and_type(scope, headers, principal)
         except _Refused as refused:
             log.warning("admin API refused %s %s from %s: %s", scope["method"], scope["path"], _client(scope), refused.message)
             await _answer(send, refused.status, refused.message, refused.headers)
@@ -255,7 +270,7 @@ class AdminGuard:
         scope["linkd.principal"] = principal
         await self._limited(scope, receive, send, headers)
 
-    def _admit(self, scope: Scope, headers: dict[str, str]) -> Principal:
+    def _check_host_and_origin(self, headers: dict[str, str]) -> None:
         host = headers.get("host")
         if host is None or _host_part(host) not in self._hosts:
             raise _Refused(403, f"Host {host!r} is not this admin API (allowed: {', '.join(sorted(self._hosts))}; add names with --admin-allowed-host)")
@@ -264,7 +279,8 @@ class AdminGuard:
             scheme, sep, rest = origin.partition("://")
             if not sep or scheme.lower() not in ("http", "https") or _host_part(rest.split("/", 1)[0]) not in self._hosts:
                 raise _Refused(403, f"Origin {origin!r} may not use this admin API (cross-site requests are refused)")
-        principal = self._authenticate(headers)
+
+    def _check_permission_and_type(self, scope: Scope, headers: dict[str, str], principal: Principal) -> None:
         method = scope["method"]
         if not (method in READ_METHODS or (method == "POST" and scope["path"].endswith("/mirrors:verify"))) and not principal.is_admin:
             raise _Refused(403, f"principal {principal.name!r} (role {principal.role}) may not {method} {scope['path']}: needs role admin")
@@ -273,9 +289,8 @@ class AdminGuard:
             media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if media not in JSON_TYPES:
                 raise _Refused(415, f"request bodies must be Content-Type application/json, got {media or 'none'!r}")
-        return principal
 
-    def _authenticate(self, headers: dict[str, str]) -> Principal:
+    async def _authenticate(self, headers: dict[str, str]) -> Principal:
         security = self.security
         if security.authenticate is None:
             # mTLS alone: the handshake already required a certificate signed by --admin-tls-ca.
@@ -288,9 +303,26 @@ class AdminGuard:
             username, sep, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise _Refused(401, "the Authorization header is not valid Basic credentials", challenge) from None
-        principal = security.authenticate(username, password) if sep else None
+        principal = await self._check_credentials(username, password) if sep else None
         if principal is None:
             raise _Refused(401, f"authentication failed for user {username!r}", challenge)
+        return principal
+
+    async def _check_credentials(self, username: str, password: str) -> Principal | None:
+        """The authenticator, off the event loop: a slow hash (scrypt: tens of ms) must not stall the Kafka
+        listener, and a flood of guesses queues behind a small limiter instead of spawning threads.
+        Successes are remembered briefly (keyed by an HMAC, never the password) so a runbook's burst of
+        calls pays for one check."""
+        key = hmac.new(self._cache_key, f"{username}\0{password}".encode(), hashlib.sha256).digest()
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        principal = await trio.to_thread.run_sync(self.security.authenticate, username, password, limiter=self._limiter)
+        if principal is not None:
+            if len(self._cache) >= CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[key] = (principal, now + CACHE_SECONDS)
         return principal
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
