@@ -107,6 +107,19 @@ def _admin_security_config(args: argparse.Namespace) -> dict:
     for flag, value in (("--admin-tls-cert", cert), ("--admin-tls-key", key), ("--admin-tls-ca", ca), ("--admin-basic-auth-file", args.admin_basic_auth_file)):
         if value and not Path(value).is_file():
             raise ValueError(f"{flag} {value}: no such file")
+    if cert:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"--admin-tls-cert {cert} / --admin-tls-key {key}: not a usable PEM certificate and key ({getattr(exc, 'reason', None) or exc})") from None
+        try:
+            if ca:
+                context.load_verify_locations(ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"--admin-tls-ca {ca}: not a usable PEM CA bundle ({getattr(exc, 'reason', None) or exc})") from None
     if args.admin_basic_auth_file:
         from .admin.security import BasicAuthFile
 

@@ -64,6 +64,8 @@ def test_half_configured_tls_is_refused_at_startup(linkd_factory, tmp_path):
     common = ["serve", "--data-dir", str(daemon.data_dir), "--listener", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
     for extra, expected in ((["--admin-tls-cert", pki["server.pem"]], "go together"),
                             (["--admin-tls-ca", pki["ca.pem"]], "needs --admin-tls-cert"),
-                            (["--admin-tls-cert", str(tmp_path / "nope.pem"), "--admin-tls-key", pki["server.key"]], "no such file")):
+                            (["--admin-tls-cert", str(tmp_path / "nope.pem"), "--admin-tls-key", pki["server.key"]], "no such file"),
+                            (["--admin-tls-cert", pki["server.pem"], "--admin-tls-key", pki["client.key"]], "not a usable PEM certificate and key"),
+                            (["--admin-tls-cert", pki["server.pem"], "--admin-tls-key", pki["server.key"], "--admin-tls-ca", pki["server.key"]], "not a usable PEM CA bundle")):
         result = daemon.cli(*common, *extra)
         assert result.returncode == 2 and expected in result.stderr, result.stderr
