@@ -33,6 +33,7 @@ class CommandFailed(Exception):
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
+    from .admin import flags as admin_flags
     from .broker.limits import limits_from_args
     from .daemon import DataDirInUse, ServeConfig, parse_hostport, serve
     from .storage.cleaner import CleanerConfig
@@ -41,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         given = {"dedupe_buffer_size": args.log_cleaner_dedupe_buffer_size, "backoff_ms": args.log_cleaner_backoff_ms}
         cleaner = CleanerConfig(**{k: v for k, v in given.items() if v is not None})
         config = ServeConfig(
+            **admin_flags.serve_config(args),
             data_dir=Path(args.data_dir),
             listener=parse_hostport(args.listener, "--listener"),
             advertised=parse_hostport(args.advertised_listener, "--advertised-listener") if args.advertised_listener else None,
@@ -51,7 +53,6 @@ def _serve(args: argparse.Namespace) -> int:
             cleaner=cleaner,
             limits=limits_from_args(args),
             secrets_key_file=Path(args.secrets_key_file) if args.secrets_key_file else None,
-            **_admin_security_config(args),
         )
         if config.secrets_key_file:
             from .link.secrets import SecretsKey
@@ -83,95 +84,6 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     for exc in group.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
-
-
-def _add_admin_security_arguments(serve: argparse.ArgumentParser) -> None:
-    group = serve.add_argument_group("admin API security (see the operator guide, Securing linkd)")
-    group.add_argument("--admin-tls-cert", help="PEM certificate (chain) the admin API serves HTTPS with")
-    group.add_argument("--admin-tls-key", help="PEM private key of --admin-tls-cert")
-    group.add_argument("--admin-tls-ca", help="PEM CA bundle: require client certificates signed by it (mTLS)")
-    group.add_argument("--admin-basic-auth-file", help="USER:ROLE:HASH lines (linkd admin-password); HTTP Basic on every route but the health checks")
-    group.add_argument("--admin-allowed-host", action="append", metavar="NAME",
-                       help="a Host/Origin name the admin API answers to besides loopback names and its bind address; repeatable")
-
-
-def _admin_security_config(args: argparse.Namespace) -> dict:
-    """The ServeConfig fields of the admin security flags; ValueError names a flag that cannot work."""
-    from .daemon import AdminTls
-
-    cert, key, ca = args.admin_tls_cert, args.admin_tls_key, args.admin_tls_ca
-    if bool(cert) != bool(key):
-        raise ValueError("--admin-tls-cert and --admin-tls-key go together")
-    if ca and not cert:
-        raise ValueError("--admin-tls-ca (mTLS) needs --admin-tls-cert and --admin-tls-key")
-    for flag, value in (("--admin-tls-cert", cert), ("--admin-tls-key", key), ("--admin-tls-ca", ca), ("--admin-basic-auth-file", args.admin_basic_auth_file)):
-        if value and not Path(value).is_file():
-            raise ValueError(f"{flag} {value}: no such file")
-    if cert:
-        import ssl
-
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(cert, key)
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"--admin-tls-cert {cert} / --admin-tls-key {key}: not a usable PEM certificate and key ({getattr(exc, 'reason', None) or exc})") from None
-        try:
-            if ca:
-                context.load_verify_locations(ca)
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"--admin-tls-ca {ca}: not a usable PEM CA bundle ({getattr(exc, 'reason', None) or exc})") from None
-    if args.admin_basic_auth_file:
-        from .admin.security import BasicAuthFile
-
-        BasicAuthFile.load(Path(args.admin_basic_auth_file))  # a bad file stops the daemon here, naming the line
-    return {
-        "admin_tls": AdminTls(Path(cert), Path(key), Path(ca) if ca else None) if cert else None,
-        "admin_basic_auth_file": Path(args.admin_basic_auth_file) if args.admin_basic_auth_file else None,
-        "admin_allowed_hosts": tuple(args.admin_allowed_host or ()),
-    }
-
-
-def _add_config_arguments(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument("--config", metavar="FILE", help="a .properties file of serve settings (Kafka names: listeners, log.dirs, node.id, max.connections, ...); flags and LINKD_* variables win over it")
-    serve.add_argument("--print-config", action="store_true", help="print the effective settings and where each came from, then exit")
-
-
-def _serve_with_layers(args: argparse.Namespace, argv: list[str]) -> int:
-    from .serveconfig import ServeConfigError, apply_layers, render
-
-    serve_argv = argv[argv.index("serve") + 1 :]
-    try:
-        sources = apply_layers(args.serve_parser, serve_argv, args)
-    except ServeConfigError as exc:
-        print(f"linkd serve: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.print_config:
-        sys.stdout.write(render(args.serve_parser, args, sources))
-        return EXIT_OK
-    return args.func(args)
-
-
-def _admin_password(args: argparse.Namespace) -> int:
-    import getpass
-
-    from .admin.security import auth_file_line
-
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"password for {args.user}: ")
-        if getpass.getpass("again: ") != password:
-            print("linkd admin-password: the passwords differ", file=sys.stderr)
-            return EXIT_FAILED
-    else:
-        password = sys.stdin.readline().rstrip("\n")
-    if not password:
-        print("linkd admin-password: empty password", file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        print(auth_file_line(args.user, args.role, password))
-    except ValueError as exc:
-        print(f"linkd admin-password: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
 
 
 # -- secrets -------------------------------------------------------------------------------------
@@ -579,6 +491,33 @@ def _mirror_lost_records(args, client: AdminClient) -> int:
 # -- parser --------------------------------------------------------------------------------------
 
 
+def _add_serve_layers_and_admin_security(serve: argparse.ArgumentParser) -> None:
+    """--config/--print-config (linkd.serveconfig) and the admin API security flags (linkd.admin.flags)."""
+    from .admin import flags as admin_flags
+    from .serveconfig import add_arguments
+
+    add_arguments(serve)
+    admin_flags.add_serve_arguments(serve)
+
+
+def _add_standalone_commands(sub) -> None:
+    """Commands that need no admin API client: ``admin-password`` and ``completion``."""
+    from .admin import flags as admin_flags
+
+    admin_flags.add_password_command(sub)
+    p = sub.add_parser("completion", help="print a shell completion script: eval \"$(linkd completion bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh"], help="zsh uses the bash script through bashcompinit")
+    p.set_defaults(standalone=_completion)
+
+
+def _completion(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    from .completion import bash_script
+
+    script = bash_script(parser)
+    sys.stdout.write(script if args.shell == "bash" else "autoload -U +X bashcompinit && bashcompinit\n" + script)
+    return EXIT_OK
+
+
 class _Parser(argparse.ArgumentParser):
     """No prefix matching anywhere (``--bootstrap`` is not ``--bootstrap-server``): a runbook's typo fails
     instead of meaning something else. Subcommand parsers inherit the class."""
@@ -592,8 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="linkd", description="Byte-for-byte Kafka cluster-link daemon")
     parser.add_argument("--version", action="version", version=f"linkd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_standalone_commands(sub)
 
     serve = sub.add_parser("serve", help="run the daemon")
+    _add_serve_layers_and_admin_security(serve)
     serve.add_argument("--data-dir", default="./data", help="where partition logs and the control store live")
     serve.add_argument("--listener", default="127.0.0.1:9092", help="Kafka listener HOST:PORT")
     serve.add_argument("--advertised-listener", help="HOST:PORT clients are told to connect to")
@@ -611,9 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_arguments(serve)
     serve.add_argument("--secrets-key-file", help="file with the 32-byte key that encrypts link secrets in control.db (linkd secrets generate-key)")
-    _add_admin_security_arguments(serve)
-    _add_config_arguments(serve)
-    serve.set_defaults(func=_serve, serve_parser=serve)
+    serve.set_defaults(func=_serve)
 
     secrets = sub.add_parser("secrets", help="the key that encrypts link secrets at rest").add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
     p = secrets.add_parser("generate-key", help="write a new random key to FILE (mode 0600)")
@@ -624,11 +563,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-file", help="the key the secrets are sealed with now (omit if none yet)")
     p.add_argument("--new-key-file", required=True)
     p.set_defaults(func=_secrets_rotate)
-
-    p = sub.add_parser("admin-password", help="print a --admin-basic-auth-file line for USER (password from the terminal or stdin)")
-    p.add_argument("user")
-    p.add_argument("--role", default="admin", choices=["admin", "viewer"], help="admin may change things, viewer may only read (default admin)")
-    p.set_defaults(func=_admin_password)
 
     common = _Parser(add_help=False)
     common.add_argument("--admin", help="daemon admin API HOST:PORT or https://HOST:PORT (default: $LINKD_ADMIN or 127.0.0.1:8090)")
@@ -698,10 +632,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", action="store_true", help="write one JSON object per record instead of raw batches")
     p.set_defaults(func=_mirror_lost_records)
 
-    p = sub.add_parser("completion", help="print a shell completion script: eval \"$(linkd completion bash)\"")
-    p.add_argument("shell", choices=["bash", "zsh"], help="zsh uses the bash script through bashcompinit")
-    p.set_defaults(func=None)
-
     demo = sub.add_parser("demo", help="run the self-contained demo (or link a real SOURCE)")
     demo.add_argument("--bootstrap-server", help="a real source cluster; default: a throwaway local source")
     demo.add_argument("--topic", help="source topic to mirror (with --bootstrap-server)")
@@ -714,16 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        return _serve_with_layers(args, sys.argv[1:] if argv is None else argv)
-    if args.command in ("secrets", "admin-password"):
+    if getattr(args, "standalone", None):  # serve's settings layers, admin-password, completion
+        return args.standalone(args, parser, sys.argv[1:] if argv is None else argv)
+    if args.command in ("serve", "secrets"):
         return args.func(args)
-    if args.command == "completion":
-        from .completion import bash_script
-
-        script = bash_script(parser)
-        sys.stdout.write(script if args.shell == "bash" else "autoload -U +X bashcompinit && bashcompinit\n" + script)
-        return EXIT_OK
     if args.command == "demo":
         from .demo import run_demo
 

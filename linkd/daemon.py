@@ -17,11 +17,9 @@ import uuid
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
-from . import sdnotify
 from .broker.context import Broker, BrokerIdentity
 from .broker.limits import Limits, raise_descriptor_limit
 from .broker.server import KafkaListener
@@ -33,9 +31,6 @@ from .maintenance import run_maintenance
 from .producer_ids import ProducerIdAllocator
 from .storage.cleaner import CleanerConfig
 from .topics import TopicRegistry
-
-if TYPE_CHECKING:
-    from .admin.security import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +45,15 @@ def parse_hostport(value: str, what: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
+class AdminTls:
+    """TLS for the admin API; ``ca`` also turns on mTLS (a client certificate signed by it is required)."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     data_dir: Path
     listener: tuple[str, int]
@@ -59,25 +63,16 @@ class ServeConfig:
     max_request_bytes: int = 100 * 1024 * 1024
     idle_timeout_s: float | None = None  # None: limits.connections_max_idle_ms
     ready_file: Path | None = None
-    retention_check_interval_ms: int = 30_000  # Kafka's log.retention.check.interval.ms (its default is 5 min)
-    cleaner: CleanerConfig = CleanerConfig()
-    limits: Limits = field(default_factory=Limits)
-    secrets_key_file: Path | None = None  # seals link secrets in control.db (see linkd/link/secrets.py)
     admin_tls: AdminTls | None = None
     admin_basic_auth_file: Path | None = None
     admin_allowed_hosts: tuple[str, ...] = ()
     # (username, password) -> Principal | None: how the admin API checks HTTP Basic credentials. Set by the
     # embedding code (linkd's own users store); otherwise built from admin_basic_auth_file.
-    admin_authenticator: Authenticator | None = None
-
-
-@dataclass(frozen=True)
-class AdminTls:
-    """TLS for the admin API; ``ca`` also turns on mTLS (a client certificate signed by it is required)."""
-
-    cert: Path
-    key: Path
-    ca: Path | None = None
+    admin_authenticator: object | None = None  # a linkd.admin.security.Authenticator
+    retention_check_interval_ms: int = 30_000  # Kafka's log.retention.check.interval.ms (its default is 5 min)
+    cleaner: CleanerConfig = CleanerConfig()
+    limits: Limits = field(default_factory=Limits)
+    secrets_key_file: Path | None = None  # seals link secrets in control.db (see linkd/link/secrets.py)
 
 
 class DataDirInUse(Exception):
@@ -195,6 +190,8 @@ class Daemon:
                     tmp.write_text(json.dumps({"kafka_port": bound, "admin_port": self.admin_port, "pid": os.getpid(), "cluster_id": self.cluster_id}))
                     os.replace(tmp, self.config.ready_file)
                 self.ready = True
+                from . import sdnotify
+
                 sdnotify.notify("READY=1", f"STATUS=serving Kafka on port {bound}, admin API on port {self.admin_port}")
                 task_status.started(self)
         finally:
@@ -272,6 +269,8 @@ async def serve(config: ServeConfig) -> None:
                 async for signum in signals:
                     log.info("received %s, shutting down", signal.Signals(signum).name)
                     daemon.ready = False
+                    from . import sdnotify
+
                     sdnotify.notify("STOPPING=1")
                     nursery.cancel_scope.cancel()
                     return

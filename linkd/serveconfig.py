@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 from .link.config import LinkConfigError, parse_properties
@@ -184,3 +186,23 @@ def render(parser: argparse.ArgumentParser, args: argparse.Namespace, sources: M
             shown = str(value)
         lines.append(f"{display_name(flag)}={shown}")
     return "\n".join(lines) + "\n"
+
+
+def add_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--config", metavar="FILE", help="a .properties file of serve settings (Kafka names: listeners, log.dirs, node.id, max.connections, ...); flags and LINKD_* variables win over it")
+    serve.add_argument("--print-config", action="store_true", help="print the effective settings and where each came from, then exit")
+    serve.set_defaults(standalone=partial(_serve_with_layers, serve))
+
+
+def _serve_with_layers(serve: argparse.ArgumentParser, args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """Fill the serve settings from the environment and --config, then print them or run ``args.func``."""
+    serve_argv = argv[argv.index("serve") + 1 :]
+    try:
+        sources = apply_layers(serve, serve_argv, args)
+    except ServeConfigError as exc:
+        print(f"linkd serve: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        sys.stdout.write(render(serve, args, sources))
+        return 0
+    return args.func(args)
