@@ -31,9 +31,10 @@ class CommandFailed(Exception):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if (exit_status := _settle_serve_settings(args)) is not None:
+        return exit_status
     import trio
 
-    from .admin import flags as admin_flags
     from .broker.limits import limits_from_args
     from .daemon import DataDirInUse, ServeConfig, parse_hostport, serve
     from .storage.cleaner import CleanerConfig
@@ -42,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         given = {"dedupe_buffer_size": args.log_cleaner_dedupe_buffer_size, "backoff_ms": args.log_cleaner_backoff_ms}
         cleaner = CleanerConfig(**{k: v for k, v in given.items() if v is not None})
         config = ServeConfig(
-            **admin_flags.serve_config(args),
+            **_admin_serve_config(args),
             data_dir=Path(args.data_dir),
             listener=parse_hostport(args.listener, "--listener"),
             advertised=parse_hostport(args.advertised_listener, "--advertised-listener") if args.advertised_listener else None,
@@ -500,6 +501,20 @@ def _add_serve_layers_and_admin_security(serve: argparse.ArgumentParser) -> None
     admin_flags.add_serve_arguments(serve)
 
 
+def _settle_serve_settings(args: argparse.Namespace) -> int | None:
+    """Fill the serve settings no flag gave from LINKD_* and --config; an exit status when serve should stop
+    here (--print-config, or a bad setting), else None."""
+    from .serveconfig import settle
+
+    return settle(args.serve_parser, args)
+
+
+def _admin_serve_config(args: argparse.Namespace) -> dict:
+    from .admin import flags as admin_flags
+
+    return admin_flags.serve_config(args)
+
+
 def _add_standalone_commands(sub) -> None:
     """Commands that need no admin API client: ``admin-password`` and ``completion``."""
     from .admin import flags as admin_flags
@@ -507,10 +522,10 @@ def _add_standalone_commands(sub) -> None:
     admin_flags.add_password_command(sub)
     p = sub.add_parser("completion", help="print a shell completion script: eval \"$(linkd completion bash)\"")
     p.add_argument("shell", choices=["bash", "zsh"], help="zsh uses the bash script through bashcompinit")
-    p.set_defaults(standalone=_completion)
+    p.set_defaults(func=_completion)
 
 
-def _completion(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+def _completion(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .completion import bash_script
 
     script = bash_script(parser)
@@ -525,6 +540,12 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.parsed_args: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        # Remembered so `linkd serve` can tell the flags given from defaults (linkd.serveconfig).
+        self.parsed_args = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -644,14 +665,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "standalone", None):  # serve's settings layers, admin-password, completion
-        return args.standalone(args, parser, sys.argv[1:] if argv is None else argv)
     if args.command in ("serve", "secrets"):
         return args.func(args)
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo(args)
+    if args.command in ("admin-password", "completion"):
+        return args.func(args, parser)
     if args.json:
         if args.output_format not in (None, "json"):
             parser.error(f"--json and -o {args.output_format} disagree")

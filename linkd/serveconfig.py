@@ -23,7 +23,6 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 
 from .link.config import LinkConfigError, parse_properties
@@ -191,18 +190,18 @@ def render(parser: argparse.ArgumentParser, args: argparse.Namespace, sources: M
 def add_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--config", metavar="FILE", help="a .properties file of serve settings (Kafka names: listeners, log.dirs, node.id, max.connections, ...); flags and LINKD_* variables win over it")
     serve.add_argument("--print-config", action="store_true", help="print the effective settings and where each came from, then exit")
-    serve.set_defaults(standalone=partial(_serve_with_layers, serve))
+    serve.set_defaults(serve_parser=serve)
 
 
-def _serve_with_layers(serve: argparse.ArgumentParser, args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
-    """Fill the serve settings from the environment and --config, then print them or run ``args.func``."""
-    serve_argv = argv[argv.index("serve") + 1 :]
+def settle(serve: argparse.ArgumentParser, args: argparse.Namespace) -> int | None:
+    """Fill ``args`` from the environment and --config (``serve.parsed_args`` are the flags given); an exit
+    status when serve stops here (--print-config printed, or a setting refused), else None."""
     try:
-        sources = apply_layers(serve, serve_argv, args)
+        sources = apply_layers(serve, list(getattr(serve, "parsed_args", [])), args)
     except ServeConfigError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
         sys.stdout.write(render(serve, args, sources))
         return 0
-    return args.func(args)
+    return None

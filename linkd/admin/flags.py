@@ -58,10 +58,10 @@ def add_password_command(sub) -> None:
     p = sub.add_parser("admin-password", help="print a --admin-basic-auth-file line for USER (password from the terminal or stdin)")
     p.add_argument("user")
     p.add_argument("--role", default="admin", choices=["admin", "viewer"], help="admin may change things, viewer may only read (default admin)")
-    p.set_defaults(standalone=_admin_password)
+    p.set_defaults(func=_admin_password)
 
 
-def _admin_password(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+def _admin_password(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import getpass
 
     from .security import auth_file_line
