@@ -41,7 +41,6 @@ from starlette.routing import Route
 
 from ..link.manager import AdminError, LinkManager
 from ..link.verify import DEFAULT_STEP_BYTES
-from .security import json_http_exception
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +317,8 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
 
     async def not_found(request: Request, exc) -> Response:
         return _error(404, f"no route for {request.method} {request.url.path}")
+
+    from .security import json_http_exception  # 405 (and the front door's refusals) in the JSON error shape
 
     base = "/kafka/v3/clusters/{cid}"
     app = Starlette(
