@@ -20,6 +20,7 @@ ENV LINKD_DATA_DIR=/var/lib/linkd \
     LINKD_LOG_FORMAT=json
 EXPOSE 9092
 # /health answers 200 once the Kafka listener is bound and the links are loaded, 503 before (no credentials needed).
+# With --admin-tls-cert the probe must use https:// (and trust that certificate).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8090/health', timeout=4).status == 200 else 1)"]
 # SIGTERM drains and flushes; linkd logs "stopped cleanly" when it is done.

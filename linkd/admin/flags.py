@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
-    group = serve.add_argument_group("admin API security (see the operator guide, Securing linkd)")
+    group = serve.add_argument_group("admin API security (see the operator guide, Securing the admin API)")
     group.add_argument("--admin-tls-cert", help="PEM certificate (chain) the admin API serves HTTPS with")
     group.add_argument("--admin-tls-key", help="PEM private key of --admin-tls-cert")
     group.add_argument("--admin-tls-ca", help="PEM CA bundle: require client certificates signed by it (mTLS)")
