@@ -318,7 +318,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     async def not_found(request: Request, exc) -> Response:
         return _error(404, f"no route for {request.method} {request.url.path}")
 
-    from .security import json_http_exception  # 405 (and the front door's refusals) in the JSON error shape
+    from .security import json_http_exception, json_server_error  # 405 and 500 in the JSON error shape too
 
     base = "/kafka/v3/clusters/{cid}"
     app = Starlette(
@@ -335,6 +335,6 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
             Route(base + "/links/{link}/mirrors/{topic}/lost-records", lost_records, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
-        exception_handlers={404: not_found, 405: json_http_exception},
+        exception_handlers={404: not_found, 405: json_http_exception, 500: json_server_error},
     )
     return app

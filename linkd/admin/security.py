@@ -412,3 +412,12 @@ def json_http_exception(request, exc) -> Any:
         f"method {request.method} is not allowed on {request.url.path}" if status == 405 else detail)
     headers = dict(getattr(exc, "headers", None) or {})
     return Response(error_body(status, message), status_code=status, media_type="application/json", headers=headers)
+
+
+def json_server_error(request, exc) -> Any:
+    """Starlette's last-resort handler (an exception outside the routes' own handling) in the JSON shape;
+    Starlette re-raises afterwards, so the traceback still reaches the daemon log."""
+    from starlette.responses import Response
+
+    message = f"internal error in linkd ({type(exc).__name__}); see the daemon log"
+    return Response(error_body(500, message), status_code=500, media_type="application/json")
