@@ -19,7 +19,7 @@ ALICE, BOB = ("alice", "wonder land"), ("bob", "viewer-pass")
 def secured(linkd_factory, tmp_path):
     auth = tmp_path / "admin-users"
     auth.write_text("# admin users\n" + auth_file_line(*ALICE[:1], "admin", ALICE[1]) + "\n" + auth_file_line(BOB[0], "viewer", BOB[1]) + "\n")
-    daemon = linkd_factory(extra_args=["--admin-basic-auth-file", str(auth)])
+    daemon = linkd_factory(extra_args=["--admin-basic-auth-file", str(auth), "--admin-allowed-host", "DR-Linkd.example"])
     return daemon
 
 
@@ -88,6 +88,17 @@ def test_health_and_readiness_need_no_credentials_and_any_host(secured):
         assert response.status_code == 200, (path, response.text)
         assert response.json()["status"] == "UP"
     assert httpx.get(secured.admin_url + "/readyz", timeout=10).json()["ready"] is True
+
+
+@pytest.mark.timeout(60)
+def test_an_allowed_host_name_is_accepted_in_host_and_origin(secured):
+    headers = {"Host": f"dr-linkd.example:{secured.admin_port}", "Origin": "https://dr-linkd.example"}
+    answer = httpx.get(secured.admin_url + "/kafka/v3/clusters", headers=headers, auth=ALICE, timeout=10)
+    assert answer.status_code == 200, answer.text
+    same_origin = {"Origin": f"http://127.0.0.1:{secured.admin_port}"}
+    assert httpx.get(secured.admin_url + "/kafka/v3/clusters", headers=same_origin, auth=ALICE, timeout=10).status_code == 200
+    other = {"Host": "other.dr-linkd.example"}
+    _assert_error_shape(httpx.get(secured.admin_url + "/kafka/v3/clusters", headers=other, auth=ALICE, timeout=10), 403)
 
 
 @pytest.mark.timeout(60)
