@@ -49,7 +49,8 @@ KAFKA_NOT_SUPPORTED = frozenset({
 })
 # Flags that steer this mechanism itself, or are per-run only.
 NOT_LAYERED = frozenset({"help", "config", "print-config"})
-SECRET_WORDS = ("password", "secret")
+# Flags whose values are secrets themselves (not paths to them): hidden by --print-config.
+SECRET_WORDS = ("password", "keystore-key", "jaas-config")
 
 
 class ServeConfigError(ValueError):

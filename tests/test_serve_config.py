@@ -47,6 +47,7 @@ def test_precedence_is_flags_then_env_then_file_then_defaults(tmp_path):
     assert printed["listeners"] == ("127.0.0.1:19092", "file")
     assert printed["log.retention.check.interval.ms"] == ("1000", "file")
     assert printed["log.format"] == ("text", "default")
+    assert "secrets.key.file" in printed or "#secrets.key.file=" in result.stdout  # a path, shown
     # What --print-config prints is itself a usable --config file.
     again = tmp_path / "printed.properties"
     again.write_text(result.stdout)
@@ -127,3 +128,23 @@ def test_abstract_notify_socket_names_work():
             else:
                 os.environ["NOTIFY_SOCKET"] = old
         assert manager.recv(100) == b"READY=1\nSTATUS=testing"
+
+
+def test_secret_settings_are_hidden_and_repeatable_ones_split():
+    """The mechanism over any serve parser: flags another module adds work through env and file too."""
+    import argparse
+
+    from linkd.serveconfig import apply_layers, render
+
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    parser.add_argument("--ssl-keystore-password")
+    parser.add_argument("--listener", action="append")
+    parser.add_argument("--allow-everyone", action="store_true")
+    parser.add_argument("--config")
+    args = parser.parse_args([])
+    env = {"LINKD_SSL_KEYSTORE_PASSWORD": "hunter2", "LINKD_LISTENER": "A://h:1, B://h:2", "LINKD_ALLOW_EVERYONE": "TRUE"}
+    sources = apply_layers(parser, [], args, environ=env)
+    assert args.listener == ["A://h:1", "B://h:2"] and args.allow_everyone is True and args.ssl_keystore_password == "hunter2"
+    shown = render(parser, args, sources)
+    assert "hunter2" not in shown and "ssl.keystore.password=********" in shown
+    assert "listeners=A://h:1,B://h:2" in shown and "allow.everyone=true" in shown
