@@ -8,7 +8,7 @@ options, so every serve flag (including ones added later) has a property name an
   plus Kafka's own names where linkd's flag differs (``listeners``, ``advertised.listeners``, ``log.dirs``,
   ``node.id`` ...; see ``KAFKA_ALIASES``);
 * environment variable: ``LINKD_`` and the flag upper-cased with underscores (``LINKD_DATA_DIR``,
-  ``LINKD_MAX_CONNECTIONS``).
+  ``LINKD_MAX_CONNECTIONS``); ``LINKD_CONFIG`` names the file when ``--config`` is not given.
 
 A repeatable flag takes a comma-separated list from the file or the environment, as Kafka's ``listeners``
 does. A switch (``--foo`` with no value) takes ``true`` or ``false``. A key in the file that is no serve
@@ -134,7 +134,8 @@ def apply_layers(parser: argparse.ArgumentParser, serve_argv: list[str], args: a
     environ = os.environ if environ is None else environ
     settings = _settings(parser)
     explicit = _explicit_dests(parser, serve_argv)
-    from_file = read_file(args.config, settings) if getattr(args, "config", None) else {}
+    config_path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    from_file = read_file(config_path, settings) if config_path else {}
     sources: dict[str, str] = {}
     for flag, action in settings.items():
         if action.dest in explicit:

@@ -51,7 +51,7 @@ def test_precedence_is_flags_then_env_then_file_then_defaults(tmp_path):
     # What --print-config prints is itself a usable --config file.
     again = tmp_path / "printed.properties"
     again.write_text(result.stdout)
-    reread = _printed(_linkd("serve", "--config", str(again), "--print-config").stdout)
+    reread = _printed(_linkd("serve", "--print-config", env={"LINKD_CONFIG": str(again)}).stdout)
     assert {k: v for k, (v, _) in reread.items()} == {k: v for k, (v, _) in printed.items()}
 
 
