@@ -542,6 +542,10 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.parsed_args: list[str] = []
 
+    def error(self, message: str):
+        """One line on stderr, like every other failure (argparse prints the whole usage first)."""
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
     def parse_known_args(self, args=None, namespace=None):
         # Remembered so `linkd serve` can tell the flags given from defaults (linkd.serveconfig).
         self.parsed_args = list(sys.argv[1:] if args is None else args)

@@ -20,6 +20,7 @@ def test_version_and_no_prefix_matching(linkd_factory):
     assert daemon.cli("--version").stdout.strip().startswith("linkd ")
     result = daemon.cli("link", "create", "l", "--bootstrap", "127.0.0.1:1", "--no-validate")
     assert result.returncode == 2 and "unrecognized arguments: --bootstrap" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("linkd: ")
     result = daemon.cli("serve", "--data", "/tmp/nowhere", "--print-config")
     assert result.returncode == 2 and "unrecognized arguments: --data " in result.stderr, result.stderr
 
