@@ -167,3 +167,28 @@ def test_an_authorized_promote_works_and_an_unauthorized_one_does_not(linkd_fact
     finally:
         for c in (alice, bob, anonymous):
             c.close()
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_guesses_and_good_credentials_each_get_their_own_answer(secured):
+    """Credential checks run in worker threads behind a limiter with a cache of successes: under a burst
+    of mixed requests every answer matches its own credentials, and the Kafka listener keeps answering."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protocol.messages import ApiKey
+    from tests.broker.wire import WireConnection
+
+    url = secured.admin_url + "/kafka/v3/clusters"
+    attempts = [ALICE, (ALICE[0], "guess-1"), BOB, (BOB[0], ALICE[1]), ("mallory", "x"), (ALICE[0], ALICE[1] + " ")] * 4
+
+    def ask(credentials):
+        return credentials, httpx.get(url, auth=credentials, timeout=60).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        pending = [pool.submit(ask, credentials) for credentials in attempts]
+        with WireConnection(secured.bootstrap) as kafka:  # while the burst is being checked
+            assert kafka.request(ApiKey.API_VERSIONS, 3, {"client_software_name": "t", "client_software_version": "1"})["error_code"] == 0
+        assert not all(f.done() for f in pending), "the burst was over before the Kafka request: it proved nothing"
+        answers = [f.result() for f in pending]
+    for credentials, status in answers:
+        assert status == (200 if credentials in (ALICE, BOB) else 401), (credentials, status)
