@@ -109,7 +109,7 @@ def test_a_trickling_tls_frame_is_read_whole_with_one_wakeup_per_rcvlowat(contex
 def test_small_frames_and_a_header_split_across_records_arrive_byte_exact(contexts):
     for size in (0, 1, 5000, CHUNK * 3 + 7):
         payload = os.urandom(size)
-        assert trio.run(lambda: _read_frames(contexts, _parts(_frame(payload)))) == [payload]
+        assert trio.run(_read_frames, contexts, _parts(_frame(payload))) == [payload]
     payload = os.urandom(1000)
     data = _frame(payload)
     assert trio.run(lambda: _read_frames(contexts, [data[:1], data[1:3], data[3:5], data[5:]])) == [payload]
