@@ -9,7 +9,8 @@ interleaved so machine noise hits every variant alike, has a fresh linkd mirror 
 to the end over each listener (after one warm-up round that is not counted):
 
 * PLAINTEXT (the baseline: raw-descriptor reads with SO_RCVLOWAT),
-* SSL (TLS 1.3, server authentication),
+* SSL (TLS 1.3, server authentication; the broker picks TLS_AES_256_GCM_SHA384),
+* SSL_TLS12_AES128: the same listener with ``ssl.enabled.protocols=TLSv1.2`` and an AES-128-GCM suite,
 * SASL_SSL with SCRAM-SHA-512 (TLS plus authentication; re-authentication is off on this broker).
 
 Beside them, the reference limit: a raw Fetch loop with linkd's own client connection (same read path,
@@ -49,6 +50,14 @@ def link_configs(broker: SecuredKafkaBroker) -> dict[str, dict[str, str]]:
     return {
         "PLAINTEXT": {"bootstrap.servers": broker.bootstrap},
         "SSL": {"bootstrap.servers": broker.address("SSL"), "security.protocol": "SSL", "ssl.truststore.location": ca},
+        # The same listener with a cheaper cipher an operator may choose (TLS 1.3 above gets AES-256-GCM).
+        "SSL_TLS12_AES128": {
+            "bootstrap.servers": broker.address("SSL"),
+            "security.protocol": "SSL",
+            "ssl.truststore.location": ca,
+            "ssl.enabled.protocols": "TLSv1.2",
+            "ssl.cipher.suites": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        },
         "SASL_SSL": {
             "bootstrap.servers": broker.address("SASL_SSL"),
             "security.protocol": "SASL_SSL",
