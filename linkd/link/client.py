@@ -136,9 +136,9 @@ class TlsStream:
     frame), so a large Fetch response passes through no Python object on its way in. The socket wakes
     the reader only once most of the rest of the frame has arrived (SO_RCVLOWAT, as for PLAINTEXT).
 
-    Measured against the alternatives (benchmarks/secure_catchup.py, and a local TLS sender): trio's
-    ``SSLStream`` spent ~1.8 CPU s per GB received, an ``ssl.SSLSocket`` reading the descriptor itself
-    ~0.9 (OpenSSL reads a record's header and body with two system calls, for every 16 KiB), this ~0.8.
+    Measured (benchmarks/tls_reads.py, from a local TLS sender): trio's ``SSLStream`` spent ~1.7 CPU s
+    per GB received, this ~0.8; an ``ssl.SSLSocket`` on the descriptor (tried) ~0.9, as OpenSSL then
+    reads each 16 KiB record's header and body with a system call each. No private attributes are used.
     """
 
     def __init__(self, sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, peer: str) -> None:
