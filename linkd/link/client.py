@@ -213,6 +213,10 @@ class TlsStream:
             except (OSError, AttributeError):
                 self._rcvlowat = 0  # not settable here: wake on every arrival
 
+    def cipher(self) -> tuple[str, str, int] | None:
+        """(cipher suite, protocol version, secret bits) the handshake agreed on."""
+        return self._tls.cipher()
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._tls.write(data)
@@ -289,7 +293,7 @@ class Connection:
         assert self.security is not None and self.security.ssl_context is not None
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
-                return await TlsStream.wrap(transport, self.security.ssl_context, self.host)
+                stream = await TlsStream.wrap(transport, self.security.ssl_context, self.host)
         except trio.TooSlowError as exc:
             raise SourceUnavailable(f"TLS handshake with {self.host}:{self.port} timed out after {CONNECT_TIMEOUT_S}s") from exc
         except ssl.SSLCertVerificationError as exc:
@@ -301,6 +305,8 @@ class Connection:
             raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port}: {exc.reason or exc}") from exc
         except OSError as exc:
             raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port} TLS handshake failed: {exc}") from exc
+        log.debug("TLS with %s:%d: %s", self.host, self.port, stream.cipher())
+        return stream
 
     async def _authenticate(self) -> None:
         """SaslHandshake v1 then SaslAuthenticate until the mechanism is done, as the Java client sends

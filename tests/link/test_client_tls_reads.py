@@ -16,8 +16,8 @@ CHUNK = 32 * 1024
 
 
 @pytest.fixture(scope="module")
-def contexts(tmp_path_factory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server, client) contexts with a throwaway CA; the client checks the certificate and host name."""
+def pki_files(tmp_path_factory):
+    """(server key + certificate chain PEM, CA PEM) from a throwaway CA; the server is 127.0.0.1."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -30,10 +30,17 @@ def contexts(tmp_path_factory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [cert, *chain])
     )
+    return pem, pki.ca_pem
+
+
+@pytest.fixture(scope="module")
+def contexts(pki_files) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts; the client checks the certificate and host name."""
+    chain, ca = pki_files
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(pem)
+    server.load_cert_chain(chain)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.load_verify_locations(pki.ca_pem)
+    client.load_verify_locations(ca)
     return server, client
 
 
@@ -41,7 +48,10 @@ async def _serve_once(server_ctx: ssl.SSLContext, parts: list[bytes], close_earl
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     task_status.started(listeners[0].socket.getsockname()[1])
     stream = trio.SSLStream(await listeners[0].accept(), server_ctx, server_side=True)
-    await stream.do_handshake()
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError:  # the client refused us (the test looks at why)
+        parts, close_early = [], True
     for part in parts:
         await stream.send_all(part)  # each part its own TLS record(s)
         await trio.sleep(0.0005)  # trickle, as a remote broker's records arrive
@@ -141,3 +151,31 @@ def test_the_host_name_is_checked_against_the_certificate(contexts):
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+
+def test_the_protocol_and_cipher_settings_decide_what_is_negotiated(contexts, pki_files):
+    from linkd.link.security import build_ssl_context
+
+    chain, ca = pki_files
+
+    async def negotiated(settings: dict[str, str], server: ssl.SSLContext):
+        client_ctx = build_ssl_context({"ssl.truststore.location": str(ca), **settings})
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(_serve_once, server, [], False)
+            tls = await TlsStream.wrap(await trio.open_tcp_stream("127.0.0.1", port), client_ctx, "127.0.0.1")
+            cipher = tls.cipher()
+            tls.close()
+            nursery.cancel_scope.cancel()
+        return cipher
+
+    assert trio.run(negotiated, {}, contexts[0])[1] == "TLSv1.3"
+    suite = {"ssl.enabled.protocols": "TLSv1.2", "ssl.cipher.suites": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}
+    assert trio.run(negotiated, suite, contexts[0])[:2] == ("ECDHE-ECDSA-AES128-GCM-SHA256", "TLSv1.2")
+    # A server that stops at TLS 1.2 is refused by a client that enables only TLS 1.3.
+    tls12_server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls12_server.load_cert_chain(chain)
+    tls12_server.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises(BaseExceptionGroup) as failure:
+        trio.run(negotiated, {"ssl.enabled.protocols": "TLSv1.3"}, tls12_server)
+    assert failure.group_contains(ssl.SSLError)
