@@ -148,6 +148,7 @@ class TlsStream:
         self._outgoing = outgoing
         self.peer = peer
         self._scratch = bytearray(TLS_READ_MAX)
+        self._unsent = memoryview(b"")  # ciphertext taken from OpenSSL and not yet on the socket
         self._rcvlowat = 1  # the socket's current SO_RCVLOWAT; 0 once the platform refused it
 
     @classmethod
@@ -179,13 +180,14 @@ class TlsStream:
         return stream
 
     async def _flush(self) -> None:
-        """Send what OpenSSL has written (records, handshake and post-handshake messages)."""
-        if not self._outgoing.pending:
-            return
-        data = memoryview(self._outgoing.read())
-        while data:
+        """Send what OpenSSL has written (records, handshake and post-handshake messages). What is not
+        sent yet stays in ``_unsent``, so a send cancelled halfway never leaves half a record behind: the
+        next one sends the rest first."""
+        if self._outgoing.pending:
+            self._unsent = memoryview(bytes(self._unsent) + self._outgoing.read()) if self._unsent else memoryview(self._outgoing.read())
+        while self._unsent:
             try:
-                data = data[self.socket.send(data) :]
+                self._unsent = self._unsent[self.socket.send(self._unsent) :]
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(self.socket)
 

@@ -179,3 +179,43 @@ def test_the_protocol_and_cipher_settings_decide_what_is_negotiated(contexts, pk
     with pytest.raises(BaseExceptionGroup) as failure:
         trio.run(negotiated, {"ssl.enabled.protocols": "TLSv1.3"}, tls12_server)
     assert failure.group_contains(ssl.SSLError)
+
+
+def test_a_send_cancelled_halfway_is_finished_by_the_next_one(contexts):
+    """A request timed out mid-send must not leave half a TLS record on the wire: the next send sends the
+    rest first, and the peer decrypts every byte in order."""
+    server_ctx, client_ctx = contexts
+    big = os.urandom(16 << 20)
+    received = bytearray()
+    done = trio.Event()
+
+    async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        stream = trio.SSLStream(await listeners[0].accept(), server_ctx, server_side=True)
+        await stream.do_handshake()
+        await trio.sleep(0.5)  # not reading yet: the client's socket buffer fills up
+        while len(received) < len(big) + 4:
+            data = await stream.receive_some(1 << 20)
+            if not data:
+                break
+            received.extend(data)
+        done.set()
+        await trio.aclose_forcefully(stream)
+        for listener in listeners:
+            await listener.aclose()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve)
+            tls = await TlsStream.wrap(await trio.open_tcp_stream("127.0.0.1", port), client_ctx, "127.0.0.1")
+            with trio.move_on_after(0.2) as scope:
+                await tls.send_all(big)
+            assert scope.cancelled_caught, "the send should have been cut short by a full socket buffer"
+            with trio.fail_after(20):
+                await tls.send_all(b"tail")
+                await done.wait()
+            tls.close()
+
+    trio.run(main)
+    assert bytes(received) == big + b"tail"
