@@ -39,7 +39,9 @@ RECYCLE_MIN_FRAME = 256 * 1024
 RCVLOWAT_MAX = 1 << 20
 # A Kafka broker refuses a re-authentication less than a second after the previous one began.
 REAUTH_MIN_INTERVAL_S = 1.0
-# Largest piece of ciphertext read from a TLS connection's socket at once (see TlsStream).
+# Largest piece of ciphertext read from a TLS connection's socket at once (see TlsStream). SO_RCVBUF is
+# left alone: Linux grows the receive buffer itself (to tcp_rmem's maximum, 32 MiB here), where setting
+# it turns that off and caps it at rmem_max (4 MiB here).
 TLS_READ_MAX = 1 << 20
 # Largest TLS record on the wire: 16 KiB of plaintext plus header, padding and tag (RFC 8446 5.2).
 TLS_RECORD_MAX = 5 + (1 << 14) + 256
