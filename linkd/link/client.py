@@ -138,8 +138,8 @@ class TlsStream:
     frame), so a large Fetch response passes through no Python object on its way in. The socket wakes
     the reader only once most of the rest of the frame has arrived (SO_RCVLOWAT, as for PLAINTEXT).
 
-    Measured (benchmarks/tls_reads.py, from a local TLS sender): trio's ``SSLStream`` spent ~1.7 CPU s
-    per GB received, this ~0.8; an ``ssl.SSLSocket`` on the descriptor (tried) ~0.9, as OpenSSL then
+    Measured (benchmarks/tls_reads.py, from a local TLS sender): trio's ``SSLStream`` spent ~2 CPU s
+    per GB received, this ~0.9 (a third of it AES-256-GCM itself); an ``ssl.SSLSocket`` on the descriptor (tried) a little more, as OpenSSL then
     reads each 16 KiB record's header and body with a system call each. No private attributes are used.
     """
 
