@@ -20,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from .broker.acl import StandardAuthorizer
 from .broker.context import Broker, BrokerIdentity
 from .broker.limits import Limits, raise_descriptor_limit
 from .broker.server import KafkaListener
@@ -58,6 +59,9 @@ class ServeConfig:
     cleaner: CleanerConfig = CleanerConfig()
     limits: Limits = field(default_factory=Limits)
     secrets_key_file: Path | None = None  # seals link secrets in control.db (see linkd/link/secrets.py)
+    authorizer: str | None = None  # "standard": Kafka's ACL model (linkd/broker/acl.py); None: allow everything
+    super_users: tuple[str, ...] = ()
+    allow_everyone_if_no_acl_found: bool = False
 
 
 class DataDirInUse(Exception):
@@ -118,6 +122,9 @@ class Daemon:
         self.producer_ids = ProducerIdAllocator(self.store)
         self.secrets_key = SecretsKey.from_file(config.secrets_key_file) if config.secrets_key_file else None
         self.cluster_id = _cluster_id(self.store)
+        self.authorizer = (
+            StandardAuthorizer(self.store, config.super_users, config.allow_everyone_if_no_acl_found) if config.authorizer == "standard" else None
+        )
         self.broker: Broker | None = None
         self.listener: KafkaListener | None = None
         self.links: LinkManager | None = None
@@ -155,6 +162,7 @@ class Daemon:
                     producer_ids=self.producer_ids,
                     max_request_bytes=self.config.max_request_bytes,
                     limits=limits,
+                    authorizer=self.authorizer,
                 )
                 await nursery.start(self.groups.run)
                 await nursery.start(partial(run_maintenance, self.topics, cleaner=self.config.cleaner,

@@ -15,8 +15,9 @@ from protocol import messages
 from protocol.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from protocol.messages import ApiKey
 
-from . import admin, cluster, fetch, offsets, produce
+from . import aclapis, admin, cluster, fetch, offsets, produce
 from .context import Body, Broker, RequestContext
+from .groupauth import authorized_group_call
 from .session import Session
 from .versions import SUPPORTED_VERSIONS
 
@@ -32,9 +33,13 @@ class CloseConnection(Exception):
 def _group(method: str, with_client: bool = False) -> Handler:
     async def handler(ctx: RequestContext, body: Body) -> Body:
         call = getattr(ctx.broker.groups, method)
-        if with_client:
-            return await call(body, ctx.api_version, client_id=ctx.client_id or "", client_host=ctx.client_host)
-        return await call(body, ctx.api_version)
+
+        async def run(b: Body) -> Body:
+            if with_client:
+                return await call(b, ctx.api_version, client_id=ctx.client_id or "", client_host=ctx.client_host)
+            return await call(b, ctx.api_version)
+
+        return await authorized_group_call(ctx, method, body, run)
 
     handler.__name__ = method
     return handler
@@ -66,6 +71,9 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.LIST_GROUPS: _group("list_groups"),
     ApiKey.DESCRIBE_GROUPS: _group("describe_groups"),
     ApiKey.DELETE_GROUPS: _group("delete_groups"),
+    ApiKey.CREATE_ACLS: aclapis.create_acls,
+    ApiKey.DESCRIBE_ACLS: aclapis.describe_acls,
+    ApiKey.DELETE_ACLS: aclapis.delete_acls,
 }
 
 assert set(HANDLERS) == set(SUPPORTED_VERSIONS), "every advertised API needs a handler and vice versa"
