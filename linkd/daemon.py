@@ -172,6 +172,7 @@ class Daemon:
                 if not self.config.advertised and port == 0:
                     self.broker.identity = BrokerIdentity(self.config.node_id, identity_host, bound, self.cluster_id)
                 self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups, secrets_key=self.secrets_key)
+                self.links.authorizer = self.authorizer  # ACL sync writes linkd's ACLs (linkd/link/aclsync.py)
                 self.broker.hooks.append(self.links)
                 await nursery.start(self.links.run)
                 self.admin_port = await nursery.start(self._serve_admin)
