@@ -280,3 +280,9 @@ def task(entry) -> dict:
     if sync is None:
         return report(TASK_NAME, TaskState.NOT_CONFIGURED, "acl.sync.enable is false")
     return sync.task()
+
+
+def status(entry) -> dict:
+    """The ACL sync's counters for ``link describe`` (``acl_sync``)."""
+    sync = _SYNCS.get(id(entry))
+    return dict((sync.status if sync is not None else AclSyncStatus()).__dict__)

@@ -405,6 +405,7 @@ class LinkManager:
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
             "topic_config_sync": entry.config_sync.status.as_dict(),
             "auto_create": entry.auto_create.status.as_dict(),
+            "acl_sync": aclsync.status(entry),
             "tasks": link_tasks(entry),
         }
 

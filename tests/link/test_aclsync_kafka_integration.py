@@ -135,8 +135,11 @@ def test_acls_created_and_deleted_on_the_source_follow_on_linkd(source, linkd_fa
 
     expected = {_key(b) for b in on_source[:4]} | {_key(untouched)}
     wait_for(lambda: _acls(linkd_admin) == expected, 20 * SYNC_MS / 1000, "linkd's ACLs equal to the source's in scope")
-    task = next(t for t in client.describe_link("src")["tasks"] if t["task_name"] == "AclSync")
+    described = client.describe_link("src")
+    task = next(t for t in described["tasks"] if t["task_name"] == "AclSync")
     assert task["state"] == "ACTIVE" and task["last_success_ms"] and task["runs"] >= 1, task
+    counters = described["acl_sync"]
+    assert counters["enabled"] and counters["acls_in_scope"] == 4 and counters["created"] == 4 and counters["deleted"] == 1, counters
 
     # Deleted at the source: gone here within a few rounds; a new one appears.
     _delete(source_admin, [on_source[3]])
