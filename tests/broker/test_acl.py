@@ -225,3 +225,17 @@ def test_delete_removes_exactly_what_filters_match_and_decisions_follow(acls, fi
     fresh = authorizer(*left)
     for name in ("a", "ab", "b", "zz"):
         assert a.authorize(ALICE, "READ", "TOPIC", name) == fresh.authorize(ALICE, "READ", "TOPIC", name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(acls=st.lists(BINDINGS, max_size=6), principal=st.sampled_from(["User:alice", "User:bob"]), host=st.sampled_from(["127.0.0.1", "10.0.0.2"]))
+def test_authorize_by_resource_type_means_some_resource_is_allowed(acls, principal, host):
+    """For WRITE (which nothing implies), Kafka's authorizeByResourceType answers "is there a name of that
+    type this principal may write?": checked against authorize() over every name that could matter."""
+    a = authorizer(*acls)
+    session = Session(host=host, principal=principal)
+    mentioned = {b.resource_name for b in acls} - {"*"}
+    mentioned |= {b.resource_name for b in acls if b.pattern_type == "PREFIXED"}
+    universe = mentioned | {n + "z" for n in mentioned} | {"fresh"}
+    exists = any(a.authorize(session, "WRITE", "TOPIC", n) for n in universe)
+    assert a.authorize_by_resource_type(session, "WRITE", "TOPIC") == exists

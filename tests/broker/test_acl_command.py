@@ -63,6 +63,8 @@ def test_kafka_acls_adds_lists_and_removes_acls_on_linkd(linkd_factory):
     added = _kafka_acls(b, "--add", "--allow-principal", "User:*", "--operation", "All", "--group", "*")
     assert added.returncode == 0, added.stdout + added.stderr
 
+    assert _produce(b, topic) == 0  # a super user is allowed whatever the DENY says
+
     listed = _kafka_acls(b, "--list")
     assert listed.returncode == 0, listed.stderr
     out = listed.stdout

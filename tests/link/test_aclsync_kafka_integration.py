@@ -148,6 +148,9 @@ def test_acls_created_and_deleted_on_the_source_follow_on_linkd(source, linkd_fa
     expected = (expected - {_key(on_source[3])}) | {_key(added)}
     wait_for(lambda: _acls(linkd_admin) == expected, 20 * SYNC_MS / 1000, "a source deletion and creation synced")
 
+    answer = _produce(daemon.bootstrap, readable)  # a super user cannot write to a mirror either
+    assert answer["error_code"] == ErrorCode.INVALID_REQUEST and "read-only mirror topic" in answer["error_message"]
+
     # ANONYMOUS an ordinary principal: the synced ACLs decide, and a mirror stays read-only.
     daemon.extra_args = ["--secrets-key-file", str(key), "--authorizer", "standard"]
     daemon.restart()
