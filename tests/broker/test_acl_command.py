@@ -86,3 +86,42 @@ def test_kafka_acls_adds_lists_and_removes_acls_on_linkd(linkd_factory):
     daemon.extra_args = ["--authorizer", "standard"]
     daemon.restart()
     assert _produce(daemon.bootstrap, topic) == ErrorCode.TOPIC_AUTHORIZATION_FAILED
+
+
+@pytest.mark.timeout(120)
+def test_kafka_python_admin_creates_describes_and_deletes_acls(linkd_factory):
+    from kafka.admin import (
+        ACL,
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        KafkaAdminClient,
+        ResourcePattern,
+        ResourcePatternFilter,
+        ResourceType,
+    )
+    from kafka.errors import ClusterAuthorizationFailedError, NoError
+
+    daemon = linkd_factory(extra_args=["--authorizer", "standard", "--super-users", "User:ANONYMOUS"])
+    client = KafkaAdminClient(bootstrap_servers=daemon.bootstrap)
+    try:
+        acl = ACL("User:alice", "*", ACLOperation.READ, ACLPermissionType.ALLOW, ResourcePattern(ResourceType.TOPIC, "orders", ACLResourcePatternType.PREFIXED))
+        assert client.create_acls([acl])["failed"] == []
+        everything = ACLFilter(None, None, ACLOperation.ANY, ACLPermissionType.ANY, ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY))
+        found, error = client.describe_acls(everything)
+        assert error is NoError and [(a.principal, a.resource_pattern.resource_name, a.operation) for a in found] == [("User:alice", "orders", ACLOperation.READ)]
+        [(_, deleted, error)] = client.delete_acls([everything])
+        assert error is NoError and len(deleted) == 1
+        assert client.describe_acls(everything)[0] == []
+    finally:
+        client.close()
+    # Without super users, ANONYMOUS may not even list them: kafka-python raises Kafka's error.
+    daemon.extra_args = ["--authorizer", "standard"]
+    daemon.restart()
+    client = KafkaAdminClient(bootstrap_servers=daemon.bootstrap)
+    try:
+        with pytest.raises(ClusterAuthorizationFailedError):
+            client.describe_acls(everything)
+    finally:
+        client.close()
