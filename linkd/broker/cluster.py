@@ -14,10 +14,12 @@ from .context import ZERO_UUID, Body, RequestContext, authorized_operations
 from .versions import SUPPORTED_VERSIONS
 
 NO_AUTHORIZED_OPERATIONS = -(2**31)
-# Authorized-operations bitfield (bit = AclOperation code) granting everything a client may ask about:
-# READ(3) WRITE(4) CREATE(5) DELETE(6) ALTER(7) DESCRIBE(8) DESCRIBE_CONFIGS(10) ALTER_CONFIGS(11).
+# Authorized-operations bitfields (bit = AclOperation code) without an authorizer: every operation the
+# resource type supports, as Kafka answers. Topic: READ(3) WRITE(4) CREATE(5) DELETE(6) ALTER(7)
+# DESCRIBE(8) DESCRIBE_CONFIGS(10) ALTER_CONFIGS(11); cluster: CREATE ALTER DESCRIBE CLUSTER_ACTION(9)
+# DESCRIBE_CONFIGS ALTER_CONFIGS IDEMPOTENT_WRITE(12).
 TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
-CLUSTER_OPERATIONS = sum(1 << op for op in (4, 5, 7, 8, 9, 10, 11, 12))
+CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
 KEY_TYPE_GROUP = 0
 KEY_TYPE_TRANSACTION = 1
 TRANSACTIONS_UNSUPPORTED = "linkd does not support transactional producers yet"

@@ -247,3 +247,29 @@ def test_confluent_kafka_clients_see_kafkas_authorization_errors(world):
     with pytest.raises(KafkaException) as raised:
         admin.create_acls([refused], request_timeout=10)[refused].result(15)
     assert raised.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+
+
+def _operations(bootstrap: str, topic: str) -> tuple[int, int, int]:
+    with WireConnection(bootstrap) as conn:
+        meta = conn.request(ApiKey.METADATA, 12, {"topics": [{"name": topic, "topic_id": ZERO_UUID}], "allow_auto_topic_creation": False,
+                                                   "include_topic_authorized_operations": True})
+        cluster = conn.request(ApiKey.DESCRIBE_CLUSTER, 1, {"include_cluster_authorized_operations": True, "endpoint_type": 1})
+        old_meta = conn.request(ApiKey.METADATA, 10, {"topics": None, "allow_auto_topic_creation": False, "include_cluster_authorized_operations": True,
+                                                       "include_topic_authorized_operations": False})
+    return meta["topics"][0]["topic_authorized_operations"], cluster["cluster_authorized_operations"], old_meta["cluster_authorized_operations"]
+
+
+@pytest.mark.timeout(180)
+def test_authorized_operations_match_apache_kafka_without_an_authorizer_and_for_a_super_user(kafka_broker, linkd_factory):
+    from confluent_kafka.admin import NewTopic
+
+    topic = f"ops-{uuid.uuid4().hex[:6]}"
+    kafka_admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    for future in kafka_admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        future.result(30)
+    kafka = _operations(kafka_broker.bootstrap, topic)
+    for extra in ([], ["--authorizer", "standard", "--super-users", ANON]):
+        daemon = linkd_factory(extra_args=extra)
+        with WireConnection(daemon.bootstrap) as conn:
+            conn.request(ApiKey.CREATE_TOPICS, 7, {"topics": [{"name": topic, "num_partitions": 1, "replication_factor": 1, "assignments": [], "configs": []}], "timeout_ms": 5000})
+        assert _operations(daemon.bootstrap, topic) == kafka, extra
