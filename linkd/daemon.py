@@ -125,6 +125,9 @@ class Daemon:
         self.authorizer = (
             StandardAuthorizer(self.store, config.super_users, config.allow_everyone_if_no_acl_found) if config.authorizer == "standard" else None
         )
+        if self.authorizer is not None and not config.super_users and not self.authorizer.acls() and not config.allow_everyone_if_no_acl_found:
+            log.warning("authorizer on with no ACL and no super user: every request is denied and nobody may add ACLs; "
+                        "restart with --super-users (e.g. 'User:admin') to manage them")
         self.broker: Broker | None = None
         self.listener: KafkaListener | None = None
         self.links: LinkManager | None = None
