@@ -6,7 +6,9 @@ through a real linkd with ``--authorizer standard`` against the same daemon with
 Prints one JSON object:
 * ``decisions``: ``authorize()`` calls per second with N ACLs (half LITERAL, half PREFIXED, on other
   names), for an allowed and a denied resource.
-* ``produce`` / ``fetch``: requests per second on one connection (acks=1, one 1 KiB batch per request;
+* ``handlers_per_s``: Produce and Fetch frames per second through the request dispatcher in this process,
+  authorizer off and on in alternating blocks, and their ratio: the cost of authorization alone.
+* ``wire_per_s``: Produce and Fetch requests per second on one connection (acks=1, one 1 KiB batch per request;
   Fetch of 64 KiB from offset 0), median of ``--repeat`` runs, without the authorizer and with it (the
   principal allowed by one ACL among ``--acls``), and their ratio (with / without).
 """
@@ -106,13 +108,63 @@ def wire(args) -> dict:
     }
 
 
+def in_process(args) -> dict:
+    """The handlers alone, in one process: the same Produce and Fetch frames through ``handle_frame`` with
+    the broker's authorizer off and on, in alternating blocks (no sockets, no second process to skew it)."""
+    import tempfile
+
+    import trio
+
+    from linkd.broker.context import Broker, BrokerIdentity
+    from linkd.broker.dispatch import handle_frame
+    from linkd.controlstore import ControlStore
+    from linkd.groups.coordinator import GroupCoordinator
+    from linkd.producer_ids import ProducerIdAllocator
+    from linkd.topics import TopicRegistry
+    from protocol.messages import RequestHeader, encode_request
+
+    with tempfile.TemporaryDirectory(prefix="acl-bench-") as tmp:
+        store = ControlStore(Path(tmp) / "control.db")
+        topics = TopicRegistry(store, Path(tmp) / "logs")
+        topics.create("bench", 1)
+        broker = Broker(BrokerIdentity(1, "127.0.0.1", 9092, "bench"), topics, GroupCoordinator(store), ProducerIdAllocator(store))
+        authorizer = StandardAuthorizer()
+        authorizer.create(filler(args.acls) + [AclBinding("TOPIC", "bench", "LITERAL", ANON, "*", "ALL", "ALLOW")])
+        produce = encode_request(RequestHeader(ApiKey.PRODUCE, 9, 1, "bench"), {"acks": 1, "timeout_ms": 5000, "topic_data": [{"name": "bench", "partition_data": [{"index": 0, "records": build_records([b"x" * 1000])}]}]})[4:]
+        fetch = encode_request(RequestHeader(ApiKey.FETCH, 12, 2, "bench"), {
+            "replica_id": -1, "max_wait_ms": 0, "min_bytes": 1, "max_bytes": 1 << 16, "isolation_level": 0, "session_id": 0, "session_epoch": -1,
+            "topics": [{"topic": "bench", "partitions": [{"partition": 0, "current_leader_epoch": -1, "fetch_offset": 0, "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": 1 << 16}]}],
+            "forgotten_topics_data": [], "rack_id": ""})[4:]
+        times: dict[str, dict[str, list[float]]] = {m: {"produce": [], "fetch": []} for m in ("without", "with")}
+
+        async def run() -> None:
+            for _ in range(args.repeat):
+                for mode in ("without", "with"):
+                    broker.authorizer = authorizer if mode == "with" else None
+                    for kind, frame in (("produce", produce), ("fetch", fetch)):
+                        start = time.perf_counter()
+                        for _ in range(args.requests):
+                            await handle_frame(broker, frame, "127.0.0.1")
+                        times[mode][kind].append(args.requests / (time.perf_counter() - start))
+
+        trio.run(run)
+        topics.close()
+        store.close()
+    med = {m: {k: round(statistics.median(v)) for k, v in kinds.items()} for m, kinds in times.items()}
+    return {"without": med["without"], "with": med["with"],
+            "produce_ratio": round(med["with"]["produce"] / med["without"]["produce"], 3), "fetch_ratio": round(med["with"]["fetch"] / med["without"]["fetch"], 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--acls", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-wire", action="store_true", help="skip the two-daemon socket measurement (noisy on a busy machine)")
     args = parser.parse_args()
-    out = {"acls": args.acls, "decisions": {str(n): decisions(n) for n in (10, args.acls, 10 * args.acls)}, **wire(args)}
+    out = {"acls": args.acls, "decisions": {str(n): decisions(n) for n in (10, args.acls, 10 * args.acls)}, "handlers_per_s": in_process(args)}
+    if not args.no_wire:
+        out["wire_per_s"] = wire(args)
     print(json.dumps(out, indent=2))
 
 
