@@ -145,6 +145,8 @@ async def delete_topics(ctx: RequestContext, body: Body) -> Body:
         by_id = name is None and bool(topic_id)
         if not (by_id and topic is None) and not ctx.authorized("DELETE", "TOPIC", topic.name if by_id else name):
             out["error_code"] = ErrorCode.TOPIC_AUTHORIZATION_FAILED  # whether or not it exists, as Kafka answers
+            if by_id and ctx.authorized("DESCRIBE", "TOPIC", topic.name):
+                out["name"] = topic.name  # Kafka names an id's topic to whoever may describe it
             continue
         if topic is None:
             out["error_code"] = ErrorCode.UNKNOWN_TOPIC_ID if by_id else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION

@@ -48,11 +48,15 @@ def _acls(me: str) -> list[AclBinding]:
     ]
 
 
-def _setup(admin: AdminClient, me: str) -> None:
+def _setup(admin: AdminClient, me: str, bootstrap: str) -> dict[str, uuid.UUID]:
+    """Topics and ACLs, made by a super user; returns the topics' ids."""
     for future in admin.create_topics([NewTopic(t, 1, 1) for t in (OK, READABLE, DENIED_READ, SECRET)]).values():
         future.result(30)
     for future in admin.create_acls(_acls(me), request_timeout=15).values():
         future.result(20)
+    with WireConnection(bootstrap) as conn:
+        meta = conn.request(ApiKey.METADATA, 12, {"topics": [{"name": t, "topic_id": ZERO_UUID} for t in (OK, READABLE, SECRET)], "allow_auto_topic_creation": False})
+    return {t["name"]: t["topic_id"] for t in meta["topics"]}
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +74,13 @@ def peers():
     try:
         kafka.start()
         kafka_admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
-        _setup(kafka_admin, f"User:{NOACL_USER}")
+        kafka_ids = _setup(kafka_admin, f"User:{NOACL_USER}", kafka.bootstrap)
         linkd.start()
         linkd_admin = AdminClient({"bootstrap.servers": linkd.bootstrap})
-        _setup(linkd_admin, ANON)
+        linkd_ids = _setup(linkd_admin, ANON, linkd.bootstrap)
         linkd.extra_args = ["--authorizer", "standard"]
         linkd.restart()
-        yield {"kafka": (kafka.address("SASL_PLAINTEXT"), kafka.password), "linkd": (linkd.bootstrap, None)}
+        yield {"kafka": (kafka.address("SASL_PLAINTEXT"), kafka.password, kafka_ids), "linkd": (linkd.bootstrap, None, linkd_ids)}
     finally:
         linkd.close()
         kafka.close()
@@ -145,6 +149,21 @@ CASES = [
 ]
 
 
+def _by_id_cases(ids: dict[str, uuid.UUID]) -> list:
+    """Requests that name topics by id (each side's own ids): the answers must not tell a denied id's name."""
+    unknown = uuid.uuid4()
+    names = {i: n for n, i in ids.items()}
+    fetch = _fetch_body("")
+    fetch["topics"] = [{"topic_id": ids[t], "partitions": fetch["topics"][0]["partitions"]} for t in (READABLE, SECRET)] + [{"topic_id": unknown, "partitions": fetch["topics"][0]["partitions"]}]
+    return [
+        ("metadata by id", ApiKey.METADATA, 12, {"topics": [{"name": None, "topic_id": i} for i in (ids[READABLE], ids[SECRET], unknown)], "allow_auto_topic_creation": False},
+         lambda b: sorted((t["error_code"], t["name"] or "") for t in b["topics"])),  # Kafka answers unknown ids first, then the rest
+        ("fetch by id", ApiKey.FETCH, 13, fetch, lambda b: {names.get(t["topic_id"], "unknown"): t["partitions"][0]["error_code"] for t in b["responses"]}),
+        ("delete topics by id", ApiKey.DELETE_TOPICS, 6, {"topics": [{"name": None, "topic_id": i} for i in (ids[READABLE], ids[SECRET], unknown)], "timeout_ms": 5000},
+         lambda b: sorted((r["error_code"], r["name"] or "") for r in b["responses"])),
+    ]
+
+
 # Kafka's coordinators load in the background after start: these mean "ask again", not an answer.
 RETRIABLE = {14, 15, 16}  # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
 
@@ -175,11 +194,11 @@ def _sasl_plain(conn: WireConnection, user: str, password: str) -> None:
 @pytest.mark.timeout(300)
 def test_the_same_acls_give_the_same_answers_as_apache_kafka(peers):
     answers: dict[str, dict[str, object]] = {"kafka": {}, "linkd": {}}
-    for who, (bootstrap, password) in peers.items():
+    for who, (bootstrap, password, ids) in peers.items():
         with WireConnection(bootstrap) as conn:
             if password is not None:
                 _sasl_plain(conn, NOACL_USER, password)
-            for what, api, version, body, read in CASES:
+            for what, api, version, body, read in CASES + _by_id_cases(ids):
                 answers[who][what] = _settled(conn, api, version, body, read)
-    differences = {what: {"kafka": answers["kafka"][what], "linkd": answers["linkd"][what]} for what, *_ in CASES if answers["kafka"][what] != answers["linkd"][what]}
+    differences = {what: {"kafka": answers["kafka"][what], "linkd": answers["linkd"][what]} for what in answers["kafka"] if answers["kafka"][what] != answers["linkd"][what]}
     assert not differences, "\n".join(f"{k}: {v}" for k, v in differences.items())
