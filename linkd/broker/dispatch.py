@@ -110,6 +110,8 @@ async def handle_frame(
     ctx = RequestContext(broker, header.api_key, header.api_version, header.correlation_id, header.client_id, client_host, session)
     try:
         body = await HANDLERS[header.api_key](ctx, request.body)
+    except produce.AcksZeroRefused as exc:
+        raise CloseConnection(f"{exc} (client {header.client_id!r})") from exc  # the producer's only signal
     except Exception as exc:
         log.exception("handler for %s v%d failed (correlation id %d)", ApiKey(header.api_key).name, header.api_version, header.correlation_id)
         raise CloseConnection(f"internal error: {exc}") from exc

@@ -81,6 +81,11 @@ def _timestamp_error(configs: dict[str, str], batch, now_ms: int) -> str | None:
     return None
 
 
+class AcksZeroRefused(Exception):
+    """An acks=0 Produce failed somewhere: with no answer to carry the error, Kafka closes the connection
+    so the producer notices and refreshes its metadata; so does linkd (see dispatch)."""
+
+
 def read_only_message(topic: str) -> str:
     return f"Cannot append records to read-only mirror topic '{topic}'"
 
@@ -221,6 +226,9 @@ async def produce(ctx: RequestContext, body: Body) -> Body | None:
                 log.error("produce to %s: fsync failed: %s", plog.name, exc)
                 result.update(error_code=ErrorCode.KAFKA_STORAGE_ERROR, error_message=f"Disk error when flushing {plog.name}: {exc}", base_offset=-1)
     if acks == ACKS_NONE:
+        failed = sorted({f"{out['name'] or out['topic_id']}-{r['index']}: {ErrorCode(r['error_code']).name}" for out in responses for r in out["partition_responses"] if r["error_code"] != ErrorCode.NONE})
+        if failed:
+            raise AcksZeroRefused(f"acks=0 produce failed ({', '.join(failed)})")
         return None
     return {"responses": responses, "throttle_time_ms": 0}
 

@@ -273,3 +273,22 @@ def test_authorized_operations_match_apache_kafka_without_an_authorizer_and_for_
         with WireConnection(daemon.bootstrap) as conn:
             conn.request(ApiKey.CREATE_TOPICS, 7, {"topics": [{"name": topic, "num_partitions": 1, "replication_factor": 1, "assignments": [], "configs": []}], "timeout_ms": 5000})
         assert _operations(daemon.bootstrap, topic) == kafka, extra
+
+
+@pytest.mark.timeout(60)
+def test_an_acks_0_produce_refused_closes_the_connection_as_kafka_does(world):
+    from protocol.messages import RequestHeader, encode_request
+    from tests.broker.wire import ConnectionClosed
+
+    def fire_and_forget(conn: WireConnection, topic: str) -> None:
+        body = {"acks": 0, "timeout_ms": 5000, "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": build_records([b"f"])}]}]}
+        conn.send_bytes(encode_request(RequestHeader(ApiKey.PRODUCE, 9, 99, "acks0"), body))
+
+    with WireConnection(world.daemon.bootstrap) as conn:
+        fire_and_forget(conn, world.ok)
+        assert conn.request(ApiKey.API_VERSIONS, 3, {"client_software_name": "t", "client_software_version": "1"})["error_code"] == 0
+        before = world.end_offset(world.readable)
+        fire_and_forget(conn, world.readable)  # no WRITE: nothing to answer with, so the connection goes
+        with pytest.raises((ConnectionClosed, ConnectionResetError)):
+            conn.request(ApiKey.API_VERSIONS, 3, {"client_software_name": "t", "client_software_version": "1"})
+    assert world.end_offset(world.readable) == before
