@@ -32,9 +32,13 @@ from protocol.errors import ErrorCode
 from protocol.messages import ApiKey
 
 from ..broker.acl import (
+    OPERATION_NAMES,
     OPERATIONS,
+    PATTERN_TYPE_NAMES,
     PATTERN_TYPES,
+    PERMISSION_NAMES,
     PERMISSIONS,
+    RESOURCE_TYPE_NAMES,
     RESOURCE_TYPES,
     SUPPORTED_RESOURCE_TYPES,
     AclBinding,
@@ -154,14 +158,13 @@ class AclSyncStatus:
 
 
 def _binding(resource: dict, acl: dict) -> AclBinding | None:
-    names = {v: k for k, v in RESOURCE_TYPES.items()}
-    rtype = names.get(resource["resource_type"])
+    """A DescribeAcls entry of the source as a binding; None for a resource type linkd does not authorize."""
+    rtype = RESOURCE_TYPE_NAMES.get(resource["resource_type"])
     if rtype not in SUPPORTED_RESOURCE_TYPES:
         return None
     return AclBinding(
-        rtype, resource["resource_name"], {v: k for k, v in PATTERN_TYPES.items()}.get(resource.get("pattern_type", 3), "UNKNOWN"),
-        acl["principal"], acl["host"], {v: k for k, v in OPERATIONS.items()}.get(acl["operation"], "UNKNOWN"),
-        {v: k for k, v in PERMISSIONS.items()}.get(acl["permission_type"], "UNKNOWN"),
+        rtype, resource["resource_name"], PATTERN_TYPE_NAMES.get(resource.get("pattern_type", 3), "UNKNOWN"),
+        acl["principal"], acl["host"], OPERATION_NAMES.get(acl["operation"], "UNKNOWN"), PERMISSION_NAMES.get(acl["permission_type"], "UNKNOWN"),
     )
 
 
