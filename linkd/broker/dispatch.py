@@ -15,7 +15,7 @@ from protocol import messages
 from protocol.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from protocol.messages import ApiKey
 
-from . import aclapis, admin, cluster, fetch, offsets, produce
+from . import aclapis, admin, cluster, features, fetch, logdirs, offsets, produce, producers, replicas
 from .context import Body, Broker, RequestContext
 from .groupauth import authorized_group_call
 from .session import Session
@@ -74,6 +74,13 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.CREATE_ACLS: aclapis.create_acls,
     ApiKey.DESCRIBE_ACLS: aclapis.describe_acls,
     ApiKey.DELETE_ACLS: aclapis.delete_acls,
+    ApiKey.OFFSET_DELETE: _group("offset_delete"),
+    ApiKey.DESCRIBE_LOG_DIRS: logdirs.describe_log_dirs,
+    ApiKey.DESCRIBE_PRODUCERS: producers.describe_producers,
+    ApiKey.DESCRIBE_TOPIC_PARTITIONS: replicas.describe_topic_partitions,
+    ApiKey.ELECT_LEADERS: replicas.elect_leaders,
+    ApiKey.LIST_PARTITION_REASSIGNMENTS: replicas.list_partition_reassignments,
+    ApiKey.UPDATE_FEATURES: features.update_features,
 }
 
 assert set(HANDLERS) == set(SUPPORTED_VERSIONS), "every advertised API needs a handler and vice versa"
