@@ -3,7 +3,7 @@
 Kafka's rules (KafkaApis): joining, syncing, heartbeating and leaving need READ on the group;
 OffsetCommit needs READ on the group and READ on each topic; OffsetFetch DESCRIBE on the group and on
 each topic (a fetch of all topics only shows the describable ones); DescribeGroups DESCRIBE, DeleteGroups
-DELETE on each group; ListGroups lists every group to a principal with DESCRIBE on the cluster, else
+DELETE on each group; OffsetDelete DELETE on the group and READ on each topic; ListGroups lists every group to a principal with DESCRIBE on the cluster, else
 only the groups it may describe. Denied parts answer GROUP_AUTHORIZATION_FAILED or
 TOPIC_AUTHORIZATION_FAILED; the coordinator sees only what was authorized.
 """
@@ -136,7 +136,22 @@ async def _delete_groups(ctx: RequestContext, body: Body, call: Call) -> Body:
     return {**answer, "results": [next(answered) if ok else {"group_id": g, "error_code": GROUP_DENIED} for g, ok in zip(names, allowed, strict=True)]}
 
 
+async def _offset_delete(ctx: RequestContext, body: Body, call: Call) -> Body:
+    """DELETE on the group, then READ on each topic (TOPIC_AUTHORIZATION_FAILED for the others)."""
+    if not ctx.authorized("DELETE", "GROUP", body.get("group_id") or ""):
+        return {"error_code": GROUP_DENIED, "throttle_time_ms": 0, "topics": []}
+    topics = body.get("topics") or []
+    allowed = [ctx.authorized("READ", "TOPIC", t["name"]) for t in topics]
+    answer = await call({**body, "topics": [t for t, ok in zip(topics, allowed, strict=True) if ok]})
+    if answer.get("error_code"):
+        return answer
+    answered = iter(answer.get("topics") or [])
+    return {**answer, "topics": [next(answered) if ok else {"name": t["name"], "partitions": [{"partition_index": p["partition_index"], "error_code": TOPIC_DENIED} for p in t.get("partitions") or []]}
+                                 for t, ok in zip(topics, allowed, strict=True)]}
+
+
 _GUARDS = {
+    "offset_delete": _offset_delete,
     "offset_commit": _offset_commit,
     "offset_fetch": _offset_fetch,
     "list_groups": _list_groups,
