@@ -35,6 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
         return exit_status
     import trio
 
+    from .broker.acl import parse_super_users
     from .broker.limits import limits_from_args
     from .daemon import DataDirInUse, ServeConfig, parse_hostport, serve
     from .storage.cleaner import CleanerConfig
@@ -54,7 +55,12 @@ def _serve(args: argparse.Namespace) -> int:
             cleaner=cleaner,
             limits=limits_from_args(args),
             secrets_key_file=Path(args.secrets_key_file) if args.secrets_key_file else None,
+            authorizer=None if args.authorizer == "none" else args.authorizer,
+            super_users=tuple(parse_super_users(args.super_users)),
+            allow_everyone_if_no_acl_found=args.allow_everyone_if_no_acl_found,
         )
+        if config.authorizer is None and (config.super_users or config.allow_everyone_if_no_acl_found):
+            raise ValueError("--super-users and --allow-everyone-if-no-acl-found need --authorizer standard")
         if config.secrets_key_file:
             from .link.secrets import SecretsKey
 
@@ -576,6 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .broker.limits import add_serve_arguments
 
     add_serve_arguments(serve)
+    serve.add_argument("--authorizer", choices=["none", "standard"], default="none",
+                       help="'standard': authorize every request with Kafka's ACL model (StandardAuthorizer semantics; ACLs managed with kafka-acls). Default none: everyone may do everything")
+    serve.add_argument("--super-users", metavar="User:a;User:b", help="principals allowed everything whatever the ACLs (Kafka's super.users); needs --authorizer standard")
+    serve.add_argument("--allow-everyone-if-no-acl-found", action="store_true",
+                       help="allow an action on a resource that has no ACL at all (Kafka's allow.everyone.if.no.acl.found; default: deny)")
     serve.add_argument("--secrets-key-file", help="file with the 32-byte key that encrypts link secrets in control.db (linkd secrets generate-key)")
     serve.set_defaults(func=_serve)
 

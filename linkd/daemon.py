@@ -20,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from .broker.acl import StandardAuthorizer
 from .broker.context import Broker, BrokerIdentity
 from .broker.limits import Limits, raise_descriptor_limit
 from .broker.server import KafkaListener
@@ -73,6 +74,9 @@ class ServeConfig:
     cleaner: CleanerConfig = CleanerConfig()
     limits: Limits = field(default_factory=Limits)
     secrets_key_file: Path | None = None  # seals link secrets in control.db (see linkd/link/secrets.py)
+    authorizer: str | None = None  # "standard": Kafka's ACL model (linkd/broker/acl.py); None: allow everything
+    super_users: tuple[str, ...] = ()
+    allow_everyone_if_no_acl_found: bool = False
 
 
 class DataDirInUse(Exception):
@@ -133,6 +137,12 @@ class Daemon:
         self.producer_ids = ProducerIdAllocator(self.store)
         self.secrets_key = SecretsKey.from_file(config.secrets_key_file) if config.secrets_key_file else None
         self.cluster_id = _cluster_id(self.store)
+        self.authorizer = (
+            StandardAuthorizer(self.store, config.super_users, config.allow_everyone_if_no_acl_found) if config.authorizer == "standard" else None
+        )
+        if self.authorizer is not None and not config.super_users and not self.authorizer.acls() and not config.allow_everyone_if_no_acl_found:
+            log.warning("authorizer on with no ACL and no super user: every request is denied and nobody may add ACLs; "
+                        "restart with --super-users (e.g. 'User:admin') to manage them")
         self.broker: Broker | None = None
         self.listener: KafkaListener | None = None
         self.links: LinkManager | None = None
@@ -171,6 +181,7 @@ class Daemon:
                     producer_ids=self.producer_ids,
                     max_request_bytes=self.config.max_request_bytes,
                     limits=limits,
+                    authorizer=self.authorizer,
                 )
                 await nursery.start(self.groups.run)
                 await nursery.start(partial(run_maintenance, self.topics, cleaner=self.config.cleaner,
@@ -180,6 +191,7 @@ class Daemon:
                 if not self.config.advertised and port == 0:
                     self.broker.identity = BrokerIdentity(self.config.node_id, identity_host, bound, self.cluster_id)
                 self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups, secrets_key=self.secrets_key)
+                self.links.authorizer = self.authorizer  # ACL sync writes linkd's ACLs (linkd/link/aclsync.py)
                 self.broker.hooks.append(self.links)
                 await nursery.start(self.links.run)
                 self.admin_port = await nursery.start(self._serve_admin)

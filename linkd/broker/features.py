@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from protocol.errors import ErrorCode
 
+from .acl import CLUSTER_NAME
 from .context import Body, RequestContext
 
 
 async def update_features(ctx: RequestContext, body: Body) -> Body:
     updates = body.get("feature_updates") or []
+    if not ctx.authorized("ALTER", "CLUSTER", CLUSTER_NAME):
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "error_message": None, "results": []}
     if not updates:
         code, message = ErrorCode.INVALID_REQUEST, "No feature updates were specified."
     else:

@@ -11,6 +11,7 @@ import os
 
 from protocol.errors import ErrorCode
 
+from .acl import CLUSTER_NAME
 from .context import Body, RequestContext
 
 
@@ -28,6 +29,8 @@ def _partition(index: int, plog) -> Body:
 
 async def describe_log_dirs(ctx: RequestContext, body: Body) -> Body:
     registry = ctx.broker.topics
+    if not ctx.authorized("DESCRIBE", "CLUSTER", CLUSTER_NAME):
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "results": []}
     requested = body.get("topics")
     topics: list[Body] = []
     if requested is None:

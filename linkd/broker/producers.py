@@ -30,6 +30,9 @@ async def describe_producers(ctx: RequestContext, body: Body) -> Body:
     for item in body.get("topics") or []:
         topic = registry.get(item["name"])
         partitions = []
+        if not ctx.authorized("READ", "TOPIC", item["name"]):
+            topics.append({"name": item["name"], "partitions": [_error(i, ErrorCode.TOPIC_AUTHORIZATION_FAILED) for i in item.get("partition_indexes") or []]})
+            continue
         for index in item.get("partition_indexes") or []:
             code, plog = ctx.resolve(topic, index)
             if plog is None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from protocol.errors import ErrorCode
 
+from .acl import CLUSTER_NAME
 from .cluster import TOPIC_OPERATIONS
-from .context import ZERO_UUID, Body, RequestContext
+from .context import ZERO_UUID, Body, RequestContext, authorized_operations
 
 ELECTION_NOT_NEEDED_MESSAGE = "Leader election not needed for topic partition."
 
@@ -28,7 +29,8 @@ async def describe_topic_partitions(ctx: RequestContext, body: Body) -> Body:
     """Topics in name order, at most ``response_partition_limit`` partitions, then a cursor to go on from."""
     registry = ctx.broker.topics
     requested = body.get("topics") or []
-    names = sorted({t["name"] for t in requested}) if requested else sorted(t.name for t in registry.all())
+    # Listing every topic shows only the describable ones (as Metadata does); a named one is refused.
+    names = sorted({t["name"] for t in requested}) if requested else sorted(t.name for t in registry.all() if ctx.authorized("DESCRIBE", "TOPIC", t.name))
     cursor = body.get("cursor")
     limit = max(1, body.get("response_partition_limit", 2000))
     if cursor is not None:
@@ -37,6 +39,10 @@ async def describe_topic_partitions(ctx: RequestContext, body: Body) -> Body:
     budget = limit
     next_cursor = None
     for name in names:
+        if not ctx.authorized("DESCRIBE", "TOPIC", name):
+            topics.append({"error_code": ErrorCode.TOPIC_AUTHORIZATION_FAILED, "name": name, "topic_id": ZERO_UUID,
+                           "is_internal": False, "partitions": [], "topic_authorized_operations": -(2**31)})
+            continue
         topic = registry.get(name)
         if topic is None:
             topics.append({"error_code": ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "name": name, "topic_id": ZERO_UUID,
@@ -50,7 +56,7 @@ async def describe_topic_partitions(ctx: RequestContext, body: Body) -> Body:
         budget -= end - first
         topics.append({"error_code": ErrorCode.NONE, "name": name, "topic_id": topic.topic_id, "is_internal": False,
                        "partitions": [_partition(ctx, topic, i) for i in range(first, end)],
-                       "topic_authorized_operations": TOPIC_OPERATIONS})
+                       "topic_authorized_operations": authorized_operations(ctx, "TOPIC", name, TOPIC_OPERATIONS)})
         if end < len(topic.logs):
             next_cursor = {"topic_name": name, "partition_index": end}
             break
@@ -68,6 +74,10 @@ def _election_result(ctx: RequestContext, name: str, index: int) -> Body:
 
 async def elect_leaders(ctx: RequestContext, body: Body) -> Body:
     requested = body.get("topic_partitions")
+    if not ctx.authorized("ALTER", "CLUSTER", CLUSTER_NAME):
+        denied = [{"topic": item["topic"], "partition_result": [{"partition_id": p, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "error_message": None}
+                                                               for p in item.get("partitions") or []]} for item in requested or []]
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "replica_election_results": denied}
     if requested is None:
         # "Every partition": Kafka lists each topic and leaves out the partitions that needed no election.
         results = [{"topic": t.name, "partition_result": []} for t in sorted(ctx.broker.topics.all(), key=lambda t: t.name)]
@@ -78,4 +88,6 @@ async def elect_leaders(ctx: RequestContext, body: Body) -> Body:
 
 
 async def list_partition_reassignments(ctx: RequestContext, body: Body) -> Body:
+    if not ctx.authorized("DESCRIBE", "CLUSTER", CLUSTER_NAME):
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "error_message": None, "topics": []}
     return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE, "error_message": None, "topics": []}

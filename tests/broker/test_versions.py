@@ -34,7 +34,8 @@ def test_advertised_ranges_are_within_apache_kafka_4_1(kafka_broker):
 
 @pytest.fixture(scope="module")
 def daemon():
-    with LinkdProcess() as process:
+    # With the authorizer on (ANONYMOUS a super user), so the ACL APIs answer for real at every version.
+    with LinkdProcess(extra_args=["--authorizer", "standard", "--super-users", "User:ANONYMOUS"]) as process:
         yield process
 
 
@@ -279,6 +280,37 @@ def _describe_cluster(env: Env, v: int) -> None:
     assert body["error_code"] == 0 and [b["broker_id"] for b in body["brokers"]] == [1]
 
 
+def _acl(env: Env, v: int) -> tuple[dict, dict]:
+    principal = f"User:{env.prefix}-{v}"
+    creation = {"resource_type": 2, "resource_name": env.topic, "resource_pattern_type": 4, "principal": principal, "host": "*", "operation": 3, "permission_type": 3}
+    acl_filter = {"resource_type_filter": 1, "resource_name_filter": None, "pattern_type_filter": 1, "principal_filter": principal, "host_filter": None, "operation": 1, "permission_type": 1}
+    return creation, acl_filter
+
+
+def _create_acls(env: Env, v: int) -> None:
+    creation, acl_filter = _acl(env, v)
+    assert _only(env.call(ApiKey.CREATE_ACLS, v, {"creations": [creation]})["results"])["error_code"] == 0
+    described = env.call(ApiKey.DESCRIBE_ACLS, 1, acl_filter)
+    assert [(r["resource_name"], r["pattern_type"]) for r in described["resources"]] == [(env.topic, 4)], described
+
+
+def _describe_acls(env: Env, v: int) -> None:
+    creation, acl_filter = _acl(env, v)
+    assert _only(env.call(ApiKey.CREATE_ACLS, 1, {"creations": [creation]})["results"])["error_code"] == 0
+    described = env.call(ApiKey.DESCRIBE_ACLS, v, acl_filter)
+    assert described["error_code"] == 0
+    acl = _only(_only(described["resources"])["acls"])
+    assert acl["principal"] == creation["principal"] and acl["operation"] == 3 and acl["permission_type"] == 3
+
+
+def _delete_acls(env: Env, v: int) -> None:
+    creation, acl_filter = _acl(env, v)
+    assert _only(env.call(ApiKey.CREATE_ACLS, 1, {"creations": [creation]})["results"])["error_code"] == 0
+    result = _only(env.call(ApiKey.DELETE_ACLS, v, {"filters": [acl_filter]})["filter_results"])
+    assert result["error_code"] == 0 and _only(result["matching_acls"])["resource_name"] == env.topic
+    assert env.call(ApiKey.DESCRIBE_ACLS, 1, acl_filter)["resources"] == []
+
+
 def _describe_log_dirs(env: Env, v: int) -> None:
     body = env.call(ApiKey.DESCRIBE_LOG_DIRS, v, {"topics": [{"topic": env.topic, "partitions": [0]}]})
     assert body.get("error_code", 0) == 0
@@ -358,6 +390,9 @@ EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.CREATE_PARTITIONS: _create_partitions,
     ApiKey.DELETE_GROUPS: _delete_groups,
     ApiKey.DESCRIBE_CLUSTER: _describe_cluster,
+    ApiKey.CREATE_ACLS: _create_acls,
+    ApiKey.DESCRIBE_ACLS: _describe_acls,
+    ApiKey.DELETE_ACLS: _delete_acls,
     ApiKey.DESCRIBE_LOG_DIRS: _describe_log_dirs,
     ApiKey.ELECT_LEADERS: _elect_leaders,
     ApiKey.LIST_PARTITION_REASSIGNMENTS: _list_partition_reassignments,
