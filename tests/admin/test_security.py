@@ -28,6 +28,8 @@ def test_auth_file_checks_passwords_and_roles(tmp_path):
         ("ops:admin:plaintext-password\n", "scrypt$N$r$p$SALT$KEY"),
         (f"a:admin:{hash_password('x')}\na:viewer:{hash_password('y')}\n", "line 2: user 'a' appears twice"),
     ],
+    # Fixed ids: the hashes are salted at random, and pytest-xdist needs every worker to collect the same names.
+    ids=["empty", "no-hash", "unknown-role", "plaintext-password", "duplicate-user"],
 )
 def test_bad_auth_files_are_refused_naming_the_line(tmp_path, content, expected):
     path = tmp_path / "users"
