@@ -15,7 +15,7 @@ from protocol import messages
 from protocol.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from protocol.messages import ApiKey
 
-from . import admin, cluster, fetch, offsets, produce
+from . import admin, cluster, fetch, offsets, produce, users
 from .context import Body, Broker, RequestContext
 from .session import Session
 from .versions import SUPPORTED_VERSIONS
@@ -66,6 +66,12 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.LIST_GROUPS: _group("list_groups"),
     ApiKey.DESCRIBE_GROUPS: _group("describe_groups"),
     ApiKey.DELETE_GROUPS: _group("delete_groups"),
+    # On a SASL listener the connection's SaslConnection (saslgate.py) answers these two itself; here they
+    # arrive only on a listener without SASL, where Kafka answers ILLEGAL_SASL_STATE.
+    ApiKey.SASL_HANDSHAKE: cluster.sasl_handshake_without_sasl,
+    ApiKey.SASL_AUTHENTICATE: cluster.sasl_authenticate_without_sasl,
+    ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: users.describe_user_scram_credentials,
+    ApiKey.ALTER_USER_SCRAM_CREDENTIALS: users.alter_user_scram_credentials,
 }
 
 assert set(HANDLERS) == set(SUPPORTED_VERSIONS), "every advertised API needs a handler and vice versa"
