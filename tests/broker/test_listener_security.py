@@ -147,14 +147,16 @@ def test_confluent_kafka_produces_and_consumes_over_a_secured_listener(secured, 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("listener,mechanism", [("SASL_PLAINTEXT", "PLAIN"), ("SASL_SSL", "SCRAM-SHA-256"), ("SASL_PLAINTEXT", "SCRAM-SHA-512")])
 def test_confluent_kafka_with_a_wrong_password_gets_an_authentication_error(secured, listener, mechanism):
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka import KafkaError, Producer
 
     errors = []
     conf = {**_confluent_security(secured, listener, mechanism, password="wrong-" + PASSWORD), "error_cb": errors.append}
-    with pytest.raises(KafkaException):
-        AdminClient(conf).list_topics(timeout=5)
+    producer = Producer(conf)
+    deadline = time.monotonic() + 20
+    while not errors and time.monotonic() < deadline:
+        producer.poll(0.2)
     assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+    assert any("invalid credentials" in e.str() or "Invalid username or password" in e.str() for e in errors), errors
 
 
 @pytest.mark.timeout(60)
@@ -220,13 +222,14 @@ def test_kafka_python_produces_and_consumes_over_a_secured_listener(secured, cas
 
 
 @pytest.mark.timeout(60)
-def test_kafka_python_with_a_wrong_password_gets_an_authentication_error(secured):
+def test_kafka_python_with_a_wrong_password_gets_an_authentication_error(secured, caplog):
     from kafka import KafkaProducer
-    from kafka.errors import KafkaError, NoBrokersAvailable
+    from kafka.errors import KafkaError
 
-    with pytest.raises((KafkaError, NoBrokersAvailable)) as raised:
-        KafkaProducer(**_kafka_python_security(secured, "SASL_PLAINTEXT", "SCRAM-SHA-256", password="nope"), api_version_auto_timeout_ms=5000)
-    assert "Authentication" in type(raised.value).__name__ or "uthentication" in str(raised.value), repr(raised.value)
+    with pytest.raises(KafkaError):
+        KafkaProducer(**_kafka_python_security(secured, "SASL_PLAINTEXT", "SCRAM-SHA-256", password="nope"), max_block_ms=5000)
+    # kafka-python reports the broker's SaslAuthenticationFailedError on the connection, then gives up on it.
+    assert "SaslAuthenticationFailedError" in caplog.text and "invalid credentials" in caplog.text, caplog.text[-2000:]
 
 
 AIOKAFKA_CASES = [("SSL", None), ("MTLS", None), ("SASL_PLAINTEXT", "PLAIN"), ("SASL_SSL", "SCRAM-SHA-256"), ("SASL_SSL", "SCRAM-SHA-512")]
@@ -278,7 +281,7 @@ def test_aiokafka_produces_and_consumes_over_a_secured_listener(secured, case):
 
 
 @pytest.mark.timeout(60)
-def test_aiokafka_with_a_wrong_password_gets_an_authentication_error(secured):
+def test_aiokafka_with_a_wrong_password_gets_an_authentication_error(secured, caplog):
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
@@ -289,9 +292,10 @@ def test_aiokafka_with_a_wrong_password_gets_an_authentication_error(secured):
         finally:
             await producer.stop()
 
-    with pytest.raises((KafkaError, KafkaConnectionError)) as raised:
+    with pytest.raises((KafkaError, KafkaConnectionError)):
         asyncio.run(run())
-    assert "uthentication" in repr(raised.value) or "uthentication" in str(raised.value.__cause__), repr(raised.value)
+    # aiokafka logs the broker's answer on the connection and raises "Unable to bootstrap".
+    assert "SaslAuthenticationFailed" in caplog.text and "invalid credentials" in caplog.text, caplog.text[-2000:]
 
 
 def _java_properties(linkd, path: Path, listener: str, mechanism: str | None, password: str = PASSWORD) -> Path:
