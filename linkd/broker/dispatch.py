@@ -72,6 +72,7 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.SASL_AUTHENTICATE: cluster.sasl_authenticate_without_sasl,
     ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: users.describe_user_scram_credentials,
     ApiKey.ALTER_USER_SCRAM_CREDENTIALS: users.alter_user_scram_credentials,
+    ApiKey.DESCRIBE_CLIENT_QUOTAS: users.describe_client_quotas,
 }
 
 assert set(HANDLERS) == set(SUPPORTED_VERSIONS), "every advertised API needs a handler and vice versa"

@@ -197,7 +197,7 @@ class KafkaListener:
                         await tls.do_handshake()
                     except trio.BrokenResourceError as exc:
                         self.tls_handshake_failures += 1
-                        log.warning("TLS handshake with %s on listener %s failed: %s", client_host, endpoint.name, exc.__cause__ or exc)
+                        log.info("TLS handshake with %s on listener %s failed: %s", client_host, endpoint.name, exc.__cause__ or exc)
                         return
                 if handshaking.cancelled_caught:
                     self.tls_handshake_failures += 1

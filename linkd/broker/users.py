@@ -212,3 +212,11 @@ async def alter_user_scram_credentials(ctx: RequestContext, body: Body) -> Body:
         code, message = errors.get(user, (ErrorCode.NONE, None))
         results.append({"user": user, "error_code": code, "error_message": message})
     return {"throttle_time_ms": 0, "results": results}
+
+
+async def describe_client_quotas(ctx: RequestContext, body: Body) -> Body:
+    """linkd enforces no client quotas, so every filter matches nothing. ``kafka-configs --describe
+    --entity-type users`` asks for these before the user's SCRAM credentials."""
+    if not ctx.authorized("DESCRIBE_CONFIGS", "CLUSTER", CLUSTER_RESOURCE):
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "error_message": None, "entries": None}
+    return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE, "error_message": None, "entries": []}

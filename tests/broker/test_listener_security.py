@@ -303,7 +303,8 @@ def _java_properties(linkd, path: Path, listener: str, mechanism: str | None, pa
     protocol = {"MTLS": "SSL"}.get(listener, listener)
     lines = [f"security.protocol={protocol}"]
     if protocol in ("SSL", "SASL_SSL"):
-        lines += [f"ssl.truststore.location={pki.truststore_p12}", "ssl.truststore.type=PKCS12", f"ssl.truststore.password={STORE_PASSWORD}"]
+        # PEM: a PKCS12 store made by ``cryptography`` has no trusted-certificate entries the JDK would read.
+        lines += [f"ssl.truststore.location={pki.ca_pem}", "ssl.truststore.type=PEM"]
     if listener == "MTLS":
         lines += [f"ssl.keystore.location={pki.client_p12}", "ssl.keystore.type=PKCS12", f"ssl.keystore.password={STORE_PASSWORD}"]
     if mechanism:
@@ -493,3 +494,28 @@ def test_linkd_user_commands_manage_credentials_offline(tmp_path):
     missing = cli("delete", "dave")
     assert missing.returncode != 0 and "no SCRAM" in missing.stderr
     assert [u["user"] for u in __import__("json").loads(cli("list", "--json").stdout)] == ["carol"]
+
+
+@pytest.mark.timeout(180)
+def test_a_linkd_mirrors_from_a_sasl_ssl_linkd_byte_for_byte(secured, tmp_path):
+    """linkd-to-linkd over SASL_SSL (SCRAM-SHA-512, the truststore a PEM CA): the link's own client against
+    the listener."""
+    from tests.link.mirroring import FAST_LINK, admin, assert_bytes_identical, produce_confluent, wait_mirrored
+    from tests.link.test_security_kafka_integration import write_properties
+
+    topic = _new_topic(secured)
+    produce_confluent(secured.bootstrap, topic, [(n % 2, b"k%d" % n, b"v%d" % n * 20) for n in range(300)], **{"compression.type": "zstd"})
+    jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{USER}" password="{PASSWORD}";'
+    props = write_properties(tmp_path / "link.properties", {
+        **FAST_LINK, "bootstrap.servers": secured.address("SASL_SSL"), "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512", "sasl.jaas.config": jaas, "ssl.truststore.location": str(secured.pki.ca_pem),
+    })
+    with LinkdProcess() as dest:
+        created = dest.cli("link", "create", "from-secured", "--config-file", str(props), "--json", timeout=60)
+        assert created.returncode == 0, created.stderr
+        client = admin(dest)
+        client.create_mirror(topic, "from-secured")
+        ends = {p: n for p, n in {0: 150, 1: 150}.items()}
+        wait_mirrored(client, topic, ends, timeout=60)
+        for partition in range(2):
+            assert_bytes_identical(secured.bootstrap, topic, dest.bootstrap, topic, partition, 0, ends[partition])

@@ -308,6 +308,11 @@ def _describe_user_scram_credentials(env: Env, v: int) -> None:
     assert body["error_code"] == 0 and _only(body["results"])["credential_infos"] == [{"mechanism": 1, "iterations": 4096}], body
 
 
+def _describe_client_quotas(env: Env, v: int) -> None:
+    body = env.call(ApiKey.DESCRIBE_CLIENT_QUOTAS, v, {"components": [{"entity_type": "user", "match_type": 0, "match": "alice"}], "strict": False})
+    assert body["error_code"] == 0 and body["entries"] == [], body
+
+
 EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.PRODUCE: _produce,
     ApiKey.FETCH: _fetch,
@@ -338,6 +343,7 @@ EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.SASL_AUTHENTICATE: _sasl_authenticate,
     ApiKey.ALTER_USER_SCRAM_CREDENTIALS: _alter_user_scram_credentials,
     ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: _describe_user_scram_credentials,
+    ApiKey.DESCRIBE_CLIENT_QUOTAS: _describe_client_quotas,
 }
 
 
