@@ -510,12 +510,14 @@ def test_a_linkd_mirrors_from_a_sasl_ssl_linkd_byte_for_byte(secured, tmp_path):
         **FAST_LINK, "bootstrap.servers": secured.address("SASL_SSL"), "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512", "sasl.jaas.config": jaas, "ssl.truststore.location": str(secured.pki.ca_pem),
     })
-    with LinkdProcess() as dest:
+    key = tmp_path / "secrets.key"
+    assert subprocess.run([sys.executable, "-m", "linkd", "secrets", "generate-key", str(key)], capture_output=True, timeout=30).returncode == 0
+    with LinkdProcess(extra_args=["--secrets-key-file", str(key)]) as dest:
         created = dest.cli("link", "create", "from-secured", "--config-file", str(props), "--json", timeout=60)
         assert created.returncode == 0, created.stderr
         client = admin(dest)
         client.create_mirror(topic, "from-secured")
-        ends = {p: n for p, n in {0: 150, 1: 150}.items()}
+        ends = {0: 150, 1: 150}
         wait_mirrored(client, topic, ends, timeout=60)
         for partition in range(2):
             assert_bytes_identical(secured.bootstrap, topic, dest.bootstrap, topic, partition, 0, ends[partition])
