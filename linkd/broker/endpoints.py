@@ -39,7 +39,21 @@ def build_endpoints(specs: list[ListenerSpec], props: SecurityProperties) -> lis
                 raise ListenerConfigError(f"listener {spec.name}: {exc}") from None
             if reauth_ms < 0:
                 raise ListenerConfigError(f"listener {spec.name}: connections.max.reauth.ms must be >= 0")
-            sasl = SaslSettings(mechanisms, reauth_ms)
+            oauth = None
+            if settings.get("sasl.oauthbearer.jwks.endpoint.url"):
+                raise ListenerConfigError(f"listener {spec.name}: sasl.oauthbearer.jwks.endpoint.url (validating signed tokens) is not supported yet")
+            if "OAUTHBEARER" in mechanisms:
+                from .oauthbearer import UnsecuredValidatorOptions
+
+                try:
+                    oauth = UnsecuredValidatorOptions.from_jaas(settings.get("oauthbearer.sasl.jaas.config"))
+                except ValueError as exc:
+                    raise ListenerConfigError(f"listener {spec.name}: {exc}") from None
+                log.warning("listener %s accepts OAUTHBEARER with Kafka's unsecured validator: unsigned tokens anyone can make are "
+                            "accepted. For test and development clusters only.", spec.name)
+            elif settings.get("oauthbearer.sasl.jaas.config"):
+                raise ListenerConfigError(f"listener {spec.name}: oauthbearer.sasl.jaas.config is set but OAUTHBEARER is not in sasl.enabled.mechanisms")
+            sasl = SaslSettings(mechanisms, reauth_ms, oauth)
         endpoints.append(Endpoint(spec.name, spec.protocol, context, sasl))
     return endpoints
 

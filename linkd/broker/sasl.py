@@ -22,7 +22,8 @@ from .. import scram
 from .users import UserStore
 
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-NOT_YET = ("OAUTHBEARER", "GSSAPI")
+OPTIONAL = ("OAUTHBEARER",)  # only when listed: its validator is Kafka's unsecured one (oauthbearer.py)
+NOT_YET = ("GSSAPI",)
 
 
 class AuthenticationFailed(Exception):
@@ -142,9 +143,13 @@ class ScramServer:
         return f"v={scram.b64(scram.hmac_digest(self._hash, cred.server_key, auth_message))}".encode()
 
 
-def server_for(mechanism: str, users: UserStore) -> PlainServer | ScramServer:
+def server_for(mechanism: str, users: UserStore, oauth=None):
     if mechanism == "PLAIN":
         return PlainServer(users)
+    if mechanism == "OAUTHBEARER":
+        from .oauthbearer import OAuthBearerUnsecuredServer, UnsecuredValidatorOptions
+
+        return OAuthBearerUnsecuredServer(oauth or UnsecuredValidatorOptions())
     return ScramServer(mechanism, users)
 
 
@@ -158,7 +163,7 @@ def enabled_mechanisms(value: str | None) -> tuple[str, ...]:
         raise ValueError("sasl.enabled.mechanisms is empty")
     for name in names:
         if name in NOT_YET:
-            raise ValueError(f"sasl.enabled.mechanisms: {name} is not supported yet (supported: {', '.join(MECHANISMS)})")
-        if name not in MECHANISMS:
-            raise ValueError(f"sasl.enabled.mechanisms: unknown mechanism {name} (supported: {', '.join(MECHANISMS)})")
+            raise ValueError(f"sasl.enabled.mechanisms: {name} is not supported yet (supported: {', '.join(MECHANISMS + OPTIONAL)})")
+        if name not in MECHANISMS + OPTIONAL:
+            raise ValueError(f"sasl.enabled.mechanisms: unknown mechanism {name} (supported: {', '.join(MECHANISMS + OPTIONAL)})")
     return names

@@ -40,6 +40,7 @@ SASL_APIS = (ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE)
 class SaslSettings:
     mechanisms: tuple[str, ...]
     reauth_ms: int = 0  # connections.max.reauth.ms; 0: sessions do not expire
+    oauth: object | None = None  # oauthbearer.UnsecuredValidatorOptions when OAUTHBEARER is enabled
 
 
 class SaslConnection:
@@ -54,6 +55,18 @@ class SaslConnection:
         self._server = None
         self._expires_at: float | None = None
         self.authentications = 0
+        self.lifetime_ms = 0
+
+    def _lifetime_ms(self, server) -> int:
+        """KIP-368: connections.max.reauth.ms, cut to the credential's own end (an OAuth token's exp)."""
+        if self.settings.reauth_ms <= 0:
+            return 0
+        expires = getattr(server, "token_expires_ms", None)
+        if expires is None:
+            return self.settings.reauth_ms
+        import time
+
+        return max(1, min(self.settings.reauth_ms, expires - int(time.time() * 1000)))
 
     def wants(self, frame: bytes | memoryview, api_key: int) -> bool:
         """Is this frame ours (a SASL request or a bare token)? Raises CloseConnection for a request that
@@ -96,7 +109,7 @@ class SaslConnection:
             return {"error_code": ErrorCode.ILLEGAL_SASL_STATE, "mechanisms": enabled}, True
         if version == 0 and self.session.authenticated:
             return {"error_code": ErrorCode.ILLEGAL_SASL_STATE, "mechanisms": enabled}, True
-        self._server = server_for(mechanism, self.users)
+        self._server = server_for(mechanism, self.users, self.settings.oauth)
         self.raw_tokens = version == 0
         return {"error_code": ErrorCode.NONE, "mechanisms": enabled}, False
 
@@ -115,7 +128,8 @@ class SaslConnection:
             self.session.authenticated = True
             self.authentications += 1
             self._server = None
-            self._expires_at = self.clock() + self.settings.reauth_ms / 1000 if self.settings.reauth_ms > 0 else None
+            self.lifetime_ms = self._lifetime_ms(server)
+            self._expires_at = self.clock() + self.lifetime_ms / 1000 if self.lifetime_ms else None
             log.info("%s %s from %s on listener %s with %s", "re-authenticated" if reauth else "authenticated", principal, self.session.host, self.session.listener, server.name)
         return reply
 
@@ -129,7 +143,7 @@ class SaslConnection:
             self._server = None
             log.warning("SASL authentication of %s on listener %s failed: %s", self.session.host, self.session.listener, exc)
             return {"error_code": ErrorCode.SASL_AUTHENTICATION_FAILED, "error_message": str(exc), "auth_bytes": b"", "session_lifetime_ms": 0}, True
-        lifetime = self.settings.reauth_ms if self.session.authenticated and self._server is None and self.settings.reauth_ms > 0 else 0
+        lifetime = self.lifetime_ms if self.session.authenticated and self._server is None else 0
         return {"error_code": ErrorCode.NONE, "error_message": None, "auth_bytes": reply, "session_lifetime_ms": lifetime}, False
 
     def _raw_token(self, token: bytes) -> tuple[bytes, bool]:

@@ -10,6 +10,7 @@ One daemon for the module, with one listener per case (names as a Kafka operator
     SASL_PLAINTEXT  PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
     SASL_SSL        the same over TLS
     REAUTH          SASL_PLAINTEXT with connections.max.reauth.ms=1500
+    OAUTH           SASL_PLAINTEXT OAUTHBEARER, Kafka's unsecured validator requiring scope "kafka"
 """
 
 from __future__ import annotations
@@ -69,10 +70,13 @@ def secured(tmp_path_factory):
         "listener.name.mtls.ssl.client.auth=required\n"
         f"listener.name.mtls.ssl.truststore.location={pki.ca_pem}\n"
         f"listener.name.reauth.connections.max.reauth.ms={REAUTH_MS}\n"
+        "listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER\n"
+        "listener.name.oauth.connections.max.reauth.ms=60000\n"
+        'listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredValidatorRequiredScope="kafka";\n'
     )
-    listeners = [f"{n}://{LOOPBACK}:0" for n in ("SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL", "REAUTH")]
+    listeners = [f"{n}://{LOOPBACK}:0" for n in ("SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL", "REAUTH", "OAUTH")]
     args = [a for listener in listeners for a in ("--listener", listener)]
-    args += ["--listener-security-protocol-map", "MTLS:SSL,REAUTH:SASL_PLAINTEXT", "--listener-config-file", str(props)]
+    args += ["--listener-security-protocol-map", "MTLS:SSL,REAUTH:SASL_PLAINTEXT,OAUTH:SASL_PLAINTEXT", "--listener-config-file", str(props)]
     with LinkdProcess(data_dir=data, extra_args=args) as process:
         process.pki = pki
         yield process
@@ -521,3 +525,43 @@ def test_a_linkd_mirrors_from_a_sasl_ssl_linkd_byte_for_byte(secured, tmp_path):
         wait_mirrored(client, topic, ends, timeout=60)
         for partition in range(2):
             assert_bytes_identical(secured.bootstrap, topic, dest.bootstrap, topic, partition, 0, ends[partition])
+
+
+@pytest.mark.timeout(90)
+def test_confluent_kafka_logs_in_with_an_unsecured_oauthbearer_token(secured):
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import AdminClient
+
+    base = {"bootstrap.servers": secured.address("OAUTH"), "security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "OAUTHBEARER", "enable.sasl.oauthbearer.unsecure.jwt": True}
+    cluster = AdminClient({**base, "sasl.oauthbearer.config": "principal=alice scope=kafka"}).list_topics(timeout=20)
+    assert [b.port for b in cluster.brokers.values()] == [secured.listener_ports["OAUTH"]]
+    topic = _new_topic(secured, partitions=1)
+    acks = produce(secured.address("OAUTH"), topic, [record(i) for i in range(10)], **{k: v for k, v in base.items() if k != "bootstrap.servers"}, **{"sasl.oauthbearer.config": "principal=alice scope=kafka"})
+    assert sorted(acks) == [(0, i) for i in range(10)]
+    # Without the required scope: refused with the client's authentication error.
+    errors = []
+    producer = Producer({**base, "sasl.oauthbearer.config": "principal=alice scope=other", "error_cb": errors.append})
+    deadline = time.monotonic() + 20
+    while not errors and time.monotonic() < deadline:
+        producer.poll(0.2)
+    assert any(e.code() == KafkaError._AUTHENTICATION and "required scope kafka" in e.str() for e in errors), errors
+
+
+@pytest.mark.timeout(60)
+def test_oauthbearer_session_lifetime_ends_with_the_token(secured):
+    from linkd.link.sasl import OAuthBearerClient, unsecured_jws
+
+    with WireConnection(secured.address("OAUTH")) as conn:
+        assert conn.request(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "OAUTHBEARER"})["error_code"] == 0
+        client = OAuthBearerClient(unsecured_jws({"sub": "tok-user", "scope": "kafka"}, lifetime_s=3))
+        answer = conn.request(ApiKey.SASL_AUTHENTICATE, 1, {"auth_bytes": client.start()})
+        assert answer["error_code"] == 0, answer
+        assert 0 < answer["session_lifetime_ms"] <= 3000  # the token's exp, not connections.max.reauth.ms (60 s)
+    with WireConnection(secured.address("OAUTH")) as conn:
+        conn.request(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "OAUTHBEARER"})
+        expired = OAuthBearerClient(unsecured_jws({"sub": "tok-user", "scope": "kafka"}, lifetime_s=-10))
+        challenge = conn.request(ApiKey.SASL_AUTHENTICATE, 1, {"auth_bytes": expired.start()})
+        assert challenge["error_code"] == 0 and b"invalid_token" in challenge["auth_bytes"]
+        final = conn.request(ApiKey.SASL_AUTHENTICATE, 1, {"auth_bytes": expired.respond(challenge["auth_bytes"])})
+        assert final["error_code"] == 58 and "expired" in final["error_message"], final
+        conn.expect_closed()

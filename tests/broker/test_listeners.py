@@ -58,7 +58,8 @@ def test_security_settings_use_kafka_names_with_the_listener_prefix_winning():
     "protocol,settings,message",
     [
         ("SSL", [], "has no ssl.keystore.location"),
-        ("SASL_PLAINTEXT", ["sasl.enabled.mechanisms=OAUTHBEARER"], "OAUTHBEARER is not supported yet"),
+        ("SASL_PLAINTEXT", ["sasl.enabled.mechanisms=GSSAPI"], "GSSAPI is not supported yet"),
+        ("SASL_PLAINTEXT", ["sasl.oauthbearer.jwks.endpoint.url=https://idp/jwks"], "not supported yet"),
         ("SASL_PLAINTEXT", ["sasl.enabled.mechanisms=PLAIN,FOO"], "unknown mechanism FOO"),
         ("SSL", ["ssl.keystore.location=/nonexistent.p12", "ssl.client.auth=sometimes"], "ssl.client.auth must be none, requested or required"),
         ("SSL", ["ssl.keystore.location=/nonexistent.p12"], "/nonexistent.p12"),
