@@ -19,7 +19,7 @@ import hmac
 import secrets
 
 from .. import scram
-from .users import UserStore
+from .users import PasswordCheck, UserStore
 
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 OPTIONAL = ("OAUTHBEARER",)  # only when listed: its validator is Kafka's unsecured one (oauthbearer.py)
@@ -37,6 +37,9 @@ class PlainServer:
         self._users = users
         self.complete = False
         self.principal: str | None = None
+        # Set by ``step``: the PBKDF2 check the caller must run (off the loop) and hand to ``finish``.
+        self.pending: PasswordCheck | None = None
+        self._user = ""
 
     def step(self, message: bytes) -> bytes:
         if self.complete:
@@ -54,11 +57,19 @@ class PlainServer:
             raise AuthenticationFailed("Authentication failed: password not specified")
         if authzid and authzid != user:
             raise AuthenticationFailed("Authentication failed: Client requested an authorization id that is different from username")
-        if not self._users.check_password(user, password):
+        check = self._users.password_check(user, password)
+        if check is None:
+            raise AuthenticationFailed("Authentication failed: Invalid username or password")
+        self._user, self.pending = user, check
+        return b""
+
+    def finish(self, verified: bool) -> None:
+        """The outcome of ``pending.verify()``."""
+        self.pending = None
+        if not verified:
             raise AuthenticationFailed("Authentication failed: Invalid username or password")
         self.complete = True
-        self.principal = f"User:{user}"
-        return b""
+        self.principal = f"User:{self._user}"
 
 
 class ScramServer:

@@ -17,15 +17,17 @@ arrives after the session expired closes the connection (KIP-368), as Kafka's br
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
 from protocol import messages
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, RemoteProtocolError
 from protocol.messages import ApiKey
 
+from .. import cpu
 from .dispatch import CloseConnection
 from .sasl import AuthenticationFailed, server_for
 from .session import Session
@@ -64,8 +66,6 @@ class SaslConnection:
         expires = getattr(server, "token_expires_ms", None)
         if expires is None:
             return self.settings.reauth_ms
-        import time
-
         return max(1, min(self.settings.reauth_ms, expires - int(time.time() * 1000)))
 
     def wants(self, frame: bytes | memoryview, api_key: int) -> bool:
@@ -87,14 +87,17 @@ class SaslConnection:
     async def answer(self, frame: bytes | memoryview) -> tuple[bytes | list, bool]:
         """The answer to one of our frames and whether the connection closes after sending it."""
         if self.raw_tokens:
-            return self._raw_token(bytes(frame))
-        request = messages.decode_request(frame)
+            return await self._raw_token(bytes(frame))
+        try:
+            request = messages.decode_request(frame)
+        except RemoteProtocolError as exc:  # UnsupportedVersion included
+            raise CloseConnection(f"undecodable SASL request: {exc}") from exc
         header = request.header
         version, cid = header.api_version, header.correlation_id
         if header.api_key == ApiKey.SASL_HANDSHAKE:
             body, close = self._handshake(request.body.get("mechanism") or "", version)
             return messages.encode_response_chunks(ApiKey.SASL_HANDSHAKE, version, cid, body), close
-        body, close = self._authenticate(bytes(request.body.get("auth_bytes") or b""), version)
+        body, close = await self._authenticate(bytes(request.body.get("auth_bytes") or b""), version)
         return messages.encode_response_chunks(ApiKey.SASL_AUTHENTICATE, version, cid, body), close
 
     def _handshake(self, mechanism: str, version: int) -> tuple[dict, bool]:
@@ -113,11 +116,14 @@ class SaslConnection:
         self.raw_tokens = version == 0
         return {"error_code": ErrorCode.NONE, "mechanisms": enabled}, False
 
-    def _step(self, token: bytes) -> bytes:
+    async def _step(self, token: bytes) -> bytes:
         server = self._server
         if server is None:
             raise AuthenticationFailed("SaslAuthenticate before SaslHandshake")
         reply = server.step(token)
+        pending = getattr(server, "pending", None)
+        if pending is not None:
+            server.finish(await cpu.run(pending.verify))  # PBKDF2: milliseconds of CPU, off the loop
         if server.complete:
             principal = server.principal or ""
             if self.session.authenticated and self.session.mechanism is not None and principal != self.session.principal:
@@ -133,12 +139,12 @@ class SaslConnection:
             log.info("%s %s from %s on listener %s with %s", "re-authenticated" if reauth else "authenticated", principal, self.session.host, self.session.listener, server.name)
         return reply
 
-    def _authenticate(self, token: bytes, version: int) -> tuple[dict, bool]:
+    async def _authenticate(self, token: bytes, version: int) -> tuple[dict, bool]:
         if self._server is None:
             message = "SaslAuthenticate request received after successful authentication" if self.session.authenticated else "SaslAuthenticate request received before SaslHandshake"
             return {"error_code": ErrorCode.ILLEGAL_SASL_STATE, "error_message": message, "auth_bytes": b"", "session_lifetime_ms": 0}, True
         try:
-            reply = self._step(token)
+            reply = await self._step(token)
         except AuthenticationFailed as exc:
             self._server = None
             log.warning("SASL authentication of %s on listener %s failed: %s", self.session.host, self.session.listener, exc)
@@ -146,9 +152,9 @@ class SaslConnection:
         lifetime = self.lifetime_ms if self.session.authenticated and self._server is None else 0
         return {"error_code": ErrorCode.NONE, "error_message": None, "auth_bytes": reply, "session_lifetime_ms": lifetime}, False
 
-    def _raw_token(self, token: bytes) -> tuple[bytes, bool]:
+    async def _raw_token(self, token: bytes) -> tuple[bytes, bool]:
         try:
-            reply = self._step(token)
+            reply = await self._step(token)
         except AuthenticationFailed as exc:
             raise CloseConnection(f"SASL authentication (legacy framing) failed: {exc}") from None
         if self._server is None:

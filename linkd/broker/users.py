@@ -114,16 +114,30 @@ class UserStore:
                 return db.execute("DELETE FROM scram_credentials WHERE user = ?", (user,)).rowcount
             return db.execute("DELETE FROM scram_credentials WHERE user = ? AND mechanism = ?", (user, mechanism)).rowcount
 
-    def check_password(self, user: str, password: str) -> bool:
-        """PLAIN: does ``password`` derive the user's stored key (either SCRAM mechanism)?"""
+    def password_check(self, user: str, password: str) -> PasswordCheck | None:
+        """PLAIN: the check of ``password`` against the user's credential (SCRAM-SHA-512 first), or None
+        for a user without one. The check itself is CPU work (PBKDF2): the caller runs it off the loop."""
         for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
             cred = self.credential(user, mechanism)
-            if cred is None:
-                continue
-            h = scram.HASHES[mechanism]
-            salted = scram.salted_password(h, password.encode(), cred.salt, cred.iterations)
-            return hmac.compare_digest(scram.stored_key(h, salted), cred.stored_key)
-        return False
+            if cred is not None:
+                return PasswordCheck(scram.HASHES[mechanism], password.encode(), cred)
+        return None
+
+    def check_password(self, user: str, password: str) -> bool:
+        check = self.password_check(user, password)
+        return check is not None and check.verify()
+
+
+@dataclass(frozen=True)
+class PasswordCheck:
+    hash_name: str
+    password: bytes
+    credential: ScramCredential
+
+    def verify(self) -> bool:
+        """Does the password derive the stored key? Pure; blocking for milliseconds."""
+        salted = scram.salted_password(self.hash_name, self.password, self.credential.salt, self.credential.iterations)
+        return hmac.compare_digest(scram.stored_key(self.hash_name, salted), self.credential.stored_key)
 
 
 # -- Kafka's APIs --------------------------------------------------------------------------------

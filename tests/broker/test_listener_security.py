@@ -304,14 +304,17 @@ def test_aiokafka_with_a_wrong_password_gets_an_authentication_error(secured, ca
 
 def _java_properties(linkd, path: Path, listener: str, mechanism: str | None, password: str = PASSWORD) -> Path:
     pki = linkd.pki
-    protocol = {"MTLS": "SSL"}.get(listener, listener)
+    protocol = {"MTLS": "SSL", "OAUTH": "SASL_PLAINTEXT"}.get(listener, listener)
     lines = [f"security.protocol={protocol}"]
     if protocol in ("SSL", "SASL_SSL"):
         # PEM: a PKCS12 store made by ``cryptography`` has no trusted-certificate entries the JDK would read.
         lines += [f"ssl.truststore.location={pki.ca_pem}", "ssl.truststore.type=PEM"]
     if listener == "MTLS":
         lines += [f"ssl.keystore.location={pki.client_p12}", "ssl.keystore.type=PKCS12", f"ssl.keystore.password={STORE_PASSWORD}"]
-    if mechanism:
+    if mechanism == "OAUTHBEARER":  # Kafka's unsecured login makes the unsigned token
+        module = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
+        lines += [f"sasl.mechanism={mechanism}", f'sasl.jaas.config={module} required unsecuredLoginStringClaim_sub="{USER}" unsecuredLoginListClaim_scope=",kafka";']
+    elif mechanism:
         module = "org.apache.kafka.common.security.plain.PlainLoginModule" if mechanism == "PLAIN" else "org.apache.kafka.common.security.scram.ScramLoginModule"
         lines += [f"sasl.mechanism={mechanism}", f'sasl.jaas.config={module} required username="{USER}" password="{password}";']
     path.write_text("\n".join(lines) + "\n")
@@ -319,7 +322,7 @@ def _java_properties(linkd, path: Path, listener: str, mechanism: str | None, pa
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("case", [("SASL_SSL", "SCRAM-SHA-512"), ("MTLS", None), ("SASL_PLAINTEXT", "PLAIN")], ids=_ids)
+@pytest.mark.parametrize("case", [("SASL_SSL", "SCRAM-SHA-512"), ("MTLS", None), ("SASL_PLAINTEXT", "PLAIN"), ("OAUTH", "OAUTHBEARER")], ids=_ids)
 def test_java_client_produces_and_consumes_over_a_secured_listener(secured, java_client, tmp_path, case):
     from tests.peers.java import java_consume, java_produce
 
@@ -565,3 +568,14 @@ def test_oauthbearer_session_lifetime_ends_with_the_token(secured):
         final = conn.request(ApiKey.SASL_AUTHENTICATE, 1, {"auth_bytes": expired.respond(challenge["auth_bytes"])})
         assert final["error_code"] == 58 and "expired" in final["error_message"], final
         conn.expect_closed()
+
+
+@pytest.mark.timeout(60)
+def test_a_garbled_sasl_request_closes_only_its_connection(secured):
+    with WireConnection(secured.address("SASL_PLAINTEXT")) as conn:
+        # SaslHandshake v9 (unknown) and then a truncated one: closed, nothing else affected.
+        conn.send_bytes(b"\x00\x00\x00\x06\x00\x11\x00\x09\x00\x00")
+        conn.expect_closed()
+    with WireConnection(secured.address("SASL_PLAINTEXT")) as conn:
+        assert _scram_login(conn, "SCRAM-SHA-256")["error_code"] == 0
+    assert "unexpected error" not in secured.log_path.read_text()
