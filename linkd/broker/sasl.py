@@ -107,7 +107,12 @@ class ScramServer:
         authzid, sep2, bare = rest.partition(",")
         if not sep or not sep2 or flag not in ("n", "y"):
             raise AuthenticationFailed(f"Invalid {self.name} client-first-message (channel binding is not supported)")
-        attrs = scram.attributes(bare)
+        # Kafka's SCRAM extensions (``tokenauth=true``) follow the nonce as multi-letter attributes.
+        parts = bare.split(",")
+        extensions = dict(p.partition("=")[::2] for p in parts if len(p.partition("=")[0]) > 1)
+        attrs = scram.attributes(",".join(p for p in parts if len(p.partition("=")[0]) <= 1))
+        if extensions.get("tokenauth", "").lower() == "true":
+            raise AuthenticationFailed("Authentication failed: delegation tokens are not supported")
         if "n" not in attrs or "r" not in attrs:
             raise AuthenticationFailed(f"Invalid {self.name} client-first-message: no user name or nonce")
         if attrs.get("m"):
@@ -115,8 +120,6 @@ class ScramServer:
         user = scram.unescape_saslname(attrs["n"])
         if authzid and authzid != f"a={scram.saslname(user)}":
             raise AuthenticationFailed("Authentication failed: Client requested an authorization id that is different from username")
-        if "tokenauth=true" in bare.split(","):
-            raise AuthenticationFailed("Authentication failed: delegation tokens are not supported")
         self._credential = self._users.credential(user, self.name)
         if self._credential is None:
             raise AuthenticationFailed("Authentication failed: Invalid user credentials")
