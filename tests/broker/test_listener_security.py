@@ -504,18 +504,20 @@ def test_linkd_user_commands_manage_credentials_offline(tmp_path):
 
 
 @pytest.mark.timeout(180)
-def test_a_linkd_mirrors_from_a_sasl_ssl_linkd_byte_for_byte(secured, tmp_path):
-    """linkd-to-linkd over SASL_SSL (SCRAM-SHA-512, the truststore a PEM CA): the link's own client against
-    the listener."""
+@pytest.mark.parametrize("listener,mechanism", [("SASL_SSL", "SCRAM-SHA-512"), ("REAUTH", "SCRAM-SHA-256")])
+def test_a_linkd_mirrors_from_a_secured_linkd_byte_for_byte(secured, tmp_path, listener, mechanism):
+    """linkd-to-linkd: the link's own client against the listener, over SASL_SSL (SCRAM-SHA-512, the
+    truststore a PEM CA), and over a listener whose sessions last 1.5 s (KIP-368): the link re-authenticates
+    its connections and keeps mirroring what is produced after several session lifetimes."""
     from tests.link.mirroring import FAST_LINK, admin, assert_bytes_identical, produce_confluent, wait_mirrored
     from tests.link.test_security_kafka_integration import write_properties
 
     topic = _new_topic(secured)
     produce_confluent(secured.bootstrap, topic, [(n % 2, b"k%d" % n, b"v%d" % n * 20) for n in range(300)], **{"compression.type": "zstd"})
     jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{USER}" password="{PASSWORD}";'
+    security = {"security.protocol": "SASL_SSL", "ssl.truststore.location": str(secured.pki.ca_pem)} if listener == "SASL_SSL" else {"security.protocol": "SASL_PLAINTEXT"}
     props = write_properties(tmp_path / "link.properties", {
-        **FAST_LINK, "bootstrap.servers": secured.address("SASL_SSL"), "security.protocol": "SASL_SSL",
-        "sasl.mechanism": "SCRAM-SHA-512", "sasl.jaas.config": jaas, "ssl.truststore.location": str(secured.pki.ca_pem),
+        **FAST_LINK, "bootstrap.servers": secured.address(listener), "sasl.mechanism": mechanism, "sasl.jaas.config": jaas, **security,
     })
     key = tmp_path / "secrets.key"
     assert subprocess.run([sys.executable, "-m", "linkd", "secrets", "generate-key", str(key)], capture_output=True, timeout=30).returncode == 0
@@ -526,6 +528,13 @@ def test_a_linkd_mirrors_from_a_sasl_ssl_linkd_byte_for_byte(secured, tmp_path):
         client.create_mirror(topic, "from-secured")
         ends = {0: 150, 1: 150}
         wait_mirrored(client, topic, ends, timeout=60)
+        if listener == "REAUTH":
+            before = secured.log_path.read_text().count("re-authenticated User:alice")
+            time.sleep(3 * REAUTH_MS / 1000)
+            produce_confluent(secured.bootstrap, topic, [(n % 2, b"k%d" % n, b"late%d" % n) for n in range(100)])
+            ends = {0: 200, 1: 200}
+            wait_mirrored(client, topic, ends, timeout=60)
+            assert secured.log_path.read_text().count("re-authenticated User:alice") - before >= 2, secured.logs(40)
         for partition in range(2):
             assert_bytes_identical(secured.bootstrap, topic, dest.bootstrap, topic, partition, 0, ends[partition])
 
