@@ -86,3 +86,27 @@ def test_a_plaintext_listener_beyond_loopback_logs_a_warning_and_loopback_does_n
     with LinkdProcess(extra_args=["--listener", "WIDE://0.0.0.0:0", "--listener-security-protocol-map", "WIDE:PLAINTEXT"]) as wide:
         text = wide.log_path.read_text()
     assert "WARNING" in text and "listener WIDE binds 0.0.0.0" in text and "without authenticating" in text
+
+
+@pytest.mark.timeout(60)
+def test_metadata_find_coordinator_and_describe_cluster_answer_with_the_clients_listener():
+    from protocol.messages import ApiKey
+    from tests.broker.wire import WireConnection
+
+    args = ["--listener", "EXT://127.0.0.1:0", "--listener-security-protocol-map", "EXT:PLAINTEXT", "--advertised-listener", "EXT://ext.example:19092"]
+    with LinkdProcess(extra_args=args) as daemon:
+        answers = {}
+        for name, address in (("PLAINTEXT", daemon.bootstrap), ("EXT", daemon.address("EXT"))):
+            with WireConnection(address) as conn:
+                meta = conn.request(ApiKey.METADATA, 12, {"topics": None, "allow_auto_topic_creation": False})
+                coord = conn.request(ApiKey.FIND_COORDINATOR, 4, {"key_type": 0, "coordinator_keys": ["g"]})
+                cluster = conn.request(ApiKey.DESCRIBE_CLUSTER, 1, {"include_cluster_authorized_operations": False, "endpoint_type": 1})
+                answers[name] = {
+                    (b["host"], b["port"]) for b in meta["brokers"]
+                } | {(c["host"], c["port"]) for c in coord["coordinators"]} | {(b["host"], b["port"]) for b in cluster["brokers"]}
+        configs = None
+        with WireConnection(daemon.bootstrap) as conn:
+            configs = conn.request(ApiKey.DESCRIBE_CONFIGS, 4, {"resources": [{"resource_type": 4, "resource_name": "1", "configuration_keys": ["advertised.listeners"]}], "include_synonyms": False, "include_documentation": False})
+    assert answers == {"PLAINTEXT": {("127.0.0.1", daemon.port)}, "EXT": {("ext.example", 19092)}}
+    value = configs["results"][0]["configs"][0]["value"]
+    assert value == f"PLAINTEXT://127.0.0.1:{daemon.port},EXT://ext.example:19092"
