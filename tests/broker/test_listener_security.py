@@ -588,3 +588,33 @@ def test_a_garbled_sasl_request_closes_only_its_connection(secured):
     with WireConnection(secured.address("SASL_PLAINTEXT")) as conn:
         assert _scram_login(conn, "SCRAM-SHA-256")["error_code"] == 0
     assert "unexpected error" not in secured.log_path.read_text()
+
+
+@pytest.mark.timeout(90)
+def test_confluent_admin_client_alters_and_describes_scram_credentials(secured):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    admin = AdminClient({"bootstrap.servers": secured.bootstrap})
+    user = f"erin-{uuid.uuid4().hex[:6]}"
+    upsert = UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), b"erin-pw")
+    admin.alter_user_scram_credentials([upsert])[user].result(20)
+    described = admin.describe_user_scram_credentials([user])[user].result(20)
+    assert [(i.mechanism, i.iterations) for i in described.scram_credential_infos] == [(ScramMechanism.SCRAM_SHA_512, 4096)]
+    too_few = UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 100), b"x")
+    with pytest.raises(KafkaException, match="Too few iterations"):
+        admin.alter_user_scram_credentials([too_few])[user].result(20)
+    with pytest.raises(KafkaException, match="does not exist"):
+        admin.alter_user_scram_credentials([UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_256)])[user].result(20)
+    # The upserted salted password logs in over SCRAM-SHA-512 (librdkafka salts the password client-side).
+    conf = {"bootstrap.servers": secured.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": user, "sasl.password": "erin-pw"}
+    assert AdminClient(conf).list_topics(timeout=20).brokers
+    admin.alter_user_scram_credentials([UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)])[user].result(20)
+    with pytest.raises(KafkaException, match="does not exist"):
+        admin.describe_user_scram_credentials([user])[user].result(20)
