@@ -61,6 +61,8 @@ class ListenerStatistics:
     request_bytes_in_use: int = 0
     request_bytes_peak: int = 0
     request_budget_waits: int = 0
+    tls_handshake_failures: int = 0
+    authentication_failures: int = 0  # SASL exchanges refused (the connection was closed after the answer)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class KafkaListener:
         return ListenerStatistics(
             self._open, self._total, self._requests, self._errors, dict(self._rejected), self._idle_closed,
             self._arrival_timeouts, self.budget.in_use, self.budget.peak, self.budget.waits,
+            self.tls_handshake_failures, self.authentication_failures,
         )
 
     async def serve(self, host: str, port: int, endpoint: Endpoint | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
