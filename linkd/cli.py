@@ -197,7 +197,7 @@ def _user_command(args: argparse.Namespace) -> int:
 
 
 def _add_user_parser(sub) -> None:
-    from .broker.users import DEFAULT_ITERATIONS
+    from .scram import DEFAULT_ITERATIONS
 
     users = sub.add_parser("user", help="SCRAM/PLAIN users of linkd's listeners (offline on the data dir; safe while the daemon runs)")
     actions = users.add_subparsers(dest="user_command", required=True, metavar="ACTION")

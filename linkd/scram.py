@@ -14,6 +14,7 @@ MIN_ITERATIONS = 4096
 # Kafka's own bound for SCRAM credentials; more would only stall the event loop in PBKDF2.
 MAX_ITERATIONS = 16384
 HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+DEFAULT_ITERATIONS = 4096  # kafka-configs' default
 
 
 class ScramSyntaxError(ValueError):

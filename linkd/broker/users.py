@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS scram_credentials (
 """
 MECHANISM_CODES = {"SCRAM-SHA-256": 1, "SCRAM-SHA-512": 2}  # Kafka's ScramMechanism type codes
 MECHANISM_NAMES = {v: k for k, v in MECHANISM_CODES.items()}
-DEFAULT_ITERATIONS = 4096  # kafka-configs' default
+DEFAULT_ITERATIONS = scram.DEFAULT_ITERATIONS
+
 
 
 class CredentialError(ValueError):
