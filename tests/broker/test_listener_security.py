@@ -11,6 +11,7 @@ One daemon for the module, with one listener per case (names as a Kafka operator
     SASL_SSL        the same over TLS
     REAUTH          SASL_PLAINTEXT with connections.max.reauth.ms=1500
     OAUTH           SASL_PLAINTEXT OAUTHBEARER, Kafka's unsecured validator requiring scope "kafka"
+    REQUESTED       TLS, ssl.client.auth=requested: a certificate is checked if sent
 """
 
 from __future__ import annotations
@@ -70,13 +71,15 @@ def secured(tmp_path_factory):
         "listener.name.mtls.ssl.client.auth=required\n"
         f"listener.name.mtls.ssl.truststore.location={pki.ca_pem}\n"
         f"listener.name.reauth.connections.max.reauth.ms={REAUTH_MS}\n"
+        "listener.name.requested.ssl.client.auth=requested\n"
+        f"listener.name.requested.ssl.truststore.location={pki.ca_pem}\n"
         "listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER\n"
         "listener.name.oauth.connections.max.reauth.ms=60000\n"
         'listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredValidatorRequiredScope="kafka";\n'
     )
-    listeners = [f"{n}://{LOOPBACK}:0" for n in ("SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL", "REAUTH", "OAUTH")]
+    listeners = [f"{n}://{LOOPBACK}:0" for n in ("SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL", "REAUTH", "OAUTH", "REQUESTED")]
     args = [a for listener in listeners for a in ("--listener", listener)]
-    args += ["--listener-security-protocol-map", "MTLS:SSL,REAUTH:SASL_PLAINTEXT,OAUTH:SASL_PLAINTEXT", "--listener-config-file", str(props)]
+    args += ["--listener-security-protocol-map", "MTLS:SSL,REAUTH:SASL_PLAINTEXT,OAUTH:SASL_PLAINTEXT,REQUESTED:SSL", "--listener-config-file", str(props)]
     with LinkdProcess(data_dir=data, extra_args=args) as process:
         process.pki = pki
         yield process
@@ -618,3 +621,25 @@ def test_confluent_admin_client_alters_and_describes_scram_credentials(secured):
     admin.alter_user_scram_credentials([UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)])[user].result(20)
     with pytest.raises(KafkaException, match="does not exist"):
         admin.describe_user_scram_credentials([user])[user].result(20)
+
+
+@pytest.mark.timeout(60)
+def test_requested_client_auth_admits_clients_with_and_without_a_trusted_certificate(secured, tmp_path):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from tests.peers.securekafka import _cert, _key
+
+    pki = secured.pki
+    base = {"bootstrap.servers": secured.address("REQUESTED"), "security.protocol": "SSL", "ssl.ca.location": str(pki.ca_pem)}
+    assert AdminClient(base).list_topics(timeout=20).brokers
+    assert AdminClient({**base, "ssl.certificate.location": str(pki.client_cert_pem), "ssl.key.location": str(pki.client_key_pem)}).list_topics(timeout=20).brokers
+    # A certificate from a CA the listener does not trust is checked, and refused.
+    from cryptography.hazmat.primitives import serialization
+
+    rogue_key = _key()
+    rogue = _cert("rogue", rogue_key, "rogue", rogue_key, client=True)
+    (tmp_path / "rogue.pem").write_bytes(rogue.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "rogue.key").write_bytes(rogue_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(KafkaException):
+        AdminClient({**base, "ssl.certificate.location": str(tmp_path / "rogue.pem"), "ssl.key.location": str(tmp_path / "rogue.key")}).list_topics(timeout=5)
