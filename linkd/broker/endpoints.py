@@ -35,10 +35,13 @@ def build_endpoints(specs: list[ListenerSpec], props: SecurityProperties) -> lis
             try:
                 mechanisms = enabled_mechanisms(settings.get("sasl.enabled.mechanisms"))
                 reauth_ms = int(settings.get("connections.max.reauth.ms", "0"))
+                max_receive = int(settings.get("sasl.server.max.receive.size", "524288"))
             except ValueError as exc:
                 raise ListenerConfigError(f"listener {spec.name}: {exc}") from None
             if reauth_ms < 0:
                 raise ListenerConfigError(f"listener {spec.name}: connections.max.reauth.ms must be >= 0")
+            if max_receive < 1024:
+                raise ListenerConfigError(f"listener {spec.name}: sasl.server.max.receive.size must be at least 1024")
             oauth = None
             if settings.get("sasl.oauthbearer.jwks.endpoint.url"):
                 raise ListenerConfigError(f"listener {spec.name}: sasl.oauthbearer.jwks.endpoint.url (validating signed tokens) is not supported yet")
@@ -53,7 +56,7 @@ def build_endpoints(specs: list[ListenerSpec], props: SecurityProperties) -> lis
                             "accepted. For test and development clusters only.", spec.name)
             elif settings.get("oauthbearer.sasl.jaas.config"):
                 raise ListenerConfigError(f"listener {spec.name}: oauthbearer.sasl.jaas.config is set but OAUTHBEARER is not in sasl.enabled.mechanisms")
-            sasl = SaslSettings(mechanisms, reauth_ms, oauth)
+            sasl = SaslSettings(mechanisms, reauth_ms, oauth, max_receive)
         endpoints.append(Endpoint(spec.name, spec.protocol, context, sasl))
     return endpoints
 

@@ -27,7 +27,7 @@ SSL_KEYS = {
     "ssl.truststore.location", "ssl.truststore.type", "ssl.truststore.password", "ssl.truststore.certificates",
     "ssl.client.auth", "ssl.enabled.protocols", "ssl.protocol", "ssl.cipher.suites", "ssl.principal.mapping.rules",
 }
-SASL_KEYS = {"sasl.enabled.mechanisms", "connections.max.reauth.ms", "oauthbearer.sasl.jaas.config", "sasl.oauthbearer.jwks.endpoint.url"}
+SASL_KEYS = {"sasl.enabled.mechanisms", "connections.max.reauth.ms", "sasl.server.max.receive.size", "oauthbearer.sasl.jaas.config", "sasl.oauthbearer.jwks.endpoint.url"}
 KNOWN_KEYS = SSL_KEYS | SASL_KEYS
 PASSWORD_KEYS = {"ssl.keystore.password", "ssl.key.password", "ssl.truststore.password", "ssl.keystore.key"}
 _PREFIX = re.compile(r"^listener\.name\.([a-z0-9_]+)\.(.+)$")

@@ -43,6 +43,8 @@ class SaslSettings:
     mechanisms: tuple[str, ...]
     reauth_ms: int = 0  # connections.max.reauth.ms; 0: sessions do not expire
     oauth: object | None = None  # oauthbearer.UnsecuredValidatorOptions when OAUTHBEARER is enabled
+    # Kafka's sasl.server.max.receive.size: the largest frame an unauthenticated client may send.
+    max_receive_size: int = 524_288
 
 
 class SaslConnection:

@@ -247,6 +247,10 @@ class KafkaListener:
         reader = _RequestReader(stream, self.broker.max_request_bytes, self.budget, self.idle_timeout_s, self.arrival_timeout_s)
         sasl = SaslConnection(endpoint.sasl, self.broker.users, session) if endpoint.sasl is not None and self.broker.users is not None else None
         while True:
+            if sasl is not None:
+                # Before authentication a client may send only small SASL frames (Kafka's
+                # sasl.server.max.receive.size), so an anonymous peer cannot make us buffer 100 MB.
+                reader.max_frame = self.broker.max_request_bytes if session.authenticated and not sasl.raw_tokens else endpoint.sasl.max_receive_size
             frame, reserved = await reader.next_frame()
             started = time.perf_counter()
             api_key = api_key_of(frame)
@@ -284,7 +288,7 @@ class _RequestReader:
 
     def __init__(self, stream: trio.abc.Stream, max_frame: int, budget: ByteBudget, idle_s: float, arrival_s: float) -> None:
         self._stream = stream
-        self._max_frame = max_frame
+        self.max_frame = max_frame
         self._budget = budget
         self._idle_s = idle_s
         self._arrival_s = arrival_s
@@ -305,8 +309,8 @@ class _RequestReader:
         while len(self._pending) < _PREFIX:
             self._pending = memoryview(bytes(self._pending) + bytes(await self._receive(deadline, "arrival")))
         size = int.from_bytes(self._pending[:_PREFIX], "big", signed=True)
-        if size < 0 or size > self._max_frame:
-            raise FrameTooLarge(f"frame size {size} is outside 0..{self._max_frame}")
+        if size < 0 or size > self.max_frame:
+            raise FrameTooLarge(f"frame size {size} is outside 0..{self.max_frame}")
         waited_from = trio.current_time()
         reserved = await self._budget.acquire(_PREFIX + size)
         deadline += trio.current_time() - waited_from  # the wait is ours, not the client's

@@ -643,3 +643,19 @@ def test_requested_client_auth_admits_clients_with_and_without_a_trusted_certifi
     (tmp_path / "rogue.key").write_bytes(rogue_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     with pytest.raises(KafkaException):
         AdminClient({**base, "ssl.certificate.location": str(tmp_path / "rogue.pem"), "ssl.key.location": str(tmp_path / "rogue.key")}).list_topics(timeout=5)
+
+
+@pytest.mark.timeout(60)
+def test_an_unauthenticated_client_cannot_send_a_large_frame(secured):
+    """Before authentication only frames up to sasl.server.max.receive.size (Kafka's 512 KiB) are read: a
+    larger size prefix closes the connection before any of its body is buffered."""
+    with WireConnection(secured.address("SASL_PLAINTEXT")) as conn:
+        conn.send_bytes((1_000_000).to_bytes(4, "big"))
+        conn.expect_closed()
+    with WireConnection(secured.address("SASL_PLAINTEXT")) as conn:
+        assert _scram_login(conn, "SCRAM-SHA-256")["error_code"] == 0
+        conn.send_bytes((1_000_000).to_bytes(4, "big") + b"\x00" * 1000)  # allowed now; the rest never comes
+        conn.sock.close()
+    with WireConnection(secured.bootstrap) as conn:  # the PLAINTEXT listener keeps its own limit
+        assert conn.request(ApiKey.METADATA, 12, METADATA_ALL)["brokers"]
+    assert "frame size 1000000 is outside 0..524288" in secured.log_path.read_text()
