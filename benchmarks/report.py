@@ -343,5 +343,8 @@ def render_markdown(report: dict) -> str:
         "`--keep` keeps the working directory (broker logs, worker logs, py-spy raw stacks) for a post-mortem. Phase times of",
         "this run (s): " + ", ".join(f"{k} {v}" for k, v in d.get("phase_seconds", {}).items()) + ".",
         "",
+        "Catch-up from a secured source (TLS, SASL_SSL) against the same broker's PLAINTEXT listener is measured",
+        "separately: see [benchmarks-secure.md](benchmarks-secure.md) (`benchmarks/secure_catchup.py`).",
+        "",
     ]
     return "\n".join(lines)

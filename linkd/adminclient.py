@@ -11,40 +11,93 @@ DEFAULT_ADMIN = "127.0.0.1:8090"
 
 
 class AdminClientError(Exception):
-    """A one-line reason suitable for stderr."""
+    """A one-line reason suitable for stderr; ``status`` is the HTTP status when the API answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _raise(status: int, body: dict):
+    message = " ".join(str(body.get("message") or f"HTTP {status}").split())
+    raise AdminClientError(message, status)
 
 
 class AdminClient:
-    def __init__(self, address: str | None = None, timeout: float = 30.0) -> None:
+    """``address`` is HOST:PORT (http) or a full ``https://HOST:PORT``. Credentials: ``username``/``password``
+    for HTTP Basic (else ``$LINKD_ADMIN_USER``/``$LINKD_ADMIN_PASSWORD``), ``ca`` to verify an HTTPS admin API
+    (else ``$LINKD_ADMIN_CA``), ``cert``/``key`` for mTLS (else ``$LINKD_ADMIN_CERT``/``$LINKD_ADMIN_KEY``)."""
+
+    def __init__(self, address: str | None = None, timeout: float = 30.0, *, username: str | None = None, password: str | None = None,
+                 ca: str | None = None, cert: str | None = None, key: str | None = None) -> None:
         address = address or os.environ.get("LINKD_ADMIN") or DEFAULT_ADMIN
-        self.base = address if address.startswith("http") else f"http://{address}"
-        self._http = httpx.Client(base_url=self.base, timeout=timeout)
+        self.base = address if address.startswith(("http://", "https://")) else f"http://{address}"
+        self.address = self.base.split("://", 1)[1].rstrip("/")
+        username = username or os.environ.get("LINKD_ADMIN_USER")
+        password = password if password is not None else os.environ.get("LINKD_ADMIN_PASSWORD")
+        if username and password is None:
+            raise AdminClientError("--admin-user needs a password in LINKD_ADMIN_PASSWORD")
+        ca = ca or os.environ.get("LINKD_ADMIN_CA")
+        cert, key = cert or os.environ.get("LINKD_ADMIN_CERT"), key or os.environ.get("LINKD_ADMIN_KEY")
+        verify: Any = True
+        if ca or cert:
+            import ssl
+
+            verify = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+            if cert:
+                verify.load_cert_chain(cert, key)
+        self._http = httpx.Client(base_url=self.base, timeout=timeout, verify=verify,
+                                  auth=httpx.BasicAuth(username, password or "") if username else None)
         self._cluster_id: str | None = None
 
     def close(self) -> None:
         self._http.close()
 
+    def _not_linkd(self, why: str) -> AdminClientError:
+        return AdminClientError(f"{self.address} does not answer as a linkd admin API (is that the Kafka port?): {why}")
+
     def _call(self, method: str, path: str, timeout: float | None = None, **kwargs) -> Any:
         try:
             response = self._http.request(method, path, timeout=timeout or self._http.timeout, **kwargs)
         except httpx.ConnectError as exc:
-            raise AdminClientError(f"cannot reach the linkd admin API at {self.base} (is `linkd serve` running? set --admin or LINKD_ADMIN): {exc}") from exc
+            raise AdminClientError(f"cannot reach the linkd admin API at {self.base} (is `linkd serve` running? set --admin or LINKD_ADMIN): {_one_line(exc)}") from exc
         except httpx.TimeoutException as exc:
             raise AdminClientError(f"the linkd admin API at {self.base} did not answer in time") from exc
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("message") or response.text
-            except ValueError:
-                message = response.text
-            raise AdminClientError(message.strip() or f"HTTP {response.status_code}")
-        if response.status_code == 204 or not response.content:
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            # A Kafka listener reads "GET " as a 1.2 GB frame size and hangs up: no HTTP answer at all.
+            raise self._not_linkd(f"no HTTP answer ({_one_line(exc)})") from exc
+        except httpx.HTTPError as exc:
+            raise AdminClientError(f"admin API request to {self.base} failed: {_one_line(exc)}") from exc
+        return self._decode(response)
+
+    def _decode(self, response: httpx.Response) -> Any:
+        kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if response.status_code == 204 or (not response.content and response.status_code < 400):
             return None
-        return response.json()
+        if kind != "application/json":
+            raise self._not_linkd(f"HTTP {response.status_code} with {kind or 'no content type'}, not JSON")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise self._not_linkd(f"HTTP {response.status_code} with a body that is not JSON") from exc
+        if response.status_code >= 400:
+            if not isinstance(body, dict) or "message" not in body:
+                raise self._not_linkd(f"HTTP {response.status_code} without linkd's error shape")
+            return _raise(response.status_code, body)
+        return body
 
     @property
     def cluster(self) -> str:
         if self._cluster_id is None:
-            self._cluster_id = self._call("GET", "/kafka/v3/clusters")["data"][0]["cluster_id"]
+            answer = self._call("GET", "/kafka/v3/clusters")
+            try:
+                self._cluster_id = answer["data"][0]["cluster_id"]
+            except (TypeError, KeyError, IndexError):
+                raise self._not_linkd("GET /kafka/v3/clusters has no cluster id") from None
         return f"/kafka/v3/clusters/{self._cluster_id}"
 
     def create_link(self, name: str, configs: dict[str, str], validate: bool = True) -> dict:
@@ -83,12 +136,13 @@ class AdminClient:
     def describe_mirror(self, topic: str) -> dict:
         return self._call("GET", f"{self.cluster}/links/-/mirrors/{topic}")
 
-    def mirror_action(self, action: str, topics: list[str], timeout_s: float | None = None) -> list[dict]:
+    def mirror_action(self, action: str, topics: list[str], timeout_s: float | None = None, link: str | None = None) -> list[dict]:
+        """``link``: the daemon refuses topics that are not mirrors on that link (as Confluent's CLI checks)."""
         body: dict[str, Any] = {"mirror_topic_names": topics}
         if timeout_s is not None:
             body["timeout_ms"] = int(timeout_s * 1000)
         wait = (timeout_s or 60) + 30 if action == "promote" else None
-        return self._call("POST", f"{self.cluster}/links/-/mirrors:{action}", json=body, timeout=wait)["data"]
+        return self._call("POST", f"{self.cluster}/links/{link or '-'}/mirrors:{action}", json=body, timeout=wait)["data"]
 
     def verify_step(self, topic: str, partition: int, from_offset: int | None = None, end_offset: int | None = None) -> dict:
         body: dict[str, Any] = {"mirror_topic_name": topic, "partition": partition, "from_offset": from_offset, "end_offset": end_offset}
@@ -110,15 +164,13 @@ class _Stream:
             self._cm = self._client._http.stream("GET", self._path, params=self._params, timeout=None)
             response = self._cm.__enter__()
         except httpx.ConnectError as exc:
-            raise AdminClientError(f"cannot reach the linkd admin API at {self._client.base}: {exc}") from exc
+            raise AdminClientError(f"cannot reach the linkd admin API at {self._client.base}: {_one_line(exc)}") from exc
+        except httpx.HTTPError as exc:
+            raise self._client._not_linkd(f"no HTTP answer ({_one_line(exc)})") from exc
         if response.status_code >= 400:
             response.read()
-            try:
-                message = response.json().get("message") or response.text
-            except ValueError:
-                message = response.text
             self._cm.__exit__(None, None, None)
-            raise AdminClientError(message.strip() or f"HTTP {response.status_code}")
+            self._client._decode(response)  # raises the one-line reason
         return response
 
     def __exit__(self, *exc) -> None:

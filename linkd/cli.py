@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
 from .adminclient import AdminClient, AdminClientError
+from .logsetup import FORMATS as LOG_FORMATS
+from .logsetup import LEVELS as LOG_LEVELS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -30,8 +31,11 @@ class CommandFailed(Exception):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if (exit_status := _settle_serve_settings(args)) is not None:
+        return exit_status
     import trio
 
+    from .broker.acl import parse_super_users
     from .broker.limits import limits_from_args
     from .daemon import DataDirInUse, ServeConfig, parse_hostport, serve
     from .storage.cleaner import CleanerConfig
@@ -40,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         given = {"dedupe_buffer_size": args.log_cleaner_dedupe_buffer_size, "backoff_ms": args.log_cleaner_backoff_ms}
         cleaner = CleanerConfig(**{k: v for k, v in given.items() if v is not None})
         config = ServeConfig(
+            **_admin_serve_config(args),
             data_dir=Path(args.data_dir),
             listener=("127.0.0.1", 9092),
             advertised=None,
@@ -51,7 +56,12 @@ def _serve(args: argparse.Namespace) -> int:
             limits=limits_from_args(args),
             secrets_key_file=Path(args.secrets_key_file) if args.secrets_key_file else None,
             **_listener_config(args),
+            authorizer=None if args.authorizer == "none" else args.authorizer,
+            super_users=tuple(parse_super_users(args.super_users)),
+            allow_everyone_if_no_acl_found=args.allow_everyone_if_no_acl_found,
         )
+        if config.authorizer is None and (config.super_users or config.allow_everyone_if_no_acl_found):
+            raise ValueError("--super-users and --allow-everyone-if-no-acl-found need --authorizer standard")
         from .broker.endpoints import build_endpoints
 
         build_endpoints(config.listener_specs(), config.security)  # a bad keystore or mechanism stops here, named
@@ -62,7 +72,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"linkd serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logsetup import configure
+
+    configure(args.log_level, args.log_format)
     try:
         trio.run(serve, config)
     except DataDirInUse as exc:
@@ -248,20 +260,38 @@ def _secrets_rotate(args: argparse.Namespace) -> int:
 # -- output helpers ------------------------------------------------------------------------------
 
 
+OUTPUT_FORMATS = ("human", "json", "yaml")
+
+
 def _emit(args: argparse.Namespace, data, human) -> None:
-    if args.json:
+    output = getattr(args, "output_format", None) or "human"
+    if output == "json":
         print(json.dumps(data, indent=2, sort_keys=False))
+    elif output == "yaml":
+        from .yamlout import dumps
+
+        sys.stdout.write(dumps(data))
     else:
         human(data)
 
 
 def _table(columns: list[str], rows: list[list]) -> None:
+    """On a terminal a rich table that folds long cells; otherwise (piped, redirected) plain columns as
+    wide as their longest cell, so `| grep SOURCE_UNAVAILABLE` and `| awk` see every name and state whole."""
+    cells = [[str(c) for c in row] for row in rows]
+    if not sys.stdout.isatty():
+        widths = [max([len(col)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
+        for row in [columns, *cells]:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns, box=None, pad_edge=False)
-    for row in rows:
-        table.add_row(*[str(c) for c in row])
+    table = Table(box=None, pad_edge=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     Console().print(table)
 
 
@@ -446,7 +476,7 @@ def _mirror_describe(args, client: AdminClient) -> int:
 
 
 def _mirror_action(args, client: AdminClient) -> int:
-    results = client.mirror_action(args.action, args.topics, timeout_s=getattr(args, "timeout", None))
+    results = client.mirror_action(args.action, args.topics, timeout_s=getattr(args, "timeout", None), link=args.link)
     failed = [r for r in results if r["error_code"] != 0]
 
     def human(rows):
@@ -605,17 +635,80 @@ def _mirror_lost_records(args, client: AdminClient) -> int:
 # -- parser --------------------------------------------------------------------------------------
 
 
+def _add_serve_layers_and_admin_security(serve: argparse.ArgumentParser) -> None:
+    """--config/--print-config (linkd.serveconfig) and the admin API security flags (linkd.admin.flags)."""
+    from .admin import flags as admin_flags
+    from .serveconfig import add_arguments
+
+    add_arguments(serve)
+    admin_flags.add_serve_arguments(serve)
+
+
+def _settle_serve_settings(args: argparse.Namespace) -> int | None:
+    """Fill the serve settings no flag gave from LINKD_* and --config; an exit status when serve should stop
+    here (--print-config, or a bad setting), else None."""
+    from .serveconfig import settle
+
+    return settle(args.serve_parser, args)
+
+
+def _admin_serve_config(args: argparse.Namespace) -> dict:
+    from .admin import flags as admin_flags
+
+    return admin_flags.serve_config(args)
+
+
+def _add_standalone_commands(sub) -> None:
+    """Commands that need no admin API client: ``admin-password`` and ``completion``."""
+    from .admin import flags as admin_flags
+
+    admin_flags.add_password_command(sub)
+    p = sub.add_parser("completion", help="print a shell completion script: eval \"$(linkd completion bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh"], help="zsh uses the bash script through bashcompinit")
+    p.set_defaults(func=_completion)
+
+
+def _completion(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .completion import bash_script
+
+    script = bash_script(parser)
+    sys.stdout.write(script if args.shell == "bash" else "autoload -U +X bashcompinit && bashcompinit\n" + script)
+    return EXIT_OK
+
+
+class _Parser(argparse.ArgumentParser):
+    """No prefix matching anywhere (``--bootstrap`` is not ``--bootstrap-server``): a runbook's typo fails
+    instead of meaning something else. Subcommand parsers inherit the class."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.parsed_args: list[str] = []
+
+    def error(self, message: str):
+        """One line on stderr, like every other failure (argparse prints the whole usage first)."""
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        # Remembered so `linkd serve` can tell the flags given from defaults (linkd.serveconfig).
+        self.parsed_args = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="linkd", description="Byte-for-byte Kafka cluster-link daemon")
+    parser = _Parser(prog="linkd", description="Byte-for-byte Kafka cluster-link daemon")
     parser.add_argument("--version", action="version", version=f"linkd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_standalone_commands(sub)
 
     serve = sub.add_parser("serve", help="run the daemon")
+    _add_serve_layers_and_admin_security(serve)
     serve.add_argument("--data-dir", default="./data", help="where partition logs and the control store live")
     _add_listener_arguments(serve)
     serve.add_argument("--admin", default=None, help="admin HTTP API HOST:PORT (default 127.0.0.1:8090)")
     serve.add_argument("--node-id", type=int, default=1)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", default="info", type=str.lower, choices=list(LOG_LEVELS), help="debug, info, warning, error or critical (any case)")
+    serve.add_argument("--log-format", default="text", type=str.lower, choices=list(LOG_FORMATS), help="text, or json: one JSON object a line")
     serve.add_argument("--ready-file", help="write {kafka_port, admin_port, pid, cluster_id} as JSON here once serving (useful with port 0)")
     serve.add_argument("--log-retention-check-interval-ms", type=int, default=30_000, metavar="MS", help="how often retention runs over every log (Kafka's log.retention.check.interval.ms)")
     serve.add_argument("--log-cleaner-backoff-ms", type=int, metavar="MS",
@@ -625,6 +718,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .broker.limits import add_serve_arguments
 
     add_serve_arguments(serve)
+    serve.add_argument("--authorizer", choices=["none", "standard"], default="none",
+                       help="'standard': authorize every request with Kafka's ACL model (StandardAuthorizer semantics; ACLs managed with kafka-acls). Default none: everyone may do everything")
+    serve.add_argument("--super-users", metavar="User:a;User:b", help="principals allowed everything whatever the ACLs (Kafka's super.users); needs --authorizer standard")
+    serve.add_argument("--allow-everyone-if-no-acl-found", action="store_true",
+                       help="allow an action on a resource that has no ACL at all (Kafka's allow.everyone.if.no.acl.found; default: deny)")
     serve.add_argument("--secrets-key-file", help="file with the 32-byte key that encrypts link secrets in control.db (linkd secrets generate-key)")
     serve.set_defaults(func=_serve)
 
@@ -640,9 +738,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-key-file", required=True)
     p.set_defaults(func=_secrets_rotate)
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--admin", help="daemon admin API HOST:PORT (default: $LINKD_ADMIN or 127.0.0.1:8090)")
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common = _Parser(add_help=False)
+    common.add_argument("--admin", help="daemon admin API HOST:PORT or https://HOST:PORT (default: $LINKD_ADMIN or 127.0.0.1:8090)")
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON (same as -o json)")
+    common.add_argument("-o", "--output-format", choices=OUTPUT_FORMATS, help="human (default), json or yaml")
+    common.add_argument("--admin-user", help="HTTP Basic user for the admin API (default $LINKD_ADMIN_USER); the password comes from $LINKD_ADMIN_PASSWORD")
+    common.add_argument("--admin-ca-file", help="PEM CA to verify an https admin API (default $LINKD_ADMIN_CA)")
+    common.add_argument("--admin-cert", help="PEM client certificate for an mTLS admin API (default $LINKD_ADMIN_CERT)")
+    common.add_argument("--admin-key", help="PEM key of --admin-cert (default $LINKD_ADMIN_KEY)")
 
     link = sub.add_parser("link", help="manage cluster links").add_subparsers(dest="link_command", required=True, metavar="ACTION")
     p = link.add_parser("create", parents=[common], help="create a link to a source cluster")
@@ -685,6 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("pause", "stop fetching"), ("resume", "fetch again"), ("promote", "catch up, then make writable (source must be reachable)"), ("failover", "make writable now (source may be gone)")):
         p = mirror.add_parser(action, parents=[common], help=text)
         p.add_argument("topics", nargs="+", metavar="TOPIC")
+        p.add_argument("--link", help="refuse unless every TOPIC is a mirror on this link (a runbook's guard against the wrong mirror)")
         if action == "promote":
             p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for lag 0 before giving up (default 60)")
         p.set_defaults(func=_mirror_action, action=action)
@@ -720,11 +824,23 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(args)
-    client = AdminClient(args.admin)
+    if args.command in ("admin-password", "completion"):
+        return args.func(args, parser)
+    if args.json:
+        if args.output_format not in (None, "json"):
+            parser.error(f"--json and -o {args.output_format} disagree")
+        args.output_format = "json"
+    args.json = (args.output_format or "human") != "human"  # machine output: no progress bars on stderr either
+    what = f"linkd {args.command} {getattr(args, 'link_command', None) or getattr(args, 'mirror_command', '')}"
+    try:
+        client = AdminClient(args.admin, username=args.admin_user, ca=args.admin_ca_file, cert=args.admin_cert, key=args.admin_key)
+    except (AdminClientError, OSError) as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         return args.func(args, client)
     except AdminClientError as exc:
-        print(f"linkd {args.command} {getattr(args, 'link_command', None) or getattr(args, 'mirror_command', '')}: {exc}", file=sys.stderr)
+        print(f"{what}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         client.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from .broker.acl import StandardAuthorizer
 from .broker.context import Broker, BrokerIdentity
 from .broker.limits import Limits, raise_descriptor_limit
 from .broker.listeners import ListenerSpec, SecurityProperties
@@ -47,6 +48,15 @@ def parse_hostport(value: str, what: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
+class AdminTls:
+    """TLS for the admin API; ``ca`` also turns on mTLS (a client certificate signed by it is required)."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     data_dir: Path
     listener: tuple[str, int]
@@ -56,10 +66,19 @@ class ServeConfig:
     max_request_bytes: int = 100 * 1024 * 1024
     idle_timeout_s: float | None = None  # None: limits.connections_max_idle_ms
     ready_file: Path | None = None
+    admin_tls: AdminTls | None = None
+    admin_basic_auth_file: Path | None = None
+    admin_allowed_hosts: tuple[str, ...] = ()
+    # (username, password) -> Principal | None: how the admin API checks HTTP Basic credentials. Set by the
+    # embedding code (linkd's own users store); otherwise built from admin_basic_auth_file.
+    admin_authenticator: object | None = None  # a linkd.admin.security.Authenticator
     retention_check_interval_ms: int = 30_000  # Kafka's log.retention.check.interval.ms (its default is 5 min)
     cleaner: CleanerConfig = CleanerConfig()
     limits: Limits = field(default_factory=Limits)
     secrets_key_file: Path | None = None  # seals link secrets in control.db (see linkd/link/secrets.py)
+    authorizer: str | None = None  # "standard": Kafka's ACL model (linkd/broker/acl.py); None: allow everything
+    super_users: tuple[str, ...] = ()
+    allow_everyone_if_no_acl_found: bool = False
     # Named listeners (linkd.broker.listeners); empty: one PLAINTEXT listener at ``listener``/``advertised``.
     listeners: tuple[ListenerSpec, ...] = ()
     security: SecurityProperties = field(default_factory=SecurityProperties)
@@ -130,10 +149,17 @@ class Daemon:
         self.users = UserStore(self.store)
         self.secrets_key = SecretsKey.from_file(config.secrets_key_file) if config.secrets_key_file else None
         self.cluster_id = _cluster_id(self.store)
+        self.authorizer = (
+            StandardAuthorizer(self.store, config.super_users, config.allow_everyone_if_no_acl_found) if config.authorizer == "standard" else None
+        )
+        if self.authorizer is not None and not config.super_users and not self.authorizer.acls() and not config.allow_everyone_if_no_acl_found:
+            log.warning("authorizer on with no ACL and no super user: every request is denied and nobody may add ACLs; "
+                        "restart with --super-users (e.g. 'User:admin') to manage them")
         self.broker: Broker | None = None
         self.listener: KafkaListener | None = None
         self.links: LinkManager | None = None
         self.admin_port: int | None = None
+        self.ready = False  # listener bound and links loaded: what /readyz and /health report
 
     def _partition_exists(self, topic: str, partition: int) -> bool:
         t = self.topics.get(topic)
@@ -172,6 +198,7 @@ class Daemon:
                     max_request_bytes=self.config.max_request_bytes,
                     limits=limits,
                     users=self.users,
+                    authorizer=self.authorizer,
                 )
                 await nursery.start(self.groups.run)
                 await nursery.start(partial(run_maintenance, self.topics, cleaner=self.config.cleaner,
@@ -187,6 +214,7 @@ class Daemon:
                 if first.advertised_port in (None, 0):
                     self.broker.identity = BrokerIdentity(self.config.node_id, identity_host, bound, self.cluster_id)
                 self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups, secrets_key=self.secrets_key)
+                self.links.authorizer = self.authorizer  # ACL sync writes linkd's ACLs (linkd/link/aclsync.py)
                 self.broker.hooks.append(self.links)
                 await nursery.start(self.links.run)
                 self.admin_port = await nursery.start(self._serve_admin)
@@ -196,8 +224,13 @@ class Daemon:
                     tmp = self.config.ready_file.with_suffix(".tmp")
                     tmp.write_text(json.dumps({"kafka_port": bound, "admin_port": self.admin_port, "pid": os.getpid(), "cluster_id": self.cluster_id, "listeners": ports}))
                     os.replace(tmp, self.config.ready_file)
+                self.ready = True
+                from . import sdnotify
+
+                sdnotify.notify("READY=1", f"STATUS=serving Kafka on port {bound}, admin API on port {self.admin_port}")
                 task_status.started(self)
         finally:
+            self.ready = False
             self.close()  # synchronous: no checkpoint in it for a cancellation to interrupt
 
     async def _serve_admin(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -206,13 +239,26 @@ class Daemon:
 
         from .admin.api import build_app
         from .admin.metrics import Metrics
+        from .admin.security import AdminGuard
 
         host, port = self.config.admin
         config = Config()
         config.bind = [f"{host}:{port}"]
         config.accesslog = None
         config.errorlog = logging.getLogger("linkd.admin.http")
-        app = build_app(self.links, self.cluster_id, Metrics(self))
+        security = self._admin_security()
+        tls = self.config.admin_tls
+        if tls is not None:
+            config.certfile, config.keyfile = str(tls.cert), str(tls.key)
+            if tls.ca is not None:
+                import ssl
+
+                config.ca_certs = str(tls.ca)
+                config.verify_mode = ssl.CERT_REQUIRED
+        warning = security.exposure_warning()
+        if warning:
+            log.warning("%s", warning)
+        app = AdminGuard(build_app(self.links, self.cluster_id, Metrics(self)), security, ready=lambda: self.ready)
 
         class _Status:
             """Translate hypercorn's bound URLs into the port number our caller waits for."""
@@ -223,6 +269,22 @@ class Daemon:
                 task_status.started(bound)
 
         await hypercorn_serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=_Status())
+
+    def _admin_security(self):
+        from .admin.api import MAX_BODY
+        from .admin.security import AdminSecurity, BasicAuthFile
+
+        authenticate = self.config.admin_authenticator
+        if authenticate is None and self.config.admin_basic_auth_file is not None:
+            authenticate = BasicAuthFile.load(self.config.admin_basic_auth_file)
+        tls = self.config.admin_tls
+        return AdminSecurity(
+            bound_host=self.config.admin[0],
+            allowed_hosts=frozenset(self.config.admin_allowed_hosts),
+            authenticate=authenticate,
+            mtls=tls is not None and tls.ca is not None,
+            max_body=MAX_BODY,
+        )
 
     def close(self) -> None:
         """Flush every log and write clean-shutdown markers."""
@@ -241,8 +303,14 @@ async def serve(config: ServeConfig) -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("received %s, shutting down", signal.Signals(signum).name)
+                    daemon.ready = False
+                    from . import sdnotify
+
+                    sdnotify.notify("STOPPING=1")
                     nursery.cancel_scope.cancel()
                     return
 
         nursery.start_soon(stop_on_signal)
         await nursery.start(daemon.run)
+    # Reached only when every task ended without an error: logs flushed, stores closed, lock released.
+    log.info("linkd node %d stopped cleanly", config.node_id)

@@ -25,6 +25,7 @@ from protocol.errors import ErrorCode
 
 from .controlstore import ControlStore
 from .storage import InvalidConfig, LogConfig, PartitionLog
+from .storage.checkpoint import remove_log_dir_checkpoints, write_log_dir_checkpoints, write_partition_metadata
 from .topicconfig import TOPIC_CONFIG_DEFAULTS as TOPIC_CONFIG_DEFAULTS  # re-exported
 from .topicconfig import InvalidTopicConfig, check_configs
 
@@ -160,20 +161,40 @@ class TopicRegistry:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def load(self) -> None:
+        remove_log_dir_checkpoints(self.data_dir)
         for row in self._store.query("SELECT * FROM topics ORDER BY name"):
             configs = json.loads(row["configs"])
             topic = Topic(row["name"], uuid.UUID(row["topic_id"]), configs, row["kind"], row["leader_epoch"])
             topic.logs = [self._open_log(topic.name, p, configs) for p in range(row["partitions"])]
+            self._record_topic_id(topic, topic.logs)  # directories from before partition.metadata get one
             self._index(topic)
 
     def close(self) -> None:
+        closed = []
         for topic in self._topics.values():
             for plog in topic.logs:
                 plog.close()
+                stats = plog.statistics()
+                closed.append((plog.topic, plog.partition, stats.recovery_point, stats.log_start_offset, stats.log_end_offset))
+        try:
+            # Every log closed cleanly: Kafka's log-directory checkpoints, for a Kafka broker given a copy.
+            write_log_dir_checkpoints(self.data_dir, sorted(closed))
+        except OSError as exc:
+            log.warning("could not write Kafka's log-directory checkpoints in %s: %s", self.data_dir, exc)
 
     def _open_log(self, name: str, partition: int, configs: dict[str, str]) -> PartitionLog:
         path = self.data_dir / f"{name}-{partition}"
         return PartitionLog.open(path, LogConfig.from_topic_configs(configs, DAEMON_LOG_DEFAULTS), name, partition)
+
+    @staticmethod
+    def _record_topic_id(topic: Topic, logs: list[PartitionLog]) -> None:
+        """Kafka's ``partition.metadata`` in each partition directory, so Kafka's tools see the topic id.
+        Best effort: linkd itself keeps topic ids in the control store and never reads these files."""
+        for plog in logs:
+            try:
+                write_partition_metadata(plog.path, topic.topic_id)
+            except OSError as exc:
+                log.warning("could not write %s/partition.metadata: %s", plog.path, exc)
 
     def _index(self, topic: Topic) -> None:
         self._topics[topic.name] = topic
@@ -228,7 +249,7 @@ class TopicRegistry:
             return topic
         self._reserved[name] = partitions
         try:
-            logs = self._build_logs(name, 0, partitions, topic.configs)
+            logs = self._build_logs(name, 0, partitions, topic.configs, topic.topic_id)
             return self._commit_create(topic, logs)
         finally:
             self._reserved.pop(name, None)
@@ -253,7 +274,7 @@ class TopicRegistry:
         self._reserved[name] = partitions
         try:
             # Not abandoned on cancel (trio's default): the thread's logs always come back to be committed.
-            logs = await trio.to_thread.run_sync(self._build_logs, name, 0, partitions, topic.configs)
+            logs = await trio.to_thread.run_sync(self._build_logs, name, 0, partitions, topic.configs, topic.topic_id)
             return self._commit_create(topic, logs)
         finally:
             self._reserved.pop(name, None)
@@ -283,7 +304,7 @@ class TopicRegistry:
         topic = Topic(name, topic_id or uuid.uuid4(), clean, kind, leader_epoch)
         return topic
 
-    def _build_logs(self, name: str, first: int, end: int, configs: dict[str, str]) -> list[PartitionLog]:
+    def _build_logs(self, name: str, first: int, end: int, configs: dict[str, str], topic_id: uuid.UUID | None = None) -> list[PartitionLog]:
         """Open partition logs ``first..end-1`` (thread-safe: touches only their directories). On failure
         every log opened here is removed again and a TopicError names the partition and the cause."""
         logs: list[PartitionLog] = []
@@ -296,6 +317,8 @@ class TopicRegistry:
                     log.warning("removing stale partition directory %s before creating topic %s", path, name)
                     shutil.rmtree(path)
                 logs.append(self._open_log(name, p, configs))
+                if topic_id is not None:
+                    write_partition_metadata(logs[-1].path, topic_id)
         except Exception as exc:
             self._discard(logs)
             shutil.rmtree(self.data_dir / f"{name}-{first + len(logs)}", ignore_errors=True)
@@ -334,7 +357,7 @@ class TopicRegistry:
     def add_partitions(self, name: str, total: int) -> None:
         topic, added = self._prepare_add(name, total)
         try:
-            logs = self._build_logs(name, len(topic.logs), total, topic.configs)
+            logs = self._build_logs(name, len(topic.logs), total, topic.configs, topic.topic_id)
         except BaseException:
             self._reserved.pop(added, None)
             raise
@@ -344,7 +367,7 @@ class TopicRegistry:
         """``add_partitions`` with the new logs made in a worker thread (see ``create_async``)."""
         topic, added = self._prepare_add(name, total)
         try:
-            logs = await trio.to_thread.run_sync(self._build_logs, name, len(topic.logs), total, topic.configs)
+            logs = await trio.to_thread.run_sync(self._build_logs, name, len(topic.logs), total, topic.configs, topic.topic_id)
         except BaseException:
             self._reserved.pop(added, None)
             raise

@@ -119,10 +119,12 @@ def _bool_param(request: Request, name: str, default: bool) -> bool:
 
 
 def _peer(request: Request) -> str:
-    """Who asked, for the audit log: the admin API client's address (and its principal, once there is
-    authentication)."""
+    """Who asked, for the audit log: the admin API client's address and the principal the front door
+    (linkd.admin.security) admitted."""
     client = request.client
-    return f"{client.host}:{client.port}" if client else "unknown peer"
+    where = f"{client.host}:{client.port}" if client else "unknown peer"
+    principal = request.scope.get("linkd.principal")
+    return f"{principal.name}@{where}" if principal is not None and principal.mechanism != "none" else where
 
 
 def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
@@ -316,6 +318,8 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     async def not_found(request: Request, exc) -> Response:
         return _error(404, f"no route for {request.method} {request.url.path}")
 
+    from .security import json_http_exception, json_server_error  # 405 and 500 in the JSON error shape too
+
     base = "/kafka/v3/clusters/{cid}"
     app = Starlette(
         routes=[
@@ -331,6 +335,6 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
             Route(base + "/links/{link}/mirrors/{topic}/lost-records", lost_records, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, 405: json_http_exception, 500: json_server_error},
     )
     return app

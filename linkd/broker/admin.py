@@ -15,6 +15,7 @@ from protocol.errors import ErrorCode
 from .. import topicconfig
 from ..topicconfig import TOPIC_CONFIGS, InvalidTopicConfig
 from ..topics import Topic, TopicError, TopicRole
+from .acl import CLUSTER_NAME
 from .context import ZERO_UUID, Body, RequestContext
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ async def create_topics(ctx: RequestContext, body: Body) -> Body:
     too_many = _excessive(requested, per_request) if requested > per_request else None
     results = []
     seen: set[str] = set()
+    cluster_create = ctx.authorized("CREATE", "CLUSTER", CLUSTER_NAME)
     for t in requests:
         name = t["name"]
         out = {"name": name, "topic_id": ZERO_UUID, "error_code": ErrorCode.NONE, "error_message": None, "num_partitions": -1, "replication_factor": -1, "configs": None}
@@ -99,6 +101,8 @@ async def create_topics(ctx: RequestContext, body: Body) -> Body:
             if name in seen:
                 raise TopicError(ErrorCode.INVALID_REQUEST, f"Create topics request from client contains duplicate topic '{name}'")
             seen.add(name)
+            if not (cluster_create or ctx.authorized("CREATE", "TOPIC", name)):
+                raise TopicError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, f"Not authorized to create topic '{name}'")
             if too_many is not None:
                 raise too_many
             assignments = t.get("assignments") or []
@@ -120,6 +124,8 @@ async def create_topics(ctx: RequestContext, body: Body) -> Body:
                 replication_factor=1,
                 configs=[{k: e[k] for k in ("name", "value", "read_only", "config_source", "is_sensitive")} for e in _config_entries(topic.configs)],
             )
+            if not ctx.authorized("DESCRIBE_CONFIGS", "TOPIC", name):
+                out.update(configs=None, topic_config_error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED)
         except TopicError as exc:
             out["error_code"], out["error_message"] = exc.error_code, exc.message
     return {"throttle_time_ms": 0, "topics": results}
@@ -136,8 +142,14 @@ async def delete_topics(ctx: RequestContext, body: Body) -> Body:
         topic = registry.get(name) if name else (registry.by_id(topic_id) if topic_id else None)
         out = {"name": name, "topic_id": topic_id or ZERO_UUID, "error_code": ErrorCode.NONE, "error_message": None}
         responses.append(out)
+        by_id = name is None and bool(topic_id)
+        if not (by_id and topic is None) and not ctx.authorized("DELETE", "TOPIC", topic.name if by_id else name):
+            out["error_code"] = ErrorCode.TOPIC_AUTHORIZATION_FAILED  # whether or not it exists, as Kafka answers
+            if by_id and ctx.authorized("DESCRIBE", "TOPIC", topic.name):
+                out["name"] = topic.name  # Kafka names an id's topic to whoever may describe it
+            continue
         if topic is None:
-            out["error_code"] = ErrorCode.UNKNOWN_TOPIC_ID if (name is None and topic_id) else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            out["error_code"] = ErrorCode.UNKNOWN_TOPIC_ID if by_id else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             continue
         out["name"], out["topic_id"] = topic.name, topic.topic_id
         for hook in ctx.broker.hooks:
@@ -165,6 +177,9 @@ async def create_partitions(ctx: RequestContext, body: Body) -> Body:
     for t in requests:
         out = {"name": t["name"], "error_code": ErrorCode.NONE, "error_message": None}
         results.append(out)
+        if not ctx.authorized("ALTER", "TOPIC", t["name"]):
+            out["error_code"] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            continue
         topic = registry.get(t["name"])
         if topic is None:
             out["error_code"], out["error_message"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{t['name']}' does not exist."
@@ -209,6 +224,12 @@ async def describe_configs(ctx: RequestContext, body: Body) -> Body:
         keys = r.get("configuration_keys")
         out = {"error_code": ErrorCode.NONE, "error_message": None, "resource_type": rtype, "resource_name": rname, "configs": []}
         results.append(out)
+        if rtype == RESOURCE_TOPIC and not ctx.authorized("DESCRIBE_CONFIGS", "TOPIC", rname):
+            out["error_code"], out["error_message"] = ErrorCode.TOPIC_AUTHORIZATION_FAILED, None
+            continue
+        if rtype == RESOURCE_BROKER and not ctx.authorized("DESCRIBE_CONFIGS", "CLUSTER", CLUSTER_NAME):
+            out["error_code"], out["error_message"] = ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None
+            continue
         if rtype == RESOURCE_TOPIC:
             topic = ctx.broker.topics.get(rname)
             if topic is None:
@@ -232,7 +253,7 @@ async def describe_configs(ctx: RequestContext, body: Body) -> Body:
 
 
 class _Refused(Exception):
-    def __init__(self, error_code: ErrorCode, message: str) -> None:
+    def __init__(self, error_code: ErrorCode, message: str | None) -> None:
         super().__init__(message)
         self.error_code, self.message = error_code, message
 
@@ -271,6 +292,10 @@ def _apply_topic_configs(ctx: RequestContext, topic: Topic, wanted: dict[str, st
 
 
 def _alter_target(ctx: RequestContext, rtype: int, rname: str) -> Topic:
+    if rtype == RESOURCE_BROKER and not ctx.authorized("ALTER_CONFIGS", "CLUSTER", CLUSTER_NAME):
+        raise _Refused(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None)
+    if rtype == RESOURCE_TOPIC and not ctx.authorized("ALTER_CONFIGS", "TOPIC", rname):
+        raise _Refused(ErrorCode.TOPIC_AUTHORIZATION_FAILED, None)
     if rtype == RESOURCE_BROKER:
         raise _Refused(ErrorCode.INVALID_REQUEST, "Altering broker configs is not supported yet: linkd's broker settings come from its command line")
     if rtype != RESOURCE_TOPIC:

@@ -127,3 +127,26 @@ class RequestContext:
 
 
 Body = dict[str, Any]
+
+
+def authorized_operations(ctx: RequestContext, resource_type: str, name: str, everything: int) -> int:
+    """The ``authorized_operations`` bit field for a resource: ``everything`` without an authorizer,
+    else what the principal may really do (bit = Kafka's AclOperation code)."""
+    authorizer = ctx.broker.authorizer
+    if authorizer is None:
+        return everything
+    described = getattr(authorizer, "authorized_operations", None)
+    if described is not None:
+        return described(ctx.session, resource_type, name)
+    from .acl import OPERATIONS, SUPPORTED_OPERATIONS
+
+    return sum(1 << OPERATIONS[op] for op in SUPPORTED_OPERATIONS[resource_type] if authorizer.authorize(ctx.session, op, resource_type, name))
+
+
+def authorized_for_any(ctx: RequestContext, operation: str, resource_type: str) -> bool:
+    """Kafka's authorizeByResourceType: may the principal do ``operation`` on at least one resource of the type?"""
+    authorizer = ctx.broker.authorizer
+    if authorizer is None:
+        return True
+    check = getattr(authorizer, "authorize_by_resource_type", None)
+    return bool(check(ctx.session, operation, resource_type)) if check is not None else False

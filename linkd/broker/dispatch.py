@@ -15,8 +15,9 @@ from protocol import messages
 from protocol.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from protocol.messages import ApiKey
 
-from . import admin, cluster, fetch, offsets, produce, users
+from . import aclapis, admin, cluster, features, fetch, logdirs, offsets, produce, producers, replicas, users
 from .context import Body, Broker, RequestContext
+from .groupauth import authorized_group_call
 from .session import Session
 from .versions import SUPPORTED_VERSIONS
 
@@ -32,9 +33,13 @@ class CloseConnection(Exception):
 def _group(method: str, with_client: bool = False) -> Handler:
     async def handler(ctx: RequestContext, body: Body) -> Body:
         call = getattr(ctx.broker.groups, method)
-        if with_client:
-            return await call(body, ctx.api_version, client_id=ctx.client_id or "", client_host=ctx.client_host)
-        return await call(body, ctx.api_version)
+
+        async def run(b: Body) -> Body:
+            if with_client:
+                return await call(b, ctx.api_version, client_id=ctx.client_id or "", client_host=ctx.client_host)
+            return await call(b, ctx.api_version)
+
+        return await authorized_group_call(ctx, method, body, run)
 
     handler.__name__ = method
     return handler
@@ -66,6 +71,16 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.LIST_GROUPS: _group("list_groups"),
     ApiKey.DESCRIBE_GROUPS: _group("describe_groups"),
     ApiKey.DELETE_GROUPS: _group("delete_groups"),
+    ApiKey.CREATE_ACLS: aclapis.create_acls,
+    ApiKey.DESCRIBE_ACLS: aclapis.describe_acls,
+    ApiKey.DELETE_ACLS: aclapis.delete_acls,
+    ApiKey.OFFSET_DELETE: _group("offset_delete"),
+    ApiKey.DESCRIBE_LOG_DIRS: logdirs.describe_log_dirs,
+    ApiKey.DESCRIBE_PRODUCERS: producers.describe_producers,
+    ApiKey.DESCRIBE_TOPIC_PARTITIONS: replicas.describe_topic_partitions,
+    ApiKey.ELECT_LEADERS: replicas.elect_leaders,
+    ApiKey.LIST_PARTITION_REASSIGNMENTS: replicas.list_partition_reassignments,
+    ApiKey.UPDATE_FEATURES: features.update_features,
     # On a SASL listener the connection's SaslConnection (saslgate.py) answers these two itself; here they
     # arrive only on a listener without SASL, where Kafka answers ILLEGAL_SASL_STATE.
     ApiKey.SASL_HANDSHAKE: cluster.sasl_handshake_without_sasl,
@@ -109,6 +124,8 @@ async def handle_frame(
     ctx = RequestContext(broker, header.api_key, header.api_version, header.correlation_id, header.client_id, client_host, session)
     try:
         body = await HANDLERS[header.api_key](ctx, request.body)
+    except produce.AcksZeroRefused as exc:
+        raise CloseConnection(f"{exc} (client {header.client_id!r})") from exc  # the producer's only signal
     except Exception as exc:
         log.exception("handler for %s v%d failed (correlation id %d)", ApiKey(header.api_key).name, header.api_version, header.correlation_id)
         raise CloseConnection(f"internal error: {exc}") from exc

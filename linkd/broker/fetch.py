@@ -140,9 +140,14 @@ async def fetch(ctx: RequestContext, body: Body) -> Body:
             topic = registry.get(t["topic"])
             topic_out = {"topic": t["topic"], "topic_id": topic.topic_id if topic else None, "partitions": []}
         topics_out.append(topic_out)
+        name = topic.name if use_ids and topic is not None else t.get("topic")
+        denied = name is not None and not (use_ids and topic is None) and not ctx.authorized("READ", "TOPIC", name)
         for p in t.get("partitions", []):
             if use_ids and topic is None:
                 topic_out["partitions"].append(_partition_error(p["partition"], ErrorCode.UNKNOWN_TOPIC_ID))
+                continue
+            if denied:
+                topic_out["partitions"].append(_partition_error(p["partition"], ErrorCode.TOPIC_AUTHORIZATION_FAILED))
                 continue
             plans.append(_Plan(topic_out, topic, p))
 

@@ -20,6 +20,10 @@ LATEST_TIERED = -6
 READ_COMMITTED = 1
 
 
+def _denied(index: int) -> Body:
+    return {"partition_index": index, "error_code": ErrorCode.TOPIC_AUTHORIZATION_FAILED, "old_style_offsets": [], "timestamp": -1, "offset": -1, "leader_epoch": -1}
+
+
 def _list_one(ctx: RequestContext, topic, p: Body, isolation: int) -> Body:
     index = p["partition_index"]
     out = {"partition_index": index, "error_code": ErrorCode.NONE, "old_style_offsets": [], "timestamp": -1, "offset": -1, "leader_epoch": -1}
@@ -73,6 +77,9 @@ async def list_offsets(ctx: RequestContext, body: Body) -> Body:
     isolation = body.get("isolation_level", 0)
     topics = []
     for t in body.get("topics", []):
+        if not ctx.authorized("DESCRIBE", "TOPIC", t["name"]):
+            topics.append({"name": t["name"], "partitions": [_denied(p["partition_index"]) for p in t.get("partitions", [])]})
+            continue
         topic = registry.get(t["name"])
         topics.append({"name": t["name"], "partitions": [_list_one(ctx, topic, p, isolation) for p in t.get("partitions", [])]})
     return {"throttle_time_ms": 0, "topics": topics}
@@ -83,10 +90,11 @@ async def offset_for_leader_epoch(ctx: RequestContext, body: Body) -> Body:
     topics = []
     for t in body.get("topics", []):
         topic = registry.get(t["topic"])
+        denied = not ctx.authorized("DESCRIBE", "TOPIC", t["topic"])
         parts = []
         for p in t.get("partitions", []):
             index = p["partition"]
-            code, plog = ctx.resolve(topic, index, p.get("current_leader_epoch", -1))
+            code, plog = (ErrorCode.TOPIC_AUTHORIZATION_FAILED, None) if denied else ctx.resolve(topic, index, p.get("current_leader_epoch", -1))
             out = {"error_code": code, "partition": index, "leader_epoch": -1, "end_offset": -1}
             if code == ErrorCode.NONE:
                 requested = p["leader_epoch"]
@@ -106,10 +114,11 @@ async def delete_records(ctx: RequestContext, body: Body) -> Body:
     topics = []
     for t in body.get("topics", []):
         topic = registry.get(t["name"])
+        denied = not ctx.authorized("DELETE", "TOPIC", t["name"])
         parts = []
         for p in t.get("partitions", []):
             index = p["partition_index"]
-            code, plog = ctx.resolve(topic, index)
+            code, plog = (ErrorCode.TOPIC_AUTHORIZATION_FAILED, None) if denied else ctx.resolve(topic, index)
             out = {"partition_index": index, "low_watermark": -1, "error_code": code}
             if code == ErrorCode.NONE and not topic.writable:
                 out["error_code"] = ErrorCode.INVALID_REQUEST  # a mirror's start offset follows its source

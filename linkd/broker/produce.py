@@ -18,8 +18,9 @@ from protocol.records import ATTR_COMPRESSION_MASK, ATTR_TIMESTAMP_LOG_APPEND, H
 from .. import storage_calls
 from ..storage import StorageError
 from ..topicconfig import int_value
+from .acl import CLUSTER_NAME
 from .cluster import TRANSACTIONS_UNSUPPORTED
-from .context import Body, RequestContext
+from .context import Body, RequestContext, authorized_for_any
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,11 @@ def _timestamp_error(configs: dict[str, str], batch, now_ms: int) -> str | None:
     if batch.base_timestamp >= 0 and batch.base_timestamp < now_ms - before:
         return f"Timestamp {batch.base_timestamp} of a record is more than message.timestamp.before.max.ms={before} behind the broker's time {now_ms}"
     return None
+
+
+class AcksZeroRefused(Exception):
+    """An acks=0 Produce failed somewhere: with no answer to carry the error, Kafka closes the connection
+    so the producer notices and refreshes its metadata; so does linkd (see dispatch)."""
 
 
 def read_only_message(topic: str) -> str:
@@ -175,13 +181,24 @@ async def produce(ctx: RequestContext, body: Body) -> Body | None:
     responses = []
     to_flush = []
     appended_any = False
+    # Kafka: a transactional producer needs WRITE on its transactional id, else nothing of the request is written.
+    transaction_denied = transactional_id is not None and not ctx.authorized("WRITE", "TRANSACTIONAL_ID", transactional_id)
     for t in body.get("topic_data", []):
         topic = registry.by_id(t["topic_id"]) if use_ids else registry.get(t["name"])
         out = {"name": t.get("name") if not use_ids else (topic.name if topic else ""), "topic_id": t.get("topic_id"), "partition_responses": []}
         responses.append(out)
+        # Judged before existence, so an unauthorized client cannot tell which topics exist.
+        name = topic.name if use_ids and topic is not None else t.get("name")
+        topic_denied = name is not None and not (use_ids and topic is None) and not ctx.authorized("WRITE", "TOPIC", name)
         for p in t.get("partition_data", []):
             if acks not in (ACKS_NONE, ACKS_LEADER, ACKS_ALL):
                 out["partition_responses"].append(_result(p["index"], ErrorCode.INVALID_REQUIRED_ACKS))
+                continue
+            if transaction_denied:
+                out["partition_responses"].append(_result(p["index"], ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+                continue
+            if topic_denied:
+                out["partition_responses"].append(_result(p["index"], ErrorCode.TOPIC_AUTHORIZATION_FAILED))
                 continue
             if transactional_id is not None:
                 out["partition_responses"].append(_result(p["index"], ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED))
@@ -209,12 +226,21 @@ async def produce(ctx: RequestContext, body: Body) -> Body | None:
                 log.error("produce to %s: fsync failed: %s", plog.name, exc)
                 result.update(error_code=ErrorCode.KAFKA_STORAGE_ERROR, error_message=f"Disk error when flushing {plog.name}: {exc}", base_offset=-1)
     if acks == ACKS_NONE:
+        failed = sorted({f"{out['name'] or out['topic_id']}-{r['index']}: {ErrorCode(r['error_code']).name}" for out in responses for r in out["partition_responses"] if r["error_code"] != ErrorCode.NONE})
+        if failed:
+            raise AcksZeroRefused(f"acks=0 produce failed ({', '.join(failed)})")
         return None
     return {"responses": responses, "throttle_time_ms": 0}
 
 
 async def init_producer_id(ctx: RequestContext, body: Body) -> Body:
-    if body.get("transactional_id") is not None:
+    transactional_id = body.get("transactional_id")
+    if transactional_id is not None and not ctx.authorized("WRITE", "TRANSACTIONAL_ID", transactional_id):
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "producer_id": -1, "producer_epoch": -1}
+    # An idempotent producer: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (Kafka since 2.8).
+    if transactional_id is None and not (ctx.authorized("IDEMPOTENT_WRITE", "CLUSTER", CLUSTER_NAME) or authorized_for_any(ctx, "WRITE", "TOPIC")):
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "producer_id": -1, "producer_epoch": -1}
+    if transactional_id is not None:
         return {"throttle_time_ms": 0, "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "producer_id": -1, "producer_epoch": -1}
     pid, epoch = body.get("producer_id", -1), body.get("producer_epoch", -1)
     if pid >= 0 and 0 <= epoch < MAX_PRODUCER_EPOCH:

@@ -72,6 +72,7 @@ import trio
 from protocol.errors import ErrorCode
 
 from .offsets import CommittedOffset, OffsetStore, TopicPartition
+from .subscription import subscribed_topics
 
 Body = dict[str, Any]
 
@@ -959,6 +960,31 @@ class GroupCoordinator:
                 error = ErrorCode.NONE
             results.append({"group_id": group_id, "error_code": int(error)})
         return {"throttle_time_ms": 0, "results": results}
+
+    async def offset_delete(self, body: Body, version: int) -> Body:
+        """OffsetDelete: an Empty group loses the offsets asked for; a live consumer group keeps those of
+        topics it subscribes to (GROUP_SUBSCRIBED_TO_TOPIC); another live group refuses (NON_EMPTY_GROUP)."""
+        group_id = body.get("group_id") or ""
+        state, group = self._group_state(group_id)
+        subscribed: set[str] | None = set()
+        if state is GroupState.DEAD:
+            return {"error_code": int(ErrorCode.GROUP_ID_NOT_FOUND), "throttle_time_ms": 0, "topics": []}
+        if group is not None and state is not GroupState.EMPTY:
+            if group.protocol_type != "consumer":
+                return {"error_code": int(ErrorCode.NON_EMPTY_GROUP), "throttle_time_ms": 0, "topics": []}
+            subscribed = subscribed_topics(m.metadata(group.protocol_name) for m in group.members.values())
+        doomed: list[TopicPartition] = []
+        topics_out = []
+        for topic in body.get("topics") or []:
+            name = topic["name"]
+            refused = subscribed is None or name in subscribed
+            error = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC if refused else ErrorCode.NONE
+            if not refused:
+                doomed += [(name, p["partition_index"]) for p in topic.get("partitions") or []]
+            topics_out.append({"name": name, "partitions": [{"partition_index": p["partition_index"], "error_code": int(error)}
+                                                            for p in topic.get("partitions") or []]})
+        self._offsets.delete_offsets(group_id, doomed)
+        return {"error_code": 0, "throttle_time_ms": 0, "topics": topics_out}
 
     # ------------------------------------------------------------------ consumer-offset sync (link) and admin
 

@@ -94,6 +94,13 @@ class OffsetStore:
         with self._store.transaction() as db:
             return db.execute("DELETE FROM group_offsets WHERE group_id = ?", (group_id,)).rowcount
 
+    def delete_offsets(self, group_id: str, partitions: Iterable[TopicPartition]) -> int:
+        rows = [(group_id, topic, partition) for topic, partition in partitions]
+        if not rows:
+            return 0
+        with self._store.transaction() as db:
+            return db.executemany("DELETE FROM group_offsets WHERE group_id = ? AND topic = ? AND partition = ?", rows).rowcount
+
     def delete_topic(self, topic: str) -> int:
         with self._store.transaction() as db:
             return db.execute("DELETE FROM group_offsets WHERE topic = ?", (topic,)).rowcount

@@ -39,11 +39,15 @@ RECYCLE_MIN_FRAME = 256 * 1024
 RCVLOWAT_MAX = 1 << 20
 # A Kafka broker refuses a re-authentication less than a second after the previous one began.
 REAUTH_MIN_INTERVAL_S = 1.0
+# Largest piece of ciphertext read from a TLS connection's socket at once (see TlsStream). SO_RCVBUF is
+# left alone: Linux grows the receive buffer itself (to tcp_rmem's maximum, 32 MiB here), where setting
+# it turns that off and caps it at rmem_max (4 MiB here).
+TLS_READ_MAX = 1 << 20
+# Largest TLS record on the wire: 16 KiB of plaintext plus header, padding and tag (RFC 8446 5.2).
+TLS_RECORD_MAX = 5 + (1 << 14) + 256
 # The broker's session clock started before our answer arrived: count a session as over this much early
 # (at most 4% of its lifetime, so the re-authentication due at 85-95% of it always comes first).
 SESSION_END_MARGIN_S = 0.25
-# Largest piece read from a TLS stream at once (see Connection._read_tls).
-TLS_READ_MAX = 256 * 1024
 # Versions this client prefers at most: Fetch 12 keeps topic names in requests (no topic-id lookup) and
 # still carries leader epochs and divergence; the rest are simply the newest we know.
 PREFERRED_MAX = {ApiKey.FETCH: 12, ApiKey.METADATA: 12}
@@ -125,11 +129,134 @@ class FrameBuffers:
         return memoryview(buffer)[:size]
 
 
+class TlsStream:
+    """TLS on the connection's own non-blocking socket, with the standard library's ``ssl.SSLObject``.
+
+    Ciphertext is read from the descriptor in big pieces (up to TLS_READ_MAX at once, the task parking
+    only when the socket is drained) and handed to OpenSSL's memory BIO; OpenSSL then decrypts record
+    after record straight into the caller's buffer (``SSLObject.read`` into a view of the response
+    frame), so a large Fetch response passes through no Python object on its way in. The socket wakes
+    the reader only once most of the rest of the frame has arrived (SO_RCVLOWAT, as for PLAINTEXT).
+
+    Measured (benchmarks/tls_reads.py, from a local TLS sender): trio's ``SSLStream`` spent ~2 CPU s
+    per GB received, this ~0.9 (a third of it AES-256-GCM itself); an ``ssl.SSLSocket`` on the descriptor (tried) a little more, as OpenSSL then
+    reads each 16 KiB record's header and body with a system call each. No private attributes are used.
+    """
+
+    def __init__(self, sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, peer: str) -> None:
+        self.socket = sock
+        self._tls = tls
+        self._incoming = incoming
+        self._outgoing = outgoing
+        self.peer = peer
+        self._scratch = bytearray(TLS_READ_MAX)
+        self._unsent = memoryview(b"")  # ciphertext taken from OpenSSL and not yet on the socket
+        self._rcvlowat = 1  # the socket's current SO_RCVLOWAT; 0 once the platform refused it
+
+    @classmethod
+    async def wrap(cls, transport: trio.SocketStream, context: ssl.SSLContext, server_hostname: str) -> TlsStream:
+        """Take over ``transport``'s descriptor and run the client handshake on it (certificate and
+        hostname checks as ``context`` says). Raises ``ssl.SSLError``/``OSError`` as the handshake
+        fails; the caller times it."""
+        sock = socket.socket(fileno=transport.socket.detach())
+        try:
+            sock.setblocking(False)
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = context.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+            stream = cls(sock, tls, incoming, outgoing, f"{server_hostname}:{sock.getpeername()[1]}")
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    await stream._flush()
+                    await stream._fill(1)
+            await stream._flush()
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    async def _flush(self) -> None:
+        """Send what OpenSSL has written (records, handshake and post-handshake messages). What is not
+        sent yet stays in ``_unsent``, so a send cancelled halfway never leaves half a record behind: the
+        next one sends the rest first."""
+        if self._outgoing.pending:
+            self._unsent = memoryview(bytes(self._unsent) + self._outgoing.read()) if self._unsent else memoryview(self._outgoing.read())
+        while self._unsent:
+            try:
+                self._unsent = self._unsent[self.socket.send(self._unsent) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.socket)
+
+    async def _fill(self, wanted: int) -> None:
+        """Hand OpenSSL the next ciphertext the socket has (an end of stream once it closed); when it has
+        none, wait until about ``wanted`` bytes are there."""
+        while True:
+            try:
+                got = self.socket.recv_into(self._scratch)
+            except BlockingIOError:
+                self._wake_after(min(max(wanted, 1), RCVLOWAT_MAX))
+                await trio.lowlevel.wait_readable(self.socket)
+                continue
+            if got:
+                self._incoming.write(memoryview(self._scratch)[:got])
+            else:
+                self._incoming.write_eof()
+            return
+
+    def _wake_after(self, wanted: int) -> None:
+        if self._rcvlowat and wanted != self._rcvlowat:
+            try:
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, wanted)
+                self._rcvlowat = wanted
+            except (OSError, AttributeError):
+                self._rcvlowat = 0  # not settable here: wake on every arrival
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        """(cipher suite, protocol version, secret bits) the handshake agreed on."""
+        return self._tls.cipher()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._tls.write(data)
+        await self._flush()
+
+    async def read_exactly(self, view: memoryview) -> None:
+        """Fill ``view`` with plaintext, decrypted into it by OpenSSL (no copies in Python)."""
+        tls = self._tls
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while view:
+            try:
+                got = tls.read(len(view), view)
+            except ssl.SSLWantReadError:
+                await self._flush()  # e.g. the answer to a TLS 1.3 KeyUpdate
+                # The ciphertext still to come is at least the plaintext still missing, less what OpenSSL
+                # holds: decrypted bytes, whole records in the BIO, and up to one record it began reading.
+                await self._fill(len(view) - tls.pending() - self._incoming.pending - TLS_RECORD_MAX)
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # close_notify, or closed without one
+                got = 0
+            if not got:
+                raise SourceUnavailable(f"{self.peer} closed the connection")
+            view = view[got:]
+
+    def close(self) -> None:
+        """Close without a close_notify exchange: a dead or stalled peer must not hold the close up."""
+        if self.socket.fileno() != -1:
+            trio.lowlevel.notify_closing(self.socket)
+        self.socket.close()
+
+
 @dataclass
 class Connection:
     host: str
     port: int
-    stream: trio.SocketStream | trio.SSLStream
+    stream: trio.SocketStream | TlsStream
     client_id: str
     max_frame: int
     versions: dict[int, tuple[int, int]]
@@ -166,22 +293,23 @@ class Connection:
             raise
         return conn
 
-    async def _start_tls(self, transport: trio.SocketStream) -> trio.SSLStream:
+    async def _start_tls(self, transport: trio.SocketStream) -> TlsStream:
         assert self.security is not None and self.security.ssl_context is not None
-        stream = trio.SSLStream(transport, self.security.ssl_context, server_hostname=self.host)
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
-                await stream.do_handshake()
+                stream = await TlsStream.wrap(transport, self.security.ssl_context, self.host)
         except trio.TooSlowError as exc:
             raise SourceUnavailable(f"TLS handshake with {self.host}:{self.port} timed out after {CONNECT_TIMEOUT_S}s") from exc
-        except (trio.BrokenResourceError, OSError) as exc:
-            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-            if isinstance(cause, ssl.SSLCertVerificationError):
-                raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port}: {cause.verify_message or cause}") from exc
-            if isinstance(cause, ssl.SSLError):
-                raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port}: {cause.reason or cause}") from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port}: {exc.verify_message or exc}") from exc
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as exc:
             # Closed mid-handshake: a listener that is not TLS, or one that refused our certificate.
-            raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port} closed the connection during the TLS handshake ({cause or exc})") from exc
+            raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port} closed the connection during the TLS handshake ({exc})") from exc
+        except ssl.SSLError as exc:
+            raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port}: {exc.reason or exc}") from exc
+        except OSError as exc:
+            raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port} TLS handshake failed: {exc}") from exc
+        log.debug("TLS with %s:%d: %s", self.host, self.port, stream.cipher())
         return stream
 
     async def _authenticate(self) -> None:
@@ -303,12 +431,13 @@ class Connection:
         try:
             await self.stream.send_all(data)
             frame = await self._next_frame()
+        except ssl.SSLError as exc:
+            if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+                raise SourceUnavailable(f"connection to {self.host}:{self.port} broke: {exc}") from exc
+            # TLS 1.3 finishes the client's handshake before the server judges its certificate: a
+            # refused (or missing) client certificate arrives as an alert on the first read.
+            raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port}: {exc.reason or exc}") from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ssl.SSLError):
-                # TLS 1.3 finishes the client's handshake before the server judges its certificate: a
-                # refused (or missing) client certificate arrives as an alert on the first read.
-                raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port}: {cause.reason or cause}") from exc
             raise SourceUnavailable(f"connection to {self.host}:{self.port} broke: {exc}") from exc
         try:
             got, response = messages.decode_response(api_key, version, frame, lenient=True)  # liberal in what peers send
@@ -340,8 +469,8 @@ class Connection:
         parks only when the socket is drained: a multi-megabyte frame arrives in hundreds of reads, and
         passing each through the scheduler (two checkpoints per ``trio`` socket call) cost more CPU than
         the copies themselves."""
-        if isinstance(self.stream, trio.SSLStream):
-            await self._read_tls(view)
+        if isinstance(self.stream, TlsStream):
+            await self.stream.read_exactly(view)
             return
         sock = self.stream.socket
         fd = sock.fileno()
@@ -357,29 +486,6 @@ class Connection:
                 raise SourceUnavailable(f"{self.host}:{self.port} closed the connection")
             view = view[received:]
 
-    async def _read_tls(self, view: memoryview) -> None:
-        """TLS: what trio's stream has already received is decrypted by its TLS object straight into the
-        frame, record after record, without a pass through the scheduler for each 16 KiB record (12,000
-        of them for 200 MB); only when nothing is buffered does the task wait in ``receive_some``, whose
-        pieces (at most TLS_READ_MAX: each read allocates its full size first) are copied in."""
-        tls = getattr(self.stream, "_ssl_object", None)  # trio's SSLObject; absent in another trio: slow path only
-        while view:
-            if tls is not None:
-                try:
-                    got = tls.read(len(view), view)
-                except ssl.SSLWantReadError:
-                    got = 0
-                except ssl.SSLError:
-                    got = 0  # let receive_some raise it as trio does
-                if got:
-                    view = view[got:]
-                    continue
-            data = await self.stream.receive_some(min(len(view), TLS_READ_MAX))
-            if not data:
-                raise SourceUnavailable(f"{self.host}:{self.port} closed the connection")
-            view[: len(data)] = data
-            view = view[len(data) :]
-
     def _wake_after(self, sock, wanted: int) -> None:
         """Make the socket readable only once ``wanted`` bytes are queued (or it closed). Never more than
         the rest of the frame, so the last bytes always wake us; the kernel caps it to what fits."""
@@ -392,8 +498,7 @@ class Connection:
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
-            if isinstance(self.stream, trio.SSLStream):
-                # No close_notify exchange: a dead or stalled peer must not hold the close up.
-                await trio.aclose_forcefully(self.stream)
+            if isinstance(self.stream, TlsStream):
+                self.stream.close()
             else:
                 await self.stream.aclose()

@@ -36,9 +36,6 @@ STRING_KEYS |= {"topic.config.sync.include", "acl.sync.ms", "num.cluster.link.fe
 # Known Cluster Linking keys linkd does not implement yet, with the value that means "off": any other
 # value (or any value at all, for None) is refused rather than accepted and ignored.
 NOT_SUPPORTED_YET: dict[str, str | None] = {
-    "acl.sync.enable": "false",
-    "acl.filters": None,
-    "acl.sync.ms": None,
     "num.cluster.link.fetchers": None,  # one fetch loop per source broker, not configurable yet
 }
 
@@ -182,6 +179,9 @@ def validate(config: dict[str, str]) -> dict[str, str]:
     for key, off in NOT_SUPPORTED_YET.items():
         if key in config and (off is None or config[key].strip().lower() != off):
             problems.append(f"{key} is not supported yet" + (f" (only {key}={off})" if off is not None else ""))
+    from .aclsync import config_problems  # the ACL sync owns its keys' rules
+
+    problems.extend(config_problems(merged))
     if "topic.config.sync.include" in config:
         try:
             _sync_include(config["topic.config.sync.include"])

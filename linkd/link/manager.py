@@ -28,6 +28,7 @@ from protocol.records import CONTROL_ABORT, build_control_batch
 from ..controlstore import ControlStore
 from ..producer_ids import ProducerIdAllocator
 from ..topics import TopicError, TopicRegistry, TopicRole, validate_topic_name
+from . import aclsync
 from .autocreate import AutoCreate
 from .client import AuthenticationFailed, SourceProtocolError, SourceUnavailable
 from .config import DEFAULTS, SENSITIVE_KEYS, LinkConfigError, LinkSettings, is_known_key, validate
@@ -228,6 +229,7 @@ class LinkManager:
                 await nursery.start(entry.offset_sync.run)
                 await nursery.start(entry.config_sync.run)
                 await nursery.start(entry.auto_create.run)
+                await nursery.start(aclsync.run_for_link, self, entry)
                 task_status.started()
 
     def _entry(self, name: str, link_id: str, config: dict[str, str]) -> LinkEntry:
@@ -403,6 +405,7 @@ class LinkManager:
             "consumer_offset_sync": entry.offset_sync.status.as_dict(),
             "topic_config_sync": entry.config_sync.status.as_dict(),
             "auto_create": entry.auto_create.status.as_dict(),
+            "acl_sync": aclsync.status(entry),
             "tasks": link_tasks(entry),
         }
 

@@ -69,11 +69,8 @@ def report(name: str, state: TaskState, reason: str | None, *, last_success_ms: 
     }
 
 
-def acl_sync() -> dict:
-    """ACL sync does not exist yet; a link asking for it (acl.sync.enable=true) is refused at create/update."""
-    return report("AclSync", TaskState.NOT_CONFIGURED, "ACL sync is not supported yet (acl.sync.enable=true is refused)")
-
-
 def link_tasks(entry) -> list[dict]:
     """Every task of one link (a ``LinkEntry``), in Cluster Linking's order."""
-    return [entry.offset_sync.task(), entry.auto_create.task(), entry.config_sync.task(), acl_sync()]
+    from . import aclsync
+
+    return [entry.offset_sync.task(), entry.auto_create.task(), entry.config_sync.task(), aclsync.task(entry)]

@@ -11,6 +11,20 @@ partition::
     1                      number of entries
     <topic> <partition> <offset>
 
+Partition metadata (``partition.metadata``), Kafka's, naming the topic id a partition directory belongs to
+(Kafka's uuid text: URL-safe base64 of the 16 bytes, no padding)::
+
+    version: 0
+    topic_id: <topic id>
+
+Kafka's log-directory files, in the directory holding the partition directories, written when every log
+there has been closed cleanly (``write_log_dir_checkpoints``) so a Kafka broker given a copy of the
+directory loads it without recovery: ``recovery-point-offset-checkpoint``, ``log-start-offset-checkpoint``
+and ``replication-offset-checkpoint`` (the offset checkpoint layout above, one line per partition; linkd
+is the only replica, so its high watermark is the log end), then ``.kafka_cleanshutdown``
+(``{"version":0,"brokerEpoch":-1}``: no broker epoch). linkd reads none of them: it keeps the same offsets
+per partition; it removes them (the marker first) before opening any log.
+
 Clean-shutdown marker (``clean-shutdown``), written last by ``close()`` and removed first by ``open()``::
 
     0                      version
@@ -19,11 +33,18 @@ Clean-shutdown marker (``clean-shutdown``), written last by ``close()`` and remo
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import uuid
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+PARTITION_METADATA_FILE = "partition.metadata"
+KAFKA_RECOVERY_POINTS = "recovery-point-offset-checkpoint"
+KAFKA_LOG_STARTS = "log-start-offset-checkpoint"
+KAFKA_HIGH_WATERMARKS = "replication-offset-checkpoint"
+KAFKA_CLEAN_SHUTDOWN = ".kafka_cleanshutdown"
 CHECKPOINT_VERSION = 0
 
 
@@ -106,6 +127,52 @@ def read_offset_checkpoint(path: str | os.PathLike[str]) -> int | None:
     except ValueError:
         return None
     return offset if offset >= 0 else None
+
+
+def _offsets_text(entries: list[tuple[str, int, int]]) -> bytes:
+    lines = [str(CHECKPOINT_VERSION), str(len(entries))] + [f"{t} {p} {o}" for t, p, o in entries]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def write_log_dir_checkpoints(directory: str | os.PathLike[str], partitions: list[tuple[str, int, int, int, int]]) -> None:
+    """Kafka's log-directory checkpoints for ``(topic, partition, recovery point, log start, high watermark)``
+    of every partition, then Kafka's clean-shutdown marker. Only after every log was closed cleanly."""
+    directory = Path(directory)
+    atomic_write(directory / KAFKA_RECOVERY_POINTS, _offsets_text([(t, p, r) for t, p, r, _s, _h in partitions]))
+    atomic_write(directory / KAFKA_LOG_STARTS, _offsets_text([(t, p, s) for t, p, _r, s, _h in partitions]))
+    atomic_write(directory / KAFKA_HIGH_WATERMARKS, _offsets_text([(t, p, h) for t, p, _r, _s, h in partitions]))
+    atomic_write(directory / KAFKA_CLEAN_SHUTDOWN, b'{"version":0,"brokerEpoch":-1}')
+
+
+def remove_log_dir_checkpoints(directory: str | os.PathLike[str]) -> None:
+    """Before any log opens: from now on a copy of the directory is not a cleanly shut down one, and its
+    offsets would go stale (a truncation could leave a recovery point past the log end), so Kafka's
+    log-directory files go, the marker first; Kafka recovers a copy that has none from its segments."""
+    removed = False
+    for name in (KAFKA_CLEAN_SHUTDOWN, KAFKA_RECOVERY_POINTS, KAFKA_LOG_STARTS, KAFKA_HIGH_WATERMARKS):
+        try:
+            os.unlink(Path(directory) / name)
+            removed = True
+        except FileNotFoundError:
+            pass
+    if removed:
+        fsync_dir(directory)
+
+
+def kafka_uuid_text(value: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(value.bytes).decode("ascii").rstrip("=")
+
+
+def write_partition_metadata(directory: str | os.PathLike[str], topic_id: uuid.UUID) -> None:
+    """Record ``topic_id`` in the partition directory unless it already says so."""
+    path = Path(directory) / PARTITION_METADATA_FILE
+    data = f"version: 0\ntopic_id: {kafka_uuid_text(topic_id)}\n".encode("ascii")
+    try:
+        if path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    atomic_write(path, data)
 
 
 def write_clean_shutdown(path: str | os.PathLike[str], log_end_offset: int) -> None:

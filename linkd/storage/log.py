@@ -62,12 +62,13 @@ from .epoch_cache import EpochHistory, LeaderEpochCache
 from .errors import InvalidRecord, LogClosed, OffsetOutOfRange, PolicyViolation
 from .index_file import IndexCorrupt
 from .producer_state import (
+    ProducerInfo,
     ProducerStateManager,
     apply_batch,
     delete_snapshots_after,
     list_snapshots,
     load_latest_snapshot,
-    snapshot_path,
+    remove_snapshot,
     write_snapshot,
 )
 from .recovery import recover_segment, replay_producer_state
@@ -451,7 +452,7 @@ class PartitionLog:
     def _load_producer_state(self) -> None:
         if self._txn_index_lost:
             for snap in list_snapshots(self.path):
-                os.unlink(snapshot_path(self.path, snap))
+                remove_snapshot(self.path, snap)
         loaded = load_latest_snapshot(self.path, self._log_end)
         if loaded is None:
             start, state = self._log_start, ProducerStateManager()
@@ -788,6 +789,12 @@ class PartitionLog:
     def open_transactions(self) -> dict[int, int]:
         """Producer id -> first offset of each open transaction. Reader: any thread."""
         return dict(self._view.open_transactions)
+
+    def producer_states(self) -> list[ProducerInfo]:
+        """The producers this log remembers (DescribeProducers). Takes the writer lock for a consistent copy:
+        call it through ``storage_calls``."""
+        with self._lock:
+            return self._producers.describe()
 
     def producer_ids_seen_max(self) -> int:
         """Highest producer id ever written to this log (-1 if none): the floor for ids linkd hands out.

@@ -31,6 +31,17 @@ binary format, big-endian::
       int64   last timestamp seen
       int8    number of remembered batches (<= 5), then for each:
         int32 first sequence, int32 last sequence, int64 base offset, int64 last offset, int64 max timestamp
+
+Beside each, ``<20-digit offset>.snapshot`` holds the same state in Apache Kafka's producer snapshot format,
+so Kafka's tools (``kafka-dump-log``) and a Kafka broker read it; linkd itself reads only its own file,
+which also keeps the four older batches per producer Kafka's format has no room for. Big-endian::
+
+    int16     version (1)
+    uint32    CRC-32C of everything after this field
+    int32     number of producers, then for each:
+      int64 producer id, int16 epoch, int32 last sequence, int64 last offset, int32 offset delta
+      (last offset - base offset of its last batch), int64 last timestamp, int32 coordinator epoch (-1),
+      int64 first offset of its open transaction (-1 if none)
 """
 
 from __future__ import annotations
@@ -61,6 +72,12 @@ _PREFIX = struct.Struct(">4shI")
 _HEAD = struct.Struct(">qqi")
 _ENTRY = struct.Struct(">qhqqb")
 _BATCH = struct.Struct(">iiqqq")
+KAFKA_SNAPSHOT_SUFFIX = ".snapshot"
+_KAFKA_SNAPSHOT_NAME = re.compile(r"^(\d{20})" + re.escape(KAFKA_SNAPSHOT_SUFFIX) + "$")
+_KAFKA_VERSION = 1
+_KAFKA_PREFIX = struct.Struct(">hI")
+_KAFKA_ENTRY = struct.Struct(">qhiqiqiq")
+NO_COORDINATOR_EPOCH = -1
 
 
 class BatchMetadata(NamedTuple):
@@ -95,6 +112,16 @@ class ProducerEntry:
             if meta.first_seq == first_seq and meta.last_seq == last_seq:
                 return meta
         return None
+
+
+class ProducerInfo(NamedTuple):
+    """One producer as DescribeProducers shows it."""
+
+    producer_id: int
+    epoch: int
+    last_sequence: int
+    last_timestamp: int
+    txn_start_offset: int  # first offset of its open transaction, -1 if none
 
 
 def _in_sequence(last_seq: int, next_seq: int) -> bool:
@@ -174,6 +201,11 @@ class ProducerStateManager:
             self.ongoing[pid] = batch.base_offset
         return None
 
+    def describe(self) -> list[ProducerInfo]:
+        """Every producer this state remembers, in producer id order."""
+        return [ProducerInfo(e.producer_id, e.epoch, e.last_seq, e.last_timestamp, e.txn_first_offset)
+                for _, e in sorted(self.entries.items())]
+
     def first_unstable_offset(self) -> int | None:
         for first in self.ongoing.values():
             return first
@@ -188,6 +220,16 @@ class ProducerStateManager:
             for meta in entry.batches:
                 body += _BATCH.pack(*meta)
         return _PREFIX.pack(_MAGIC, _VERSION, crc32c(body)) + bytes(body)
+
+    def to_kafka_bytes(self) -> bytes:
+        """This state as Apache Kafka's ``.snapshot`` file (see the module docstring)."""
+        body = bytearray(struct.pack(">i", len(self.entries)))
+        for pid, entry in sorted(self.entries.items()):
+            last = entry.batches[-1] if entry.batches else None
+            body += _KAFKA_ENTRY.pack(pid, entry.epoch, last.last_seq if last else -1, last.last_offset if last else -1,
+                                      last.last_offset - last.base_offset if last else 0, entry.last_timestamp,
+                                      NO_COORDINATOR_EPOCH, entry.txn_first_offset)
+        return _KAFKA_PREFIX.pack(_KAFKA_VERSION, crc32c(body)) + bytes(body)
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_offset: int) -> ProducerStateManager:
@@ -225,27 +267,47 @@ def snapshot_path(directory: str, offset: int) -> str:
     return os.path.join(directory, f"{offset:020d}{SNAPSHOT_SUFFIX}")
 
 
-def list_snapshots(directory: str) -> list[int]:
+def kafka_snapshot_path(directory: str, offset: int) -> str:
+    return os.path.join(directory, f"{offset:020d}{KAFKA_SNAPSHOT_SUFFIX}")
+
+
+def _list(directory: str, pattern: re.Pattern) -> list[int]:
     offsets = []
     for name in os.listdir(directory):
-        match = _SNAPSHOT_NAME.match(name)
+        match = pattern.match(name)
         if match:
             offsets.append(int(match.group(1)))
     return sorted(offsets)
 
 
+def list_snapshots(directory: str) -> list[int]:
+    return _list(directory, _SNAPSHOT_NAME)
+
+
+def remove_snapshot(directory: str, offset: int) -> None:
+    """Both files of the snapshot at ``offset``, Kafka's first (it is written first)."""
+    _unlink(kafka_snapshot_path(directory, offset))
+    _unlink(snapshot_path(directory, offset))
+
+
 def write_snapshot(directory: str, offset: int, state: ProducerStateManager, keep: int = 2) -> None:
+    # Kafka's file first: one of ours never lacks its Kafka twin, and a Kafka file without ours (a crash
+    # between the two writes) is removed with the snapshots it sorts among.
+    atomic_write(kafka_snapshot_path(directory, offset), state.to_kafka_bytes())
     atomic_write(snapshot_path(directory, offset), state.to_bytes(offset))
     state.dirty = False
-    for old in list_snapshots(directory)[:-keep]:
-        _unlink(snapshot_path(directory, old))
+    ours = list_snapshots(directory)
+    kept = set(ours[-keep:])
+    for old in set(ours) | set(_list(directory, _KAFKA_SNAPSHOT_NAME)):
+        if old not in kept:
+            remove_snapshot(directory, old)
 
 
 def delete_snapshots_after(directory: str, offset: int) -> None:
     """Snapshots beyond a truncation point describe batches that no longer exist."""
-    for snap in list_snapshots(directory):
+    for snap in set(list_snapshots(directory)) | set(_list(directory, _KAFKA_SNAPSHOT_NAME)):
         if snap > offset:
-            _unlink(snapshot_path(directory, snap))
+            remove_snapshot(directory, snap)
 
 
 def load_latest_snapshot(directory: str, max_offset: int) -> tuple[int, ProducerStateManager] | None:
@@ -253,14 +315,14 @@ def load_latest_snapshot(directory: str, max_offset: int) -> tuple[int, Producer
     for snap in reversed(list_snapshots(directory)):
         path = snapshot_path(directory, snap)
         if snap > max_offset:
-            _unlink(path)
+            remove_snapshot(directory, snap)
             continue
         try:
             with open(path, "rb") as f:
                 return snap, ProducerStateManager.from_bytes(f.read(), snap)
         except (ValueError, struct.error, OSError) as exc:
             log.warning("ignoring producer snapshot %s: %s", path, exc)
-            _unlink(path)
+            remove_snapshot(directory, snap)
     return None
 
 

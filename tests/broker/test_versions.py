@@ -34,7 +34,8 @@ def test_advertised_ranges_are_within_apache_kafka_4_1(kafka_broker):
 
 @pytest.fixture(scope="module")
 def daemon():
-    with LinkdProcess() as process:
+    # With the authorizer on (ANONYMOUS a super user), so the ACL APIs answer for real at every version.
+    with LinkdProcess(extra_args=["--authorizer", "standard", "--super-users", "User:ANONYMOUS"]) as process:
         yield process
 
 
@@ -279,6 +280,90 @@ def _describe_cluster(env: Env, v: int) -> None:
     assert body["error_code"] == 0 and [b["broker_id"] for b in body["brokers"]] == [1]
 
 
+def _acl(env: Env, v: int) -> tuple[dict, dict]:
+    principal = f"User:{env.prefix}-{v}"
+    creation = {"resource_type": 2, "resource_name": env.topic, "resource_pattern_type": 4, "principal": principal, "host": "*", "operation": 3, "permission_type": 3}
+    acl_filter = {"resource_type_filter": 1, "resource_name_filter": None, "pattern_type_filter": 1, "principal_filter": principal, "host_filter": None, "operation": 1, "permission_type": 1}
+    return creation, acl_filter
+
+
+def _create_acls(env: Env, v: int) -> None:
+    creation, acl_filter = _acl(env, v)
+    assert _only(env.call(ApiKey.CREATE_ACLS, v, {"creations": [creation]})["results"])["error_code"] == 0
+    described = env.call(ApiKey.DESCRIBE_ACLS, 1, acl_filter)
+    assert [(r["resource_name"], r["pattern_type"]) for r in described["resources"]] == [(env.topic, 4)], described
+
+
+def _describe_acls(env: Env, v: int) -> None:
+    creation, acl_filter = _acl(env, v)
+    assert _only(env.call(ApiKey.CREATE_ACLS, 1, {"creations": [creation]})["results"])["error_code"] == 0
+    described = env.call(ApiKey.DESCRIBE_ACLS, v, acl_filter)
+    assert described["error_code"] == 0
+    acl = _only(_only(described["resources"])["acls"])
+    assert acl["principal"] == creation["principal"] and acl["operation"] == 3 and acl["permission_type"] == 3
+
+
+def _delete_acls(env: Env, v: int) -> None:
+    creation, acl_filter = _acl(env, v)
+    assert _only(env.call(ApiKey.CREATE_ACLS, 1, {"creations": [creation]})["results"])["error_code"] == 0
+    result = _only(env.call(ApiKey.DELETE_ACLS, v, {"filters": [acl_filter]})["filter_results"])
+    assert result["error_code"] == 0 and _only(result["matching_acls"])["resource_name"] == env.topic
+    assert env.call(ApiKey.DESCRIBE_ACLS, 1, acl_filter)["resources"] == []
+
+
+def _describe_log_dirs(env: Env, v: int) -> None:
+    body = env.call(ApiKey.DESCRIBE_LOG_DIRS, v, {"topics": [{"topic": env.topic, "partitions": [0]}]})
+    assert body.get("error_code", 0) == 0
+    result = _only(body["results"])
+    part = _only(_only(result["topics"])["partitions"])
+    assert result["error_code"] == 0 and part["partition_size"] > 0 and part["offset_lag"] == 0
+    if v >= 4:
+        assert result["total_bytes"] > 0 and result["usable_bytes"] >= 0
+
+
+def _elect_leaders(env: Env, v: int) -> None:
+    body = env.call(ApiKey.ELECT_LEADERS, v, {"election_type": 0, "topic_partitions": [{"topic": env.topic, "partitions": [0]}], "timeout_ms": 5000})
+    assert body.get("error_code", 0) == 0
+    assert _only(_only(body["replica_election_results"])["partition_result"])["error_code"] == ErrorCode.ELECTION_NOT_NEEDED
+
+
+def _list_partition_reassignments(env: Env, v: int) -> None:
+    body = env.call(ApiKey.LIST_PARTITION_REASSIGNMENTS, v, {"timeout_ms": 5000, "topics": None})
+    assert body["error_code"] == 0 and body["topics"] == []
+
+
+def _offset_delete(env: Env, v: int) -> None:
+    group = f"{env.prefix}-od"
+    env.commit(group)
+    body = env.call(ApiKey.OFFSET_DELETE, v, {"group_id": group, "topics": [{"name": env.topic, "partitions": [{"partition_index": 0}]}]})
+    assert body["error_code"] == 0 and _only(_only(body["topics"])["partitions"])["error_code"] == 0
+    gone = env.call(ApiKey.OFFSET_DELETE, v, {"group_id": group, "topics": [{"name": env.topic, "partitions": [{"partition_index": 0}]}]})
+    assert gone["error_code"] == ErrorCode.GROUP_ID_NOT_FOUND  # its only offset went: the group is gone
+
+
+def _update_features(env: Env, v: int) -> None:
+    body = env.call(ApiKey.UPDATE_FEATURES, v, {"timeout_ms": 5000, "feature_updates": [{"feature": "foo.bar", "max_version_level": 1, "allow_downgrade": False, "upgrade_type": 1}], "validate_only": False})
+    assert body["error_code"] == ErrorCode.INVALID_UPDATE_VERSION and "does not support this feature" in body["error_message"]
+
+
+def _describe_producers(env: Env, v: int) -> None:
+    pid = _only([env.call(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": None, "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})])["producer_id"]
+    records = build_records([b"a", b"b"], producer_id=pid, producer_epoch=0, base_sequence=0)
+    produced = env.call(ApiKey.PRODUCE, 9, {"acks": -1, "timeout_ms": 5000, "topic_data": [{"name": env.topic, "partition_data": [{"index": 0, "records": records}]}]})
+    assert produced["responses"][0]["partition_responses"][0]["error_code"] == 0
+    body = env.call(ApiKey.DESCRIBE_PRODUCERS, v, {"topics": [{"name": env.topic, "partition_indexes": [0]}]})
+    part = _only(_only(body["topics"])["partitions"])
+    assert part["error_code"] == 0
+    assert [(p["producer_id"], p["producer_epoch"], p["last_sequence"], p["current_txn_start_offset"]) for p in part["active_producers"]] == [(pid, 0, 1, -1)]
+
+
+def _describe_topic_partitions(env: Env, v: int) -> None:
+    body = env.call(ApiKey.DESCRIBE_TOPIC_PARTITIONS, v, {"topics": [{"name": env.topic}], "response_partition_limit": 10, "cursor": None})
+    topic = _only(body["topics"])
+    assert topic["error_code"] == 0 and topic["topic_id"] == env.topic_id and body["next_cursor"] is None
+    assert _only(topic["partitions"])["leader_id"] == 1
+
+
 def _sasl_handshake(env: Env, v: int) -> None:
     # This daemon's listener is PLAINTEXT: Kafka answers ILLEGAL_SASL_STATE there and keeps the connection.
     body = env.call(ApiKey.SASL_HANDSHAKE, v, {"mechanism": "PLAIN"})
@@ -339,6 +424,16 @@ EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.CREATE_PARTITIONS: _create_partitions,
     ApiKey.DELETE_GROUPS: _delete_groups,
     ApiKey.DESCRIBE_CLUSTER: _describe_cluster,
+    ApiKey.CREATE_ACLS: _create_acls,
+    ApiKey.DESCRIBE_ACLS: _describe_acls,
+    ApiKey.DELETE_ACLS: _delete_acls,
+    ApiKey.DESCRIBE_LOG_DIRS: _describe_log_dirs,
+    ApiKey.ELECT_LEADERS: _elect_leaders,
+    ApiKey.LIST_PARTITION_REASSIGNMENTS: _list_partition_reassignments,
+    ApiKey.OFFSET_DELETE: _offset_delete,
+    ApiKey.UPDATE_FEATURES: _update_features,
+    ApiKey.DESCRIBE_PRODUCERS: _describe_producers,
+    ApiKey.DESCRIBE_TOPIC_PARTITIONS: _describe_topic_partitions,
     ApiKey.SASL_HANDSHAKE: _sasl_handshake,
     ApiKey.SASL_AUTHENTICATE: _sasl_authenticate,
     ApiKey.ALTER_USER_SCRAM_CREDENTIALS: _alter_user_scram_credentials,

@@ -73,9 +73,6 @@ def test_group_filters_exclude_wins_and_nothing_without_include():
 @pytest.mark.parametrize(
     "key,value",
     [
-        ("acl.sync.enable", "true"),
-        ("acl.filters", '{"aclFilters": []}'),
-        ("acl.sync.ms", "5000"),
         ("num.cluster.link.fetchers", "2"),
     ],
 )
@@ -85,9 +82,43 @@ def test_keys_not_implemented_yet_are_refused_not_ignored(key, value):
     assert key in str(info.value)
 
 
-def test_keys_not_implemented_yet_are_accepted_at_their_off_value():
+def test_acl_sync_off_is_the_default_and_accepted():
     merged = validate({"bootstrap.servers": "h:1", "acl.sync.enable": "false"})
     assert merged["acl.sync.enable"] == "false"
+
+
+def test_acl_sync_without_filters_fails_as_cluster_linking_does():
+    with pytest.raises(LinkConfigError, match="ACL migration is enabled but acl.filters is not set"):
+        validate({"bootstrap.servers": "h:1", "acl.sync.enable": "true"})
+
+
+@pytest.mark.parametrize(
+    "filters,message",
+    [
+        ('{"aclFilters": []}', "no filter"),
+        ("[1]", "aclFilters"),
+        ('{"aclFilters": [{"resourceFilter": {"resourceType": "user"}}]}', "resourceType"),
+        ('{"aclFilters": [{"resourceFilter": {"patternType": "regex"}}]}', "patternType"),
+        ('{"aclFilters": [{"accessFilter": {"operation": "fly"}}]}', "operation"),
+        ('{"aclFilters": [{"accessFilter": {"who": "x"}}]}', "unknown field"),
+    ],
+)
+def test_bad_acl_filters_are_refused_naming_the_problem(filters, message):
+    with pytest.raises(LinkConfigError, match=message):
+        validate({"bootstrap.servers": "h:1", "acl.sync.enable": "true", "acl.filters": filters})
+
+
+def test_acl_filters_in_cluster_linkings_shape():
+    from linkd.broker.acl import AclFilter
+    from linkd.link.aclsync import parse_filters
+
+    text = '{"aclFilters": [{"resourceFilter": {"resourceType": "topic", "patternType": "prefixed", "name": "orders"}, "accessFilter": {"principal": "User:alice", "operation": "read", "permissionType": "allow"}}, {}]}'
+    assert parse_filters(text) == [AclFilter("TOPIC", "orders", "PREFIXED", "User:alice", None, "READ", "ALLOW"), AclFilter()]
+    validate({"bootstrap.servers": "h:1", "acl.sync.enable": "true", "acl.filters": text, "acl.sync.ms": "1000"})
+    with pytest.raises(LinkConfigError, match="acl.sync.ms"):
+        validate({"bootstrap.servers": "h:1", "acl.sync.ms": "0"})
+    with pytest.raises(LinkConfigError, match="cluster.link.prefix is not supported yet"):
+        validate({"bootstrap.servers": "h:1", "acl.sync.enable": "true", "acl.filters": text, "cluster.link.prefix": "dr."})
 
 
 def test_topic_config_sync_settings():

@@ -54,7 +54,7 @@ def test_config_sync_of_a_source_topic_deleted_on_the_source_is_in_error_and_dis
     tasks = _tasks(client, "cfg")
     assert set(tasks) == {"ConsumerOffsetSync", "AutoCreateMirror", "TopicConfigsSync", "AclSync"}
     assert (tasks["AutoCreateMirror"]["state"], tasks["AutoCreateMirror"]["state_reason"]) == ("NOT_CONFIGURED", "auto.create.mirror.topics.enable is false")
-    assert tasks["AclSync"]["state"] == "NOT_CONFIGURED" and "not supported yet" in tasks["AclSync"]["state_reason"]
+    assert (tasks["AclSync"]["state"], tasks["AclSync"]["state_reason"]) == ("NOT_CONFIGURED", "acl.sync.enable is false")
     for task in ("AutoCreateMirror", "AclSync", "ConsumerOffsetSync"):
         assert _metric(linkd, "cfg", task, "NOT_CONFIGURED") == "1.0", task
 

@@ -50,7 +50,7 @@ def test_link_update_turns_on_offset_sync_without_a_restart_and_is_validated_lik
     for bad in (["--config", "consumer.offset.sync.ms=0"], ["--config", "no.such.key=1"], ["--config", "acl.sync.enable=true"], ["--delete-config", "bootstrap.servers"]):
         result = linkd.cli("link", "update", "kafka", *bad)
         assert result.returncode != 0 and result.stderr.strip(), (bad, result)
-    assert "not supported yet" in linkd.cli("link", "update", "kafka", "--config", "acl.sync.enable=true").stderr
+    assert "ACL migration is enabled but acl.filters is not set" in linkd.cli("link", "update", "kafka", "--config", "acl.sync.enable=true").stderr
 
     updated = cli_json(linkd, "link", "update", "kafka", "--config", "consumer.offset.sync.enable=true", "--config", "consumer.offset.sync.ms=300", "--config", f"consumer.offset.group.filters={GROUP_FILTERS}")
     assert updated["consumer_offset_sync"]["enabled"] is True

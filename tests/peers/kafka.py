@@ -41,6 +41,7 @@ from . import (
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("pom.xml")
+TOOLS_POM = Path(__file__).with_name("tools-pom.xml")
 
 # A 2-core machine shared by several engineers: a small heap, the serial collector, few threads.
 DEFAULT_JVM_OPTS = ("-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true")
@@ -50,10 +51,10 @@ def _pom_digest() -> str:
     return hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
 
 
-def _resolve(profile: str | None, target: Path) -> Path:
-    """Copy the jars of ``pom.xml`` (plus ``profile``) into ``target`` once; reuse them afterwards."""
+def _resolve(profile: str | None, target: Path, pom: Path = POM) -> Path:
+    """Copy the jars of ``pom`` (plus ``profile``) into ``target`` once; reuse them afterwards."""
     stamp = target / ".complete"
-    digest = _pom_digest()
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
     if stamp.is_file() and stamp.read_text().strip() == digest:
         return target
     with file_lock(target.parent / f".{target.name}.lock"):
@@ -69,14 +70,14 @@ def _resolve(profile: str | None, target: Path) -> Path:
             raise PeerUnavailable("no 'java' on PATH: the Apache Kafka peer needs a JDK (17+)")
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
-        argv = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
+        argv = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
         if profile:
             argv.insert(3, f"-P{profile}")  # before -f, which takes the next word as its value
         started = time.monotonic()
         result = subprocess.run(argv, capture_output=True, text=True, timeout=900)
         if result.returncode != 0:
             output = (result.stdout + result.stderr)[-3000:]
-            raise PeerUnavailable(f"Maven could not resolve {POM.name} ({' '.join(argv)}), exit {result.returncode}:\n{output}")
+            raise PeerUnavailable(f"Maven could not resolve {pom.name} ({' '.join(argv)}), exit {result.returncode}:\n{output}")
         # Swap in atomically so a reader never sees half a classpath.
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
@@ -97,6 +98,11 @@ def ensure_kafka_libs() -> Path:
 def ensure_mm2_libs() -> Path:
     """Directory of the jars MirrorMaker 2 needs (broker jars plus connect-mirror/connect-runtime)."""
     return _resolve("mm2", kafka_home() / "mm2-libs")
+
+
+def ensure_tools_libs() -> Path:
+    """Directory of the jars of Kafka's command-line tools (org.apache.kafka:kafka-tools and its dependencies)."""
+    return _resolve(None, kafka_home() / "tools-libs", TOOLS_POM)
 
 
 def java_binary() -> str:

@@ -1,0 +1,223 @@
+"""Apache Kafka 4.1's own command-line tools (org.apache.kafka:kafka-tools and kafka_2.13 from Maven Central)
+pointed at linkd: kafka-topics, kafka-configs, kafka-consumer-groups, kafka-log-dirs, kafka-delete-records,
+kafka-get-offsets, kafka-features, kafka-transactions and kafka-leader-election, each checked on its output.
+
+The tools run in one JVM per test (tests/peers/kafkatools.py); commands whose answer is a cluster's answer
+(leader election, a feature upgrade) also run against a live single-node Kafka 4.1 and must print the same.
+The mirror test has a source Kafka whose transactional producer leaves a transaction open: its mirror shows
+the producer and the open transaction, and after failover (which aborts it) nothing hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from linkd.broker.versions import SUPPORTED_VERSIONS
+from protocol.messages import ApiKey
+from tests.conftest import peer_unavailable
+from tests.peers import PeerUnavailable, wait_until
+from tests.promotion.helpers import cli_json, create_topic, mirror, produce
+
+pytestmark = [pytest.mark.java, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def tools():
+    from tests.peers import kafkatools
+
+    try:
+        kafkatools.ensure_compiled()
+    except PeerUnavailable as exc:
+        peer_unavailable(str(exc))
+    return kafkatools
+
+
+def _commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def _table(result) -> list[list[str]]:
+    """A tool's whitespace-aligned table, one list of cells per row (header included)."""
+    return [line.split() for line in result.lines()]
+
+
+def test_kafka_tools_administer_topics_configs_groups_and_logs_on_linkd(tools, linkd, kafka_broker, tmp_path):
+    Tool = tools.Tool
+    b = linkd.bootstrap
+    new, data, group = f"tools-{uuid.uuid4().hex[:6]}", f"data-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    create_topic(b, data, 2)
+    produce(b, data, 10, 2)  # 5 records per partition, offsets 0..4
+    _commit(b, group, data, {0: 3, 1: 4})
+    delete_spec = tmp_path / "delete.json"
+    delete_spec.write_text(json.dumps({"version": 1, "partitions": [{"topic": data, "partition": 0, "offset": 2}]}))
+    kafka_topic = kafka_broker.create_topic(f"tools-k-{uuid.uuid4().hex[:6]}", 1)
+    entity = ("--entity-type", "topics", "--entity-name", new)
+    both = {"linkd": b, "kafka": kafka_broker.bootstrap}
+    same_answer = [
+        ("kafka-leader-election", "--election-type", "preferred", "--topic", "{topic}", "--partition", "0"),
+        ("kafka-leader-election", "--election-type", "unclean", "--topic", "{topic}", "--partition", "0"),
+        ("kafka-leader-election", "--election-type", "preferred", "--topic", "{topic}", "--partition", "7"),
+        ("kafka-features", "upgrade", "--feature", "linkd.test.feature=1"),
+    ]
+    batch = [
+        Tool("kafka-topics", "--bootstrap-server", b, "--create", "--topic", new, "--partitions", "2", "--config", "retention.ms=86400000"),
+        Tool("kafka-topics", "--bootstrap-server", b, "--list"),
+        Tool("kafka-topics", "--bootstrap-server", b, "--alter", "--topic", new, "--partitions", "3"),
+        Tool("kafka-topics", "--bootstrap-server", b, "--describe", "--topic", new),
+        Tool("kafka-configs", "--bootstrap-server", b, *entity, "--alter", "--add-config", "cleanup.policy=compact"),
+        Tool("kafka-configs", "--bootstrap-server", b, *entity, "--describe"),
+        Tool("kafka-get-offsets", "--bootstrap-server", b, "--topic", data),
+        Tool("kafka-delete-records", "--bootstrap-server", b, "--offset-json-file", str(delete_spec)),
+        Tool("kafka-get-offsets", "--bootstrap-server", b, "--topic", data, "--time", "-2"),
+        Tool("kafka-log-dirs", "--bootstrap-server", b, "--describe", "--topic-list", f"{data},{new}"),
+        Tool("kafka-features", "--bootstrap-server", b, "describe"),
+        Tool("kafka-leader-election", "--bootstrap-server", b, "--election-type", "preferred", "--all-topic-partitions"),
+        Tool("kafka-consumer-groups", "--bootstrap-server", b, "--list"),
+        Tool("kafka-consumer-groups", "--bootstrap-server", b, "--describe", "--group", group),
+        Tool("kafka-consumer-groups", "--bootstrap-server", b, "--reset-offsets", "--group", group, "--topic", data, "--to-earliest", "--execute"),
+        Tool("kafka-consumer-groups", "--bootstrap-server", b, "--delete-offsets", "--group", group, "--topic", f"{data}:1"),
+        Tool("kafka-consumer-groups", "--bootstrap-server", b, "--describe", "--group", group),
+        Tool("kafka-consumer-groups", "--bootstrap-server", b, "--delete", "--group", group),
+        Tool("kafka-consumer-groups", "--bootstrap-server", b, "--list"),
+        Tool("kafka-topics", "--bootstrap-server", b, "--delete", "--topic", new),
+        Tool("kafka-topics", "--bootstrap-server", b, "--list"),
+    ]
+    for who, bootstrap in both.items():
+        topic = data if who == "linkd" else kafka_topic
+        batch += [Tool(script, "--bootstrap-server", bootstrap, *(a.format(topic=topic) for a in args)) for script, *args in same_answer]
+    started = time.monotonic()
+    results = tools.run_tools(batch)
+    elapsed = time.monotonic() - started
+    (created, listed, altered, described, config_altered, config_described, offsets, deleted, earliest, log_dirs, features,
+     elect_all, groups, group_described, reset, offset_deleted, group_after, group_deleted, groups_after, topic_deleted,
+     listed_after, *compared) = results
+    every = "\n".join(f"{r.tool.script} {' '.join(r.tool.args[2:])} -> {r.exit_code}\n{r.stdout}{r.stderr}" for r in results)
+    fails = [r for r in results[: len(results) - len(compared)] if r.exit_code != 0]
+    assert not fails, every
+
+    assert created.lines() == [f"Created topic {new}."]
+    assert {data, new} <= set(listed.lines())
+    head, *parts = described.lines()
+    assert re.match(rf"Topic: {new}\tTopicId: \S+\tPartitionCount: 3\tReplicationFactor: 1\tConfigs: .*retention.ms=86400000", head), every
+    assert [re.match(r"\s*Topic: \S+\tPartition: (\d)\tLeader: 1\tReplicas: 1\tIsr: 1", p).group(1) for p in parts] == ["0", "1", "2"]
+    assert f"Completed updating config for topic {new}." in config_altered.stdout
+    assert "cleanup.policy=compact sensitive=false" in config_described.stdout and "retention.ms=86400000" in config_described.stdout
+    assert sorted(offsets.lines()) == [f"{data}:0:5", f"{data}:1:5"]
+    assert f"partition: {data}-0\tlow_watermark: 2" in deleted.stdout
+    assert sorted(earliest.lines()) == [f"{data}:0:2", f"{data}:1:0"]
+
+    dirs = json.loads(log_dirs.lines()[-1])
+    [broker] = dirs["brokers"]
+    [log_dir] = broker["logDirs"]
+    assert broker["broker"] == 1 and log_dir["error"] is None and log_dir["logDir"].startswith(str(linkd.data_dir))
+    sizes = {p["partition"]: (p["size"], p["offsetLag"], p["isFuture"]) for p in log_dir["partitions"]}
+    assert set(sizes) == {f"{data}-0", f"{data}-1", f"{new}-0", f"{new}-1", f"{new}-2"}
+    on_disk = sum(f.stat().st_size for f in (linkd.data_dir / "logs" / f"{data}-1").glob("*.log"))
+    assert sizes[f"{data}-1"] == (on_disk, 0, False) and on_disk > 0
+    assert sizes[f"{new}-0"] == (0, 0, False)
+
+    assert features.stdout == ""  # linkd finalizes no feature flags, and says so by listing none
+    assert elect_all.stdout == ""  # Kafka prints nothing when no partition needed an election
+
+    assert group in groups.lines()
+    # The tool prints partitions in the order of its answers' maps: compare them sorted.
+    assert sorted(row[:5] for row in _table(group_described)[1:]) == [[group, data, "0", "3", "5"], [group, data, "1", "4", "5"]]
+    assert sorted(row[:4] for row in _table(reset)[1:]) == [[group, data, "0", "2"], [group, data, "1", "0"]]
+    assert _table(offset_deleted)[-1] == [data, "1", "Successful"], every
+    assert [row[1:4] for row in _table(group_after)[1:]] == [[data, "0", "2"]]
+    assert f"Deletion of requested consumer groups ('{group}') was successful." in group_deleted.stdout
+    assert group not in groups_after.lines()
+    assert new not in listed_after.lines() and data in listed_after.lines()
+
+    half = len(compared) // 2
+    for ours, theirs in zip(compared[:half], compared[half:], strict=True):
+        assert (ours.exit_code, ours.stdout.replace(data, "TOPIC"), ours.stderr.replace(data, "TOPIC")) == \
+            (theirs.exit_code, theirs.stdout.replace(kafka_topic, "TOPIC"), theirs.stderr.replace(kafka_topic, "TOPIC")), every
+    assert f"Valid replica already elected for partitions {data}-0" in compared[0].stdout
+    print(f"{len(batch)} tool runs in one JVM: {elapsed:.1f}s")
+
+
+def _open_transaction(bootstrap: str, topic: str) -> Producer:
+    """A transactional producer with one transaction left open on partition 0 (two records)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"txn-{uuid.uuid4().hex[:6]}", "transaction.timeout.ms": 300_000})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(2):
+        producer.produce(topic, value=b"open-%d" % i, partition=0)
+    assert producer.flush(30) == 0
+    return producer
+
+
+def _producer_rows(result) -> list[dict[str, str]]:
+    header, *rows = _table(result)
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+def test_kafka_transactions_sees_mirrored_producers_and_no_hanging_transaction_after_failover(tools, linkd, kafka_broker, tmp_path):
+    Tool = tools.Tool
+    topic = kafka_broker.create_topic(f"txn-{uuid.uuid4().hex[:6]}", 1)
+    produce(kafka_broker.bootstrap, topic, 3, 1)  # an idempotent producer: offsets 0..2
+    producer = _open_transaction(kafka_broker.bootstrap, topic)  # offsets 3, 4, open
+    try:
+        mirror(linkd, f"l-{topic}", kafka_broker.bootstrap, [topic])
+        wait_until(lambda: cli_json(linkd, "mirror", "describe", topic)[0]["partitions"][0]["mirror_log_end_offset"] == 5, 30, what="mirror caught up")
+        b = linkd.bootstrap
+        describe = Tool("kafka-transactions", "--bootstrap-server", b, "describe-producers", "--topic", topic, "--partition", "0")
+        find = Tool("kafka-transactions", "--bootstrap-server", b, "find-hanging", "--broker-id", "1", "--max-transaction-timeout", "0")
+        [before] = tools.run_tools([describe])
+        assert before.exit_code == 0, before.stderr
+        rows = _producer_rows(before)
+        assert len(rows) == 2, before.stdout
+        # The tool prints an absent start offset (-1 on the wire) as "None".
+        idempotent, transactional = sorted(rows, key=lambda r: r["CurrentTransactionStartOffset"] != "None")
+        assert (idempotent["ProducerEpoch"], idempotent["LastSequence"], idempotent["CurrentTransactionStartOffset"]) == ("0", "2", "None")
+        assert (transactional["LastSequence"], transactional["CurrentTransactionStartOffset"]) == ("1", "3")
+        assert transactional["LatestCoordinatorEpoch"] == "-1"
+
+        cli_json(linkd, "mirror", "failover", topic)
+        # The promoted partition's files (a real Kafka's batches, then linkd's ABORT marker), as Kafka reads them.
+        copy = shutil.copytree(linkd.data_dir / "logs" / f"{topic}-0", tmp_path / f"{topic}-0")
+        files = {suffix: ",".join(str(p) for p in sorted(copy.glob(f"*{suffix}"))) for suffix in (".log", ".index", ".timeindex", ".snapshot")}
+        after, hanging, deep, verify, snapshot = tools.run_tools([
+            describe, find,
+            Tool("kafka-dump-log", "--deep-iteration", "--files", files[".log"]),
+            Tool("kafka-dump-log", "--verify-index-only", "--files", files[".index"] + "," + files[".timeindex"]),
+            Tool("kafka-dump-log", "--files", files[".snapshot"]),
+        ])
+    finally:
+        producer.abort_transaction(30)
+    assert after.exit_code == 0 and hanging.exit_code == 0, after.stderr + hanging.stderr
+    for dumped in (deep, verify, snapshot):
+        assert dumped.exit_code == 0 and "Exception" not in dumped.stdout + dumped.stderr, dumped.stdout + dumped.stderr
+    assert "isvalid: false" not in deep.stdout and "endTxnMarker: ABORT" in deep.stdout, deep.stdout
+    assert "Mismatches" not in verify.stdout and "not found" not in verify.stdout, verify.stdout
+    assert f"producerId: {transactional['ProducerId']} " in snapshot.stdout and "currentTxnFirstOffset: OptionalLong.empty" in snapshot.stdout
+    rows = {r["ProducerId"]: r for r in _producer_rows(after)}
+    assert rows[transactional["ProducerId"]]["CurrentTransactionStartOffset"] == "None"  # failover aborted it
+    assert _table(hanging)[1:] == []  # header only: nothing hangs
+
+
+@pytest.mark.skipif(ApiKey.LIST_TRANSACTIONS not in SUPPORTED_VERSIONS, reason="find-hanging looks up transactional ids with ListTransactions, which this linkd does not serve yet")
+def test_kafka_transactions_find_hanging_lists_an_open_mirrored_transaction(tools, linkd, kafka_broker):
+    topic = kafka_broker.create_topic(f"hang-{uuid.uuid4().hex[:6]}", 1)
+    producer = _open_transaction(kafka_broker.bootstrap, topic)
+    try:
+        mirror(linkd, f"l-{topic}", kafka_broker.bootstrap, [topic])
+        wait_until(lambda: cli_json(linkd, "mirror", "describe", topic)[0]["partitions"][0]["mirror_log_end_offset"] == 2, 30, what="mirror caught up")
+        [hanging] = tools.run_tools([tools.Tool("kafka-transactions", "--bootstrap-server", linkd.bootstrap, "find-hanging", "--topic", topic, "--max-transaction-timeout", "0")])
+    finally:
+        producer.abort_transaction(30)
+    assert hanging.exit_code == 0, hanging.stderr
+    [row] = _table(hanging)[1:]
+    assert row[:2] == [topic, "0"] and row[5] == "0"  # the mirror's transaction, from offset 0, has no coordinator here
