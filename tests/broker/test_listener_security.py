@@ -659,3 +659,60 @@ def test_an_unauthenticated_client_cannot_send_a_large_frame(secured):
     with WireConnection(secured.bootstrap) as conn:  # the PLAINTEXT listener keeps its own limit
         assert conn.request(ApiKey.METADATA, 12, METADATA_ALL)["brokers"]
     assert "frame size 1000000 is outside 0..524288" in secured.log_path.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_the_authenticated_principal_is_what_the_authorizer_judges(tmp_path):
+    """With ``--authorizer standard``: a SASL user and an mTLS client are judged by their own principals
+    (``User:bob``, ``User:CN=linkd-mtls``), so an ACL for each lets exactly that one write."""
+    from confluent_kafka import KafkaError, KafkaException, Producer
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        NewTopic,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    pki = make_pki(tmp_path / "pki")
+    data = tmp_path / "data"
+    data.mkdir()
+    for user in ("admin", "bob"):
+        assert subprocess.run([sys.executable, "-m", "linkd", "user", "add", user, "--data-dir", str(data)], input=f"{user}-pw\n", text=True, capture_output=True, timeout=30).returncode == 0
+    props = tmp_path / "l.properties"
+    props.write_text(f"ssl.keystore.location={pki.server_p12}\nssl.keystore.password={STORE_PASSWORD}\nssl.client.auth=required\nssl.truststore.location={pki.ca_pem}\n")
+    args = ["--listener", f"SASL_PLAINTEXT://{LOOPBACK}:0", "--listener", f"MTLS://{LOOPBACK}:0", "--listener-security-protocol-map", "MTLS:SSL",
+            "--listener-config-file", str(props), "--authorizer", "standard", "--super-users", "User:admin"]
+    with LinkdProcess(data_dir=data, extra_args=args) as daemon:
+        def sasl(user: str) -> dict:
+            return {"bootstrap.servers": daemon.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-256", "sasl.username": user, "sasl.password": f"{user}-pw"}
+
+        mtls = {"bootstrap.servers": daemon.address("MTLS"), "security.protocol": "SSL", "ssl.ca.location": str(pki.ca_pem),
+                "ssl.certificate.location": str(pki.client_cert_pem), "ssl.key.location": str(pki.client_key_pem)}
+        admin = AdminClient(sasl("admin"))
+        for f in admin.create_topics([NewTopic("t-bob", 1, 1), NewTopic("t-cert", 1, 1)]).values():
+            f.result(20)
+
+        def write(conf: dict, topic: str) -> KafkaError | None:
+            errors: list = []
+            producer = Producer({**conf, "enable.idempotence": False, "message.timeout.ms": 10_000, "retries": 0})
+            producer.produce(topic, b"x", on_delivery=lambda err, msg: errors.append(err))
+            producer.flush(15)
+            return errors[0] if errors else None
+
+        assert write(sasl("bob"), "t-bob").code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        assert write(mtls, "t-cert").code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        bindings = [
+            AclBinding(ResourceType.TOPIC, "t-bob", ResourcePatternType.LITERAL, "User:bob", "*", AclOperation.WRITE, AclPermissionType.ALLOW),
+            AclBinding(ResourceType.TOPIC, "t-cert", ResourcePatternType.LITERAL, f"User:CN={MTLS_CN}", "*", AclOperation.WRITE, AclPermissionType.ALLOW),
+        ]
+        for f in admin.create_acls(bindings).values():
+            f.result(20)
+        assert write(sasl("bob"), "t-bob") is None
+        assert write(mtls, "t-cert") is None
+        assert write(sasl("bob"), "t-cert").code() == KafkaError.TOPIC_AUTHORIZATION_FAILED  # bob's ACL is for t-bob only
+        with pytest.raises(KafkaException):  # bob may not manage ACLs; admin (a super user) could
+            for f in AdminClient(sasl("bob")).create_acls(bindings[:1]).values():
+                f.result(20)
