@@ -110,3 +110,13 @@ def test_metadata_find_coordinator_and_describe_cluster_answer_with_the_clients_
     assert answers == {"PLAINTEXT": {("127.0.0.1", daemon.port)}, "EXT": {("ext.example", 19092)}}
     value = configs["results"][0]["configs"][0]["value"]
     assert value == f"PLAINTEXT://127.0.0.1:{daemon.port},EXT://ext.example:19092"
+
+
+def test_a_kafka_style_config_file_sets_listeners_and_tls_keys_and_hides_the_password(tmp_path):
+    config = tmp_path / "server.properties"
+    config.write_text("listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0\nssl.keystore.location=/etc/linkd/ks.p12\nssl.keystore.password=hunter2-secret\n")
+    shown = subprocess.run([sys.executable, "-m", "linkd", "serve", "--config", str(config), "--print-config"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    assert "listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0" in shown.stdout
+    assert "ssl.keystore.location=/etc/linkd/ks.p12" in shown.stdout
+    assert "hunter2-secret" not in shown.stdout and "ssl.keystore.password=********" in shown.stdout
