@@ -46,8 +46,8 @@ def _serve(args: argparse.Namespace) -> int:
         config = ServeConfig(
             **_admin_serve_config(args),
             data_dir=Path(args.data_dir),
-            listener=parse_hostport(args.listener, "--listener"),
-            advertised=parse_hostport(args.advertised_listener, "--advertised-listener") if args.advertised_listener else None,
+            listener=("127.0.0.1", 9092),
+            advertised=None,
             admin=parse_hostport(args.admin or "127.0.0.1:8090", "--admin"),
             node_id=args.node_id,
             ready_file=Path(args.ready_file) if args.ready_file else None,
@@ -55,12 +55,16 @@ def _serve(args: argparse.Namespace) -> int:
             cleaner=cleaner,
             limits=limits_from_args(args),
             secrets_key_file=Path(args.secrets_key_file) if args.secrets_key_file else None,
+            **_listener_config(args),
             authorizer=None if args.authorizer == "none" else args.authorizer,
             super_users=tuple(parse_super_users(args.super_users)),
             allow_everyone_if_no_acl_found=args.allow_everyone_if_no_acl_found,
         )
         if config.authorizer is None and (config.super_users or config.allow_everyone_if_no_acl_found):
             raise ValueError("--super-users and --allow-everyone-if-no-acl-found need --authorizer standard")
+        from .broker.endpoints import build_endpoints
+
+        build_endpoints(config.listener_specs(), config.security)  # a bad keystore or mechanism stops here, named
         if config.secrets_key_file:
             from .link.secrets import SecretsKey
 
@@ -81,9 +85,47 @@ def _serve(args: argparse.Namespace) -> int:
         if startup is None or rest is not None:
             raise
         for exc in _leaves(startup):
-            print(f"linkd serve: {exc.strerror or exc} (listener {args.listener}, admin {args.admin}, data dir {args.data_dir})", file=sys.stderr)
+            print(f"linkd serve: {exc.strerror or exc} (listener {','.join(args.listener or [DEFAULT_LISTENER])}, admin {args.admin}, data dir {args.data_dir})", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+DEFAULT_LISTENER = "127.0.0.1:9092"
+
+
+def _add_listener_arguments(serve: argparse.ArgumentParser) -> None:
+    """Kafka's listener flags (linkd.broker.listeners) and one flag per listener security setting."""
+    from .broker.listeners import KNOWN_KEYS
+
+    serve.add_argument("--listener", action="append", metavar="[NAME://]HOST:PORT",
+                       help=f"a Kafka listener, repeatable (Kafka's listeners); a bare HOST:PORT is the listener PLAINTEXT (default {DEFAULT_LISTENER})")
+    serve.add_argument("--advertised-listener", action="append", metavar="[NAME://]HOST:PORT",
+                       help="the address clients of listener NAME are told to connect to, repeatable (Kafka's advertised.listeners)")
+    serve.add_argument("--listener-security-protocol-map", metavar="NAME:PROTOCOL,...",
+                       help="each listener name's security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (Kafka's listener.security.protocol.map)")
+    serve.add_argument("--listener-config", action="append", default=[], metavar="KEY=VALUE",
+                       help="a listener security setting by Kafka's broker name (ssl.keystore.location=..., or listener.name.<name>.ssl.client.auth=required), repeatable")
+    serve.add_argument("--listener-config-file", metavar="FILE", help="the same settings as a .properties file (keeps passwords off the command line)")
+    for key in sorted(KNOWN_KEYS):
+        serve.add_argument("--" + key.replace(".", "-"), dest="listener_key_" + key.replace(".", "_"), metavar="VALUE",
+                           help=f"{key} for every listener (as --listener-config {key}=VALUE)")
+
+
+def _listener_config(args: argparse.Namespace) -> dict:
+    """ServeConfig's listeners and security fields; ValueError names a bad flag."""
+    from .broker.listeners import KNOWN_KEYS, parse_listeners, parse_properties
+
+    text = None
+    if args.listener_config_file:
+        try:
+            text = Path(args.listener_config_file).read_text()
+        except OSError as exc:
+            raise ValueError(f"--listener-config-file {args.listener_config_file}: {exc.strerror or exc}") from None
+    pairs = [f"{key}={getattr(args, 'listener_key_' + key.replace('.', '_'))}" for key in sorted(KNOWN_KEYS)
+             if getattr(args, "listener_key_" + key.replace(".", "_"), None) is not None]
+    security = parse_properties(pairs + list(args.listener_config), text)
+    specs = parse_listeners(args.listener or [DEFAULT_LISTENER], args.listener_security_protocol_map, args.advertised_listener)
+    return {"listeners": tuple(specs), "security": security}
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
@@ -91,6 +133,101 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     for exc in group.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
+
+
+# -- user ----------------------------------------------------------------------------------------
+# Offline on the data dir: control.db is SQLite in WAL mode, so this is safe while the daemon runs, and the
+# daemon reads credentials at every authentication, so a change counts from the next connection on.
+
+SCRAM_CHOICES = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _user_store(args: argparse.Namespace):
+    from .broker.users import UserStore
+    from .controlstore import ControlStore
+
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        raise ValueError(f"--data-dir {data_dir} is not a directory")
+    return UserStore(ControlStore(data_dir / "control.db"))
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    import getpass
+
+    if args.password_file:
+        try:
+            text = Path(args.password_file).read_text()
+        except OSError as exc:
+            raise ValueError(f"--password-file {args.password_file}: {exc.strerror or exc}") from None
+        password = text.splitlines()[0] if text else ""
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {args.name}: ")
+        if getpass.getpass("Again: ") != password:
+            raise ValueError("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ValueError("the password is empty")
+    return password
+
+
+def _user_command(args: argparse.Namespace) -> int:
+    from .broker.users import CredentialError, check_iterations, check_user_name, credential_from_password
+
+    try:
+        store = _user_store(args)
+        if args.user_command == "list":
+            users = store.users()
+            if args.json:
+                print(json.dumps([{"user": u, "mechanisms": [{"mechanism": m, "iterations": i} for m, i in ms.items()]} for u, ms in users.items()], indent=2))
+            else:
+                _table(["USER", "MECHANISMS"], [[u, ", ".join(f"{m} (iterations {i})" for m, i in ms.items())] for u, ms in users.items()])
+            return EXIT_OK
+        check_user_name(args.name)
+        mechanisms = SCRAM_CHOICES if args.mechanism in (None, "all") else (args.mechanism,)
+        if args.user_command == "add":
+            for m in mechanisms:
+                check_iterations(m, args.iterations)
+            password = _read_password(args)
+            for m in mechanisms:
+                store.upsert(args.name, m, credential_from_password(m, password, args.iterations))
+            result = {"user": args.name, "mechanisms": list(mechanisms), "iterations": args.iterations}
+            _emit(args, result, lambda d: print(f"Set {', '.join(d['mechanisms'])} credentials for {d['user']} (also usable with PLAIN)"))
+            return EXIT_OK
+        removed = sum(store.delete(args.name, m) for m in mechanisms)
+        if not removed:
+            raise ValueError(f"user {args.name} has no {' or '.join(mechanisms)} credential")
+        _emit(args, {"user": args.name, "deleted": removed}, lambda d: print(f"Deleted {d['deleted']} credential(s) of {d['user']}"))
+        return EXIT_OK
+    except (ValueError, CredentialError) as exc:
+        print(f"linkd user {args.user_command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"linkd user {args.user_command}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _add_user_parser(sub) -> None:
+    from .scram import DEFAULT_ITERATIONS
+
+    users = sub.add_parser("user", help="SCRAM/PLAIN users of linkd's listeners (offline on the data dir; safe while the daemon runs)")
+    actions = users.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    base = argparse.ArgumentParser(add_help=False)
+    base.add_argument("--data-dir", required=True, help="the daemon's data dir (its control.db holds the credentials)")
+    base.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p = actions.add_parser("add", parents=[base], help="create or change a user's password (salted SCRAM credentials; PLAIN checks against them)")
+    p.add_argument("name")
+    p.add_argument("--mechanism", choices=[*SCRAM_CHOICES, "all"], default="all", help="which SCRAM credential to set (default: both)")
+    p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=f"PBKDF2 iterations (default {DEFAULT_ITERATIONS}, as kafka-configs)")
+    p.add_argument("--password-file", help="read the password from the first line of FILE (default: prompt, or one line of stdin)")
+    p.set_defaults(func=_user_command)
+    p = actions.add_parser("delete", parents=[base], help="remove a user's credentials")
+    p.add_argument("name")
+    p.add_argument("--mechanism", choices=[*SCRAM_CHOICES, "all"], default="all")
+    p.set_defaults(func=_user_command)
+    p = actions.add_parser("list", parents=[base], help="users and their mechanisms (never a secret)")
+    p.set_defaults(func=_user_command)
 
 
 # -- secrets -------------------------------------------------------------------------------------
@@ -567,8 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the daemon")
     _add_serve_layers_and_admin_security(serve)
     serve.add_argument("--data-dir", default="./data", help="where partition logs and the control store live")
-    serve.add_argument("--listener", default="127.0.0.1:9092", help="Kafka listener HOST:PORT")
-    serve.add_argument("--advertised-listener", help="HOST:PORT clients are told to connect to")
+    _add_listener_arguments(serve)
     serve.add_argument("--admin", default=None, help="admin HTTP API HOST:PORT (default 127.0.0.1:8090)")
     serve.add_argument("--node-id", type=int, default=1)
     serve.add_argument("--log-level", default="info", type=str.lower, choices=list(LOG_LEVELS), help="debug, info, warning, error or critical (any case)")
@@ -589,6 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow an action on a resource that has no ACL at all (Kafka's allow.everyone.if.no.acl.found; default: deny)")
     serve.add_argument("--secrets-key-file", help="file with the 32-byte key that encrypts link secrets in control.db (linkd secrets generate-key)")
     serve.set_defaults(func=_serve)
+
+    _add_user_parser(sub)
 
     secrets = sub.add_parser("secrets", help="the key that encrypts link secrets at rest").add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
     p = secrets.add_parser("generate-key", help="write a new random key to FILE (mode 0600)")
@@ -680,7 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("serve", "secrets"):
+    if args.command in ("serve", "secrets", "user"):
         return args.func(args)
     if args.command == "demo":
         from .demo import run_demo

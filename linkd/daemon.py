@@ -23,7 +23,9 @@ import trio
 from .broker.acl import StandardAuthorizer
 from .broker.context import Broker, BrokerIdentity
 from .broker.limits import Limits, raise_descriptor_limit
+from .broker.listeners import ListenerSpec, SecurityProperties
 from .broker.server import KafkaListener
+from .broker.users import UserStore
 from .controlstore import ControlStore
 from .groups.coordinator import GroupCoordinator
 from .link.manager import LinkManager
@@ -77,6 +79,15 @@ class ServeConfig:
     authorizer: str | None = None  # "standard": Kafka's ACL model (linkd/broker/acl.py); None: allow everything
     super_users: tuple[str, ...] = ()
     allow_everyone_if_no_acl_found: bool = False
+    # Named listeners (linkd.broker.listeners); empty: one PLAINTEXT listener at ``listener``/``advertised``.
+    listeners: tuple[ListenerSpec, ...] = ()
+    security: SecurityProperties = field(default_factory=SecurityProperties)
+
+    def listener_specs(self) -> list[ListenerSpec]:
+        if self.listeners:
+            return list(self.listeners)
+        adv_host, adv_port = self.advertised if self.advertised else (None, None)
+        return [ListenerSpec("PLAINTEXT", self.listener[0], self.listener[1], "PLAINTEXT", adv_host, adv_port)]
 
 
 class DataDirInUse(Exception):
@@ -135,6 +146,7 @@ class Daemon:
         self.topics = TopicRegistry(self.store, config.data_dir / "logs")
         self.groups = GroupCoordinator(self.store, partition_exists=self._partition_exists)
         self.producer_ids = ProducerIdAllocator(self.store)
+        self.users = UserStore(self.store)
         self.secrets_key = SecretsKey.from_file(config.secrets_key_file) if config.secrets_key_file else None
         self.cluster_id = _cluster_id(self.store)
         self.authorizer = (
@@ -166,14 +178,18 @@ class Daemon:
         return limits
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        from .broker.endpoints import build_endpoints, warn_if_exposed
+
+        specs = self.config.listener_specs()
+        endpoints = build_endpoints(specs, self.config.security)  # before anything binds: config errors first
         limits = self._apply_limits()
         self.topics.load()
         try:
             async with trio.open_nursery() as nursery:
-                host, port = self.config.listener
+                first = specs[0]
                 # The advertised port is only known after binding when the listener asks for port 0.
-                identity_port = self.config.advertised[1] if self.config.advertised else port
-                identity_host = self.config.advertised[0] if self.config.advertised else host
+                identity_host = first.advertised_host or first.host
+                identity_port = first.advertised_port if first.advertised_port is not None else first.port
                 self.broker = Broker(
                     identity=BrokerIdentity(self.config.node_id, identity_host, identity_port, self.cluster_id),
                     topics=self.topics,
@@ -181,14 +197,21 @@ class Daemon:
                     producer_ids=self.producer_ids,
                     max_request_bytes=self.config.max_request_bytes,
                     limits=limits,
+                    users=self.users,
                     authorizer=self.authorizer,
                 )
                 await nursery.start(self.groups.run)
                 await nursery.start(partial(run_maintenance, self.topics, cleaner=self.config.cleaner,
                                             retention_interval_s=self.config.retention_check_interval_ms / 1000))
                 self.listener = KafkaListener(self.broker, self.config.idle_timeout_s, limits)
-                bound = await nursery.start(self.listener.serve, host, port)
-                if not self.config.advertised and port == 0:
+                ports: dict[str, int] = {}
+                for spec, endpoint in zip(specs, endpoints, strict=True):
+                    warn_if_exposed(spec, self.config.security.for_listener(spec.name))
+                    ports[spec.name] = await nursery.start(self.listener.serve, spec.host, spec.port, endpoint)
+                    adv_port = spec.advertised_port if spec.advertised_port not in (None, 0) else ports[spec.name]
+                    self.broker.advertised[spec.name] = (spec.advertised_host or spec.host, adv_port)
+                bound = ports[first.name]
+                if first.advertised_port in (None, 0):
                     self.broker.identity = BrokerIdentity(self.config.node_id, identity_host, bound, self.cluster_id)
                 self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups, secrets_key=self.secrets_key)
                 self.links.authorizer = self.authorizer  # ACL sync writes linkd's ACLs (linkd/link/aclsync.py)
@@ -199,7 +222,7 @@ class Daemon:
                 if self.config.ready_file:
                     # Written last and atomically: supervisors and tests that bind port 0 learn the real ports.
                     tmp = self.config.ready_file.with_suffix(".tmp")
-                    tmp.write_text(json.dumps({"kafka_port": bound, "admin_port": self.admin_port, "pid": os.getpid(), "cluster_id": self.cluster_id}))
+                    tmp.write_text(json.dumps({"kafka_port": bound, "admin_port": self.admin_port, "pid": os.getpid(), "cluster_id": self.cluster_id, "listeners": ports}))
                     os.replace(tmp, self.config.ready_file)
                 self.ready = True
                 from . import sdnotify

@@ -206,7 +206,8 @@ def _broker_configs(ctx: RequestContext) -> dict[str, str]:
     return {
         "broker.id": str(ident.node_id),
         "node.id": str(ident.node_id),
-        "advertised.listeners": f"PLAINTEXT://{ident.host}:{ident.port}",
+        "advertised.listeners": ",".join(f"{name}://{host}:{port}" for name, (host, port) in ctx.broker.advertised.items())
+        or f"PLAINTEXT://{ident.host}:{ident.port}",
         "num.partitions": str(DEFAULT_PARTITIONS),
         "default.replication.factor": "1",
         "auto.create.topics.enable": "false",

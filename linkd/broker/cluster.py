@@ -37,8 +37,8 @@ async def api_versions(ctx: RequestContext, body: Body) -> Body:
 
 
 def _broker_list(ctx: RequestContext) -> list[Body]:
-    ident = ctx.broker.identity
-    return [{"node_id": ident.node_id, "host": ident.host, "port": ident.port, "rack": None}]
+    host, port = ctx.broker.address_for(ctx.session)
+    return [{"node_id": ctx.broker.identity.node_id, "host": host, "port": port, "rack": None}]
 
 
 def _topic_metadata(ctx: RequestContext, topic, include_ops: bool) -> Body:
@@ -122,6 +122,7 @@ def _cluster_operations(ctx: RequestContext) -> int:
 
 async def describe_cluster(ctx: RequestContext, body: Body) -> Body:
     ident = ctx.broker.identity
+    host, port = ctx.broker.address_for(ctx.session)
     return {
         "throttle_time_ms": 0,
         "error_code": ErrorCode.NONE,
@@ -129,7 +130,7 @@ async def describe_cluster(ctx: RequestContext, body: Body) -> Body:
         "endpoint_type": body.get("endpoint_type", 1),
         "cluster_id": ident.cluster_id,
         "controller_id": ident.node_id,
-        "brokers": [{"broker_id": ident.node_id, "host": ident.host, "port": ident.port, "rack": None, "is_fenced": False}],
+        "brokers": [{"broker_id": ident.node_id, "host": host, "port": port, "rack": None, "is_fenced": False}],
         "cluster_authorized_operations": _cluster_operations(ctx) if body.get("include_cluster_authorized_operations") else NO_AUTHORIZED_OPERATIONS,
     }
 
@@ -149,13 +150,14 @@ def _coordinator_answer(ctx: RequestContext, key_type: int, key: str) -> tuple[E
 
 def _coordinator(ctx: RequestContext, key_type: int, key: str) -> Body:
     ident = ctx.broker.identity
+    host, port = ctx.broker.address_for(ctx.session)
     code, message = _coordinator_answer(ctx, key_type, key)
     ok = code == ErrorCode.NONE
     return {
         "key": key,
         "node_id": ident.node_id if ok else -1,
-        "host": ident.host if ok else "",
-        "port": ident.port if ok else -1,
+        "host": host if ok else "",
+        "port": port if ok else -1,
         "error_code": code,
         "error_message": message,
     }
@@ -168,3 +170,12 @@ async def find_coordinator(ctx: RequestContext, body: Body) -> Body:
         del answer["key"]
         return {"throttle_time_ms": 0, **answer}
     return {"throttle_time_ms": 0, "coordinators": [_coordinator(ctx, key_type, key) for key in body.get("coordinator_keys", [])]}
+
+
+async def sasl_handshake_without_sasl(ctx: RequestContext, body: Body) -> Body:
+    return {"error_code": ErrorCode.ILLEGAL_SASL_STATE, "mechanisms": []}
+
+
+async def sasl_authenticate_without_sasl(ctx: RequestContext, body: Body) -> Body:
+    message = f"SASL authentication is not enabled on listener {ctx.session.listener} ({ctx.session.security_protocol})"
+    return {"error_code": ErrorCode.ILLEGAL_SASL_STATE, "error_message": message, "auth_bytes": b"", "session_lifetime_ms": 0}

@@ -21,6 +21,7 @@ from .session import Authorizer, Session
 if TYPE_CHECKING:
     from ..groups.coordinator import GroupCoordinator
     from ..storage import PartitionLog
+    from .users import UserStore
 
 # What Kafka puts in a uuid field that has no topic behind it (an error entry, a validate-only create).
 ZERO_UUID = uuid.UUID(int=0)
@@ -83,6 +84,13 @@ class Broker:
     max_request_bytes: int = 100 * 1024 * 1024
     limits: Limits = field(default_factory=Limits)
     authorizer: Authorizer | None = None  # None: every principal may do everything (today's behaviour)
+    users: UserStore | None = None  # SCRAM/PLAIN users of the listeners (linkd.broker.users)
+    # Listener name -> (host, port) that Metadata, FindCoordinator and DescribeCluster give a client
+    # connected to it; a listener not in it (or an empty map) answers with ``identity``'s address.
+    advertised: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def address_for(self, session: Session) -> tuple[str, int]:
+        return self.advertised.get(session.listener) or (self.identity.host, self.identity.port)
 
 
 @dataclass

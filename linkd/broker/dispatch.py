@@ -15,7 +15,7 @@ from protocol import messages
 from protocol.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from protocol.messages import ApiKey
 
-from . import aclapis, admin, cluster, features, fetch, logdirs, offsets, produce, producers, replicas
+from . import aclapis, admin, cluster, features, fetch, logdirs, offsets, produce, producers, replicas, users
 from .context import Body, Broker, RequestContext
 from .groupauth import authorized_group_call
 from .session import Session
@@ -81,6 +81,13 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.ELECT_LEADERS: replicas.elect_leaders,
     ApiKey.LIST_PARTITION_REASSIGNMENTS: replicas.list_partition_reassignments,
     ApiKey.UPDATE_FEATURES: features.update_features,
+    # On a SASL listener the connection's SaslConnection (saslgate.py) answers these two itself; here they
+    # arrive only on a listener without SASL, where Kafka answers ILLEGAL_SASL_STATE.
+    ApiKey.SASL_HANDSHAKE: cluster.sasl_handshake_without_sasl,
+    ApiKey.SASL_AUTHENTICATE: cluster.sasl_authenticate_without_sasl,
+    ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: users.describe_user_scram_credentials,
+    ApiKey.ALTER_USER_SCRAM_CREDENTIALS: users.alter_user_scram_credentials,
+    ApiKey.DESCRIBE_CLIENT_QUOTAS: users.describe_client_quotas,
 }
 
 assert set(HANDLERS) == set(SUPPORTED_VERSIONS), "every advertised API needs a handler and vice versa"

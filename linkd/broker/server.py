@@ -7,6 +7,12 @@ reordering buffer. A long-polling Fetch therefore holds only its own connection.
 Every limit of ``limits.py`` that concerns connections is applied here: admission (descriptor headroom,
 ``max.connections``, ``max.connections.per.ip``, the accept rate), the idle and request-arrival deadlines,
 and the ``queued.max.request.bytes`` budget, reserved from a frame's size prefix before its buffer exists.
+
+One ``KafkaListener`` serves every named listener (``serve`` once per ``Endpoint``): limits and
+statistics are the daemon's, not per name. An SSL/SASL_SSL endpoint runs the TLS handshake under the
+request-arrival deadline before reading a request; a SASL endpoint puts a ``SaslConnection``
+(saslgate.py) in front of dispatch. Over TLS, records are sent from the segment files through the TLS
+stream (``os.sendfile`` would bypass the encryption).
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import collections
 import errno
 import logging
 import os
+import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -27,7 +34,9 @@ from .context import Broker
 from .dispatch import CloseConnection, handle_frame
 from .limits import AcceptRate, ByteBudget, Limits, descriptor_limit, open_descriptors
 from .requeststats import RequestStats, api_key_of
+from .saslgate import SaslConnection, SaslSettings
 from .session import Session
+from .tls import principal_of
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,18 @@ class ListenerStatistics:
     request_bytes_in_use: int = 0
     request_bytes_peak: int = 0
     request_budget_waits: int = 0
+    tls_handshake_failures: int = 0
+    authentication_failures: int = 0  # SASL exchanges refused (the connection was closed after the answer)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One named listener's security: the TLS context (SSL, SASL_SSL) and the SASL settings (SASL_*)."""
+
+    name: str = "PLAINTEXT"
+    protocol: str = "PLAINTEXT"
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
+    sasl: SaslSettings | None = None
 
 
 class _Timeout(Exception):
@@ -83,24 +104,36 @@ class KafkaListener:
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._descriptors_counted_at = -1e9
         self._descriptors = 0
-        self.port: int | None = None
+        self.port: int | None = None  # the first listener's
+        self.ports: dict[str, int] = {}  # listener name -> bound port
+        self.tls_handshake_failures = 0
+        self.authentication_failures = 0
 
     def statistics(self) -> ListenerStatistics:
         return ListenerStatistics(
             self._open, self._total, self._requests, self._errors, dict(self._rejected), self._idle_closed,
             self._arrival_timeouts, self.budget.in_use, self.budget.peak, self.budget.waits,
+            self.tls_handshake_failures, self.authentication_failures,
         )
 
-    async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, host: str, port: int, endpoint: Endpoint | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        endpoint = endpoint or Endpoint()
+        if endpoint.protocol.startswith("SASL_") and (endpoint.sasl is None or self.broker.users is None):
+            raise ValueError(f"listener {endpoint.name} is {endpoint.protocol} but has no SASL settings or user store")
+        if endpoint.protocol in ("SSL", "SASL_SSL") and endpoint.ssl_context is None:
+            raise ValueError(f"listener {endpoint.name} is {endpoint.protocol} but has no TLS context")
         listeners = await trio.open_tcp_listeners(port, host=host)
-        self.port = listeners[0].socket.getsockname()[1]
-        log.info("Kafka listener on %s:%d", host, self.port)
+        bound = listeners[0].socket.getsockname()[1]
+        if self.port is None:
+            self.port = bound
+        self.ports[endpoint.name] = bound
+        log.info("Kafka listener %s (%s) on %s:%d", endpoint.name, endpoint.protocol, host, bound)
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener, nursery)
-            task_status.started(self.port)
+                nursery.start_soon(self._accept_loop, listener, nursery, endpoint)
+            task_status.started(bound)
 
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery, endpoint: Endpoint) -> None:
         async with listener:
             while True:
                 delay = self._accept_rate.delay(trio.current_time())
@@ -126,7 +159,7 @@ class KafkaListener:
                     continue
                 self._open += 1
                 self._per_ip[host] += 1
-                nursery.start_soon(self._connection, stream, host)
+                nursery.start_soon(self._connection, stream, host, endpoint)
 
     def _refusal(self, stream: trio.SocketStream, host: str) -> str | None:
         """The limit a new connection would break, or None to admit it."""
@@ -152,12 +185,34 @@ class KafkaListener:
             self._descriptors += 1
         return limit - max(self._descriptors, newest_fd + 1)
 
-    async def _connection(self, stream: trio.SocketStream, host: str) -> None:
+    async def _connection(self, stream: trio.SocketStream, host: str, endpoint: Endpoint) -> None:
         self._total += 1
         client_host = f"/{host}"
+        session = Session(host=host, listener=endpoint.name, security_protocol=endpoint.protocol, authenticated=endpoint.sasl is None)
         try:
             async with stream:
-                await self._serve_requests(stream, client_host)
+                if endpoint.ssl_context is None:
+                    await self._serve_requests(stream, client_host, session, endpoint)
+                    return
+                tls = trio.SSLStream(stream, endpoint.ssl_context, server_side=True)
+                with trio.move_on_after(self.arrival_timeout_s) as handshaking:
+                    try:
+                        await tls.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        self.tls_handshake_failures += 1
+                        log.info("TLS handshake with %s on listener %s failed: %s", client_host, endpoint.name, exc.__cause__ or exc)
+                        return
+                if handshaking.cancelled_caught:
+                    self.tls_handshake_failures += 1
+                    log.warning("TLS handshake with %s on listener %s did not finish within %.1f s", client_host, endpoint.name, self.arrival_timeout_s)
+                    return
+                if endpoint.protocol == "SSL":
+                    session.principal = principal_of(tls.getpeercert(binary_form=True))
+                try:
+                    await self._serve_requests(tls, client_host, session, endpoint)
+                finally:
+                    with trio.move_on_after(1):
+                        await tls.aclose()
         except (CloseConnection, FrameTooLarge) as exc:
             self._errors += 1
             log.warning("closing connection from %s: %s", client_host, exc)
@@ -188,17 +243,25 @@ class KafkaListener:
             if not self._per_ip[host]:
                 del self._per_ip[host]
 
-    async def _serve_requests(self, stream: trio.SocketStream, client_host: str) -> None:
+    async def _serve_requests(self, stream: trio.abc.Stream, client_host: str, session: Session, endpoint: Endpoint) -> None:
         reader = _RequestReader(stream, self.broker.max_request_bytes, self.budget, self.idle_timeout_s, self.arrival_timeout_s)
-        session = Session(host=client_host.lstrip("/"))
+        sasl = SaslConnection(endpoint.sasl, self.broker.users, session) if endpoint.sasl is not None and self.broker.users is not None else None
         while True:
+            if sasl is not None:
+                # Before authentication a client may send only small SASL frames (Kafka's
+                # sasl.server.max.receive.size), so an anonymous peer cannot make us buffer 100 MB.
+                reader.max_frame = self.broker.max_request_bytes if session.authenticated and not sasl.raw_tokens else endpoint.sasl.max_receive_size
             frame, reserved = await reader.next_frame()
             started = time.perf_counter()
             api_key = api_key_of(frame)
+            close_after = False
             try:
                 self._requests += 1
                 self.request_stats.arrived(api_key)
-                response = await handle_frame(self.broker, frame, client_host, session)
+                if sasl is not None and sasl.wants(frame, api_key):
+                    response, close_after = await sasl.answer(frame)
+                else:
+                    response = await handle_frame(self.broker, frame, client_host, session)
             finally:
                 del frame
                 self.budget.release(reserved)
@@ -209,6 +272,11 @@ class KafkaListener:
                 if sending.cancelled_caught:
                     raise _Timeout("send")
             self.request_stats.answered(api_key, time.perf_counter() - started)
+            if close_after:
+                self.authentication_failures += 1
+                # Kafka closes after a failed exchange; the client has its error answer first.
+                await trio.sleep(0.1)
+                raise _Closed()
 
 
 class _RequestReader:
@@ -218,9 +286,9 @@ class _RequestReader:
     as a zero-copy view, one that is not is read straight into a buffer of its final size, allocated only
     once its bytes are reserved."""
 
-    def __init__(self, stream: trio.SocketStream, max_frame: int, budget: ByteBudget, idle_s: float, arrival_s: float) -> None:
+    def __init__(self, stream: trio.abc.Stream, max_frame: int, budget: ByteBudget, idle_s: float, arrival_s: float) -> None:
         self._stream = stream
-        self._max_frame = max_frame
+        self.max_frame = max_frame
         self._budget = budget
         self._idle_s = idle_s
         self._arrival_s = arrival_s
@@ -241,8 +309,8 @@ class _RequestReader:
         while len(self._pending) < _PREFIX:
             self._pending = memoryview(bytes(self._pending) + bytes(await self._receive(deadline, "arrival")))
         size = int.from_bytes(self._pending[:_PREFIX], "big", signed=True)
-        if size < 0 or size > self._max_frame:
-            raise FrameTooLarge(f"frame size {size} is outside 0..{self._max_frame}")
+        if size < 0 or size > self.max_frame:
+            raise FrameTooLarge(f"frame size {size} is outside 0..{self.max_frame}")
         waited_from = trio.current_time()
         reserved = await self._budget.acquire(_PREFIX + size)
         deadline += trio.current_time() - waited_from  # the wait is ours, not the client's
@@ -263,10 +331,15 @@ class _RequestReader:
         view[:have] = self._pending[_PREFIX:]
         self._pending = memoryview(b"")
         filled = have
-        sock = self._stream.socket
+        sock = self._stream.socket if isinstance(self._stream, trio.SocketStream) else None
         while filled < size:
             with trio.move_on_at(deadline) as scope:
-                got = await sock.recv_into(view[filled:], min(size - filled, RECEIVE_CHUNK))
+                if sock is not None:
+                    got = await sock.recv_into(view[filled:], min(size - filled, RECEIVE_CHUNK))
+                else:  # TLS: through the stream, which decrypts
+                    data = await self._stream.receive_some(min(size - filled, RECEIVE_CHUNK))
+                    got = len(data)
+                    view[filled : filled + got] = data
             if scope.cancelled_caught:
                 raise _Timeout("arrival")
             if not got:
@@ -282,7 +355,7 @@ def _peer_host(stream: trio.SocketStream) -> str:
         return "unknown"
 
 
-async def _send(stream: trio.SocketStream, response: bytes | list) -> None:
+async def _send(stream: trio.abc.Stream, response: bytes | list) -> None:
     if isinstance(response, (bytes, bytearray, memoryview)):
         await stream.send_all(response)
         return
@@ -302,7 +375,7 @@ async def _send(stream: trio.SocketStream, response: bytes | list) -> None:
         await stream.send_all(pending)
 
 
-async def _send_records(stream: trio.SocketStream, ref: RecordsRef) -> None:
+async def _send_records(stream: trio.abc.Stream, ref: RecordsRef) -> None:
     """Send segment-file byte ranges with os.sendfile: the payload never enters Python.
 
     Each range is sent from its segment's own descriptor (``FileRange.open_fd``: a duplicate), so a
@@ -312,12 +385,18 @@ async def _send_records(stream: trio.SocketStream, ref: RecordsRef) -> None:
     ``ref.length`` bytes, so a range that cannot be sent whole (refused, or cut short by a truncation in
     place) breaks the connection; the client reconnects and fetches again.
     """
-    sock = stream.socket
+    sock = stream.socket if isinstance(stream, trio.SocketStream) else None
     for file_range in ref.ranges:
         try:
             fd = file_range.open_fd()
         except OSError as exc:
             raise trio.BrokenResourceError(f"segment {file_range.path} vanished or was replaced while serving it") from exc
+        if sock is None:
+            try:
+                await _send_range_through(stream, fd, file_range)
+            finally:
+                os.close(fd)
+            continue
         try:
             offset, remaining = file_range.position, file_range.length
             while remaining:
@@ -332,3 +411,15 @@ async def _send_records(stream: trio.SocketStream, ref: RecordsRef) -> None:
                 remaining -= sent
         finally:
             os.close(fd)
+
+
+async def _send_range_through(stream: trio.abc.Stream, fd: int, file_range) -> None:
+    """A segment range through a stream that transforms bytes (TLS): read in chunks, send each."""
+    offset, remaining = file_range.position, file_range.length
+    while remaining:
+        chunk = os.pread(fd, min(remaining, RECEIVE_CHUNK), offset)
+        if not chunk:
+            raise trio.BrokenResourceError(f"segment {file_range.path} is shorter than the range being sent")
+        await stream.send_all(chunk)
+        offset += len(chunk)
+        remaining -= len(chunk)

@@ -14,14 +14,14 @@ iterations than the mechanism's minimum (4096), or more than Kafka's maximum (16
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 
-MIN_ITERATIONS = 4096
-# Kafka's own bound for SCRAM credentials; more from a server would only stall the event loop in PBKDF2.
-MAX_ITERATIONS = 16384
-_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+from .. import scram
+from ..scram import MAX_ITERATIONS, MIN_ITERATIONS
+
+__all__ = ["MAX_ITERATIONS", "MIN_ITERATIONS", "SaslError", "PlainClient", "ScramClient", "OAuthBearerClient", "client_for", "unsecured_jws"]
+_HASHES = scram.HASHES
 
 
 class SaslError(Exception):
@@ -43,18 +43,14 @@ class PlainClient:
         return None
 
 
-def _saslname(name: str) -> str:
-    return name.replace("=", "=3D").replace(",", "=2C")
+_saslname = scram.saslname
 
 
 def _attributes(message: str) -> dict[str, str]:
-    out = {}
-    for part in message.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or len(key) != 1:
-            raise SaslError(f"malformed SCRAM message attribute {key!r}")
-        out.setdefault(key, value)
-    return out
+    try:
+        return scram.attributes(message)
+    except scram.ScramSyntaxError as exc:
+        raise SaslError(str(exc)) from None
 
 
 class ScramClient:
@@ -71,7 +67,7 @@ class ScramClient:
         self.complete = False
 
     def _hmac(self, key: bytes, message: bytes) -> bytes:
-        return hmac.new(key, message, self._hash).digest()
+        return scram.hmac_digest(self._hash, key, message)
 
     def start(self) -> bytes:
         return ("n,," + self._client_first_bare).encode()
@@ -101,14 +97,14 @@ class ScramClient:
             raise SaslError("SCRAM server-first-message has a malformed salt or iteration count") from None
         if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
             raise SaslError(f"SCRAM server asked for {iterations} iterations, outside {MIN_ITERATIONS}..{MAX_ITERATIONS}")
-        salted = hashlib.pbkdf2_hmac(self._hash, self._password, salt, iterations)
-        client_key = self._hmac(salted, b"Client Key")
-        stored_key = hashlib.new(self._hash, client_key).digest()
+        salted = scram.salted_password(self._hash, self._password, salt, iterations)
+        client_key = scram.client_key(self._hash, salted)
+        stored_key = scram.stored_key(self._hash, salted)
         without_proof = f"c=biws,r={nonce}"  # biws: base64 of the gs2 header "n,," (no channel binding)
         auth_message = f"{self._client_first_bare},{server_first},{without_proof}".encode()
         signature = self._hmac(stored_key, auth_message)
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        self._server_signature = self._hmac(self._hmac(salted, b"Server Key"), auth_message)
+        proof = scram.xor(client_key, signature)
+        self._server_signature = self._hmac(scram.server_key(self._hash, salted), auth_message)
         return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
 
     def _verify_server_final(self, challenge: bytes) -> None:

@@ -364,6 +364,40 @@ def _describe_topic_partitions(env: Env, v: int) -> None:
     assert _only(topic["partitions"])["leader_id"] == 1
 
 
+def _sasl_handshake(env: Env, v: int) -> None:
+    # This daemon's listener is PLAINTEXT: Kafka answers ILLEGAL_SASL_STATE there and keeps the connection.
+    body = env.call(ApiKey.SASL_HANDSHAKE, v, {"mechanism": "PLAIN"})
+    assert body["error_code"] == ErrorCode.ILLEGAL_SASL_STATE
+
+
+def _sasl_authenticate(env: Env, v: int) -> None:
+    body = env.call(ApiKey.SASL_AUTHENTICATE, v, {"auth_bytes": b"\0u\0p"})
+    assert body["error_code"] == ErrorCode.ILLEGAL_SASL_STATE and "not enabled" in body["error_message"]
+
+
+def _scram_upsertion(env: Env, v: int) -> tuple[str, dict]:
+    user = f"{env.prefix}-u{v}"
+    return user, {"name": user, "mechanism": 1, "iterations": 4096, "salt": b"s" * 16, "salted_password": b"p" * 32}
+
+
+def _alter_user_scram_credentials(env: Env, v: int) -> None:
+    user, upsertion = _scram_upsertion(env, v)
+    body = env.call(ApiKey.ALTER_USER_SCRAM_CREDENTIALS, v, {"deletions": [], "upsertions": [upsertion]})
+    assert body["results"] == [{"user": user, "error_code": 0, "error_message": None}], body
+
+
+def _describe_user_scram_credentials(env: Env, v: int) -> None:
+    user, upsertion = _scram_upsertion(env, v)
+    env.call(ApiKey.ALTER_USER_SCRAM_CREDENTIALS, 0, {"deletions": [], "upsertions": [upsertion]})
+    body = env.call(ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS, v, {"users": [{"name": user}]})
+    assert body["error_code"] == 0 and _only(body["results"])["credential_infos"] == [{"mechanism": 1, "iterations": 4096}], body
+
+
+def _describe_client_quotas(env: Env, v: int) -> None:
+    body = env.call(ApiKey.DESCRIBE_CLIENT_QUOTAS, v, {"components": [{"entity_type": "user", "match_type": 0, "match": "alice"}], "strict": False})
+    assert body["error_code"] == 0 and body["entries"] == [], body
+
+
 EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.PRODUCE: _produce,
     ApiKey.FETCH: _fetch,
@@ -400,6 +434,11 @@ EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.UPDATE_FEATURES: _update_features,
     ApiKey.DESCRIBE_PRODUCERS: _describe_producers,
     ApiKey.DESCRIBE_TOPIC_PARTITIONS: _describe_topic_partitions,
+    ApiKey.SASL_HANDSHAKE: _sasl_handshake,
+    ApiKey.SASL_AUTHENTICATE: _sasl_authenticate,
+    ApiKey.ALTER_USER_SCRAM_CREDENTIALS: _alter_user_scram_credentials,
+    ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: _describe_user_scram_credentials,
+    ApiKey.DESCRIBE_CLIENT_QUOTAS: _describe_client_quotas,
 }
 
 

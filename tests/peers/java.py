@@ -65,12 +65,14 @@ def ensure_compiled() -> Path:
     return out
 
 
-def run_java_client(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+def run_java_client(*args: str, timeout: float = 120.0, properties: Path | None = None) -> subprocess.CompletedProcess:
+    """``properties``: a client .properties file merged into the client's config (security settings)."""
     classes = ensure_compiled()
     libs = ensure_kafka_libs()
     argv = [
         shutil.which("java") or "java",
         *CLIENT_JVM_OPTS,
+        *([f"-Dlinkd.client.properties={properties}"] if properties else []),
         f"-Dlog4j2.configurationFile={classes / 'log4j2.properties'}",
         "-cp",
         f"{classes}:{libs}/*",
@@ -97,9 +99,9 @@ class JavaConsumeResult:
     stderr: str
 
 
-def java_produce(bootstrap: str, topic: str, count: int, compression: str = "none", timeout: float = 120.0) -> JavaProduceResult:
+def java_produce(bootstrap: str, topic: str, count: int, compression: str = "none", timeout: float = 120.0, properties: Path | None = None) -> JavaProduceResult:
     """Produce ``count`` records (key ``k<i>``, value ``v<i>``) with the default, idempotent Java producer."""
-    result = run_java_client("produce", bootstrap, topic, str(count), compression, timeout=timeout)
+    result = run_java_client("produce", bootstrap, topic, str(count), compression, timeout=timeout, properties=properties)
     if result.returncode != 0:
         raise JavaClientError(f"java produce exited {result.returncode}:\n{result.stderr[-4000:]}")
     acks: list[tuple[int, int]] = []
@@ -122,9 +124,10 @@ def java_consume(
     expected: int,
     timeout_ms: int = 30_000,
     isolation: str = "read_uncommitted",
+    properties: Path | None = None,
 ) -> JavaConsumeResult:
     """Consume with a Java group consumer until ``expected`` records or ``timeout_ms``; commits before exit."""
-    result = run_java_client("consume", bootstrap, topic, group, str(expected), str(timeout_ms), isolation, timeout=timeout_ms / 1000 + 60)
+    result = run_java_client("consume", bootstrap, topic, group, str(expected), str(timeout_ms), isolation, timeout=timeout_ms / 1000 + 60, properties=properties)
     if result.returncode != 0:
         raise JavaClientError(f"java consume exited {result.returncode}:\n{result.stderr[-4000:]}")
     obj = json.loads(result.stdout.strip().splitlines()[-1])

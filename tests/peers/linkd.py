@@ -33,6 +33,7 @@ class LinkdProcess:
         # nothing else on the machine can take them between choosing and binding.
         self.port = 0
         self.admin_port = 0
+        self.listener_ports: dict[str, int] = {}  # named listener -> bound port, from the ready file
         self.ready_file = self.workdir / "ready.json"
         self.extra_args = list(extra_args or [])
         self.env = env
@@ -43,6 +44,10 @@ class LinkdProcess:
     @property
     def bootstrap(self) -> str:
         return f"{LOOPBACK}:{self.port}"
+
+    def address(self, listener: str) -> str:
+        """HOST:PORT of a named listener (``--listener NAME://127.0.0.1:0`` in ``extra_args``)."""
+        return f"{LOOPBACK}:{self.listener_ports[listener]}"
 
     @property
     def admin_address(self) -> str:
@@ -98,6 +103,7 @@ class LinkdProcess:
         ports = json.loads(self.ready_file.read_text())
         # A restart keeps the ports of the first start, so clients and links pointed at it reconnect.
         self.port, self.admin_port = ports["kafka_port"], ports["admin_port"]
+        self.listener_ports = ports.get("listeners", {})
         return port_accepts(self.port)
 
     def stop(self, timeout: float = 20.0) -> int | None:

@@ -50,6 +50,15 @@ public final class LinkdClient {
         }
     }
 
+    /** Client properties from the file named by the system property linkd.client.properties (security settings). */
+    private static void addExtra(Properties props) throws java.io.IOException {
+        String path = System.getProperty("linkd.client.properties");
+        if (path == null || path.isEmpty()) return;
+        try (java.io.Reader in = java.nio.file.Files.newBufferedReader(java.nio.file.Path.of(path))) {
+            props.load(in);
+        }
+    }
+
     private static void usage() {
         System.err.println("usage: LinkdClient produce <bootstrap> <topic> <count> [compression]\n"
                 + "       LinkdClient consume <bootstrap> <topic> <group> <expected-count> <timeout-ms> [isolation]");
@@ -65,6 +74,7 @@ public final class LinkdClient {
         props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
         props.put(ProducerConfig.ACKS_CONFIG, "all");
         props.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "60000");
+        addExtra(props);
         long started = System.nanoTime();
         Map<Integer, long[]> ranges = new TreeMap<>();
         try (KafkaProducer<byte[], byte[]> producer =
@@ -96,7 +106,7 @@ public final class LinkdClient {
         System.out.println(summary);
     }
 
-    private static void consume(String bootstrap, String topic, String group, int expected, long timeoutMs, String isolation) {
+    private static void consume(String bootstrap, String topic, String group, int expected, long timeoutMs, String isolation) throws Exception {
         Properties props = new Properties();
         props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         props.put(ConsumerConfig.GROUP_ID_CONFIG, group);
@@ -104,6 +114,7 @@ public final class LinkdClient {
         props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         props.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation);
+        addExtra(props);
         long started = System.nanoTime();
         long deadline = started + timeoutMs * 1_000_000L;
         List<ConsumerRecord<byte[], byte[]>> records = new ArrayList<>();
