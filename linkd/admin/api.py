@@ -39,8 +39,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..link.manager import AdminError, LinkManager
+from ..link.errors import DomainError
+from ..link.manager import LinkManager
 from ..link.verify import DEFAULT_STEP_BYTES
+from .errors import AdminError, status_for
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,8 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
                 return await fn(request)
             except AdminError as exc:
                 return _error(exc.status, exc.message)
+            except DomainError as exc:
+                return _error(status_for(exc), exc.message)
             except Exception as exc:
                 log.exception("admin API %s %s failed", request.method, request.url.path)
                 return _error(500, f"internal error in linkd ({type(exc).__name__}: {exc}); see the daemon log")
@@ -248,7 +252,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
             return JSONResponse({"data": await _verify(body, link_name)})
         topics = _str_list(body, "mirror_topic_names")
         if link_name != "-":
-            manager._link(link_name)
+            manager.link(link_name)
             wrong = [t for t in topics if t in manager.mirrors and manager.mirrors[t].link != link_name]
             if wrong:
                 raise AdminError(400, 0, f"mirror topic(s) {', '.join(wrong)} are not on link '{link_name}'")

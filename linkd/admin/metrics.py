@@ -16,6 +16,8 @@ from .. import __version__
 from ..link.states import LinkState, MirrorState
 from ..link.tasks import TaskState, link_tasks
 
+REPORTED_STATES = list(dict.fromkeys(s.reported for s in MirrorState))  # FINALIZING reads as PENDING_STOPPED
+
 
 class DaemonCollector:
     def __init__(self, daemon) -> None:
@@ -55,8 +57,8 @@ class DaemonCollector:
             for p, plog in enumerate(topic.logs):
                 leo.add_metric([topic.name, str(p)], plog.log_end_offset)
         for name, mirror in mirrors.items():
-            for s in MirrorState:
-                state.add_metric([name, mirror.link, s.value], 1.0 if mirror.state == s else 0.0)
+            for s in REPORTED_STATES:
+                state.add_metric([name, mirror.link, s], 1.0 if mirror.state.reported == s else 0.0)
             if mirror.state == MirrorState.STOPPED:
                 continue  # no longer a mirror: nothing to lag behind
             for p in manager.partition_lags(mirror):

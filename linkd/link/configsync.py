@@ -33,7 +33,7 @@ from .. import topicconfig
 from ..topicconfig import InvalidTopicConfig
 from ..topics import TopicError
 from .client import SourceProtocolError, SourceUnavailable, source_error
-from .states import LinkState, MirrorState
+from .states import SYNCED_STATES, LinkState
 from .tasks import error_code_of, error_message_of, judge, now_ms, report
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ RESOURCE_TOPIC = 2
 KEEP_EVERYTHING = {"retention.ms": "-1", "retention.bytes": "-1"}
 # Synced: the mirror still follows its source. Stopped mirrors are the operator's; failed ones keep what
 # they had (the source may be the reason they failed).
-SYNCED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED})
 
 
 class ConfigsUnsupported(SourceProtocolError):

@@ -210,6 +210,7 @@ class Fetcher:
         if isinstance(action, Append):
             return AppendJob(mirror, core, plog, action.slice)
         await self._apply(mirror, progress, plog, action)
+        rt.transitions.progressed(mirror)
         return None
 
     async def _apply(self, mirror: Mirror, progress: PartitionProgress, plog, action) -> None:
@@ -275,6 +276,7 @@ class Fetcher:
                     rt.fetched_bytes += len(job.slice.data)
                     rt.appended_batches += len(job.slice.batches)
                     job.core.appended(job.plog, now_ms())
+                    rt.transitions.progressed(mirror)
             if refused:
                 self._refused = "; ".join(refused)
             rt.notify()

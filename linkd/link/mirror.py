@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..controlstore import ControlStore
-from .states import MirrorError, MirrorEvent, MirrorState, next_state
+from .states import FETCHING_STATES, MirrorError, MirrorEvent, MirrorState, next_state
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mirrors (
@@ -125,11 +125,11 @@ class Mirror:
     @property
     def finalizing(self) -> bool:
         """Promotion or failover has committed to stopping; only finishing steps remain."""
-        return bool(self.stop_info) and self.stop_info.get("phase") == "finalizing"
+        return self.state is MirrorState.FINALIZING
 
     @property
     def fetching(self) -> bool:
-        return not self.deleted and self.state in (MirrorState.ACTIVE, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED) and not self.finalizing
+        return not self.deleted and self.state in FETCHING_STATES
 
     def set_stop_info(self, store: MirrorStore, info: dict) -> None:
         store.save_stop_info(self.topic, info)
@@ -144,16 +144,20 @@ class MirrorStore:
     def load(self) -> list[Mirror]:
         out = []
         for row in self._store.query("SELECT * FROM mirrors ORDER BY topic"):
+            stop_info = json.loads(row["stop_info"]) if row["stop_info"] else None
+            state = MirrorState(row["state"])
+            if stop_info and stop_info.get("phase") == "finalizing" and state is not MirrorState.STOPPED:
+                state = MirrorState.FINALIZING  # written before FINALIZING was a state of its own
             out.append(
                 Mirror(
                     topic=row["topic"],
                     link=row["link"],
                     source_topic=row["source_topic"],
                     source_topic_id=row["source_topic_id"],
-                    state=MirrorState(row["state"]),
+                    state=state,
                     error=MirrorError(row["error"]),
                     error_message=row["error_message"],
-                    stop_info=json.loads(row["stop_info"]) if row["stop_info"] else None,
+                    stop_info=stop_info,
                     state_time_ms=row["updated_ms"],
                 )
             )

@@ -27,10 +27,11 @@ from .assignment import Assigned, NoLocalTopic, SourceDenied, SourceMissing, pla
 from .client import SourceUnavailable
 from .config import LinkSettings
 from .fetcher import Backoff, Fetcher, now_ms
-from .mirror import Mirror, MirrorStore, PartitionProgress
+from .mirror import Mirror, PartitionProgress
 from .partition import Fail, fetch_position
 from .source import SourceCluster
-from .states import InvalidTransition, LinkState, MirrorError, MirrorEvent
+from .states import InvalidTransition, LinkEvent, LinkState, MirrorError, MirrorEvent, next_link_state
+from .transitions import MirrorTransitions
 
 __all__ = ["LinkRuntime", "fetch_position", "now_ms"]
 
@@ -43,18 +44,17 @@ class LinkRuntime:
         name: str,
         settings: LinkSettings,
         mirrors: Callable[[], list[Mirror]],
-        mirror_store: MirrorStore,
+        transitions: MirrorTransitions,
         topics,
         notify: Callable[[], None],
-        on_mirror_change: Callable[[Mirror], None],
     ) -> None:
         self.name = name
         self.settings = settings
         self.mirrors = mirrors
-        self.store = mirror_store
+        self.transitions = transitions
+        self.store = transitions.store
         self.topics = topics
         self.notify = notify
-        self._on_mirror_change = on_mirror_change
         self.source = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=settings.request_timeout_ms / 1000, security=settings.security)
         self.state = LinkState.PAUSED if settings.paused else LinkState.ACTIVE
         self.state_message: str | None = None
@@ -87,18 +87,23 @@ class LinkRuntime:
     def refresh_now(self) -> None:
         self._refresh.set()
 
+    def set_paused(self, paused: bool) -> None:
+        self.state = next_link_state(self.state, LinkEvent.PAUSE if paused else LinkEvent.RESUME)
+
+    def lock(self, reason: str, link_error: str) -> None:
+        """The link's secrets cannot be read here: it never runs (FAILED, with the reason)."""
+        self.state, self.state_message, self.link_error = next_link_state(self.state, LinkEvent.LOCK), reason, link_error
+
     def backoff(self) -> Backoff:
         return Backoff(self.settings.retry_backoff_ms, self.settings.retry_backoff_max_ms)
 
     def transition(self, mirror: Mirror, event: MirrorEvent, error: MirrorError | None = None, message: str | None = None) -> None:
-        before = mirror.state
+        """What the link observed, as a mirror event; one the mirror's state does not take (a source lost
+        while it is paused or finalizing) changes nothing."""
         try:
-            self.store.transition(mirror, event, error, message)
+            self.transitions.apply(mirror, event, error, message)
         except InvalidTransition:
             return
-        if mirror.state != before:
-            log.info("mirror %s: %s -> %s%s", mirror.topic, before.value, mirror.state.value, f" ({message})" if message else "")
-            self._on_mirror_change(mirror)
 
     def fail(self, mirror: Mirror, error: MirrorError, message: str) -> None:
         log.error("mirror %s failed: %s: %s", mirror.topic, error.value, message)
@@ -126,11 +131,13 @@ class LinkRuntime:
                             self._refreshing = False
                         backoff.reset()
                         if self.state == LinkState.UNAVAILABLE:
-                            self.state, self.state_message = LinkState.ACTIVE, None
+                            self.state_message = None
+                        self.state = next_link_state(self.state, LinkEvent.SOURCE_BACK)
                         self.link_error = "NO_ERROR"
                     except SourceUnavailable as exc:
-                        if self.state != LinkState.PAUSED:
-                            self.state, self.state_message = LinkState.UNAVAILABLE, str(exc)
+                        self.state = next_link_state(self.state, LinkEvent.SOURCE_LOST)
+                        if self.state == LinkState.UNAVAILABLE:
+                            self.state_message = str(exc)
                         self.link_error = getattr(exc, "link_error", "SOURCE_UNAVAILABLE")
                         for mirror in self.mirrors():
                             if mirror.fetching:

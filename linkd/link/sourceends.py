@@ -21,7 +21,7 @@ from .client import SourceProtocolError, SourceUnavailable
 from .fetcher import now_ms
 from .mirror import Mirror, PartitionProgress
 from .partition import fetch_position
-from .states import MirrorState
+from .states import WATCHED_STATES
 from .wire import fetch_partition, fetch_request, list_offsets_request, read_fetch, read_list_offsets
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 PROBE_WAIT_MS = 100  # how long a probe Fetch past the high watermark may wait for data (Kafka: it waits this long)
 SERVED_PAST_MAX_ROUNDS = 16  # Fetches spent walking past a source's high watermark to what it serves
 SOURCE_END_REFRESH_MAX_MS = 5000  # the source end of a partition not being fetched is read this often, at least
-WATCHED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED})
 
 
 async def read_source_offsets(rt: LinkRuntime, mirrors: list[Mirror], timestamp: int = -1) -> dict[tuple[str, int], int]:
@@ -132,7 +131,7 @@ async def watch_source_ends(rt: LinkRuntime) -> None:
         stale_before = now_ms() - int(refresh_interval_s(rt) * 1000)
         stale = [
             m for m in rt.mirrors()
-            if not m.deleted and not m.finalizing and m.state in WATCHED_STATES
+            if not m.deleted and m.state in WATCHED_STATES
             and any(p.source_end_seen_ms < stale_before for p in m.partitions)
         ]
         if not stale:
