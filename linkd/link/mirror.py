@@ -75,6 +75,11 @@ class PartitionProgress:
     # longer holds, until the first batch beyond it is appended. -1: the log end.
     skip_to: int = -1
     inflight_end: int = -1  # next offset once the append running in a worker thread lands
+    # The timestamp (ms) of the oldest source record known not to be mirrored yet: the first record of the
+    # first batch past the log end that a fetch has shown (-1: none known). ``next_unmirrored_ts``: the
+    # same for the batch after the append in flight, when the answer showed its header.
+    unmirrored_ts: int = -1
+    next_unmirrored_ts: int = -1
 
 
     def source_end(self) -> int:
@@ -98,11 +103,17 @@ def partition_lag(progress: PartitionProgress, position: int, fresh: bool) -> in
 
 
 def lag_seconds(progress: PartitionProgress, lag: int | None, now_ms: int) -> float | None:
-    """How long the mirror has been behind: 0 when caught up, else the time since a reading last showed it
-    at the source's end (at least the age of the oldest record it lacks); with the lag unknown (source
-    unreachable), the time since the last successful fetch. None when neither happened since start."""
+    """The age of the oldest source record the mirror does not hold yet, in seconds: 0 when caught up.
+
+    Exact when a fetch has shown that record's batch (``unmirrored_ts``: the batch's first timestamp, or
+    its append time for LogAppendTime topics). Otherwise, behind, an upper bound: the time since a reading
+    last showed the mirror at the source's end (every record it lacks was written after that). With the
+    lag unknown (source unreachable), the time since the last successful fetch. None when none of these
+    is known since this process started."""
     if lag == 0:
         return 0.0
+    if lag is not None and progress.unmirrored_ts >= 0:
+        return max(now_ms - progress.unmirrored_ts, 0) / 1000
     since = progress.caught_up_ms if lag is not None else progress.last_fetch_ms
     return max(now_ms - since, 0) / 1000 if since else None
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from protocol.errors import CorruptBatch, ErrorCode
-from protocol.records import BatchSlice, RecordBatch, split_batches
+from protocol.records import ATTR_TIMESTAMP_LOG_APPEND, BatchSlice, RecordBatch, split_batches
 
 from .mirror import PartitionProgress
 from .states import MirrorError
@@ -120,6 +120,21 @@ Action = Append | CaughtUp | TruncateTo | CheckRange | SkipTo | Fail | Revalidat
 SKIP_REASON = "source log start moved past the mirror (retention or DeleteRecords)"
 
 
+def first_timestamp(batch: RecordBatch) -> int:
+    """When the batch's first record was written: its append time for LogAppendTime, else its create time."""
+    return batch.max_timestamp if batch.attributes & ATTR_TIMESTAMP_LOG_APPEND else batch.base_timestamp
+
+
+def partial_first_timestamp(rest: memoryview) -> int:
+    """The first timestamp of a partial batch at the start of ``rest`` (what a size limit left of the next
+    batch), when its header got that far (-1 otherwise)."""
+    if len(rest) < 43:  # attributes at 21, baseTimestamp at 27, maxTimestamp at 35
+        return -1
+    attributes = int.from_bytes(rest[21:23], "big")
+    at = 35 if attributes & ATTR_TIMESTAMP_LOG_APPEND else 27
+    return int.from_bytes(rest[at : at + 8], "big", signed=True)
+
+
 def fetch_position(progress: PartitionProgress, log: LogView) -> int:
     """The next offset to fetch: the log end, past it after a skip, or where the append in flight ends."""
     return max(log.log_end_offset, progress.skip_to, progress.inflight_end)
@@ -177,6 +192,8 @@ class PartitionCore:
         records = answer.records
         if not records:
             p.last_source_fetch_offset = position
+            if position >= p.source_high_watermark:
+                p.unmirrored_ts = -1  # nothing the source holds is missing here
             return CaughtUp()
         try:
             split = split_batches(records)
@@ -198,6 +215,8 @@ class PartitionCore:
         sliced = split.tail(records, first)
         p.inflight_end = sliced.next_offset
         p.max_bytes = self.fetch_max_bytes
+        p.unmirrored_ts = first_timestamp(sliced.batches[0])
+        p.next_unmirrored_ts = partial_first_timestamp(memoryview(records)[split.consumed :])
         return Append(sliced)
 
     def on_range(self, earliest: int, latest: int, log: LogView) -> SkipTo | Revalidate | FetchAgain:
@@ -227,6 +246,10 @@ class PartitionCore:
         p.last_source_fetch_offset = log.log_end_offset
         if log.log_end_offset >= p.source_high_watermark:
             p.caught_up_ms = now_ms
+            p.unmirrored_ts = -1
+        else:
+            p.unmirrored_ts = p.next_unmirrored_ts  # the batch after it, if the answer showed its header
+        p.next_unmirrored_ts = -1
         p.skip_to = -1
 
     def append_ended(self) -> None:

@@ -204,3 +204,39 @@ def test_the_slice_is_the_split_tail_of_the_blob():
     split = split_batches(blob)
     tail = split.tail(blob, 1)
     assert [b.base_offset for b in tail.batches] == [1, 3] and bytes(tail.data) == blob[len(batch(0)) :]
+
+
+def _timed(base: int, count: int, ts: int) -> bytes:
+    from protocol.records import BatchSpec, NewRecord, build_batch
+
+    return build_batch(BatchSpec(base_offset=base, records=[NewRecord(b"x", timestamp=ts + i) for i in range(count)]))
+
+
+def test_lag_seconds_is_the_age_of_the_oldest_record_not_yet_mirrored(plog):
+    from linkd.link.mirror import lag_seconds, partition_lag
+
+    c = core()
+    first, second = _timed(0, 2, 10_000), _timed(2, 2, 20_000)
+    # A size limit let the first batch in whole and the second's header only.
+    action = c.on_answer(answer(first + second[:50], hw=4), plog, 30_000)
+    assert isinstance(action, Append)
+    assert lag_seconds(c.progress, 4, 30_000) == 20.0  # offset 0, written at 10 s, is not mirrored yet
+    plog.append_mirrored(action.slice)
+    c.appended(plog, 31_000)
+    c.append_ended()
+    lag = partition_lag(c.progress, fetch_position(c.progress, plog), True)
+    assert lag == 2 and lag_seconds(c.progress, lag, 31_000) == 11.0  # offset 2, written at 20 s
+    c.on_answer(answer(second, hw=4), plog, 32_000)
+    plog.append_mirrored(split_batches(second).tail(second, 0))
+    c.appended(plog, 33_000)
+    assert lag_seconds(c.progress, 0, 33_000) == 0.0 and c.progress.unmirrored_ts == -1
+
+
+def test_lag_seconds_without_a_known_record_is_bounded_by_the_last_caught_up_time(plog):
+    from linkd.link.mirror import lag_seconds
+
+    c = core()
+    c.on_answer(answer(b"", hw=0), plog, 5_000)  # caught up at 5 s
+    assert lag_seconds(c.progress, 3, 9_000) == 4.0  # behind since, by at most 4 s; no record seen yet
+    assert lag_seconds(c.progress, None, 9_000) == 4.0  # source unreachable: since the last fetch
+    assert lag_seconds(core().progress, 3, 9_000) is None  # nothing known since start

@@ -53,6 +53,7 @@ class PartitionMachine(RuleBasedStateMachine):
         self.dir = tempfile.mkdtemp(prefix="linkd-core-")
         self.plog = PartitionLog.open(Path(self.dir) / "m-0", LogConfig(), "m", 0)
         self.source = ModelSource()
+        self.source_topic_id = TOPIC_ID
         self.epochs = epochs  # the source answers OffsetForLeaderEpoch (Apache Kafka) or not (Tansu)
         self.mirror = Mirror("m", "l", "s", str(TOPIC_ID), MirrorState.ACTIVE)
         self.core: PartitionCore | None = None
@@ -68,8 +69,13 @@ class PartitionMachine(RuleBasedStateMachine):
     # -- the fetcher's part, carried out here without I/O ---------------------------------------
 
     def _refresh_metadata(self) -> None:
-        st_ = SourceTopic("s", TOPIC_ID, ErrorCode.NONE, {0: SourcePartition(0, 1, self.source.epoch, ErrorCode.NONE)})
+        st_ = SourceTopic("s", self.source_topic_id, ErrorCode.NONE, {0: SourcePartition(0, 1, self.source.epoch, ErrorCode.NONE)})
         decided = plan(self.mirror, st_, 1, self.plog.log_end_offset > 0, 1 << 20)
+        if self.source_topic_id != TOPIC_ID:
+            # Another log under the same name: never mixed with the one the mirror holds.
+            assert isinstance(decided, Fail) and decided.error == MirrorError.UNEXPECTED_TRUNCATION
+            self.failed = decided
+            return
         assert isinstance(decided, Assigned) and [p.partition for _b, p in decided.leaders] == [0]
         self.core = PartitionCore(self.mirror.partitions[0], 1 << 20)
 
@@ -114,7 +120,7 @@ class PartitionMachine(RuleBasedStateMachine):
 
     def _step(self, max_batches: int = 100, partial: bool = False):
         """One round for the partition: refresh, validate or fetch, as the fetcher would."""
-        if self.core is None:
+        if self.core is None or (self.source_topic_id != TOPIC_ID and self.core.progress.validated is False):
             self._refresh_metadata()
             return None
         if not self.core.progress.validated:
@@ -127,6 +133,7 @@ class PartitionMachine(RuleBasedStateMachine):
             action = self.core.on_range(self.source.start, self.source.end, self.plog)
         if isinstance(action, RefreshMetadata):
             self._refresh_metadata()
+            return action
         self._apply(action)
         return action
 
@@ -142,10 +149,14 @@ class PartitionMachine(RuleBasedStateMachine):
         self.leader_changed = True
 
     @rule(data=st.data())
-    @precondition(lambda self: len(self.source.batches) > 0)
+    @precondition(lambda self: len(self.source.batches) > 0 and (self.epochs or self.plog.log_end_offset > 0))
     def unclean_election(self, data) -> None:
         self.source.unclean_truncate(data.draw(st.integers(0, len(self.source.batches) - 1)))
         self.leader_changed = True
+        if not self.epochs:
+            # Without leader epochs a source that lost data is only recognisable as another log (Tansu
+            # restarting empty comes back with a new topic id); its offsets alone cannot tell.
+            self.source_topic_id = uuid.uuid4()
 
     @rule(data=st.data())
     @precondition(lambda self: len(self.source.batches) > 0)
@@ -156,6 +167,8 @@ class PartitionMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.failed is None)
     def fetch(self, max_batches: int, partial: bool) -> None:
         action = self._step(max_batches, partial)
+        if self.failed is not None:
+            return
         assert action is None or isinstance(action, Append | CaughtUp | SkipTo | Fail | Revalidate | RefreshMetadata | FetchAgain | TruncateTo)
 
     @rule(code=st.sampled_from([ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.TOPIC_AUTHORIZATION_FAILED, ErrorCode.UNKNOWN_SERVER_ERROR]))
