@@ -58,11 +58,11 @@ TASK_NAME = "AutoCreateMirror"
 
 
 class AutoCreate:
-    def __init__(self, runtime, mirrors, topics, create_mirror: Callable[[str, str, str], Awaitable[dict]]) -> None:
+    def __init__(self, runtime, mirrors, topics, create_mirror: Callable[[str, str, str], Awaitable[str]]) -> None:
         self._runtime = runtime
         self._mirrors = mirrors  # () -> list[Mirror] of this link
         self._topics = topics
-        self._create_mirror = create_mirror  # (mirror topic, link, source topic) -> described mirror
+        self._create_mirror = create_mirror  # (mirror topic, link, source topic) -> its name
         settings = runtime.settings
         self.filter = GroupFilter.parse(settings.auto_create_filters, key="topicFilters")
         self.prefix = settings.prefix
@@ -126,7 +126,7 @@ class AutoCreate:
         self.status.last_run_ms = now_ms()
         self.status.runs += 1
         if errors:
-            self.status.failed(code, "; ".join(errors))
+            self.status.failed(code if code is not None else 0, "; ".join(errors))
         else:
             self.status.last_error = self.status.last_error_code = None
         return created

@@ -115,11 +115,11 @@ def mirrored_configs(current: dict[str, str], source: dict[str, str], names: fro
         for key, value in KEEP_EVERYTHING.items():
             reported.setdefault(key, value)
     for name in sorted(names - (overrides & topicconfig.CONFIGURABLE)):  # always-synced names have no overrides
-        value = reported.get(name)
-        if value is None:
+        given = reported.get(name)
+        if given is None:
             continue
         try:
-            value = topicconfig.check_value(name, value)
+            value = topicconfig.check_value(name, given)
         except InvalidTopicConfig as exc:
             log.warning("source value of %s not usable here, kept %s: %s", name, topicconfig.effective(out, name), exc)
             continue

@@ -59,6 +59,7 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
+    from ..storage import PartitionLog
     from .runtime import LinkRuntime
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class AppendsRefused(Exception):
 class AppendJob:
     mirror: Mirror
     core: PartitionCore
-    plog: object  # PartitionLog
+    plog: PartitionLog
     slice: BatchSlice
 
 
@@ -363,7 +364,7 @@ def _append_all(jobs: list[AppendJob]) -> list:
     outcomes: list = []
     for job in jobs:
         try:
-            job.plog.append_mirrored(job.slice)  # type: ignore[attr-defined]
+            job.plog.append_mirrored(job.slice)
             outcomes.append(None)
         except Exception as exc:  # reported per job by the caller; never lost with the worker thread
             outcomes.append(exc)

@@ -25,9 +25,8 @@ from .config import DEFAULTS, SENSITIVE_KEYS, LinkConfigError, LinkSettings, is_
 from .configsync import ConfigsUnsupported, ConfigSync, describe_source_configs, mirrored_configs
 from .errors import DomainError, ErrorKind
 from .loss import lost_offsets, reconciled
-from .mirror import Mirror, MirrorStore, PartitionProgress, lag_seconds, partition_lag
+from .mirror import Mirror, MirrorStore, PartitionProgress
 from .offsetsync import OffsetSync
-from .partition import fetch_position
 from .promotion import DEFAULT_PROMOTE_TIMEOUT_S, Promotions
 from .runtime import LinkRuntime, now_ms
 from .secrets import (
@@ -43,6 +42,7 @@ from .secrets import (
 from .security import redact
 from .source import SourceCluster
 from .states import InvalidTransition, MirrorEvent, MirrorState
+from .status import FetchStatistics, LinkStatus, PartitionStatus, partition_status
 from .tasks import link_tasks
 from .transitions import MirrorTransitions
 from .verify import DEFAULT_STEP_BYTES, fetch_source_batches, verify_step
@@ -111,16 +111,16 @@ class LinkManager:
                 self.mirror_store.delete(mirror.topic)
                 continue
             mirror.partitions = [PartitionProgress(p) for p in range(len(topic.logs))]
-            for partition, row in self.mirror_store.source_ends(mirror.topic).items():
+            for partition, end in self.mirror_store.source_ends(mirror.topic).items():
                 if partition < len(mirror.partitions):
-                    mirror.partitions[partition].persisted_end = mirror.partitions[partition].checkpointed = row
+                    mirror.partitions[partition].persisted_end = mirror.partitions[partition].checkpointed = end
             self.mirrors[mirror.topic] = mirror
             self.transitions.sync_role(mirror)
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             for mirror in list(self.mirrors.values()):
                 if mirror.finalizing:
-                    log.info("mirror %s: completing %s interrupted by a restart", mirror.topic, mirror.stop_info.get("kind"))
+                    log.info("mirror %s: completing %s interrupted by a restart", mirror.topic, (mirror.stop_info or {}).get("kind"))
                     self.promotions.finalize(mirror)
                 elif mirror.state == MirrorState.PENDING_STOPPED:
                     self.transitions.apply(mirror, MirrorEvent.PROMOTE_ABORT)
@@ -193,7 +193,7 @@ class LinkManager:
                 continue
             info["reconciled"] = {"recorded_ms": now_ms(), **found}
             mirror.set_stop_info(self.mirror_store, info)
-            lost = sum(x["offsets"] for x in lost_offsets(info))
+            lost = sum(x["offsets"] for x in lost_offsets(info) or [])
             log.info("mirror %s: the source is reachable again after the failover; %d offsets it holds past the stop offsets were never mirrored", mirror.topic, lost)
 
     async def _run_link(self, entry: LinkEntry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -270,7 +270,7 @@ class LinkManager:
 
     # -- links ----------------------------------------------------------------------------------
 
-    async def create_link(self, name: str, config: dict[str, str], validate_link: bool = True) -> dict:
+    async def create_link(self, name: str, config: dict[str, str], validate_link: bool = True) -> None:
         if not name or not set(name) <= _LINK_NAME_OK or len(name) > 249:
             raise DomainError(ErrorKind.INVALID, ErrorCode.INVALID_REQUEST, f"invalid link name {name!r}: use letters, digits, '.', '_' and '-'")
         if name in self.links:
@@ -300,7 +300,7 @@ class LinkManager:
         if self.nursery is not None:
             await self.nursery.start(self._run_link, entry)
         log.info("created link %s to %s", name, merged["bootstrap.servers"])
-        return self.describe_link(name)
+        return None
 
     def link_configs(self, name: str) -> list[dict]:
         """Every link config with its value and whether it was set (REST v3 ``configs`` shape)."""
@@ -311,7 +311,7 @@ class LinkManager:
             for k, v in sorted(merged.items())
         ]
 
-    async def update_link(self, name: str, set_configs: dict[str, str], delete_configs: list[str], validate_only: bool = False) -> dict:
+    async def update_link(self, name: str, set_configs: dict[str, str], delete_configs: list[str], validate_only: bool = False) -> None:
         """Change a link's configs, validated as at create, applied to the running link without a restart:
         fetching uses the new settings from its next round, the periodic syncs restart with theirs."""
         entry = self.link(name)
@@ -331,7 +331,7 @@ class LinkManager:
         except (LinkConfigError, SecretsKeyError) as exc:
             raise DomainError(ErrorKind.INVALID, ErrorCode.INVALID_CONFIG, str(exc)) from exc
         if validate_only or config == entry.config:
-            return self.describe_link(name)
+            return None
         with self._store.transaction() as db:
             db.execute("UPDATE links SET config = ? WHERE name = ?", (json.dumps(stored), name))
         before = entry.settings
@@ -360,7 +360,7 @@ class LinkManager:
         runtime.wake()
         changed = sorted(set(set_configs) | set(delete_configs))
         log.info("link %s: configs %s changed, applied to the running link", name, ", ".join(changed))
-        return self.describe_link(name)
+        return None
 
     def link(self, name: str) -> LinkEntry:
         entry = self.links.get(name)
@@ -368,30 +368,26 @@ class LinkManager:
             raise DomainError(ErrorKind.NOT_FOUND, ErrorCode.INVALID_REQUEST, f"link '{name}' does not exist")
         return entry
 
-    def describe_link(self, name: str) -> dict:
+    def link_status(self, name: str) -> LinkStatus:
         entry = self.link(name)
         rt = entry.runtime
-        mirrors = [m.topic for m in self.mirrors.values() if m.link == name]
-        return {
-            "link_name": name,
-            "link_id": entry.link_id,
-            "source_cluster_id": rt.source.cluster_id,
-            "bootstrap_servers": entry.config.get("bootstrap.servers"),
-            "link_state": rt.state.value,
-            "link_error": rt.link_error,
-            "link_error_message": rt.state_message,
-            "topic_names": sorted(mirrors),
-            # Secrets by the schema's list (Kafka's password-type keys), shown as [hidden], never by name guessing.
-            "configs": [{"name": k, "value": v, "sensitive": k in SENSITIVE_KEYS} for k, v in sorted(redact({**DEFAULTS, **entry.config}).items())],
-            "statistics": {"fetch_requests": rt.fetch_requests, "incremental_fetch_requests": rt.incremental_fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
-            "consumer_offset_sync": entry.offset_sync.status.as_dict(),
-            "topic_config_sync": entry.config_sync.status.as_dict(),
-            "auto_create": entry.auto_create.status.as_dict(),
-            "tasks": link_tasks(entry),
-        }
-
-    def list_links(self) -> list[dict]:
-        return [self.describe_link(n) for n in sorted(self.links)]
+        return LinkStatus(
+            name=name,
+            link_id=entry.link_id,
+            source_cluster_id=rt.source.cluster_id,
+            bootstrap_servers=entry.config.get("bootstrap.servers"),
+            state=rt.state.value,
+            error=rt.link_error,
+            error_message=rt.state_message,
+            topic_names=sorted(m.topic for m in self.mirrors.values() if m.link == name),
+            # Secrets by the schema's marks (Kafka's password-type keys), shown as [hidden], never by name guessing.
+            configs=[(k, v, k in SENSITIVE_KEYS) for k, v in sorted(redact({**DEFAULTS, **entry.config}).items())],
+            statistics=FetchStatistics(rt.fetch_requests, rt.incremental_fetch_requests, rt.fetched_bytes, rt.appended_batches),
+            consumer_offset_sync=entry.offset_sync.status.as_dict(),
+            topic_config_sync=entry.config_sync.status.as_dict(),
+            auto_create=entry.auto_create.status.as_dict(),
+            tasks=link_tasks(entry),
+        )
 
     async def delete_link(self, name: str, force: bool = False) -> list[dict]:
         """Delete a link. Its mirrors must be stopped first; ``force`` fails over those that are not (the
@@ -421,8 +417,8 @@ class LinkManager:
 
     # -- mirrors --------------------------------------------------------------------------------
 
-    async def create_mirror(self, topic: str | None, link: str, source_topic: str | None = None) -> dict:
-        """Mirror ``source_topic`` as ``topic``. On a link with ``cluster.link.prefix`` the mirror is named
+    async def create_mirror(self, topic: str | None, link: str, source_topic: str | None = None) -> str:
+        """Mirror ``source_topic`` as ``topic``; returns the mirror topic's name. On a link with ``cluster.link.prefix`` the mirror is named
         prefix + source name: the source topic must be given, the mirror name may be left out."""
         entry = self.link(link)
         if entry.locked is not None:
@@ -478,7 +474,7 @@ class LinkManager:
         # The mirror's own epoch starts at the source's so advertised epochs never go backwards (Invariant 4).
         epoch = max((p.leader_epoch for p in st.partitions.values()), default=0)
         try:
-            await self.topics.create_async(topic, partitions, configs, kind="mirror", leader_epoch=max(epoch, 0))
+            await self.topics.create_async(topic, partitions, dict[str, str | None](configs), kind="mirror", leader_epoch=max(epoch, 0))
         except TopicError as exc:
             raise DomainError(ErrorKind.INVALID, exc.error_code, f"cannot create mirror topic '{topic}' with the source's configs {configs}: {exc.message}") from exc
         entry.config_sync.remember(topic, source_configs[source_topic])
@@ -492,7 +488,7 @@ class LinkManager:
         self.mirrors[topic] = mirror
         entry.runtime.add_mirror(mirror, st)
         log.info("created mirror %s of %s over link %s (%d partitions)", topic, source_topic, link, partitions)
-        return self.describe_mirror(topic)
+        return topic
 
     def mirror(self, topic: str) -> Mirror:
         mirror = self.mirrors.get(topic)
@@ -500,58 +496,24 @@ class LinkManager:
             raise DomainError(ErrorKind.NOT_FOUND, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' does not exist")
         return mirror
 
-    def partition_lags(self, mirror: Mirror) -> list[dict]:
+    def partition_status(self, mirror: Mirror) -> list[PartitionStatus]:
         """Per partition: where the mirror ends, the source's end as last seen, and the lag (None when
-        unknown). describe, list, the promote/failover answers and /metrics all read this."""
+        unknown). describe, list, the promote/failover answers and /metrics all read these."""
         local = self.topics.get(mirror.topic)
         entry = self.links.get(mirror.link)
         now = now_ms()
-        out = []
-        for progress in mirror.partitions:
-            plog = local.logs[progress.partition] if local and progress.partition < len(local.logs) else None
-            # After a skipped gap the link fetches past the log end; lag counts from where it fetches.
-            fresh = entry is not None and entry.runtime.lag_known(progress)
-            lag = partition_lag(progress, fetch_position(progress, plog), fresh) if plog else None
-            out.append(
-                {
-                    "partition": progress.partition,
-                    "mirror_log_end_offset": plog.log_end_offset if plog else -1,
-                    "last_source_fetch_offset": progress.last_source_fetch_offset,
-                    "source_high_watermark": progress.source_high_watermark if progress.source_end_seen_ms else -1,
-                    "lag": lag,
-                    "lag_seconds": lag_seconds(progress, lag, now),
-                    "last_fetch_time_ms": progress.last_fetch_ms or None,
-                    "source_end_seen_ms": progress.source_end_seen_ms or None,
-                }
+        return [
+            partition_status(
+                progress,
+                local.logs[progress.partition] if local and progress.partition < len(local.logs) else None,
+                entry is not None and entry.runtime.lag_known(progress),
+                now,
             )
-        return out
+            for progress in mirror.partitions
+        ]
 
-    def describe_mirror(self, topic: str) -> dict:
-        mirror = self.mirror(topic)
-        partitions = self.partition_lags(mirror)
-        lags = [p["lag"] for p in partitions]
-        local = self.topics.get(mirror.topic)
-        for p in partitions:
-            # How far the log cleaner compacted this mirror's log: below it the bytes are no longer the
-            # source's (keys' older values and tombstones removed); None when it was never cleaned.
-            plog = local.logs[p["partition"]] if local and p["partition"] < len(local.logs) else None
-            p["cleaned_up_to"] = plog.statistics().cleaned_up_to if plog else None
-        return {
-            "mirror_topic_name": mirror.topic,
-            "link_name": mirror.link,
-            "source_topic_name": mirror.source_topic,
-            "mirror_status": mirror.state.reported,
-            "mirror_topic_error": mirror.error.value,
-            "mirror_topic_error_message": mirror.error_message,
-            "state_time_ms": mirror.state_time_ms,
-            "num_partitions": len(partitions),
-            "max_per_partition_mirror_lag": None if None in lags else max(lags, default=0),
-            "mirror_lags": partitions,
-            "partitions": partitions,  # the old name, kept for one release
-            "gaps": self.mirror_store.gaps(topic),
-            "stop_info": {k: v for k, v in (mirror.stop_info or {}).items() if k not in ("phase", "reconciled")} or None,
-            "lost_offsets": lost_offsets(mirror.stop_info),
-        }
+    def mirror_gaps(self, topic: str) -> list[dict]:
+        return self.mirror_store.gaps(topic)
 
     def lost_range(self, topic: str, partition: int) -> tuple[int, int]:
         """[from, to) of ``partition``'s lost offsets; refuses when they are not known yet."""
@@ -615,10 +577,11 @@ class LinkManager:
             raise DomainError(ErrorKind.UNAVAILABLE, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot verify '{topic}' partition {partition}: the source of link '{mirror.link}' did not answer: {exc or 'timed out'}") from exc
         return {"mirror_topic_name": topic, "from_offset": start, **step}
 
-    def list_mirrors(self, link: str | None = None) -> list[dict]:
+    def mirrors_of(self, link: str | None = None) -> list[Mirror]:
+        """The mirrors of ``link`` (every mirror when None), by name; refuses a link that does not exist."""
         if link is not None:
             self.link(link)
-        return [self.describe_mirror(t) for t, m in sorted(self.mirrors.items()) if link is None or m.link == link]
+        return [m for _t, m in sorted(self.mirrors.items()) if link is None or m.link == link]
 
     def on_topic_deleted(self, name: str) -> None:
         """A client deleted a mirror topic: forget the mirror too, and tell its link to stop fetching it."""
@@ -646,7 +609,7 @@ class LinkManager:
             except DomainError as exc:
                 results.append(self._result(topic, exc.error_code, exc.message))
             except InvalidTransition as exc:
-                results.append(self._result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=exc.state.reported))
+                results.append(self._result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.reported))
         return results
 
     def pause(self, topics: list[str]) -> list[dict]:
@@ -656,9 +619,10 @@ class LinkManager:
         return self._simple(topics, MirrorEvent.RESUME)
 
     def lags(self, mirror: Mirror) -> list[dict]:
+        """The per-partition lags in a command's answer (promote, failover)."""
         return [
-            {"partition": p["partition"], "lag": p["lag"], "mirror_log_end_offset": p["mirror_log_end_offset"], "last_source_offset": p["source_high_watermark"], "last_fetch_time_ms": p["last_fetch_time_ms"]}
-            for p in self.partition_lags(mirror)
+            {"partition": p.partition, "lag": p.lag, "mirror_log_end_offset": p.mirror_log_end_offset, "last_source_offset": p.source_high_watermark, "last_fetch_time_ms": p.last_fetch_time_ms}
+            for p in self.partition_status(mirror)
         ]
 
     async def promote(self, topics: list[str], timeout_s: float = DEFAULT_PROMOTE_TIMEOUT_S) -> list[dict]:

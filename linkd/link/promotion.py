@@ -227,6 +227,7 @@ class Promotions:
     def begin_stop(self, mirror: Mirror, event: MirrorEvent, kind: str) -> None:
         """Phase 1: persist the decision and the new epoch (-> FINALIZING); nothing fetches the mirror after."""
         topic = self.m.topics.get(mirror.topic)
+        assert topic is not None, f"mirror {mirror.topic} has no topic"  # deleting a topic forgets its mirror
         epoch = max(topic.advertised_epoch(p) for p in range(len(topic.logs))) + 1
         info = {"phase": "finalizing", "kind": kind, "epoch": epoch, "started_ms": now_ms()}
         self.m.transitions.apply(mirror, event, stop_info=info)
@@ -235,6 +236,7 @@ class Promotions:
         """Phase 2 (FINALIZING -> STOPPED): idempotent; safe to repeat after a crash."""
         m = self.m
         topic = m.topics.get(mirror.topic)
+        assert topic is not None, f"mirror {mirror.topic} has no topic"  # deleting a topic forgets its mirror
         info = dict(mirror.stop_info or {})
         epoch = info["epoch"]
         aborted = list(info.get("aborted_transactions", []))

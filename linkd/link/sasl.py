@@ -48,7 +48,7 @@ def _saslname(name: str) -> str:
 
 
 def _attributes(message: str) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for part in message.split(","):
         key, sep, value = part.partition("=")
         if not sep or len(key) != 1:
@@ -79,7 +79,8 @@ class ScramClient:
     def respond(self, challenge: bytes) -> bytes | None:
         if self._server_signature is None:
             return self._client_final(challenge)
-        return self._verify_server_final(challenge)
+        self._verify_server_final(challenge)
+        return None
 
     def _client_final(self, challenge: bytes) -> bytes:
         try:
