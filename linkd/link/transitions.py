@@ -16,8 +16,9 @@ from collections.abc import Callable
 import trio
 
 from ..topics import TopicRole
-from .mirror import Mirror, MirrorStore
+from .mirror import Mirror
 from .states import WRITABLE_STATES, MirrorError, MirrorEvent, MirrorState
+from .store import MirrorStore
 
 log = logging.getLogger(__name__)
 
