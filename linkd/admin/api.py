@@ -5,7 +5,7 @@ Routes (``{cid}`` is this cluster's id; ``-`` as a link name means "any link"):
     GET    /kafka/v3/clusters
     GET    /kafka/v3/clusters/{cid}/links
     POST   /kafka/v3/clusters/{cid}/links?link_name=NAME[&validate_link=false]   {"configs": [{"name","value"}]}
-    GET    /kafka/v3/clusters/{cid}/links/{link}
+    GET    /kafka/v3/clusters/{cid}/links/{link}[?include_tasks=true]   (tasks: listed only when asked for)
     DELETE /kafka/v3/clusters/{cid}/links/{link}[?force=true]    (force: fail over its mirrors first)
     GET    /kafka/v3/clusters/{cid}/links/{link}/configs[/{name}]
     PUT    /kafka/v3/clusters/{cid}/links/{link}/configs/{name}    {"value": "..."}
