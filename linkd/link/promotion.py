@@ -144,7 +144,10 @@ class Promotions:
                 return result(topic, ErrorCode.BROKER_NOT_AVAILABLE, f"final consumer offset sync failed: {exc}", mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror))
         if mirror.deleted:  # while the final offset sync ran
             return deleted_while_promoting(topic)
-        self.begin_stop(mirror, MirrorEvent.COMMIT_STOP, "promote")
+        try:
+            self.begin_stop(mirror, MirrorEvent.COMMIT_STOP, "promote")
+        except InvalidTransition as exc:  # it failed (or was failed over) while the offset sync ran
+            return result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror))
         await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
         if mirror.deleted:
             return deleted_while_promoting(topic)
