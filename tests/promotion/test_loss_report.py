@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from linkd.link.manager import SOURCE_END_CHECKPOINT_S
+from linkd.link.checkpoints import SOURCE_END_CHECKPOINT_S
 from tests.link.mirroring import produce_confluent, source_end, wait_for
 from tests.peers.rawclient import fetch_raw
 
