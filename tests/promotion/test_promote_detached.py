@@ -76,6 +76,7 @@ def test_a_promote_whose_caller_is_cancelled_between_phases_still_completes(link
                 links = daemon.links
                 await links.create_link("l", {"bootstrap.servers": proxy.address, "metadata.max.age.ms": "1000", "cluster.link.retry.timeout.ms": "600000"})
                 await links.create_mirror(unique_topic, "l")
+                # (``_topics``: the manager before the split, so this test can be run against it and fail)
                 topic = links.topics.get(unique_topic) if hasattr(links, "topics") else links._topics.get(unique_topic)
                 with trio.fail_after(60):
                     while topic.logs[0].log_end_offset < end:  # noqa: ASYNC110 - a test watching from outside
