@@ -111,8 +111,8 @@ class AdminClient:
     def list_links(self) -> list[dict]:
         return self._call("GET", f"{self.cluster}/links")["data"]
 
-    def describe_link(self, name: str) -> dict:
-        return self._call("GET", f"{self.cluster}/links/{name}")
+    def describe_link(self, name: str, include_tasks: bool = True) -> dict:
+        return self._call("GET", f"{self.cluster}/links/{name}", params={"include_tasks": "true" if include_tasks else "false"})
 
     def delete_link(self, name: str, force: bool = False) -> list[dict]:
         """Returns the failover results of the mirrors ``force`` stopped (empty when there were none)."""

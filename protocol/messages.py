@@ -21,7 +21,7 @@ import enum
 import io
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import construct
 
@@ -70,7 +70,11 @@ def _collect_specs() -> dict[int, ApiSpec]:
 
 API_SPECS: dict[int, ApiSpec] = _collect_specs()
 
-ApiKey = enum.IntEnum("ApiKey", [(snake_case(spec.name).upper(), key) for key, spec in API_SPECS.items()], module=__name__)
+# Built from the schemas at import, so a type checker cannot list its members: to it, any attribute.
+if TYPE_CHECKING:
+    ApiKey: Any
+else:
+    ApiKey = enum.IntEnum("ApiKey", [(snake_case(spec.name).upper(), key) for key, spec in API_SPECS.items()], module=__name__)
 ApiKey.__doc__ = (
     "Kafka API keys, named after the JSON message definitions (``OffsetForLeaderEpoch`` -> ``OFFSET_FOR_LEADER_EPOCH``)."
 )

@@ -527,7 +527,7 @@ class _Array(KafkaPrimitive):
         if count is None:
             return None, pos
         read = self.element.read
-        items = []
+        items: list = []
         append = items.append
         for _ in range(count):
             item, pos = read(buf, pos)

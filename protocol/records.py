@@ -182,6 +182,23 @@ class Split(NamedTuple):
     batches: list[RecordBatch]
     consumed: int  # bytes covered by whole batches; anything after it is a partial trailing batch
 
+    def tail(self, data: bytes | bytearray | memoryview, first: int) -> BatchSlice:
+        """The whole batches from index ``first`` on, with the bytes of ``data`` (the blob this split cut)
+        that hold exactly them: one value, so no reader has to check that the two agree."""
+        start = sum(b.size for b in self.batches[:first])
+        return BatchSlice(memoryview(data)[start : self.consumed], self.batches[first:])
+
+
+class BatchSlice(NamedTuple):
+    """Whole record batches and the contiguous bytes holding exactly them, in order (``Split.tail``)."""
+
+    data: memoryview
+    batches: list[RecordBatch]
+
+    @property
+    def next_offset(self) -> int:
+        return self.batches[-1].next_offset if self.batches else -1
+
 
 def split_batches(data: bytes | bytearray | memoryview) -> Split:
     """Cut a records blob (a Fetch ``records`` field, a segment file) into whole batches.

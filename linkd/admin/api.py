@@ -5,7 +5,7 @@ Routes (``{cid}`` is this cluster's id; ``-`` as a link name means "any link"):
     GET    /kafka/v3/clusters
     GET    /kafka/v3/clusters/{cid}/links
     POST   /kafka/v3/clusters/{cid}/links?link_name=NAME[&validate_link=false]   {"configs": [{"name","value"}]}
-    GET    /kafka/v3/clusters/{cid}/links/{link}
+    GET    /kafka/v3/clusters/{cid}/links/{link}[?include_tasks=true]   (tasks: listed only when asked for)
     DELETE /kafka/v3/clusters/{cid}/links/{link}[?force=true]    (force: fail over its mirrors first)
     GET    /kafka/v3/clusters/{cid}/links/{link}/configs[/{name}]
     PUT    /kafka/v3/clusters/{cid}/links/{link}/configs/{name}    {"value": "..."}
@@ -39,8 +39,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..link.manager import AdminError, LinkManager
+from ..link.errors import DomainError
+from ..link.manager import LinkManager
 from ..link.verify import DEFAULT_STEP_BYTES
+from . import views
+from .errors import AdminError, status_for
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +143,8 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
                 return await fn(request)
             except AdminError as exc:
                 return _error(exc.status, exc.message)
+            except DomainError as exc:
+                return _error(status_for(exc), exc.message)
             except Exception as exc:
                 log.exception("admin API %s %s failed", request.method, request.url.path)
                 return _error(500, f"internal error in linkd ({type(exc).__name__}: {exc}); see the daemon log")
@@ -153,7 +158,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     @handler
     async def links(request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse({"data": manager.list_links()})
+            return JSONResponse({"data": views.links_view(manager)})
         body = await _json(request)
         name = request.query_params.get("link_name") or body.get("link_name")
         if not isinstance(name, str) or not name:
@@ -163,8 +168,8 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
             raise AdminError(400, 0, "'configs' must be a list of {\"name\": str, \"value\": str}")
         config = {c["name"]: c["value"] for c in configs}
         log.info("admin API %s: create link %s with configs %s", _peer(request), name, ", ".join(sorted(config)) or "-")
-        created = await manager.create_link(name, config, validate_link=_bool_param(request, "validate_link", True))
-        return JSONResponse(created, status_code=201)
+        await manager.create_link(name, config, validate_link=_bool_param(request, "validate_link", True))
+        return JSONResponse(views.link_view(manager, name), status_code=201)
 
     @handler
     async def link(request: Request) -> Response:
@@ -173,7 +178,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
             log.info("admin API %s: delete link %s%s", _peer(request), name, " (force)" if _bool_param(request, "force", False) else "")
             failed_over = await manager.delete_link(name, force=_bool_param(request, "force", False))
             return JSONResponse({"data": failed_over}) if failed_over else Response(status_code=204)
-        return JSONResponse(manager.describe_link(name))
+        return JSONResponse(views.link_view(manager, name, include_tasks=_bool_param(request, "include_tasks", False)))
 
     @handler
     async def link_configs(request: Request) -> Response:
@@ -225,19 +230,20 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     async def mirrors(request: Request) -> Response:
         link_name = request.path_params["link"]
         if request.method == "GET":
-            return JSONResponse({"data": manager.list_mirrors(None if link_name == "-" else link_name)})
+            return JSONResponse({"data": views.mirrors_view(manager, None if link_name == "-" else link_name)})
         body = await _json(request)
         topic, source = body.get("mirror_topic_name"), body.get("source_topic_name")
         if not topic and not source:
             raise AdminError(400, 0, "mirror_topic_name (or source_topic_name) is required")
         if (topic is not None and not isinstance(topic, str)) or (source is not None and not isinstance(source, str)):
             raise AdminError(400, 0, "mirror_topic_name and source_topic_name must be strings")
-        return JSONResponse(await manager.create_mirror(topic or None, link_name, source or None), status_code=201)
+        created = await manager.create_mirror(topic or None, link_name, source or None)
+        return JSONResponse(views.mirror_view(manager, created), status_code=201)
 
     @handler
     async def mirror(request: Request) -> Response:
         link_name, topic = request.path_params["link"], request.path_params["topic"]
-        described = manager.describe_mirror(topic)
+        described = views.mirror_view(manager, topic)
         if link_name != "-" and described["link_name"] != link_name:
             raise AdminError(404, 0, f"mirror topic '{topic}' is not on link '{link_name}'")
         return JSONResponse(described)
@@ -250,7 +256,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
             return JSONResponse({"data": await _verify(body, link_name)})
         topics = _str_list(body, "mirror_topic_names")
         if link_name != "-":
-            manager._link(link_name)
+            manager.link(link_name)
             wrong = [t for t in topics if t in manager.mirrors and manager.mirrors[t].link != link_name]
             if wrong:
                 raise AdminError(400, 0, f"mirror topic(s) {', '.join(wrong)} are not on link '{link_name}'")
@@ -285,7 +291,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
             ints[key] = value
         if ints["partition"] is None:
             raise AdminError(400, 0, "partition is required (the CLI walks every partition)")
-        if link_name != "-" and manager.describe_mirror(topic)["link_name"] != link_name:
+        if link_name != "-" and manager.mirror(topic).link != link_name:
             raise AdminError(404, 0, f"mirror topic '{topic}' is not on link '{link_name}'")
         return await manager.verify(topic, ints["partition"], ints["from_offset"], ints["end_offset"], ints["max_bytes"] or DEFAULT_STEP_BYTES)
 
@@ -296,7 +302,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         if not raw.isdigit():
             raise AdminError(400, 0, "query parameter partition must be a partition number")
         partition = int(raw)
-        if link_name != "-" and manager.describe_mirror(topic)["link_name"] != link_name:
+        if link_name != "-" and manager.mirror(topic).link != link_name:
             raise AdminError(404, 0, f"mirror topic '{topic}' is not on link '{link_name}'")
         start, end = manager.lost_range(topic, partition)  # refuse before the stream starts, with a status
         log.info("admin API %s: lost-records %s partition %d [%d, %d)", _peer(request), topic, partition, start, end)

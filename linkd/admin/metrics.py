@@ -1,7 +1,7 @@
 """Prometheus exposition of the components' ``statistics()`` and mirror progress.
 
 A custom collector reads live state at scrape time, so there is no second copy of any number to keep
-in step with the code that owns it. Mirror lag comes from ``LinkManager.partition_lags``, the formula
+in step with the code that owns it. Mirror lag comes from ``LinkManager.partition_status``, the formula
 describe and list use too; a lag linkd cannot know is left out of the scrape (absent, not 0).
 Process and Python metrics (``process_*``, ``python_*``) are prometheus_client's own collectors: they
 read /proc correctly for us.
@@ -15,6 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from .. import __version__
 from ..link.states import LinkState, MirrorState
 from ..link.tasks import TaskState, link_tasks
+
+REPORTED_STATES = list(dict.fromkeys(s.reported for s in MirrorState))  # FINALIZING reads as PENDING_STOPPED
 
 
 class DaemonCollector:
@@ -55,18 +57,18 @@ class DaemonCollector:
             for p, plog in enumerate(topic.logs):
                 leo.add_metric([topic.name, str(p)], plog.log_end_offset)
         for name, mirror in mirrors.items():
-            for s in MirrorState:
-                state.add_metric([name, mirror.link, s.value], 1.0 if mirror.state == s else 0.0)
+            for s in REPORTED_STATES:
+                state.add_metric([name, mirror.link, s], 1.0 if mirror.state.reported == s else 0.0)
             if mirror.state == MirrorState.STOPPED:
                 continue  # no longer a mirror: nothing to lag behind
-            for p in manager.partition_lags(mirror):
-                labels = [name, str(p["partition"]), mirror.link]
-                if p["lag"] is not None:
-                    lag.add_metric(labels, p["lag"])
-                if p["lag_seconds"] is not None:
-                    lag_seconds.add_metric(labels, p["lag_seconds"])
-                if p["last_fetch_time_ms"] is not None:
-                    last_fetch.add_metric(labels, p["last_fetch_time_ms"] / 1000)
+            for p in manager.partition_status(mirror):
+                labels = [name, str(p.partition), mirror.link]
+                if p.lag is not None:
+                    lag.add_metric(labels, p.lag)
+                if p.lag_seconds is not None:
+                    lag_seconds.add_metric(labels, p.lag_seconds)
+                if p.last_fetch_time_ms is not None:
+                    last_fetch.add_metric(labels, p.last_fetch_time_ms / 1000)
         yield lag
         yield lag_seconds
         yield last_fetch

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .client import SourceProtocolError, SourceUnavailable
+from .errors import DomainError
 from .groupfilter import GroupFilter
 from .states import LinkState
 from .tasks import error_code_of, error_message_of, judge, now_ms, report
@@ -57,11 +58,11 @@ TASK_NAME = "AutoCreateMirror"
 
 
 class AutoCreate:
-    def __init__(self, runtime, mirrors, topics, create_mirror: Callable[[str, str, str], Awaitable[dict]]) -> None:
+    def __init__(self, runtime, mirrors, topics, create_mirror: Callable[[str, str, str], Awaitable[str]]) -> None:
         self._runtime = runtime
         self._mirrors = mirrors  # () -> list[Mirror] of this link
         self._topics = topics
-        self._create_mirror = create_mirror  # (mirror topic, link, source topic) -> described mirror
+        self._create_mirror = create_mirror  # (mirror topic, link, source topic) -> its name
         settings = runtime.settings
         self.filter = GroupFilter.parse(settings.auto_create_filters, key="topicFilters")
         self.prefix = settings.prefix
@@ -103,7 +104,6 @@ class AutoCreate:
             await trio.sleep(self.status.interval_ms / 1000)
 
     async def run_once(self) -> list[str]:
-        from .manager import AdminError  # the manager imports this module
 
         listed = await self._runtime.source.metadata(None)
         mirrored = {m.source_topic for m in self._mirrors()}
@@ -115,7 +115,7 @@ class AutoCreate:
                 continue
             try:
                 await self._create_mirror(name, self._runtime.name, source_topic)
-            except AdminError as exc:
+            except DomainError as exc:
                 errors.append(f"{source_topic}: {exc.message}")
                 code = code if code is not None else int(exc.error_code)
                 log.warning("link %s: cannot auto-create mirror %s of %s: %s", self._runtime.name, name, source_topic, exc.message)
@@ -126,7 +126,7 @@ class AutoCreate:
         self.status.last_run_ms = now_ms()
         self.status.runs += 1
         if errors:
-            self.status.failed(code, "; ".join(errors))
+            self.status.failed(code if code is not None else 0, "; ".join(errors))
         else:
             self.status.last_error = self.status.last_error_code = None
         return created

@@ -33,7 +33,7 @@ from .. import topicconfig
 from ..topicconfig import InvalidTopicConfig
 from ..topics import TopicError
 from .client import SourceProtocolError, SourceUnavailable, source_error
-from .states import LinkState, MirrorState
+from .states import SYNCED_STATES, LinkState
 from .tasks import error_code_of, error_message_of, judge, now_ms, report
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ RESOURCE_TOPIC = 2
 KEEP_EVERYTHING = {"retention.ms": "-1", "retention.bytes": "-1"}
 # Synced: the mirror still follows its source. Stopped mirrors are the operator's; failed ones keep what
 # they had (the source may be the reason they failed).
-SYNCED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED})
 
 
 class ConfigsUnsupported(SourceProtocolError):
@@ -116,11 +115,11 @@ def mirrored_configs(current: dict[str, str], source: dict[str, str], names: fro
         for key, value in KEEP_EVERYTHING.items():
             reported.setdefault(key, value)
     for name in sorted(names - (overrides & topicconfig.CONFIGURABLE)):  # always-synced names have no overrides
-        value = reported.get(name)
-        if value is None:
+        given = reported.get(name)
+        if given is None:
             continue
         try:
-            value = topicconfig.check_value(name, value)
+            value = topicconfig.check_value(name, given)
         except InvalidTopicConfig as exc:
             log.warning("source value of %s not usable here, kept %s: %s", name, topicconfig.effective(out, name), exc)
             continue

@@ -22,7 +22,7 @@ def partition_report(partition: int, stop_offset: int, log_end: int, progress: P
         end, since_restart = max(hw, fetched), False
     else:
         end, seen_ms, since_restart = None, None, False
-    lost = max(end - stop_offset, 0) if since_restart else None
+    lost = max(end - stop_offset, 0) if since_restart and end is not None else None
     return {
         "partition": partition,
         "stop_offset": stop_offset,

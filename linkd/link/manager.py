@@ -1,45 +1,34 @@
 """Links and mirrors: the operations behind the admin API and the CLI.
 
-Every operation validates first and changes nothing when it fails; the error names the problem.
-Promotion and failover follow the table in ``states.py`` and are crash-safe in two phases:
-
-1. the decision is persisted (``stop_info.phase = "finalizing"`` with the new leader epoch), after which
-   the link no longer fetches for the mirror;
-2. open transactions are closed with ABORT markers, the producer-id floor is raised above every mirrored
-   producer id, logs are flushed, and the STOPPED state is persisted with the stop offsets.
-
-A restart that finds a mirror in phase 1 completes phase 2 with the recorded epoch, so a crash leaves a
-mirror either still a mirror or fully promoted, and repeating the command is harmless.
+Every operation validates first and changes nothing when it fails; the error (``DomainError``) names the
+problem and its kind. Mirror state changes go through ``MirrorTransitions.apply`` (transitions.py);
+promotion and failover are tasks of this manager (promotion.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import trio
 
 from protocol.errors import ErrorCode
-from protocol.records import CONTROL_ABORT, build_control_batch
 
 from ..controlstore import ControlStore
 from ..producer_ids import ProducerIdAllocator
-from ..topics import TopicError, TopicRegistry, TopicRole, validate_topic_name
-from . import aclsync
+from ..topics import TopicRegistry, TopicRole
+from . import aclsync, checkpoints, linkops, mirrorops
 from .autocreate import AutoCreate
-from .client import AuthenticationFailed, SourceProtocolError, SourceUnavailable
-from .config import DEFAULTS, SENSITIVE_KEYS, LinkConfigError, LinkSettings, is_known_key, validate
-from .configsync import ConfigsUnsupported, ConfigSync, describe_source_configs, mirrored_configs
-from .loss import lost_offsets, partition_report, reconciled
-from .mirror import Mirror, MirrorStore, PartitionProgress, lag_seconds, partition_lag
+from .config import DEFAULTS, SENSITIVE_KEYS, LinkSettings
+from .configsync import ConfigSync
+from .errors import DomainError, ErrorKind
+from .mirror import Mirror, PartitionProgress
 from .offsetsync import OffsetSync
-from .runtime import LinkRuntime, fetch_position, now_ms
+from .promotion import DEFAULT_PROMOTE_TIMEOUT_S, Promotions
+from .runtime import LinkRuntime, now_ms
 from .secrets import (
     SecretsKey,
-    SecretsKeyError,
     SecretsUnavailable,
     has_secrets,
     is_sealed,
@@ -49,40 +38,16 @@ from .secrets import (
 )
 from .security import redact
 from .source import SourceCluster
-from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
+from .states import InvalidTransition, MirrorEvent, MirrorState
+from .status import FetchStatistics, LinkStatus, PartitionStatus, partition_status
+from .store import LinkStore, MirrorStore
 from .tasks import link_tasks
-from .verify import DEFAULT_STEP_BYTES, fetch_source_batches, verify_step
+from .transitions import MirrorTransitions
+from .verify import DEFAULT_STEP_BYTES
 
 log = logging.getLogger(__name__)
 
-LINK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS links (
-    name TEXT PRIMARY KEY,
-    link_id TEXT NOT NULL,
-    config TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
-)
-"""
-DEFAULT_PROMOTE_TIMEOUT_S = 60.0
-SOURCE_END_CHECKPOINT_S = 1.0  # bounds the write rate of the source-end checkpoint (one transaction)
-SEEN_ONLY_CHECKPOINT_MS = 30_000  # an unchanged source end's "seen at" is rewritten at most this often
-RECONCILE_INTERVAL_S = 5.0
-FAILOVER_SOURCE_READ_S = 5.0  # at most this long asking a (maybe dead) source for its end offsets
-_LINK_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
-
-def _sensitive(key: str) -> bool:
-    return key in SENSITIVE_KEYS
-
-
-class AdminError(Exception):
-    """An operation refused; ``status`` is the HTTP status the admin API answers with."""
-
-    def __init__(self, status: int, error_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_code = error_code
-        self.message = message
 
 
 @dataclass
@@ -105,112 +70,60 @@ class LinkManager:
     def __init__(self, store: ControlStore, topics: TopicRegistry, producer_ids: ProducerIdAllocator, notify, groups, secrets_key: SecretsKey | None = None) -> None:
         self._store = store
         self._secrets_key = secrets_key
-        self._topics = topics
-        self._producer_ids = producer_ids
+        self.topics = topics
+        self.producer_ids = producer_ids
         self._notify = notify
         self._groups = groups
-        store.ensure_schema(LINK_SCHEMA)
+        self.link_store = LinkStore(store)
         self.mirror_store = MirrorStore(store)
+        self.transitions = MirrorTransitions(self.mirror_store, topics, notify, self._wake_link)
+        self.promotions = Promotions(self)
         self.links: dict[str, LinkEntry] = {}
         self.mirrors: dict[str, Mirror] = {}
-        self._nursery: trio.Nursery | None = None
+        self.nursery: trio.Nursery | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        for row in self._store.query("SELECT * FROM links ORDER BY name"):
-            self.links[row["name"]] = self._load_entry(row["name"], row["link_id"], json.loads(row["config"]))
+        for name, link_id, stored in self.link_store.load():
+            self.links[name] = self._load_entry(name, link_id, stored)
         for mirror in self.mirror_store.load():
-            topic = self._topics.get(mirror.topic)
+            topic = self.topics.get(mirror.topic)
             if topic is None:
                 log.warning("mirror %s has no topic any more; dropping its record", mirror.topic)
                 self.mirror_store.delete(mirror.topic)
                 continue
             mirror.partitions = [PartitionProgress(p) for p in range(len(topic.logs))]
-            for partition, row in self.mirror_store.source_ends(mirror.topic).items():
+            for partition, end in self.mirror_store.source_ends(mirror.topic).items():
                 if partition < len(mirror.partitions):
-                    mirror.partitions[partition].persisted_end = mirror.partitions[partition].checkpointed = row
+                    mirror.partitions[partition].persisted_end = mirror.partitions[partition].checkpointed = end
             self.mirrors[mirror.topic] = mirror
-            self._topics.set_role(mirror.topic, TopicRole.PROMOTED if mirror.state == MirrorState.STOPPED else TopicRole.MIRROR)
+            self.transitions.sync_role(mirror)
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            self.nursery = nursery
             for mirror in list(self.mirrors.values()):
                 if mirror.finalizing:
-                    log.info("mirror %s: completing %s interrupted by a restart", mirror.topic, mirror.stop_info.get("kind"))
-                    self._finalize(mirror)
+                    log.info("mirror %s: completing %s interrupted by a restart", mirror.topic, (mirror.stop_info or {}).get("kind"))
+                    self.promotions.finalize(mirror)
                 elif mirror.state == MirrorState.PENDING_STOPPED:
-                    self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
+                    self.transitions.apply(mirror, MirrorEvent.PROMOTE_ABORT)
                     log.info("mirror %s: promotion interrupted by a restart before it committed; mirror stays active", mirror.topic)
             for entry in self.links.values():
                 if entry.locked is None:
                     await nursery.start(self._run_link, entry)
-            nursery.start_soon(self._checkpoint_source_ends_loop)
-            nursery.start_soon(self._reconcile_loop)
+            nursery.start_soon(checkpoints.checkpoint_loop, self)
+            nursery.start_soon(checkpoints.reconcile_loop, self)
             task_status.started()
             await trio.sleep_forever()
 
     # -- source end checkpoints and reconciliation ------------------------------------------------
 
     def checkpoint_source_ends(self) -> None:
-        """Persist the source end offsets seen since the last checkpoint (changed partitions only)."""
-        rows = []
-        for mirror in self.mirrors.values():
-            for progress in mirror.partitions:
-                row = progress.checkpoint_row()
-                if row is None or row == progress.checkpointed:
-                    continue
-                old = progress.checkpointed
-                # Offsets unchanged, only seen again: refresh the time now and then, not every second
-                # (an idle partition is seen at every fetch).
-                if old is not None and row[:2] == old[:2] and row[2] - old[2] < SEEN_ONLY_CHECKPOINT_MS:
-                    continue
-                rows.append((mirror.topic, progress.partition, *row))
-                progress.checkpointed = row
-        self.mirror_store.save_source_ends(rows)
-
-    async def _checkpoint_source_ends_loop(self) -> None:
-        # One small transaction per interval whatever the fetch rate: the fetch path only sets fields.
-        try:
-            while True:
-                await trio.sleep(SOURCE_END_CHECKPOINT_S)
-                try:
-                    self.checkpoint_source_ends()
-                except Exception:
-                    log.exception("could not checkpoint the source end offsets seen; retrying")
-        finally:
-            try:  # synchronous: a cancellation cannot cut it short
-                self.checkpoint_source_ends()
-            except Exception:
-                log.exception("could not checkpoint the source end offsets seen at shutdown")
-
-    async def _reconcile_loop(self) -> None:
-        """After a failover, ask the source (whenever it answers) where its partitions end, so describe
-        can show the exact offsets the mirror never got (``lost_offsets``)."""
-        while True:
-            await trio.sleep(RECONCILE_INTERVAL_S)
-            for name, entry in list(self.links.items()):
-                stopped = [m for m in self.mirrors.values() if m.link == name and m.state == MirrorState.STOPPED and (m.stop_info or {}).get("kind") == "failover"]
-                if stopped:
-                    with trio.move_on_after(entry.settings.request_timeout_ms / 1000):
-                        try:
-                            await self.reconcile(entry, stopped)
-                        except (SourceUnavailable, SourceProtocolError) as exc:
-                            log.debug("link %s: reconciliation waits for the source: %s", name, exc)
-                        except Exception:
-                            log.exception("link %s: reconciliation failed; retrying", name)
+        """Persist the source end offsets seen since the last checkpoint (see checkpoints.py)."""
+        checkpoints.checkpoint_source_ends(self)
 
     async def reconcile(self, entry: LinkEntry, mirrors: list[Mirror]) -> None:
-        latest = await entry.runtime.read_source_offsets(mirrors, -1)
-        earliest = await entry.runtime.read_source_offsets(mirrors, -2)
-        for mirror in mirrors:
-            info = dict(mirror.stop_info or {})
-            found = reconciled(info, {p: o for (t, p), o in latest.items() if t == mirror.topic}, {p: o for (t, p), o in earliest.items() if t == mirror.topic})
-            if found is None or (info.get("reconciled") or {}).get("partitions") == found["partitions"]:
-                continue
-            info["reconciled"] = {"recorded_ms": now_ms(), **found}
-            mirror.set_stop_info(self.mirror_store, info)
-            lost = sum(x["offsets"] for x in lost_offsets(info))
-            log.info("mirror %s: the source is reachable again after the failover; %d offsets it holds past the stop offsets were never mirrored", mirror.topic, lost)
+        await checkpoints.reconcile(self, entry, mirrors)
 
     async def _run_link(self, entry: LinkEntry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as scope:
@@ -238,17 +151,16 @@ class LinkManager:
             name,
             settings,
             mirrors=lambda: [m for m in self.mirrors.values() if m.link == name],
-            mirror_store=self.mirror_store,
-            topics=self._topics,
+            transitions=self.transitions,
+            topics=self.topics,
             notify=self._notify,
-            on_mirror_change=self._mirror_changed,
         )
         mirrors = lambda: [m for m in self.mirrors.values() if m.link == name]  # noqa: E731
         return LinkEntry(
             name, link_id, config, settings, runtime,
-            OffsetSync(runtime, mirrors, self._topics, self._groups),
-            ConfigSync(runtime, mirrors, self._topics),
-            AutoCreate(runtime, mirrors, self._topics, self.create_mirror),
+            OffsetSync(runtime, mirrors, self.topics, self._groups),
+            ConfigSync(runtime, mirrors, self.topics),
+            AutoCreate(runtime, mirrors, self.topics, self.create_mirror),
         )
 
     def mirror_synced_configs(self, name: str) -> dict[str, str] | None:
@@ -273,165 +185,77 @@ class LinkManager:
             entry = self._entry(name, link_id, plain)
             entry.config, entry.locked = public_view(stored), str(exc)
             entry.runtime.source = _LockedSource(str(exc))
-            entry.runtime.state, entry.runtime.state_message, entry.runtime.link_error = LinkState.FAILED, str(exc), exc.link_error
+            entry.runtime.lock(str(exc), exc.link_error)
             return entry
         if not is_sealed(stored) and has_secrets(config) and self._secrets_key is not None:
             # Written in plaintext before secrets were sealed: seal it now that a key is here.
-            with self._store.transaction() as db:
-                db.execute("UPDATE links SET config = ? WHERE name = ?", (json.dumps(seal_config(name, config, self._secrets_key)), name))
+            self.link_store.save_config(name, seal_config(name, config, self._secrets_key))
         return self._entry(name, link_id, config)
 
-    def _mirror_changed(self, mirror: Mirror) -> None:
-        topic = self._topics.get(mirror.topic)
-        if topic is not None:
-            self._topics.set_role(mirror.topic, TopicRole.PROMOTED if mirror.state == MirrorState.STOPPED else TopicRole.MIRROR)
+    def _wake_link(self, name: str) -> None:
+        entry = self.links.get(name)
+        if entry is not None:
+            entry.runtime.wake()
 
     # -- links ----------------------------------------------------------------------------------
 
-    async def create_link(self, name: str, config: dict[str, str], validate_link: bool = True) -> dict:
-        if not name or not set(name) <= _LINK_NAME_OK or len(name) > 249:
-            raise AdminError(400, ErrorCode.INVALID_REQUEST, f"invalid link name {name!r}: use letters, digits, '.', '_' and '-'")
-        if name in self.links:
-            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' already exists")
-        try:
-            merged = validate(config)
-            stored = seal_config(name, config, self._secrets_key)
-        except (LinkConfigError, SecretsKeyError) as exc:
-            raise AdminError(400, ErrorCode.INVALID_CONFIG, str(exc)) from exc
-        if validate_link:
-            settings = LinkSettings.from_config(config)
-            probe = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=min(settings.request_timeout_ms / 1000, 10), security=settings.security)
-            try:
-                with trio.fail_after(15):
-                    await probe.metadata([])
-            except AuthenticationFailed as exc:
-                raise AdminError(400, ErrorCode.INVALID_CONFIG, f"the source cluster at {merged['bootstrap.servers']} refused authentication: {exc}") from exc
-            except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
-                raise AdminError(400, ErrorCode.INVALID_CONFIG, f"cannot reach the source cluster at {merged['bootstrap.servers']}: {exc}") from exc
-            finally:
-                await probe.close()
-        link_id = str(uuid.uuid4())
-        with self._store.transaction() as db:
-            db.execute("INSERT INTO links (name, link_id, config, created_ms) VALUES (?,?,?,?)", (name, link_id, json.dumps(stored), now_ms()))
-        entry = self._entry(name, link_id, config)
-        self.links[name] = entry
-        if self._nursery is not None:
-            await self._nursery.start(self._run_link, entry)
-        log.info("created link %s to %s", name, merged["bootstrap.servers"])
-        return self.describe_link(name)
+    async def create_link(self, name: str, config: dict[str, str], validate_link: bool = True) -> None:
+        await linkops.create_link(self, name, config, validate_link)
 
     def link_configs(self, name: str) -> list[dict]:
-        """Every link config with its value and whether it was set (REST v3 ``configs`` shape)."""
-        entry = self._link(name)
-        merged = validate(entry.config)
-        return [
-            {"link_name": name, "name": k, "value": None if _sensitive(k) else v, "is_default": k not in entry.config, "is_read_only": False, "is_sensitive": _sensitive(k), "source": "DYNAMIC_CLUSTER_LINK_CONFIG" if k in entry.config else "DEFAULT_CONFIG"}
-            for k, v in sorted(merged.items())
-        ]
+        return linkops.link_configs(self, name)
 
-    async def update_link(self, name: str, set_configs: dict[str, str], delete_configs: list[str], validate_only: bool = False) -> dict:
-        """Change a link's configs, validated as at create, applied to the running link without a restart:
-        fetching uses the new settings from its next round, the periodic syncs restart with theirs."""
-        entry = self._link(name)
-        if entry.locked is not None:
-            raise AdminError(409, ErrorCode.INVALID_REQUEST, entry.locked)  # its stored secrets cannot be read here
-        unknown_deletes = sorted(k for k in delete_configs if not is_known_key(k))
-        if unknown_deletes:
-            raise AdminError(404, ErrorCode.INVALID_CONFIG, f"unknown link config key(s): {', '.join(unknown_deletes)}")
-        config = {k: v for k, v in entry.config.items() if k not in delete_configs}
-        config.update(set_configs)
-        if config.get("cluster.link.prefix", "") != entry.config.get("cluster.link.prefix", ""):
-            raise AdminError(400, ErrorCode.INVALID_CONFIG, f"cluster.link.prefix of link '{name}' cannot be changed once the link exists (its mirrors are named by it)")
-        try:
-            validate(config)
-            settings = LinkSettings.from_config(config)
-            stored = seal_config(name, config, self._secrets_key)  # secrets stay encrypted at rest
-        except (LinkConfigError, SecretsKeyError) as exc:
-            raise AdminError(400, ErrorCode.INVALID_CONFIG, str(exc)) from exc
-        if validate_only or config == entry.config:
-            return self.describe_link(name)
-        with self._store.transaction() as db:
-            db.execute("UPDATE links SET config = ? WHERE name = ?", (json.dumps(stored), name))
-        before = entry.settings
-        entry.config, entry.settings = config, settings
-        runtime = entry.runtime
-        runtime.settings = settings
-        runtime.source.bootstrap = list(settings.bootstrap_servers)
-        runtime.source.request_timeout_s = settings.request_timeout_ms / 1000
-        if settings.paused != before.paused:
-            runtime.state = LinkState.PAUSED if settings.paused else LinkState.ACTIVE
-        if settings.fetch_max_bytes != before.fetch_max_bytes:
-            for mirror in self.mirrors.values():
-                if mirror.link == name:
-                    for progress in mirror.partitions:
-                        progress.max_bytes = settings.fetch_max_bytes
-        mirrors = lambda: [m for m in self.mirrors.values() if m.link == name]  # noqa: E731
-        old_sync = entry.config_sync
-        entry.offset_sync = OffsetSync(runtime, mirrors, self._topics, self._groups)
-        entry.config_sync = ConfigSync(runtime, mirrors, self._topics)
-        entry.config_sync.source_configs = old_sync.source_configs
-        entry.auto_create = AutoCreate(runtime, mirrors, self._topics, self.create_mirror)
-        if entry.sync_scope is not None:
-            entry.sync_scope.cancel()
-        if entry.nursery is not None:
-            await entry.nursery.start(self._run_syncs, entry)
-        runtime.wake()
-        changed = sorted(set(set_configs) | set(delete_configs))
-        log.info("link %s: configs %s changed, applied to the running link", name, ", ".join(changed))
-        return self.describe_link(name)
+    async def update_link(self, name: str, set_configs: dict[str, str], delete_configs: list[str], validate_only: bool = False) -> None:
+        await linkops.update_link(self, name, set_configs, delete_configs, validate_only)
 
-    def _link(self, name: str) -> LinkEntry:
+    def link(self, name: str) -> LinkEntry:
         entry = self.links.get(name)
         if entry is None:
-            raise AdminError(404, ErrorCode.INVALID_REQUEST, f"link '{name}' does not exist")
+            raise DomainError(ErrorKind.NOT_FOUND, ErrorCode.INVALID_REQUEST, f"link '{name}' does not exist")
         return entry
 
-    def describe_link(self, name: str) -> dict:
-        entry = self._link(name)
+    def link_status(self, name: str) -> LinkStatus:
+        entry = self.link(name)
         rt = entry.runtime
-        mirrors = [m.topic for m in self.mirrors.values() if m.link == name]
-        return {
-            "link_name": name,
-            "link_id": entry.link_id,
-            "source_cluster_id": rt.source.cluster_id,
-            "bootstrap_servers": entry.config.get("bootstrap.servers"),
-            "link_state": rt.state.value,
-            "link_error": rt.link_error,
-            "link_error_message": rt.state_message,
-            "topic_names": sorted(mirrors),
-            # Secrets by the schema's list (Kafka's password-type keys), shown as [hidden], never by name guessing.
-            "configs": [{"name": k, "value": v, "sensitive": k in SENSITIVE_KEYS} for k, v in sorted(redact({**DEFAULTS, **entry.config}).items())],
-            "statistics": {"fetch_requests": rt.fetch_requests, "incremental_fetch_requests": rt.incremental_fetch_requests, "fetched_bytes": rt.fetched_bytes, "appended_batches": rt.appended_batches},
-            "consumer_offset_sync": entry.offset_sync.status.as_dict(),
-            "topic_config_sync": entry.config_sync.status.as_dict(),
-            "auto_create": entry.auto_create.status.as_dict(),
-            "acl_sync": aclsync.status(entry),
-            "tasks": link_tasks(entry),
-        }
-
-    def list_links(self) -> list[dict]:
-        return [self.describe_link(n) for n in sorted(self.links)]
+        return LinkStatus(
+            name=name,
+            link_id=entry.link_id,
+            source_cluster_id=rt.source.cluster_id,
+            bootstrap_servers=entry.config.get("bootstrap.servers"),
+            state=rt.state.value,
+            error=rt.link_error,
+            error_message=rt.state_message,
+            topic_names=sorted(m.topic for m in self.mirrors.values() if m.link == name),
+            # Secrets by the schema's marks (Kafka's password-type keys), shown as [hidden], never by name guessing.
+            configs=[(k, v, k in SENSITIVE_KEYS) for k, v in sorted(redact({**DEFAULTS, **entry.config}).items())],
+            statistics=FetchStatistics(rt.fetch_requests, rt.incremental_fetch_requests, rt.fetched_bytes, rt.appended_batches),
+            consumer_offset_sync=entry.offset_sync.status.as_dict(),
+            topic_config_sync=entry.config_sync.status.as_dict(),
+            auto_create=entry.auto_create.status.as_dict(),
+            acl_sync=aclsync.status(entry),
+            tasks=link_tasks(entry),
+        )
 
     async def delete_link(self, name: str, force: bool = False) -> list[dict]:
         """Delete a link. Its mirrors must be stopped first; ``force`` fails over those that are not (the
         unreplicated tail is reported as for ``failover``). Stopped mirrors become plain topics, so no
         mirror names a link that does not exist. Returns the failover results."""
-        entry = self._link(name)
+        entry = self.link(name)
         active = sorted(m.topic for m in self.mirrors.values() if m.link == name and m.state != MirrorState.STOPPED)
         if active and not force:
-            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' still has mirror topics {', '.join(active)}: promote, fail over or delete them first (or delete with force, which fails them over)")
+            raise DomainError(ErrorKind.CONFLICT, ErrorCode.INVALID_REQUEST, f"link '{name}' still has mirror topics {', '.join(active)}: promote, fail over or delete them first (or delete with force, which fails them over)")
         failed_over = await self.failover(active) if active else []
         stuck = [r["mirror_topic_name"] for r in failed_over if r["error_code"] != 0]
         if stuck:
-            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"link '{name}' not deleted: mirror topics {', '.join(stuck)} could not be failed over")
+            raise DomainError(ErrorKind.CONFLICT, ErrorCode.INVALID_REQUEST, f"link '{name}' not deleted: mirror topics {', '.join(stuck)} could not be failed over")
         if entry.scope is not None:
             entry.scope.cancel()
         mine = sorted(t for t, m in self.mirrors.items() if m.link == name)
-        with self._store.transaction() as db:
-            db.execute("DELETE FROM links WHERE name = ?", (name,))
+        with self._store.transaction():  # one transaction: the link, its mirrors' rows and their topics' roles
+            self.link_store.delete(name)
             for topic in mine:
                 self.mirror_store.delete(topic)
-                self._topics.set_role(topic, TopicRole.LOCAL)  # a plain topic: no mirror names the deleted link
+                self.topics.set_role(topic, TopicRole.LOCAL)  # a plain topic: no mirror names the deleted link
         for topic in mine:
             del self.mirrors[topic]
         del self.links[name]
@@ -440,204 +264,48 @@ class LinkManager:
 
     # -- mirrors --------------------------------------------------------------------------------
 
-    async def create_mirror(self, topic: str | None, link: str, source_topic: str | None = None) -> dict:
-        """Mirror ``source_topic`` as ``topic``. On a link with ``cluster.link.prefix`` the mirror is named
-        prefix + source name: the source topic must be given, the mirror name may be left out."""
-        entry = self._link(link)
-        if entry.locked is not None:
-            raise AdminError(409, ErrorCode.INVALID_REQUEST, entry.locked)
-        prefix = entry.settings.prefix
-        if prefix:
-            if not source_topic:
-                raise AdminError(400, ErrorCode.INVALID_REQUEST, f"link '{link}' has cluster.link.prefix={prefix}: give the source topic (--source-topic); the mirror is named {prefix}<source topic>")
-            if topic is not None and topic != prefix + source_topic:
-                raise AdminError(400, ErrorCode.INVALID_REQUEST, f"link '{link}' has cluster.link.prefix={prefix}: the mirror of '{source_topic}' must be named '{prefix + source_topic}', not '{topic}'")
-            topic = prefix + source_topic
-        if not topic:
-            topic = source_topic
-        if not topic:
-            raise AdminError(400, ErrorCode.INVALID_REQUEST, "a mirror needs a topic name or a source topic name")
-        source_topic = source_topic or topic
-        try:
-            validate_topic_name(topic)
-        except TopicError as exc:
-            raise AdminError(400, exc.error_code, exc.message) from exc
-        if topic in self.mirrors or self._topics.get(topic) is not None:
-            raise AdminError(409, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
-        twin = next((m.topic for m in self.mirrors.values() if m.link == link and m.source_topic == source_topic and m.state != MirrorState.STOPPED), None)
-        if twin is not None:
-            # One link fetches a source partition once; a second mirror of it would never advance.
-            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"source topic '{source_topic}' is already mirrored as '{twin}' over link '{link}'; create another link to mirror it twice")
-        try:
-            with trio.fail_after(entry.settings.request_timeout_ms / 1000):
-                meta = await entry.runtime.source.metadata([source_topic])
-        except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
-            raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot reach the source cluster of link '{link}': {exc}") from exc
-        st = meta.get(source_topic)
-        if st is not None and st.error == ErrorCode.TOPIC_AUTHORIZATION_FAILED:
-            raise AdminError(403, ErrorCode.TOPIC_AUTHORIZATION_FAILED, f"link '{link}' is not authorized to describe source topic '{source_topic}' (TOPIC_AUTHORIZATION_FAILED): grant its principal Describe and Read on it")
-        if st is None or st.error != ErrorCode.NONE or not st.partitions:
-            code = st.error.name if st else "absent"
-            raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"source topic '{source_topic}' does not exist on link '{link}' ({code})")
-        if topic in self.mirrors or self._topics.get(topic) is not None:
-            raise AdminError(409, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
-        # The source topic's configs before the first append: retention must never run with our defaults.
-        try:
-            with trio.fail_after(entry.settings.request_timeout_ms / 1000):
-                source_configs = await describe_source_configs(entry.runtime.source, [source_topic])
-        except ConfigsUnsupported as exc:
-            log.warning("mirror %s: %s; created keeping everything (retention.ms=-1)", topic, exc)
-            source_configs = {source_topic: {}}
-        except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
-            raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot read the configs of source topic '{source_topic}' on link '{link}': {exc}") from exc
-        if topic in self.mirrors or self._topics.get(topic) is not None:
-            raise AdminError(409, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
-        configs = mirrored_configs({}, source_configs[source_topic], entry.config_sync.names, set(), creating=True)
-        partitions = len(st.partitions)
-        # The mirror's own epoch starts at the source's so advertised epochs never go backwards (Invariant 4).
-        epoch = max((p.leader_epoch for p in st.partitions.values()), default=0)
-        try:
-            await self._topics.create_async(topic, partitions, configs, kind="mirror", leader_epoch=max(epoch, 0))
-        except TopicError as exc:
-            raise AdminError(400, exc.error_code, f"cannot create mirror topic '{topic}' with the source's configs {configs}: {exc.message}") from exc
-        entry.config_sync.remember(topic, source_configs[source_topic])
-        mirror = Mirror(topic, link, source_topic, str(st.topic_id) if st.topic_id else None, MirrorState.ACTIVE)
-        mirror.partitions = [PartitionProgress(p, max_bytes=entry.settings.fetch_max_bytes) for p in range(partitions)]
-        try:
-            self.mirror_store.insert(mirror)
-        except Exception:
-            self._topics.delete(topic)
-            raise
-        self.mirrors[topic] = mirror
-        entry.runtime.add_mirror(mirror, st)
-        log.info("created mirror %s of %s over link %s (%d partitions)", topic, source_topic, link, partitions)
-        return self.describe_mirror(topic)
+    async def create_mirror(self, topic: str | None, link: str, source_topic: str | None = None) -> str:
+        return await mirrorops.create_mirror(self, topic, link, source_topic)
 
-    def _mirror(self, topic: str) -> Mirror:
+    def mirror(self, topic: str) -> Mirror:
         mirror = self.mirrors.get(topic)
         if mirror is None:
-            raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' does not exist")
+            raise DomainError(ErrorKind.NOT_FOUND, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' does not exist")
         return mirror
 
-    def partition_lags(self, mirror: Mirror) -> list[dict]:
+    def partition_status(self, mirror: Mirror) -> list[PartitionStatus]:
         """Per partition: where the mirror ends, the source's end as last seen, and the lag (None when
-        unknown). describe, list, the promote/failover answers and /metrics all read this."""
-        local = self._topics.get(mirror.topic)
+        unknown). describe, list, the promote/failover answers and /metrics all read these."""
+        local = self.topics.get(mirror.topic)
         entry = self.links.get(mirror.link)
         now = now_ms()
-        out = []
-        for progress in mirror.partitions:
-            plog = local.logs[progress.partition] if local and progress.partition < len(local.logs) else None
-            # After a skipped gap the link fetches past the log end; lag counts from where it fetches.
-            fresh = entry is not None and entry.runtime.lag_known(progress)
-            lag = partition_lag(progress, fetch_position(progress, plog), fresh) if plog else None
-            out.append(
-                {
-                    "partition": progress.partition,
-                    "mirror_log_end_offset": plog.log_end_offset if plog else -1,
-                    "last_source_fetch_offset": progress.last_source_fetch_offset,
-                    "source_high_watermark": progress.source_high_watermark if progress.source_end_seen_ms else -1,
-                    "lag": lag,
-                    "lag_seconds": lag_seconds(progress, lag, now),
-                    "last_fetch_time_ms": progress.last_fetch_ms or None,
-                    "source_end_seen_ms": progress.source_end_seen_ms or None,
-                }
+        return [
+            partition_status(
+                progress,
+                local.logs[progress.partition] if local and progress.partition < len(local.logs) else None,
+                entry is not None and entry.runtime.lag_known(progress),
+                now,
             )
-        return out
+            for progress in mirror.partitions
+        ]
 
-    def describe_mirror(self, topic: str) -> dict:
-        mirror = self._mirror(topic)
-        partitions = self.partition_lags(mirror)
-        lags = [p["lag"] for p in partitions]
-        local = self._topics.get(mirror.topic)
-        for p in partitions:
-            # How far the log cleaner compacted this mirror's log: below it the bytes are no longer the
-            # source's (keys' older values and tombstones removed); None when it was never cleaned.
-            plog = local.logs[p["partition"]] if local and p["partition"] < len(local.logs) else None
-            p["cleaned_up_to"] = plog.statistics().cleaned_up_to if plog else None
-        return {
-            "mirror_topic_name": mirror.topic,
-            "link_name": mirror.link,
-            "source_topic_name": mirror.source_topic,
-            "mirror_status": mirror.state.value,
-            "mirror_topic_error": mirror.error.value,
-            "mirror_topic_error_message": mirror.error_message,
-            "state_time_ms": mirror.state_time_ms,
-            "num_partitions": len(partitions),
-            "max_per_partition_mirror_lag": None if None in lags else max(lags, default=0),
-            "mirror_lags": partitions,
-            "partitions": partitions,  # the old name, kept for one release
-            "gaps": self.mirror_store.gaps(topic),
-            "stop_info": {k: v for k, v in (mirror.stop_info or {}).items() if k not in ("phase", "reconciled")} or None,
-            "lost_offsets": lost_offsets(mirror.stop_info),
-        }
+    def mirror_gaps(self, topic: str) -> list[dict]:
+        return self.mirror_store.gaps(topic)
 
     def lost_range(self, topic: str, partition: int) -> tuple[int, int]:
-        """[from, to) of ``partition``'s lost offsets; refuses when they are not known yet."""
-        mirror = self._mirror(topic)
-        lost = lost_offsets(mirror.stop_info)
-        if (mirror.stop_info or {}).get("kind") != "failover":
-            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"mirror topic '{topic}' was not failed over: nothing was lost")
-        if lost is None:
-            raise AdminError(409, ErrorCode.INVALID_REQUEST, f"the lost offsets of '{topic}' are unknown until its source answers again (link '{mirror.link}')")
-        found = [x for x in lost if x["partition"] == partition]
-        if not found:
-            raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' has no partition {partition}")
-        return found[0]["from"], found[0]["to"]
+        return mirrorops.lost_range(self, topic, partition)
 
-    async def lost_records(self, topic: str, partition: int):
-        """Yield the source's record batches covering exactly the lost offsets of ``partition``, verified
-        (CRC), as the source stores them. Memory is one Fetch response (``replica.fetch.max.bytes``)."""
-        start, end = self.lost_range(topic, partition)
-        mirror = self._mirror(topic)
-        entry = self._link(mirror.link)
-        offset = start
-        while offset < end:
-            theirs, _log_start, _hw = await fetch_source_batches(entry.runtime, mirror.source_topic, partition, offset, entry.settings.fetch_max_bytes, entry.settings.request_timeout_ms / 1000 * 2)
-            batches = [b for b in theirs if b.next_offset > offset and b.base_offset < end]
-            if not batches:
-                raise SourceProtocolError(f"the source returned no records for {mirror.source_topic}-{partition} at offset {offset} (lost range ends at {end})")
-            for batch in batches:
-                batch.verify()
-                yield bytes(batch.buffer)
-                offset = batch.next_offset
+    def lost_records(self, topic: str, partition: int) -> AsyncIterator[bytes]:
+        return mirrorops.lost_records(self, topic, partition)
 
     async def verify(self, topic: str, partition: int, from_offset: int | None = None, end_offset: int | None = None, max_bytes: int = DEFAULT_STEP_BYTES) -> dict:
-        """One step of ``mirror verify`` for ``partition`` (see verify.py): compares the source's batches with
-        the mirror's from ``from_offset`` (default: the first offset both sides hold) up to ``end_offset``
-        (default: the mirror's log end, or the stop offset once promoted or failed over)."""
-        mirror = self._mirror(topic)
-        entry = self._link(mirror.link)
-        local = self._topics.get(topic)
-        if local is None or not 0 <= partition < len(local.logs):
-            raise AdminError(404, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' has no partition {partition}")
-        plog = local.logs[partition]
-        limit = plog.log_end_offset
-        stops = {p["partition"]: p.get("stop_offset", p.get("mirror_end_offset")) for p in (mirror.stop_info or {}).get("partitions", [])}
-        if mirror.state == MirrorState.STOPPED and partition in stops:
-            limit = min(limit, stops[partition])  # what was produced here after the stop is not the source's
-        end = limit if end_offset is None else min(end_offset, limit)
-        timeout_s = entry.settings.request_timeout_ms / 1000
-        try:
-            start = plog.log_start_offset
-            if from_offset is None or from_offset < start:
-                with trio.fail_after(timeout_s):
-                    earliest = await entry.runtime.read_source_offsets([mirror], -2)
-                source_start = earliest.get((topic, partition))
-                if source_start is None:
-                    raise SourceUnavailable(f"the source did not say where {mirror.source_topic}-{partition} starts")
-                start = max(start, source_start, from_offset or 0)
-            else:
-                start = from_offset
-            step = await verify_step(entry.runtime, mirror.source_topic, plog, partition, start, end, max_bytes, timeout_s)
-        except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
-            raise AdminError(503, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot verify '{topic}' partition {partition}: the source of link '{mirror.link}' did not answer: {exc or 'timed out'}") from exc
-        return {"mirror_topic_name": topic, "from_offset": start, **step}
+        return await mirrorops.verify(self, topic, partition, from_offset, end_offset, max_bytes)
 
-    def list_mirrors(self, link: str | None = None) -> list[dict]:
+    def mirrors_of(self, link: str | None = None) -> list[Mirror]:
+        """The mirrors of ``link`` (every mirror when None), by name; refuses a link that does not exist."""
         if link is not None:
-            self._link(link)
-        return [self.describe_mirror(t) for t, m in sorted(self.mirrors.items()) if link is None or m.link == link]
+            self.link(link)
+        return [m for _t, m in sorted(self.mirrors.items()) if link is None or m.link == link]
 
     def on_topic_deleted(self, name: str) -> None:
         """A client deleted a mirror topic: forget the mirror too, and tell its link to stop fetching it."""
@@ -645,6 +313,7 @@ class LinkManager:
         if mirror is not None:
             mirror.deleted = True
             self.mirror_store.delete(name)
+            self.transitions.progressed(mirror)  # a promotion waiting on it sees it gone
             entry = self.links.get(mirror.link)
             if entry:
                 entry.runtime.wake()
@@ -658,17 +327,13 @@ class LinkManager:
         results = []
         for topic in topics:
             try:
-                mirror = self._mirror(topic)
-                self.mirror_store.transition(mirror, event)
-                self._mirror_changed(mirror)
-                entry = self.links.get(mirror.link)
-                if entry:
-                    entry.runtime.wake()
-                results.append(self._result(topic, mirror_status=mirror.state.value))
-            except AdminError as exc:
+                mirror = self.mirror(topic)
+                self.transitions.apply(mirror, event)
+                results.append(self._result(topic, mirror_status=mirror.state.reported))
+            except DomainError as exc:
                 results.append(self._result(topic, exc.error_code, exc.message))
             except InvalidTransition as exc:
-                results.append(self._result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=exc.state.value))
+                results.append(self._result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.reported))
         return results
 
     def pause(self, topics: list[str]) -> list[dict]:
@@ -677,200 +342,18 @@ class LinkManager:
     def resume(self, topics: list[str]) -> list[dict]:
         return self._simple(topics, MirrorEvent.RESUME)
 
-    def _lags(self, mirror: Mirror) -> list[dict]:
+    def lags(self, mirror: Mirror) -> list[dict]:
+        """The per-partition lags in a command's answer (promote, failover)."""
         return [
-            {"partition": p["partition"], "lag": p["lag"], "mirror_log_end_offset": p["mirror_log_end_offset"], "last_source_offset": p["source_high_watermark"], "last_fetch_time_ms": p["last_fetch_time_ms"]}
-            for p in self.partition_lags(mirror)
+            {"partition": p.partition, "lag": p.lag, "mirror_log_end_offset": p.mirror_log_end_offset, "last_source_offset": p.source_high_watermark, "last_fetch_time_ms": p.last_fetch_time_ms}
+            for p in self.partition_status(mirror)
         ]
 
     async def promote(self, topics: list[str], timeout_s: float = DEFAULT_PROMOTE_TIMEOUT_S) -> list[dict]:
-        results: dict[str, dict] = {}
-
-        async def one(topic: str) -> None:
-            results[topic] = await self._promote_one(topic, timeout_s)
-
-        async with trio.open_nursery() as nursery:
-            for topic in dict.fromkeys(topics):
-                nursery.start_soon(one, topic)
-        return [results[t] for t in dict.fromkeys(topics)]
-
-    async def _promote_one(self, topic: str, timeout_s: float) -> dict:
-        try:
-            mirror = self._mirror(topic)
-        except AdminError as exc:
-            return self._result(topic, exc.error_code, exc.message)
-        if mirror.state == MirrorState.STOPPED:
-            return self._result(topic, mirror_status=mirror.state.value, mirror_lags=self._lags(mirror), **self._stop_summary(mirror))
-        entry = self.links.get(mirror.link)
-        if entry is None:
-            return self._result(topic, ErrorCode.INVALID_REQUEST, f"link '{mirror.link}' no longer exists; use failover")
-        if mirror.state == MirrorState.SOURCE_UNAVAILABLE or entry.runtime.state == LinkState.UNAVAILABLE:
-            return self._result(topic, ErrorCode.BROKER_NOT_AVAILABLE, "promote needs the source cluster reachable; it is not (use failover to stop without it)", mirror_status=mirror.state.value, mirror_lags=self._lags(mirror))
-        try:
-            self.mirror_store.transition(mirror, MirrorEvent.PROMOTE)
-        except InvalidTransition as exc:
-            return self._result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.value)
-        entry.runtime.wake()
-        started = now_ms()
-        caught_up = False
-        with trio.move_on_after(timeout_s):
-            while True:
-                if mirror.state != MirrorState.PENDING_STOPPED or mirror.deleted:
-                    break
-                if self._caught_up(mirror, started):
-                    caught_up = True
-                    break
-                if self._at_known_end(mirror):
-                    # Looks caught up, but the proof (a fetch since the promote began that found nothing
-                    # more) may sit behind the fetch loop's long poll: ask the source directly.
-                    await entry.runtime.probe_caught_up(mirror)
-                    if self._caught_up(mirror, started):
-                        continue
-                await trio.sleep(0.05)
-        if mirror.deleted:
-            return self._deleted_while_promoting(topic)
-        if not caught_up:
-            lags = self._lags(mirror)
-            reason = (
-                f"mirror failed while promoting: {mirror.error_message}" if mirror.state == MirrorState.FAILED
-                else f"source unreachable or lag did not reach 0 within {timeout_s:g}s; mirror left as it was"
-            )
-            if mirror.state == MirrorState.PENDING_STOPPED:
-                self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
-            return self._result(topic, ErrorCode.REQUEST_TIMED_OUT if mirror.state != MirrorState.FAILED else ErrorCode.INVALID_REQUEST, reason, mirror_status=mirror.state.value, mirror_lags=lags)
-        if entry.offset_sync.status.enabled:
-            try:
-                await entry.offset_sync.sync_once(only_topic=mirror.topic)
-            except (SourceUnavailable, SourceProtocolError) as exc:
-                self.mirror_store.transition(mirror, MirrorEvent.PROMOTE_ABORT)
-                return self._result(topic, ErrorCode.BROKER_NOT_AVAILABLE, f"final consumer offset sync failed: {exc}", mirror_status=mirror.state.value, mirror_lags=self._lags(mirror))
-        if mirror.deleted:  # while the final offset sync ran
-            return self._deleted_while_promoting(topic)
-        self._begin_stop(mirror, "promote")
-        await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
-        if mirror.deleted:
-            return self._deleted_while_promoting(topic)
-        self._finalize(mirror)
-        return self._result(topic, mirror_status=mirror.state.value, mirror_lags=self._lags(mirror), **self._stop_summary(mirror))
-
-    def _deleted_while_promoting(self, topic: str) -> dict:
-        return self._result(topic, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' was deleted while it was being promoted")
-
-    def _at_known_end(self, mirror: Mirror) -> bool:
-        """Every partition's next fetch starts at (or past) the source high watermark last seen."""
-        local = self._topics.get(mirror.topic)
-        if local is None or len(mirror.partitions) < len(local.logs):
-            return False
-        return all(
-            p.source_high_watermark >= 0 and fetch_position(p, local.logs[p.partition]) >= p.source_high_watermark
-            for p in mirror.partitions
-        )
-
-    def _caught_up(self, mirror: Mirror, since_ms: int) -> bool:
-        """Every partition fetched after the promote began, up to the source's high watermark, and the
-        fetch answered with no more data (so a source whose high watermark lags what it serves, like Tansu,
-        is judged by fetching)."""
-        local = self._topics.get(mirror.topic)
-        if local is None or len(mirror.partitions) < len(local.logs):
-            return False
-        for progress in mirror.partitions:
-            plog = local.logs[progress.partition]
-            if progress.last_fetch_ms < since_ms or progress.source_high_watermark < 0:
-                return False
-            position = fetch_position(progress, plog)
-            if position < progress.source_high_watermark:
-                return False
-            if progress.last_source_fetch_offset != position:
-                return False
-        return True
+        return await self.promotions.promote(topics, timeout_s)
 
     async def failover(self, topics: list[str]) -> list[dict]:
-        await self._read_source_ends_before_stop([self.mirrors[t] for t in dict.fromkeys(topics) if t in self.mirrors and self.mirrors[t].state != MirrorState.STOPPED])
-        results = []
-        for topic in dict.fromkeys(topics):
-            try:
-                mirror = self._mirror(topic)
-            except AdminError as exc:
-                results.append(self._result(topic, exc.error_code, exc.message))
-                continue
-            if mirror.state != MirrorState.STOPPED:
-                self._begin_stop(mirror, "failover")
-                entry = self.links.get(mirror.link)
-                if entry is not None:
-                    await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
-                self._finalize(mirror)
-            results.append(self._result(topic, mirror_status=mirror.state.value, mirror_lags=self._lags(mirror), **self._stop_summary(mirror)))
-        return results
-
-    async def _read_source_ends_before_stop(self, mirrors: list[Mirror]) -> None:
-        """A paused mirror, or one whose source is up, has a stale idea of where the source ends: ask the
-        source now (bounded; a dead source just leaves what was last seen), then checkpoint it."""
-        by_link: dict[str, list[Mirror]] = {}
-        for mirror in mirrors:
-            by_link.setdefault(mirror.link, []).append(mirror)
-        for name, group in by_link.items():
-            entry = self.links.get(name)
-            if entry is None:
-                continue
-            with trio.move_on_after(min(FAILOVER_SOURCE_READ_S, entry.settings.request_timeout_ms / 1000)):
-                try:
-                    answered = await entry.runtime.refresh_source_ends(group)
-                    log.info("link %s: read the source's end offsets of %d partition(s) before stopping %s", name, answered, ", ".join(m.topic for m in group))
-                except (SourceUnavailable, SourceProtocolError) as exc:
-                    log.info("link %s: source unreachable before stopping %s (%s); reporting the end offsets last seen", name, ", ".join(m.topic for m in group), exc)
-        self.checkpoint_source_ends()
-
-    def _stop_summary(self, mirror: Mirror) -> dict:
-        info = mirror.stop_info or {}
-        lost = info.get("records_possibly_lost", info.get("possible_data_loss_records"))
-        return {
-            "stop_kind": info.get("kind"),
-            "stop_offsets": info.get("partitions", []),
-            "records_possibly_lost": lost,
-            "possible_data_loss_records": lost,  # the old name, kept for one release
-            "aborted_transactions": info.get("aborted_transactions", []),
-        }
-
-    def _begin_stop(self, mirror: Mirror, kind: str) -> None:
-        """Phase 1: persist the decision and the new epoch; the link stops fetching for this mirror."""
-        topic = self._topics.get(mirror.topic)
-        epoch = max(topic.advertised_epoch(p) for p in range(len(topic.logs))) + 1
-        mirror.set_stop_info(self.mirror_store, {"phase": "finalizing", "kind": kind, "epoch": epoch, "started_ms": now_ms()})
-
-    def _finalize(self, mirror: Mirror) -> None:
-        """Phase 2: idempotent; safe to repeat after a crash."""
-        topic = self._topics.get(mirror.topic)
-        info = dict(mirror.stop_info)
-        epoch = info["epoch"]
-        aborted = list(info.get("aborted_transactions", []))
-        stopped_ms = now_ms()
-        partitions = []
-        highest_pid = -1
-        for index, plog in enumerate(topic.logs):
-            progress = mirror.partitions[index] if index < len(mirror.partitions) else PartitionProgress(index)
-            # Where mirroring of the source stopped: before the ABORT markers below, which take offsets
-            # that on the source hold records the mirror never got.
-            stop_offset = fetch_position(progress, plog)
-            for pid, first_offset in sorted(plog.open_transactions().items()):
-                producer_epoch = plog.batch_header(first_offset).producer_epoch
-                marker = build_control_batch(CONTROL_ABORT, pid, producer_epoch, base_offset=plog.log_end_offset, partition_leader_epoch=epoch, timestamp=int(time.time() * 1000))
-                plog.append_mirrored(marker)
-                aborted.append({"partition": index, "producer_id": pid, "first_offset": first_offset, "abort_marker_offset": plog.log_end_offset - 1})
-                log.warning("mirror %s partition %d: aborted open transaction of producer %d (from offset %d)", mirror.topic, index, pid, first_offset)
-            highest_pid = max(highest_pid, plog.producer_ids_seen_max())
-            plog.flush()
-            partitions.append(partition_report(index, stop_offset, plog.log_end_offset, progress, stopped_ms))
-        lost_each = [p["records_possibly_lost"] for p in partitions]
-        lost = None if None in lost_each else sum(lost_each)
-        self._producer_ids.raise_floor(highest_pid)
-        self._topics.set_leader_epoch(mirror.topic, epoch)
-        info.update(phase="done", partitions=partitions, aborted_transactions=aborted, records_possibly_lost=lost, stopped_ms=stopped_ms)
-        info.pop("possible_data_loss_records", None)
-        event = MirrorEvent.PROMOTE_DONE if mirror.state == MirrorState.PENDING_STOPPED else MirrorEvent.FAILOVER
-        self.mirror_store.transition(mirror, event, stop_info=info)
-        self._topics.set_role(mirror.topic, TopicRole.PROMOTED)
-        self._notify()
-        log.info("mirror %s is now writable (%s; leader epoch %d; %s records possibly lost)", mirror.topic, info["kind"], epoch, "unknown" if lost is None else lost)
+        return await self.promotions.failover(topics)
 
 
 class _LockedSource(SourceCluster):

@@ -1,4 +1,5 @@
-"""A mirror topic's runtime record and its persistence.
+"""A mirror topic's runtime record: its durable row (persisted by ``store.MirrorStore``) and its
+per-partition progress.
 
 The durable part (link, source topic, state, error, stop offsets) is a row in the control store, and
 every state change is one transaction. The per-partition progress (source high watermark, last fetch)
@@ -14,46 +15,13 @@ value is reported as a lower bound, not as the loss: the source may have grown w
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ..controlstore import ControlStore
-from .states import MirrorError, MirrorEvent, MirrorState, next_state
+from .states import FETCHING_STATES, MirrorError, MirrorState
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS mirrors (
-    topic TEXT PRIMARY KEY,
-    link TEXT NOT NULL,
-    source_topic TEXT NOT NULL,
-    source_topic_id TEXT,
-    state TEXT NOT NULL,
-    error TEXT NOT NULL,
-    error_message TEXT,
-    stop_info TEXT,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS mirror_gaps (
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    from_offset INTEGER NOT NULL,
-    to_offset INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    recorded_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS mirror_source_ends (
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    high_watermark INTEGER NOT NULL,
-    fetch_offset INTEGER NOT NULL,
-    seen_ms INTEGER NOT NULL,
-    PRIMARY KEY (topic, partition)
-)
-"""
-
-SKIP_REASON_PREFIX = "skipped: "
-
+if TYPE_CHECKING:
+    from .store import MirrorStore
 
 @dataclass
 class PartitionProgress:
@@ -75,6 +43,11 @@ class PartitionProgress:
     # longer holds, until the first batch beyond it is appended. -1: the log end.
     skip_to: int = -1
     inflight_end: int = -1  # next offset once the append running in a worker thread lands
+    # The timestamp (ms) of the oldest source record known not to be mirrored yet: the first record of the
+    # first batch past the log end that a fetch has shown (-1: none known). ``next_unmirrored_ts``: the
+    # same for the batch after the append in flight, when the answer showed its header.
+    unmirrored_ts: int = -1
+    next_unmirrored_ts: int = -1
 
 
     def source_end(self) -> int:
@@ -98,11 +71,17 @@ def partition_lag(progress: PartitionProgress, position: int, fresh: bool) -> in
 
 
 def lag_seconds(progress: PartitionProgress, lag: int | None, now_ms: int) -> float | None:
-    """How long the mirror has been behind: 0 when caught up, else the time since a reading last showed it
-    at the source's end (at least the age of the oldest record it lacks); with the lag unknown (source
-    unreachable), the time since the last successful fetch. None when neither happened since start."""
+    """The age of the oldest source record the mirror does not hold yet, in seconds: 0 when caught up.
+
+    Exact when a fetch has shown that record's batch (``unmirrored_ts``: the batch's first timestamp, or
+    its append time for LogAppendTime topics). Otherwise, behind, an upper bound: the time since a reading
+    last showed the mirror at the source's end (every record it lacks was written after that). With the
+    lag unknown (source unreachable), the time since the last successful fetch. None when none of these
+    is known since this process started."""
     if lag == 0:
         return 0.0
+    if lag is not None and progress.unmirrored_ts >= 0:
+        return max(now_ms - progress.unmirrored_ts, 0) / 1000
     since = progress.caught_up_ms if lag is not None else progress.last_fetch_ms
     return max(now_ms - since, 0) / 1000 if since else None
 
@@ -125,128 +104,12 @@ class Mirror:
     @property
     def finalizing(self) -> bool:
         """Promotion or failover has committed to stopping; only finishing steps remain."""
-        return bool(self.stop_info) and self.stop_info.get("phase") == "finalizing"
+        return self.state is MirrorState.FINALIZING
 
     @property
     def fetching(self) -> bool:
-        return not self.deleted and self.state in (MirrorState.ACTIVE, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED) and not self.finalizing
+        return not self.deleted and self.state in FETCHING_STATES
 
     def set_stop_info(self, store: MirrorStore, info: dict) -> None:
         store.save_stop_info(self.topic, info)
         self.stop_info = info
-
-
-class MirrorStore:
-    def __init__(self, store: ControlStore) -> None:
-        self._store = store
-        store.ensure_schema(SCHEMA)
-
-    def load(self) -> list[Mirror]:
-        out = []
-        for row in self._store.query("SELECT * FROM mirrors ORDER BY topic"):
-            out.append(
-                Mirror(
-                    topic=row["topic"],
-                    link=row["link"],
-                    source_topic=row["source_topic"],
-                    source_topic_id=row["source_topic_id"],
-                    state=MirrorState(row["state"]),
-                    error=MirrorError(row["error"]),
-                    error_message=row["error_message"],
-                    stop_info=json.loads(row["stop_info"]) if row["stop_info"] else None,
-                    state_time_ms=row["updated_ms"],
-                )
-            )
-        return out
-
-    def insert(self, mirror: Mirror) -> None:
-        now = int(time.time() * 1000)
-        with self._store.transaction() as db:
-            db.execute(
-                "INSERT INTO mirrors (topic, link, source_topic, source_topic_id, state, error, error_message, stop_info, created_ms, updated_ms)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (mirror.topic, mirror.link, mirror.source_topic, mirror.source_topic_id, mirror.state.value, mirror.error.value, mirror.error_message, None, now, now),
-            )
-        mirror.state_time_ms = now
-
-    def transition(
-        self,
-        mirror: Mirror,
-        event: MirrorEvent,
-        error: MirrorError | None = None,
-        message: str | None = None,
-        stop_info: dict | None = None,
-    ) -> MirrorState:
-        """Apply ``event`` (raises InvalidTransition, leaving the mirror unchanged) and persist it."""
-        new_state = next_state(mirror.state, event)
-        new_error = error if error is not None else (MirrorError.NONE if new_state != MirrorState.FAILED else mirror.error)
-        new_message = message if error is not None else (None if new_state != MirrorState.FAILED else mirror.error_message)
-        new_stop = stop_info if stop_info is not None else mirror.stop_info
-        if (new_state, new_error, new_message, new_stop) == (mirror.state, mirror.error, mirror.error_message, mirror.stop_info):
-            return new_state
-        changed_ms = int(time.time() * 1000) if new_state != mirror.state else mirror.state_time_ms
-        with self._store.transaction() as db:
-            db.execute(
-                "UPDATE mirrors SET state = ?, error = ?, error_message = ?, stop_info = ?, updated_ms = ? WHERE topic = ?",
-                (new_state.value, new_error.value, new_message, json.dumps(new_stop) if new_stop else None, changed_ms, mirror.topic),
-            )
-        mirror.state_time_ms = changed_ms
-        mirror.state, mirror.error, mirror.error_message, mirror.stop_info = new_state, new_error, new_message, new_stop
-        return new_state
-
-    def save_stop_info(self, topic: str, info: dict) -> None:
-        with self._store.transaction() as db:
-            # updated_ms is the state's time: recording stop details does not change the state
-            db.execute("UPDATE mirrors SET stop_info = ? WHERE topic = ?", (json.dumps(info), topic))
-
-    def delete(self, topic: str) -> None:
-        with self._store.transaction() as db:
-            db.execute("DELETE FROM mirrors WHERE topic = ?", (topic,))
-            db.execute("DELETE FROM mirror_gaps WHERE topic = ?", (topic,))
-            db.execute("DELETE FROM mirror_source_ends WHERE topic = ?", (topic,))
-
-    def record_gap(self, topic: str, partition: int, from_offset: int, to_offset: int, reason: str) -> None:
-        with self._store.transaction() as db:
-            db.execute(
-                "INSERT INTO mirror_gaps (topic, partition, from_offset, to_offset, reason, recorded_ms) VALUES (?,?,?,?,?,?)",
-                (topic, partition, from_offset, to_offset, reason, int(time.time() * 1000)),
-            )
-
-    def record_skip(self, topic: str, partition: int, from_offset: int, to_offset: int, reason: str) -> None:
-        """A gap the mirror jumps over without truncating: fetching continues at ``to_offset``."""
-        self.record_gap(topic, partition, from_offset, to_offset, f"{SKIP_REASON_PREFIX}{reason}")
-
-    def skip_resume_offset(self, topic: str, partition: int, log_end: int) -> int | None:
-        """Where to fetch next for a log that ends at ``log_end``, if it ended there when a skip was
-        recorded (nothing appended or truncated since); otherwise None (fetch from the log end)."""
-        rows = self._store.query(
-            "SELECT to_offset FROM mirror_gaps WHERE topic = ? AND partition = ? AND from_offset = ? AND reason LIKE ?"
-            " ORDER BY recorded_ms DESC, rowid DESC LIMIT 1",
-            (topic, partition, log_end, SKIP_REASON_PREFIX + "%"),
-        )
-        return rows[0]["to_offset"] if rows and rows[0]["to_offset"] > log_end else None
-
-    def gaps(self, topic: str) -> list[dict]:
-        return [
-            {"partition": r["partition"], "from_offset": r["from_offset"], "to_offset": r["to_offset"], "reason": r["reason"]}
-            for r in self._store.query("SELECT * FROM mirror_gaps WHERE topic = ? ORDER BY recorded_ms", (topic,))
-        ]
-
-    def save_source_ends(self, rows: list[tuple[str, int, int, int, int]]) -> None:
-        """(topic, partition, high watermark, fetch offset, seen_ms) for each changed partition, in one
-        transaction."""
-        if not rows:
-            return
-        with self._store.transaction() as db:
-            db.executemany(
-                "INSERT INTO mirror_source_ends (topic, partition, high_watermark, fetch_offset, seen_ms) VALUES (?,?,?,?,?)"
-                " ON CONFLICT (topic, partition) DO UPDATE SET high_watermark = excluded.high_watermark,"
-                " fetch_offset = excluded.fetch_offset, seen_ms = excluded.seen_ms",
-                rows,
-            )
-
-    def source_ends(self, topic: str) -> dict[int, tuple[int, int, int]]:
-        return {
-            r["partition"]: (r["high_watermark"], r["fetch_offset"], r["seen_ms"])
-            for r in self._store.query("SELECT * FROM mirror_source_ends WHERE topic = ?", (topic,))
-        }

@@ -28,14 +28,14 @@ from protocol.messages import ApiKey
 
 from .client import SourceProtocolError, SourceUnavailable, source_error
 from .groupfilter import GroupFilter
-from .states import LinkState, MirrorState
+from .states import SYNCED_STATES, LinkState
 from .tasks import judge, report
 
 log = logging.getLogger(__name__)
 
-OFFSET_FETCH_MAX_VERSION = 7
-# A paused mirror still gets offsets (clamped to what it holds); stopped and failed ones no longer follow.
-SYNCED_STATES = frozenset({MirrorState.ACTIVE, MirrorState.PAUSED, MirrorState.SOURCE_UNAVAILABLE, MirrorState.PENDING_STOPPED})  # single-group, topic-name layout; every source we meet supports it
+OFFSET_FETCH_MAX_VERSION = 7  # single-group, topic-name layout; every source we meet supports it
+# A paused mirror still gets offsets (clamped to what it holds); stopped and failed ones no longer follow
+# (SYNCED_STATES, in states.py).
 
 
 TASK_NAME = "ConsumerOffsetSync"

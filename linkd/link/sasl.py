@@ -75,7 +75,8 @@ class ScramClient:
     def respond(self, challenge: bytes) -> bytes | None:
         if self._server_signature is None:
             return self._client_final(challenge)
-        return self._verify_server_final(challenge)
+        self._verify_server_final(challenge)
+        return None
 
     def _client_final(self, challenge: bytes) -> bytes:
         try:

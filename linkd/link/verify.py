@@ -23,7 +23,7 @@ from protocol.messages import ApiKey
 from protocol.records import RecordBatch, split_batches
 
 from .client import SourceProtocolError, SourceUnavailable, source_error
-from .runtime import PROBE_WAIT_MS
+from .sourceends import PROBE_WAIT_MS
 
 DEFAULT_STEP_BYTES = 8 * 1024 * 1024
 

@@ -52,7 +52,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from protocol.errors import CorruptBatch
-from protocol.records import ATTR_CONTROL, HEADER_SIZE, RecordBatch, Split, set_base_offset_and_epoch, split_batches
+from protocol.records import ATTR_CONTROL, HEADER_SIZE, BatchSlice, RecordBatch, Split, set_base_offset_and_epoch, split_batches
 
 from . import checkpoint, swap
 from .cleaner import CleanerSnapshot
@@ -523,20 +523,25 @@ class PartitionLog:
     # ------------------------------------------------------------------------------------------------
     # Appending
 
-    def append_mirrored(self, data: bytes | bytearray | memoryview, batches: Sequence[RecordBatch] | None = None) -> AppendResult:
+    def append_mirrored(self, data: bytes | bytearray | memoryview | BatchSlice, batches: Sequence[RecordBatch] | None = None) -> AppendResult:
         """Append whole batches exactly as the source wrote them. A partial batch at the end of ``data``
         (a Fetch response may end with one) is not appended; ``bytes`` says how much was. Raises
         ``CorruptBatch`` and writes nothing if any batch fails verification. ``batches``: ``data`` already
-        cut by ``split_batches`` (the caller's, to save a second pass), exactly its whole batches in order.
+        cut by ``split_batches`` (the caller's, to save a second pass), exactly its whole batches in order;
+        or ``data`` a ``BatchSlice``, which carries both.
         Writer: any thread, one at a time under the writer lock held across the write; readers meanwhile
         see the log without these batches, then with all of them."""
         with self._lock:
             self._check_open()
             self._retry_deferred_writes()
-            view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
-            if batches is None:
+            if isinstance(data, BatchSlice):
+                # Cut by Split.tail from one blob: the bytes are exactly the batches', nothing to check.
+                view, split = data.data, Split(data.batches, len(data.data))
+            elif batches is None:
+                view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
                 split = split_batches(view)
             else:
+                view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
                 split = Split(list(batches), sum(b.size for b in batches))
                 last_start = split.consumed - batches[-1].size if batches else 0
                 if batches and (split.consumed > len(view) or view[:8] != batches[0].buffer[:8] or view[last_start : last_start + 8] != batches[-1].buffer[:8]):

@@ -100,3 +100,18 @@ def test_auto_create_of_a_topic_whose_mirror_name_is_too_long_is_in_error_then_a
     again = _tasks(client, "auto")
     assert (again["AutoCreateMirror"]["runs"], again["TopicConfigsSync"]["runs"]) == runs  # paused means not running
     assert _metric(linkd, "auto", "AutoCreateMirror", "LINK_PAUSED") == "1.0"
+
+
+def test_rest_link_describe_lists_tasks_only_with_include_tasks(kafka_broker, linkd):
+    client = admin(linkd)
+    create_link(client, "tasks", kafka_broker.bootstrap)
+    url = f"{client.base}{client.cluster}/links/tasks"
+    plain = httpx.get(url, timeout=10).json()
+    assert "tasks" not in plain and plain["link_name"] == "tasks"
+    assert "tasks" not in httpx.get(url, params={"include_tasks": "false"}, timeout=10).json()
+    with_tasks = httpx.get(url, params={"include_tasks": "true"}, timeout=10).json()
+    assert [t["task_name"] for t in with_tasks["tasks"]] == ["ConsumerOffsetSync", "AutoCreateMirror", "TopicConfigsSync", "AclSync"]
+    assert {k: v for k, v in with_tasks.items() if k != "tasks"}.keys() == plain.keys()
+    # The CLI's describe still shows them (it asks for them).
+    assert [t["task_name"] for t in cli_json(linkd, "link", "describe", "tasks")["tasks"]] == [t["task_name"] for t in with_tasks["tasks"]]
+    assert httpx.get(url, params={"include_tasks": "maybe"}, timeout=10).status_code == 400

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkd.controlstore import ControlStore
-from linkd.link.mirror import Mirror, MirrorStore
+from linkd.link.mirror import Mirror
 from linkd.link.states import MIRROR_TRANSITIONS, InvalidTransition, MirrorError, MirrorEvent, MirrorState
+from linkd.link.store import MirrorStore
 
 
 def _row(store: MirrorStore, topic: str) -> tuple:

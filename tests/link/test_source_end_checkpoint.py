@@ -4,9 +4,11 @@ bounded by changes (an idle partition seen at every fetch is not rewritten every
 from __future__ import annotations
 
 from linkd.controlstore import ControlStore
-from linkd.link.manager import SEEN_ONLY_CHECKPOINT_MS, LinkManager
-from linkd.link.mirror import Mirror, MirrorStore, PartitionProgress
+from linkd.link.checkpoints import SEEN_ONLY_CHECKPOINT_MS
+from linkd.link.manager import LinkManager
+from linkd.link.mirror import Mirror, PartitionProgress
 from linkd.link.states import MirrorState
+from linkd.link.store import MirrorStore
 
 
 def _manager(tmp_path) -> LinkManager:

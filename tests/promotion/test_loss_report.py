@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from linkd.link.manager import SOURCE_END_CHECKPOINT_S
+from linkd.link.checkpoints import SOURCE_END_CHECKPOINT_S
 from tests.link.mirroring import produce_confluent, source_end, wait_for
 from tests.peers.rawclient import fetch_raw
 
@@ -162,7 +162,7 @@ def test_against_tansu_the_loss_is_judged_by_fetching_not_by_its_lagging_high_wa
 
 
 def test_failover_through_a_blackholed_path_does_not_hang_and_reports_the_end_last_seen(linkd_factory, unique_topic):
-    from linkd.link.manager import FAILOVER_SOURCE_READ_S
+    from linkd.link.promotion import FAILOVER_SOURCE_READ_S
     from tests.broker.clients import create_topic
     from tests.link.faultproxy import FaultProxy
 

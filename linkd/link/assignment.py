@@ -1,0 +1,88 @@
+"""Which source broker fetches which mirror partition: source metadata in, a plan out (pure).
+
+For one mirror, ``plan`` reads its source topic's metadata and decides one of:
+
+- ``Assigned``: each partition with a leader goes to that leader's fetcher; a partition whose leader or
+  leader epoch changed must be validated again (a new leader may hold another history). When the source
+  has more partitions than the mirror, ``grow_to`` says how many the mirror topic must get first;
+- ``Fail``: the source topic came back with another topic id while the mirror holds data (re-created,
+  or a source that lost everything: its offsets now name other records), or it has fewer partitions;
+- ``SourceDenied``: the source refuses Describe on the topic to the link's principal;
+- ``SourceMissing``: absent from the metadata, an error, or a new id on an empty mirror (wait, then fail);
+- ``NoLocalTopic``: the mirror's topic is gone here (deleted meanwhile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from protocol.errors import ErrorCode
+
+from .mirror import Mirror, PartitionProgress
+from .partition import Fail
+from .states import MirrorError
+
+
+@dataclass(frozen=True)
+class Assigned:
+    leaders: list[tuple[int, PartitionProgress]] = field(default_factory=list)
+    grow_to: int | None = None
+
+
+@dataclass(frozen=True)
+class SourceDenied:
+    pass
+
+
+@dataclass(frozen=True)
+class SourceMissing:
+    reason: str  # the metadata error's name, or "absent"
+
+
+@dataclass(frozen=True)
+class NoLocalTopic:
+    pass
+
+
+Plan = Assigned | Fail | SourceDenied | SourceMissing | NoLocalTopic
+
+
+def recreated(mirror: Mirror, st) -> bool:
+    """The source topic ``st`` (its metadata) is another log than the one the mirror was created from."""
+    return st is not None and st.error == ErrorCode.NONE and bool(mirror.source_topic_id) and st.topic_id is not None and str(st.topic_id) != mirror.source_topic_id
+
+
+def plan(mirror: Mirror, st, local_partitions: int | None, holds_data: bool, fetch_max_bytes: int) -> Plan:
+    """The plan for ``mirror`` given ``st`` (its source topic's metadata, None when absent), the number of
+    partitions of its local topic (None: no such topic) and whether any of them holds data. Adds progress
+    records for new partitions and records the leaders on them; nothing else is changed."""
+    new_id = recreated(mirror, st)
+    if new_id and holds_data:
+        # Same name, another log: its offsets now name other records than the ones the mirror holds.
+        return Fail(
+            MirrorError.UNEXPECTED_TRUNCATION,
+            f"source topic {mirror.source_topic} came back with a new topic id ({mirror.source_topic_id} -> {st.topic_id}): "
+            "the source lost or re-created the log the mirror holds",
+        )
+    if st is not None and st.error == ErrorCode.TOPIC_AUTHORIZATION_FAILED:
+        return SourceDenied()
+    if st is None or st.error != ErrorCode.NONE or new_id:
+        return SourceMissing(st.error.name if st is not None else "absent")
+    if local_partitions is None:
+        return NoLocalTopic()
+    count = len(st.partitions)
+    if count < local_partitions:
+        return Fail(MirrorError.SOURCE_PARTITIONS_DECREASED, f"source topic {mirror.source_topic} has {count} partitions, mirror has {local_partitions}")
+    grow_to = count if count > local_partitions else None
+    while len(mirror.partitions) < count:
+        mirror.partitions.append(PartitionProgress(len(mirror.partitions), max_bytes=fetch_max_bytes))
+    leaders = []
+    for progress in mirror.partitions:
+        sp = st.partitions.get(progress.partition)
+        if sp is None or sp.leader < 0:
+            continue
+        if (sp.leader, sp.leader_epoch) != (progress.leader, progress.leader_epoch):
+            progress.validated = False  # a new leader may hold a different history
+        progress.leader, progress.leader_epoch = sp.leader, sp.leader_epoch
+        leaders.append((sp.leader, progress))
+    return Assigned(leaders, grow_to)

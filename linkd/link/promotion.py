@@ -1,0 +1,287 @@
+"""Promotion and failover: making mirror topics writable, as tasks of the link manager.
+
+Both follow the table in ``states.py`` and are crash-safe in two phases:
+
+1. the decision is persisted (the mirror enters ``FINALIZING`` with the new leader epoch in its stop info),
+   after which nothing fetches or syncs for the mirror;
+2. open transactions are closed with ABORT markers (``storage.markers``), the producer-id floor is raised
+   above every mirrored producer id, logs are flushed, and ``STOPPED`` is persisted with the stop offsets.
+
+A restart that finds a mirror ``FINALIZING`` completes phase 2 with the recorded epoch, so a crash leaves a
+mirror either still a mirror or fully promoted, and repeating the command is harmless.
+
+Each command runs as a task in the link manager's nursery, not in the task of whoever asked: the admin
+API's request awaits the result, and a client that goes away (cancelling the request) cannot stop a
+promotion between its phases. A promotion waits for the mirror to catch up on progress events (a fetch
+answer, an append landing, a state change; ``MirrorTransitions.change_event``), not by polling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import trio
+
+from protocol.errors import ErrorCode
+
+from ..storage.markers import abort_open_transactions
+from .client import SourceProtocolError, SourceUnavailable
+from .errors import DomainError, ErrorKind
+from .loss import partition_report
+from .mirror import Mirror, PartitionProgress
+from .partition import fetch_position
+from .runtime import now_ms
+from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
+
+if TYPE_CHECKING:
+    from .manager import LinkManager
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEFAULT_PROMOTE_TIMEOUT_S = 60.0
+FAILOVER_SOURCE_READ_S = 5.0  # at most this long asking a (maybe dead) source for its end offsets
+
+
+class Promotions:
+    def __init__(self, manager: LinkManager) -> None:
+        self.m = manager
+
+    async def detached(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` as a task of the manager and await its result; cancelling the caller leaves it running."""
+        nursery = self.m.nursery
+        if nursery is None:
+            return await fn()
+        done = trio.Event()
+        outcome: dict[str, object] = {}
+
+        async def task() -> None:
+            try:
+                outcome["result"] = await fn()
+            except Exception as exc:  # the caller's to see; never the manager's nursery
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        nursery.start_soon(task)
+        await done.wait()
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        if "result" not in outcome:
+            raise DomainError(ErrorKind.UNAVAILABLE, ErrorCode.BROKER_NOT_AVAILABLE, "the daemon is shutting down; the command did not finish (repeat it after the restart)")
+        return outcome["result"]  # type: ignore[return-value]
+
+    # -- promote ----------------------------------------------------------------------------------
+
+    async def promote(self, topics: list[str], timeout_s: float = DEFAULT_PROMOTE_TIMEOUT_S) -> list[dict]:
+        async def run() -> list[dict]:
+            results: dict[str, dict] = {}
+
+            async def one(topic: str) -> None:
+                results[topic] = await self._promote_one(topic, timeout_s)
+
+            async with trio.open_nursery() as nursery:
+                for topic in dict.fromkeys(topics):
+                    nursery.start_soon(one, topic)
+            return [results[t] for t in dict.fromkeys(topics)]
+
+        return await self.detached(run)
+
+    async def _promote_one(self, topic: str, timeout_s: float) -> dict:
+        m = self.m
+        try:
+            mirror = m.mirror(topic)
+        except DomainError as exc:
+            return result(topic, exc.error_code, exc.message)
+        if mirror.state in (MirrorState.STOPPED, MirrorState.FINALIZING):
+            if mirror.state is MirrorState.FINALIZING:
+                self.finalize(mirror)  # a stop already committed: finish it (idempotent)
+            return result(topic, mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror), **stop_summary(mirror))
+        entry = m.links.get(mirror.link)
+        if entry is None:
+            return result(topic, ErrorCode.INVALID_REQUEST, f"link '{mirror.link}' no longer exists; use failover")
+        if mirror.state == MirrorState.SOURCE_UNAVAILABLE or entry.runtime.state == LinkState.UNAVAILABLE:
+            return result(topic, ErrorCode.BROKER_NOT_AVAILABLE, "promote needs the source cluster reachable; it is not (use failover to stop without it)", mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror))
+        try:
+            m.transitions.apply(mirror, MirrorEvent.PROMOTE)
+        except InvalidTransition as exc:
+            return result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.reported)
+        started = now_ms()
+        caught_up = False
+        with trio.move_on_after(timeout_s):
+            while True:
+                progressed = m.transitions.change_event(mirror)  # taken before looking: no progress is missed
+                if mirror.state != MirrorState.PENDING_STOPPED or mirror.deleted:
+                    break
+                if self._caught_up(mirror, started):
+                    caught_up = True
+                    break
+                if self._at_known_end(mirror):
+                    # Looks caught up, but the proof (a fetch since the promote began that found nothing
+                    # more) may sit behind the fetch loop's long poll: ask the source directly.
+                    await entry.runtime.probe_caught_up(mirror)
+                    if self._caught_up(mirror, started):
+                        continue
+                await progressed.wait()
+        if mirror.deleted:
+            return deleted_while_promoting(topic)
+        if not caught_up:
+            lags = m.lags(mirror)
+            reason = (
+                f"mirror failed while promoting: {mirror.error_message}" if mirror.state == MirrorState.FAILED
+                else f"source unreachable or lag did not reach 0 within {timeout_s:g}s; mirror left as it was"
+            )
+            if mirror.state == MirrorState.PENDING_STOPPED:
+                m.transitions.apply(mirror, MirrorEvent.PROMOTE_ABORT)
+            return result(topic, ErrorCode.REQUEST_TIMED_OUT if mirror.state != MirrorState.FAILED else ErrorCode.INVALID_REQUEST, reason, mirror_status=mirror.state.reported, mirror_lags=lags)
+        if entry.offset_sync.status.enabled:
+            try:
+                await entry.offset_sync.sync_once(only_topic=mirror.topic)
+            except (SourceUnavailable, SourceProtocolError) as exc:
+                m.transitions.apply(mirror, MirrorEvent.PROMOTE_ABORT)
+                return result(topic, ErrorCode.BROKER_NOT_AVAILABLE, f"final consumer offset sync failed: {exc}", mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror))
+        if mirror.deleted:  # while the final offset sync ran
+            return deleted_while_promoting(topic)
+        try:
+            self.begin_stop(mirror, MirrorEvent.COMMIT_STOP, "promote")
+        except InvalidTransition as exc:  # it failed (or was failed over) while the offset sync ran
+            return result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror))
+        await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
+        if mirror.deleted:
+            return deleted_while_promoting(topic)
+        self.finalize(mirror)
+        return result(topic, mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror), **stop_summary(mirror))
+
+    def _at_known_end(self, mirror: Mirror) -> bool:
+        """Every partition's next fetch starts at (or past) the source high watermark last seen."""
+        local = self.m.topics.get(mirror.topic)
+        if local is None or len(mirror.partitions) < len(local.logs):
+            return False
+        return all(
+            p.source_high_watermark >= 0 and fetch_position(p, local.logs[p.partition]) >= p.source_high_watermark
+            for p in mirror.partitions
+        )
+
+    def _caught_up(self, mirror: Mirror, since_ms: int) -> bool:
+        """Every partition fetched after the promote began, up to the source's high watermark, and the
+        fetch answered with no more data (so a source whose high watermark lags what it serves, like Tansu,
+        is judged by fetching)."""
+        local = self.m.topics.get(mirror.topic)
+        if local is None or len(mirror.partitions) < len(local.logs):
+            return False
+        for progress in mirror.partitions:
+            plog = local.logs[progress.partition]
+            if progress.last_fetch_ms < since_ms or progress.source_high_watermark < 0:
+                return False
+            position = fetch_position(progress, plog)
+            if position < progress.source_high_watermark:
+                return False
+            if progress.last_source_fetch_offset != position:
+                return False
+        return True
+
+    # -- failover ---------------------------------------------------------------------------------
+
+    async def failover(self, topics: list[str]) -> list[dict]:
+        return await self.detached(lambda: self._failover(topics))
+
+    async def _failover(self, topics: list[str]) -> list[dict]:
+        m = self.m
+        await self._read_source_ends_before_stop([m.mirrors[t] for t in dict.fromkeys(topics) if t in m.mirrors and m.mirrors[t].state not in (MirrorState.STOPPED, MirrorState.FINALIZING)])
+        results = []
+        for topic in dict.fromkeys(topics):
+            try:
+                mirror = m.mirror(topic)
+            except DomainError as exc:
+                results.append(result(topic, exc.error_code, exc.message))
+                continue
+            if mirror.state != MirrorState.STOPPED:
+                if mirror.state != MirrorState.FINALIZING:
+                    self.begin_stop(mirror, MirrorEvent.FAILOVER, "failover")
+                entry = m.links.get(mirror.link)
+                if entry is not None:
+                    await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
+                self.finalize(mirror)
+            results.append(result(topic, mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror), **stop_summary(mirror)))
+        return results
+
+    async def _read_source_ends_before_stop(self, mirrors: list[Mirror]) -> None:
+        """A paused mirror, or one whose source is up, has a stale idea of where the source ends: ask the
+        source now (bounded; a dead source just leaves what was last seen), then checkpoint it."""
+        by_link: dict[str, list[Mirror]] = {}
+        for mirror in mirrors:
+            by_link.setdefault(mirror.link, []).append(mirror)
+        for name, group in by_link.items():
+            entry = self.m.links.get(name)
+            if entry is None:
+                continue
+            with trio.move_on_after(min(FAILOVER_SOURCE_READ_S, entry.settings.request_timeout_ms / 1000)):
+                try:
+                    answered = await entry.runtime.refresh_source_ends(group)
+                    log.info("link %s: read the source's end offsets of %d partition(s) before stopping %s", name, answered, ", ".join(m.topic for m in group))
+                except (SourceUnavailable, SourceProtocolError) as exc:
+                    log.info("link %s: source unreachable before stopping %s (%s); reporting the end offsets last seen", name, ", ".join(m.topic for m in group), exc)
+        self.m.checkpoint_source_ends()
+
+    # -- the two phases ---------------------------------------------------------------------------
+
+    def begin_stop(self, mirror: Mirror, event: MirrorEvent, kind: str) -> None:
+        """Phase 1: persist the decision and the new epoch (-> FINALIZING); nothing fetches the mirror after."""
+        topic = self.m.topics.get(mirror.topic)
+        assert topic is not None, f"mirror {mirror.topic} has no topic"  # deleting a topic forgets its mirror
+        epoch = max(topic.advertised_epoch(p) for p in range(len(topic.logs))) + 1
+        info = {"phase": "finalizing", "kind": kind, "epoch": epoch, "started_ms": now_ms()}
+        self.m.transitions.apply(mirror, event, stop_info=info)
+
+    def finalize(self, mirror: Mirror) -> None:
+        """Phase 2 (FINALIZING -> STOPPED): idempotent; safe to repeat after a crash."""
+        m = self.m
+        topic = m.topics.get(mirror.topic)
+        assert topic is not None, f"mirror {mirror.topic} has no topic"  # deleting a topic forgets its mirror
+        info = dict(mirror.stop_info or {})
+        epoch = info["epoch"]
+        aborted = list(info.get("aborted_transactions", []))
+        stopped_ms = now_ms()
+        partitions = []
+        highest_pid = -1
+        for index, plog in enumerate(topic.logs):
+            progress = mirror.partitions[index] if index < len(mirror.partitions) else PartitionProgress(index)
+            # Where mirroring of the source stopped: before the ABORT markers below, which take offsets
+            # that on the source hold records the mirror never got.
+            stop_offset = fetch_position(progress, plog)
+            for done in abort_open_transactions(plog, epoch):
+                aborted.append({"partition": index, **done})
+                log.warning("mirror %s partition %d: aborted open transaction of producer %d (from offset %d)", mirror.topic, index, done["producer_id"], done["first_offset"])
+            highest_pid = max(highest_pid, plog.producer_ids_seen_max())
+            plog.flush()
+            partitions.append(partition_report(index, stop_offset, plog.log_end_offset, progress, stopped_ms))
+        lost_each = [p["records_possibly_lost"] for p in partitions]
+        lost = None if None in lost_each else sum(lost_each)
+        m.producer_ids.raise_floor(highest_pid)
+        m.topics.set_leader_epoch(mirror.topic, epoch)
+        info.update(phase="done", partitions=partitions, aborted_transactions=aborted, records_possibly_lost=lost, stopped_ms=stopped_ms)
+        info.pop("possible_data_loss_records", None)
+        m.transitions.apply(mirror, MirrorEvent.FINALIZED, stop_info=info)
+        log.info("mirror %s is now writable (%s; leader epoch %d; %s records possibly lost)", mirror.topic, info["kind"], epoch, "unknown" if lost is None else lost)
+
+
+def result(topic: str, code: int = ErrorCode.NONE, message: str | None = None, **extra) -> dict:
+    return {"mirror_topic_name": topic, "error_code": int(code), "error_message": message, **extra}
+
+
+def deleted_while_promoting(topic: str) -> dict:
+    return result(topic, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' was deleted while it was being promoted")
+
+
+def stop_summary(mirror: Mirror) -> dict:
+    info = mirror.stop_info or {}
+    lost = info.get("records_possibly_lost", info.get("possible_data_loss_records"))
+    return {
+        "stop_kind": info.get("kind"),
+        "stop_offsets": info.get("partitions", []),
+        "records_possibly_lost": lost,
+        "possible_data_loss_records": lost,  # the old name, kept for one release
+        "aborted_transactions": info.get("aborted_transactions", []),
+    }
