@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import trio
@@ -113,7 +114,7 @@ def parse_filters(text: str) -> list[AclFilter]:
     return out
 
 
-def config_problems(merged: dict[str, str | None]) -> list[str]:
+def config_problems(merged: Mapping[str, str | None]) -> list[str]:
     """What is wrong with a link config's ACL sync keys (linkd.link.config.validate calls this)."""
     problems = []
     enabled = (merged.get("acl.sync.enable") or "false").strip().lower() == "true"
