@@ -14,6 +14,7 @@ import random
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import cast
 
 import trio
 
@@ -22,7 +23,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import API_SPECS, ApiKey, RequestHeader
 
 from .oauth import TokenError, bearer_token
-from .sasl import OAuthBearerClient, SaslError, client_for
+from .sasl import OAuthBearerClient, PlainClient, SaslError, ScramClient, client_for
 from .security import ClientCredentialsLogin, SecuritySettings
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,8 @@ class TlsStream:
         await trio.lowlevel.checkpoint_if_cancelled()
         while view:
             try:
-                got = tls.read(len(view), view)
+                # typeshed types the buffer as bytearray; OpenSSL's read takes any writable buffer
+                got = cast(int, tls.read(len(view), view))  # type: ignore[arg-type]
             except ssl.SSLWantReadError:
                 await self._flush()  # e.g. the answer to a TLS 1.3 KeyUpdate
                 # The ciphertext still to come is at least the plaintext still missing, less what OpenSSL
@@ -333,6 +335,7 @@ class Connection:
         if answer["error_code"] != ErrorCode.NONE:
             offered = ", ".join(answer.get("mechanisms") or []) or "none"
             raise AuthenticationFailed(source_error(answer["error_code"]).name, f"{self.host}:{self.port} does not accept SASL mechanism {mechanism} (it offers {offered})")
+        client: PlainClient | ScramClient | OAuthBearerClient
         if isinstance(creds, ClientCredentialsLogin):
             try:
                 client = OAuthBearerClient(await bearer_token(creds))
