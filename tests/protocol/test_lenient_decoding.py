@@ -66,10 +66,10 @@ def test_lenient_and_strict_agree_on_every_well_formed_answer(topics, error_code
 def test_a_newer_brokers_error_code_reads_as_unknown_server_error_with_a_debug_log(caplog):
     import logging
 
-    from linkd.link.client import source_error
+    from linkd.link.sourceerrors import source_error
     from protocol.errors import ErrorCode
 
-    with caplog.at_level(logging.DEBUG, logger="linkd.link.client"):
+    with caplog.at_level(logging.DEBUG, logger="linkd.link.sourceerrors"):
         assert source_error(9999) == ErrorCode.UNKNOWN_SERVER_ERROR
     assert "9999" in caplog.text
     assert source_error(0) == ErrorCode.NONE
