@@ -252,7 +252,7 @@ class AdminSecurity:
         if self.authenticated or _is_loopback(self.bound_host):
             return None
         return (f"the admin API listens on {self.bound_host or '*'} without authentication: anyone who can reach it can "
-                "promote, fail over and delete links (use --admin-basic-auth-file or --admin-tls-ca, or bind 127.0.0.1)")
+                "promote, fail over and delete links (use --admin-auth users, --admin-basic-auth-file or --admin-tls-ca, or bind 127.0.0.1)")
 
 
 def _is_loopback(host: str) -> bool:
