@@ -72,6 +72,7 @@ class ServeConfig:
     # (username, password) -> Principal | None: how the admin API checks HTTP Basic credentials. Set by the
     # embedding code (linkd's own users store); otherwise built from admin_basic_auth_file.
     admin_authenticator: object | None = None  # a linkd.admin.security.Authenticator
+    admin_auth: str | None = None  # "users": HTTP Basic against linkd's SCRAM users, ACLs on CLUSTER decide
     retention_check_interval_ms: int = 30_000  # Kafka's log.retention.check.interval.ms (its default is 5 min)
     cleaner: CleanerConfig = CleanerConfig()
     limits: Limits = field(default_factory=Limits)
@@ -272,9 +273,20 @@ class Daemon:
 
     def _admin_security(self):
         from .admin.api import MAX_BODY
-        from .admin.security import AdminSecurity, BasicAuthFile
+        from .admin.security import AdminSecurity, BasicAuthFile, UsersAuthenticator
+        from .broker.session import Session
+        from .broker.users import CLUSTER_RESOURCE
 
         authenticate = self.config.admin_authenticator
+        authorize = None
+        if self.config.admin_auth == "users":
+            authorizer = self.authorizer
+            if authorizer is None:
+                raise ValueError("admin_auth 'users' needs an authorizer (--authorizer standard): nothing would decide who may do what")
+            authenticate = UsersAuthenticator(self.users)
+
+            def authorize(principal, operation: str, host: str) -> bool:
+                return authorizer.authorize(Session(host=host, principal=f"User:{principal.name}"), operation, "CLUSTER", CLUSTER_RESOURCE)
         if authenticate is None and self.config.admin_basic_auth_file is not None:
             authenticate = BasicAuthFile.load(self.config.admin_basic_auth_file)
         tls = self.config.admin_tls
@@ -284,6 +296,7 @@ class Daemon:
             authenticate=authenticate,
             mtls=tls is not None and tls.ca is not None,
             max_body=MAX_BODY,
+            authorize=authorize,
         )
 
     def close(self) -> None:

@@ -14,6 +14,9 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     group.add_argument("--admin-tls-key", help="PEM private key of --admin-tls-cert")
     group.add_argument("--admin-tls-ca", help="PEM CA bundle: require client certificates signed by it (mTLS)")
     group.add_argument("--admin-basic-auth-file", help="USER:ROLE:HASH lines (linkd admin-password); HTTP Basic on every route but the health checks")
+    group.add_argument("--admin-auth", choices=["none", "file", "users"],
+                       help="who the admin API's HTTP Basic checks: none, file (--admin-basic-auth-file; the default when it is given) "
+                            "or users (linkd's SCRAM users; with --authorizer standard, DESCRIBE on CLUSTER reads, ALTER on CLUSTER changes)")
     group.add_argument("--admin-allowed-host", action="append", metavar="NAME",
                        help="a Host/Origin name the admin API answers to besides loopback names and its bind address; repeatable")
 
@@ -43,6 +46,14 @@ def serve_config(args: argparse.Namespace) -> dict:
                 context.load_verify_locations(ca)
         except (ssl.SSLError, OSError) as exc:
             raise ValueError(f"--admin-tls-ca {ca}: not a usable PEM CA bundle ({getattr(exc, 'reason', None) or exc})") from None
+    auth = getattr(args, "admin_auth", None) or ("file" if args.admin_basic_auth_file else "none")
+    if auth == "file" and not args.admin_basic_auth_file:
+        raise ValueError("--admin-auth file needs --admin-basic-auth-file")
+    if auth != "file" and args.admin_basic_auth_file:
+        raise ValueError(f"--admin-basic-auth-file is only used with --admin-auth file, not {auth}")
+    if auth == "users" and getattr(args, "authorizer", "none") in (None, "none"):
+        raise ValueError("--admin-auth users needs --authorizer standard: the ACLs decide who may read (DESCRIBE on CLUSTER) "
+                         "and change (ALTER on CLUSTER) through the admin API, and --super-users who may do everything")
     if args.admin_basic_auth_file:
         from .security import BasicAuthFile
 
@@ -51,6 +62,7 @@ def serve_config(args: argparse.Namespace) -> dict:
         "admin_tls": AdminTls(Path(cert), Path(key), Path(ca) if ca else None) if cert else None,
         "admin_basic_auth_file": Path(args.admin_basic_auth_file) if args.admin_basic_auth_file else None,
         "admin_allowed_hosts": tuple(args.admin_allowed_host or ()),
+        "admin_auth": "users" if auth == "users" else None,
     }
 
 

@@ -40,6 +40,9 @@ class DaemonCollector:
             yield CounterMetricFamily("linkd_connections_idle_closed", "Connections closed after connections.max.idle.ms", value=st.idle_closed)
             yield CounterMetricFamily("linkd_request_arrival_timeouts", "Connections closed because a request did not arrive whole in time", value=st.request_arrival_timeouts)
             yield GaugeMetricFamily("linkd_request_bytes_in_use", "Request bytes reserved from queued.max.request.bytes", value=st.request_bytes_in_use)
+            # Secured listeners: refused TLS handshakes and SASL exchanges (each closed the connection).
+            yield CounterMetricFamily("linkd_tls_handshake_failures", "TLS handshakes on SSL/SASL_SSL listeners that failed", value=st.tls_handshake_failures)
+            yield CounterMetricFamily("linkd_authentication_failures", "SASL exchanges refused (wrong credentials, bad mechanism or message)", value=st.authentication_failures)
 
     def _mirrors(self, d):
         manager = d.links

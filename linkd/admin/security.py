@@ -9,12 +9,14 @@ Order of checks for every request (the first that fails answers, and the routes 
    ``--admin-allowed-host`` (port ignored). A browser tricked by DNS rebinding sends the attacker's name.
 3. ``Origin``, when present, must be ``http(s)://`` one of those same hosts: a cross-site page's request is
    refused before it can change anything (CSRF). Non-browser clients send no ``Origin``.
-4. Authentication, when configured: HTTP Basic checked by an ``Authenticator`` callable (today the
-   ``--admin-basic-auth-file``; linkd's SCRAM users later), and/or mTLS (hypercorn requires a client
+4. Authentication, when configured: HTTP Basic checked by an ``Authenticator`` callable (the
+   ``--admin-basic-auth-file``, or linkd's own SCRAM users with ``--admin-auth users``), and/or mTLS (hypercorn requires a client
    certificate signed by ``--admin-tls-ca`` during the handshake, so every request on such a connection is
    from a certificate holder).
 5. Permission: ``GET``/``HEAD`` and ``POST .../mirrors:verify`` (which only reads) need any authenticated
    principal; every other method changes state and needs an ``admin`` principal (Kafka's ALTER on CLUSTER).
+   With ``--admin-auth users`` the daemon's authorizer decides instead, per request: ``User:<name>`` needs
+   DESCRIBE on CLUSTER to read and ALTER on CLUSTER to change anything (super users pass).
 6. ``POST``/``PUT``/``PATCH`` (and any request carrying a body) must say ``Content-Type: application/json``:
    a browser's cross-site "simple" request can only send form or text types.
 7. The body is limited while it streams: a ``Content-Length`` over the limit is refused before a byte is
@@ -77,6 +79,10 @@ class Principal:
 Authenticator = Callable[[str, str], Principal | None]
 
 ANONYMOUS = Principal("anonymous", ADMIN, "none")
+
+# (principal, operation, client host) -> allowed? With ``--admin-auth users``: the daemon's ACLs on CLUSTER.
+AdminAuthorizer = Callable[[Principal, str, str], bool]
+USER_ROLE = "user"  # a linkd user's principal: what it may do is the authorizer's answer, not a role
 
 
 # -- the --admin-basic-auth-file --------------------------------------------------------------------
@@ -175,6 +181,47 @@ def auth_file_line(username: str, role: str, password: str) -> str:
     return f"{username}:{role}:{hash_password(password)}"
 
 
+# -- linkd's own users (--admin-auth users) ----------------------------------------------------------
+
+
+class UsersAuthenticator:
+    """HTTP Basic against linkd's SCRAM users (``linkd user add``, Kafka's AlterUserScramCredentials), the
+    check SASL/PLAIN makes: the password salted with the user's SCRAM-SHA-512 (else -256) salt must derive
+    the stored key. ``prepare`` reads the credential (a control-store query, on the event loop); the
+    callable it returns does the PBKDF2 work (in a worker thread). Its token changes whenever the
+    credential does, so a changed or deleted user is not let in from the guard's cache."""
+
+    def __init__(self, users) -> None:  # a linkd.broker.users.UserStore
+        self.users = users
+
+    def prepare(self, username: str, password: str) -> tuple[bytes, Callable[[], Principal | None]]:
+        check = self.users.password_check(username, password)
+        if check is None:
+            dummy = _dummy_scram_check(password)
+            return b"", lambda: (dummy.verify(), None)[1]  # same cost as a known user: no probing by timing
+        token = check.credential.salt + check.credential.stored_key
+        return token, lambda: Principal(username, USER_ROLE, "basic") if check.verify() else None
+
+    def __call__(self, username: str, password: str) -> Principal | None:
+        return self.prepare(username, password)[1]()
+
+
+def _dummy_scram_check(password: str):
+    from ..broker.users import PasswordCheck
+
+    return PasswordCheck("sha512", password.encode(), _dummy_scram_credential())
+
+
+@functools.cache
+def _dummy_scram_credential():
+    from .. import scram
+    from ..broker.users import ScramCredential
+
+    salt = os.urandom(16)
+    salted = scram.salted_password("sha512", os.urandom(8), salt, 4096)
+    return ScramCredential(salt, scram.stored_key("sha512", salted), b"", 4096)
+
+
 # -- the policy -----------------------------------------------------------------------------------
 
 
@@ -188,6 +235,7 @@ class AdminSecurity:
     authenticate: Authenticator | None = None
     mtls: bool = False
     max_body: int = 1024 * 1024
+    authorize: AdminAuthorizer | None = None  # set with --admin-auth users: ACLs decide, not roles
 
     @property
     def authenticated(self) -> bool:
@@ -204,7 +252,7 @@ class AdminSecurity:
         if self.authenticated or _is_loopback(self.bound_host):
             return None
         return (f"the admin API listens on {self.bound_host or '*'} without authentication: anyone who can reach it can "
-                "promote, fail over and delete links (use --admin-basic-auth-file or --admin-tls-ca, or bind 127.0.0.1)")
+                "promote, fail over and delete links (use --admin-auth users, --admin-basic-auth-file or --admin-tls-ca, or bind 127.0.0.1)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -282,7 +330,13 @@ class AdminGuard:
 
     def _check_permission_and_type(self, scope: Scope, headers: dict[str, str], principal: Principal) -> None:
         method = scope["method"]
-        if not (method in READ_METHODS or (method == "POST" and scope["path"].endswith("/mirrors:verify"))) and not principal.is_admin:
+        reads = method in READ_METHODS or (method == "POST" and scope["path"].endswith("/mirrors:verify"))
+        if self.security.authorize is not None and principal.role == USER_ROLE:
+            operation = "DESCRIBE" if reads else "ALTER"
+            if not self.security.authorize(principal, operation, (scope.get("client") or ("",))[0]):
+                raise _Refused(403, f"principal User:{principal.name} may not {method} {scope['path']}: needs {operation} on CLUSTER "
+                                    f"(kafka-acls --add --allow-principal User:{principal.name} --operation {operation.title()} --cluster)")
+        elif not reads and not principal.is_admin:
             raise _Refused(403, f"principal {principal.name!r} (role {principal.role}) may not {method} {scope['path']}: needs role admin")
         has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
         if method in BODY_METHODS or has_body:
@@ -313,12 +367,15 @@ class AdminGuard:
         listener, and a flood of guesses queues behind a small limiter instead of spawning threads.
         Successes are remembered briefly (keyed by an HMAC, never the password) so a runbook's burst of
         calls pays for one check."""
-        key = hmac.new(self._cache_key, f"{username}\0{password}".encode(), hashlib.sha256).digest()
+        authenticate = self.security.authenticate
+        prepare = getattr(authenticate, "prepare", None)
+        token, check = prepare(username, password) if prepare else (b"", functools.partial(authenticate, username, password))
+        key = hmac.new(self._cache_key, f"{username}\0{password}\0".encode() + token, hashlib.sha256).digest()
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        principal = await trio.to_thread.run_sync(self.security.authenticate, username, password, limiter=self._limiter)
+        principal = await trio.to_thread.run_sync(check, limiter=self._limiter)
         if principal is not None:
             if len(self._cache) >= CACHE_ENTRIES:
                 self._cache.clear()
