@@ -268,9 +268,9 @@ def _emit(args: argparse.Namespace, data, human) -> None:
     if output == "json":
         print(json.dumps(data, indent=2, sort_keys=False))
     elif output == "yaml":
-        from .yamlout import dumps
+        import yaml  # imported here: only -o yaml needs it
 
-        sys.stdout.write(dumps(data))
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True))
     else:
         human(data)
 

@@ -18,6 +18,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+import javaproperties
+
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -78,12 +80,13 @@ class SecurityProperties:
 def parse_properties(pairs: list[str], file_text: str | None = None) -> SecurityProperties:
     """``KEY=VALUE`` pairs (and a ``.properties`` file's lines first); unknown keys are refused by name."""
     values: dict[str, str] = {}
-    lines = [(line, "file") for line in (file_text or "").splitlines()] + [(p, "flag") for p in pairs]
-    for raw, origin in lines:
-        line = raw.strip()
-        if origin == "file" and (not line or line.startswith(("#", "!"))):
-            continue
-        key, sep, value = line.partition("=")
+    if file_text:
+        try:
+            values.update(javaproperties.loads(file_text))  # Java's .properties syntax, as Kafka reads it
+        except (ValueError, UnicodeError) as exc:
+            raise ListenerConfigError(f"cannot parse the listener config file: {exc}") from exc
+    for raw in pairs:
+        key, sep, value = raw.strip().partition("=")
         key = key.strip()
         if not sep or not key:
             raise ListenerConfigError(f"listener setting must be KEY=VALUE, got {raw!r}")

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import javaproperties
+
 from .. import topicconfig
 from . import security
 from .groupfilter import GroupFilter
@@ -72,33 +74,12 @@ class LinkConfigError(ValueError):
 
 
 def parse_properties(text: str) -> dict[str, str]:
-    """Parse Java .properties text: comments (#, !), separators (=, :, whitespace), continuations."""
-    out: dict[str, str] = {}
-    logical: list[str] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.lstrip() if not pending else raw.lstrip()
-        if not pending and (not line or line[0] in "#!"):
-            continue
-        trailing = len(line) - len(line.rstrip("\\"))
-        if trailing % 2 == 1:
-            pending += line[:-1]
-            continue
-        logical.append(pending + line)
-        pending = ""
-    if pending:
-        logical.append(pending)
-    for line in logical:
-        match = re.match(r"((?:\\.|[^=:\s\\])+)\s*[=:\s]?\s*(.*)$", line)
-        if not match:
-            raise LinkConfigError(f"cannot parse properties line: {line!r}")
-        key, value = _unescape(match.group(1)), _unescape(match.group(2))
-        out[key] = value
-    return out
-
-
-def _unescape(s: str) -> str:
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)), s)
+    """Parse Java .properties text as Java's ``Properties.load`` does (comments, separators, continuations,
+    escapes), with the ``javaproperties`` library."""
+    try:
+        return dict(javaproperties.loads(text))
+    except (ValueError, UnicodeError) as exc:  # a malformed \\uXXXX escape
+        raise LinkConfigError(f"cannot parse properties: {exc}") from exc
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
