@@ -29,6 +29,19 @@ class CommandFailed(Exception):
 # -- serve ---------------------------------------------------------------------------------------
 
 
+def _txn_config(args):
+    from .txn.coordinator import TxnConfig
+
+    values = {"--transaction-max-timeout-ms": args.transaction_max_timeout_ms,
+              "--transactional-id-expiration-ms": args.transactional_id_expiration_ms,
+              "--transaction-abort-timed-out-transaction-cleanup-interval-ms": args.transaction_abort_timed_out_transaction_cleanup_interval_ms}
+    for flag, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{flag} must be positive, not {value}")
+    return TxnConfig(max_timeout_ms=args.transaction_max_timeout_ms, id_expiration_ms=args.transactional_id_expiration_ms,
+                     abort_check_interval_ms=args.transaction_abort_timed_out_transaction_cleanup_interval_ms)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
@@ -50,6 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
             cleaner=cleaner,
             limits=limits_from_args(args),
             secrets_key_file=Path(args.secrets_key_file) if args.secrets_key_file else None,
+            transactions=_txn_config(args),
         )
         if config.secrets_key_file:
             from .link.secrets import SecretsKey
@@ -489,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .broker.limits import add_serve_arguments
 
     add_serve_arguments(serve)
+    serve.add_argument("--transaction-max-timeout-ms", type=int, default=900_000, metavar="MS",
+                       help="largest transaction.timeout.ms a transactional producer may ask for (Kafka's transaction.max.timeout.ms)")
+    serve.add_argument("--transactional-id-expiration-ms", type=int, default=604_800_000, metavar="MS",
+                       help="forget a transactional id unused this long (Kafka's transactional.id.expiration.ms)")
+    serve.add_argument("--transaction-abort-timed-out-transaction-cleanup-interval-ms", type=int, default=10_000, metavar="MS",
+                       help="how often transactions past their timeout are aborted (Kafka's setting of that name)")
     serve.add_argument("--secrets-key-file", help="file with the 32-byte key that encrypts link secrets in control.db (linkd secrets generate-key)")
     serve.set_defaults(func=_serve)
 

@@ -31,6 +31,7 @@ from .maintenance import run_maintenance
 from .producer_ids import ProducerIdAllocator
 from .storage.cleaner import CleanerConfig
 from .topics import TopicRegistry
+from .txn.coordinator import TransactionCoordinator, TxnConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class ServeConfig:
     cleaner: CleanerConfig = CleanerConfig()
     limits: Limits = field(default_factory=Limits)
     secrets_key_file: Path | None = None  # seals link secrets in control.db (see linkd/link/secrets.py)
+    transactions: TxnConfig = TxnConfig()  # transaction.max.timeout.ms and friends (linkd/txn)
 
 
 class DataDirInUse(Exception):
@@ -142,6 +144,11 @@ class Daemon:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         limits = self._apply_limits()
         self.topics.load()
+        self.transactions = TransactionCoordinator(self.store, self.topics, self.producer_ids, self.groups,
+                                                   notify=lambda: self.broker.notifier.notify() if self.broker else None,
+                                                   config=self.config.transactions)
+        # Before serving: a transaction a crash left in PrepareCommit/PrepareAbort is completed first.
+        self.transactions.recover()
         try:
             async with trio.open_nursery() as nursery:
                 host, port = self.config.listener
@@ -155,8 +162,10 @@ class Daemon:
                     producer_ids=self.producer_ids,
                     max_request_bytes=self.config.max_request_bytes,
                     limits=limits,
+                    transactions=self.transactions,
                 )
                 await nursery.start(self.groups.run)
+                await nursery.start(self.transactions.run)
                 await nursery.start(partial(run_maintenance, self.topics, cleaner=self.config.cleaner,
                                             retention_interval_s=self.config.retention_check_interval_ms / 1000))
                 self.listener = KafkaListener(self.broker, self.config.idle_timeout_s, limits)

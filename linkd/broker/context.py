@@ -21,6 +21,7 @@ from .session import Authorizer, Session
 if TYPE_CHECKING:
     from ..groups.coordinator import GroupCoordinator
     from ..storage import PartitionLog
+    from ..txn.coordinator import TransactionCoordinator
 
 # What Kafka puts in a uuid field that has no topic behind it (an error entry, a validate-only create).
 ZERO_UUID = uuid.UUID(int=0)
@@ -83,6 +84,7 @@ class Broker:
     max_request_bytes: int = 100 * 1024 * 1024
     limits: Limits = field(default_factory=Limits)
     authorizer: Authorizer | None = None  # None: every principal may do everything (today's behaviour)
+    transactions: TransactionCoordinator | None = None  # None: transactional producers are refused
 
 
 @dataclass
