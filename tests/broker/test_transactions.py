@@ -4,6 +4,7 @@ timeouts, and SIGKILL of linkd in the middle of transaction cycles."""
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
@@ -189,14 +190,17 @@ def test_kafka_python_transactional_producer_commits_and_aborts(linkd, unique_to
     assert _read(linkd.bootstrap, unique_topic, 1, "read_committed", 1) == ["kept"]
 
 
-def _attempt(producer: Producer, op, *args) -> None:
-    """Run a transactional call, retrying what librdkafka says is retriable (e.g. the broker restarting)."""
+def _attempt(producer: Producer, op, *args, give_up_after: float = 20.0) -> None:
+    """Run a transactional call, retrying what librdkafka says is retriable (e.g. the broker restarting)
+    for ``give_up_after`` s; then the last error is raised, and the caller starts a new producer instance
+    (which fences this one), as an application does."""
+    deadline = time.monotonic() + give_up_after
     while True:
         try:
             op(*args)
             return
         except KafkaException as exc:
-            if not exc.args[0].retriable():
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
@@ -216,16 +220,22 @@ def test_sigkill_during_transaction_cycles_leaves_each_fully_committed_or_fully_
     assert plain.flush(30) == 0
 
     rng = random.Random(19)
-    stop = threading.Event()
-    kills = []
+    kill_cycles = set(rng.sample(range(cycles), 6))
+    kills: list[float] = []
+    orders: queue.Queue[float | None] = queue.Queue()
 
-    def killer():
-        while not stop.is_set() and len(kills) < 6:
-            if stop.wait(rng.uniform(0.3, 2.0)):
-                return
+    def chaos():
+        """SIGKILL linkd a given delay after each order, whatever the client is doing then, and start it
+        again. One thread for the whole test: the daemon dies with the thread that started it (PDEATHSIG)."""
+        while (delay := orders.get()) is not None:
+            time.sleep(delay)
             linkd.kill()
-            kills.append(time.monotonic())
+            kills.append(delay)
             linkd.start()
+            orders.task_done()
+
+    killer = threading.Thread(target=chaos, daemon=True)
+    killer.start()
 
     def committed_offset() -> int:
         c = Consumer({"bootstrap.servers": linkd.bootstrap, "group.id": group, "isolation.level": "read_committed"})
@@ -241,13 +251,11 @@ def test_sigkill_during_transaction_cycles_leaves_each_fully_committed_or_fully_
 
     def new_producer() -> Producer:
         p = _producer(linkd.bootstrap, f"tx-{unique_topic}", **{"transaction.timeout.ms": 20_000})
-        _attempt(p, p.init_transactions, 30)
+        _attempt(p, p.init_transactions, 30, give_up_after=90)
         return p
 
     group_meta_consumer = Consumer({"bootstrap.servers": linkd.bootstrap, "group.id": group})
     group_meta = group_meta_consumer.consumer_group_metadata()
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
     producer = new_producer()
     position = committed_offset()
     acknowledged = 0  # highest input offset a successful commit covered
@@ -255,12 +263,17 @@ def test_sigkill_during_transaction_cycles_leaves_each_fully_committed_or_fully_
     try:
         while position < per_cycle * cycles and time.monotonic() < deadline:
             end = position + per_cycle
+            cycle = position // per_cycle
+            if cycle in kill_cycles:
+                kill_cycles.discard(cycle)
+                orders.join()  # the previous kill and restart are done
+                orders.put(rng.uniform(0.0, 0.25))  # lands in begin/produce/offsets/commit/markers of this cycle
             try:
                 producer.begin_transaction()
                 for i in range(position, end):
                     producer.produce(sink, f"x{i}".encode(), partition=i % 2)
-                _attempt(producer, producer.send_offsets_to_transaction, [TopicPartition(source, 0, end)], group_meta, 30)
-                _attempt(producer, producer.commit_transaction, 30)
+                _attempt(producer, producer.send_offsets_to_transaction, [TopicPartition(source, 0, end)], group_meta, 10)
+                _attempt(producer, producer.commit_transaction, 10)
                 position = acknowledged = end
             except KafkaException as exc:
                 error = exc.args[0]
@@ -272,13 +285,17 @@ def test_sigkill_during_transaction_cycles_leaves_each_fully_committed_or_fully_
                 else:
                     producer = new_producer()  # fatal (e.g. fenced after a timeout abort): a new instance
                 position = committed_offset()
+    except BaseException:
+        print(linkd.logs(300))
+        raise
     finally:
-        stop.set()
-        thread.join(30)
+        orders.join()
         group_meta_consumer.close()
-    assert kills, "linkd was never killed"
+    assert len(kills) == 6, kills
     assert position == per_cycle * cycles, f"only {position} input records processed"
     final = committed_offset()
     assert final == per_cycle * cycles and final >= acknowledged
     out = _read(linkd.bootstrap, sink, 2, "read_committed", final, timeout=60)
+    orders.put(None)  # only now: the thread's end stops the daemon it started
+    killer.join(30)
     assert sorted(out, key=lambda v: int(v[1:])) == [f"x{i}" for i in range(final)], "duplicates or holes in committed output"
