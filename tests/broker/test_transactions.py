@@ -4,6 +4,7 @@ timeouts, and SIGKILL of linkd in the middle of transaction cycles."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import queue
 import random
 import threading
@@ -268,13 +269,24 @@ def test_sigkill_during_transaction_cycles_leaves_each_fully_committed_or_fully_
                 kill_cycles.discard(cycle)
                 orders.join()  # the previous kill and restart are done
                 orders.put(rng.uniform(0.0, 0.25))  # lands in begin/produce/offsets/commit/markers of this cycle
-            try:
+
+            def one_cycle(producer=producer, position=position, end=end):
                 producer.begin_transaction()
                 for i in range(position, end):
                     producer.produce(sink, f"x{i}".encode(), partition=i % 2)
                 _attempt(producer, producer.send_offsets_to_transaction, [TopicPartition(source, 0, end)], group_meta, 5, give_up_after=8)
                 _attempt(producer, producer.commit_transaction, 5, give_up_after=8)
+
+            # librdkafka can stay inside a transactional call past its timeout after its coordinator
+            # restarts; an application's watchdog then replaces the instance (which fences the stuck one).
+            pool = concurrent.futures.ThreadPoolExecutor(1)
+            try:
+                pool.submit(one_cycle).result(timeout=30)
                 position = acknowledged = end
+            except concurrent.futures.TimeoutError:
+                print(f"cycle {cycle}: stuck; a new producer instance", flush=True)
+                producer = new_producer()
+                position = committed_offset()
             except KafkaException as exc:
                 error = exc.args[0]
                 print(f"cycle {cycle}: {error}; {len(kills)} kills so far", flush=True)
@@ -286,6 +298,8 @@ def test_sigkill_during_transaction_cycles_leaves_each_fully_committed_or_fully_
                 else:
                     producer = new_producer()  # fatal (e.g. fenced after a timeout abort): a new instance
                 position = committed_offset()
+            finally:
+                pool.shutdown(wait=False)
     except BaseException:
         print(linkd.logs(300))
         raise
