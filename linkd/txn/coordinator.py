@@ -210,6 +210,20 @@ class TransactionCoordinator:
         await self._write_markers(meta, False)
         self._complete(meta, False)
 
+    async def _settle(self, transactional_id: str | None) -> None:
+        """Under the id's lock: finish a decision an earlier request could not (a marker append failed, e.g.
+        on a full disk), so the id does not answer CONCURRENT_TRANSACTIONS until the next restart."""
+        meta = self._txns.get(transactional_id or "")
+        if meta is None:
+            return
+        if meta.state is TxnState.PREPARE_EPOCH_FENCE:
+            self._transition(meta, TxnEvent.FENCE_ABORT)
+        if meta.state in PREPARE_STATES:
+            commit = meta.state is TxnState.PREPARE_COMMIT
+            log.info("transactional id %s: completing %s left unfinished", meta.transactional_id, meta.state.value)
+            await self._write_markers(meta, commit)
+            self._complete(meta, commit)
+
     # ------------------------------------------------------------------ checks shared by the APIs
 
     def _owned(self, transactional_id: str | None, producer_id: int, producer_epoch: int, fenced: ErrorCode) -> TxnMetadata:
@@ -242,6 +256,7 @@ class TransactionCoordinator:
             return answer(ErrorCode.INVALID_TRANSACTION_TIMEOUT)
         expected_pid, expected_epoch = body.get("producer_id", -1), body.get("producer_epoch", -1)
         async with self.lock(tid):
+            await self._settle(tid)
             meta = self._txns.get(tid)
             if meta is None:
                 # New here (or in use on a source before failover): a fresh id, above every mirrored producer id.
@@ -292,6 +307,7 @@ class TransactionCoordinator:
             fenced = ErrorCode.PRODUCER_FENCED if version >= 2 else ErrorCode.INVALID_PRODUCER_EPOCH
             try:
                 async with self.lock(tid or ""):
+                    await self._settle(tid)
                     meta = self._owned(tid, pid, epoch, fenced)
                     if verify_only:
                         inside = meta.state is TxnState.ONGOING
@@ -320,6 +336,7 @@ class TransactionCoordinator:
         else:
             try:
                 async with self.lock(tid or ""):
+                    await self._settle(tid)
                     meta = self._owned(tid, body.get("producer_id", -1), body.get("producer_epoch", -1), fenced)
                     if group not in meta.groups or meta.state is not TxnState.ONGOING:
                         meta.groups.add(group)
@@ -332,6 +349,7 @@ class TransactionCoordinator:
         tid = body.get("transactional_id")
         fenced = ErrorCode.PRODUCER_FENCED if version >= 2 else ErrorCode.INVALID_PRODUCER_EPOCH
         async with self.lock(tid or ""):
+            await self._settle(tid)
             try:
                 meta = self._owned(tid, body.get("producer_id", -1), body.get("producer_epoch", -1), fenced)
                 if meta.state is not TxnState.ONGOING or body.get("group_id") not in meta.groups:
@@ -351,6 +369,7 @@ class TransactionCoordinator:
         fenced = ErrorCode.PRODUCER_FENCED if version >= 2 else ErrorCode.INVALID_PRODUCER_EPOCH
         code = ErrorCode.NONE
         async with self.lock(tid or ""):
+            await self._settle(tid)
             try:
                 meta = self._owned(tid, body.get("producer_id", -1), body.get("producer_epoch", -1), fenced)
                 if meta.state is TxnState.ONGOING:

@@ -203,3 +203,20 @@ def test_transaction_timeout_above_the_maximum_is_refused(tmp_path):
         assert init["error_code"] == ErrorCode.INVALID_TRANSACTION_TIMEOUT
 
     trio.run(main)
+
+
+def test_a_decision_left_unfinished_is_completed_by_the_next_request_without_a_restart(tmp_path):
+    node = Node(tmp_path)
+    node.topics.create(TOPIC, 2)
+
+    async def main():
+        pid, epoch = await _begin(node)
+        # As if the marker append had failed (full disk) after the decision was made durable.
+        node.txn._transition(node.txn.state_of("tx"), TxnEvent.COMMIT)
+        retried = await node.txn.end_txn({"transactional_id": "tx", "producer_id": pid, "producer_epoch": epoch, "committed": True}, 3)
+        assert retried["error_code"] == 0
+        assert node.txn.state_of("tx").state is TxnState.COMPLETE_COMMIT
+        assert _markers(node.log(0)) == [CONTROL_COMMIT] and _markers(node.log(1)) == [CONTROL_COMMIT]
+        assert _committed(node)[(TOPIC, 0)][0] == 7
+
+    trio.run(main)
