@@ -132,8 +132,16 @@ class TransactionCoordinator:
                         self._transition(meta, TxnEvent.EXPIRE)
                         log.info("transactional id %s expired (unused for %d ms)", meta.transactional_id, now - meta.last_update_ms)
 
-    def lock(self, transactional_id: str) -> trio.Lock:
-        return self._locks.setdefault(transactional_id, trio.Lock())
+    def lock(self, transactional_id: str, registering: bool = False) -> trio.Lock:
+        """The lock serialising one id's requests. Only ids that exist (or are being registered by
+        InitProducerId) keep one: a request naming an unknown id gets a throwaway lock and then an error,
+        so clients cannot grow this map with made-up ids."""
+        lock = self._locks.get(transactional_id)
+        if lock is None:
+            lock = trio.Lock()
+            if registering or transactional_id in self._txns:
+                self._locks[transactional_id] = lock
+        return lock
 
     # ------------------------------------------------------------------ the one place states change
 
@@ -255,7 +263,7 @@ class TransactionCoordinator:
         if timeout <= 0 or timeout > self.config.max_timeout_ms:
             return answer(ErrorCode.INVALID_TRANSACTION_TIMEOUT)
         expected_pid, expected_epoch = body.get("producer_id", -1), body.get("producer_epoch", -1)
-        async with self.lock(tid):
+        async with self.lock(tid, registering=True):
             await self._settle(tid)
             meta = self._txns.get(tid)
             if meta is None:
