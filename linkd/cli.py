@@ -30,6 +30,19 @@ class CommandFailed(Exception):
 # -- serve ---------------------------------------------------------------------------------------
 
 
+def _txn_config(args):
+    from .txn.coordinator import TxnConfig
+
+    values = {"--transaction-max-timeout-ms": args.transaction_max_timeout_ms,
+              "--transactional-id-expiration-ms": args.transactional_id_expiration_ms,
+              "--transaction-abort-timed-out-transaction-cleanup-interval-ms": args.transaction_abort_timed_out_transaction_cleanup_interval_ms}
+    for flag, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{flag} must be positive, not {value}")
+    return TxnConfig(max_timeout_ms=args.transaction_max_timeout_ms, id_expiration_ms=args.transactional_id_expiration_ms,
+                     abort_check_interval_ms=args.transaction_abort_timed_out_transaction_cleanup_interval_ms)
+
+
 def _serve(args: argparse.Namespace) -> int:
     if (exit_status := _settle_serve_settings(args)) is not None:
         return exit_status
@@ -59,6 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
             authorizer=None if args.authorizer == "none" else args.authorizer,
             super_users=tuple(parse_super_users(args.super_users)),
             allow_everyone_if_no_acl_found=args.allow_everyone_if_no_acl_found,
+            transactions=_txn_config(args),
         )
         if config.authorizer is None and (config.super_users or config.allow_everyone_if_no_acl_found):
             raise ValueError("--super-users and --allow-everyone-if-no-acl-found need --authorizer standard")
@@ -723,6 +737,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--super-users", metavar="User:a;User:b", help="principals allowed everything whatever the ACLs (Kafka's super.users); needs --authorizer standard")
     serve.add_argument("--allow-everyone-if-no-acl-found", action="store_true",
                        help="allow an action on a resource that has no ACL at all (Kafka's allow.everyone.if.no.acl.found; default: deny)")
+    serve.add_argument("--transaction-max-timeout-ms", type=int, default=900_000, metavar="MS",
+                       help="largest transaction.timeout.ms a transactional producer may ask for (Kafka's transaction.max.timeout.ms)")
+    serve.add_argument("--transactional-id-expiration-ms", type=int, default=604_800_000, metavar="MS",
+                       help="forget a transactional id unused this long (Kafka's transactional.id.expiration.ms)")
+    serve.add_argument("--transaction-abort-timed-out-transaction-cleanup-interval-ms", type=int, default=10_000, metavar="MS",
+                       help="how often transactions past their timeout are aborted (Kafka's setting of that name)")
     serve.add_argument("--secrets-key-file", help="file with the 32-byte key that encrypts link secrets in control.db (linkd secrets generate-key)")
     serve.set_defaults(func=_serve)
 

@@ -34,6 +34,7 @@ from .maintenance import run_maintenance
 from .producer_ids import ProducerIdAllocator
 from .storage.cleaner import CleanerConfig
 from .topics import TopicRegistry
+from .txn.coordinator import TransactionCoordinator, TxnConfig
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class ServeConfig:
             return list(self.listeners)
         adv_host, adv_port = self.advertised if self.advertised else (None, None)
         return [ListenerSpec("PLAINTEXT", self.listener[0], self.listener[1], "PLAINTEXT", adv_host, adv_port)]
+    transactions: TxnConfig = TxnConfig()  # transaction.max.timeout.ms and friends (linkd/txn)
 
 
 class DataDirInUse(Exception):
@@ -185,6 +187,11 @@ class Daemon:
         endpoints = build_endpoints(specs, self.config.security)  # before anything binds: config errors first
         limits = self._apply_limits()
         self.topics.load()
+        self.transactions = TransactionCoordinator(self.store, self.topics, self.producer_ids, self.groups,
+                                                   notify=lambda: self.broker.notifier.notify() if self.broker else None,
+                                                   config=self.config.transactions)
+        # Before serving: a transaction a crash left in PrepareCommit/PrepareAbort is completed first.
+        self.transactions.recover()
         try:
             async with trio.open_nursery() as nursery:
                 first = specs[0]
@@ -200,8 +207,10 @@ class Daemon:
                     limits=limits,
                     users=self.users,
                     authorizer=self.authorizer,
+                    transactions=self.transactions,
                 )
                 await nursery.start(self.groups.run)
+                await nursery.start(self.transactions.run)
                 await nursery.start(partial(run_maintenance, self.topics, cleaner=self.config.cleaner,
                                             retention_interval_s=self.config.retention_check_interval_ms / 1000))
                 self.listener = KafkaListener(self.broker, self.config.idle_timeout_s, limits)

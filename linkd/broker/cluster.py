@@ -22,7 +22,7 @@ TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
 CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
 KEY_TYPE_GROUP = 0
 KEY_TYPE_TRANSACTION = 1
-TRANSACTIONS_UNSUPPORTED = "linkd does not support transactional producers yet"
+TRANSACTIONS_UNSUPPORTED = "this linkd has no transaction coordinator"
 
 
 async def api_versions(ctx: RequestContext, body: Body) -> Body:
@@ -143,6 +143,8 @@ def _coordinator_answer(ctx: RequestContext, key_type: int, key: str) -> tuple[E
     if key_type == KEY_TYPE_TRANSACTION:
         if not ctx.authorized("DESCRIBE", "TRANSACTIONAL_ID", key):
             return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None
+        if ctx.broker.transactions is not None:
+            return ErrorCode.NONE, None  # one node: it coordinates every transactional id (linkd.txn)
         # Non-retriable on purpose: a transactional producer must fail fast, not retry forever.
         return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED
     return ErrorCode.INVALID_REQUEST, f"unsupported coordinator key type {key_type}"

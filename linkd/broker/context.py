@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..groups.coordinator import GroupCoordinator
     from ..storage import PartitionLog
     from .users import UserStore
+    from ..txn.coordinator import TransactionCoordinator
 
 # What Kafka puts in a uuid field that has no topic behind it (an error entry, a validate-only create).
 ZERO_UUID = uuid.UUID(int=0)
@@ -91,6 +92,7 @@ class Broker:
 
     def address_for(self, session: Session) -> tuple[str, int]:
         return self.advertised.get(session.listener) or (self.identity.host, self.identity.port)
+    transactions: TransactionCoordinator | None = None  # None: transactional producers are refused
 
 
 @dataclass

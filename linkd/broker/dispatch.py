@@ -45,6 +45,18 @@ def _group(method: str, with_client: bool = False) -> Handler:
     return handler
 
 
+def _txn(method: str) -> Handler:
+    async def handler(ctx: RequestContext, body: Body) -> Body:
+        coordinator = ctx.broker.transactions
+        if coordinator is None:
+            raise RuntimeError("this broker has no transaction coordinator")
+        result = getattr(coordinator, method)(body, ctx.api_version)
+        return await result if hasattr(result, "__await__") else result
+
+    handler.__name__ = method
+    return handler
+
+
 HANDLERS: dict[int, Handler] = {
     ApiKey.API_VERSIONS: cluster.api_versions,
     ApiKey.METADATA: cluster.metadata,
@@ -88,6 +100,12 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: users.describe_user_scram_credentials,
     ApiKey.ALTER_USER_SCRAM_CREDENTIALS: users.alter_user_scram_credentials,
     ApiKey.DESCRIBE_CLIENT_QUOTAS: users.describe_client_quotas,
+    ApiKey.ADD_PARTITIONS_TO_TXN: _txn("add_partitions"),
+    ApiKey.ADD_OFFSETS_TO_TXN: _txn("add_offsets"),
+    ApiKey.END_TXN: _txn("end_txn"),
+    ApiKey.TXN_OFFSET_COMMIT: _txn("txn_offset_commit"),
+    ApiKey.LIST_TRANSACTIONS: _txn("list_transactions"),
+    ApiKey.DESCRIBE_TRANSACTIONS: _txn("describe_transactions"),
 }
 
 assert set(HANDLERS) == set(SUPPORTED_VERSIONS), "every advertised API needs a handler and vice versa"

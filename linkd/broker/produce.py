@@ -2,7 +2,9 @@
 
 Only writable topics accept records: local topics, and mirrors after promotion. Each partition's data
 must be exactly one verified RecordBatch v2 (Kafka's rule since Produce v3); the log assigns offsets
-and applies the idempotent-producer sequence checks.
+and applies the idempotent-producer sequence checks. A transactional Produce (a request with a
+transactional id) is checked against the transaction coordinator (``linkd.txn``): the producer id and
+epoch must own the id and the partition must have been added to its ongoing transaction.
 """
 
 from __future__ import annotations
@@ -122,8 +124,16 @@ async def _append_one(ctx: RequestContext, topic, index: int, records, transacti
         return _result(index, ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, f"Record batch magic {batch.magic} is not supported"), None, -1
     if batch.is_control:
         return _result(index, ErrorCode.INVALID_RECORD, "Clients may not write control batches"), None, -1
-    if batch.is_transactional:
+    if batch.is_transactional != (transactional_id is not None):
+        problem = "a transactional record batch needs the request's transactional id" if batch.is_transactional else f"the request has transactional id {transactional_id!r} but its record batch is not transactional"
+        return _result(index, ErrorCode.INVALID_RECORD, problem), None, -1
+    if transactional_id is not None and ctx.broker.transactions is None:
         return _result(index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED), None, -1
+    if transactional_id is not None:
+        # The coordinator's lock for this id is held by ``produce`` across the append (see linkd.txn.coordinator).
+        code, problem = ctx.broker.transactions.check_produce(transactional_id, batch.producer_id, batch.producer_epoch, topic.name, index)
+        if code != ErrorCode.NONE:
+            return _result(index, code, problem), None, -1
     configs = topic.configs
     max_size = int_value(configs, "max.message.bytes")
     if len(records) > max_size:
@@ -174,10 +184,18 @@ async def _append_one(ctx: RequestContext, topic, index: int, records, transacti
 
 
 async def produce(ctx: RequestContext, body: Body) -> Body | None:
+    transactional_id = body.get("transactional_id")
+    if transactional_id is None or ctx.broker.transactions is None:
+        return await _produce(ctx, body, transactional_id)
+    # One transactional id's appends and its marker phase never interleave.
+    async with ctx.broker.transactions.lock(transactional_id):
+        return await _produce(ctx, body, transactional_id)
+
+
+async def _produce(ctx: RequestContext, body: Body, transactional_id: str | None) -> Body | None:
     registry = ctx.broker.topics
     acks = body.get("acks", ACKS_LEADER)
     use_ids = ctx.api_version >= 13
-    transactional_id = body.get("transactional_id")
     responses = []
     to_flush = []
     appended_any = False
@@ -199,9 +217,6 @@ async def produce(ctx: RequestContext, body: Body) -> Body | None:
                 continue
             if topic_denied:
                 out["partition_responses"].append(_result(p["index"], ErrorCode.TOPIC_AUTHORIZATION_FAILED))
-                continue
-            if transactional_id is not None:
-                out["partition_responses"].append(_result(p["index"], ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED))
                 continue
             if use_ids and topic is None:
                 out["partition_responses"].append(_result(p["index"], ErrorCode.UNKNOWN_TOPIC_ID))
@@ -241,7 +256,9 @@ async def init_producer_id(ctx: RequestContext, body: Body) -> Body:
     if transactional_id is None and not (ctx.authorized("IDEMPOTENT_WRITE", "CLUSTER", CLUSTER_NAME) or authorized_for_any(ctx, "WRITE", "TOPIC")):
         return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "producer_id": -1, "producer_epoch": -1}
     if transactional_id is not None:
-        return {"throttle_time_ms": 0, "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "producer_id": -1, "producer_epoch": -1}
+        if ctx.broker.transactions is None:
+            return {"throttle_time_ms": 0, "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "producer_id": -1, "producer_epoch": -1}
+        return await ctx.broker.transactions.init_producer_id(body, ctx.api_version)
     pid, epoch = body.get("producer_id", -1), body.get("producer_epoch", -1)
     if pid >= 0 and 0 <= epoch < MAX_PRODUCER_EPOCH:
         # KIP-360: an idempotent producer that lost track of its sequences bumps its epoch and starts over.

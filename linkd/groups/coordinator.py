@@ -797,6 +797,47 @@ class GroupCoordinator:
                 self._touch(group.members[member_id], self._clock())  # a commit proves the member is alive
         return {"throttle_time_ms": 0, "topics": topics_out}
 
+    def txn_offset_commit(self, transactional_id: str, body: Body, version: int) -> Body:
+        """TxnOffsetCommit, once the transaction coordinator has accepted the producer: the group checks of
+        OffsetCommit (generation and member from v3), then the offsets are staged, pending until the
+        transaction's outcome (``complete_txn_offsets``)."""
+        group_id: str | None = body.get("group_id")
+        generation = body.get("generation_id", -1) if version >= 3 else -1
+        member_id = (body.get("member_id") or "") if version >= 3 else ""
+        instance_id = body.get("group_instance_id") if version >= 3 else None
+        group_error = self._validate_commit(group_id, generation, member_id, instance_id)
+        limit = self._config.offset_metadata_max_bytes
+        staged: dict[TopicPartition, CommittedOffset] = {}
+        topics_out = []
+        for topic in body.get("topics") or []:
+            name = topic.get("name")
+            partitions_out = []
+            for p in topic.get("partitions") or []:
+                index = p["partition_index"]
+                metadata = p.get("committed_metadata") or ""
+                error = group_error
+                if error is ErrorCode.NONE:
+                    if self._partition_exists is not None and not self._partition_exists(name, index):
+                        error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                    elif len(metadata.encode()) > limit:
+                        error = ErrorCode.OFFSET_METADATA_TOO_LARGE
+                    else:
+                        epoch = p.get("committed_leader_epoch", -1) if version >= 2 else -1
+                        staged[(name, index)] = CommittedOffset(p["committed_offset"], epoch, metadata)
+                partitions_out.append({"partition_index": index, "error_code": int(error)})
+            topics_out.append({"name": name, "partitions": partitions_out})
+        if staged:
+            assert group_id is not None
+            self._offsets.stage(transactional_id, group_id, staged)
+        return {"throttle_time_ms": 0, "topics": topics_out}
+
+    def complete_txn_offsets(self, transactional_id: str, commit: bool) -> int:
+        """Apply or discard a transaction's pending offsets (joins the caller's control-store transaction)."""
+        applied = self._offsets.complete_staged(transactional_id, commit)
+        if commit:
+            self._commits += applied
+        return applied
+
     def _topic_name(self, topic: Body, version: int) -> str | None:
         if version < 10:
             return topic.get("name")
@@ -830,22 +871,27 @@ class GroupCoordinator:
 
     async def offset_fetch(self, body: Body, version: int) -> Body:
         if version <= 7:
-            topics_out, error = self._fetch_group(body.get("group_id"), body.get("topics"), version)
+            topics_out, error = self._fetch_group(body.get("group_id"), body.get("topics"), version, bool(body.get("require_stable")))
             return {"throttle_time_ms": 0, "topics": topics_out, "error_code": int(error)}
         groups_out = []
         for request in body.get("groups") or []:
-            topics_out, error = self._fetch_group(request.get("group_id"), request.get("topics"), version)
+            topics_out, error = self._fetch_group(request.get("group_id"), request.get("topics"), version, bool(body.get("require_stable")))
             groups_out.append({"group_id": request.get("group_id"), "topics": topics_out, "error_code": int(error)})
         return {"throttle_time_ms": 0, "groups": groups_out}
 
-    def _fetch_group(self, group_id: str | None, topics: list[Body] | None, version: int) -> tuple[list[Body], ErrorCode]:
+    def _fetch_group(self, group_id: str | None, topics: list[Body] | None, version: int,
+                     require_stable: bool = False) -> tuple[list[Body], ErrorCode]:
         if group_id is None:
             return [], ErrorCode.INVALID_GROUP_ID
         committed = self._offsets.fetch(group_id)
+        # require_stable (v7+): a partition whose offset an open transaction may still change is not answered.
+        unstable = self._offsets.unstable(group_id) if require_stable else set()
 
         def partition(name: str | None, index: int) -> Body:
             found = committed.get((name, index)) if name is not None else None
             error = ErrorCode.UNKNOWN_TOPIC_ID if name is None else ErrorCode.NONE
+            if (name, index) in unstable:
+                error, found = ErrorCode.UNSTABLE_OFFSET_COMMIT, None
             if found is None:
                 found = CommittedOffset(-1, -1, "")
             return {

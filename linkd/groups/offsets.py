@@ -11,6 +11,10 @@ Table ``group_offsets``::
     metadata TEXT                                    -- client's opaque string; '' when it sent null
     commit_timestamp_ms INTEGER                      -- wall clock of the commit, for operators
 
+Table ``txn_pending_offsets`` holds offsets a transactional producer committed with TxnOffsetCommit
+(same columns, keyed by transactional id too): invisible to OffsetFetch until the transaction commits,
+when they move into ``group_offsets``; dropped when it aborts.
+
 Offsets are stored unchanged: offsets of mirror topics line up with the source cluster, so offsets a
 link copies from the source and offsets a client commits here are the same numbers.
 """
@@ -35,6 +39,17 @@ CREATE TABLE IF NOT EXISTS group_offsets (
     PRIMARY KEY (group_id, topic, partition)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS group_offsets_by_topic ON group_offsets (topic);
+CREATE TABLE IF NOT EXISTS txn_pending_offsets (
+    transactional_id TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    committed_offset INTEGER NOT NULL,
+    leader_epoch INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    PRIMARY KEY (transactional_id, group_id, topic, partition)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS txn_pending_offsets_by_group ON txn_pending_offsets (group_id);
 """
 
 TopicPartition = tuple[str, int]
@@ -104,3 +119,37 @@ class OffsetStore:
     def delete_topic(self, topic: str) -> int:
         with self._store.transaction() as db:
             return db.execute("DELETE FROM group_offsets WHERE topic = ?", (topic,)).rowcount
+
+    # -- transactional offset commits -----------------------------------------------------------------
+
+    def stage(self, transactional_id: str, group_id: str, offsets: Mapping[TopicPartition, CommittedOffset]) -> None:
+        """Offsets of an open transaction: pending, a later commit of the same partition replaces them."""
+        rows = [(transactional_id, group_id, t, p, c.offset, c.leader_epoch, c.metadata) for (t, p), c in offsets.items()]
+        with self._store.transaction() as db:
+            db.executemany(
+                "INSERT INTO txn_pending_offsets VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (transactional_id, group_id, topic, partition) DO UPDATE SET "
+                "committed_offset = excluded.committed_offset, leader_epoch = excluded.leader_epoch, metadata = excluded.metadata",
+                rows,
+            )
+
+    def complete_staged(self, transactional_id: str, commit: bool) -> int:
+        """Apply (commit) or drop (abort) a transaction's pending offsets; joins an outer transaction, so
+        the coordinator completes the transaction and its offsets in one step. Returns how many there were."""
+        now_ms = int(time.time() * 1000)
+        with self._store.transaction() as db:
+            if commit:
+                db.execute(
+                    "INSERT INTO group_offsets SELECT group_id, topic, partition, committed_offset, leader_epoch, metadata, ? "
+                    "FROM txn_pending_offsets WHERE transactional_id = ? "
+                    "ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
+                    "committed_offset = excluded.committed_offset, leader_epoch = excluded.leader_epoch, "
+                    "metadata = excluded.metadata, commit_timestamp_ms = excluded.commit_timestamp_ms",
+                    (now_ms, transactional_id),
+                )
+            return db.execute("DELETE FROM txn_pending_offsets WHERE transactional_id = ?", (transactional_id,)).rowcount
+
+    def unstable(self, group_id: str) -> set[TopicPartition]:
+        """Partitions of the group with offsets pending in an open transaction (OffsetFetch require_stable)."""
+        rows = self._store.query("SELECT topic, partition FROM txn_pending_offsets WHERE group_id = ?", (group_id,))
+        return {(r["topic"], r["partition"]) for r in rows}

@@ -40,3 +40,25 @@ def test_java_idempotent_producer_and_group_consumer(linkd, java_client, unique_
     for p, o, key, value, ts in resumed.records:
         sent = sent_at[(p, o)]
         assert (key.encode(), value.encode(), ts) == (sent.key, sent.value, sent.timestamp)
+
+
+@pytest.mark.timeout(240)
+def test_java_transactional_producer_commits_aborts_and_sends_offsets(linkd, java_client, unique_topic):
+    import json
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from tests.peers.java import run_java_client
+
+    create_topic(linkd.bootstrap, unique_topic, partitions=1)
+    group = f"g-{unique_topic}"
+    result = run_java_client("transact", linkd.bootstrap, unique_topic, f"tx-{unique_topic}", group, "9", "20", "3", timeout=180)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"committed": 6, "aborted": 3}
+    consumed = java_consume(linkd.bootstrap, unique_topic, f"r-{unique_topic}", 120, timeout_ms=20_000, isolation="read_committed")
+    values = [v for _p, _o, _k, v, _ts in consumed.records]
+    assert values == [f"t{n}-{i}" for n in range(9) if n % 3 != 2 for i in range(20)]
+    check = Consumer({"bootstrap.servers": linkd.bootstrap, "group.id": group, "isolation.level": "read_committed"})
+    [committed] = check.committed([TopicPartition(unique_topic, 0)], 10)
+    check.close()
+    assert committed.offset == 8  # the last committed transaction (n = 7) sent offset n + 1; n = 8 aborted

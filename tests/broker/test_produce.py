@@ -1,15 +1,13 @@
-"""Produce and InitProducerId edge cases: unknown topics (no auto-creation), transactional producers
-(refused quickly and clearly), control batches, acks=0."""
+"""Produce and InitProducerId edge cases: unknown topics (no auto-creation), transactional batches outside
+a transaction (refused clearly), control batches, acks=0. Transactions proper: tests/broker/test_transactions.py."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from kafka import KafkaProducer
-from kafka.errors import TransactionalIdAuthorizationFailedError
 
 from protocol import messages
 from protocol.errors import ErrorCode
@@ -54,41 +52,17 @@ def test_confluent_producer_to_an_unknown_topic_fails_the_delivery(linkd, unique
 
 
 @pytest.mark.timeout(30)
-def test_confluent_transactional_producer_fails_fast_with_a_fatal_error(linkd, unique_topic):
-    create_topic(linkd.bootstrap, unique_topic)
-    producer = Producer({"bootstrap.servers": linkd.bootstrap, "transactional.id": f"tx-{unique_topic}"})
-    started = time.monotonic()
-    with pytest.raises(KafkaException) as failed:
-        producer.init_transactions(20)
-    elapsed = time.monotonic() - started
-    error = failed.value.args[0]
-    assert elapsed < 5, f"init_transactions took {elapsed:.1f}s to fail"
-    assert error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-    assert not error.retriable()
-    assert "transactional" in error.str()
-
-
-@pytest.mark.timeout(30)
-def test_kafka_python_transactional_producer_fails_fast(linkd, unique_topic):
-    create_topic(linkd.bootstrap, unique_topic)
-    started = time.monotonic()
-    with pytest.raises(TransactionalIdAuthorizationFailedError):
-        producer = KafkaProducer(bootstrap_servers=linkd.bootstrap, transactional_id=f"tx-{unique_topic}", max_block_ms=20_000)
-        try:
-            producer.init_transactions()
-        finally:
-            producer.close(timeout=1)
-    assert time.monotonic() - started < 8
-
-
-@pytest.mark.timeout(30)
-def test_transactional_or_control_batches_are_refused_and_nothing_is_appended(linkd, unique_topic):
+def test_transactional_batches_outside_a_transaction_or_control_batches_are_refused_and_nothing_is_appended(linkd, unique_topic):
     create_topic(linkd.bootstrap, unique_topic)
     with WireConnection(linkd.bootstrap) as conn:
-        body = conn.request(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": "tx", "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})
-        assert body["error_code"] == ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-        transactional = build_records([b"t"], producer_id=7, producer_epoch=0, base_sequence=0, transactional=True)
-        assert produce_request(conn, unique_topic, 0, transactional)["error_code"] == ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        body = conn.request(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": f"tx-{unique_topic}", "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})
+        assert body["error_code"] == 0
+        pid, epoch = body["producer_id"], body["producer_epoch"]
+        transactional = build_records([b"t"], producer_id=pid, producer_epoch=epoch, base_sequence=0, transactional=True)
+        # No transactional id in the request, then one whose transaction never added the partition.
+        assert produce_request(conn, unique_topic, 0, transactional)["error_code"] == ErrorCode.INVALID_RECORD
+        assert produce_request(conn, unique_topic, 0, transactional, transactional_id=f"tx-{unique_topic}")["error_code"] == ErrorCode.INVALID_TXN_STATE
+        assert produce_request(conn, unique_topic, 0, transactional, transactional_id="someone-else")["error_code"] == ErrorCode.INVALID_PRODUCER_ID_MAPPING
         control = build_control_batch(1, producer_id=7, producer_epoch=0)
         assert produce_request(conn, unique_topic, 0, control)["error_code"] == ErrorCode.INVALID_RECORD
         assert fetch_request(conn, unique_topic, 0, 0)["high_watermark"] == 0

@@ -147,6 +147,10 @@ def _find_coordinator(env: Env, v: int) -> None:
     body = env.call(ApiKey.FIND_COORDINATOR, v, {"key": f"{env.prefix}-g", "key_type": 0, "coordinator_keys": [f"{env.prefix}-g"]})
     answer = _only(body["coordinators"]) if v >= 4 else body
     assert answer["error_code"] == 0 and answer["node_id"] == 1
+    if v >= 1:  # key types (and so transaction coordinators) exist from v1
+        body = env.call(ApiKey.FIND_COORDINATOR, v, {"key": f"{env.prefix}-tx", "key_type": 1, "coordinator_keys": [f"{env.prefix}-tx"]})
+        answer = _only(body["coordinators"]) if v >= 4 else body
+        assert answer["error_code"] == 0 and answer["node_id"] == 1, answer
 
 
 def _group_lifecycle(env: Env, join_v: int, sync_v: int, heartbeat_v: int, leave_v: int) -> None:
@@ -398,6 +402,82 @@ def _describe_client_quotas(env: Env, v: int) -> None:
     assert body["error_code"] == 0 and body["entries"] == [], body
 
 
+def _txn_begin(env: Env, tid: str) -> tuple[int, int]:
+    """A transactional id with the Env's topic added to an open transaction: (producer id, epoch)."""
+    init = env.call(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": tid, "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})
+    assert init["error_code"] == 0, init
+    pid, epoch = init["producer_id"], init["producer_epoch"]
+    added = env.call(ApiKey.ADD_PARTITIONS_TO_TXN, 3, {"v3_and_below_transactional_id": tid, "v3_and_below_producer_id": pid, "v3_and_below_producer_epoch": epoch,
+                                                      "v3_and_below_topics": [{"name": env.topic, "partitions": [0]}]})
+    assert _only(_only(added["results_by_topic_v3_and_below"])["results_by_partition"])["partition_error_code"] == 0, added
+    return pid, epoch
+
+
+def _end(env: Env, tid: str, pid: int, epoch: int, v: int = 3) -> dict:
+    return env.call(ApiKey.END_TXN, v, {"transactional_id": tid, "producer_id": pid, "producer_epoch": epoch, "committed": False})
+
+
+def _add_partitions_to_txn(env: Env, v: int) -> None:
+    tid = f"{env.prefix}-ap{v}"
+    init = env.call(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": tid, "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})
+    pid, epoch = init["producer_id"], init["producer_epoch"]
+    topics = [{"name": env.topic, "partitions": [0]}]
+    if v <= 3:
+        body = env.call(ApiKey.ADD_PARTITIONS_TO_TXN, v, {"v3_and_below_transactional_id": tid, "v3_and_below_producer_id": pid, "v3_and_below_producer_epoch": epoch, "v3_and_below_topics": topics})
+        results = body["results_by_topic_v3_and_below"]
+    else:
+        body = env.call(ApiKey.ADD_PARTITIONS_TO_TXN, v, {"transactions": [{"transactional_id": tid, "producer_id": pid, "producer_epoch": epoch, "verify_only": False, "topics": topics}]})
+        assert body["error_code"] == 0
+        results = _only(body["results_by_transaction"])["topic_results"]
+    assert _only(_only(results)["results_by_partition"])["partition_error_code"] == 0, body
+    assert _end(env, tid, pid, epoch)["error_code"] == 0
+
+
+def _add_offsets_to_txn(env: Env, v: int) -> None:
+    tid = f"{env.prefix}-ao{v}"
+    pid, epoch = _txn_begin(env, tid)
+    body = env.call(ApiKey.ADD_OFFSETS_TO_TXN, v, {"transactional_id": tid, "producer_id": pid, "producer_epoch": epoch, "group_id": f"{env.prefix}-g"})
+    assert body["error_code"] == 0, body
+    assert _end(env, tid, pid, epoch)["error_code"] == 0
+
+
+def _end_txn(env: Env, v: int) -> None:
+    tid = f"{env.prefix}-e{v}"
+    pid, epoch = _txn_begin(env, tid)
+    body = _end(env, tid, pid, epoch, v)
+    assert body["error_code"] == 0, body
+    if v >= 5:
+        assert (body["producer_id"], body["producer_epoch"]) == (pid, epoch)
+
+
+def _txn_offset_commit(env: Env, v: int) -> None:
+    tid, group = f"{env.prefix}-to{v}", f"{env.prefix}-tg{v}"
+    pid, epoch = _txn_begin(env, tid)
+    assert env.call(ApiKey.ADD_OFFSETS_TO_TXN, 3, {"transactional_id": tid, "producer_id": pid, "producer_epoch": epoch, "group_id": group})["error_code"] == 0
+    body = env.call(ApiKey.TXN_OFFSET_COMMIT, v, {"transactional_id": tid, "group_id": group, "producer_id": pid, "producer_epoch": epoch, "generation_id": -1, "member_id": "", "group_instance_id": None,
+                                                  "topics": [{"name": env.topic, "partitions": [{"partition_index": 0, "committed_offset": 1, "committed_leader_epoch": -1, "committed_metadata": ""}]}]})
+    assert _only(_only(body["topics"])["partitions"])["error_code"] == 0, body
+    assert env.call(ApiKey.END_TXN, 3, {"transactional_id": tid, "producer_id": pid, "producer_epoch": epoch, "committed": True})["error_code"] == 0
+    fetched = env.call(ApiKey.OFFSET_FETCH, 8, {"groups": [{"group_id": group, "topics": [{"name": env.topic, "partition_indexes": [0]}]}], "require_stable": True})
+    assert _only(_only(_only(fetched["groups"])["topics"])["partitions"])["committed_offset"] == 1
+
+
+def _list_transactions(env: Env, v: int) -> None:
+    tid = f"{env.prefix}-l{v}"
+    pid, _epoch = _txn_begin(env, tid)
+    body = env.call(ApiKey.LIST_TRANSACTIONS, v, {"state_filters": ["Ongoing"], "producer_id_filters": [pid], "duration_filter": -1, "transactional_id_pattern": None})
+    assert body["error_code"] == 0 and [t["transactional_id"] for t in body["transaction_states"]] == [tid], body
+
+
+def _describe_transactions(env: Env, v: int) -> None:
+    tid = f"{env.prefix}-d{v}"
+    pid, epoch = _txn_begin(env, tid)
+    body = env.call(ApiKey.DESCRIBE_TRANSACTIONS, v, {"transactional_ids": [tid]})
+    state = _only(body["transaction_states"])
+    assert state["error_code"] == 0 and state["transaction_state"] == "Ongoing" and state["producer_id"] == pid, body
+    assert state["topics"] == [{"topic": env.topic, "partitions": [0]}]
+
+
 EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.PRODUCE: _produce,
     ApiKey.FETCH: _fetch,
@@ -439,6 +519,12 @@ EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.ALTER_USER_SCRAM_CREDENTIALS: _alter_user_scram_credentials,
     ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: _describe_user_scram_credentials,
     ApiKey.DESCRIBE_CLIENT_QUOTAS: _describe_client_quotas,
+    ApiKey.ADD_PARTITIONS_TO_TXN: _add_partitions_to_txn,
+    ApiKey.ADD_OFFSETS_TO_TXN: _add_offsets_to_txn,
+    ApiKey.END_TXN: _end_txn,
+    ApiKey.TXN_OFFSET_COMMIT: _txn_offset_commit,
+    ApiKey.LIST_TRANSACTIONS: _list_transactions,
+    ApiKey.DESCRIBE_TRANSACTIONS: _describe_transactions,
 }
 
 

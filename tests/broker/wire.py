@@ -89,12 +89,13 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
-def produce_request(conn: WireConnection, topic: str, partition: int, records: bytes, acks: int = -1, version: int = 9) -> dict:
+def produce_request(conn: WireConnection, topic: str, partition: int, records: bytes, acks: int = -1, version: int = 9,
+                    transactional_id: str | None = None) -> dict:
     """Produce exactly ``records`` to one partition; return that partition's response entry."""
     body = conn.request(
         ApiKey.PRODUCE,
         version,
-        {"transactional_id": None, "acks": acks, "timeout_ms": 10_000, "topic_data": [{"name": topic, "partition_data": [{"index": partition, "records": records}]}]},
+        {"transactional_id": transactional_id, "acks": acks, "timeout_ms": 10_000, "topic_data": [{"name": topic, "partition_data": [{"index": partition, "records": records}]}]},
     )
     (topic_response,) = body["responses"]
     (partition_response,) = topic_response["partition_responses"]

@@ -81,3 +81,43 @@ def test_new_idempotent_producer_after_promotion_never_collides_with_mirrored_pr
     values = _read_all(dest.bootstrap, "t", "read_uncommitted", 900)
     assert len(values) == 900
     assert values[600:] == [f"value-new-{i}".encode() for i in range(300)]
+
+
+def test_source_transactional_producer_continues_on_linkd_after_failover(kafka_broker, linkd, unique_topic):
+    """The application's transactional.id was in use on the source; after failover the same id is
+    initialised on linkd (a fresh producer id above every mirrored one) and its new transactions commit."""
+    from protocol.messages import ApiKey
+    from tests.broker.wire import WireConnection
+
+    tid = f"tx-{unique_topic}"
+    kafka_broker.create_topic(unique_topic, 1)
+    source_producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "transactional.id": tid})
+    source_producer.init_transactions(30)
+    source_producer.begin_transaction()
+    for i in range(10):
+        source_producer.produce(unique_topic, f"source-{i}".encode(), partition=0)
+    source_producer.commit_transaction(30)
+    source_producer.begin_transaction()
+    for i in range(5):
+        source_producer.produce(unique_topic, f"in-flight-{i}".encode(), partition=0)
+    source_producer.flush(30)  # the source site is lost before this transaction ends
+
+    mirror(linkd, "l", kafka_broker.bootstrap, [unique_topic])
+    wait_for(lambda: cli_json(linkd, "mirror", "describe", unique_topic)[0]["partitions"][0]["mirror_log_end_offset"] >= 16, 30, "mirrored")
+    [result], _ = cli_json(linkd, "mirror", "failover", unique_topic)
+    assert result["error_code"] == 0 and len(result["aborted_transactions"]) == 1
+    source_pid = result["aborted_transactions"][0]["producer_id"]
+
+    producer = Producer({"bootstrap.servers": linkd.bootstrap, "transactional.id": tid})
+    producer.init_transactions(30)
+    for cycle in range(2):
+        producer.begin_transaction()
+        for i in range(5):
+            producer.produce(unique_topic, f"linkd-{cycle}-{i}".encode(), partition=0)
+        producer.commit_transaction(30)
+    with WireConnection(linkd.bootstrap) as conn:
+        [state] = conn.request(ApiKey.DESCRIBE_TRANSACTIONS, 0, {"transactional_ids": [tid]})["transaction_states"]
+    assert state["transaction_state"] == "CompleteCommit" and state["producer_id"] > source_pid, state
+    committed = _read_all(linkd.bootstrap, unique_topic, "read_committed", 20)
+    assert committed == [f"source-{i}".encode() for i in range(10)] + [f"linkd-{c}-{i}".encode() for c in range(2) for i in range(5)]
+    source_producer.abort_transaction(30)

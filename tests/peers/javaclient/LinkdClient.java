@@ -8,6 +8,10 @@
 //       Group consumer (subscribe, classic protocol, earliest reset, manual commitSync). Stops at
 //       expected-count records or the timeout, commits, and prints one JSON object. Exit 0 either way:
 //       the caller decides whether fewer records than expected is a failure.
+//   transact <bootstrap> <topic> <transactional-id> <group> <transactions> <records> <abort-every>
+//       Transactional producer: each transaction sends <records> records (value "t<n>-<i>") to partition 0,
+//       adds offset <n+1> of <topic>-0 for <group> (sendOffsetsToTransaction), then commits, except every
+//       <abort-every>-th (n % abort-every == abort-every - 1), which aborts. Prints {"committed":C,"aborted":A}.
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -46,6 +50,10 @@ public final class LinkdClient {
                 consume(args[1], args[2], args[3], Integer.parseInt(args[4]), Long.parseLong(args[5]),
                         args.length > 6 ? args[6] : "read_uncommitted");
             }
+            case "transact" -> {
+                if (args.length < 8) usage();
+                transact(args[1], args[2], args[3], args[4], Integer.parseInt(args[5]), Integer.parseInt(args[6]), Integer.parseInt(args[7]));
+            }
             default -> usage();
         }
     }
@@ -61,7 +69,8 @@ public final class LinkdClient {
 
     private static void usage() {
         System.err.println("usage: LinkdClient produce <bootstrap> <topic> <count> [compression]\n"
-                + "       LinkdClient consume <bootstrap> <topic> <group> <expected-count> <timeout-ms> [isolation]");
+                + "       LinkdClient consume <bootstrap> <topic> <group> <expected-count> <timeout-ms> [isolation]\n"
+                + "       LinkdClient transact <bootstrap> <topic> <transactional-id> <group> <transactions> <records> <abort-every>");
         System.exit(2);
     }
 
@@ -104,6 +113,37 @@ public final class LinkdClient {
         appendRanges(summary, ranges);
         summary.append("}}}");
         System.out.println(summary);
+    }
+
+    private static void transact(String bootstrap, String topic, String transactionalId, String group, int transactions,
+                                 int records, int abortEvery) {
+        Properties props = new Properties();
+        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ProducerConfig.CLIENT_ID_CONFIG, "linkd-tests-java-transactional");
+        props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId);
+        int committed = 0;
+        int aborted = 0;
+        try (KafkaProducer<byte[], byte[]> producer =
+                new KafkaProducer<>(props, new ByteArraySerializer(), new ByteArraySerializer())) {
+            producer.initTransactions();
+            for (int n = 0; n < transactions; n++) {
+                producer.beginTransaction();
+                for (int i = 0; i < records; i++) {
+                    byte[] value = ("t" + n + "-" + i).getBytes(StandardCharsets.UTF_8);
+                    producer.send(new ProducerRecord<>(topic, 0, null, value));
+                }
+                producer.sendOffsetsToTransaction(Map.of(new TopicPartition(topic, 0), new OffsetAndMetadata(n + 1)),
+                        new org.apache.kafka.clients.consumer.ConsumerGroupMetadata(group));
+                if (n % abortEvery == abortEvery - 1) {
+                    producer.abortTransaction();
+                    aborted++;
+                } else {
+                    producer.commitTransaction();
+                    committed++;
+                }
+            }
+        }
+        System.out.println("{\"committed\":" + committed + ",\"aborted\":" + aborted + "}");
     }
 
     private static void consume(String bootstrap, String topic, String group, int expected, long timeoutMs, String isolation) throws Exception {
