@@ -21,8 +21,8 @@ from .session import Authorizer, Session
 if TYPE_CHECKING:
     from ..groups.coordinator import GroupCoordinator
     from ..storage import PartitionLog
-    from .users import UserStore
     from ..txn.coordinator import TransactionCoordinator
+    from .users import UserStore
 
 # What Kafka puts in a uuid field that has no topic behind it (an error entry, a validate-only create).
 ZERO_UUID = uuid.UUID(int=0)
