@@ -32,6 +32,11 @@ async def describe_topic_partitions(ctx: RequestContext, body: Body) -> Body:
     # Listing every topic shows only the describable ones (as Metadata does); a named one is refused.
     names = sorted({t["name"] for t in requested}) if requested else sorted(t.name for t in registry.all() if ctx.authorized("DESCRIBE", "TOPIC", t.name))
     cursor = body.get("cursor")
+    if cursor is not None and cursor["partition_index"] < 0:
+        # Kafka refuses the whole request (InvalidRequestException): every named topic answers INVALID_REQUEST.
+        return {"throttle_time_ms": 0, "next_cursor": None, "topics": [
+            {"error_code": ErrorCode.INVALID_REQUEST, "name": t["name"], "topic_id": ZERO_UUID, "is_internal": False,
+             "partitions": [], "topic_authorized_operations": -(2**31)} for t in requested]}
     limit = max(1, body.get("response_partition_limit", 2000))
     if cursor is not None:
         names = [n for n in names if n >= cursor["topic_name"]]

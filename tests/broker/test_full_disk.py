@@ -59,6 +59,10 @@ def test_restart_on_a_full_disk_serves_what_is_stored_and_writes_resume_when_spa
         assert os.statvfs(mount).f_bavail == 0
 
         daemon.start()
+        # Opening the data dir removes Kafka's log-directory checkpoints (written at the clean close), which
+        # frees a few blocks: fill them too, so the writes below meet a full disk again.
+        fill(mount / "filler-after-start")
+        assert os.statvfs(mount).f_bavail == 0
         log_text = daemon.log_path.read_text()
         if how == "sigkill":
             refusal = [line for line in log_text.splitlines() if "ERROR" in line and "recovery could not write" in line]

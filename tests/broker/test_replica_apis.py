@@ -34,6 +34,9 @@ def _answers(bootstrap: str) -> dict:
                 {"feature": "linkd.nope", "max_version_level": 1, "allow_downgrade": False, "upgrade_type": 1}]})
         out["dtp limit"] = conn.request(ApiKey.DESCRIBE_TOPIC_PARTITIONS, 0, {"topics": [{"name": missing}, {"name": name}], "response_partition_limit": 1, "cursor": None})
         out["dtp cursor"] = conn.request(ApiKey.DESCRIBE_TOPIC_PARTITIONS, 0, {"topics": [{"name": name}], "response_partition_limit": 10, "cursor": {"topic_name": name, "partition_index": 1}})
+        # Found by the wire fuzzer (seed 3064290720): a cursor with a negative partition index.
+        out["dtp negative cursor"] = conn.request(ApiKey.DESCRIBE_TOPIC_PARTITIONS, 0, {"topics": [{"name": name}], "response_partition_limit": 10, "cursor": {"topic_name": name, "partition_index": -3}})
+        out["dtp cursor past the end"] = conn.request(ApiKey.DESCRIBE_TOPIC_PARTITIONS, 0, {"topics": [{"name": name}], "response_partition_limit": 10, "cursor": {"topic_name": name, "partition_index": 7}})
         out["log dirs"] = conn.request(ApiKey.DESCRIBE_LOG_DIRS, 4, {"topics": [{"topic": name, "partitions": [0, 7]}, {"topic": missing, "partitions": [0]}]})
         out["producers"] = conn.request(ApiKey.DESCRIBE_PRODUCERS, 0, {"topics": [{"name": name, "partition_indexes": [0, 9]}, {"name": missing, "partition_indexes": [0]}]})
         out["reassignments"] = conn.request(ApiKey.LIST_PARTITION_REASSIGNMENTS, 0, {"timeout_ms": 10_000, "topics": None})
