@@ -29,7 +29,8 @@ catches up the whole topic from offset 0 through the proxy (a fresh proxy per po
 * ``confluent`` (optional): the confluent-kafka consume-and-produce copier to a second local broker.
 
 A copier with one Fetch in flight moves at most min(partitions x partition max bytes, response max bytes)
-per round trip; each point shows that bound (``fetch_bound_mb_s``) beside the figure. MB = 10^6 bytes of
+per round trip (plus that response's time on the wire under a cap); each point shows that bound
+(``fetch_bound_mb_s``) beside the figure. MB = 10^6 bytes of
 record batches as stored (wire).
 """
 
@@ -61,6 +62,7 @@ PARTITIONS = 4
 CAP_BYTES_S = 125_000_000  # 1 Gbit/s
 PROXY_SOURCE = Path(__file__).resolve().parent / "wanproxy"
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks-wan.md"
+DOCS_PLOT = DOCS_PAGE.with_suffix(".png")
 FETCH_SIZES = {"linkd": (MiB, 10 * MiB), "linkd-large": (8 * MiB, 64 * MiB), "raw": (MiB, 10 * MiB), "confluent": (MiB, 50 * MiB)}
 MODES = {
     "quick": {"rtt_ms": [0, 100], "payload_mb": 120, "bulk_mb": 1000, "capped_bulk_mb": 250, "copiers": ["raw", "linkd"]},
@@ -195,11 +197,12 @@ def catch_up_confluent(proxy: str, ends: list[int], dest: KafkaBroker, name: str
 # -- the run ---------------------------------------------------------------------------------------
 
 
-def fetch_bound_mb_s(sizes: tuple[int, int], rtt_ms: float) -> float | None:
-    """What one Fetch in flight can move per round trip, whatever the bandwidth."""
-    if rtt_ms <= 0:
-        return None
-    return min(PARTITIONS * sizes[0], sizes[1]) / MB / (rtt_ms / 1000)
+def fetch_bound_mb_s(sizes: tuple[int, int], rtt_ms: float, cap: float | None = None) -> float | None:
+    """What one Fetch in flight can move: one response of min(partitions x partition max, response max)
+    per round trip plus, with a cap (bytes/s), that response's time on the wire."""
+    size = min(PARTITIONS * sizes[0], sizes[1])
+    seconds = rtt_ms / 1000 + (size / cap if cap else 0)
+    return size / MB / seconds if seconds > 0 else None
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -267,7 +270,8 @@ def run(args: argparse.Namespace) -> dict:
             point["mb_s"] = round(wire / MB / point["seconds"], 1)
             if point.get("streaming_seconds"):  # linkd from its first mirrored record on (its set-up excluded)
                 point["streaming_mb_s"] = round(wire / MB / point["streaming_seconds"], 1)
-            bound = fetch_bound_mb_s(tuple(point["fetch_sizes"]), point["rtt_ms"]) if point["copier"] != "confluent" else None
+            cap = point["cap_mb_s"] * MB if point["cap_mb_s"] else None
+            bound = fetch_bound_mb_s(tuple(point["fetch_sizes"]), point["rtt_ms"], cap) if point["copier"] != "confluent" else None
             point["fetch_bound_mb_s"] = round(bound, 1) if bound else None
             if point["cap_mb_s"]:
                 point["ratio_to_cap"] = round(point["mb_s"] / point["cap_mb_s"], 3)
@@ -329,8 +333,8 @@ def render_markdown(r: dict) -> str:
         "",
         "## Catch-up MB/s by round trip",
         "",
-        "`bound` is what one Fetch in flight can move per round trip: min(partitions x partition max bytes,",
-        "response max bytes) / RTT.",
+        "`bound` is what one Fetch in flight can move: one response of min(partitions x partition max bytes,",
+        "response max bytes) per round trip plus, with the cap, that response's time on the wire (size / cap).",
         "",
         "| copier (partition / response max) | cap | " + " | ".join(f"{rtt:g} ms" for rtt in r["settings"]["rtt_ms"]) + " |",
         "|---|---|" + "---:|" * len(r["settings"]["rtt_ms"]),
@@ -349,6 +353,27 @@ def render_markdown(r: dict) -> str:
                 cells.append(cell)
             sizes = FETCH_SIZES[copier]
             lines.append(f"| {copier} ({sizes[0] // MiB} / {sizes[1] // MiB} MiB) | {'1 Gbit/s' if capped else 'none'} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each figure includes the copier's set-up (linkd: from `mirror create`; the raw loop from its first Fetch;",
+        "the confluent copier from its first poll). linkd from its first mirrored record on (set-up excluded),",
+        "against the bound of one Fetch in flight (this leaves out the first response's round, so with few rounds,",
+        "as the large fetches take here, it can read a little above the bound):",
+        "",
+        "| linkd | cap | " + " | ".join(f"{rtt:g} ms" for rtt in r["settings"]["rtt_ms"]) + " |",
+        "|---|---|" + "---:|" * len(r["settings"]["rtt_ms"]),
+    ]
+    for copier in [c for c in r["settings"]["copiers"] if c.startswith("linkd")]:
+        for capped in (False, True):
+            cells = []
+            for rtt in r["settings"]["rtt_ms"]:
+                p = next((p for p in r["points"] if p["copier"] == copier and p["rtt_ms"] == rtt and bool(p["cap_mb_s"]) == capped), None)
+                if p is None or not p.get("streaming_mb_s"):
+                    cells.append("")
+                    continue
+                bound = p.get("fetch_bound_mb_s")
+                cells.append(f"{p['streaming_mb_s']:,}" + (f" ({p['streaming_mb_s'] / bound:.2f}x bound)" if bound else ""))
+            lines.append(f"| {copier} streaming | {'1 Gbit/s' if capped else 'none'} | " + " | ".join(cells) + " |")
     lines += ["", "## Targets (issue 17)", "", "| target | value | met |", "|---|---:|---|"]
     for t in r["targets"]:
         lines.append(f"| {t['target']} | {t['value'] if t['value'] is not None else 'n/a'} | {'n/a' if t['met'] is None else ('yes' if t['met'] else 'no')} |")
@@ -363,6 +388,49 @@ def render_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(r: dict, path: Path) -> bool:
+    """MB/s against round trip, one line per copier and cap setting (matplotlib, the bench extra)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, capped in zip(axes, (False, True), strict=True):
+        for copier in r["settings"]["copiers"]:
+            xs, ys = [], []
+            for p in r["points"]:
+                if p["copier"] == copier and bool(p["cap_mb_s"]) == capped and "mb_s" in p:
+                    xs.append(p["rtt_ms"])
+                    ys.append(p["mb_s"])
+            if xs:
+                ax.plot(xs, ys, marker="o", label=copier)
+        bound = [(rtt, fetch_bound_mb_s(FETCH_SIZES["linkd"], rtt)) for rtt in r["settings"]["rtt_ms"] if rtt > 0]
+        ax.plot([b[0] for b in bound], [b[1] for b in bound], linestyle=":", color="grey", label="1 Fetch in flight, 4 x 1 MiB per RTT")
+        if capped:
+            ax.axhline(CAP_BYTES_S / MB, color="red", linestyle="--", linewidth=0.8, label="cap (1 Gbit/s)")
+        ax.set_yscale("log")
+        ax.set_xlabel("round trip (ms)")
+        ax.set_title("1 Gbit/s cap" if capped else "no cap", fontsize=11)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("catch-up MB/s (wire, log scale)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"Catch-up through the WAN proxy, {r['mode']} mode, {r['data']['wire_bytes'] / MB:,.0f} MB, {r['machine'].get('cores', '?')} shared cores", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_docs(r: dict) -> None:
+    page = render_markdown(r)
+    if plot(r, DOCS_PLOT):
+        page = page.replace("## Proxy self-checks", f"![catch-up by round trip]({DOCS_PLOT.name})\n\n## Proxy self-checks", 1)
+    DOCS_PAGE.write_text(page)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 round trips (0, 100 ms), ~120 MB payload, linkd and raw only: ~2 minutes")
@@ -374,14 +442,14 @@ def main() -> None:
     parser.add_argument("--render", metavar="RUN_JSON", help=f"only write docs/{DOCS_PAGE.name} from this saved run")
     args = parser.parse_args()
     if args.render:
-        DOCS_PAGE.write_text(render_markdown(json.loads(Path(args.render).read_text())))
+        write_docs(json.loads(Path(args.render).read_text()))
         return
     result = run(args)
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.docs:
-        DOCS_PAGE.write_text(render_markdown(result))
+        write_docs(result)
 
 
 if __name__ == "__main__":

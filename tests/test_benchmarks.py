@@ -143,6 +143,8 @@ def test_wan_report_bounds_ratios_and_targets(wan):
     assert wan.fetch_bound_mb_s((1 << 20, 10 << 20), 100) == pytest.approx(4 * (1 << 20) / 1e6 / 0.1)
     assert wan.fetch_bound_mb_s((8 << 20, 64 << 20), 100) == pytest.approx(32 * (1 << 20) / 1e6 / 0.1)
     assert wan.fetch_bound_mb_s((1 << 20, 10 << 20), 0) is None
+    assert wan.fetch_bound_mb_s((1 << 20, 10 << 20), 0, 125e6) == pytest.approx(125.0)  # the cap itself
+    assert wan.fetch_bound_mb_s((1 << 20, 10 << 20), 100, 125e6) == pytest.approx(4.194304 / (0.1 + 4.194304 / 125))
     points = [
         {"copier": "linkd", "rtt_ms": 0, "cap_mb_s": None, "mb_s": 100.0, "ratio_to_own_0ms": 1.0},
         {"copier": "linkd", "rtt_ms": 100, "cap_mb_s": None, "mb_s": 40.0, "ratio_to_own_0ms": 0.4},
