@@ -424,7 +424,7 @@ def plot(r: dict, path: Path) -> bool:
                     ys.append(p["mb_s"])
             if xs:
                 ax.plot(xs, ys, marker="o", label=copier)
-        bound = [(rtt, fetch_bound_mb_s(FETCH_SIZES["linkd"], rtt)) for rtt in r["settings"]["rtt_ms"] if rtt > 0]
+        bound = [(rtt, fetch_bound_mb_s(FETCH_SIZES["linkd"], rtt, CAP_BYTES_S if capped else None)) for rtt in r["settings"]["rtt_ms"] if rtt > 0 or capped]
         ax.plot([b[0] for b in bound], [b[1] for b in bound], linestyle=":", color="grey", label="1 Fetch in flight, 4 x 1 MiB per RTT")
         if capped:
             ax.axhline(CAP_BYTES_S / MB, color="red", linestyle="--", linewidth=0.8, label="cap (1 Gbit/s)")
