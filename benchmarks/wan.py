@@ -26,7 +26,9 @@ catches up the whole topic from offset 0 through the proxy (a fresh proxy per po
 * ``linkd-large``: the same with 8 MiB / 64 MiB fetches;
 * ``raw``: the raw Fetch loop (benchmarks/workers.py raw-fetch, our codec, one request in flight, bytes
   discarded) with 1 MiB / 10 MiB, the same fetch sizes as linkd's defaults;
-* ``confluent`` (optional): the confluent-kafka consume-and-produce copier to a second local broker.
+* ``confluent`` (optional): the confluent-kafka consume-and-produce copier to a second local broker;
+* ``mm2`` (optional): MirrorMaker 2 as run.py tunes it, to a fresh local broker per point, timed from its
+  first record at the destination (its start-up excluded).
 
 A copier with one Fetch in flight moves at most min(partitions x partition max bytes, response max bytes)
 per round trip (plus that response's time on the wire under a cap); each point shows that bound
@@ -49,7 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import EndOffsets, cpu_seconds, machine_description, run_worker  # noqa: E402
+from harness import EndOffsets, MirrorMaker2, cpu_seconds, ensure_mm2_libs, machine_description, run_worker  # noqa: E402
 
 from tests.peers import LOOPBACK, _die_with_parent, cache_root, file_lock, free_port, terminate  # noqa: E402
 from tests.peers.kafka import KafkaBroker  # noqa: E402
@@ -63,7 +65,7 @@ CAP_BYTES_S = 125_000_000  # 1 Gbit/s
 PROXY_SOURCE = Path(__file__).resolve().parent / "wanproxy"
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks-wan.md"
 DOCS_PLOT = DOCS_PAGE.with_suffix(".png")
-FETCH_SIZES = {"linkd": (MiB, 10 * MiB), "linkd-large": (8 * MiB, 64 * MiB), "raw": (MiB, 10 * MiB), "confluent": (MiB, 50 * MiB)}
+FETCH_SIZES = {"linkd": (MiB, 10 * MiB), "linkd-large": (8 * MiB, 64 * MiB), "raw": (MiB, 10 * MiB), "confluent": (MiB, 50 * MiB), "mm2": (8 * MiB, 64 * MiB)}
 MODES = {
     "quick": {"rtt_ms": [0, 100], "payload_mb": 120, "bulk_mb": 1000, "capped_bulk_mb": 250, "copiers": ["raw", "linkd"]},
     "full": {"rtt_ms": [0, 20, 50, 100, 200], "payload_mb": 600, "bulk_mb": 2000, "capped_bulk_mb": 500, "copiers": ["raw", "linkd", "linkd-large"]},
@@ -194,6 +196,27 @@ def catch_up_confluent(proxy: str, ends: list[int], dest: KafkaBroker, name: str
     return {"seconds": result["wall_s"], "cpu_s": result["cpu_s"]}
 
 
+def catch_up_mm2(proxy: str, ends: list[int], work: Path, timeout: float) -> dict:
+    """MirrorMaker 2 (harness.MirrorMaker2, tuned as in run.py) to a fresh destination broker per point (its
+    internal offset topics would make a second instance resume); timed from the first record at the
+    destination to the last, as run.py times it, so JVM and Connect start-up are excluded."""
+    from types import SimpleNamespace
+
+    ensure_mm2_libs()
+    dest = KafkaBroker().start()
+    mm2 = MirrorMaker2(work, SimpleNamespace(bootstrap=proxy), dest, [TOPIC])
+    try:
+        watcher = EndOffsets(dest.bootstrap)
+        launched = time.perf_counter()
+        mm2.start()
+        first, done = watcher.wait_for({TOPIC: ends}, timeout, interval=0.05, rename=lambda t: f"src.{t}")
+        watcher.close()
+    finally:
+        mm2.stop()
+        dest.close()
+    return {"seconds": done - first, "startup_s": first - launched}
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -252,6 +275,8 @@ def run(args: argparse.Namespace) -> dict:
                             if copier == "raw":
                                 point |= catch_up_raw(proxy.address, ends, sizes, work, timeout=900)
                                 result["data"].setdefault("wire_bytes", point["bytes"])
+                            elif copier == "mm2":
+                                point |= catch_up_mm2(proxy.address, ends, work / f"mm2-{len(points)}", timeout=900)
                             elif copier == "confluent":
                                 point |= catch_up_confluent(proxy.address, ends, dest, f"copy-{len(points)}", work, timeout=900)
                             else:
@@ -271,7 +296,7 @@ def run(args: argparse.Namespace) -> dict:
             if point.get("streaming_seconds"):  # linkd from its first mirrored record on (its set-up excluded)
                 point["streaming_mb_s"] = round(wire / MB / point["streaming_seconds"], 1)
             cap = point["cap_mb_s"] * MB if point["cap_mb_s"] else None
-            bound = fetch_bound_mb_s(tuple(point["fetch_sizes"]), point["rtt_ms"], cap) if point["copier"] != "confluent" else None
+            bound = fetch_bound_mb_s(tuple(point["fetch_sizes"]), point["rtt_ms"], cap) if point["copier"] not in ("confluent", "mm2") else None
             point["fetch_bound_mb_s"] = round(bound, 1) if bound else None
             if point["cap_mb_s"]:
                 point["ratio_to_cap"] = round(point["mb_s"] / point["cap_mb_s"], 3)
@@ -299,6 +324,9 @@ def targets(points: list[dict]) -> list[dict]:
     out = []
     capped = get("linkd", 100, True, "ratio_to_cap")
     out.append({"target": "linkd at 100 ms RTT, 1 Gbit/s cap: >= 0.8x the cap", "value": capped, "met": None if capped is None else capped >= 0.8})
+    linkd, mm2 = get("linkd", 100, True, "mb_s"), get("mm2", 100, True, "mb_s")
+    versus = round(linkd / mm2, 2) if linkd and mm2 else None
+    out.append({"target": "linkd at 100 ms RTT, 1 Gbit/s cap: >= 10x MirrorMaker 2 through the same proxy", "value": versus, "met": None if versus is None else versus >= 10})
     own = get("linkd", 100, False, "ratio_to_own_0ms")
     out.append({"target": "linkd at 100 ms RTT, no cap: >= 0.8x linkd at 0 ms through the proxy", "value": own, "met": None if own is None else own >= 0.8})
     return out
@@ -363,7 +391,8 @@ def render_markdown(r: dict) -> str:
     lines += [
         "",
         "Each figure includes the copier's set-up (linkd: from `mirror create`; the raw loop from its first Fetch;",
-        "the confluent copier from its first poll). linkd from its first mirrored record on (set-up excluded),",
+        "the confluent copier from its first poll; MirrorMaker 2 from its first record at the destination, so its JVM",
+        "and Connect start-up are left out, as in run.py). linkd from its first mirrored record on (set-up excluded),",
         "against the bound of one Fetch in flight (this leaves out the first response's round, so with few rounds,",
         "as the large fetches take here, it can read a little above the bound):",
         "",
@@ -453,7 +482,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 round trips (0, 100 ms), ~120 MB payload, linkd and raw only: ~2 minutes")
     parser.add_argument("--rtt-ms", help="comma-separated round trips (default: mode's)")
     parser.add_argument("--payload-mb", type=int, help="payload to load (default: 120 quick, 600 full)")
-    parser.add_argument("--copiers", help="comma-separated from linkd, linkd-large, raw, confluent (raw is needed for the wire size)")
+    parser.add_argument("--copiers", help="comma-separated from linkd, linkd-large, raw, confluent, mm2 (raw is needed for the wire size)")
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("--docs", action="store_true", help=f"write docs/{DOCS_PAGE.name} from this run")
     parser.add_argument("--render", metavar="RUN_JSON", help=f"only write docs/{DOCS_PAGE.name} from this saved run")

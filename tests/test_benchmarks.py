@@ -151,5 +151,7 @@ def test_wan_report_bounds_ratios_and_targets(wan):
         {"copier": "linkd", "rtt_ms": 100, "cap_mb_s": 125.0, "mb_s": 110.0, "ratio_to_cap": 0.88},
     ]
     met = {t["target"]: t["met"] for t in wan.targets(points)}
-    assert list(met.values()) == [True, False]
-    assert [t["met"] for t in wan.targets(points[:1])] == [None, None]  # missing, not failed
+    assert list(met.values()) == [True, None, False]  # no MirrorMaker 2 point: unknown, not failed
+    points.append({"copier": "mm2", "rtt_ms": 100, "cap_mb_s": 125.0, "mb_s": 10.0})
+    assert [t["met"] for t in wan.targets(points)] == [True, True, False]  # 11x
+    assert [t["met"] for t in wan.targets(points[:1])] == [None, None, None]  # missing, not failed
