@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/wan.py [--quick] [--rtt-ms 0,20,50,100,200] [--payload-mb 600]
                                        [--copiers linkd,linkd-large,raw,confluent] [--json PATH] [--docs]
-    .venv/bin/python benchmarks/wan.py --render RUN.json        # docs/benchmarks-wan.md from a saved run
+    .venv/bin/python benchmarks/wan.py --render RUN.json [MORE.json ...]   # docs/benchmarks-wan.md from saved runs
 
 The proxy is ``benchmarks/wanproxy`` (Go, standard library only), built with ``go build`` into the peers
 cache on first use. It applies a one-way delay of RTT/2 per direction to every chunk by its arrival time
@@ -335,7 +335,38 @@ def targets(points: list[dict]) -> list[dict]:
 # -- docs ------------------------------------------------------------------------------------------
 
 
-def render_markdown(r: dict) -> str:
+def _catch_up_table(r: dict) -> list[str]:
+    lines = [
+        "| copier (partition / response max) | cap | " + " | ".join(f"{rtt:g} ms" for rtt in r["settings"]["rtt_ms"]) + " |",
+        "|---|---|" + "---:|" * len(r["settings"]["rtt_ms"]),
+    ]
+    for copier in r["settings"]["copiers"]:
+        for capped in (False, True):
+            cells = []
+            for rtt in r["settings"]["rtt_ms"]:
+                p = next((p for p in r["points"] if p["copier"] == copier and p["rtt_ms"] == rtt and bool(p["cap_mb_s"]) == capped), None)
+                if p is None or "mb_s" not in p:
+                    cells.append("failed" if p else "")
+                    continue
+                cell = f"{p['mb_s']:,}"
+                if p.get("fetch_bound_mb_s"):
+                    cell += f" (bound {p['fetch_bound_mb_s']:,})"
+                cells.append(cell)
+            sizes = FETCH_SIZES[copier]
+            lines.append(f"| {copier} ({sizes[0] // MiB} / {sizes[1] // MiB} MiB) | {'1 Gbit/s' if capped else 'none'} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _targets_table(r: dict) -> list[str]:
+    lines = ["", "## Targets (issue 17)", "", "| target | value | met |", "|---|---:|---|"]
+    for t in r["targets"]:
+        lines.append(f"| {t['target']} | {t['value'] if t['value'] is not None else 'n/a'} | {'n/a' if t['met'] is None else ('yes' if t['met'] else 'no')} |")
+    return lines
+
+
+def render_markdown(r: dict, extra: list[dict] = ()) -> str:
+    """The page for run ``r`` (tables, plot), then the catch-up table of each ``extra`` run (e.g. a shorter one
+    with MirrorMaker 2)."""
     m = r["machine"]
     checks = r["self_checks"]
     lines = [
@@ -371,23 +402,8 @@ def render_markdown(r: dict) -> str:
         "`bound` is what one Fetch in flight can move: one response of min(partitions x partition max bytes,",
         "response max bytes) per round trip plus, with the cap, that response's time on the wire (size / cap).",
         "",
-        "| copier (partition / response max) | cap | " + " | ".join(f"{rtt:g} ms" for rtt in r["settings"]["rtt_ms"]) + " |",
-        "|---|---|" + "---:|" * len(r["settings"]["rtt_ms"]),
+        *_catch_up_table(r),
     ]
-    for copier in r["settings"]["copiers"]:
-        for capped in (False, True):
-            cells = []
-            for rtt in r["settings"]["rtt_ms"]:
-                p = next((p for p in r["points"] if p["copier"] == copier and p["rtt_ms"] == rtt and bool(p["cap_mb_s"]) == capped), None)
-                if p is None or "mb_s" not in p:
-                    cells.append("failed" if p else "")
-                    continue
-                cell = f"{p['mb_s']:,}"
-                if p.get("fetch_bound_mb_s"):
-                    cell += f" (bound {p['fetch_bound_mb_s']:,})"
-                cells.append(cell)
-            sizes = FETCH_SIZES[copier]
-            lines.append(f"| {copier} ({sizes[0] // MiB} / {sizes[1] // MiB} MiB) | {'1 Gbit/s' if capped else 'none'} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Each figure includes the copier's set-up (linkd: from `mirror create`; the raw loop from its first Fetch;",
@@ -410,9 +426,21 @@ def render_markdown(r: dict) -> str:
                 bound = p.get("fetch_bound_mb_s")
                 cells.append(f"{p['streaming_mb_s']:,}" + (f" ({p['streaming_mb_s'] / bound:.2f}x bound)" if bound else ""))
             lines.append(f"| {copier} streaming | {'1 Gbit/s' if capped else 'none'} | " + " | ".join(cells) + " |")
-    lines += ["", "## Targets (issue 17)", "", "| target | value | met |", "|---|---:|---|"]
-    for t in r["targets"]:
-        lines.append(f"| {t['target']} | {t['value'] if t['value'] is not None else 'n/a'} | {'n/a' if t['met'] is None else ('yes' if t['met'] else 'no')} |")
+    lines += _targets_table(r)
+    for n, e in enumerate(extra, 2):
+        lines += [
+            "",
+            f"## Run {n}: {', '.join(e['settings']['copiers'])} at {', '.join(f'{x:g}' for x in e['settings']['rtt_ms'])} ms",
+            "",
+            f"Another run ({e['mode']} settings, {e['data']['wire_bytes'] / MB:,.0f} MB wire, load average at start",
+            f"{e['machine'].get('load_average_at_start')}, proxy at 0 ms {e['self_checks']['bulk_through_proxy_0ms_mb_s']:,} MB/s); ratios only hold within one run.",
+            "",
+            *_catch_up_table(e),
+            "",
+            "| target | value | met |",
+            "|---|---:|---|",
+            *_targets_table(e)[5:],
+        ]
     lines += [
         "",
         "## Reproduce",
@@ -470,8 +498,8 @@ def plot(r: dict, path: Path) -> bool:
     return True
 
 
-def write_docs(r: dict) -> None:
-    page = render_markdown(r)
+def write_docs(r: dict, extra: list[dict] = ()) -> None:
+    page = render_markdown(r, extra)
     if plot(r, DOCS_PLOT):
         page = page.replace("## Proxy self-checks", f"![catch-up by round trip]({DOCS_PLOT.name})\n\n## Proxy self-checks", 1)
     DOCS_PAGE.write_text(page)
@@ -485,10 +513,11 @@ def main() -> None:
     parser.add_argument("--copiers", help="comma-separated from linkd, linkd-large, raw, confluent, mm2 (raw is needed for the wire size)")
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("--docs", action="store_true", help=f"write docs/{DOCS_PAGE.name} from this run")
-    parser.add_argument("--render", metavar="RUN_JSON", help=f"only write docs/{DOCS_PAGE.name} from this saved run")
+    parser.add_argument("--render", nargs="+", metavar="RUN_JSON", help=f"only write docs/{DOCS_PAGE.name} from saved runs (the first one plotted)")
     args = parser.parse_args()
     if args.render:
-        write_docs(json.loads(Path(args.render).read_text()))
+        runs = [json.loads(Path(p).read_text()) for p in args.render]
+        write_docs(runs[0], runs[1:])
         return
     result = run(args)
     print(json.dumps(result, indent=2))
