@@ -36,7 +36,17 @@ TARGETS = [
     ("replication_latency_ms_p99", "replication latency p99 <= 50 ms at 2,000 records/s", "<=", 50.0),
     ("failover_100_partitions_s", "failover of 100 partitions < 1 s (command to produce)", "<", 1.0),
     ("peak_rss_mb_1000_partitions", "peak RSS < 300 MB mirroring 1,000 partitions", "<", 300.0),
+    ("wan_100ms_capped_ratio_to_cap", "WAN 100 ms RTT, 1 Gbit/s cap: catch-up >= 0.8x the cap", ">=", 0.8),
+    ("wan_100ms_ratio_to_0ms", "WAN 100 ms RTT, no cap: catch-up >= 0.8x linkd at 0 ms via the proxy", ">=", 0.8),
 ]
+
+
+def _wan_point(r: dict, rtt_ms: float, capped: bool, key: str) -> float:
+    """A figure of linkd's catch-up at one point of benchmarks/wan.py's curve (NAN when not measured)."""
+    for p in _get(r, "wan", "points", default=None) or []:
+        if p.get("copier") == "linkd" and p.get("rtt_ms") == rtt_ms and bool(p.get("cap_mb_s")) == capped and key in p:
+            return p[key]
+    return NAN
 
 
 def build_report(results: dict) -> dict:
@@ -74,6 +84,10 @@ def build_report(results: dict) -> dict:
         "failover_100_partitions_api_s": _get(r, "failover", "api", "seconds"),
         "peak_rss_mb_1000_partitions": _get(r, "memory", "peak_rss_mb"),
         "mirror_bytes_identical": _get(r, "serve", "linkd", "bytes_identical_to_source_fetch", default=None),
+        "wan_100ms_capped_ratio_to_cap": _wan_point(r, 100, True, "ratio_to_cap"),
+        "wan_100ms_ratio_to_0ms": _wan_point(r, 100, False, "ratio_to_own_0ms"),
+        "wan_100ms_mb_s": _wan_point(r, 100, False, "mb_s"),
+        "wan_0ms_mb_s": _wan_point(r, 0, False, "mb_s"),
     }
     top.update(
         {
@@ -345,6 +359,12 @@ def render_markdown(report: dict) -> str:
         "",
         "Catch-up from a secured source (TLS, SASL_SSL) against the same broker's PLAINTEXT listener is measured",
         "separately: see [benchmarks-secure.md](benchmarks-secure.md) (`benchmarks/secure_catchup.py`).",
+        "",
+        "## WAN",
+        "",
+        "Catch-up through a delay-and-bandwidth proxy (round trips 0-200 ms, with and without a 1 Gbit/s cap) is",
+        "measured by `benchmarks/wan.py` (run here as the `wan` phase, in this run's mode): see",
+        "[benchmarks-wan.md](benchmarks-wan.md) for the method, the proxy's self-checks and the curve per copier.",
         "",
     ]
     return "\n".join(lines)

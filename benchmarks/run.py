@@ -552,8 +552,19 @@ class Bench:
         self.phase("mm2", self.mirrormaker2)
         if hasattr(self, "many_topics"):
             self.phase("many_partitions", self.many_partitions)
+        self.phase("wan", self.wan)
         self.results["total_seconds"] = round(time.monotonic() - started, 1)
         return self.results
+
+    def wan(self) -> None:
+        """benchmarks/wan.py (its own source broker behind the delay proxy), in this run's mode; its
+        points and issue 17's WAN targets go into the results (docs/benchmarks-wan.md has the curve)."""
+        out = self.workdir / "wan.json"
+        argv = [sys.executable, str(Path(__file__).resolve().parent / "wan.py"), "--json", str(out), *(["--quick"] if self.mode == "quick" else [])]
+        with open(self.logs / "wan.log", "wb") as log:
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=log, timeout=1800, check=True)
+        wan = json.loads(out.read_text())
+        self.results["wan"] = {k: wan[k] for k in ("mode", "self_checks", "points", "targets", "data", "seconds_total")}
 
     def close(self) -> None:
         for peer in (self.linkd, self.source, self.dest):

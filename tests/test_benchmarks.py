@@ -97,3 +97,61 @@ def test_tail_latency_percentiles_and_ratios_say_unknown_rather_than_zero():
     assert tail_latency._ratios({"p50": 2.0, "p99": 9.0, "max": 30.0}, {"p50": 1.0, "p99": 3.0, "max": 10.0}) == {"p50": 2.0, "p99": 3.0, "max": 3.0}
     # A probe that took no samples in a phase gives no ratio, never a made-up one.
     assert tail_latency._ratios({}, {"p50": 1.0, "p99": 3.0, "max": 10.0}) == {"p50": None, "p99": None, "max": None}
+
+
+@pytest.fixture(scope="module")
+def wan():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import wan
+
+        yield wan
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_wan_proxy_delays_each_way_caps_the_rate_and_passes_every_byte(wan):
+    """The Go proxy of benchmarks/wan.py, built and run for real: lower bounds only (a loaded machine can
+    only make it slower), so this fails when the delay or the cap is not applied, never for being slow."""
+    import shutil
+    import subprocess
+    import time
+
+    if shutil.which("go") is None:
+        pytest.skip("no Go toolchain: benchmarks/wan.py cannot build its proxy")
+    binary = wan.build_proxy()
+    sink = subprocess.Popen([str(binary), "sink"], stdout=subprocess.PIPE, text=True)
+    try:
+        target = sink.stdout.readline().strip()
+        with wan.Proxy(binary, "127.0.0.1:0", target, 60, None) as proxy:
+            started = time.perf_counter()
+            ack = wan.bulk(binary, proxy.address, 1)
+            assert time.perf_counter() - started >= 0.06  # 30 ms there and 30 ms back
+            assert ack["bytes_received"] == 1
+            whole = wan.bulk(binary, proxy.address, 30_000_000)
+            assert whole["bytes_received"] == 30_000_000
+        with wan.Proxy(binary, "127.0.0.1:0", target, 0, 50_000_000) as proxy:
+            capped = wan.bulk(binary, proxy.address, 20_000_000)
+            assert capped["bytes_received"] == 20_000_000
+            assert capped["seconds"] >= 0.4 * 0.98  # 20 MB at 50 MB/s (the first chunk goes out at once)
+    finally:
+        sink.kill()
+        sink.wait()
+
+
+def test_wan_report_bounds_ratios_and_targets(wan):
+    assert wan.fetch_bound_mb_s((1 << 20, 10 << 20), 100) == pytest.approx(4 * (1 << 20) / 1e6 / 0.1)
+    assert wan.fetch_bound_mb_s((8 << 20, 64 << 20), 100) == pytest.approx(32 * (1 << 20) / 1e6 / 0.1)
+    assert wan.fetch_bound_mb_s((1 << 20, 10 << 20), 0) is None
+    assert wan.fetch_bound_mb_s((1 << 20, 10 << 20), 0, 125e6) == pytest.approx(125.0)  # the cap itself
+    assert wan.fetch_bound_mb_s((1 << 20, 10 << 20), 100, 125e6) == pytest.approx(4.194304 / (0.1 + 4.194304 / 125))
+    points = [
+        {"copier": "linkd", "rtt_ms": 0, "cap_mb_s": None, "mb_s": 100.0, "ratio_to_own_0ms": 1.0},
+        {"copier": "linkd", "rtt_ms": 100, "cap_mb_s": None, "mb_s": 40.0, "ratio_to_own_0ms": 0.4},
+        {"copier": "linkd", "rtt_ms": 100, "cap_mb_s": 125.0, "mb_s": 110.0, "ratio_to_cap": 0.88},
+    ]
+    met = {t["target"]: t["met"] for t in wan.targets(points)}
+    assert list(met.values()) == [True, None, False]  # no MirrorMaker 2 point: unknown, not failed
+    points.append({"copier": "mm2", "rtt_ms": 100, "cap_mb_s": 125.0, "mb_s": 10.0})
+    assert [t["met"] for t in wan.targets(points)] == [True, True, False]  # 11x
+    assert [t["met"] for t in wan.targets(points[:1])] == [None, None, None]  # missing, not failed

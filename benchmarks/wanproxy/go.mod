@@ -1,0 +1,3 @@
+module linkd/benchmarks/wanproxy
+
+go 1.22
