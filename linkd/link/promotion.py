@@ -311,7 +311,7 @@ def validate_command(m: LinkManager, action: str, topics: list[str]) -> list[Com
         if action == "promote" and entry is None:
             out.append(result(topic, ErrorCode.INVALID_REQUEST, f"link '{mirror.link}' no longer exists; use failover", mirror_status=now, validate_only=True))
             continue
-        if action == "promote" and (mirror.state == MirrorState.SOURCE_UNAVAILABLE or entry.runtime.state == LinkState.UNAVAILABLE):
+        if action == "promote" and (mirror.state == MirrorState.SOURCE_UNAVAILABLE or (entry is not None and entry.runtime.state == LinkState.UNAVAILABLE)):
             out.append(result(topic, ErrorCode.BROKER_NOT_AVAILABLE, "promote needs the source cluster reachable; it is not (use failover to stop without it)", mirror_status=now, partitions=partitions, validate_only=True))
             continue
         try:

@@ -200,8 +200,13 @@ def test_answers_have_confluents_shapes_and_codes(kafka_broker, linkd, unique_to
     assert [(e["mirror_topic_name"], e["mirror_status"]) for e in dry_body] == [(unique_topic, "ACTIVE"), (unique_topic + "-2", "ACTIVE")]
     dry_cli = cli_json(linkd, "mirror", "failover", "--dry-run", "--link", "dr", unique_topic)
     assert dry_cli[0]["validate_only"] is True and dry_cli[0]["mirror_status"] == "STOPPED", dry_cli
+    human = linkd.cli("mirror", "pause", "--dry-run", "--pattern", ".*-2", "--link", "dr")
+    assert human.returncode == 0 and "dry run: nothing was changed" in human.stdout and f"{unique_topic}-2: would be PAUSED" in human.stdout, human
+    neither = linkd.cli("mirror", "pause", "--link", "dr")
+    assert neither.returncode != 0 and neither.stderr.strip().count("\n") == 0 and "--pattern" in neither.stderr, neither
     after = http.get(f"{base}/links/dr/mirrors/{unique_topic}").json()
     assert (after["mirror_status"], after["state_time_ms"], after["stop_info"]) == ("ACTIVE", mirror["state_time_ms"], None), after
+    assert http.get(f"{base}/links/dr/mirrors/{unique_topic}-2").json()["mirror_status"] == "ACTIVE"
     produce_confluent(kafka_broker.bootstrap, unique_topic, [(0, None, b"after the dry runs")])
     wait_mirrored(client, unique_topic, {0: 21, 1: 20})
 
