@@ -61,6 +61,9 @@ class AdminClient:
         return AdminClientError(f"{self.address} does not answer as a linkd admin API (is that the Kafka port?): {why}")
 
     def _call(self, method: str, path: str, timeout: float | None = None, **kwargs) -> Any:
+        return self._decode(self._send(method, path, timeout, **kwargs))
+
+    def _send(self, method: str, path: str, timeout: float | None = None, **kwargs) -> httpx.Response:
         try:
             response = self._http.request(method, path, timeout=timeout or self._http.timeout, **kwargs)
         except httpx.ConnectError as exc:
@@ -72,7 +75,15 @@ class AdminClient:
             raise self._not_linkd(f"no HTTP answer ({_one_line(exc)})") from exc
         except httpx.HTTPError as exc:
             raise AdminClientError(f"admin API request to {self.base} failed: {_one_line(exc)}") from exc
-        return self._decode(response)
+        return response
+
+    def _created(self, response: httpx.Response) -> str:
+        """The path a 204 create answered in Location (Confluent answers a create with no body)."""
+        answer = self._decode(response)
+        location = response.headers.get("location")
+        if answer is not None or not location:
+            raise self._not_linkd(f"HTTP {response.status_code} to a create without Location")
+        return httpx.URL(location).path
 
     def _decode(self, response: httpx.Response) -> Any:
         kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -101,12 +112,14 @@ class AdminClient:
         return f"/kafka/v3/clusters/{self._cluster_id}"
 
     def create_link(self, name: str, configs: dict[str, str], validate: bool = True) -> dict:
-        return self._call(
+        """Creates the link and returns its describe (the create itself answers 204, as Confluent's)."""
+        created = self._created(self._send(
             "POST",
             f"{self.cluster}/links",
             params={"link_name": name, "validate_link": str(validate).lower()},
             json={"configs": [{"name": k, "value": v} for k, v in configs.items()]},
-        )
+        ))
+        return self._call("GET", created, params={"include_tasks": "true"})
 
     def list_links(self) -> list[dict]:
         return self._call("GET", f"{self.cluster}/links")["data"]
@@ -128,21 +141,26 @@ class AdminClient:
 
     def create_mirror(self, topic: str | None, link: str, source_topic: str | None = None) -> dict:
         body = {"mirror_topic_name": topic, **({"source_topic_name": source_topic} if source_topic else {})}
-        return self._call("POST", f"{self.cluster}/links/{link}/mirrors", json=body)
+        return self._call("GET", self._created(self._send("POST", f"{self.cluster}/links/{link}/mirrors", json=body)))
 
-    def list_mirrors(self, link: str | None = None) -> list[dict]:
-        return self._call("GET", f"{self.cluster}/links/{link or '-'}/mirrors")["data"]
+    def list_mirrors(self, link: str | None = None, mirror_status: str | None = None) -> list[dict]:
+        params = {"mirror_status": mirror_status} if mirror_status else {}
+        return self._call("GET", f"{self.cluster}/links/{link or '-'}/mirrors", params=params)["data"]
 
     def describe_mirror(self, topic: str) -> dict:
         return self._call("GET", f"{self.cluster}/links/-/mirrors/{topic}")
 
-    def mirror_action(self, action: str, topics: list[str], timeout_s: float | None = None, link: str | None = None) -> list[dict]:
-        """``link``: the daemon refuses topics that are not mirrors on that link (as Confluent's CLI checks)."""
-        body: dict[str, Any] = {"mirror_topic_names": topics}
+    def mirror_action(self, action: str, topics: list[str] | None, timeout_s: float | None = None, link: str | None = None,
+                      validate_only: bool = False, pattern: str | None = None) -> list[dict]:
+        """``link``: the daemon refuses topics that are not mirrors on that link (as Confluent's CLI checks).
+        ``pattern``: a regular expression over mirror names instead of ``topics``. ``validate_only``: the
+        answers the command would get; nothing changes (the CLI's ``--dry-run``)."""
+        body: dict[str, Any] = {"mirror_topic_name_pattern": pattern} if pattern is not None else {"mirror_topic_names": topics}
         if timeout_s is not None:
             body["timeout_ms"] = int(timeout_s * 1000)
-        wait = (timeout_s or 60) + 30 if action == "promote" else None
-        return self._call("POST", f"{self.cluster}/links/{link or '-'}/mirrors:{action}", json=body, timeout=wait)["data"]
+        wait = (timeout_s or 60) + 30 if action == "promote" and not validate_only else None
+        params = {"validate_only": "true"} if validate_only else {}
+        return self._call("POST", f"{self.cluster}/links/{link or '-'}/mirrors:{action}", json=body, params=params, timeout=wait)["data"]
 
     def verify_step(self, topic: str, partition: int, from_offset: int | None = None, end_offset: int | None = None) -> dict:
         body: dict[str, Any] = {"mirror_topic_name": topic, "partition": partition, "from_offset": from_offset, "end_offset": end_offset}

@@ -457,7 +457,7 @@ def _wait_caught_up(args, client: AdminClient, topic: str) -> dict:
 
 
 def _mirror_list(args, client: AdminClient) -> int:
-    mirrors = client.list_mirrors(args.link)
+    mirrors = client.list_mirrors(args.link, args.mirror_status)
     _emit(args, mirrors, lambda d: _table(["MIRROR", "LINK", "SOURCE TOPIC", "STATUS", "ERROR", "PARTITIONS", "MAX LAG"], _mirror_rows(d)))
     return EXIT_OK
 
@@ -490,16 +490,21 @@ def _mirror_describe(args, client: AdminClient) -> int:
 
 
 def _mirror_action(args, client: AdminClient) -> int:
-    results = client.mirror_action(args.action, args.topics, timeout_s=getattr(args, "timeout", None), link=args.link)
+    if bool(args.topics) == bool(args.pattern):
+        raise AdminClientError(f"linkd mirror {args.action}: give TOPIC names or --pattern REGEX (one of them)")
+    results = client.mirror_action(args.action, args.topics or None, timeout_s=getattr(args, "timeout", None), link=args.link,
+                                   validate_only=args.dry_run, pattern=args.pattern)
     failed = [r for r in results if r["error_code"] != 0]
 
     def human(rows):
+        if args.dry_run:
+            print(f"dry run: nothing was changed; {args.action} would answer:")
         for r in rows:
             if r["error_code"]:
-                print(f"{r['mirror_topic_name']}: FAILED ({r['error_message']})")
+                print(f"{r['mirror_topic_name']}: {'WOULD FAIL' if args.dry_run else 'FAILED'} ({r['error_message']})")
                 continue
-            line = f"{r['mirror_topic_name']}: {r.get('mirror_status', 'OK')}"
-            if args.action in ("promote", "failover"):
+            line = f"{r['mirror_topic_name']}: {'would be ' if args.dry_run else ''}{r.get('mirror_status', 'OK')}"
+            if args.action in ("promote", "failover") and not args.dry_run:
                 line += f", records possibly lost: {_known(r.get('records_possibly_lost'))}"
                 aborted = r.get("aborted_transactions") or []
                 if aborted:
@@ -801,14 +806,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_mirror_create)
     p = mirror.add_parser("list", parents=[common], help="list mirror topics")
     p.add_argument("--link")
+    p.add_argument("--mirror-status", help="only mirrors in this status (active, paused, stopped, pending_stopped, source_unavailable, failed)")
     p.set_defaults(func=_mirror_list)
     p = mirror.add_parser("describe", parents=[common], help="describe a mirror topic")
     p.add_argument("topic")
     p.set_defaults(func=_mirror_describe)
     for action, text in (("pause", "stop fetching"), ("resume", "fetch again"), ("promote", "catch up, then make writable (source must be reachable)"), ("failover", "make writable now (source may be gone)")):
         p = mirror.add_parser(action, parents=[common], help=text)
-        p.add_argument("topics", nargs="+", metavar="TOPIC")
+        p.add_argument("topics", nargs="*", metavar="TOPIC")
+        p.add_argument("--pattern", metavar="REGEX", help="every mirror topic whose whole name matches REGEX (on --link, else on every link), instead of TOPIC names")
         p.add_argument("--link", help="refuse unless every TOPIC is a mirror on this link (a runbook's guard against the wrong mirror)")
+        p.add_argument("--dry-run", action="store_true", help=f"show what {action} would answer for each topic and change nothing (REST validate_only)")
         if action == "promote":
             p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for lag 0 before giving up (default 60)")
         p.set_defaults(func=_mirror_action, action=action)

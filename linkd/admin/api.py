@@ -2,27 +2,31 @@
 
 Routes (``{cid}`` is this cluster's id; ``-`` as a link name means "any link"):
 
-    GET    /kafka/v3/clusters
+    GET    /kafka/v3/clusters                   (Confluent's KafkaClusterList: this one cluster)
+    GET    /kafka/v3/clusters/{cid}             (Confluent's KafkaCluster; another id is a 404)
     GET    /kafka/v3/clusters/{cid}/links
     POST   /kafka/v3/clusters/{cid}/links?link_name=NAME[&validate_link=false]   {"configs": [{"name","value"}]}
+           204 as Confluent, with Location: the new link's URL (so is creating a mirror)
     GET    /kafka/v3/clusters/{cid}/links/{link}[?include_tasks=true]   (tasks: listed only when asked for)
     DELETE /kafka/v3/clusters/{cid}/links/{link}[?force=true]    (force: fail over its mirrors first)
     GET    /kafka/v3/clusters/{cid}/links/{link}/configs[/{name}]
     PUT    /kafka/v3/clusters/{cid}/links/{link}/configs/{name}    {"value": "..."}
     DELETE /kafka/v3/clusters/{cid}/links/{link}/configs/{name}    (back to the default)
     PUT    /kafka/v3/clusters/{cid}/links/{link}/configs:alter     {"data": [{"name", "value"} | {"name", "operation": "DELETE"}], "validate_only"}
-    GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors
+    GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors[?mirror_status=ACTIVE|PAUSED|STOPPED|...]
     POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors   {"mirror_topic_name", "source_topic_name"}
     GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors/{topic}
     GET    /kafka/v3/clusters/{cid}/links/{link}/mirrors/{topic}/lost-records?partition=P
            the source's batches of the lost offsets [from, to) after a failover (raw, CRC-verified)
-    POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors:promote|:failover|:pause|:resume
-           {"mirror_topic_names": [...], "timeout_ms": N}
+    POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors:promote|:failover|:pause|:resume[?validate_only=true]
+           {"mirror_topic_names": [...] | "mirror_topic_name_pattern": REGEX, "timeout_ms": N, "validate_only": B}
+           validate_only: the answer the command would get, and nothing changes
     POST   /kafka/v3/clusters/{cid}/links/{link}/mirrors:verify
            {"mirror_topic_name", "partition", "from_offset"?, "end_offset"?, "max_bytes"?}: one bounded step
     GET    /metrics
 
-Errors answer ``{"error_code": <http status>, "message": "..."}`` with that status, as Kafka REST does.
+Errors answer ``{"error_code": <REST v3 code>, "message": "..."}`` with the HTTP status, as Kafka REST does:
+the code is the status times 100 plus a sub-code (40401, 40002, 40901, 50301; see errors.py).
 Malformed JSON or a wrong field type is a 400 naming the problem; the daemon keeps serving.
 """
 
@@ -32,6 +36,7 @@ import json
 import logging
 import re
 from typing import Any
+from urllib.parse import quote
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -43,7 +48,7 @@ from ..link.errors import DomainError
 from ..link.manager import LinkManager
 from ..link.verify import DEFAULT_STEP_BYTES
 from . import views
-from .errors import AdminError, status_for
+from .errors import AdminError, rest_code, rest_code_for, status_for
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +56,9 @@ MAX_BODY = 1024 * 1024
 MAX_JSON_DEPTH = 400
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error_code": status, "message": message}, status_code=status)
+def _error(status: int, message: str, code: int = 0) -> JSONResponse:
+    """Every error answer: REST v3's shape, ``error_code`` the status times 100 plus a sub-code (errors.py)."""
+    return JSONResponse({"error_code": code or rest_code(status), "message": message}, status_code=status)
 
 
 async def _read_body(request: Request) -> bytes:
@@ -131,6 +137,20 @@ def _peer(request: Request) -> str:
 
 
 def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
+    def url(request: Request, *parts: str) -> str:
+        """The absolute URL of a REST v3 resource of this cluster (Confluent's ``metadata.self``)."""
+        return f"{str(request.base_url).rstrip('/')}/kafka/v3/clusters/{cluster_id}" + "".join("/" + quote(p, safe=":") for p in parts)
+
+    def link_resource(request: Request, body: dict) -> dict:
+        return views.resource("KafkaLinkData", url(request, "links", body["link_name"]), body)
+
+    def mirror_resource(request: Request, body: dict) -> dict:
+        return views.resource("KafkaMirrorData", url(request, "links", body["link_name"], "mirrors", body["mirror_topic_name"]), body)
+
+    def alter_mirrors(request: Request, link_name: str, results) -> dict:
+        entries = [views.resource("AlterMirrorsData", url(request, "links", link_name, "mirrors", e["mirror_topic_name"]), e) for e in views.command_results_view(results)]
+        return views.collection("AlterMirrorsDataList", url(request, "links", link_name, "mirrors"), entries)
+
     def check_cluster(request: Request) -> None:
         if request.path_params["cid"] != cluster_id:
             raise AdminError(404, 0, f"cluster '{request.path_params['cid']}' not found (this is {cluster_id})")
@@ -142,9 +162,9 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
                     check_cluster(request)
                 return await fn(request)
             except AdminError as exc:
-                return _error(exc.status, exc.message)
+                return _error(exc.status, exc.message, exc.error_code)
             except DomainError as exc:
-                return _error(status_for(exc), exc.message)
+                return _error(status_for(exc), exc.message, rest_code_for(exc))
             except Exception as exc:
                 log.exception("admin API %s %s failed", request.method, request.url.path)
                 return _error(500, f"internal error in linkd ({type(exc).__name__}: {exc}); see the daemon log")
@@ -153,12 +173,17 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
 
     @handler
     async def clusters(request: Request) -> Response:
-        return JSONResponse({"data": [{"cluster_id": cluster_id}]})
+        base = str(request.base_url)
+        return JSONResponse({"kind": "KafkaClusterList", "metadata": {"self": f"{base.rstrip('/')}/kafka/v3/clusters", "next": None}, "data": [views.cluster_view(cluster_id, base)]})
+
+    @handler
+    async def cluster(request: Request) -> Response:
+        return JSONResponse(views.cluster_view(cluster_id, str(request.base_url)))
 
     @handler
     async def links(request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse({"data": views.links_view(manager)})
+            return JSONResponse(views.collection("KafkaLinkDataList", url(request, "links"), [link_resource(request, v) for v in views.links_view(manager)]))
         body = await _json(request)
         name = request.query_params.get("link_name") or body.get("link_name")
         if not isinstance(name, str) or not name:
@@ -169,7 +194,8 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         config = {c["name"]: c["value"] for c in configs}
         log.info("admin API %s: create link %s with configs %s", _peer(request), name, ", ".join(sorted(config)) or "-")
         await manager.create_link(name, config, validate_link=_bool_param(request, "validate_link", True))
-        return JSONResponse(views.link_view(manager, name), status_code=201)
+        # Confluent answers a create with 204 and no body; Location names what was made (linkd's CLI reads it).
+        return Response(status_code=204, headers={"Location": url(request, "links", name)})
 
     @handler
     async def link(request: Request) -> Response:
@@ -177,8 +203,8 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         if request.method == "DELETE":
             log.info("admin API %s: delete link %s%s", _peer(request), name, " (force)" if _bool_param(request, "force", False) else "")
             failed_over = await manager.delete_link(name, force=_bool_param(request, "force", False))
-            return JSONResponse({"data": failed_over}) if failed_over else Response(status_code=204)
-        return JSONResponse(views.link_view(manager, name, include_tasks=_bool_param(request, "include_tasks", False)))
+            return JSONResponse(alter_mirrors(request, name, failed_over)) if failed_over else Response(status_code=204)
+        return JSONResponse(link_resource(request, views.link_view(manager, name, include_tasks=_bool_param(request, "include_tasks", False))))
 
     @handler
     async def link_configs(request: Request) -> Response:
@@ -230,7 +256,8 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     async def mirrors(request: Request) -> Response:
         link_name = request.path_params["link"]
         if request.method == "GET":
-            return JSONResponse({"data": views.mirrors_view(manager, None if link_name == "-" else link_name)})
+            listed = views.mirrors_view(manager, None if link_name == "-" else link_name, request.query_params.get("mirror_status"))
+            return JSONResponse(views.collection("KafkaMirrorDataList", url(request, "links", link_name, "mirrors"), [mirror_resource(request, m) for m in listed]))
         body = await _json(request)
         topic, source = body.get("mirror_topic_name"), body.get("source_topic_name")
         if not topic and not source:
@@ -238,7 +265,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         if (topic is not None and not isinstance(topic, str)) or (source is not None and not isinstance(source, str)):
             raise AdminError(400, 0, "mirror_topic_name and source_topic_name must be strings")
         created = await manager.create_mirror(topic or None, link_name, source or None)
-        return JSONResponse(views.mirror_view(manager, created), status_code=201)
+        return Response(status_code=204, headers={"Location": url(request, "links", link_name, "mirrors", created)})
 
     @handler
     async def mirror(request: Request) -> Response:
@@ -246,7 +273,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         described = views.mirror_view(manager, topic)
         if link_name != "-" and described["link_name"] != link_name:
             raise AdminError(404, 0, f"mirror topic '{topic}' is not on link '{link_name}'")
-        return JSONResponse(described)
+        return JSONResponse(mirror_resource(request, described))
 
     @handler
     async def mirror_action(request: Request) -> Response:
@@ -254,19 +281,21 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         body = await _json(request)
         if action == "verify":
             return JSONResponse({"data": await _verify(body, link_name)})
-        topics = _str_list(body, "mirror_topic_names")
+        topics = _mirror_topics(body, link_name)
+        validate_only = _validate_only(request, body)
         if link_name != "-":
             manager.link(link_name)
             wrong = [t for t in topics if t in manager.mirrors and manager.mirrors[t].link != link_name]
             if wrong:
                 raise AdminError(400, 0, f"mirror topic(s) {', '.join(wrong)} are not on link '{link_name}'")
         if action in ("promote", "failover", "pause", "resume"):
-            log.info("admin API %s: %s mirror topic(s) %s on link %s", _peer(request), action, ", ".join(topics), link_name)
+            log.info("admin API %s: %s mirror topic(s) %s on link %s%s", _peer(request), action, ", ".join(topics), link_name, " (validate_only: nothing changes)" if validate_only else "")
+        if action in ("promote", "failover", "pause", "resume") and validate_only:
+            if action == "promote":
+                _timeout_ms(body)
+            return JSONResponse(alter_mirrors(request, link_name, manager.validate(action, topics)))
         if action == "promote":
-            timeout = body.get("timeout_ms", 60_000)
-            if not isinstance(timeout, int) or timeout <= 0:
-                raise AdminError(400, 0, "timeout_ms must be a positive integer")
-            results = await manager.promote(topics, timeout / 1000)
+            results = await manager.promote(topics, _timeout_ms(body) / 1000)
         elif action == "failover":
             results = await manager.failover(topics)
         elif action == "pause":
@@ -276,8 +305,40 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
         else:
             raise AdminError(404, 0, f"unknown mirror action '{action}' (promote, failover, pause, resume, verify)")
         for r in results:
-            log.info("admin API %s: %s %s: %s", _peer(request), action, r["mirror_topic_name"], r.get("mirror_status") if not r["error_code"] else f"refused ({r['error_message']})")
-        return JSONResponse({"data": results})
+            log.info("admin API %s: %s %s: %s", _peer(request), action, r.topic, r.mirror_status if not r.error_code else f"refused ({r.error_message})")
+        return JSONResponse(alter_mirrors(request, link_name, results))
+
+    def _mirror_topics(body: dict, link_name: str) -> list[str]:
+        """``mirror_topic_names``, or ``mirror_topic_name_pattern`` (a regular expression matched against the
+        whole name of each mirror on the link, or on every link for ``-``), as Confluent's AlterMirrorsRequestData."""
+        pattern = body.get("mirror_topic_name_pattern")
+        if pattern is None:
+            return _str_list(body, "mirror_topic_names")
+        if body.get("mirror_topic_names") is not None:
+            raise AdminError(400, 0, "give mirror_topic_names or mirror_topic_name_pattern, not both")
+        if not isinstance(pattern, str) or not pattern:
+            raise AdminError(400, 0, "mirror_topic_name_pattern must be a non-empty string (a regular expression)")
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise AdminError(400, 0, f"mirror_topic_name_pattern {pattern!r} is not a regular expression: {exc}") from exc
+        matched = [m.topic for m in manager.mirrors_of(None if link_name == "-" else link_name) if compiled.fullmatch(m.topic)]
+        if not matched:
+            raise AdminError(404, 0, f"mirror_topic_name_pattern {pattern!r} matches no mirror topic" + (f" on link '{link_name}'" if link_name != "-" else ""))
+        return matched
+
+    def _validate_only(request: Request, body: dict) -> bool:
+        """Confluent takes ``validate_only`` as a query parameter; linkd takes it in the body too."""
+        in_body = body.get("validate_only")
+        if in_body is not None and not isinstance(in_body, bool):
+            raise AdminError(400, 0, "validate_only must be true or false")
+        return _bool_param(request, "validate_only", False) or bool(in_body)
+
+    def _timeout_ms(body: dict) -> int:
+        timeout = body.get("timeout_ms", 60_000)
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+            raise AdminError(400, 0, "timeout_ms must be a positive integer")
+        return timeout
 
     async def _verify(body: dict, link_name: str) -> dict:
         topic = body.get("mirror_topic_name")
@@ -330,6 +391,7 @@ def build_app(manager: LinkManager, cluster_id: str, metrics) -> Starlette:
     app = Starlette(
         routes=[
             Route("/kafka/v3/clusters", clusters, methods=["GET"]),
+            Route(base, cluster, methods=["GET"]),
             Route(base + "/links", links, methods=["GET", "POST"]),
             Route(base + "/links/{link}", link, methods=["GET", "DELETE"]),
             Route(base + "/links/{link}/configs", link_configs, methods=["GET"]),

@@ -25,7 +25,7 @@ from .configsync import ConfigSync
 from .errors import DomainError, ErrorKind
 from .mirror import Mirror, PartitionProgress
 from .offsetsync import OffsetSync
-from .promotion import DEFAULT_PROMOTE_TIMEOUT_S, Promotions
+from .promotion import DEFAULT_PROMOTE_TIMEOUT_S, Promotions, validate_command
 from .runtime import LinkRuntime, now_ms
 from .secrets import (
     SecretsKey,
@@ -39,7 +39,7 @@ from .secrets import (
 from .security import redact
 from .source import SourceCluster
 from .states import InvalidTransition, MirrorEvent, MirrorState
-from .status import FetchStatistics, LinkStatus, PartitionStatus, partition_status
+from .status import CommandResult, FetchStatistics, LinkStatus, PartitionStatus, partition_status
 from .store import LinkStore, MirrorStore
 from .tasks import link_tasks
 from .transitions import MirrorTransitions
@@ -236,7 +236,7 @@ class LinkManager:
             tasks=link_tasks(entry),
         )
 
-    async def delete_link(self, name: str, force: bool = False) -> list[dict]:
+    async def delete_link(self, name: str, force: bool = False) -> list[CommandResult]:
         """Delete a link. Its mirrors must be stopped first; ``force`` fails over those that are not (the
         unreplicated tail is reported as for ``failover``). Stopped mirrors become plain topics, so no
         mirror names a link that does not exist. Returns the failover results."""
@@ -245,7 +245,7 @@ class LinkManager:
         if active and not force:
             raise DomainError(ErrorKind.CONFLICT, ErrorCode.INVALID_REQUEST, f"link '{name}' still has mirror topics {', '.join(active)}: promote, fail over or delete them first (or delete with force, which fails them over)")
         failed_over = await self.failover(active) if active else []
-        stuck = [r["mirror_topic_name"] for r in failed_over if r["error_code"] != 0]
+        stuck = [r.topic for r in failed_over if r.error_code != 0]
         if stuck:
             raise DomainError(ErrorKind.CONFLICT, ErrorCode.INVALID_REQUEST, f"link '{name}' not deleted: mirror topics {', '.join(stuck)} could not be failed over")
         if entry.scope is not None:
@@ -320,39 +320,34 @@ class LinkManager:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def _result(self, topic: str, code: int = ErrorCode.NONE, message: str | None = None, **extra) -> dict:
-        return {"mirror_topic_name": topic, "error_code": int(code), "error_message": message, **extra}
-
-    def _simple(self, topics: list[str], event: MirrorEvent) -> list[dict]:
+    def _simple(self, topics: list[str], event: MirrorEvent) -> list[CommandResult]:
         results = []
         for topic in topics:
             try:
                 mirror = self.mirror(topic)
                 self.transitions.apply(mirror, event)
-                results.append(self._result(topic, mirror_status=mirror.state.reported))
+                results.append(CommandResult(topic, mirror_status=mirror.state.reported, partitions=tuple(self.partition_status(mirror))))
             except DomainError as exc:
-                results.append(self._result(topic, exc.error_code, exc.message))
+                results.append(CommandResult(topic, exc.error_code, exc.message))
             except InvalidTransition as exc:
-                results.append(self._result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.reported))
+                results.append(CommandResult(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.reported))
         return results
 
-    def pause(self, topics: list[str]) -> list[dict]:
+    def pause(self, topics: list[str]) -> list[CommandResult]:
         return self._simple(topics, MirrorEvent.PAUSE)
 
-    def resume(self, topics: list[str]) -> list[dict]:
+    def resume(self, topics: list[str]) -> list[CommandResult]:
         return self._simple(topics, MirrorEvent.RESUME)
 
-    def lags(self, mirror: Mirror) -> list[dict]:
-        """The per-partition lags in a command's answer (promote, failover)."""
-        return [
-            {"partition": p.partition, "lag": p.lag, "mirror_log_end_offset": p.mirror_log_end_offset, "last_source_offset": p.source_high_watermark, "last_fetch_time_ms": p.last_fetch_time_ms}
-            for p in self.partition_status(mirror)
-        ]
+    def validate(self, action: str, topics: list[str]) -> list[CommandResult]:
+        """What ``action`` (promote, failover, pause, resume) would answer for each topic, changing nothing:
+        the transition table is consulted, never applied (``validate_only``)."""
+        return validate_command(self, action, topics)
 
-    async def promote(self, topics: list[str], timeout_s: float = DEFAULT_PROMOTE_TIMEOUT_S) -> list[dict]:
+    async def promote(self, topics: list[str], timeout_s: float = DEFAULT_PROMOTE_TIMEOUT_S) -> list[CommandResult]:
         return await self.promotions.promote(topics, timeout_s)
 
-    async def failover(self, topics: list[str]) -> list[dict]:
+    async def failover(self, topics: list[str]) -> list[CommandResult]:
         return await self.promotions.failover(topics)
 
 

@@ -33,7 +33,8 @@ from .loss import partition_report
 from .mirror import Mirror, PartitionProgress
 from .partition import fetch_position
 from .runtime import now_ms
-from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
+from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState, next_state
+from .status import CommandResult, StopSummary
 
 if TYPE_CHECKING:
     from .manager import LinkManager
@@ -75,9 +76,9 @@ class Promotions:
 
     # -- promote ----------------------------------------------------------------------------------
 
-    async def promote(self, topics: list[str], timeout_s: float = DEFAULT_PROMOTE_TIMEOUT_S) -> list[dict]:
-        async def run() -> list[dict]:
-            results: dict[str, dict] = {}
+    async def promote(self, topics: list[str], timeout_s: float = DEFAULT_PROMOTE_TIMEOUT_S) -> list[CommandResult]:
+        async def run() -> list[CommandResult]:
+            results: dict[str, CommandResult] = {}
 
             async def one(topic: str) -> None:
                 results[topic] = await self._promote_one(topic, timeout_s)
@@ -89,7 +90,7 @@ class Promotions:
 
         return await self.detached(run)
 
-    async def _promote_one(self, topic: str, timeout_s: float) -> dict:
+    async def _promote_one(self, topic: str, timeout_s: float) -> CommandResult:
         m = self.m
         try:
             mirror = m.mirror(topic)
@@ -98,12 +99,12 @@ class Promotions:
         if mirror.state in (MirrorState.STOPPED, MirrorState.FINALIZING):
             if mirror.state is MirrorState.FINALIZING:
                 self.finalize(mirror)  # a stop already committed: finish it (idempotent)
-            return result(topic, mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror), **stop_summary(mirror))
+            return result(topic, mirror_status=mirror.state.reported, partitions=tuple(m.partition_status(mirror)), stop=stop_summary(mirror))
         entry = m.links.get(mirror.link)
         if entry is None:
             return result(topic, ErrorCode.INVALID_REQUEST, f"link '{mirror.link}' no longer exists; use failover")
         if mirror.state == MirrorState.SOURCE_UNAVAILABLE or entry.runtime.state == LinkState.UNAVAILABLE:
-            return result(topic, ErrorCode.BROKER_NOT_AVAILABLE, "promote needs the source cluster reachable; it is not (use failover to stop without it)", mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror))
+            return result(topic, ErrorCode.BROKER_NOT_AVAILABLE, "promote needs the source cluster reachable; it is not (use failover to stop without it)", mirror_status=mirror.state.reported, partitions=tuple(m.partition_status(mirror)))
         try:
             m.transitions.apply(mirror, MirrorEvent.PROMOTE)
         except InvalidTransition as exc:
@@ -128,31 +129,31 @@ class Promotions:
         if mirror.deleted:
             return deleted_while_promoting(topic)
         if not caught_up:
-            lags = m.lags(mirror)
+            lags = tuple(m.partition_status(mirror))
             reason = (
                 f"mirror failed while promoting: {mirror.error_message}" if mirror.state == MirrorState.FAILED
                 else f"source unreachable or lag did not reach 0 within {timeout_s:g}s; mirror left as it was"
             )
             if mirror.state == MirrorState.PENDING_STOPPED:
                 m.transitions.apply(mirror, MirrorEvent.PROMOTE_ABORT)
-            return result(topic, ErrorCode.REQUEST_TIMED_OUT if mirror.state != MirrorState.FAILED else ErrorCode.INVALID_REQUEST, reason, mirror_status=mirror.state.reported, mirror_lags=lags)
+            return result(topic, ErrorCode.REQUEST_TIMED_OUT if mirror.state != MirrorState.FAILED else ErrorCode.INVALID_REQUEST, reason, mirror_status=mirror.state.reported, partitions=lags)
         if entry.offset_sync.status.enabled:
             try:
                 await entry.offset_sync.sync_once(only_topic=mirror.topic)
             except (SourceUnavailable, SourceProtocolError) as exc:
                 m.transitions.apply(mirror, MirrorEvent.PROMOTE_ABORT)
-                return result(topic, ErrorCode.BROKER_NOT_AVAILABLE, f"final consumer offset sync failed: {exc}", mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror))
+                return result(topic, ErrorCode.BROKER_NOT_AVAILABLE, f"final consumer offset sync failed: {exc}", mirror_status=mirror.state.reported, partitions=tuple(m.partition_status(mirror)))
         if mirror.deleted:  # while the final offset sync ran
             return deleted_while_promoting(topic)
         try:
             self.begin_stop(mirror, MirrorEvent.COMMIT_STOP, "promote")
         except InvalidTransition as exc:  # it failed (or was failed over) while the offset sync ran
-            return result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror))
+            return result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=mirror.state.reported, partitions=tuple(m.partition_status(mirror)))
         await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
         if mirror.deleted:
             return deleted_while_promoting(topic)
         self.finalize(mirror)
-        return result(topic, mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror), **stop_summary(mirror))
+        return result(topic, mirror_status=mirror.state.reported, partitions=tuple(m.partition_status(mirror)), stop=stop_summary(mirror))
 
     def _at_known_end(self, mirror: Mirror) -> bool:
         """Every partition's next fetch starts at (or past) the source high watermark last seen."""
@@ -184,10 +185,10 @@ class Promotions:
 
     # -- failover ---------------------------------------------------------------------------------
 
-    async def failover(self, topics: list[str]) -> list[dict]:
+    async def failover(self, topics: list[str]) -> list[CommandResult]:
         return await self.detached(lambda: self._failover(topics))
 
-    async def _failover(self, topics: list[str]) -> list[dict]:
+    async def _failover(self, topics: list[str]) -> list[CommandResult]:
         m = self.m
         await self._read_source_ends_before_stop([m.mirrors[t] for t in dict.fromkeys(topics) if t in m.mirrors and m.mirrors[t].state not in (MirrorState.STOPPED, MirrorState.FINALIZING)])
         results = []
@@ -204,7 +205,7 @@ class Promotions:
                 if entry is not None:
                     await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
                 self.finalize(mirror)
-            results.append(result(topic, mirror_status=mirror.state.reported, mirror_lags=m.lags(mirror), **stop_summary(mirror)))
+            results.append(result(topic, mirror_status=mirror.state.reported, partitions=tuple(m.partition_status(mirror)), stop=stop_summary(mirror)))
         return results
 
     async def _read_source_ends_before_stop(self, mirrors: list[Mirror]) -> None:
@@ -267,21 +268,57 @@ class Promotions:
         log.info("mirror %s is now writable (%s; leader epoch %d; %s records possibly lost)", mirror.topic, info["kind"], epoch, "unknown" if lost is None else lost)
 
 
-def result(topic: str, code: int = ErrorCode.NONE, message: str | None = None, **extra) -> dict:
-    return {"mirror_topic_name": topic, "error_code": int(code), "error_message": message, **extra}
+def result(topic: str, code: int = ErrorCode.NONE, message: str | None = None, **fields) -> CommandResult:
+    return CommandResult(topic, int(code), message, **fields)
 
 
-def deleted_while_promoting(topic: str) -> dict:
+def deleted_while_promoting(topic: str) -> CommandResult:
     return result(topic, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' was deleted while it was being promoted")
 
 
-def stop_summary(mirror: Mirror) -> dict:
+def stop_summary(mirror: Mirror) -> StopSummary:
     info = mirror.stop_info or {}
-    lost = info.get("records_possibly_lost", info.get("possible_data_loss_records"))
-    return {
-        "stop_kind": info.get("kind"),
-        "stop_offsets": info.get("partitions", []),
-        "records_possibly_lost": lost,
-        "possible_data_loss_records": lost,  # the old name, kept for one release
-        "aborted_transactions": info.get("aborted_transactions", []),
-    }
+    return StopSummary(
+        kind=info.get("kind"),
+        offsets=info.get("partitions", []),
+        records_possibly_lost=info.get("records_possibly_lost", info.get("possible_data_loss_records")),
+        aborted_transactions=info.get("aborted_transactions", []),
+    )
+
+
+COMMAND_EVENTS = {"promote": MirrorEvent.PROMOTE, "failover": MirrorEvent.FAILOVER, "pause": MirrorEvent.PAUSE, "resume": MirrorEvent.RESUME}
+
+
+def validate_command(m: LinkManager, action: str, topics: list[str]) -> list[CommandResult]:
+    """``validate_only``: what ``action`` would answer for each topic, from the transition table and the
+    checks the command itself makes first; nothing is applied, persisted or fetched. A promote that would
+    pass here can still time out waiting for lag 0 when it runs."""
+    event = COMMAND_EVENTS[action]
+    stops = action in ("promote", "failover")
+    out = []
+    for topic in dict.fromkeys(topics):
+        try:
+            mirror = m.mirror(topic)
+        except DomainError as exc:
+            out.append(result(topic, exc.error_code, exc.message, validate_only=True))
+            continue
+        partitions = tuple(m.partition_status(mirror)) if stops else None
+        now = mirror.state.reported
+        if stops and mirror.state in (MirrorState.STOPPED, MirrorState.FINALIZING):
+            out.append(result(topic, mirror_status=MirrorState.STOPPED.value, partitions=partitions, validate_only=True))
+            continue
+        entry = m.links.get(mirror.link)
+        if action == "promote" and entry is None:
+            out.append(result(topic, ErrorCode.INVALID_REQUEST, f"link '{mirror.link}' no longer exists; use failover", mirror_status=now, validate_only=True))
+            continue
+        if action == "promote" and (mirror.state == MirrorState.SOURCE_UNAVAILABLE or (entry is not None and entry.runtime.state == LinkState.UNAVAILABLE)):
+            out.append(result(topic, ErrorCode.BROKER_NOT_AVAILABLE, "promote needs the source cluster reachable; it is not (use failover to stop without it)", mirror_status=now, partitions=partitions, validate_only=True))
+            continue
+        try:
+            after = next_state(mirror.state, event)
+        except InvalidTransition as exc:
+            out.append(result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=now, partitions=partitions, validate_only=True))
+            continue
+        would_be = MirrorState.STOPPED.value if stops else after.reported
+        out.append(result(topic, mirror_status=would_be, partitions=partitions, validate_only=True))
+    return out

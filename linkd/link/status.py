@@ -69,3 +69,28 @@ class LinkStatus:
     auto_create: dict
     acl_sync: dict
     tasks: list[dict]
+
+
+@dataclass(frozen=True)
+class StopSummary:
+    """What a promote or failover recorded when the mirror stopped (from its stop info)."""
+
+    kind: str | None
+    offsets: list[dict]  # per partition: the stop offset, the source end seen, records possibly lost
+    records_possibly_lost: int | None  # None: unknown (a source end never seen)
+    aborted_transactions: list[dict]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """One mirror topic's answer to promote, failover, pause or resume — or, for ``validate_only``, the
+    answer it would get. ``partitions`` and ``stop`` are None where the command does not report them
+    (pause/resume; a refusal before the mirror was looked at)."""
+
+    topic: str
+    error_code: int = 0  # a Kafka error code; 0: done (or would be done)
+    error_message: str | None = None
+    mirror_status: str | None = None
+    partitions: tuple[PartitionStatus, ...] | None = None
+    stop: StopSummary | None = None
+    validate_only: bool = False

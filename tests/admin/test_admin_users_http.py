@@ -79,7 +79,7 @@ def _assert_error(response: httpx.Response, status: int) -> str:
 def test_acls_on_cluster_decide_what_linkd_users_may_do(users_daemon):
     links = _links_url(users_daemon, OPS)
     # ALTER on CLUSTER: creates and deletes (and reads: ALTER implies DESCRIBE).
-    assert _create(links, "by-ops", OPS).status_code == 201
+    assert _create(links, "by-ops", OPS).status_code == 204
     assert _names(links) == ["by-ops"]
     assert httpx.get(links, auth=OPS, timeout=10).status_code == 200
     # DESCRIBE only: reads, but every mutation is refused and changes nothing.
@@ -100,7 +100,7 @@ def test_acls_on_cluster_decide_what_linkd_users_may_do(users_daemon):
     assert _names(links) == ["by-ops"]
     # A super user needs no ACL.
     assert httpx.delete(f"{links}/by-ops", auth=ROOT, timeout=10).status_code == 204
-    assert _create(links, "by-root", ROOT).status_code == 201
+    assert _create(links, "by-root", ROOT).status_code == 204
     assert _names(links) == ["by-root"]
     # The audit lines name the principal.
     log = users_daemon.log_path.read_text()

@@ -56,3 +56,28 @@ def test_gaps_are_recorded_and_deleted_with_the_mirror(tmp_path):
     assert store.gaps("t") == [{"partition": 0, "from_offset": 10, "to_offset": 50, "reason": "retention"}]
     store.delete("t")
     assert store.gaps("t") == [] and store.load() == []
+
+
+def test_state_time_ms_is_when_the_state_last_changed_and_survives_a_reload(tmp_path, monkeypatch):
+    """REST v3's ``state_time_ms``: set by a change of state, kept by a repeat or a stop-info update, and read
+    back from the store after a restart."""
+    import types
+
+    from linkd.link import store as store_module
+
+    clock = [1_000.0]
+    monkeypatch.setattr(store_module, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    store = MirrorStore(ControlStore(tmp_path / "c.db"))
+    mirror = Mirror("t", "l", "t", None, MirrorState.ACTIVE, MirrorError.NONE)
+    store.insert(mirror)
+    assert mirror.state_time_ms == 1_000_000
+    clock[0] = 2_000.0
+    store.transition(mirror, MirrorEvent.PAUSE)
+    assert mirror.state_time_ms == 2_000_000
+    clock[0] = 3_000.0
+    store.transition(mirror, MirrorEvent.PAUSE)  # a repeat: the state did not change
+    store.transition(mirror, MirrorEvent.FAILOVER, stop_info={"phase": "finalizing", "kind": "failover", "epoch": 1})
+    clock[0] = 4_000.0
+    store.save_stop_info("t", {"phase": "finalizing", "kind": "failover", "epoch": 1, "note": "more detail"})
+    [reloaded] = MirrorStore(ControlStore(tmp_path / "c.db")).load()
+    assert (mirror.state_time_ms, reloaded.state_time_ms) == (3_000_000, 3_000_000)
