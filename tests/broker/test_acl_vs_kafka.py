@@ -164,7 +164,7 @@ CASES = [
        lambda b: {t["name"]: t["results_by_partition"][0]["partition_error_code"] for t in b["results_by_topic_v3_and_below"]}) for tid in (TXW, TXNO)],
     ("add partitions to txn v4", ApiKey.ADD_PARTITIONS_TO_TXN, 4,
      {"transactions": [{"transactional_id": TXW, "producer_id": 1, "producer_epoch": 0, "verify_only": False, "topics": [{"name": OK, "partitions": [0]}]}]},
-     lambda b: (b["error_code"], b["results_by_transaction"])),
+     lambda b: (b["error_code"], len(b["results_by_transaction"]))),
     *[(f"add offsets to txn {tid} {g}", ApiKey.ADD_OFFSETS_TO_TXN, 3, {"transactional_id": tid, "producer_id": 1, "producer_epoch": 0, "group_id": g}, lambda b: b["error_code"])
       for tid, g in ((TXW, NOGROUP), (TXNO, f"{GROUP}-1"))],
     *[(f"txn offset commit {tid} {g}", ApiKey.TXN_OFFSET_COMMIT, 3,
