@@ -9,6 +9,8 @@ Kafka's code and the transaction stays as it was. ``tx-ok-*`` ids may be written
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -20,6 +22,7 @@ from protocol.messages import ApiKey
 from tests.broker.wire import WireConnection
 
 ANON = "User:ANONYMOUS"
+BROKER_USER, BROKER_PASSWORD = "broker", "broker-secret"  # a SASL user with CLUSTER_ACTION, as another broker would have
 TXN_DENIED = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 TOPIC_DENIED, GROUP_DENIED = ErrorCode.TOPIC_AUTHORIZATION_FAILED, ErrorCode.GROUP_AUTHORIZATION_FAILED
 
@@ -83,15 +86,27 @@ class World:
         return part["error_code"], part["committed_offset"]
 
 
-def _acl(rtype, name, op, pattern=ResourcePatternType.LITERAL) -> AclBinding:
-    return AclBinding(rtype, name, pattern, ANON, "*", op, AclPermissionType.ALLOW)
+def _acl(rtype, name, op, pattern=ResourcePatternType.LITERAL, principal=ANON) -> AclBinding:
+    return AclBinding(rtype, name, pattern, principal, "*", op, AclPermissionType.ALLOW)
+
+
+def _sasl_plain(conn: WireConnection, user: str, password: str) -> None:
+    assert conn.request(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"})["error_code"] == 0
+    answer = conn.request(ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": b"\0" + user.encode() + b"\0" + password.encode()})
+    assert answer["error_code"] == 0, answer
 
 
 @pytest.fixture(scope="module")
 def world():
     from tests.peers.linkd import LinkdProcess
 
-    daemon = LinkdProcess(extra_args=["--authorizer", "standard", "--super-users", ANON]).start()
+    sasl = ["--listener", "SASL_PLAINTEXT://127.0.0.1:0"]
+    daemon = LinkdProcess(extra_args=["--authorizer", "standard", "--super-users", ANON, *sasl])
+    daemon.data_dir.mkdir(parents=True, exist_ok=True)
+    added = subprocess.run([sys.executable, "-m", "linkd", "user", "add", BROKER_USER, "--data-dir", str(daemon.data_dir)],
+                           input=BROKER_PASSWORD + "\n", capture_output=True, text=True, timeout=30)
+    assert added.returncode == 0, added.stderr
+    daemon.start()
     try:
         w = World(daemon)
         for name, partitions in ((w.ok, 2), (w.readable, 1), (w.secret, 1)):
@@ -100,7 +115,8 @@ def world():
         T, G, X, P = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID, ResourcePatternType.PREFIXED
         admin = AdminClient({"bootstrap.servers": daemon.bootstrap})
         bindings = [_acl(T, w.ok, AclOperation.ALL, P), _acl(T, w.readable, AclOperation.READ), _acl(G, w.group, AclOperation.READ, P),
-                    _acl(X, w.tx_ok, AclOperation.WRITE, P), _acl(X, w.tx_ro, AclOperation.DESCRIBE)]
+                    _acl(X, w.tx_ok, AclOperation.WRITE, P), _acl(X, w.tx_ro, AclOperation.DESCRIBE),
+                    _acl(ResourceType.BROKER, "kafka-cluster", AclOperation.CLUSTER_ACTION, principal=f"User:{BROKER_USER}")]
         for future in admin.create_acls(bindings, request_timeout=10).values():
             future.result(10)
         # As a super user: an open transaction on tx-ro (a long timeout, so it stays open for the module).
@@ -109,7 +125,7 @@ def world():
         assert w.add_offsets(w.tx_ro, w.ro_pid, w.ro_epoch, f"{w.group}-ro") == 0
         w.init(w.tx_hidden)
         w.conn.close()
-        daemon.extra_args = ["--authorizer", "standard"]
+        daemon.extra_args = ["--authorizer", "standard", *sasl]
         daemon.restart()
         w.conn = WireConnection(daemon.bootstrap)
         yield w
@@ -146,6 +162,17 @@ def test_broker_to_broker_add_partitions_needs_cluster_action(world):
                               "topics": [{"name": world.ok, "partitions": [1]}]}]}
     answer = world.call(ApiKey.ADD_PARTITIONS_TO_TXN, 4, body)
     assert (answer["error_code"], answer["results_by_transaction"]) == (ErrorCode.CLUSTER_AUTHORIZATION_FAILED, [])
+    assert _ro_state(world)["topics"] == [{"topic": world.ok, "partitions": [0]}]
+    # With CLUSTER_ACTION (a SASL user here) the batch reaches the coordinator; as in Kafka, this form checks
+    # neither the transactional id nor the topics. verify_only leaves the transaction as it is.
+    body["transactions"][0].update(verify_only=True, topics=[{"name": world.ok, "partitions": [0, 1]}, {"name": world.secret, "partitions": [0]}])
+    with WireConnection(world.daemon.address("SASL_PLAINTEXT")) as broker:
+        _sasl_plain(broker, BROKER_USER, BROKER_PASSWORD)
+        answer = broker.request(ApiKey.ADD_PARTITIONS_TO_TXN, 4, body)
+    assert answer["error_code"] == 0
+    [result] = answer["results_by_transaction"]
+    codes = {(t["name"], p["partition_index"]): p["partition_error_code"] for t in result["topic_results"] for p in t["results_by_partition"]}
+    assert codes == {(world.ok, 0): 0, (world.ok, 1): ErrorCode.INVALID_TXN_STATE, (world.secret, 0): 0}
     assert _ro_state(world)["topics"] == [{"topic": world.ok, "partitions": [0]}]
 
 
