@@ -19,6 +19,7 @@ from . import aclapis, admin, cluster, features, fetch, logdirs, offsets, produc
 from .context import Body, Broker, RequestContext
 from .groupauth import authorized_group_call
 from .session import Session
+from .txnauth import authorized_txn_call
 from .versions import SUPPORTED_VERSIONS
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,13 @@ def _txn(method: str) -> Handler:
         coordinator = ctx.broker.transactions
         if coordinator is None:
             raise RuntimeError("this broker has no transaction coordinator")
-        result = getattr(coordinator, method)(body, ctx.api_version)
-        return await result if hasattr(result, "__await__") else result
+        handle = getattr(coordinator, method)
+
+        async def run(b: Body) -> Body:
+            result = handle(b, ctx.api_version)
+            return await result if hasattr(result, "__await__") else result
+
+        return await authorized_txn_call(ctx, method, body, run)
 
     handler.__name__ = method
     return handler

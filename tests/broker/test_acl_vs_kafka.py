@@ -33,6 +33,7 @@ ANON = "User:ANONYMOUS"
 ZERO_UUID = uuid.UUID(int=0)
 TAG = uuid.uuid4().hex[:6]
 OK, READABLE, DENIED_READ, SECRET, GROUP, NOGROUP = (f"ok-{TAG}", f"pre-{TAG}-x", f"pre-{TAG}-deny", f"secret-{TAG}", f"g-{TAG}", f"nog-{TAG}")
+TXW, TXNO = f"txw-{TAG}", f"tx-{TAG}"  # WRITE allowed (and so DESCRIBE) / no ACL; neither was ever initialised
 
 
 def _acls(me: str) -> list[AclBinding]:
@@ -45,6 +46,7 @@ def _acls(me: str) -> list[AclBinding]:
         AclBinding(ResourceType.TOPIC, f"new-{TAG}-", pre, me, "*", AclOperation.CREATE, allow),
         AclBinding(ResourceType.GROUP, GROUP, pre, me, "*", AclOperation.READ, allow),
         AclBinding(ResourceType.BROKER, "kafka-cluster", lit, me, "10.9.9.9", AclOperation.ALTER, allow),
+        AclBinding(ResourceType.TRANSACTIONAL_ID, TXW, lit, me, "*", AclOperation.WRITE, allow),
     ]
 
 
@@ -157,6 +159,28 @@ CASES = [
     ("describe acls", ApiKey.DESCRIBE_ACLS, 3, ANY_FILTER, lambda b: b["error_code"]),
     ("delete acls", ApiKey.DELETE_ACLS, 3, {"filters": [ANY_FILTER]}, lambda b: [r["error_code"] for r in b["filter_results"]]),
     ("describe cluster", ApiKey.DESCRIBE_CLUSTER, 1, {"include_cluster_authorized_operations": True, "endpoint_type": 1}, lambda b: (b["error_code"], b["cluster_authorized_operations"])),
+    *[(f"add partitions to txn {tid}", ApiKey.ADD_PARTITIONS_TO_TXN, 3,
+       {"v3_and_below_transactional_id": tid, "v3_and_below_producer_id": 1, "v3_and_below_producer_epoch": 0, "v3_and_below_topics": [{"name": t, "partitions": [0]} for t in (OK, SECRET, READABLE)]},
+       lambda b: {t["name"]: t["results_by_partition"][0]["partition_error_code"] for t in b["results_by_topic_v3_and_below"]}) for tid in (TXW, TXNO)],
+    ("add partitions to txn v4", ApiKey.ADD_PARTITIONS_TO_TXN, 4,
+     {"transactions": [{"transactional_id": TXW, "producer_id": 1, "producer_epoch": 0, "verify_only": False, "topics": [{"name": OK, "partitions": [0]}]}]},
+     lambda b: (b["error_code"], len(b["results_by_transaction"]))),
+    *[(f"add offsets to txn {tid} {g}", ApiKey.ADD_OFFSETS_TO_TXN, 3, {"transactional_id": tid, "producer_id": 1, "producer_epoch": 0, "group_id": g}, lambda b: b["error_code"])
+      for tid, g in ((TXW, NOGROUP), (TXNO, f"{GROUP}-1"))],
+    *[(f"txn offset commit {tid} {g}", ApiKey.TXN_OFFSET_COMMIT, 3,
+       {"transactional_id": tid, "group_id": g, "producer_id": 1, "producer_epoch": 0, "generation_id": -1, "member_id": "", "group_instance_id": None,
+        "topics": [{"name": t, "partitions": [{"partition_index": 0, "committed_offset": 0, "committed_leader_epoch": -1, "committed_metadata": ""}]} for t in (SECRET, READABLE)]},
+       lambda b: [(t["name"], t["partitions"][0]["error_code"]) for t in b["topics"]]) for tid, g in ((TXNO, f"{GROUP}-1"), (TXW, NOGROUP))],
+    ("txn offset commit denied topic", ApiKey.TXN_OFFSET_COMMIT, 3,
+     {"transactional_id": TXW, "group_id": f"{GROUP}-1", "producer_id": 1, "producer_epoch": 0, "generation_id": -1, "member_id": "", "group_instance_id": None,
+      "topics": [{"name": SECRET, "partitions": [{"partition_index": 0, "committed_offset": 0, "committed_leader_epoch": -1, "committed_metadata": ""}]}]},
+     lambda b: [(t["name"], t["partitions"][0]["error_code"]) for t in b["topics"]]),
+    ("end txn", ApiKey.END_TXN, 5, {"transactional_id": TXNO, "producer_id": 1, "producer_epoch": 0, "committed": True}, lambda b: (b["error_code"], b["producer_id"], b["producer_epoch"])),
+    ("list transactions", ApiKey.LIST_TRANSACTIONS, 1, {"state_filters": [], "producer_id_filters": [], "duration_filter": -1},
+     lambda b: (b["error_code"], sorted(s["transactional_id"] for s in b["transaction_states"] if TAG in s["transactional_id"]))),
+    # (Only the denied id: Kafka answers an allowed one NOT_COORDINATOR until its transaction log topic exists.)
+    ("describe transactions", ApiKey.DESCRIBE_TRANSACTIONS, 0, {"transactional_ids": [TXNO]},
+     lambda b: tuple(sorted((k, str(v)) for k, v in b["transaction_states"][0].items()))),
     ("metadata operations", ApiKey.METADATA, 12, {"topics": [{"name": n, "topic_id": ZERO_UUID} for n in (OK, READABLE, DENIED_READ)], "allow_auto_topic_creation": False, "include_topic_authorized_operations": True},
      lambda b: [t["topic_authorized_operations"] for t in b["topics"]]),
 ]
