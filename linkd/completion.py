@@ -15,7 +15,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def _walk(parser: argparse.ArgumentParser, path: str, out: dict[str, list[str]], choices: dict[str, list[str]]) -> None:
-    words = []
+    words: list[str] = []
     for action in parser._actions:
         words.extend(o for o in action.option_strings if o.startswith("--") or len(o) == 2)
         if action.option_strings and action.choices and not isinstance(action, argparse._SubParsersAction):

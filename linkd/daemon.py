@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -35,6 +36,9 @@ from .producer_ids import ProducerIdAllocator
 from .storage.cleaner import CleanerConfig
 from .topics import TopicRegistry
 from .txn.coordinator import TransactionCoordinator, TxnConfig
+
+if TYPE_CHECKING:
+    from .admin.security import Authenticator  # for annotations only: the daemon loads the admin API lazily
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ class ServeConfig:
     admin_allowed_hosts: tuple[str, ...] = ()
     # (username, password) -> Principal | None: how the admin API checks HTTP Basic credentials. Set by the
     # embedding code (linkd's own users store); otherwise built from admin_basic_auth_file.
-    admin_authenticator: object | None = None  # a linkd.admin.security.Authenticator
+    admin_authenticator: Authenticator | None = None
     admin_auth: str | None = None  # "users": HTTP Basic against linkd's SCRAM users, ACLs on CLUSTER decide
     retention_check_interval_ms: int = 30_000  # Kafka's log.retention.check.interval.ms (its default is 5 min)
     cleaner: CleanerConfig = CleanerConfig()
@@ -218,13 +222,15 @@ class Daemon:
                 for spec, endpoint in zip(specs, endpoints, strict=True):
                     warn_if_exposed(spec, self.config.security.for_listener(spec.name))
                     ports[spec.name] = await nursery.start(self.listener.serve, spec.host, spec.port, endpoint)
-                    adv_port = spec.advertised_port if spec.advertised_port not in (None, 0) else ports[spec.name]
+                    adv_port = spec.advertised_port or ports[spec.name]  # None or 0: the bound port
                     self.broker.advertised[spec.name] = (spec.advertised_host or spec.host, adv_port)
                 bound = ports[first.name]
                 if first.advertised_port in (None, 0):
                     self.broker.identity = BrokerIdentity(self.config.node_id, identity_host, bound, self.cluster_id)
                 self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups, secrets_key=self.secrets_key)
-                self.links.authorizer = self.authorizer  # ACL sync writes linkd's ACLs (linkd/link/aclsync.py)
+                # ACL sync writes linkd's ACLs (linkd/link/aclsync.py reads this with getattr). LinkManager does not
+                # declare the attribute yet; once it does, warn_unused_ignores flags this ignore for removal.
+                self.links.authorizer = self.authorizer  # type: ignore[attr-defined]
                 self.broker.hooks.append(self.links)
                 await nursery.start(self.links.run)
                 self.admin_port = await nursery.start(self._serve_admin)
@@ -268,6 +274,7 @@ class Daemon:
         warning = security.exposure_warning()
         if warning:
             log.warning("%s", warning)
+        assert self.links is not None  # run() creates the link manager before it starts the admin API
         app = AdminGuard(build_app(self.links, self.cluster_id, Metrics(self)), security, ready=lambda: self.ready)
 
         class _Status:
@@ -278,7 +285,9 @@ class Daemon:
                 log.info("admin API on %s:%d", host, bound)
                 task_status.started(bound)
 
-        await hypercorn_serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=_Status())
+        # AdminGuard is typed with plain-dict ASGI aliases (linkd/admin/security.py); hypercorn's signature wants its
+        # TypedDict events, which a dict-typed app can never match. Same protocol at run time.
+        await hypercorn_serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=_Status())  # type: ignore[arg-type]
 
     def _admin_security(self):
         from .admin.api import MAX_BODY

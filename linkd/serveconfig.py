@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 from .link.config import LinkConfigError, parse_properties
 
@@ -87,10 +88,14 @@ def _convert(action: argparse.Action, raw: str, where: str):
             raise ServeConfigError(f"{where}: expected true or false, got {raw!r}")
         return (lowered == "true") == isinstance(action, argparse._StoreTrueAction)
 
+    # typeshed also allows a type *name* registered with ArgumentParser.register (a str); serve's flags
+    # all pass a converter (or none), so this is the callable (or None) argparse itself would call.
+    convert = cast("Callable[[str], Any] | None", action.type)
+
     def one(text: str):
         text = text.strip()
         try:
-            value = action.type(text) if action.type else text
+            value = convert(text) if convert else text
         except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
             raise ServeConfigError(f"{where}: invalid value {text!r} ({exc})") from None
         if action.choices is not None and value not in action.choices:

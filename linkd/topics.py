@@ -16,6 +16,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def validate_topic_name(name: str) -> None:
         )
 
 
-def validate_configs(configs: dict[str, str | None]) -> dict[str, str]:
+def validate_configs(configs: Mapping[str, str | None]) -> dict[str, str]:
     """Check names and values as Kafka does (see ``topicconfig``); INVALID_CONFIG names the problem."""
     try:
         out = check_configs(configs)
@@ -301,7 +302,7 @@ class TopicRegistry:
             raise TopicError(ErrorCode.INVALID_PARTITIONS, "Number of partitions was set to an invalid non-positive value.")
         self.check_partition_budget(name, partitions, partitions)
         clean = validate_configs(configs or {})
-        topic = Topic(name, topic_id or uuid.uuid4(), clean, kind, leader_epoch)
+        topic = Topic(name, topic_id or uuid.uuid4(), clean, TopicRole(kind), leader_epoch)
         return topic
 
     def _build_logs(self, name: str, first: int, end: int, configs: dict[str, str], topic_id: uuid.UUID | None = None) -> list[PartitionLog]:
@@ -428,7 +429,7 @@ class TopicRegistry:
 
     # -- configs ---------------------------------------------------------------------------------
 
-    def set_configs(self, name: str, configs: dict[str, str | None], *, overridden: set[str] = frozenset(), not_overridden: set[str] = frozenset(), validate_only: bool = False) -> dict[str, str]:
+    def set_configs(self, name: str, configs: Mapping[str, str | None], *, overridden: Collection[str] = frozenset(), not_overridden: Collection[str] = frozenset(), validate_only: bool = False) -> dict[str, str]:
         """Replace the topic's dynamic configs with ``configs`` and apply them to its live logs, no restart.
 
         ``overridden`` / ``not_overridden`` mark names as set locally on a mirror (no longer synced) or

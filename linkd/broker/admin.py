@@ -143,9 +143,9 @@ async def delete_topics(ctx: RequestContext, body: Body) -> Body:
         out = {"name": name, "topic_id": topic_id or ZERO_UUID, "error_code": ErrorCode.NONE, "error_message": None}
         responses.append(out)
         by_id = name is None and bool(topic_id)
-        if not (by_id and topic is None) and not ctx.authorized("DELETE", "TOPIC", topic.name if by_id else name):
+        if not (by_id and topic is None) and not ctx.authorized("DELETE", "TOPIC", topic.name if by_id and topic is not None else name):
             out["error_code"] = ErrorCode.TOPIC_AUTHORIZATION_FAILED  # whether or not it exists, as Kafka answers
-            if by_id and ctx.authorized("DESCRIBE", "TOPIC", topic.name):
+            if by_id and topic is not None and ctx.authorized("DESCRIBE", "TOPIC", topic.name):
                 out["name"] = topic.name  # Kafka names an id's topic to whoever may describe it
             continue
         if topic is None:

@@ -73,6 +73,7 @@ def _read(ctx: RequestContext, plans: list[_Plan], isolation: int, max_bytes: in
             results.append((plan, _partition_error(plan.index, code)))
             any_error = True
             continue
+        assert plog is not None  # resolve() returns the log with NONE
         out = _partition_error(plan.index, ErrorCode.NONE, plog)
         if plan.last_fetched_epoch >= 0:
             diverging = _divergence(plog, plan.last_fetched_epoch, plan.offset)

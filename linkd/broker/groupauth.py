@@ -81,7 +81,7 @@ async def _offset_fetch(ctx: RequestContext, body: Body, call: Call) -> Body:
         answer = await call({**body, "topics": topics})
         return {**answer, "topics": _fetch_merge(ctx, body.get("topics"), allowed, answer.get("topics") or [])}
     groups = body.get("groups") or []
-    plans = []
+    plans: list[tuple[Body, Body, list[bool] | None] | None] = []  # None: the group is denied
     for g in groups:
         if not ctx.authorized("DESCRIBE", "GROUP", g.get("group_id") or ""):
             plans.append(None)
@@ -112,7 +112,7 @@ async def _describe_groups(ctx: RequestContext, body: Body, call: Call) -> Body:
     groups = body.get("groups") or []
     allowed = [ctx.authorized("DESCRIBE", "GROUP", g) for g in groups]
     asked = [g for g, ok in zip(groups, allowed, strict=True) if ok]
-    answer = await call({**body, "groups": asked}) if asked else {"throttle_time_ms": 0, "groups": []}
+    answer: Body = await call({**body, "groups": asked}) if asked else {"throttle_time_ms": 0, "groups": []}
     answered = iter(answer.get("groups") or [])
     out = []
     for g, ok in zip(groups, allowed, strict=True):
@@ -131,7 +131,7 @@ async def _delete_groups(ctx: RequestContext, body: Body, call: Call) -> Body:
     names = body.get("groups_names") or []
     allowed = [ctx.authorized("DELETE", "GROUP", g) for g in names]
     asked = [g for g, ok in zip(names, allowed, strict=True) if ok]
-    answer = await call({**body, "groups_names": asked}) if asked else {"throttle_time_ms": 0, "results": []}
+    answer: Body = await call({**body, "groups_names": asked}) if asked else {"throttle_time_ms": 0, "results": []}
     answered = iter(answer.get("results") or [])
     return {**answer, "results": [next(answered) if ok else {"group_id": g, "error_code": GROUP_DENIED} for g, ok in zip(names, allowed, strict=True)]}
 

@@ -32,6 +32,7 @@ import os
 import resource
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import trio
 
@@ -229,7 +230,7 @@ def add_serve_arguments(parser) -> None:
 
 def limits_from_args(args) -> Limits:
     """The Limits the serve flags ask for; raises LimitConfigError naming a flag that cannot work."""
-    values = {}
+    values: dict[str, Any] = {}  # Limits field -> parsed flag value (argparse converted it to the field's type)
     for _flag, dest, _, _ in _FLAGS:
         value = getattr(args, f"limit_{dest}", None)
         if value is None:

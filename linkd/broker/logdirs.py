@@ -38,12 +38,12 @@ async def describe_log_dirs(ctx: RequestContext, body: Body) -> Body:
             topics.append({"name": topic.name, "partitions": [_partition(i, p) for i, p in enumerate(topic.logs)]})
     else:
         for item in requested:
-            topic = registry.get(item["topic"])
-            if topic is None:
+            hosted = registry.get(item["topic"])
+            if hosted is None:
                 continue  # Kafka leaves out what it does not host
-            parts = [_partition(i, topic.logs[i]) for i in item.get("partitions") or [] if 0 <= i < len(topic.logs)]
+            parts = [_partition(i, hosted.logs[i]) for i in item.get("partitions") or [] if 0 <= i < len(hosted.logs)]
             if parts:
-                topics.append({"name": topic.name, "partitions": parts})
+                topics.append({"name": hosted.name, "partitions": parts})
     log_dir = str(registry.data_dir.resolve())
     total, usable = _disk_bytes(log_dir)
     return {

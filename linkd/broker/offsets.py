@@ -31,6 +31,7 @@ def _list_one(ctx: RequestContext, topic, p: Body, isolation: int) -> Body:
     if code != ErrorCode.NONE:
         out["error_code"] = code
         return out
+    assert plog is not None  # resolve() returns the log with NONE
     ts = p["timestamp"]
     epoch = topic.advertised_epoch(index)
     if ts == LATEST:
@@ -50,8 +51,8 @@ def _list_one(ctx: RequestContext, topic, p: Body, isolation: int) -> Body:
             batch_offset, wanted = (found[0], found[1]) if found else (-1, -1)
             record = _first_record(plog, batch_offset, fetchable, lambda t: t == wanted) if batch_offset >= 0 else None
         else:
-            found = plog.offset_for_timestamp(ts)
-            record = _first_record(plog, found[0], fetchable, lambda t: t >= ts) if found else None
+            at_ts = plog.offset_for_timestamp(ts)
+            record = _first_record(plog, at_ts[0], fetchable, lambda t: t >= ts) if at_ts else None
         if record is not None:
             out["offset"], out["timestamp"], out["leader_epoch"] = record
     return out
@@ -97,6 +98,7 @@ async def offset_for_leader_epoch(ctx: RequestContext, body: Body) -> Body:
             code, plog = (ErrorCode.TOPIC_AUTHORIZATION_FAILED, None) if denied else ctx.resolve(topic, index, p.get("current_leader_epoch", -1))
             out = {"error_code": code, "partition": index, "leader_epoch": -1, "end_offset": -1}
             if code == ErrorCode.NONE:
+                assert topic is not None and plog is not None  # resolve() returns the log with NONE
                 requested = p["leader_epoch"]
                 advertised = topic.advertised_epoch(index)
                 if requested == advertised:
@@ -120,9 +122,10 @@ async def delete_records(ctx: RequestContext, body: Body) -> Body:
             index = p["partition_index"]
             code, plog = (ErrorCode.TOPIC_AUTHORIZATION_FAILED, None) if denied else ctx.resolve(topic, index)
             out = {"partition_index": index, "low_watermark": -1, "error_code": code}
-            if code == ErrorCode.NONE and not topic.writable:
+            if code == ErrorCode.NONE and topic is not None and not topic.writable:
                 out["error_code"] = ErrorCode.INVALID_REQUEST  # a mirror's start offset follows its source
             elif code == ErrorCode.NONE:
+                assert plog is not None  # resolve() returns the log with NONE
                 target = plog.high_watermark if p["offset"] == -1 else p["offset"]
                 if target < 0 or target > plog.high_watermark:
                     out["error_code"] = ErrorCode.OFFSET_OUT_OF_RANGE

@@ -18,7 +18,7 @@ from protocol.errors import CorruptBatch, ErrorCode
 from protocol.records import ATTR_COMPRESSION_MASK, ATTR_TIMESTAMP_LOG_APPEND, HEADER_SIZE, crc32c, split_batches
 
 from .. import storage_calls
-from ..storage import StorageError
+from ..storage import PartitionLog, StorageError
 from ..topicconfig import int_value
 from .acl import CLUSTER_NAME
 from .cluster import TRANSACTIONS_UNSUPPORTED
@@ -104,11 +104,12 @@ def _result(index: int, code: ErrorCode, message: str | None = None, base_offset
     }
 
 
-async def _append_one(ctx: RequestContext, topic, index: int, records, transactional_id) -> tuple[Body, object, int]:
+async def _append_one(ctx: RequestContext, topic, index: int, records, transactional_id) -> tuple[Body, PartitionLog | None, int]:
     """Append one partition's batch. Returns (result, plog or None, next offset to flush to)."""
     code, plog = ctx.resolve(topic, index)
     if code != ErrorCode.NONE:
         return _result(index, code), None, -1
+    assert plog is not None  # resolve() returns the log with NONE
     if not topic.writable:
         return _result(index, ErrorCode.INVALID_REQUEST, read_only_message(topic.name)), None, -1
     if records is None or len(records) == 0:
@@ -124,14 +125,16 @@ async def _append_one(ctx: RequestContext, topic, index: int, records, transacti
         return _result(index, ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, f"Record batch magic {batch.magic} is not supported"), None, -1
     if batch.is_control:
         return _result(index, ErrorCode.INVALID_RECORD, "Clients may not write control batches"), None, -1
+    problem: str | None
     if batch.is_transactional != (transactional_id is not None):
         problem = "a transactional record batch needs the request's transactional id" if batch.is_transactional else f"the request has transactional id {transactional_id!r} but its record batch is not transactional"
         return _result(index, ErrorCode.INVALID_RECORD, problem), None, -1
-    if transactional_id is not None and ctx.broker.transactions is None:
+    transactions = ctx.broker.transactions
+    if transactional_id is not None and transactions is None:
         return _result(index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED), None, -1
-    if transactional_id is not None:
+    if transactional_id is not None and transactions is not None:
         # The coordinator's lock for this id is held by ``produce`` across the append (see linkd.txn.coordinator).
-        code, problem = ctx.broker.transactions.check_produce(transactional_id, batch.producer_id, batch.producer_epoch, topic.name, index)
+        code, problem = transactions.check_produce(transactional_id, batch.producer_id, batch.producer_epoch, topic.name, index)
         if code != ErrorCode.NONE:
             return _result(index, code, problem), None, -1
     configs = topic.configs
@@ -197,7 +200,7 @@ async def _produce(ctx: RequestContext, body: Body, transactional_id: str | None
     acks = body.get("acks", ACKS_LEADER)
     use_ids = ctx.api_version >= 13
     responses = []
-    to_flush = []
+    to_flush: list[tuple[PartitionLog, int, Body]] = []
     appended_any = False
     # Kafka: a transactional producer needs WRITE on its transactional id, else nothing of the request is written.
     transaction_denied = transactional_id is not None and not ctx.authorized("WRITE", "TRANSACTIONAL_ID", transactional_id)

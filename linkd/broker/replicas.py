@@ -83,6 +83,7 @@ async def elect_leaders(ctx: RequestContext, body: Body) -> Body:
         denied = [{"topic": item["topic"], "partition_result": [{"partition_id": p, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "error_message": None}
                                                                for p in item.get("partitions") or []]} for item in requested or []]
         return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "replica_election_results": denied}
+    results: list[Body]
     if requested is None:
         # "Every partition": Kafka lists each topic and leaves out the partitions that needed no election.
         results = [{"topic": t.name, "partition_result": []} for t in sorted(ctx.broker.topics.all(), key=lambda t: t.name)]

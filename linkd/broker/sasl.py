@@ -19,7 +19,7 @@ import hmac
 import secrets
 
 from .. import scram
-from .users import PasswordCheck, UserStore
+from .users import PasswordCheck, ScramCredential, UserStore
 
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 OPTIONAL = ("OAUTHBEARER",)  # only when listed: its validator is Kafka's unsecured one (oauthbearer.py)
@@ -84,7 +84,7 @@ class ScramServer:
         self._server_first = ""
         self._gs2_header = ""
         self._nonce = ""
-        self._credential = None
+        self._credential: ScramCredential | None = None
         self.complete = False
         self.principal: str | None = None
 

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 import trio
 
 from protocol.errors import FrameTooLarge
-from protocol.messages import RecordsRef
 
 from .context import Broker
 from .dispatch import CloseConnection, handle_frame
+from .fetch import SegmentRecords
 from .limits import AcceptRate, ByteBudget, Limits, descriptor_limit, open_descriptors
 from .requeststats import RequestStats, api_key_of
 from .saslgate import SaslConnection, SaslSettings
@@ -250,11 +250,12 @@ class KafkaListener:
             if sasl is not None:
                 # Before authentication a client may send only small SASL frames (Kafka's
                 # sasl.server.max.receive.size), so an anonymous peer cannot make us buffer 100 MB.
-                reader.max_frame = self.broker.max_request_bytes if session.authenticated and not sasl.raw_tokens else endpoint.sasl.max_receive_size
+                reader.max_frame = self.broker.max_request_bytes if session.authenticated and not sasl.raw_tokens else sasl.settings.max_receive_size
             frame, reserved = await reader.next_frame()
             started = time.perf_counter()
             api_key = api_key_of(frame)
             close_after = False
+            response: bytes | list | None  # None: nothing to send (acks=0 produce)
             try:
                 self._requests += 1
                 self.request_stats.arrived(api_key)
@@ -361,7 +362,7 @@ async def _send(stream: trio.abc.Stream, response: bytes | list) -> None:
         return
     pending = bytearray()
     for chunk in response:
-        if isinstance(chunk, RecordsRef):
+        if isinstance(chunk, SegmentRecords):  # the only RecordsRef the broker puts in a response
             if pending:
                 await stream.send_all(pending)
                 pending = bytearray()
@@ -375,7 +376,7 @@ async def _send(stream: trio.abc.Stream, response: bytes | list) -> None:
         await stream.send_all(pending)
 
 
-async def _send_records(stream: trio.abc.Stream, ref: RecordsRef) -> None:
+async def _send_records(stream: trio.abc.Stream, ref: SegmentRecords) -> None:
     """Send segment-file byte ranges with os.sendfile: the payload never enters Python.
 
     Each range is sent from its segment's own descriptor (``FileRange.open_fd``: a duplicate), so a

@@ -912,12 +912,12 @@ class GroupCoordinator:
                 out.append({"name": name, "topic_id": topic_id, "partitions": [partition(name, i) for i in indexes]})
             return out, ErrorCode.NONE
         for topic in topics:
-            name = self._topic_name(topic, version)
+            resolved = self._topic_name(topic, version)
             out.append(
                 {
-                    "name": name if name is not None else topic.get("name") or "",
+                    "name": resolved if resolved is not None else topic.get("name") or "",
                     "topic_id": topic.get("topic_id"),
-                    "partitions": [partition(name, i) for i in topic.get("partition_indexes") or []],
+                    "partitions": [partition(resolved, i) for i in topic.get("partition_indexes") or []],
                 }
             )
         return out, ErrorCode.NONE

@@ -53,7 +53,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from protocol.compression import compress, decompress
+from protocol.compression import Compression, compress, decompress
 from protocol.errors import CorruptBatch
 from protocol.records import (
     ATTR_CONTROL,
@@ -256,7 +256,8 @@ def _build_batch(batch: RecordBatch, payload: bytes, records: Sequence[_Record],
         parts.append(inner)
     body = b"".join(parts)
     if batch.compression:
-        body = compress(batch.compression, body)
+        # _records() already decompressed this payload, so the codec is a known one.
+        body = compress(Compression(batch.compression), body)
     after_crc = _AFTER_CRC.pack(attributes, batch.last_offset_delta, base_ts, max_ts, batch.producer_id,
                                 batch.producer_epoch, batch.base_sequence, len(records)) + body
     return _BEFORE_CRC.pack(batch.base_offset, len(after_crc) + 9, batch.partition_leader_epoch, MAGIC,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from .errors import InvalidConfig
 
@@ -101,7 +102,7 @@ class LogConfig:
         """Build from Kafka topic config strings (``segment.bytes``, ``cleanup.policy`` ...). Keys that do not
         concern the log (``min.insync.replicas`` ...) are ignored; a bad value raises ``InvalidConfig``."""
         base = base or cls()
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}  # field name -> new value; the fields differ in type
         if "cleanup.policy" in configs:
             changes["cleanup_policy"] = parse_cleanup_policy(configs["cleanup.policy"])
         if "min.cleanable.dirty.ratio" in configs:

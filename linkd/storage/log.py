@@ -550,7 +550,7 @@ class PartitionLog:
             if not batches:
                 return AppendResult(self._log_end, self._log_end - 1, -1, False, 0)
             expected = self._log_end
-            control_types: dict[int, int] = {}
+            control_types: dict[int, int | None] = {}
             max_ts = -1
             for i, batch in enumerate(batches):
                 batch.verify()
@@ -594,7 +594,7 @@ class PartitionLog:
             return AppendResult(batches[0].base_offset, batches[-1].last_offset, -1, False, total)
 
     def _write_group(self, segment: LogSegment, view: memoryview, start: int, length: int,
-                     batches: Sequence[RecordBatch], first: int, end: int, control_types: dict[int, int]) -> None:
+                     batches: Sequence[RecordBatch], first: int, end: int, control_types: dict[int, int | None]) -> None:
         group = batches[first:end]
         segment.append([view[start : start + length]], group)
         epochs, producers = self._epochs, self._producers

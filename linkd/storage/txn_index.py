@@ -42,7 +42,7 @@ class TxnIndex:
         if not os.path.exists(self.file.path):
             raise IndexCorrupt(f"{self.file.path} is missing")
         data = self.file.read_existing()
-        entries = []
+        entries: list[AbortedTxn] = []
         for i, (version, pid, first, last, lso) in enumerate(_ENTRY.iter_unpack(data)):
             if version != VERSION or first > last or (entries and last <= entries[-1].last_offset):
                 raise IndexCorrupt(f"{self.file.path}: entry {i} is invalid")

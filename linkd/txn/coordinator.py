@@ -179,7 +179,7 @@ class TransactionCoordinator:
         for topic_name, index in sorted(meta.partitions):
             topic = self._topics.get(topic_name)
             plog = topic.partition(index) if topic is not None else None
-            if plog is None:
+            if topic is None or plog is None:
                 continue  # deleted since: nothing left to mark
             open_first = plog.open_transactions()
             if meta.producer_id in open_first:
@@ -376,6 +376,7 @@ class TransactionCoordinator:
         commit = bool(body.get("committed"))
         fenced = ErrorCode.PRODUCER_FENCED if version >= 2 else ErrorCode.INVALID_PRODUCER_EPOCH
         code = ErrorCode.NONE
+        meta: TxnMetadata | None  # re-read for the answer below: None if the transactional id is unknown
         async with self.lock(tid or ""):
             await self._settle(tid)
             try:
