@@ -1,15 +1,18 @@
 # linkd is pure Python: one stage, the package and its runtime dependencies only.
 # Settings come from LINKD_* variables (each `linkd serve` flag has one; see `linkd serve --print-config`).
 FROM python:3.11-slim
+# openssl: compose's one-shot linkd-init service makes the listeners' certificate with it (deploy/linkd-init.sh).
+RUN apt-get update && apt-get install -y --no-install-recommends openssl && rm -rf /var/lib/apt/lists/*
 # A fixed unprivileged uid: the data volume's ownership survives image rebuilds.
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/linkd --no-create-home --shell /usr/sbin/nologin linkd \
-    && mkdir -p /var/lib/linkd \
-    && chown linkd:linkd /var/lib/linkd
+    && mkdir -p /var/lib/linkd /etc/linkd/tls \
+    && chown linkd:linkd /var/lib/linkd /etc/linkd/tls
 WORKDIR /opt/linkd
 COPY pyproject.toml README.md ./
 COPY protocol ./protocol
 COPY linkd ./linkd
-RUN pip install --no-cache-dir .
+COPY deploy ./deploy
+RUN pip install --no-cache-dir . && chmod 0755 deploy/linkd-init.sh
 USER linkd:linkd
 VOLUME /var/lib/linkd
 # The admin API listens on the container's loopback only: reach it with `docker compose exec linkd linkd ...`.
