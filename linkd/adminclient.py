@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -175,7 +176,7 @@ class AdminClient:
 class _Stream:
     def __init__(self, client: AdminClient, path: str, params: dict) -> None:
         self._client, self._path, self._params = client, path, params
-        self._cm = None
+        self._cm: contextlib.AbstractContextManager[httpx.Response] | None = None
 
     def __enter__(self) -> httpx.Response:
         try:

@@ -98,8 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
         startup, rest = group.split(OSError)
         if startup is None or rest is not None:
             raise
-        for exc in _leaves(startup):
-            print(f"linkd serve: {exc.strerror or exc} (listener {','.join(args.listener or [DEFAULT_LISTENER])}, admin {args.admin}, data dir {args.data_dir})", file=sys.stderr)
+        for failure in _leaves(startup):
+            print(f"linkd serve: {getattr(failure, 'strerror', None) or failure} (listener {','.join(args.listener or [DEFAULT_LISTENER])}, admin {args.admin}, data dir {args.data_dir})", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

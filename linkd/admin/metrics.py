@@ -95,11 +95,11 @@ class DaemonCollector:
         sync_last = GaugeMetricFamily("linkd_offset_sync_last_success_timestamp_seconds", "When the last consumer offset sync round completed (unix time)", labels=["link"])
         for name, entry in links:
             rt = entry.runtime
-            for s in LinkState:
-                link_state.add_metric([name, s.value], 1.0 if rt.state == s else 0.0)
+            for ls in LinkState:
+                link_state.add_metric([name, ls.value], 1.0 if rt.state == ls else 0.0)
             for task in link_tasks(entry):
-                for s in TaskState:
-                    task_state.add_metric([name, task["task_name"], s.value], 1.0 if task["state"] == s.value else 0.0)
+                for ts in TaskState:
+                    task_state.add_metric([name, task["task_name"], ts.value], 1.0 if task["state"] == ts.value else 0.0)
                 if task["last_success_ms"]:
                     task_last.add_metric([name, task["task_name"]], task["last_success_ms"] / 1000)
                 task_errors.add_metric([name, task["task_name"]], task["errors"])

@@ -368,6 +368,7 @@ class AdminGuard:
         Successes are remembered briefly (keyed by an HMAC, never the password) so a runbook's burst of
         calls pays for one check."""
         authenticate = self.security.authenticate
+        assert authenticate is not None  # only called when the front door has an authenticator
         prepare = getattr(authenticate, "prepare", None)
         token, check = prepare(username, password) if prepare else (b"", functools.partial(authenticate, username, password))
         key = hmac.new(self._cache_key, f"{username}\0{password}\0".encode() + token, hashlib.sha256).digest()
@@ -421,6 +422,7 @@ class AdminGuard:
             await _answer(send, 413, f"request body larger than {limit} bytes")
 
     async def _health(self, scope: Scope, send: Send) -> None:
+        body: dict[str, str | bool]
         if scope["path"] == "/livez":
             status, body = 200, {"status": "UP"}
         else:

@@ -18,6 +18,7 @@ Kafka's rules (KafkaApis):
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from protocol.errors import ErrorCode
 
@@ -86,7 +87,7 @@ async def _txn_offset_commit(ctx: RequestContext, body: Body, call: Call) -> Bod
         return await call(body)
     asked = [t for t, ok in zip(topics, allowed, strict=True) if ok]
     answer = await call({**body, "topics": asked}) if asked else {"throttle_time_ms": 0, "topics": []}
-    answered = iter(answer.get("topics") or [])
+    answered = iter(cast(list, answer.get("topics") or []))
     merged = [next(answered) if ok else _every_partition([t], TOPIC_DENIED)[0] for t, ok in zip(topics, allowed, strict=True)]
     return {**answer, "topics": merged}
 
@@ -111,7 +112,7 @@ async def _describe_transactions(ctx: RequestContext, body: Body, call: Call) ->
     allowed = [ctx.authorized("DESCRIBE", "TRANSACTIONAL_ID", tid) for tid in ids]
     asked = [tid for tid, ok in zip(ids, allowed, strict=True) if ok]
     answer = await call({**body, "transactional_ids": asked}) if asked else {"throttle_time_ms": 0, "transaction_states": []}
-    answered = iter(answer.get("transaction_states") or [])
+    answered = iter(cast(list, answer.get("transaction_states") or []))
     out = []
     for tid, ok in zip(ids, allowed, strict=True):
         if not ok:
