@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ssl
 
-from ..link import security as link_security
+from ..link import tlsconfig
 from .listeners import ListenerConfigError
 from .session import ANONYMOUS
 
@@ -35,14 +35,14 @@ def server_context(listener: str, settings: dict[str, str]) -> ssl.SSLContext:
         raise ListenerConfigError(f"{where} speaks TLS but has no ssl.keystore.location (or ssl.keystore.certificate.chain + ssl.keystore.key)")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        link_security._set_protocols(context, merged)
+        tlsconfig.set_protocols(context, merged)
         if merged.get("ssl.cipher.suites", "").strip():
-            link_security._set_ciphers(context, merged["ssl.cipher.suites"])
-        link_security._load_identity(context, merged)
+            tlsconfig.set_ciphers(context, merged["ssl.cipher.suites"])
+        tlsconfig.load_identity(context, merged)
         context.verify_mode = CLIENT_AUTH[client_auth]
         if client_auth != "none":
-            link_security._load_trust(context, merged)
-    except link_security.SecurityConfigError as exc:
+            tlsconfig.load_trust(context, merged)
+    except tlsconfig.SecurityConfigError as exc:
         raise ListenerConfigError(f"{where}: {str(exc).replace('the client ', 'the ')}") from None
     return context
 
