@@ -104,7 +104,7 @@ class LinkManager:
             for mirror in list(self.mirrors.values()):
                 if mirror.finalizing:
                     log.info("mirror %s: completing %s interrupted by a restart", mirror.topic, (mirror.stop_info or {}).get("kind"))
-                    self.promotions.finalize(mirror)
+                    await self.promotions.finalize(mirror)
                 elif mirror.state == MirrorState.PENDING_STOPPED:
                     self.transitions.apply(mirror, MirrorEvent.PROMOTE_ABORT)
                     log.info("mirror %s: promotion interrupted by a restart before it committed; mirror stays active", mirror.topic)

@@ -26,6 +26,8 @@ import trio
 
 from protocol.errors import ErrorCode
 
+from .. import storage_calls
+from ..storage import LogClosed, PartitionLog
 from ..storage.markers import abort_open_transactions
 from .client import SourceProtocolError, SourceUnavailable
 from .errors import DomainError, ErrorKind
@@ -46,9 +48,17 @@ DEFAULT_PROMOTE_TIMEOUT_S = 60.0
 FAILOVER_SOURCE_READ_S = 5.0  # at most this long asking a (maybe dead) source for its end offsets
 
 
+def _close_partition(plog: PartitionLog, epoch: int) -> tuple[list[dict], int]:
+    """Phase 2's storage work for one partition, in a worker thread: ABORT markers, fsync, producer ids."""
+    aborted = abort_open_transactions(plog, epoch)
+    plog.flush()
+    return aborted, plog.producer_ids_seen_max()
+
+
 class Promotions:
     def __init__(self, manager: LinkManager) -> None:
         self.m = manager
+        self._finalizing: dict[str, trio.Lock] = {}  # one phase 2 at a time per mirror (a retry may ask again)
 
     async def detached(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn`` as a task of the manager and await its result; cancelling the caller leaves it running."""
@@ -98,7 +108,7 @@ class Promotions:
             return result(topic, exc.error_code, exc.message)
         if mirror.state in (MirrorState.STOPPED, MirrorState.FINALIZING):
             if mirror.state is MirrorState.FINALIZING:
-                self.finalize(mirror)  # a stop already committed: finish it (idempotent)
+                await self.finalize(mirror)  # a stop already committed: finish it (idempotent)
             return result(topic, mirror_status=mirror.state.reported, partitions=tuple(m.partition_status(mirror)), stop=stop_summary(mirror))
         entry = m.links.get(mirror.link)
         if entry is None:
@@ -152,7 +162,7 @@ class Promotions:
         await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
         if mirror.deleted:
             return deleted_while_promoting(topic)
-        self.finalize(mirror)
+        await self.finalize(mirror)
         return result(topic, mirror_status=mirror.state.reported, partitions=tuple(m.partition_status(mirror)), stop=stop_summary(mirror))
 
     def _at_known_end(self, mirror: Mirror) -> bool:
@@ -204,7 +214,7 @@ class Promotions:
                 entry = m.links.get(mirror.link)
                 if entry is not None:
                     await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
-                self.finalize(mirror)
+                await self.finalize(mirror)
             results.append(result(topic, mirror_status=mirror.state.reported, partitions=tuple(m.partition_status(mirror)), stop=stop_summary(mirror)))
         return results
 
@@ -236,8 +246,20 @@ class Promotions:
         info = {"phase": "finalizing", "kind": kind, "epoch": epoch, "started_ms": now_ms()}
         self.m.transitions.apply(mirror, event, stop_info=info)
 
-    def finalize(self, mirror: Mirror) -> None:
-        """Phase 2 (FINALIZING -> STOPPED): idempotent; safe to repeat after a crash."""
+    async def finalize(self, mirror: Mirror) -> None:
+        """Phase 2 (FINALIZING -> STOPPED): idempotent; safe to repeat after a crash.
+
+        Its storage work (markers, fsync) runs in worker threads through ``storage_calls``, so every other
+        client keeps being served meanwhile; it is shielded, so nothing stops it half-way once begun."""
+        lock = self._finalizing.setdefault(mirror.topic, trio.Lock())
+        with trio.CancelScope(shield=True):
+            async with lock:
+                if mirror.state is MirrorState.FINALIZING and not mirror.deleted:
+                    await self._finalize(mirror)
+        if not lock.locked() and self._finalizing.get(mirror.topic) is lock:
+            del self._finalizing[mirror.topic]
+
+    async def _finalize(self, mirror: Mirror) -> None:
         m = self.m
         topic = m.topics.get(mirror.topic)
         assert topic is not None, f"mirror {mirror.topic} has no topic"  # deleting a topic forgets its mirror
@@ -252,12 +274,18 @@ class Promotions:
             # Where mirroring of the source stopped: before the ABORT markers below, which take offsets
             # that on the source hold records the mirror never got.
             stop_offset = fetch_position(progress, plog)
-            for done in abort_open_transactions(plog, epoch):
+            try:
+                closed, seen_max = await storage_calls.call(plog, _close_partition, plog, epoch)
+            except LogClosed:
+                log.info("mirror %s was deleted while it was being made writable", mirror.topic)
+                return
+            for done in closed:
                 aborted.append({"partition": index, **done})
                 log.warning("mirror %s partition %d: aborted open transaction of producer %d (from offset %d)", mirror.topic, index, done["producer_id"], done["first_offset"])
-            highest_pid = max(highest_pid, plog.producer_ids_seen_max())
-            plog.flush()
+            highest_pid = max(highest_pid, seen_max)
             partitions.append(partition_report(index, stop_offset, plog.log_end_offset, progress, stopped_ms))
+        if mirror.deleted:
+            return
         lost_each = [p["records_possibly_lost"] for p in partitions]
         lost = None if None in lost_each else sum(lost_each)
         m.producer_ids.raise_floor(highest_pid)
