@@ -227,10 +227,8 @@ class Daemon:
                 bound = ports[first.name]
                 if first.advertised_port in (None, 0):
                     self.broker.identity = BrokerIdentity(self.config.node_id, identity_host, bound, self.cluster_id)
-                self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups, secrets_key=self.secrets_key)
-                # ACL sync writes linkd's ACLs (linkd/link/aclsync.py reads this with getattr). LinkManager does not
-                # declare the attribute yet; once it does, warn_unused_ignores flags this ignore for removal.
-                self.links.authorizer = self.authorizer  # type: ignore[attr-defined]
+                self.links = LinkManager(self.store, self.topics, self.producer_ids, self.broker.notifier.notify, self.groups,
+                                         secrets_key=self.secrets_key, authorizer=self.authorizer)
                 self.broker.hooks.append(self.links)
                 await nursery.start(self.links.run)
                 self.admin_port = await nursery.start(self._serve_admin)

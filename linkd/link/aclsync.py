@@ -270,10 +270,10 @@ def sync_of(entry) -> AclSync | None:
 
 async def run_for_link(manager, entry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Start (or restart, after a config update) the ACL sync of a link, keeping its status. The
-    authorizer is the daemon's (``LinkManager.authorizer``, set by linkd.daemon)."""
+    authorizer is the daemon's (``LinkManager.authorizer``)."""
     sync = _SYNCS.get(id(entry))
     if sync is None:
-        sync = _SYNCS[id(entry)] = AclSync(entry, getattr(manager, "authorizer", None))
+        sync = _SYNCS[id(entry)] = AclSync(entry, manager.authorizer)
         weakref.finalize(entry, _SYNCS.pop, id(entry), None)
     await sync.run(task_status=task_status)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -45,6 +46,9 @@ from .tasks import link_tasks
 from .transitions import MirrorTransitions
 from .verify import DEFAULT_STEP_BYTES
 
+if TYPE_CHECKING:
+    from ..broker.acl import StandardAuthorizer
+
 log = logging.getLogger(__name__)
 
 
@@ -67,8 +71,10 @@ class LinkEntry:
 
 
 class LinkManager:
-    def __init__(self, store: ControlStore, topics: TopicRegistry, producer_ids: ProducerIdAllocator, notify, groups, secrets_key: SecretsKey | None = None) -> None:
+    def __init__(self, store: ControlStore, topics: TopicRegistry, producer_ids: ProducerIdAllocator, notify, groups,
+                 secrets_key: SecretsKey | None = None, authorizer: StandardAuthorizer | None = None) -> None:
         self._store = store
+        self.authorizer = authorizer  # linkd's own ACLs, which ACL sync writes (None: no authorizer, sync refused)
         self._secrets_key = secrets_key
         self.topics = topics
         self.producer_ids = producer_ids
