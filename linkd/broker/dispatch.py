@@ -15,7 +15,7 @@ from protocol import messages
 from protocol.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from protocol.messages import ApiKey
 
-from . import aclapis, admin, cluster, features, fetch, logdirs, offsets, produce, producers, replicas, users
+from . import aclapis, admin, cluster, features, fetch, logdirs, offsets, produce, producers, replicas, txnmarkers, users
 from .context import Body, Broker, RequestContext
 from .groupauth import authorized_group_call
 from .session import Session
@@ -112,6 +112,7 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.TXN_OFFSET_COMMIT: _txn("txn_offset_commit"),
     ApiKey.LIST_TRANSACTIONS: _txn("list_transactions"),
     ApiKey.DESCRIBE_TRANSACTIONS: _txn("describe_transactions"),
+    ApiKey.WRITE_TXN_MARKERS: txnmarkers.write_txn_markers,
 }
 
 assert set(HANDLERS) == set(SUPPORTED_VERSIONS), "every advertised API needs a handler and vice versa"

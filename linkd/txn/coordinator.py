@@ -408,6 +408,25 @@ class TransactionCoordinator:
             return ErrorCode.INVALID_TXN_STATE, f"{topic}-{partition} is not part of an ongoing transaction of {transactional_id!r}"
         return ErrorCode.NONE, None
 
+    # ------------------------------------------------------------------ an operator's abort (WriteTxnMarkers)
+
+    async def abort_for_operator(self, producer_id: int, topic: str, partition: int) -> bool:
+        """``kafka-transactions abort`` names one partition's open transaction. If it is one of ours, abort
+        the whole transaction (every partition, its offsets dropped) and fence its producer, as a timeout
+        would: a marker in that partition alone would let the producer commit the rest. False when no
+        ongoing transaction of ours holds that partition for that producer id."""
+        for meta in list(self._txns.values()):
+            if meta.producer_id != producer_id:
+                continue
+            async with self.lock(meta.transactional_id):
+                await self._settle(meta.transactional_id)
+                if meta.state is TxnState.ONGOING and meta.producer_id == producer_id and (topic, partition) in meta.partitions:
+                    log.warning("transactional id %s: transaction of producer %d epoch %d aborted by an operator (WriteTxnMarkers on %s-%d)",
+                                meta.transactional_id, producer_id, meta.producer_epoch, topic, partition)
+                    await self._fence_and_abort(meta)
+                    return True
+        return False
+
     # ------------------------------------------------------------------ ListTransactions / DescribeTransactions
 
     def list_transactions(self, body: Body, version: int) -> Body:

@@ -221,3 +221,84 @@ def test_kafka_transactions_find_hanging_lists_an_open_mirrored_transaction(tool
     assert hanging.exit_code == 0, hanging.stderr
     [row] = _table(hanging)[1:]
     assert row[:2] == [topic, "0"] and row[5] == "0"  # the mirror's transaction, from offset 0, has no coordinator here
+
+
+def _open_transaction_on(bootstrap: str, topic: str, partitions: dict[int, int]) -> Producer:
+    """A transactional producer with one transaction left open: ``partitions`` maps partition -> record count."""
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"txn-{uuid.uuid4().hex[:6]}", "transaction.timeout.ms": 300_000})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for partition, count in partitions.items():
+        for i in range(count):
+            producer.produce(topic, value=b"open-%d" % i, partition=partition)
+    assert producer.flush(30) == 0
+    return producer
+
+
+def _open_txn_rows(result) -> list[tuple[str, str, str]]:
+    """(epoch, last sequence, transaction start offset) of each producer describe-producers lists."""
+    return sorted((r["ProducerEpoch"], r["LastSequence"], r["CurrentTransactionStartOffset"]) for r in _producer_rows(result))
+
+
+def test_kafka_transactions_abort_find_hanging_and_describe_producers_on_linkd_and_kafka(tools, linkd, kafka_broker):
+    """The same open transaction (two records on partition 0, one on partition 1) on linkd and on Kafka:
+    describe-producers and find-hanging print the same. ``abort`` of partition 0 succeeds on both; Kafka
+    ends the transaction in that partition only, linkd aborts the whole transaction and fences its
+    producer (docs/operator-guide.md). On a mirror, whose transactions are the source's, it is refused."""
+    Tool = tools.Tool
+    suffix = uuid.uuid4().hex[:6]
+    ours, theirs, mirrored = f"abort-{suffix}", kafka_broker.create_topic(f"abort-{suffix}", 2), kafka_broker.create_topic(f"abort-m-{suffix}", 1)
+    create_topic(linkd.bootstrap, ours, 2)
+    on_linkd = _open_transaction_on(linkd.bootstrap, ours, {0: 2, 1: 1})
+    on_kafka = _open_transaction_on(kafka_broker.bootstrap, theirs, {0: 2, 1: 1})
+    at_source = _open_transaction_on(kafka_broker.bootstrap, mirrored, {0: 2})
+    try:
+        mirror(linkd, f"l-{suffix}", kafka_broker.bootstrap, [mirrored])
+        wait_until(lambda: cli_json(linkd, "mirror", "describe", mirrored)[0]["partitions"][0]["mirror_log_end_offset"] == 2, 30, what="mirror caught up")
+        b, k = linkd.bootstrap, kafka_broker.bootstrap
+
+        def per_cluster(*args: str) -> list:
+            return [Tool("kafka-transactions", "--bootstrap-server", b, *[ours if a == "TOPIC" else a for a in args]),
+                    Tool("kafka-transactions", "--bootstrap-server", k, *[theirs if a == "TOPIC" else a for a in args])]
+
+        runs = tools.run_tools([
+            *per_cluster("describe-producers", "--topic", "TOPIC", "--partition", "0"),
+            *per_cluster("find-hanging", "--topic", "TOPIC", "--max-transaction-timeout", "0"),
+            *per_cluster("abort", "--topic", "TOPIC", "--partition", "0", "--start-offset", "0"),
+            *per_cluster("describe-producers", "--topic", "TOPIC", "--partition", "0"),
+            *per_cluster("describe-producers", "--topic", "TOPIC", "--partition", "1"),
+            Tool("kafka-transactions", "--bootstrap-server", b, "abort", "--topic", mirrored, "--partition", "0", "--start-offset", "0"),
+            Tool("kafka-transactions", "--bootstrap-server", b, "describe-producers", "--topic", mirrored, "--partition", "0"),
+        ])
+    finally:
+        for producer in (on_kafka, at_source):
+            producer.abort_transaction(30)
+    (before, before_k, hanging, hanging_k, abort, abort_k, after0, after0_k, after1, after1_k, abort_mirror, mirror_after) = runs
+    for run in runs[:-2]:
+        assert run.exit_code == 0, (run.tool, run.stdout, run.stderr)
+    assert _open_txn_rows(before) == _open_txn_rows(before_k) == [("0", "1", "0")], (before.stdout, before_k.stdout)
+    # Both coordinators know the transaction holds the partition: it is open, not hanging.
+    assert _table(hanging)[1:] == _table(hanging_k)[1:] == [], (hanging.stdout, hanging_k.stdout)
+    assert abort.stdout == abort_k.stdout, (abort.stdout, abort_k.stdout)
+    # Kafka wrote the marker with the producer's epoch and left partition 1 open; linkd's coordinator
+    # aborted both partitions with the bumped epoch that fences the producer (a new epoch has no sequence yet).
+    assert _open_txn_rows(after0_k) == [("0", "1", "None")], after0_k.stdout
+    assert _open_txn_rows(after1_k) == [("0", "0", "0")], after1_k.stdout
+    assert _open_txn_rows(after0) == _open_txn_rows(after1) == [("1", "-1", "None")], (after0.stdout, after1.stdout)
+    assert abort_mirror.exit_code != 0 and "invalid state" in abort_mirror.stderr, abort_mirror
+    assert [row[2] for row in _open_txn_rows(mirror_after)] == ["0"], mirror_after.stdout  # the source's, untouched
+    # The producer linkd fenced cannot commit what it wrote; read_committed readers never see it.
+    with pytest.raises(Exception, match="(?i)fenc|epoch"):
+        on_linkd.commit_transaction(30)
+    consumer = Consumer({"bootstrap.servers": linkd.bootstrap, "group.id": f"g-{suffix}", "isolation.level": "read_committed", "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(ours, p, 0) for p in (0, 1)])
+        deadline, seen = time.monotonic() + 3, []
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.3)
+            if msg is not None and not msg.error():
+                seen.append(msg.value())
+        low_high = [consumer.get_watermark_offsets(TopicPartition(ours, p), timeout=10) for p in (0, 1)]
+    finally:
+        consumer.close()
+    assert seen == [] and low_high == [(0, 3), (0, 2)], (seen, low_high)  # records plus one ABORT marker each

@@ -351,3 +351,47 @@ def test_kafka_transactions_tool_lists_and_describes_transactions_on_linkd(linkd
     producer.commit_transaction(30)
     described = _transactions_command(linkd.bootstrap, "describe", "--transactional-id", tid)
     assert "CompleteCommit" in described.stdout, described.stdout
+
+
+@pytest.mark.timeout(60)
+def test_transactional_produce_only_lands_in_a_partition_added_to_the_ongoing_transaction(linkd, unique_topic):
+    """KIP-890 part 1, enforced by linkd as partition leader: a transactional batch for a partition not in
+    the producer's ongoing transaction (never added, or written after EndTxn) is refused with
+    INVALID_TXN_STATE and not appended, so a late write cannot start a transaction nobody will end."""
+    from protocol.errors import ErrorCode
+    from protocol.messages import ApiKey
+    from protocol.records import build_records
+    from tests.broker.wire import WireConnection
+
+    create_topic(linkd.bootstrap, unique_topic, 2)
+    tid = f"tx-{unique_topic}"
+    with WireConnection(linkd.bootstrap) as conn:
+        init = conn.request(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": tid, "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})
+        pid, epoch = init["producer_id"], init["producer_epoch"]
+        sequence = {0: 0, 1: 0}
+
+        def produce(partition: int) -> tuple[int, int]:
+            records = build_records([b"x"], producer_id=pid, producer_epoch=epoch, base_sequence=sequence[partition], transactional=True)
+            body = conn.request(ApiKey.PRODUCE, 11, {"transactional_id": tid, "acks": -1, "timeout_ms": 5000,
+                                                     "topic_data": [{"name": unique_topic, "partition_data": [{"index": partition, "records": records}]}]})
+            result = body["responses"][0]["partition_responses"][0]
+            if result["error_code"] == 0:
+                sequence[partition] += 1
+            return result["error_code"], result["base_offset"]
+
+        def add(partition: int) -> None:
+            added = conn.request(ApiKey.ADD_PARTITIONS_TO_TXN, 3, {"v3_and_below_transactional_id": tid, "v3_and_below_producer_id": pid, "v3_and_below_producer_epoch": epoch,
+                                                                   "v3_and_below_topics": [{"name": unique_topic, "partitions": [partition]}]})
+            assert added["results_by_topic_v3_and_below"][0]["results_by_partition"][0]["partition_error_code"] == 0, added
+
+        assert produce(0)[0] == ErrorCode.INVALID_TXN_STATE  # no transaction yet
+        add(0)
+        assert produce(0) == (ErrorCode.NONE, 0)
+        assert produce(1)[0] == ErrorCode.INVALID_TXN_STATE  # partition 1 was not added
+        ended = conn.request(ApiKey.END_TXN, 3, {"transactional_id": tid, "producer_id": pid, "producer_epoch": epoch, "committed": True})
+        assert ended["error_code"] == 0, ended
+        assert produce(0)[0] == ErrorCode.INVALID_TXN_STATE  # after EndTxn: a late write is refused
+        ends = conn.request(ApiKey.LIST_OFFSETS, 7, {"replica_id": -1, "isolation_level": 0, "topics": [
+            {"name": unique_topic, "partitions": [{"partition_index": p, "current_leader_epoch": -1, "timestamp": -1} for p in (0, 1)]}]})
+    offsets = {p["partition_index"]: p["offset"] for p in ends["topics"][0]["partitions"]}
+    assert offsets == {0: 2, 1: 0}  # one record and its COMMIT marker; nothing in partition 1

@@ -177,6 +177,15 @@ def test_broker_to_broker_add_partitions_needs_cluster_action(world):
 
 
 @pytest.mark.timeout(120)
+def test_write_txn_markers_the_abort_tool_sends_needs_cluster_action(world):
+    body = {"markers": [{"producer_id": world.ro_pid, "producer_epoch": world.ro_epoch, "transaction_result": False, "coordinator_epoch": 0,
+                         "topics": [{"name": world.ok, "partition_indexes": [0]}]}]}
+    answer = world.call(ApiKey.WRITE_TXN_MARKERS, 1, body)
+    assert answer["markers"][0]["topics"][0]["partitions"] == [{"partition_index": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED}]
+    assert _ro_state(world)["transaction_state"] == "Ongoing"  # the denied abort changed nothing
+
+
+@pytest.mark.timeout(120)
 def test_add_offsets_needs_write_on_the_transactional_id_then_read_on_the_group(world):
     assert world.add_offsets(world.tx_ro, world.ro_pid, world.ro_epoch, f"{world.group}-x") == TXN_DENIED
     pid, epoch = world.init(f"{world.tx_ok}-b")

@@ -478,6 +478,20 @@ def _describe_transactions(env: Env, v: int) -> None:
     assert state["topics"] == [{"topic": env.topic, "partitions": [0]}]
 
 
+def _write_txn_markers(env: Env, v: int) -> None:
+    # kafka-transactions abort: an ABORT marker for a transaction linkd coordinates aborts it whole.
+    tid = f"{env.prefix}-w{v}"
+    pid, epoch = _txn_begin(env, tid)
+    records = build_records([b"t"], producer_id=pid, producer_epoch=epoch, base_sequence=0, transactional=True)
+    produced = env.call(ApiKey.PRODUCE, 9, {"transactional_id": tid, "acks": -1, "timeout_ms": 5000, "topic_data": [{"name": env.topic, "partition_data": [{"index": 0, "records": records}]}]})
+    assert produced["responses"][0]["partition_responses"][0]["error_code"] == 0, produced
+    body = env.call(ApiKey.WRITE_TXN_MARKERS, v, {"markers": [{"producer_id": pid, "producer_epoch": epoch, "transaction_result": False, "coordinator_epoch": 0,
+                                                               "topics": [{"name": env.topic, "partition_indexes": [0]}]}]})
+    assert _only(_only(_only(body["markers"])["topics"])["partitions"])["error_code"] == 0, body
+    state = _only(env.call(ApiKey.DESCRIBE_TRANSACTIONS, 0, {"transactional_ids": [tid]})["transaction_states"])
+    assert (state["transaction_state"], state["producer_epoch"]) == ("CompleteAbort", epoch + 1), state
+
+
 EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.PRODUCE: _produce,
     ApiKey.FETCH: _fetch,
@@ -525,6 +539,7 @@ EXERCISES: dict[int, Callable[[Env, int], None]] = {
     ApiKey.TXN_OFFSET_COMMIT: _txn_offset_commit,
     ApiKey.LIST_TRANSACTIONS: _list_transactions,
     ApiKey.DESCRIBE_TRANSACTIONS: _describe_transactions,
+    ApiKey.WRITE_TXN_MARKERS: _write_txn_markers,
 }
 
 
