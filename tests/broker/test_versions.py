@@ -212,6 +212,10 @@ def _api_versions(env: Env, v: int) -> None:
     body = env.call(ApiKey.API_VERSIONS, v, {"client_software_name": "linkd-tests", "client_software_version": "1.0"})
     assert body["error_code"] == 0
     assert {a["api_key"]: (a["min_version"], a["max_version"]) for a in body["api_keys"]} == SUPPORTED_VERSIONS
+    if v >= 3:
+        # No finalized transaction.version: Kafka 4.x clients use transaction version 1 (the classic
+        # protocol linkd's coordinator implements), never KIP-890's version 2 (docs/operator-guide.md).
+        assert body["finalized_features"] == [] and body["supported_features"] == [], body
 
 
 def _create_topics(env: Env, v: int) -> None:

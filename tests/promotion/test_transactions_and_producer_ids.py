@@ -121,3 +121,45 @@ def test_source_transactional_producer_continues_on_linkd_after_failover(kafka_b
     committed = _read_all(linkd.bootstrap, unique_topic, "read_committed", 20)
     assert committed == [f"source-{i}".encode() for i in range(10)] + [f"linkd-{c}-{i}".encode() for c in range(2) for i in range(5)]
     source_producer.abort_transaction(30)
+
+
+def test_java_transactional_producer_of_the_source_reconnects_to_linkd_after_failover(kafka_broker, linkd, java_client, unique_topic):
+    """The Java 4.1 producer uses transaction version 2 against Kafka 4.1 (an epoch bump per transaction);
+    after failover the same application, same transactional.id, points at linkd, which offers version 1
+    only: it initialises, commits and aborts with offsets in its transactions, and nothing hangs."""
+    import json
+
+    from tests.peers.java import run_java_client
+
+    tid, group = f"tx-{unique_topic}", f"g-{unique_topic}"
+    kafka_broker.create_topic(unique_topic, 1)
+
+    def transact(bootstrap: str) -> dict:
+        result = run_java_client("transact", bootstrap, unique_topic, tid, group, "3", "5", "3", timeout=120)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert transact(kafka_broker.bootstrap) == {"committed": 2, "aborted": 1}
+    from protocol.messages import ApiKey
+    from tests.broker.wire import WireConnection
+
+    with WireConnection(kafka_broker.bootstrap) as conn:
+        described = conn.request(ApiKey.DESCRIBE_PRODUCERS, 0, {"topics": [{"name": unique_topic, "partition_indexes": [0]}]})
+    [source_producer] = described["topics"][0]["partitions"][0]["active_producers"]
+    assert source_producer["producer_epoch"] >= 3, source_producer  # transaction version 2: one epoch per transaction
+    mirror(linkd, "l", kafka_broker.bootstrap, [unique_topic])
+    source_end = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "ends"})
+    _low, end = source_end.get_watermark_offsets(TopicPartition(unique_topic, 0), timeout=15)
+    source_end.close()
+    wait_for(lambda: cli_json(linkd, "mirror", "describe", unique_topic)[0]["partitions"][0]["mirror_log_end_offset"] == end, 30, "mirrored")
+    [result], _ = cli_json(linkd, "mirror", "failover", unique_topic)
+    assert result["error_code"] == 0 and result["aborted_transactions"] == [], result
+
+    assert transact(linkd.bootstrap) == {"committed": 2, "aborted": 1}
+    committed = _read_all(linkd.bootstrap, unique_topic, "read_committed", 20)
+    once = [f"t{n}-{i}".encode() for n in range(2) for i in range(5)]
+    assert committed == once + once  # the source's two committed transactions, then linkd's two
+    check = Consumer({"bootstrap.servers": linkd.bootstrap, "group.id": group, "isolation.level": "read_committed"})
+    [offset] = check.committed([TopicPartition(unique_topic, 0)], 10)
+    check.close()
+    assert offset.offset == 2  # sent in linkd's last committed transaction (n = 1); n = 2 aborted
