@@ -148,7 +148,7 @@ def test_java_transactional_producer_of_the_source_reconnects_to_linkd_after_fai
     [source_producer] = described["topics"][0]["partitions"][0]["active_producers"]
     assert source_producer["producer_epoch"] >= 3, source_producer  # transaction version 2: one epoch per transaction
     mirror(linkd, "l", kafka_broker.bootstrap, [unique_topic])
-    source_end = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "ends"})
+    source_end = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "ends", "isolation.level": "read_uncommitted"})
     _low, end = source_end.get_watermark_offsets(TopicPartition(unique_topic, 0), timeout=15)
     source_end.close()
     wait_for(lambda: cli_json(linkd, "mirror", "describe", unique_topic)[0]["partitions"][0]["mirror_log_end_offset"] == end, 30, "mirrored")
