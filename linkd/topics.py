@@ -466,8 +466,9 @@ class TopicRegistry:
             for key in not_overridden:
                 db.execute("DELETE FROM topic_config_overrides WHERE topic = ? AND name = ?", (name, key))
         topic.configs = clean
-        for plog in topic.logs:
-            await storage_calls.call(plog, plog.update_config, log_config)
+        with trio.CancelScope(shield=True):  # stored already: every live log takes it, none is left behind
+            for plog in topic.logs:
+                await storage_calls.call(plog, plog.update_config, log_config)
         return clean
 
     def local_overrides(self, name: str) -> set[str]:
