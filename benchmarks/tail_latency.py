@@ -1,6 +1,7 @@
 """Tail-consumer latency on linkd while another mirror catches up from Apache Kafka.
 
     .venv/bin/python benchmarks/tail_latency.py [--megabytes 300] [--rounds 8] [--idle-seconds 4] [--json PATH] [--profile PATH]
+        [--linkd-tree LABEL=PATH ...] [--passes N]
 
 A consumer at the end of a local topic should not notice that the daemon is busy copying a big backlog
 for someone else. This starts an Apache Kafka source, loads ``--megabytes`` of uncompressed JSON order
@@ -21,6 +22,11 @@ first), ``--rounds`` times, and a last idle window. Prints one JSON object: per 
 p50/p90/p99/max in ms, and the catch-up percentiles as ratios to the idle ones. ``--profile`` samples linkd
 with py-spy (per thread, raw collapsed stacks to PATH) over the rounds; that run's numbers carry the
 profiler's overhead.
+
+Before/after: ``--linkd-tree before=/tmp/old --linkd-tree this --passes 2`` runs the daemon from a copy of
+another revision (``git archive REV linkd protocol | tar -x -C /tmp/old``) and from this checkout, taking
+turns (before, this, before, this) against the same loaded source; each pass is a fresh daemon. Per tree:
+the merged percentiles and ratios, and per pass its tail ratio, catch-up speed and load average (spread).
 """
 
 from __future__ import annotations
@@ -216,30 +222,39 @@ def _du(path: Path, prefix: str) -> int:
     return sum(f.stat().st_size for d in path.iterdir() if d.name.startswith(prefix) for f in d.iterdir() if f.suffix == ".log")
 
 
-def run(args: argparse.Namespace) -> dict:
+def _linkd_trees(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """(label, tree) per ``--linkd-tree LABEL=PATH``; None = this checkout's linkd."""
+    trees: list[tuple[str, Path | None]] = []
+    for spec in args.linkd_tree or ["this"]:
+        label, _, path = spec.partition("=")
+        if label == "this" and not path:
+            trees.append((f"this ({_revision()})", None))
+            continue
+        if not path or not (Path(path) / "linkd" / "__init__.py").is_file():
+            raise SystemExit(f"--linkd-tree {spec!r}: expected LABEL=PATH, PATH holding linkd/ and protocol/")
+        trees.append((label, Path(path).resolve()))
+    return trees
+
+
+def _session(tree: Path | None, source: KafkaBroker, source_ends: dict, args: argparse.Namespace, profile: Path | None) -> dict:
+    """One linkd (from ``tree``) through ``--rounds`` idle windows and catch-ups: its samples and catch-ups."""
     from confluent_kafka.admin import AdminClient as KafkaAdmin
     from confluent_kafka.admin import NewTopic
 
-    from linkd.adminclient import AdminClient
+    # The daemon runs from ``tree`` ahead of this checkout (same interpreter and dependencies); the probes,
+    # the admin client and the source stay this checkout's, so only the daemon differs between trees.
+    env = {"PYTHONPATH": str(tree)} if tree is not None else {}
+    linkd = LinkdProcess(env=env)
 
-    workdir = Path(tempfile.mkdtemp(prefix="linkd-tail-bench-"))
-    results: dict = {"benchmark": "tail_latency", "revision": _revision(), "machine": machine_description(), "megabytes": args.megabytes}
-    ensure_kafka_libs()
-    source = KafkaBroker(extra_config={"message.max.bytes": str(16 << 20)})
-    while source.cluster_id.startswith("-"):  # the storage tool reads a leading "-" as an option
-        source.cluster_id = new_cluster_id()
-    linkd = None
+    def cli(*argv: str) -> None:
+        # The tree's own CLI against its own daemon (the admin API's shapes changed over time).
+        # cwd: ``-m`` puts it first on sys.path, ahead of PYTHONPATH.
+        done = subprocess.run([sys.executable, "-m", "linkd", *argv], capture_output=True, text=True, timeout=120,
+                              cwd=linkd.workdir, env=dict(os.environ, LINKD_ADMIN=linkd.admin_address, **env))
+        if done.returncode:
+            raise RuntimeError(f"linkd {' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+    load_before = [round(x, 2) for x in os.getloadavg()]
     try:
-        source.start()
-        source.create_topic(SOURCE_TOPIC, SOURCE_PARTITIONS)
-        loaded = run_worker("load", "--bootstrap", source.bootstrap, "--topic", SOURCE_TOPIC, "--codec", "none",
-                            "--payload-bytes", str(args.megabytes * MB), log=workdir / "load.log", timeout=900, what="load")
-        ends = EndOffsets(source.bootstrap)
-        source_ends = ends.query({SOURCE_TOPIC: SOURCE_PARTITIONS})
-        ends.close()
-        results["records"] = loaded["records"]
-
-        linkd = LinkdProcess()
         linkd.start()
         kafka_admin = KafkaAdmin({"bootstrap.servers": linkd.bootstrap, "log_level": 3})
         for future in kafka_admin.create_topics([NewTopic(TAIL_TOPIC, 1, 1), NewTopic(FILLED_TOPIC, 1, 1)], operation_timeout=30).values():
@@ -251,15 +266,14 @@ def run(args: argparse.Namespace) -> dict:
         samples = Samples()
         probes = Probes(linkd.bootstrap, samples).start()
         time.sleep(2)  # connections up, first round trips out of the way
-        admin = AdminClient(linkd.admin_address)
         watcher = EndOffsets(linkd.bootstrap)
         catch_ups = []
         mirror = None
         spy = None
-        if args.profile:
+        if profile is not None:
             from profiling import PySpy
 
-            spy = PySpy(linkd.process.pid, args.profile, workdir / "py-spy.log")
+            spy = PySpy(linkd.process.pid, profile, profile.with_suffix(".log"))
             spy.argv.insert(spy.argv.index("--nolineno"), "--threads")
             spy.start()
         for i in range(args.rounds):
@@ -271,10 +285,10 @@ def run(args: argparse.Namespace) -> dict:
                 for future in kafka_admin.delete_topics([mirror], operation_timeout=30).values():
                     future.result(60)
             link, mirror = f"src{i}", f"mirror{i}"
-            admin.create_link(link, {"bootstrap.servers": source.bootstrap})
+            cli("link", "create", link, "--bootstrap-server", source.bootstrap)
             samples.phase = "catch_up"
-            started = time.perf_counter()
-            admin.create_mirror(mirror, link, source_topic=SOURCE_TOPIC)
+            started = time.perf_counter()  # includes the CLI's start (~0.5 s), for every tree alike
+            cli("mirror", "create", mirror, "--link", link, "--source-topic", SOURCE_TOPIC)
             probes.mirror = mirror
             watcher.wait_for({mirror: source_ends[SOURCE_TOPIC]}, timeout=600, interval=0.1)
             wall = time.perf_counter() - started
@@ -286,27 +300,73 @@ def run(args: argparse.Namespace) -> dict:
         time.sleep(args.idle_seconds)
         probes.stop()
         watcher.close()
-        admin.close()
+        return {"samples": samples, "catch_ups": catch_ups, "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]}}
+    finally:
+        linkd.close()
 
-        phases = {phase: {probe: percentiles(v) for probe, v in probes_.items()} for phase, probes_ in samples.by_phase.items() if phase in ("idle", "catch_up")}
-        results["catch_ups"] = catch_ups
-        results["phases"] = phases
-        busy = phases.get("catch_up", {})
-        results["ratios_catch_up_to_idle"] = {
-            "tail": _ratios(busy.get("tail", {}), phases.get("idle", {}).get("tail", {})),
-            "fetch_local": _ratios(busy.get("fetch_local", {}), phases.get("idle", {}).get("fetch_local", {})),
-            "fetch_mirror": _ratios(busy.get("fetch_mirror", {}), phases.get("idle", {}).get("fetch_mirror", {})),
-        }
-        results["goal"] = "tail p99 during catch-up within 2x of idle"
-        p99 = results["ratios_catch_up_to_idle"]["tail"]["p99"]
-        results["goal_met"] = None if p99 is None else p99 <= 2.0
-        results["probe_errors"] = samples.errors
-        results["probe_reconnects"] = samples.reconnects
+
+def _summary(by_phase: dict[str, dict[str, list[float]]]) -> dict:
+    phases = {phase: {probe: percentiles(v) for probe, v in probes_.items()} for phase, probes_ in by_phase.items() if phase in ("idle", "catch_up")}
+    busy, idle = phases.get("catch_up", {}), phases.get("idle", {})
+    ratios = {probe: _ratios(busy.get(probe, {}), idle.get(probe, {})) for probe in ("tail", "fetch_local", "fetch_mirror")}
+    p99 = ratios["tail"]["p99"]
+    return {"phases": phases, "ratios_catch_up_to_idle": ratios, "goal_met": None if p99 is None else p99 <= 2.0}
+
+
+def run(args: argparse.Namespace) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="linkd-tail-bench-"))
+    trees = _linkd_trees(args)
+    results: dict = {"benchmark": "tail_latency", "revision": _revision(), "machine": machine_description(), "megabytes": args.megabytes,
+                     "goal": "tail p99 during catch-up within 2x of idle"}
+    ensure_kafka_libs()
+    source = KafkaBroker(extra_config={"message.max.bytes": str(16 << 20)})
+    while source.cluster_id.startswith("-"):  # the storage tool reads a leading "-" as an option
+        source.cluster_id = new_cluster_id()
+    try:
+        source.start()
+        source.create_topic(SOURCE_TOPIC, SOURCE_PARTITIONS)
+        loaded = run_worker("load", "--bootstrap", source.bootstrap, "--topic", SOURCE_TOPIC, "--codec", "none",
+                            "--payload-bytes", str(args.megabytes * MB), log=workdir / "load.log", timeout=900, what="load")
+        ends = EndOffsets(source.bootstrap)
+        source_ends = ends.query({SOURCE_TOPIC: SOURCE_PARTITIONS})
+        ends.close()
+        results["records"] = loaded["records"]
+
+        # Trees take turns, pass after pass (A B A B ...), so a drift in the shared machine's load hits
+        # each about equally; every pass is a fresh daemon with a fresh data dir.
+        merged: dict[str, dict[str, dict[str, list[float]]]] = {label: {} for label, _ in trees}
+        per_tree: dict[str, dict] = {label: {"passes": []} for label, _ in trees}
+        for n in range(args.passes):
+            for label, tree in trees:
+                profile = None
+                if args.profile is not None:
+                    profile = args.profile if len(trees) * args.passes == 1 else args.profile.with_name(f"{args.profile.stem}-{label}-{n}{args.profile.suffix}")
+                session = _session(tree, source, source_ends, args, profile)
+                samples = session["samples"]
+                for phase, probes_ in samples.by_phase.items():
+                    for probe, values in probes_.items():
+                        merged[label].setdefault(phase, {}).setdefault(probe, []).extend(values)
+                summary = _summary(samples.by_phase)
+                per_tree[label]["passes"].append({
+                    "pass": n, "catch_ups": session["catch_ups"], "load_average": session["load_average"],
+                    "tail": {phase: summary["phases"].get(phase, {}).get("tail") for phase in ("idle", "catch_up")},
+                    "ratios_catch_up_to_idle": summary["ratios_catch_up_to_idle"],
+                    "probe_errors": samples.errors, "probe_reconnects": samples.reconnects,
+                })
+        for label, _ in trees:
+            per_tree[label].update(_summary(merged[label]))
+            tail_p99 = [p["ratios_catch_up_to_idle"]["tail"]["p99"] for p in per_tree[label]["passes"]]
+            per_tree[label]["tail_p99_ratio_per_pass"] = tail_p99
+        if len(trees) == 1:
+            only = per_tree[trees[0][0]]
+            results.update(catch_ups=[c for p in only["passes"] for c in p["catch_ups"]], phases=only["phases"],
+                           ratios_catch_up_to_idle=only["ratios_catch_up_to_idle"], goal_met=only["goal_met"],
+                           passes=only["passes"])
+        else:
+            results["trees"] = per_tree
         results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return results
     finally:
-        if linkd is not None:
-            linkd.close()
         source.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -318,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=4.0, help="length of each idle phase")
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--profile", type=Path, help="py-spy linkd's threads over the rounds (raw collapsed stacks)")
+    parser.add_argument("--linkd-tree", action="append", metavar="LABEL=PATH",
+                        help="run the daemon from PATH (a copy of another revision's linkd/ and protocol/, e.g. from git archive); "
+                             "repeat to compare, 'this' = this checkout; trees take turns pass after pass")
+    parser.add_argument("--passes", type=int, default=1, help="sessions per tree (a fresh daemon each), interleaved across trees")
     args = parser.parse_args(argv)
     results = run(args)
     text = json.dumps(results, indent=2)

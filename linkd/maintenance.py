@@ -2,8 +2,10 @@
 
 Mirrored data is not fsynced per append (it can always be fetched again from the source, and recovery
 cuts a torn tail), so a periodic flush bounds how much a crash makes linkd re-fetch and advances the
-recovery point that bounds recovery time. fsync runs in a worker thread so the event loop keeps serving;
-the log's own lock orders it against appends.
+recovery point that bounds recovery time. Every blocking call here runs in a worker thread through
+``storage_calls``, so the event loop keeps serving: the flush ``alongside`` the log's writers (it fsyncs
+outside the writer lock, and a Produce must not queue behind it), retention in the log's call order (it
+deletes segments under the writer lock, which a multi-MB mirror append may hold).
 
 The log cleaner (``storage/cleaner.py``) compacts every partition whose ``cleanup.policy`` holds
 "compact" — local topics, promoted topics and mirrors alike (on a mirror it thins linkd's own copy; offsets
@@ -21,6 +23,7 @@ import time
 
 import trio
 
+from . import storage_calls
 from .storage import LogClosed
 from .storage.cleaner import CleanerConfig, CleanerStopped, clean_log, plan
 from .topics import TopicRegistry
@@ -48,7 +51,7 @@ async def _flush_and_retention(topics: TopicRegistry, flush_interval_s: float, r
             for plog in list(topic.logs):
                 if plog.recovery_point < plog.log_end_offset:
                     try:
-                        await trio.to_thread.run_sync(plog.flush)
+                        await storage_calls.alongside(plog.flush)
                     except LogClosed:
                         pass  # topic deleted meanwhile
                     except OSError as exc:
@@ -62,7 +65,7 @@ async def _flush_and_retention(topics: TopicRegistry, flush_interval_s: float, r
             for topic in topics.all():
                 for plog in list(topic.logs):
                     try:
-                        deleted = plog.apply_retention(now_ms)
+                        deleted = await storage_calls.call(plog, plog.apply_retention, now_ms)
                     except LogClosed:
                         continue
                     except OSError as exc:
@@ -91,7 +94,7 @@ async def run_cleaner(topics: TopicRegistry, config: CleanerConfig, *, task_stat
     while True:
         cleaned = False
         compacted = [plog for topic in topics.all() for plog in list(topic.logs) if plog.config.compact]
-        todo = await trio.to_thread.run_sync(_cleanable, compacted, int(time.time() * 1000)) if compacted else []
+        todo = await storage_calls.alongside(_cleanable, compacted, int(time.time() * 1000)) if compacted else []
         for plog in todo:
             if failed_until.get(plog.name, 0.0) > trio.current_time():
                 continue
@@ -99,7 +102,7 @@ async def run_cleaner(topics: TopicRegistry, config: CleanerConfig, *, task_stat
             try:
                 # Abandoned on cancel (shutdown) rather than waited for: ``stop`` ends the pass at its next
                 # batch, and a log closed meanwhile refuses the swap.
-                stats = await trio.to_thread.run_sync(_clean_one, plog, config, stop, abandon_on_cancel=True)
+                stats = await storage_calls.alongside(_clean_one, plog, config, stop, abandon_on_cancel=True)
             except (LogClosed, CleanerStopped):
                 continue
             except Exception as exc:  # a bad segment or a disk error: this log waits, the others go on

@@ -24,6 +24,7 @@ import trio
 
 from protocol.errors import ErrorCode
 
+from . import storage_calls
 from .controlstore import ControlStore
 from .storage import InvalidConfig, LogConfig, PartitionLog
 from .storage.checkpoint import remove_log_dir_checkpoints, write_log_dir_checkpoints, write_partition_metadata
@@ -158,6 +159,8 @@ class TopicRegistry:
         self.max_partitions_per_topic: int | None = None
         # Names (and "adding partitions to" keys) of creations under way -> partitions they reserve.
         self._reserved: dict[str, int] = {}
+        # Names whose partition directories are being removed (``delete``).
+        self._deleting: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -275,7 +278,7 @@ class TopicRegistry:
         self._reserved[name] = partitions
         try:
             # Not abandoned on cancel (trio's default): the thread's logs always come back to be committed.
-            logs = await trio.to_thread.run_sync(self._build_logs, name, 0, partitions, topic.configs, topic.topic_id)
+            logs = await storage_calls.alongside(self._build_logs, name, 0, partitions, topic.configs, topic.topic_id)
             return self._commit_create(topic, logs)
         finally:
             self._reserved.pop(name, None)
@@ -294,6 +297,8 @@ class TopicRegistry:
             raise TopicError(ErrorCode.INVALID_REQUEST, f"Creation of internal topic {name} is prohibited: names starting with '{RESERVED_PREFIX}' are reserved for internal topics.")
         if name in self._topics or name in self._reserved:
             raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
+        if name in self._deleting:
+            raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' is marked for deletion.")
         # Kafka's metric names turn '.' into '_', so it refuses names that differ only there.
         for existing in (*self._topics, *self._reserved):
             if existing.replace(".", "_") == name.replace(".", "_"):
@@ -368,7 +373,7 @@ class TopicRegistry:
         """``add_partitions`` with the new logs made in a worker thread (see ``create_async``)."""
         topic, added = self._prepare_add(name, total)
         try:
-            logs = await trio.to_thread.run_sync(self._build_logs, name, len(topic.logs), total, topic.configs, topic.topic_id)
+            logs = await storage_calls.alongside(self._build_logs, name, len(topic.logs), total, topic.configs, topic.topic_id)
         except BaseException:
             self._reserved.pop(added, None)
             raise
@@ -414,27 +419,39 @@ class TopicRegistry:
             db.execute("UPDATE topics SET kind = ? WHERE name = ?", (role.value, name))
         topic.role = role
 
-    def delete(self, name: str) -> None:
+    async def delete(self, name: str) -> None:
+        """Forget topic ``name`` and remove its partition directories.
+
+        The row goes first, in one transaction: a crash after it leaves only orphaned directories, which a
+        create cleans up. Each log is then closed and its directory removed in a worker thread, in the log's
+        call order (after the appends queued before the deletion). Until that is done the name stays
+        reserved, so a create of the same name cannot open a directory the removal is still deleting."""
         topic = self._topics.get(name)
         if topic is None:
             raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
-        # Row first: a crash after it leaves only orphaned directories, which create() cleans up.
         with self._store.transaction() as db:
             db.execute("DELETE FROM topics WHERE name = ?", (name,))
             db.execute("DELETE FROM topic_config_overrides WHERE topic = ?", (name,))
         del self._topics[name]
         self._by_id.pop(topic.topic_id, None)
-        for plog in topic.logs:
-            plog.delete()
+        self._deleting.add(name)
+        try:
+            with trio.CancelScope(shield=True):  # the row is gone: the directories must follow
+                for plog in topic.logs:
+                    await storage_calls.call(plog, plog.delete)
+        finally:
+            self._deleting.discard(name)
 
     # -- configs ---------------------------------------------------------------------------------
 
-    def set_configs(self, name: str, configs: Mapping[str, str | None], *, overridden: Collection[str] = frozenset(), not_overridden: Collection[str] = frozenset(), validate_only: bool = False) -> dict[str, str]:
+    async def set_configs(self, name: str, configs: Mapping[str, str | None], *, overridden: Collection[str] = frozenset(), not_overridden: Collection[str] = frozenset(), validate_only: bool = False) -> dict[str, str]:
         """Replace the topic's dynamic configs with ``configs`` and apply them to its live logs, no restart.
 
         ``overridden`` / ``not_overridden`` mark names as set locally on a mirror (no longer synced) or
         synced again; stored in the same transaction as the configs, so a crash keeps both or neither.
-        Returns the validated configs."""
+        Returns the validated configs. Each log takes the new config in a worker thread, in the log's call
+        order: ``update_config`` waits for the writer lock, which a mirror append may hold across a
+        multi-MB write."""
         topic = self._topics.get(name)
         if topic is None:
             raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{name}' does not exist.")
@@ -449,8 +466,9 @@ class TopicRegistry:
             for key in not_overridden:
                 db.execute("DELETE FROM topic_config_overrides WHERE topic = ? AND name = ?", (name, key))
         topic.configs = clean
-        for plog in topic.logs:
-            plog.update_config(log_config)
+        with trio.CancelScope(shield=True):  # stored already: every live log takes it, none is left behind
+            for plog in topic.logs:
+                await storage_calls.call(plog, plog.update_config, log_config)
         return clean
 
     def local_overrides(self, name: str) -> set[str]:

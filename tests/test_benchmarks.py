@@ -155,3 +155,25 @@ def test_wan_report_bounds_ratios_and_targets(wan):
     points.append({"copier": "mm2", "rtt_ms": 100, "cap_mb_s": 125.0, "mb_s": 10.0})
     assert [t["met"] for t in wan.targets(points)] == [True, True, False]  # 11x
     assert [t["met"] for t in wan.targets(points[:1])] == [None, None, None]  # missing, not failed
+
+
+def test_tail_latency_compares_trees_named_label_equals_path_and_refuses_anything_else(tmp_path):
+    import argparse
+
+    import pytest
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import tail_latency
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    (tmp_path / "linkd").mkdir()
+    (tmp_path / "linkd" / "__init__.py").write_text("")
+    trees = tail_latency._linkd_trees(argparse.Namespace(linkd_tree=[f"before={tmp_path}", "this"]))
+    assert trees[0] == ("before", tmp_path.resolve())
+    assert trees[1][0].startswith("this (") and trees[1][1] is None
+    for bad in ("before", f"before={tmp_path / 'missing'}"):
+        with pytest.raises(SystemExit, match="expected LABEL=PATH"):
+            tail_latency._linkd_trees(argparse.Namespace(linkd_tree=[bad]))
+    # A tree whose catch-ups took no tail samples has no verdict, never a made-up one.
+    assert tail_latency._summary({"idle": {"tail": [1.0, 2.0]}})["goal_met"] is None

@@ -52,6 +52,61 @@ def test_the_kafka_listener_calls_no_blocking_storage_method_on_the_event_loop()
     assert not offenders, "\n".join(offenders)
 
 
+# Everything below runs on the event loop. Inside an ``async def`` (not in a sync function nested in it,
+# which may be a worker thread's body) a blocking log writer is handed to linkd.storage_calls, never called,
+# and worker threads are started only through linkd.storage_calls. Allowed elsewhere, with the reason:
+LOOP_CODE = ["linkd/broker", "linkd/link", "linkd/groups", "linkd/txn", "linkd/admin", "linkd/maintenance.py", "linkd/topics.py", "linkd/daemon.py"]
+BLOCKING_LOG_WRITERS = BLOCKING_LOG_METHODS | {"update_config", "cleaner_snapshot", "swap_in_cleaned", "mark_cleaned"}
+OWN_WORKER_THREADS = {
+    "linkd/link/fetcher.py": "the append pipeline: one thread job appends a round's slices to many logs, ordered by the fetcher, "
+                             "the only writer of a mirror's data",
+    "linkd/admin/security.py": "a password check (CPU, no storage)",
+}
+# The registry's sync methods that make or close logs on the calling thread (tests, startup, shutdown).
+BLOCKING_REGISTRY_METHODS = {"create", "add_partitions", "load", "close"}
+AT_STARTUP = {("linkd/daemon.py", "load")}  # opening every log before the first listener or task starts
+
+
+def _async_body_calls(tree: ast.AST):
+    """Every call made directly in the body of an ``async def`` (not inside a nested def or lambda)."""
+    def walk(node, in_async):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.AsyncFunctionDef):
+                yield from walk(child, True)
+            elif isinstance(child, (ast.FunctionDef, ast.Lambda, ast.ClassDef)):
+                yield from walk(child, False)
+            else:
+                if in_async and isinstance(child, ast.Call):
+                    yield child
+                yield from walk(child, in_async)
+    yield from walk(tree, False)
+
+
+def _loop_modules():
+    for entry in LOOP_CODE:
+        path = ROOT / entry
+        yield from sorted(path.rglob("*.py")) if path.is_dir() else [path]
+
+
+def test_event_loop_code_hands_every_blocking_storage_call_to_storage_calls():
+    offenders = []
+    for path in _loop_modules():
+        rel = str(path.relative_to(ROOT))
+        for call in _async_body_calls(ast.parse(path.read_text(), rel)):
+            func = call.func
+            if not isinstance(func, ast.Attribute):
+                continue
+            if func.attr in BLOCKING_LOG_WRITERS:
+                offenders.append(f"{rel}:{call.lineno} calls .{func.attr}() on the event loop")
+            elif func.attr == "run_sync" and isinstance(func.value, ast.Attribute) and func.value.attr == "to_thread" and rel not in OWN_WORKER_THREADS:
+                offenders.append(f"{rel}:{call.lineno} starts its own worker thread (use linkd.storage_calls)")
+            elif func.attr in BLOCKING_REGISTRY_METHODS and isinstance(func.value, (ast.Name, ast.Attribute)) \
+                    and (func.value.id if isinstance(func.value, ast.Name) else func.value.attr) in ("topics", "registry", "_topics") \
+                    and (rel, func.attr) not in AT_STARTUP:
+                offenders.append(f"{rel}:{call.lineno} calls the registry's blocking .{func.attr}() (use its async form)")
+    assert not offenders, "\n".join(offenders)
+
+
 # The link's sans-IO core: decisions a test reaches without a socket. From the connection code they may
 # take only its error types; nothing that does I/O.
 LINK_CORE = ["linkd/link/wire.py", "linkd/link/partition.py", "linkd/link/validation.py", "linkd/link/assignment.py"]

@@ -156,7 +156,7 @@ async def delete_topics(ctx: RequestContext, body: Body) -> Body:
             hook.on_topic_deleted(topic.name)
         for plog in topic.logs:
             ctx.broker.flusher.forget(plog)
-        registry.delete(topic.name)
+        await registry.delete(topic.name)
         ctx.broker.groups.delete_topic_offsets(topic.name)
         log.info("deleted topic %s (%s) at the request of %s", topic.name, topic.topic_id, ctx.client_id)
     if any(r["error_code"] == ErrorCode.NONE for r in responses):
@@ -258,7 +258,7 @@ class _Refused(Exception):
         self.error_code, self.message = error_code, message
 
 
-def _apply_topic_configs(ctx: RequestContext, topic: Topic, wanted: dict[str, str], validate_only: bool) -> None:
+async def _apply_topic_configs(ctx: RequestContext, topic: Topic, wanted: dict[str, str], validate_only: bool) -> None:
     """Make ``wanted`` the topic's dynamic configs, observing the mirror rules; durable and applied to the
     live logs before it returns."""
     current = topic.configs
@@ -284,7 +284,7 @@ def _apply_topic_configs(ctx: RequestContext, topic: Topic, wanted: dict[str, st
                 if key in synced and synced[key] != topicconfig.TOPIC_CONFIG_DEFAULTS[key]:
                     wanted[key] = synced[key]
     try:
-        ctx.broker.topics.set_configs(topic.name, wanted, overridden=overridden, not_overridden=resynced, validate_only=validate_only)
+        await ctx.broker.topics.set_configs(topic.name, wanted, overridden=overridden, not_overridden=resynced, validate_only=validate_only)
     except TopicError as exc:
         raise _Refused(exc.error_code, exc.message) from exc
     if not validate_only and changed:
@@ -370,7 +370,7 @@ async def alter_configs(ctx: RequestContext, body: Body) -> Body:
                 overrides = ctx.broker.topics.local_overrides(topic.name)
                 kept = {k: v for k, v in topic.configs.items() if k not in wanted and (k in topicconfig.ALWAYS_SYNCED or (k in topicconfig.CONFIGURABLE and k not in overrides))}
                 wanted = {**kept, **wanted}
-            _apply_topic_configs(ctx, topic, wanted, bool(body.get("validate_only")))
+            await _apply_topic_configs(ctx, topic, wanted, bool(body.get("validate_only")))
         except _Refused as exc:
             out["error_code"], out["error_message"] = exc.error_code, exc.message
     return {"throttle_time_ms": 0, "responses": responses}
@@ -384,7 +384,7 @@ async def incremental_alter_configs(ctx: RequestContext, body: Body) -> Body:
         responses.append(out)
         try:
             topic = _alter_target(ctx, r["resource_type"], r["resource_name"])
-            _apply_topic_configs(ctx, topic, _incremental(topic, r.get("configs") or []), bool(body.get("validate_only")))
+            await _apply_topic_configs(ctx, topic, _incremental(topic, r.get("configs") or []), bool(body.get("validate_only")))
         except _Refused as exc:
             out["error_code"], out["error_message"] = exc.error_code, exc.message
     return {"throttle_time_ms": 0, "responses": responses}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -178,7 +177,9 @@ def _wire_filter(f: AclFilter) -> dict:
 
 
 class AclSync:
-    """The ACL sync of one link. Its status outlives the restarts a config update makes."""
+    """The ACL sync of one link, held by its link entry (``LinkEntry.acl_sync``): its status outlives the
+    restarts a config update makes (``run`` again, same object) and goes with the entry when the link is
+    deleted, so a link re-created under the same name starts afresh."""
 
     def __init__(self, entry, authorizer: StandardAuthorizer | None) -> None:
         self._entry = entry
@@ -260,33 +261,11 @@ class AclSync:
         return len(create), len(delete)
 
 
-# One AclSync per link entry (by identity), dropped with the entry: the link manager stays unaware of it.
-_SYNCS: dict[int, AclSync] = {}
-
-
-def sync_of(entry) -> AclSync | None:
-    return _SYNCS.get(id(entry))
-
-
-async def run_for_link(manager, entry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Start (or restart, after a config update) the ACL sync of a link, keeping its status. The
-    authorizer is the daemon's (``LinkManager.authorizer``)."""
-    sync = _SYNCS.get(id(entry))
-    if sync is None:
-        sync = _SYNCS[id(entry)] = AclSync(entry, manager.authorizer)
-        weakref.finalize(entry, _SYNCS.pop, id(entry), None)
-    await sync.run(task_status=task_status)
-
-
 def task(entry) -> dict:
     """The AclSync task's health, as ``link describe`` and /metrics show it."""
-    sync = _SYNCS.get(id(entry))
-    if sync is None:
-        return report(TASK_NAME, TaskState.NOT_CONFIGURED, "acl.sync.enable is false")
-    return sync.task()
+    return entry.acl_sync.task()
 
 
 def status(entry) -> dict:
     """The ACL sync's counters for ``link describe`` (``acl_sync``)."""
-    sync = _SYNCS.get(id(entry))
-    return dict((sync.status if sync is not None else AclSyncStatus()).__dict__)
+    return dict(entry.acl_sync.status.__dict__)

@@ -226,7 +226,7 @@ class ConfigSync:
                 continue
             keys = sorted(k for k in set(wanted) | set(topic.configs) if wanted.get(k) != topic.configs.get(k))
             try:
-                self._topics.set_configs(mirror.topic, wanted)
+                await self._topics.set_configs(mirror.topic, wanted)
             except TopicError as exc:
                 problems.append(f"{mirror.topic}: {exc.message}")
                 code = code if code is not None else int(exc.error_code)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
@@ -20,6 +20,7 @@ from ..controlstore import ControlStore
 from ..producer_ids import ProducerIdAllocator
 from ..topics import TopicRegistry, TopicRole
 from . import aclsync, checkpoints, linkops, mirrorops
+from .aclsync import AclSync
 from .autocreate import AutoCreate
 from .config import DEFAULTS, SENSITIVE_KEYS, LinkSettings
 from .configsync import ConfigSync
@@ -68,6 +69,7 @@ class LinkEntry:
     nursery: trio.Nursery | None = None
     sync_scope: trio.CancelScope | None = None
     locked: str | None = None  # why the link cannot run: its secrets do not open with this daemon's key
+    acl_sync: AclSync = field(init=False)  # made with the entry (it reads the entry's config and runtime)
 
 
 class LinkManager:
@@ -148,7 +150,7 @@ class LinkManager:
                 await nursery.start(entry.offset_sync.run)
                 await nursery.start(entry.config_sync.run)
                 await nursery.start(entry.auto_create.run)
-                await nursery.start(aclsync.run_for_link, self, entry)
+                await nursery.start(entry.acl_sync.run)
                 task_status.started()
 
     def _entry(self, name: str, link_id: str, config: dict[str, str]) -> LinkEntry:
@@ -162,12 +164,14 @@ class LinkManager:
             notify=self._notify,
         )
         mirrors = lambda: [m for m in self.mirrors.values() if m.link == name]  # noqa: E731
-        return LinkEntry(
+        entry = LinkEntry(
             name, link_id, config, settings, runtime,
             OffsetSync(runtime, mirrors, self.topics, self._groups),
             ConfigSync(runtime, mirrors, self.topics),
             AutoCreate(runtime, mirrors, self.topics, self.create_mirror),
         )
+        entry.acl_sync = AclSync(entry, self.authorizer)
+        return entry
 
     def mirror_synced_configs(self, name: str) -> dict[str, str] | None:
         """Broker hook: the synced source configs of a mirror still following its source, else None."""

@@ -92,7 +92,7 @@ async def create_mirror(m: LinkManager, topic: str | None, link: str, source_top
     try:
         m.mirror_store.insert(mirror)
     except Exception:
-        m.topics.delete(topic)
+        await m.topics.delete(topic)
         raise
     m.mirrors[topic] = mirror
     entry.runtime.add_mirror(mirror, st)

@@ -173,32 +173,45 @@ class LinkRuntime:
         topics = await self.source.metadata(sorted({m.source_topic for m in mirrors}))
         assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         for mirror in mirrors:
-            self._assign(mirror, topics.get(mirror.source_topic), assignment)
+            await self._assign(mirror, topics.get(mirror.source_topic), assignment)
         self._assignment = assignment
         log.debug("link %s: assignment %s", self.name, {b: [f"{m.topic}-{p.partition}" for m, p in parts] for b, parts in assignment.items()})
         self.wake_loops()
 
-    def _assign(self, mirror: Mirror, st, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> None:
-        """Carry out ``assignment.plan`` for ``mirror`` given ``st``, its source topic's metadata."""
+    def _decide(self, mirror: Mirror, st) -> Assigned | None:
+        """``assignment.plan`` for ``mirror`` given ``st``, its source topic's metadata; a refusal, a missing
+        source or a failure is handled here (None)."""
         local = self.topics.get(mirror.topic)
         holds_data = local is not None and any(plog.log_end_offset > 0 for plog in local.logs)
         decided = plan(mirror, st, len(local.logs) if local is not None else None, holds_data, self.settings.fetch_max_bytes)
         if isinstance(decided, SourceDenied):
             self.authorization_failed(mirror, "Describe")
-            return
+            return None
         if isinstance(decided, SourceMissing):
             self._source_topic_missing(mirror, decided.reason)
-            return
+            return None
         mirror.missing_since_ms = None
         if isinstance(decided, Fail):
             self.fail(mirror, decided.error, decided.message)
-            return
+            return None
         if isinstance(decided, NoLocalTopic):
-            return
+            return None
         assert isinstance(decided, Assigned)
+        return decided
+
+    async def _assign(self, mirror: Mirror, st, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> None:
+        """Carry out ``assignment.plan`` for ``mirror``: grow the mirror topic first if the source grew (its
+        new logs are made in a worker thread), then place its partitions."""
+        decided = self._decide(mirror, st)
+        if decided is None:
+            return
         if decided.grow_to is not None:
             log.info("mirror %s: source grew to %d partitions", mirror.topic, decided.grow_to)
-            self.topics.add_partitions(mirror.topic, decided.grow_to)
+            await self.topics.add_partitions_async(mirror.topic, decided.grow_to)
+        self._place(mirror, decided, assignment)
+
+    @staticmethod
+    def _place(mirror: Mirror, decided: Assigned, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> None:
         for broker, progress in decided.leaders:
             assignment.setdefault(broker, []).append((mirror, progress))
 
@@ -211,7 +224,9 @@ class LinkRuntime:
             self.wake()
             return
         assignment = {broker: list(parts) for broker, parts in self._assignment.items()}
-        self._assign(mirror, st, assignment)
+        decided = self._decide(mirror, st)
+        if decided is not None and decided.grow_to is None:  # growing is the refresh's (it awaits the new logs)
+            self._place(mirror, decided, assignment)
         if not any(m is mirror for parts in assignment.values() for m, _p in parts):
             self.wake()  # leaderless or missing: let the refresh logic (and its back-off) handle it
             return

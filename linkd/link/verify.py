@@ -22,6 +22,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import ApiKey
 from protocol.records import RecordBatch, split_batches
 
+from .. import storage_calls
 from .client import SourceProtocolError, SourceUnavailable, source_error
 from .sourceends import PROBE_WAIT_MS
 
@@ -127,7 +128,7 @@ async def verify_step(runtime, source_topic: str, plog, partition: int, position
     source_start = None
     while position < end and size < max_bytes and divergence is None:
         theirs, source_start, source_hw = await fetch_source_batches(runtime, source_topic, partition, position, max_bytes, timeout_s)
-        ours = await trio.to_thread.run_sync(read_mirror_batches, plog, position, max_bytes, end)
+        ours = await storage_calls.alongside(read_mirror_batches, plog, position, max_bytes, end)  # a reader, but MBs of it
         result = compare(theirs, ours, position, end)
         batches, size, position, divergence = batches + result.batches, size + result.bytes, result.position, result.divergence
         if divergence is not None or result.batches:
