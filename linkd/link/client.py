@@ -1,8 +1,8 @@
 """A small trio Kafka client connection, enough for a link: version negotiation and request/response.
 
 Requests on one connection are serialized (one in flight), which is what a fetcher wants anyway: a
-Kafka broker answers a connection's requests in order and a link keeps one fetch outstanding per
-source broker.
+Kafka broker answers a connection's requests in order, and a link that wants several Fetches in flight
+to one source broker opens several connections (``num.cluster.link.fetchers``), one per fetcher.
 """
 
 from __future__ import annotations
@@ -110,13 +110,24 @@ class Connection:
 
     @classmethod
     async def open(
-        cls, host: str, port: int, client_id: str = "linkd", max_frame: int = 256 * 1024 * 1024, security: SecuritySettings | None = None
+        cls,
+        host: str,
+        port: int,
+        client_id: str = "linkd",
+        max_frame: int = 256 * 1024 * 1024,
+        security: SecuritySettings | None = None,
+        receive_buffer_bytes: int = -1,
     ) -> Connection:
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError) as exc:
             raise SourceUnavailable(f"cannot connect to {host}:{port}: {exc}") from exc
+        if receive_buffer_bytes > 0:
+            # receive.buffer.bytes: a fixed SO_RCVBUF (the kernel caps it at net.core.rmem_max and stops
+            # growing it). Left unset (-1), Linux grows it up to tcp_rmem's maximum as the path needs; the
+            # window scale was agreed from that maximum at connect, so setting it now still takes effect.
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
         conn = cls(host, port, stream, client_id, max_frame, {}, security)
         try:
             if security is not None and security.tls:
