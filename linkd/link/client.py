@@ -70,6 +70,10 @@ class FrameBuffers:
         del buffer[-1]
         return True
 
+    def release(self) -> None:
+        """Forget the recycled buffers (each is freed once its last view goes)."""
+        self._free.clear()
+
     def frame(self, size: int) -> memoryview:
         """A writable view of exactly ``size`` bytes, in a recycled buffer when one is free and big enough."""
         for i, buffer in enumerate(self._free):
@@ -308,7 +312,13 @@ class Connection:
         size = int.from_bytes(header, "big", signed=True)
         if size < 0 or size > self.max_frame:
             raise SourceProtocolError(f"{self.host}:{self.port} sent a frame of {size} bytes (limit {self.max_frame})")
-        frame = self.buffers.frame(size) if size >= RECYCLE_MIN_FRAME else memoryview(bytearray(size))
+        if size >= RECYCLE_MIN_FRAME:
+            frame = self.buffers.frame(size)
+        else:
+            # A small answer: caught up (or idle), so the large buffers a catch-up left are let go, and
+            # a caught-up link holds no more memory per connection than it asks for.
+            self.buffers.release()
+            frame = memoryview(bytearray(size))
         await self._read_exactly(frame)
         return frame
 

@@ -11,25 +11,24 @@ before validation (which may truncate). A partition that moves between fetchers 
 leadership changed) is *claimed* (``PartitionProgress.fetcher``): its new fetcher takes it only once the
 old one has let it go, after its append in flight landed, so one partition never has two appends
 running. All of this runs on the link's trio event loop except
-``_append_all``, the worker-thread body, which touches only the logs it is given.
+``appends.append_all``, the worker-thread body, which touches only the logs it is given.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
 from protocol.errors import CorruptBatch, ErrorCode
 from protocol.messages import ApiKey
-from protocol.records import BatchSlice
 
 from .. import storage_calls
 from ..storage import StorageError
 from . import fetchsize
+from .appends import AppendJob, AppendsRefused, append_all
 from .client import SourceProtocolError, SourceUnavailable
 from .fetchsession import SESSION_ERRORS, FetchSession
 from .mirror import Mirror, PartitionProgress
@@ -63,7 +62,6 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    from ..storage import PartitionLog
     from .runtime import LinkRuntime
 
 log = logging.getLogger(__name__)
@@ -71,19 +69,6 @@ log = logging.getLogger(__name__)
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class AppendsRefused(Exception):
-    """The local disk refused a round's appends (full, read-only, failing) or appending hit a bug: nothing
-    of the refused jobs was written, and their partitions are fetched again from their log ends."""
-
-
-@dataclass(frozen=True)
-class AppendJob:
-    mirror: Mirror
-    core: PartitionCore
-    plog: PartitionLog
-    slice: BatchSlice
 
 
 class Fetcher:
@@ -123,6 +108,13 @@ class Fetcher:
                 taken.append((mirror, progress))
         return taken
 
+    def release_all(self) -> None:
+        """The fetcher ended (its appends with it): whatever it held is free for another fetcher."""
+        for progress in self._held.values():
+            if progress.fetcher == self.key:
+                progress.fetcher = None
+        self._held.clear()
+
     # -- rounds -------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -136,11 +128,11 @@ class Fetcher:
                     if self._pending is not None and not self._pending.is_set():
                         await self.quiesce()  # then the next _take lets go of what moved elsewhere
                         continue
+                    if not rt.assigned(self.broker_id, self.index):
+                        await self._drop_connection()  # its partitions went elsewhere (or away): nothing held
+                        return
                     with trio.move_on_after(5):
                         await changed.wait()
-                    if not rt.active_parts(self.broker_id, self.index) and not rt.assigned(self.broker_id, self.index):
-                        await self._drop_connection()
-                        return
                     continue
                 try:
                     conn = await rt.source.fetch_connection(self.broker_id, self.index)
@@ -293,7 +285,7 @@ class Fetcher:
     async def _run_appends(self, jobs: list[AppendJob], done: trio.Event) -> None:
         rt = self.rt
         try:
-            outcomes = await trio.to_thread.run_sync(_append_all, jobs)
+            outcomes = await trio.to_thread.run_sync(append_all, jobs)
             refused = []
             for job, error in zip(jobs, outcomes, strict=True):
                 mirror, progress = job.mirror, job.core.progress
@@ -394,15 +386,3 @@ class Fetcher:
             await self._apply(mirror, progress, plog, step)
             if isinstance(step, TruncateTo):
                 self.core(progress).validated(truncated=True)
-
-
-def _append_all(jobs: list[AppendJob]) -> list:
-    """Worker-thread body: append each job's slice; an exception is returned, not raised, per job."""
-    outcomes: list = []
-    for job in jobs:
-        try:
-            job.plog.append_mirrored(job.slice)
-            outcomes.append(None)
-        except Exception as exc:  # reported per job by the caller; never lost with the worker thread
-            outcomes.append(exc)
-    return outcomes

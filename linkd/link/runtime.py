@@ -241,6 +241,7 @@ class LinkRuntime:
         try:
             await fetcher.run()
         finally:
+            fetcher.release_all()
             del self._fetchers[fetcher.key]
 
     def fetchers_running(self) -> int:
