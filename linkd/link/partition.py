@@ -218,8 +218,9 @@ class PartitionCore:
             return Revalidate(f"the source's batch at {split.batches[first].base_offset} starts inside our log (end {log.log_end_offset})")
         sliced = split.tail(records, first)
         p.inflight_end = sliced.next_offset
-        behind = sliced.next_offset < p.source_high_watermark
-        p.max_bytes = fetchsize.after_answer(self.request_max_bytes(), self.fetch_max_bytes, self.grow_to, len(records), behind)
+        left = p.source_high_watermark - sliced.next_offset
+        remaining = fetchsize.remaining_bytes(len(sliced.data), sliced.next_offset - sliced.batches[0].base_offset, left)
+        p.max_bytes = fetchsize.after_answer(self.request_max_bytes(), self.fetch_max_bytes, self.grow_to, len(records), left > 0, remaining)
         p.unmirrored_ts = first_timestamp(sliced.batches[0])
         p.next_unmirrored_ts = partial_first_timestamp(memoryview(records)[split.consumed :])
         return Append(sliced)

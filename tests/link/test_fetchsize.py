@@ -20,15 +20,24 @@ MiB = 1 << 20
 sizes = st.integers(1024, 256 * MiB)
 
 
-@given(floor=sizes, ceiling=st.integers(0, 256 * MiB), current=sizes, returned=st.integers(0, 300 * MiB), behind=st.booleans())
-def test_the_next_size_never_leaves_the_configured_bounds(floor, ceiling, current, returned, behind):
-    size = fetchsize.after_answer(current, floor, ceiling, returned, behind)
+@given(floor=sizes, ceiling=st.integers(0, 256 * MiB), current=sizes, returned=st.integers(0, 300 * MiB), behind=st.booleans(), remaining=st.integers(0, 1 << 50))
+def test_the_next_size_never_leaves_the_configured_bounds(floor, ceiling, current, returned, behind, remaining):
+    size = fetchsize.after_answer(current, floor, ceiling, returned, behind, remaining)
     assert floor <= size <= max(floor, ceiling)
 
 
-@given(floor=sizes, ceiling=st.integers(0, 256 * MiB), current=sizes, returned=st.integers(0, 300 * MiB))
-def test_a_caught_up_partition_asks_the_configured_size_again(floor, ceiling, current, returned):
-    assert fetchsize.after_answer(current, floor, ceiling, returned, behind=False) == floor
+@given(floor=sizes, ceiling=st.integers(0, 256 * MiB), current=sizes, returned=st.integers(0, 300 * MiB), remaining=st.integers(0, 1 << 50))
+def test_a_caught_up_partition_asks_the_configured_size_again(floor, ceiling, current, returned, remaining):
+    assert fetchsize.after_answer(current, floor, ceiling, returned, False, remaining) == floor
+
+
+def test_far_behind_the_size_goes_straight_to_what_is_left_within_the_share():
+    left = fetchsize.remaining_bytes(MiB, 1000, 50_000)  # 1 MiB held 1,000 offsets; 50,000 to go
+    assert left == 50 * MiB
+    assert fetchsize.after_answer(MiB, MiB, 10 * MiB, MiB, True, left) == 10 * MiB
+    assert fetchsize.after_answer(MiB, MiB, 10 * MiB, MiB, True, 3 * MiB) == 3 * MiB
+    assert fetchsize.after_answer(MiB, MiB, 10 * MiB, MiB, True, 0) == 2 * MiB  # nothing known: doubles
+    assert fetchsize.remaining_bytes(MiB, 0, 10) == fetchsize.remaining_bytes(MiB, 10, 0) == 0
 
 
 @given(floor=st.integers(1024, 4 * MiB), factor=st.integers(1, 64))
@@ -68,10 +77,12 @@ def plog(tmp_path):
 
 
 def test_the_core_grows_a_partition_far_behind_and_shrinks_it_once_caught_up(plog):
+    """Far behind (the source's end at 1,000, every answer full): one round at the configured size, then
+    the share at once; the answer that catches it up sets it back."""
     floor = len(batch(0, 1)) * 2  # two small batches fill the configured size
     core = PartitionCore(PartitionProgress(0, validated=True), floor, grow_to=floor * 8)
     offset, asked = 0, []
-    for _ in range(5):  # far behind: the source's end is at 1000 and every answer comes back full
+    for _ in range(5):
         asked.append(core.request_max_bytes())
         blob = b"".join(batch(offset + i, 1) for i in range(asked[-1] // len(batch(0, 1))))
         action = core.on_answer(FetchedPartition(0, ErrorCode.NONE, 1000, 0, blob, None), plog, 1)
@@ -80,7 +91,7 @@ def test_the_core_grows_a_partition_far_behind_and_shrinks_it_once_caught_up(plo
         core.appended(plog, 1)
         core.append_ended()
         offset = plog.log_end_offset
-    assert asked == [floor, 2 * floor, 4 * floor, 8 * floor, 8 * floor]
+    assert asked == [floor, 8 * floor, 8 * floor, 8 * floor, 8 * floor]
     # The answer that brings it to the source's end: back to the configured size at once.
     action = core.on_answer(FetchedPartition(0, ErrorCode.NONE, offset + 1, 0, batch(offset, 1), None), plog, 2)
     assert isinstance(action, Append) and core.request_max_bytes() == floor
