@@ -163,8 +163,12 @@ class PartitionCore:
         self.grow_to = grow_to  # the most it asks while far behind (``fetchsize.share``); 0: never grows
 
     def request_max_bytes(self) -> int:
-        """What the next Fetch asks of this partition (see ``fetchsize``)."""
-        return self.progress.max_bytes or self.fetch_max_bytes
+        """What the next Fetch asks of this partition (see ``fetchsize``). Before its first answer (a new
+        mirror, a restart) how far behind it is is unknown: it asks its share at once, which costs a
+        caught-up partition nothing (the source answers with what it has) and saves a far-behind one the
+        round trip it would spend asking for little."""
+        asked = self.progress.max_bytes or self.fetch_max_bytes
+        return asked if self.progress.source_end_seen_ms else max(asked, self.grow_to)
 
     def on_answer(self, answer: FetchedPartition, log: LogView, now_ms: int) -> Action:
         """Digest this partition's part of a Fetch answer, asked at ``fetch_position``."""

@@ -80,7 +80,7 @@ def test_the_core_grows_a_partition_far_behind_and_shrinks_it_once_caught_up(plo
     """Far behind (the source's end at 1,000, every answer full): one round at the configured size, then
     the share at once; the answer that catches it up sets it back."""
     floor = len(batch(0, 1)) * 2  # two small batches fill the configured size
-    core = PartitionCore(PartitionProgress(0, validated=True), floor, grow_to=floor * 8)
+    core = PartitionCore(PartitionProgress(0, validated=True, source_end_seen_ms=1), floor, grow_to=floor * 8)
     offset, asked = 0, []
     for _ in range(5):
         asked.append(core.request_max_bytes())
@@ -101,3 +101,10 @@ def test_the_core_grows_a_partition_far_behind_and_shrinks_it_once_caught_up(plo
     core.progress.max_bytes = 4 * floor  # say it had grown again: an empty answer at the end shrinks it too
     assert isinstance(core.on_answer(FetchedPartition(0, ErrorCode.NONE, offset + 1, 0, b"", None), plog, 3), CaughtUp)
     assert core.request_max_bytes() == floor
+
+
+def test_before_its_first_answer_a_partition_asks_its_share_and_a_caught_up_answer_sets_it_back(plog):
+    core = PartitionCore(PartitionProgress(0, validated=True), MiB, grow_to=10 * MiB)
+    assert core.request_max_bytes() == 10 * MiB  # how far behind is unknown: ask much, it costs nothing
+    assert isinstance(core.on_answer(FetchedPartition(0, ErrorCode.NONE, 0, 0, b"", None), plog, 1), CaughtUp)
+    assert core.request_max_bytes() == MiB
