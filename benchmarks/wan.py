@@ -23,7 +23,8 @@ catches up the whole topic from offset 0 through the proxy (a fresh proxy per po
 
 * ``linkd``: a fresh ``linkd serve``, a link with default settings (``replica.fetch.max.bytes`` 1 MiB,
   ``replica.fetch.response.max.bytes`` 10 MiB), ``mirror create``, timed to linkd's end offsets == the source's;
-* ``linkd-1``: the same with ``num.cluster.link.fetchers=1`` (one fetch connection, Cluster Linking's default);
+* ``linkd-1``, ``linkd-4``: the same with ``num.cluster.link.fetchers`` 1 (Cluster Linking's default) and 4
+  (linkd's default adapts: 1 under 5 ms of round trip, 4 beyond);
 * ``linkd-large``: the same with 8 MiB / 64 MiB fetches;
 * ``raw``: the raw Fetch loop (benchmarks/workers.py raw-fetch, our codec, one request in flight, bytes
   discarded) with 1 MiB / 10 MiB, the same fetch sizes as linkd's defaults;
@@ -66,17 +67,17 @@ CAP_BYTES_S = 125_000_000  # 1 Gbit/s
 PROXY_SOURCE = Path(__file__).resolve().parent / "wanproxy"
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks-wan.md"
 DOCS_PLOT = DOCS_PAGE.with_suffix(".png")
-FETCH_SIZES = {"linkd": (MiB, 10 * MiB), "linkd-1": (MiB, 10 * MiB), "linkd-large": (8 * MiB, 64 * MiB), "raw": (MiB, 10 * MiB), "confluent": (MiB, 50 * MiB), "mm2": (8 * MiB, 64 * MiB)}
+FETCH_SIZES = {"linkd": (MiB, 10 * MiB), "linkd-1": (MiB, 10 * MiB), "linkd-4": (MiB, 10 * MiB), "linkd-large": (8 * MiB, 64 * MiB), "raw": (MiB, 10 * MiB), "confluent": (MiB, 50 * MiB), "mm2": (8 * MiB, 64 * MiB)}
 MODES = {
     "quick": {"rtt_ms": [0, 100], "payload_mb": 120, "bulk_mb": 1000, "capped_bulk_mb": 250, "copiers": ["raw", "linkd"]},
     "full": {"rtt_ms": [0, 20, 50, 100, 200], "payload_mb": 600, "bulk_mb": 2000, "capped_bulk_mb": 500, "copiers": ["raw", "linkd", "linkd-1", "linkd-large"]},
 }
 
 
-# Fetch connections per source broker (num.cluster.link.fetchers) of each copier: linkd's default is 4;
-# ``linkd-1`` is Cluster Linking's default of one. Other copiers keep one Fetch in flight.
-FETCHERS = {"linkd": 4, "linkd-1": 1, "linkd-large": 4}
-LINKD_CONFIGS = {"linkd-1": {"num.cluster.link.fetchers": "1"}}
+# Fetch connections per source broker (num.cluster.link.fetchers) of each copier. linkd's default (0) adapts:
+# 1 under 5 ms of round trip, 4 beyond (None here); ``linkd-1`` and ``linkd-4`` set it. Others: one Fetch in flight.
+FETCHERS: dict[str, int | None] = {"linkd": None, "linkd-1": 1, "linkd-4": 4, "linkd-large": None}
+LINKD_CONFIGS = {"linkd-1": {"num.cluster.link.fetchers": "1"}, "linkd-4": {"num.cluster.link.fetchers": "4"}}
 
 
 def log(message: str) -> None:
@@ -314,7 +315,8 @@ def run(args: argparse.Namespace) -> dict:
                 point["streaming_mb_s"] = round(wire / MB / point["streaming_seconds"], 1)
             cap = point["cap_mb_s"] * MB if point["cap_mb_s"] else None
             copier = point["copier"]
-            bound = fetch_bound_mb_s(tuple(point["fetch_sizes"]), point["rtt_ms"], cap, FETCHERS.get(copier, 1), copier in FETCHERS) if copier not in ("confluent", "mm2") else None
+            fetchers = FETCHERS.get(copier, 1) or (4 if point["rtt_ms"] >= 5 else 1)
+            bound = fetch_bound_mb_s(tuple(point["fetch_sizes"]), point["rtt_ms"], cap, fetchers, copier in FETCHERS) if copier not in ("confluent", "mm2") else None
             point["fetch_bound_mb_s"] = round(bound, 1) if bound else None
             if point["cap_mb_s"]:
                 point["ratio_to_cap"] = round(point["mb_s"] / point["cap_mb_s"], 3)
@@ -419,8 +421,8 @@ def render_markdown(r: dict, extra: list[dict] = ()) -> str:
         "",
         "`bound` is what the copier's Fetches in flight can move. raw: one Fetch in flight, one response of",
         "min(partitions x partition max bytes, response max bytes) per round trip plus, with the cap, that response's",
-        "time on the wire (size / cap). linkd: `num.cluster.link.fetchers` connections (4 by default, 1 for `linkd-1`;",
-        "at most one per partition), each with one Fetch in flight whose partitions grow to their share of the response",
+        "time on the wire (size / cap). linkd: `num.cluster.link.fetchers` connections (by default 1 under 5 ms of round",
+        "trip and 4 beyond; 1 for `linkd-1`, 4 for `linkd-4`; at most one per partition), each with one Fetch in flight whose partitions grow to their share of the response",
         "max while behind; never above the cap.",
         "",
         *_catch_up_table(r),
@@ -532,7 +534,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 round trips (0, 100 ms), ~120 MB payload, linkd and raw only: ~2 minutes")
     parser.add_argument("--rtt-ms", help="comma-separated round trips (default: mode's)")
     parser.add_argument("--payload-mb", type=int, help="payload to load (default: 120 quick, 600 full)")
-    parser.add_argument("--copiers", help="comma-separated from linkd, linkd-1, linkd-large, raw, confluent, mm2 (raw is needed for the wire size)")
+    parser.add_argument("--copiers", help="comma-separated from linkd, linkd-1, linkd-4, linkd-large, raw, confluent, mm2 (raw is needed for the wire size)")
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("--docs", action="store_true", help=f"write docs/{DOCS_PAGE.name} from this run")
     parser.add_argument("--render", nargs="+", metavar="RUN_JSON", help=f"only write docs/{DOCS_PAGE.name} from saved runs (the first one plotted)")

@@ -111,6 +111,7 @@ class Connection:
         self._session_end: float | None = None  # trio time the broker's session ends (less our receive delay)
         self._session_lifetime_s = 0.0
         self.reauthentications = 0
+        self.round_trip_s: float | None = None  # ApiVersions' round trip when the connection opened
 
     @classmethod
     async def open(
@@ -223,7 +224,9 @@ class Connection:
     async def _negotiate(self) -> None:
         # v3+ is flexible; older brokers answer a too-new ApiVersions in the v0 layout with their ranges.
         for version in (3, 0):
+            sent = trio.current_time()
             body = await self._roundtrip(ApiKey.API_VERSIONS, version, {"client_software_name": "linkd", "client_software_version": "0.1.0"})
+            self.round_trip_s = trio.current_time() - sent  # a small request's round trip: the path's, near enough
             if body["error_code"] == ErrorCode.NONE:
                 self.versions = {k["api_key"]: (k["min_version"], k["max_version"]) for k in body["api_keys"]}
                 return

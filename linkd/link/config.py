@@ -31,7 +31,7 @@ INT_KEYS = {
     "metadata.max.age.ms": (1, None),
     "retry.backoff.ms": (1, None),
     "retry.backoff.max.ms": (1, None),
-    "num.cluster.link.fetchers": (1, 32),
+    "num.cluster.link.fetchers": (0, 32),
     "receive.buffer.bytes": (-1, 256 * 1024 * 1024),
 }
 JSON_KEYS = {"consumer.offset.group.filters", "acl.filters", "auto.create.mirror.topics.filters"}
@@ -63,9 +63,9 @@ DEFAULTS: dict[str, str] = {
     "retry.backoff.ms": "100",
     "retry.backoff.max.ms": "10000",
     # Fetch connections per source broker, each with its own share of the partitions that broker leads.
-    # Cluster Linking's default is 1; 4 keeps a WAN link (100 ms) near a 1 Gbit/s path without tuning, and
-    # costs nothing when caught up (idle fetch sessions). See docs/operator-guide.md.
-    "num.cluster.link.fetchers": "4",
+    # 0: adaptive (assignment.fetcher_count): one on a LAN, where one keeps the path full and more only
+    # cost CPU, several across a WAN, where one Fetch per round trip cannot. See docs/operator-guide.md.
+    "num.cluster.link.fetchers": "0",
     "receive.buffer.bytes": "-1",  # the Kafka client's name; -1: the OS sizes (and grows) the buffer itself
 }
 _PREFIX_OK = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
@@ -220,7 +220,7 @@ class LinkSettings:
     auto_create_filters: str
     topic_config_sync_ms: int
     topic_config_sync_include: frozenset[str]
-    fetchers: int = 4  # num.cluster.link.fetchers: fetch connections per source broker
+    fetchers: int = 0  # num.cluster.link.fetchers: fetch connections per source broker (0: adaptive)
     receive_buffer_bytes: int = -1  # SO_RCVBUF of fetch connections; -1: left to the OS (auto-tuned)
     security: security.SecuritySettings = field(default_factory=security.SecuritySettings)
 

@@ -25,7 +25,7 @@ from datetime import datetime
 import trio
 
 from . import sourceends
-from .assignment import Assigned, NoLocalTopic, SourceDenied, SourceMissing, plan, spread
+from .assignment import Assigned, NoLocalTopic, SourceDenied, SourceMissing, fetcher_count, plan, spread
 from .backoff import Backoff
 from .client import SourceUnavailable
 from .config import LinkSettings
@@ -228,7 +228,7 @@ class LinkRuntime:
 
     def _set_assignment(self, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> None:
         self._assignment = assignment
-        count = self.settings.fetchers
+        count = fetcher_count(self.settings.fetchers, self.source.round_trip_s)
         self._by_fetcher = {(broker, index): share for broker, parts in assignment.items() for index, share in spread(parts, count).items()}
 
     def _start_fetchers(self, nursery: trio.Nursery) -> None:
@@ -243,9 +243,6 @@ class LinkRuntime:
         finally:
             fetcher.release_all()
             del self._fetchers[fetcher.key]
-
-    def fetchers_running(self) -> int:
-        return len(self._fetchers)
 
     async def quiesce(self) -> None:
         """Wait until no append is running (promotion writes its markers after this)."""

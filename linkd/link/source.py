@@ -49,6 +49,7 @@ class SourceCluster:
     brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
     security: SecuritySettings | None = None  # TLS and SASL for every connection: bootstrap, short requests, fetches
     receive_buffer_bytes: int = -1  # SO_RCVBUF of fetch connections (receive.buffer.bytes); -1: the OS's own
+    round_trip_s: float | None = None  # the least round trip measured over the connections opened (see fetcher_count)
 
     def __post_init__(self) -> None:
         self._connections: dict[tuple[str, int], Connection] = {}
@@ -66,6 +67,8 @@ class SourceCluster:
         if conn is None:
             conn = await Connection.open(address[0], address[1], self.client_id, security=self.security, receive_buffer_bytes=receive_buffer_bytes)
             pool[key] = conn
+            if conn.round_trip_s is not None:
+                self.round_trip_s = min(conn.round_trip_s, self.round_trip_s if self.round_trip_s is not None else conn.round_trip_s)
         return conn
 
     async def connection(self, address: tuple[str, int]) -> Connection:
@@ -86,10 +89,6 @@ class SourceCluster:
         else it asks (ListOffsets, OffsetForLeaderEpoch) it asks between them."""
         address = self._address(node_id)
         return await self._open(self._fetch_connections, (address, index), address, self.receive_buffer_bytes)
-
-    def fetch_connection_count(self) -> int:
-        """Fetch connections open now (one per running fetcher that has connected)."""
-        return len(self._fetch_connections)
 
     async def drop(self, address: tuple[str, int]) -> None:
         conn = self._connections.pop(address, None)

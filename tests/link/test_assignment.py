@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-from linkd.link.assignment import Assigned, NoLocalTopic, SourceDenied, SourceMissing, plan, spread
+from linkd.link.assignment import (
+    LAN_ROUND_TRIP_S,
+    WAN_FETCHERS,
+    Assigned,
+    NoLocalTopic,
+    SourceDenied,
+    SourceMissing,
+    fetcher_count,
+    plan,
+    spread,
+)
 from linkd.link.mirror import Mirror, PartitionProgress
 from linkd.link.partition import Fail
 from linkd.link.source import SourcePartition, SourceTopic
@@ -103,3 +113,10 @@ def test_spread_keeps_a_partitions_fetcher_when_other_topics_come_and_go():
 def test_spread_does_not_put_every_single_partition_topic_on_one_fetcher():
     parts = [item for n in range(40) for item in _parts(f"t{n}", [0])]
     assert len(spread(parts, 4)) == 4
+
+
+def test_fetcher_count_is_the_configured_one_or_adapts_to_the_round_trip():
+    assert fetcher_count(3, 0.0001) == 3 and fetcher_count(1, 0.2) == 1  # set: exactly that
+    assert fetcher_count(0, None) == 1  # not measured yet: a LAN
+    assert fetcher_count(0, LAN_ROUND_TRIP_S / 2) == 1
+    assert fetcher_count(0, 0.1) == WAN_FETCHERS > 1
