@@ -11,7 +11,9 @@ to the end over each listener (after one warm-up round that is not counted):
 * PLAINTEXT (the baseline: raw-descriptor reads with SO_RCVLOWAT),
 * SSL (TLS 1.3, server authentication; the broker picks TLS_AES_256_GCM_SHA384),
 * SSL_TLS12_AES128: the same listener with ``ssl.enabled.protocols=TLSv1.2`` and an AES-128-GCM suite,
-* SASL_SSL with SCRAM-SHA-512 (TLS plus authentication; re-authentication is off on this broker).
+* SASL_SSL with SCRAM-SHA-512 (TLS plus authentication; re-authentication is off on this broker),
+* with ``--fetchers N``: PLAINTEXT and SSL again with ``num.cluster.link.fetchers=N`` (the others run
+  linkd's default, which on loopback is one fetch connection to the broker).
 
 Beside them, the reference limit: a raw Fetch loop with linkd's own client connection (same read path,
 nothing appended) over PLAINTEXT and over TLS. Prints JSON: median MB/s (wire bytes, as stored) per
@@ -183,6 +185,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payload-mb", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fetchers", type=int, metavar="N",
+                        help="also run PLAINTEXT and SSL with num.cluster.link.fetchers=N beside the default (1 on loopback)")
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("--docs", action="store_true", help=f"write {DOCS_PAGE.name} from this run")
     parser.add_argument("--render", nargs="+", metavar="RUN_JSON", help=f"only write {DOCS_PAGE.name} from these saved runs")
@@ -207,6 +211,8 @@ def main() -> None:
         ends = [broker.list_offsets(TOPIC, p)[1] for p in range(PARTITIONS)]
         wire = wire_bytes(broker, ends)
         configs = link_configs(broker)
+        if args.fetchers:
+            configs |= {f"{name}_{args.fetchers}_FETCHERS": {**configs[name], "num.cluster.link.fetchers": str(args.fetchers)} for name in ("PLAINTEXT", "SSL")}
         runs: dict[str, list[dict]] = {name: [] for name in configs}
         raw: dict[str, list[dict]] = {"PLAINTEXT": [], "SSL": []}
         # Round 0 warms up: the broker's JIT compiles its TLS path on first use (the first TLS fetch of a

@@ -23,6 +23,8 @@ catches up the whole topic from offset 0 through the proxy (a fresh proxy per po
 
 * ``linkd``: a fresh ``linkd serve``, a link with default settings (``replica.fetch.max.bytes`` 1 MiB,
   ``replica.fetch.response.max.bytes`` 10 MiB), ``mirror create``, timed to linkd's end offsets == the source's;
+* ``linkd-1``, ``linkd-4``: the same with ``num.cluster.link.fetchers`` 1 (Cluster Linking's default) and 4
+  (linkd's default adapts: 1 under 5 ms of round trip, 4 beyond);
 * ``linkd-large``: the same with 8 MiB / 64 MiB fetches;
 * ``raw``: the raw Fetch loop (benchmarks/workers.py raw-fetch, our codec, one request in flight, bytes
   discarded) with 1 MiB / 10 MiB, the same fetch sizes as linkd's defaults;
@@ -65,11 +67,17 @@ CAP_BYTES_S = 125_000_000  # 1 Gbit/s
 PROXY_SOURCE = Path(__file__).resolve().parent / "wanproxy"
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks-wan.md"
 DOCS_PLOT = DOCS_PAGE.with_suffix(".png")
-FETCH_SIZES = {"linkd": (MiB, 10 * MiB), "linkd-large": (8 * MiB, 64 * MiB), "raw": (MiB, 10 * MiB), "confluent": (MiB, 50 * MiB), "mm2": (8 * MiB, 64 * MiB)}
+FETCH_SIZES = {"linkd": (MiB, 10 * MiB), "linkd-1": (MiB, 10 * MiB), "linkd-4": (MiB, 10 * MiB), "linkd-large": (8 * MiB, 64 * MiB), "raw": (MiB, 10 * MiB), "confluent": (MiB, 50 * MiB), "mm2": (8 * MiB, 64 * MiB)}
 MODES = {
     "quick": {"rtt_ms": [0, 100], "payload_mb": 120, "bulk_mb": 1000, "capped_bulk_mb": 250, "copiers": ["raw", "linkd"]},
-    "full": {"rtt_ms": [0, 20, 50, 100, 200], "payload_mb": 600, "bulk_mb": 2000, "capped_bulk_mb": 500, "copiers": ["raw", "linkd", "linkd-large"]},
+    "full": {"rtt_ms": [0, 20, 50, 100, 200], "payload_mb": 600, "bulk_mb": 2000, "capped_bulk_mb": 500, "copiers": ["raw", "linkd", "linkd-1", "linkd-large"]},
 }
+
+
+# Fetch connections per source broker (num.cluster.link.fetchers) of each copier. linkd's default (0) adapts:
+# 1 under 5 ms of round trip, 4 beyond (None here); ``linkd-1`` and ``linkd-4`` set it. Others: one Fetch in flight.
+FETCHERS: dict[str, int | None] = {"linkd": None, "linkd-1": 1, "linkd-4": 4, "linkd-large": None}
+LINKD_CONFIGS = {"linkd-1": {"num.cluster.link.fetchers": "1"}, "linkd-4": {"num.cluster.link.fetchers": "4"}}
 
 
 def log(message: str) -> None:
@@ -154,7 +162,7 @@ def self_checks(binary: Path, settings: dict) -> dict:
 # -- copiers ---------------------------------------------------------------------------------------
 
 
-def catch_up_linkd(proxy: str, ends: list[int], sizes: tuple[int, int], timeout: float) -> dict:
+def catch_up_linkd(proxy: str, ends: list[int], sizes: tuple[int, int], timeout: float, extra: dict[str, str] | None = None) -> dict:
     from linkd.adminclient import AdminClient
 
     daemon = LinkdProcess(extra_args=["--log-level", "warning"])
@@ -164,6 +172,7 @@ def catch_up_linkd(proxy: str, ends: list[int], sizes: tuple[int, int], timeout:
         config = {"bootstrap.servers": proxy}
         if sizes != FETCH_SIZES["linkd"]:
             config |= {"replica.fetch.max.bytes": str(sizes[0]), "replica.fetch.response.max.bytes": str(sizes[1])}
+        config |= extra or {}
         client.create_link("wan", config)
         watcher = EndOffsets(daemon.bootstrap)  # connected before the clock starts
         cpu_before = cpu_seconds(daemon.process.pid)
@@ -220,12 +229,21 @@ def catch_up_mm2(proxy: str, ends: list[int], work: Path, timeout: float) -> dic
 # -- the run ---------------------------------------------------------------------------------------
 
 
-def fetch_bound_mb_s(sizes: tuple[int, int], rtt_ms: float, cap: float | None = None) -> float | None:
-    """What one Fetch in flight can move: one response of min(partitions x partition max, response max)
-    per round trip plus, with a cap (bytes/s), that response's time on the wire."""
-    size = min(PARTITIONS * sizes[0], sizes[1])
+def fetch_bound_mb_s(sizes: tuple[int, int], rtt_ms: float, cap: float | None = None, fetchers: int = 1, grows: bool = False) -> float | None:
+    """What the copier's Fetches in flight can move. One Fetch in flight: one response of
+    min(partitions x partition max, response max) per round trip plus, with a cap (bytes/s), that
+    response's time on the wire. linkd (``grows``): min(fetchers, partitions) connections, each with one
+    Fetch in flight whose partitions grow to their share of the response max while behind; never more
+    than the cap."""
+    connections = min(fetchers, PARTITIONS)
+    share = PARTITIONS // connections
+    per_partition = max(sizes[0], sizes[1] // share) if grows else sizes[0]
+    size = min(share * per_partition, sizes[1])
     seconds = rtt_ms / 1000 + (size / cap if cap else 0)
-    return size / MB / seconds if seconds > 0 else None
+    if seconds <= 0:
+        return None
+    rate = connections * size / seconds
+    return min(rate, cap) / MB if cap else rate / MB
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -280,7 +298,7 @@ def run(args: argparse.Namespace) -> dict:
                             elif copier == "confluent":
                                 point |= catch_up_confluent(proxy.address, ends, dest, f"copy-{len(points)}", work, timeout=900)
                             else:
-                                point |= catch_up_linkd(proxy.address, ends, sizes, timeout=900)
+                                point |= catch_up_linkd(proxy.address, ends, sizes, timeout=900, extra=LINKD_CONFIGS.get(copier))
                     except Exception as exc:  # one failed point must not hide the others
                         point["error"] = f"{type(exc).__name__}: {exc}"
                     points.append(point)
@@ -296,7 +314,9 @@ def run(args: argparse.Namespace) -> dict:
             if point.get("streaming_seconds"):  # linkd from its first mirrored record on (its set-up excluded)
                 point["streaming_mb_s"] = round(wire / MB / point["streaming_seconds"], 1)
             cap = point["cap_mb_s"] * MB if point["cap_mb_s"] else None
-            bound = fetch_bound_mb_s(tuple(point["fetch_sizes"]), point["rtt_ms"], cap) if point["copier"] not in ("confluent", "mm2") else None
+            copier = point["copier"]
+            fetchers = FETCHERS.get(copier, 1) or (4 if point["rtt_ms"] >= 5 else 1)
+            bound = fetch_bound_mb_s(tuple(point["fetch_sizes"]), point["rtt_ms"], cap, fetchers, copier in FETCHERS) if copier not in ("confluent", "mm2") else None
             point["fetch_bound_mb_s"] = round(bound, 1) if bound else None
             if point["cap_mb_s"]:
                 point["ratio_to_cap"] = round(point["mb_s"] / point["cap_mb_s"], 3)
@@ -399,8 +419,11 @@ def render_markdown(r: dict, extra: list[dict] = ()) -> str:
         "",
         "## Catch-up MB/s by round trip",
         "",
-        "`bound` is what one Fetch in flight can move: one response of min(partitions x partition max bytes,",
-        "response max bytes) per round trip plus, with the cap, that response's time on the wire (size / cap).",
+        "`bound` is what the copier's Fetches in flight can move. raw: one Fetch in flight, one response of",
+        "min(partitions x partition max bytes, response max bytes) per round trip plus, with the cap, that response's",
+        "time on the wire (size / cap). linkd: `num.cluster.link.fetchers` connections (by default 1 under 5 ms of round",
+        "trip and 4 beyond; 1 for `linkd-1`, 4 for `linkd-4`; at most one per partition), each with one Fetch in flight whose partitions grow to their share of the response",
+        "max while behind; never above the cap.",
         "",
         *_catch_up_table(r),
     ]
@@ -409,7 +432,7 @@ def render_markdown(r: dict, extra: list[dict] = ()) -> str:
         "Each figure includes the copier's set-up (linkd: from `mirror create`; the raw loop from its first Fetch;",
         "the confluent copier from its first poll; MirrorMaker 2 from its first record at the destination, so its JVM",
         "and Connect start-up are left out, as in run.py). linkd from its first mirrored record on (set-up excluded),",
-        "against the bound of one Fetch in flight (this leaves out the first response's round, so with few rounds,",
+        "against its bound (this leaves out the first response's round, so with few rounds,",
         "as the large fetches take here, it can read a little above the bound):",
         "",
         "| linkd | cap | " + " | ".join(f"{rtt:g} ms" for rtt in r["settings"]["rtt_ms"]) + " |",
@@ -511,7 +534,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 round trips (0, 100 ms), ~120 MB payload, linkd and raw only: ~2 minutes")
     parser.add_argument("--rtt-ms", help="comma-separated round trips (default: mode's)")
     parser.add_argument("--payload-mb", type=int, help="payload to load (default: 120 quick, 600 full)")
-    parser.add_argument("--copiers", help="comma-separated from linkd, linkd-large, raw, confluent, mm2 (raw is needed for the wire size)")
+    parser.add_argument("--copiers", help="comma-separated from linkd, linkd-1, linkd-4, linkd-large, raw, confluent, mm2 (raw is needed for the wire size)")
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("--docs", action="store_true", help=f"write docs/{DOCS_PAGE.name} from this run")
     parser.add_argument("--render", nargs="+", metavar="RUN_JSON", help=f"only write docs/{DOCS_PAGE.name} from saved runs (the first one plotted)")

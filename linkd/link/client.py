@@ -1,8 +1,8 @@
 """A small trio Kafka client connection, enough for a link: version negotiation and request/response.
 
 Requests on one connection are serialized (one in flight), which is what a fetcher wants anyway: a
-Kafka broker answers a connection's requests in order and a link keeps one fetch outstanding per
-source broker.
+Kafka broker answers a connection's requests in order, and a link that wants several Fetches in flight
+to one source broker opens several connections (``num.cluster.link.fetchers``), one per fetcher.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ class FrameBuffers:
         del buffer[-1]
         return True
 
+    def release(self) -> None:
+        """Forget the recycled buffers (each is freed once its last view goes)."""
+        self._free.clear()
+
     def frame(self, size: int) -> memoryview:
         """A writable view of exactly ``size`` bytes, in a recycled buffer when one is free and big enough."""
         for i, buffer in enumerate(self._free):
@@ -107,16 +111,28 @@ class Connection:
         self._session_end: float | None = None  # trio time the broker's session ends (less our receive delay)
         self._session_lifetime_s = 0.0
         self.reauthentications = 0
+        self.round_trip_s: float | None = None  # ApiVersions' round trip when the connection opened
 
     @classmethod
     async def open(
-        cls, host: str, port: int, client_id: str = "linkd", max_frame: int = 256 * 1024 * 1024, security: SecuritySettings | None = None
+        cls,
+        host: str,
+        port: int,
+        client_id: str = "linkd",
+        max_frame: int = 256 * 1024 * 1024,
+        security: SecuritySettings | None = None,
+        receive_buffer_bytes: int = -1,
     ) -> Connection:
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError) as exc:
             raise SourceUnavailable(f"cannot connect to {host}:{port}: {exc}") from exc
+        if receive_buffer_bytes > 0:
+            # receive.buffer.bytes: a fixed SO_RCVBUF (the kernel caps it at net.core.rmem_max and stops
+            # growing it). Left unset (-1), Linux grows it up to tcp_rmem's maximum as the path needs; the
+            # window scale was agreed from that maximum at connect, so setting it now still takes effect.
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
         conn = cls(host, port, stream, client_id, max_frame, {}, security)
         try:
             if security is not None and security.tls:
@@ -208,7 +224,9 @@ class Connection:
     async def _negotiate(self) -> None:
         # v3+ is flexible; older brokers answer a too-new ApiVersions in the v0 layout with their ranges.
         for version in (3, 0):
+            sent = trio.current_time()
             body = await self._roundtrip(ApiKey.API_VERSIONS, version, {"client_software_name": "linkd", "client_software_version": "0.1.0"})
+            self.round_trip_s = trio.current_time() - sent  # a small request's round trip: the path's, near enough
             if body["error_code"] == ErrorCode.NONE:
                 self.versions = {k["api_key"]: (k["min_version"], k["max_version"]) for k in body["api_keys"]}
                 return
@@ -297,7 +315,13 @@ class Connection:
         size = int.from_bytes(header, "big", signed=True)
         if size < 0 or size > self.max_frame:
             raise SourceProtocolError(f"{self.host}:{self.port} sent a frame of {size} bytes (limit {self.max_frame})")
-        frame = self.buffers.frame(size) if size >= RECYCLE_MIN_FRAME else memoryview(bytearray(size))
+        if size >= RECYCLE_MIN_FRAME:
+            frame = self.buffers.frame(size)
+        else:
+            # A small answer: caught up (or idle), so the large buffers a catch-up left are let go, and
+            # a caught-up link holds no more memory per connection than it asks for.
+            self.buffers.release()
+            frame = memoryview(bytearray(size))
         await self._read_exactly(frame)
         return frame
 

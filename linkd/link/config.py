@@ -31,15 +31,15 @@ INT_KEYS = {
     "metadata.max.age.ms": (1, None),
     "retry.backoff.ms": (1, None),
     "retry.backoff.max.ms": (1, None),
+    "num.cluster.link.fetchers": (0, 32),
+    "receive.buffer.bytes": (-1, 256 * 1024 * 1024),
 }
 JSON_KEYS = {"consumer.offset.group.filters", "acl.filters", "auto.create.mirror.topics.filters"}
 STRING_KEYS = {"bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.jaas.config", "cluster.link.prefix", "mirror.start.offset.spec"}
-STRING_KEYS |= {"topic.config.sync.include", "acl.sync.ms", "num.cluster.link.fetchers"}
+STRING_KEYS |= {"topic.config.sync.include", "acl.sync.ms"}
 # Known Cluster Linking keys linkd does not implement yet, with the value that means "off": any other
 # value (or any value at all, for None) is refused rather than accepted and ignored.
-NOT_SUPPORTED_YET: dict[str, str | None] = {
-    "num.cluster.link.fetchers": None,  # one fetch loop per source broker, not configurable yet
-}
+NOT_SUPPORTED_YET: dict[str, str | None] = {}
 
 DEFAULTS: dict[str, str] = {
     "security.protocol": "PLAINTEXT",
@@ -62,6 +62,11 @@ DEFAULTS: dict[str, str] = {
     "metadata.max.age.ms": "300000",
     "retry.backoff.ms": "100",
     "retry.backoff.max.ms": "10000",
+    # Fetch connections per source broker, each with its own share of the partitions that broker leads.
+    # 0: adaptive (assignment.fetcher_count): one on a LAN, where one keeps the path full and more only
+    # cost CPU, several across a WAN, where one Fetch per round trip cannot. See docs/operator-guide.md.
+    "num.cluster.link.fetchers": "0",
+    "receive.buffer.bytes": "-1",  # the Kafka client's name; -1: the OS sizes (and grows) the buffer itself
 }
 _PREFIX_OK = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
 SUPPORTED_SECURITY = set(security.PROTOCOLS)
@@ -125,7 +130,9 @@ def validate(config: dict[str, str]) -> dict[str, str]:
         except ValueError:
             problems.append(f"{key} must be an integer, got {merged[key]!r}")
             continue
-        if value < low or (high is not None and value > high):
+        if key == "receive.buffer.bytes" and -1 < value < 1024:
+            problems.append(f"{key} must be -1 (the OS's own sizing) or at least 1024, got {value}")
+        elif value < low or (high is not None and value > high):
             problems.append(f"{key} must be between {low} and {high if high is not None else 'infinity'}, got {value}")
     for key in JSON_KEYS:
         if merged.get(key):
@@ -213,6 +220,8 @@ class LinkSettings:
     auto_create_filters: str
     topic_config_sync_ms: int
     topic_config_sync_include: frozenset[str]
+    fetchers: int = 0  # num.cluster.link.fetchers: fetch connections per source broker (0: adaptive)
+    receive_buffer_bytes: int = -1  # SO_RCVBUF of fetch connections; -1: left to the OS (auto-tuned)
     security: security.SecuritySettings = field(default_factory=security.SecuritySettings)
 
     @classmethod
@@ -244,5 +253,7 @@ class LinkSettings:
             auto_create_filters=merged.get("auto.create.mirror.topics.filters", ""),
             topic_config_sync_ms=int(merged["topic.config.sync.ms"]),
             topic_config_sync_include=_sync_include(merged.get("topic.config.sync.include")),
+            fetchers=int(merged["num.cluster.link.fetchers"]),
+            receive_buffer_bytes=int(merged["receive.buffer.bytes"]),
             security=security.SecuritySettings.from_config(merged),
         )

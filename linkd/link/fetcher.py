@@ -1,31 +1,34 @@
-"""One source broker's fetcher: it owns the fetch connection's rounds, the fetch session and the append
-pipeline for the mirror partitions that broker leads, and carries out what the partition cores decide.
+"""One fetcher of a source broker: it owns a fetch connection's rounds, the fetch session and the append
+pipeline for its share of the mirror partitions that broker leads (``num.cluster.link.fetchers`` fetchers
+per broker, disjoint shares: ``assignment.spread``), and carries out what the partition cores decide.
 
 Each round reads the link's assignment afresh (``LinkRuntime.active_parts``), validates partitions that
 need it (``Validation``), sends one Fetch (bounded by ``replica.fetch.response.max.bytes``, so the link's
 memory is bounded whatever the number of partitions), and hands each partition's answer to its
 ``PartitionCore``. Appends run in a worker thread while the next Fetch is in flight (write syscalls
 release the GIL); a round waits for the previous round's appends before it reads its own answer, and
-before validation (which may truncate). All of this runs on the link's trio event loop except
-``_append_all``, the worker-thread body, which touches only the logs it is given.
+before validation (which may truncate). A partition that moves between fetchers (the fetcher count or
+leadership changed) is *claimed* (``PartitionProgress.fetcher``): its new fetcher takes it only once the
+old one has let it go, after its append in flight landed, so one partition never has two appends
+running. All of this runs on the link's trio event loop except
+``appends.append_all``, the worker-thread body, which touches only the logs it is given.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
 from protocol.errors import CorruptBatch, ErrorCode
 from protocol.messages import ApiKey
-from protocol.records import BatchSlice
 
 from .. import storage_calls
 from ..storage import StorageError
+from . import fetchsize
+from .appends import AppendJob, AppendsRefused, append_all
 from .client import SourceProtocolError, SourceUnavailable
 from .fetchsession import SESSION_ERRORS, FetchSession
 from .mirror import Mirror, PartitionProgress
@@ -59,7 +62,6 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    from ..storage import PartitionLog
     from .runtime import LinkRuntime
 
 log = logging.getLogger(__name__)
@@ -69,29 +71,49 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class AppendsRefused(Exception):
-    """The local disk refused a round's appends (full, read-only, failing) or appending hit a bug: nothing
-    of the refused jobs was written, and their partitions are fetched again from their log ends."""
-
-
-@dataclass(frozen=True)
-class AppendJob:
-    mirror: Mirror
-    core: PartitionCore
-    plog: PartitionLog
-    slice: BatchSlice
-
-
 class Fetcher:
-    def __init__(self, runtime: LinkRuntime, broker_id: int) -> None:
+    def __init__(self, runtime: LinkRuntime, broker_id: int, index: int = 0) -> None:
         self.rt = runtime
         self.broker_id = broker_id
+        self.index = index
+        self.key = (broker_id, index)
         self.session = FetchSession()
         self._pending: trio.Event | None = None  # set when the last round's appends have landed
         self._refused: str | None = None  # why the last round's appends failed
+        self._held: dict[int, PartitionProgress] = {}  # the partitions this fetcher has claimed, by id
+        self._grow_to = 0  # what a partition far behind may ask for, this round (``fetchsize.share``)
 
     def core(self, progress: PartitionProgress) -> PartitionCore:
-        return PartitionCore(progress, self.rt.settings.fetch_max_bytes)
+        return PartitionCore(progress, self.rt.settings.fetch_max_bytes, self._grow_to)
+
+    def _take(self) -> list[tuple[Mirror, PartitionProgress]]:
+        """This round's partitions: those assigned here that no other fetcher still holds. Partitions
+        assigned elsewhere now are let go once no append of theirs is in flight (none is fetched now)."""
+        mine = self.rt.active_parts(self.broker_id, self.index)
+        wanted = {id(p) for _m, p in mine}
+        released = False
+        for key, progress in list(self._held.items()):
+            if key not in wanted and progress.inflight_end < 0:
+                del self._held[key]
+                if progress.fetcher == self.key:
+                    progress.fetcher = None
+                    released = True
+        if released:
+            self.rt.wake_loops()  # the fetcher they are assigned to now may be waiting for them
+        taken = []
+        for mirror, progress in mine:
+            if progress.fetcher is None or progress.fetcher == self.key:
+                progress.fetcher = self.key
+                self._held[id(progress)] = progress
+                taken.append((mirror, progress))
+        return taken
+
+    def release_all(self) -> None:
+        """The fetcher ended (its appends with it): whatever it held is free for another fetcher."""
+        for progress in self._held.values():
+            if progress.fetcher == self.key:
+                progress.fetcher = None
+        self._held.clear()
 
     # -- rounds -------------------------------------------------------------------------------
 
@@ -100,16 +122,20 @@ class Fetcher:
         backoff = rt.backoff()
         async with trio.open_nursery() as appends:
             while True:
-                parts = rt.active_parts(self.broker_id)
+                parts = self._take()
                 if not parts:
                     changed = rt.changed
+                    if self._pending is not None and not self._pending.is_set():
+                        await self.quiesce()  # then the next _take lets go of what moved elsewhere
+                        continue
+                    if not rt.assigned(self.broker_id, self.index):
+                        await self._drop_connection()  # its partitions went elsewhere (or away): nothing held
+                        return
                     with trio.move_on_after(5):
                         await changed.wait()
-                    if not rt.active_parts(self.broker_id) and not rt.assigned(self.broker_id):
-                        return
                     continue
                 try:
-                    conn = await rt.source.fetch_connection(self.broker_id)
+                    conn = await rt.source.fetch_connection(self.broker_id, self.index)
                     unvalidated = [(m, p) for m, p in parts if not p.validated]
                     if unvalidated:
                         await self.appends_landed()  # validation may truncate: nothing may be in flight
@@ -117,7 +143,7 @@ class Fetcher:
                         for mirror, progress in unvalidated:
                             if not progress.validated:
                                 await self._validate(conn, mirror, progress)
-                    parts = [(m, p) for m, p in rt.active_parts(self.broker_id) if p.validated]
+                    parts = [(m, p) for m, p in self._take() if p.validated]
                     if parts:
                         await self._round(conn, parts, appends)
                     backoff.reset()
@@ -145,12 +171,13 @@ class Fetcher:
     async def _drop_connection(self) -> None:
         address = self.rt.source.brokers.get(self.broker_id)
         if address:
-            await self.rt.source.drop_fetch(address)
+            await self.rt.source.drop_fetch(address, self.index)
 
     async def _round(self, conn, parts: list[tuple[Mirror, PartitionProgress]], appends: trio.Nursery) -> None:
         rt, settings = self.rt, self.rt.settings
         wanted: dict[tuple[str, int], dict] = {}
         logs = {}
+        self._grow_to = fetchsize.share(settings.fetch_max_bytes, settings.fetch_response_max_bytes, len(parts))
         for mirror, progress in parts:
             local = rt.topics.get(mirror.topic)
             if local is None:  # deleted while the previous round was in flight
@@ -179,13 +206,15 @@ class Fetcher:
         await self.appends_landed()  # the previous round's data is in the log before we look at this one
         index = {(m.source_topic, p.partition): (m, p) for m, p in parts}
         jobs = []
-        for key, pdata in answer.partitions.items():
-            item = index.get(key)
-            if item is None:
-                continue
-            job = await self._digest(conn, item[0], item[1], pdata)
-            if job is not None:
-                jobs.append(job)
+        try:
+            for key, pdata in answer.partitions.items():
+                item = index.get(key)
+                if item is not None and (job := await self._digest(conn, item[0], item[1], pdata)) is not None:
+                    jobs.append(job)
+        except BaseException:
+            for job in jobs:  # never started: the next fetch starts from the log end again
+                job.core.append_ended()
+            raise
         if jobs:
             done = self._pending = trio.Event()
             appends.start_soon(self._run_appends, jobs, done)
@@ -256,7 +285,7 @@ class Fetcher:
     async def _run_appends(self, jobs: list[AppendJob], done: trio.Event) -> None:
         rt = self.rt
         try:
-            outcomes = await trio.to_thread.run_sync(_append_all, jobs)
+            outcomes = await trio.to_thread.run_sync(append_all, jobs)
             refused = []
             for job, error in zip(jobs, outcomes, strict=True):
                 mirror, progress = job.mirror, job.core.progress
@@ -357,32 +386,3 @@ class Fetcher:
             await self._apply(mirror, progress, plog, step)
             if isinstance(step, TruncateTo):
                 self.core(progress).validated(truncated=True)
-
-
-def _append_all(jobs: list[AppendJob]) -> list:
-    """Worker-thread body: append each job's slice; an exception is returned, not raised, per job."""
-    outcomes: list = []
-    for job in jobs:
-        try:
-            job.plog.append_mirrored(job.slice)
-            outcomes.append(None)
-        except Exception as exc:  # reported per job by the caller; never lost with the worker thread
-            outcomes.append(exc)
-    return outcomes
-
-
-class Backoff:
-    """Exponential backoff with full jitter."""
-
-    def __init__(self, base_ms: int, max_ms: int) -> None:
-        self.base = base_ms / 1000
-        self.max = max_ms / 1000
-        self.attempt = 0
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.max, self.base * (2**self.attempt))
-        self.attempt = min(self.attempt + 1, 30)
-        return random.uniform(delay / 2, delay)

@@ -102,6 +102,7 @@ async def update_link(m: LinkManager, name: str, set_configs: dict[str, str], de
     runtime.settings = settings
     runtime.source.bootstrap = list(settings.bootstrap_servers)
     runtime.source.request_timeout_s = settings.request_timeout_ms / 1000
+    runtime.source.receive_buffer_bytes = settings.receive_buffer_bytes  # fetch connections opened from now on
     if settings.paused != before.paused:
         runtime.set_paused(settings.paused)
     if settings.fetch_max_bytes != before.fetch_max_bytes:

@@ -368,7 +368,7 @@ class _LockedSource(SourceCluster):
         super().__init__([], client_id="locked")
         self.reason = reason
 
-    async def _open(self, pool, address, client_id):
+    async def _open(self, pool, key, address, receive_buffer_bytes=-1):
         raise SecretsUnavailable(self.reason)
 
     async def request_any(self, api_key: int, body: dict) -> dict:

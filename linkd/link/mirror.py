@@ -48,6 +48,7 @@ class PartitionProgress:
     # same for the batch after the append in flight, when the answer showed its header.
     unmirrored_ts: int = -1
     next_unmirrored_ts: int = -1
+    fetcher: tuple[int, int] | None = None  # the (source broker, index) fetcher holding it (see fetcher)
 
 
     def source_end(self) -> int:

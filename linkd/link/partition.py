@@ -27,6 +27,7 @@ from typing import Protocol
 from protocol.errors import CorruptBatch, ErrorCode
 from protocol.records import ATTR_TIMESTAMP_LOG_APPEND, BatchSlice, RecordBatch, split_batches
 
+from . import fetchsize
 from .mirror import PartitionProgress
 from .states import MirrorError
 from .wire import FetchedPartition
@@ -41,7 +42,7 @@ LEADERSHIP_ERRORS = frozenset({
     ErrorCode.UNKNOWN_TOPIC_ID,
     ErrorCode.OFFSET_NOT_AVAILABLE,
 })
-MAX_PARTITION_FETCH_BYTES = 64 * 1024 * 1024
+MAX_PARTITION_FETCH_BYTES = fetchsize.OVERSIZED_MAX
 
 
 class LogView(Protocol):
@@ -156,12 +157,18 @@ def resolve_divergence(log: LogView, partition: int, epoch: int, end_offset: int
 class PartitionCore:
     """The decisions for one mirror partition; ``progress`` is shared with the status readers."""
 
-    def __init__(self, progress: PartitionProgress, fetch_max_bytes: int) -> None:
+    def __init__(self, progress: PartitionProgress, fetch_max_bytes: int, grow_to: int = 0) -> None:
         self.progress = progress
-        self.fetch_max_bytes = fetch_max_bytes
+        self.fetch_max_bytes = fetch_max_bytes  # replica.fetch.max.bytes: the size when caught up
+        self.grow_to = grow_to  # the most it asks while far behind (``fetchsize.share``); 0: never grows
 
     def request_max_bytes(self) -> int:
-        return self.progress.max_bytes or self.fetch_max_bytes
+        """What the next Fetch asks of this partition (see ``fetchsize``). Before its first answer (a new
+        mirror, a restart) how far behind it is is unknown: it asks its share at once, which costs a
+        caught-up partition nothing (the source answers with what it has) and saves a far-behind one the
+        round trip it would spend asking for little."""
+        asked = self.progress.max_bytes or self.fetch_max_bytes
+        return asked if self.progress.source_end_seen_ms else max(asked, self.grow_to)
 
     def on_answer(self, answer: FetchedPartition, log: LogView, now_ms: int) -> Action:
         """Digest this partition's part of a Fetch answer, asked at ``fetch_position``."""
@@ -194,6 +201,7 @@ class PartitionCore:
             p.last_source_fetch_offset = position
             if position >= p.source_high_watermark:
                 p.unmirrored_ts = -1  # nothing the source holds is missing here
+                p.max_bytes = self.fetch_max_bytes
             return CaughtUp()
         try:
             split = split_batches(records)
@@ -203,7 +211,7 @@ class PartitionCore:
         if first is None:
             if split.consumed < len(records) and not split.batches:
                 # One batch larger than our per-partition limit: ask for more next time (bounded).
-                p.max_bytes = min(max(p.max_bytes, self.fetch_max_bytes) * 2, MAX_PARTITION_FETCH_BYTES)
+                p.max_bytes = fetchsize.for_oversized_batch(p.max_bytes, self.fetch_max_bytes)
                 return FetchAgain("a batch is larger than the partition's fetch size")
             return FetchAgain("nothing past our position")
         if split.batches[first].base_offset < log.log_end_offset:
@@ -214,7 +222,9 @@ class PartitionCore:
             return Revalidate(f"the source's batch at {split.batches[first].base_offset} starts inside our log (end {log.log_end_offset})")
         sliced = split.tail(records, first)
         p.inflight_end = sliced.next_offset
-        p.max_bytes = self.fetch_max_bytes
+        left = p.source_high_watermark - sliced.next_offset
+        remaining = fetchsize.remaining_bytes(len(sliced.data), sliced.next_offset - sliced.batches[0].base_offset, left)
+        p.max_bytes = fetchsize.after_answer(self.request_max_bytes(), self.fetch_max_bytes, self.grow_to, len(records), left > 0, remaining)
         p.unmirrored_ts = first_timestamp(sliced.batches[0])
         p.next_unmirrored_ts = partial_first_timestamp(memoryview(records)[split.consumed :])
         return Append(sliced)

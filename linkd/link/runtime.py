@@ -3,9 +3,11 @@
 Theory of operation
 -------------------
 The link keeps an *assignment*: for each source broker, the mirror partitions it leads (``assignment.plan``
-decides it from source metadata, purely). A metadata loop refreshes it every ``metadata.max.age.ms`` and
-whenever a fetch reports a leadership error. One ``Fetcher`` runs per source broker that leads something;
-each round it reads the assignment afresh, so changes need no restart. The fetcher validates partitions
+decides it from source metadata, purely), split among ``num.cluster.link.fetchers`` fetchers per broker
+(``assignment.spread``). A metadata loop refreshes it every ``metadata.max.age.ms`` and whenever a fetch
+reports a leadership error. One ``Fetcher`` runs per (source broker, fetcher index) that has partitions,
+each on its own connection; each round it reads the assignment afresh, so changes (the fetcher count
+too) need no restart. The fetcher validates partitions
 (``validation.Validation``), fetches, and carries out what each partition's ``PartitionCore`` decides.
 
 Threading: everything here runs on the daemon's trio event loop, in the link's nursery; only the
@@ -23,10 +25,11 @@ from datetime import datetime
 import trio
 
 from . import sourceends
-from .assignment import Assigned, NoLocalTopic, SourceDenied, SourceMissing, plan
+from .assignment import Assigned, NoLocalTopic, SourceDenied, SourceMissing, fetcher_count, plan, spread
+from .backoff import Backoff
 from .client import SourceUnavailable
 from .config import LinkSettings
-from .fetcher import Backoff, Fetcher, now_ms
+from .fetcher import Fetcher, now_ms
 from .mirror import Mirror, PartitionProgress
 from .partition import Fail, fetch_position
 from .source import SourceCluster
@@ -56,11 +59,13 @@ class LinkRuntime:
         self.topics = topics
         self.notify = notify
         self.source = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=settings.request_timeout_ms / 1000, security=settings.security)
+        self.source.receive_buffer_bytes = settings.receive_buffer_bytes
         self.state = LinkState.PAUSED if settings.paused else LinkState.ACTIVE
         self.state_message: str | None = None
         self.link_error = "NO_ERROR"  # typed reason while UNAVAILABLE: SOURCE_UNAVAILABLE or AUTHENTICATION_ERROR
         self._assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
-        self._fetchers: dict[int, Fetcher] = {}  # source broker id -> its running fetcher
+        self._by_fetcher: dict[tuple[int, int], list[tuple[Mirror, PartitionProgress]]] = {}  # (broker, index) -> its share
+        self._fetchers: dict[tuple[int, int], Fetcher] = {}  # (source broker id, fetcher index) -> its running fetcher
         self._nursery: trio.Nursery | None = None
         self._refreshing = False
         self._refresh = trio.Event()  # set: refresh metadata now (after a short coalescing pause)
@@ -167,14 +172,14 @@ class LinkRuntime:
             # Still ask the source (no topics: a cheap Metadata), so an idle link shows whether it can reach
             # and authenticate to its source (link_error), as it would the moment a mirror is added.
             await self.source.metadata([])
-            self._assignment = {}
+            self._set_assignment({})
             return
         log.debug("link %s: refreshing metadata for %s", self.name, ", ".join(m.topic for m in mirrors))
         topics = await self.source.metadata(sorted({m.source_topic for m in mirrors}))
         assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         for mirror in mirrors:
             await self._assign(mirror, topics.get(mirror.source_topic), assignment)
-        self._assignment = assignment
+        self._set_assignment(assignment)
         log.debug("link %s: assignment %s", self.name, {b: [f"{m.topic}-{p.partition}" for m, p in parts] for b, parts in assignment.items()})
         self.wake_loops()
 
@@ -230,23 +235,29 @@ class LinkRuntime:
         if not any(m is mirror for parts in assignment.values() for m, _p in parts):
             self.wake()  # leaderless or missing: let the refresh logic (and its back-off) handle it
             return
-        self._assignment = assignment
+        self._set_assignment(assignment)
         self._start_fetchers(nursery)
         self.wake_loops()
         if self._refreshing:
             self._refresh.set()  # the refresh in flight took its mirror list before this one existed
 
+    def _set_assignment(self, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> None:
+        self._assignment = assignment
+        count = fetcher_count(self.settings.fetchers, self.source.round_trip_s)
+        self._by_fetcher = {(broker, index): share for broker, parts in assignment.items() for index, share in spread(parts, count).items()}
+
     def _start_fetchers(self, nursery: trio.Nursery) -> None:
-        for broker_id, parts in self._assignment.items():
-            if parts and broker_id not in self._fetchers:
-                fetcher = self._fetchers[broker_id] = Fetcher(self, broker_id)
+        for key, parts in self._by_fetcher.items():
+            if parts and key not in self._fetchers:
+                fetcher = self._fetchers[key] = Fetcher(self, *key)
                 nursery.start_soon(self._run_fetcher, fetcher)
 
     async def _run_fetcher(self, fetcher: Fetcher) -> None:
         try:
             await fetcher.run()
         finally:
-            del self._fetchers[fetcher.broker_id]
+            fetcher.release_all()
+            del self._fetchers[fetcher.key]
 
     async def quiesce(self) -> None:
         """Wait until no append is running (promotion writes its markers after this)."""
@@ -255,13 +266,13 @@ class LinkRuntime:
 
     # -- what fetchers ask of the link ----------------------------------------------------------
 
-    def assigned(self, broker_id: int) -> bool:
-        return broker_id in self._assignment
+    def assigned(self, broker_id: int, index: int = 0) -> bool:
+        return (broker_id, index) in self._by_fetcher
 
-    def active_parts(self, broker_id: int) -> list[tuple[Mirror, PartitionProgress]]:
+    def active_parts(self, broker_id: int, index: int = 0) -> list[tuple[Mirror, PartitionProgress]]:
         if self.state == LinkState.PAUSED:
             return []
-        return [(m, p) for m, p in self._assignment.get(broker_id, []) if m.fetching and p.leader == broker_id and not self._held(m)]
+        return [(m, p) for m, p in self._by_fetcher.get((broker_id, index), []) if m.fetching and p.leader == broker_id and not self._held(m)]
 
     def broker_lost(self, broker_id: int) -> None:
         """The fetch connection to ``broker_id`` failed: its partitions validate again once it is back."""

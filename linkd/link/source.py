@@ -1,7 +1,8 @@
-"""The source cluster as a link sees it: bootstrap, metadata, two connections per broker.
+"""The source cluster as a link sees it: bootstrap, metadata, connections per broker.
 
 A broker answers one connection's requests in order, and a Fetch that finds nothing new waits there up to
-``replica.fetch.wait.max.ms``. So each broker's fetch loop has a connection of its own, and everything
+``replica.fetch.wait.max.ms``. So each of a broker's fetchers (``num.cluster.link.fetchers``) has a
+connection of its own, keyed by (broker address, fetcher index), and everything
 else (metadata, ListOffsets for a create, consumer offset sync) uses another, never queued behind a long
 poll. Connections are opened lazily and dropped on any error; the next use reconnects. Metadata is asked
 of any reachable broker (bootstrap servers first, then known brokers), so a link keeps working while the
@@ -47,27 +48,32 @@ class SourceCluster:
     cluster_id: str | None = None
     brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
     security: SecuritySettings | None = None  # TLS and SASL for every connection: bootstrap, short requests, fetches
+    receive_buffer_bytes: int = -1  # SO_RCVBUF of fetch connections (receive.buffer.bytes); -1: the OS's own
+    round_trip_s: float | None = None  # the least round trip measured over the connections opened (see fetcher_count)
 
     def __post_init__(self) -> None:
         self._connections: dict[tuple[str, int], Connection] = {}
-        self._fetch_connections: dict[tuple[str, int], Connection] = {}
+        # (broker address, fetcher index) -> that fetcher's connection
+        self._fetch_connections: dict[tuple[tuple[str, int], int], Connection] = {}
 
-    async def _open(self, pool: dict[tuple[str, int], Connection], address: tuple[str, int], client_id: str) -> Connection:
-        conn = pool.get(address)
+    async def _open(self, pool: dict, key, address: tuple[str, int], receive_buffer_bytes: int = -1) -> Connection:
+        conn = pool.get(key)
         if conn is not None and conn.session_expired():
             # Idle past its SASL session lifetime: the broker would close it at the next request.
             log.debug("reconnecting to %s:%d: its SASL session expired while idle", *address)
-            del pool[address]
+            del pool[key]
             await conn.aclose()
             conn = None
         if conn is None:
-            conn = await Connection.open(address[0], address[1], client_id, security=self.security)
-            pool[address] = conn
+            conn = await Connection.open(address[0], address[1], self.client_id, security=self.security, receive_buffer_bytes=receive_buffer_bytes)
+            pool[key] = conn
+            if conn.round_trip_s is not None:
+                self.round_trip_s = min(conn.round_trip_s, self.round_trip_s if self.round_trip_s is not None else conn.round_trip_s)
         return conn
 
     async def connection(self, address: tuple[str, int]) -> Connection:
         """The connection for short requests to ``address`` (never holds a long-polling Fetch)."""
-        return await self._open(self._connections, address, self.client_id)
+        return await self._open(self._connections, address, address)
 
     def _address(self, node_id: int) -> tuple[str, int]:
         address = self.brokers.get(node_id)
@@ -78,26 +84,27 @@ class SourceCluster:
     async def broker_connection(self, node_id: int) -> Connection:
         return await self.connection(self._address(node_id))
 
-    async def fetch_connection(self, node_id: int) -> Connection:
-        """The connection only ``node_id``'s fetch loop uses: its Fetches long-poll, and whatever else it
-        asks (ListOffsets, OffsetForLeaderEpoch) it asks between them."""
-        return await self._open(self._fetch_connections, self._address(node_id), self.client_id)
+    async def fetch_connection(self, node_id: int, index: int = 0) -> Connection:
+        """The connection only fetcher ``index`` of ``node_id`` uses: its Fetches long-poll, and whatever
+        else it asks (ListOffsets, OffsetForLeaderEpoch) it asks between them."""
+        address = self._address(node_id)
+        return await self._open(self._fetch_connections, (address, index), address, self.receive_buffer_bytes)
 
     async def drop(self, address: tuple[str, int]) -> None:
         conn = self._connections.pop(address, None)
         if conn is not None:
             await conn.aclose()
 
-    async def drop_fetch(self, address: tuple[str, int]) -> None:
-        conn = self._fetch_connections.pop(address, None)
+    async def drop_fetch(self, address: tuple[str, int], index: int = 0) -> None:
+        conn = self._fetch_connections.pop((address, index), None)
         if conn is not None:
             await conn.aclose()
 
     async def close(self) -> None:
         for address in list(self._connections):
             await self.drop(address)
-        for address in list(self._fetch_connections):
-            await self.drop_fetch(address)
+        for address, index in list(self._fetch_connections):
+            await self.drop_fetch(address, index)
 
     async def request_any(self, api_key: int, body: dict) -> dict:
         """Send to the first broker that answers: bootstrap servers, then known brokers."""

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import uuid
 
-from linkd.link.assignment import Assigned, NoLocalTopic, SourceDenied, SourceMissing, plan
-from linkd.link.mirror import Mirror
+from linkd.link.assignment import (
+    LAN_ROUND_TRIP_S,
+    WAN_FETCHERS,
+    Assigned,
+    NoLocalTopic,
+    SourceDenied,
+    SourceMissing,
+    fetcher_count,
+    plan,
+    spread,
+)
+from linkd.link.mirror import Mirror, PartitionProgress
 from linkd.link.partition import Fail
 from linkd.link.source import SourcePartition, SourceTopic
 from linkd.link.states import MirrorError, MirrorState
@@ -74,3 +84,39 @@ def test_absent_or_erring_metadata_is_missing_and_a_denial_is_denied():
 
 def test_a_mirror_without_its_local_topic_gets_nothing():
     assert plan(mirror(1), topic({0: (1, 0)}), None, False, 100) == NoLocalTopic()
+
+
+def _parts(topic_name: str, partitions: list[int]):
+    m = Mirror(topic_name, "l", "s", str(ID), MirrorState.ACTIVE)
+    return [(m, PartitionProgress(p)) for p in partitions]
+
+
+def test_spread_gives_each_fetcher_a_disjoint_even_share_of_a_brokers_partitions():
+    parts = _parts("a", list(range(10))) + _parts("b", [1, 3, 5])
+    shares = spread(parts, 4)
+    seen = [(m.topic, p.partition) for share in shares.values() for m, p in share]
+    assert sorted(seen) == sorted((m.topic, p.partition) for m, p in parts)  # each exactly once
+    a_counts = sorted(sum(m.topic == "a" for m, _p in share) for share in shares.values())
+    assert a_counts == [2, 2, 3, 3]  # round-robin within a topic
+    assert set(shares) <= {0, 1, 2, 3}
+    one = spread(parts, 1)
+    assert list(one) == [0] and len(one[0]) == len(parts)
+
+
+def test_spread_keeps_a_partitions_fetcher_when_other_topics_come_and_go():
+    a = _parts("a", [0, 1, 2, 3])
+    before = {p.partition: i for i, share in spread(a, 3).items() for _m, p in share}
+    after = {p.partition: i for i, share in spread(a + _parts("z", [0, 1]), 3).items() for m, p in share if m.topic == "a"}
+    assert before == after
+
+
+def test_spread_does_not_put_every_single_partition_topic_on_one_fetcher():
+    parts = [item for n in range(40) for item in _parts(f"t{n}", [0])]
+    assert len(spread(parts, 4)) == 4
+
+
+def test_fetcher_count_is_the_configured_one_or_adapts_to_the_round_trip():
+    assert fetcher_count(3, 0.0001) == 3 and fetcher_count(1, 0.2) == 1  # set: exactly that
+    assert fetcher_count(0, None) == 1  # not measured yet: a LAN
+    assert fetcher_count(0, LAN_ROUND_TRIP_S / 2) == 1
+    assert fetcher_count(0, 0.1) == WAN_FETCHERS > 1

@@ -106,3 +106,12 @@ def test_fetching_a_topic_through_recycled_buffers_gives_the_brokers_bytes(kafka
     assert got == expected
     assert buffers.reused >= 2, (buffers.allocated, buffers.reused)
     assert buffers.allocated >= 2  # a held view forced a second buffer
+
+
+def test_released_buffers_are_not_reused_so_a_caught_up_connection_holds_none():
+    buffers = FrameBuffers()
+    view = buffers.frame(RECYCLE_MIN_FRAME * 4)
+    del view
+    buffers.release()
+    buffers.frame(RECYCLE_MIN_FRAME)
+    assert (buffers.allocated, buffers.reused) == (2, 0)

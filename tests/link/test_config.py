@@ -70,14 +70,25 @@ def test_group_filters_exclude_wins_and_nothing_without_include():
         GroupFilter.parse('{"groupFilters": [{"name": "x", "patternType": "REGEX"}]}')
 
 
+def test_fetchers_and_receive_buffer_have_defaults_and_are_typed():
+    settings = LinkSettings.from_config({"bootstrap.servers": "h:1"})
+    assert (settings.fetchers, settings.receive_buffer_bytes) == (0, -1)  # 0: adaptive
+    settings = LinkSettings.from_config({"bootstrap.servers": "h:1", "num.cluster.link.fetchers": "1", "receive.buffer.bytes": "8388608"})
+    assert (settings.fetchers, settings.receive_buffer_bytes) == (1, 8 * 1024 * 1024)
+
+
 @pytest.mark.parametrize(
-    "key,value",
+    "key,value,message",
     [
-        ("num.cluster.link.fetchers", "2"),
+        ("num.cluster.link.fetchers", "-1", "between 0 and 32"),
+        ("num.cluster.link.fetchers", "33", "between 0 and 32"),
+        ("num.cluster.link.fetchers", "two", "must be an integer"),
+        ("receive.buffer.bytes", "512", "-1 .* or at least 1024"),
+        ("receive.buffer.bytes", "-2", "between -1 and"),
     ],
 )
-def test_keys_not_implemented_yet_are_refused_not_ignored(key, value):
-    with pytest.raises(LinkConfigError, match="not supported yet") as info:
+def test_fetchers_and_receive_buffer_refuse_bad_values(key, value, message):
+    with pytest.raises(LinkConfigError, match=message) as info:
         validate({"bootstrap.servers": "h:1", key: value})
     assert key in str(info.value)
 
