@@ -302,3 +302,46 @@ def test_kafka_transactions_abort_find_hanging_and_describe_producers_on_linkd_a
     finally:
         consumer.close()
     assert seen == [] and low_high == [(0, 3), (0, 2)], (seen, low_high)  # records plus one ABORT marker each
+
+
+def test_kafka_transactions_finds_and_aborts_a_transaction_the_coordinator_lost(tools, linkd):
+    """A transaction open in a partition's log that linkd's coordinator has no record of (here: its row
+    removed from control.db while linkd was down, as a control store restored from an older backup would
+    be) holds read_committed readers at its first offset. find-hanging reports it and abort ends it with
+    an ABORT marker in that partition, as on Kafka."""
+    import sqlite3
+
+    from tests.broker.wire import WireConnection
+
+    Tool = tools.Tool
+    topic = f"lost-{uuid.uuid4().hex[:6]}"
+    create_topic(linkd.bootstrap, topic, 1)
+    producer = _open_transaction(linkd.bootstrap, topic)  # offsets 0, 1
+    linkd.kill()
+    with sqlite3.connect(linkd.data_dir / "control.db") as db:
+        assert db.execute("DELETE FROM txn_log").rowcount == 1
+    linkd.start()
+    del producer  # its transaction now belongs to no coordinator
+
+    def stable_offset() -> int:
+        with WireConnection(linkd.bootstrap) as conn:
+            body = conn.request(ApiKey.LIST_OFFSETS, 7, {"replica_id": -1, "isolation_level": 1, "topics": [
+                {"name": topic, "partitions": [{"partition_index": 0, "current_leader_epoch": -1, "timestamp": -1}]}]})
+        return body["topics"][0]["partitions"][0]["offset"]
+
+    assert stable_offset() == 0
+    b = linkd.bootstrap
+    find = Tool("kafka-transactions", "--bootstrap-server", b, "find-hanging", "--topic", topic, "--max-transaction-timeout", "0")
+    before, abort, after, producers = tools.run_tools([
+        find,
+        Tool("kafka-transactions", "--bootstrap-server", b, "abort", "--topic", topic, "--partition", "0", "--start-offset", "0"),
+        find,
+        Tool("kafka-transactions", "--bootstrap-server", b, "describe-producers", "--topic", topic, "--partition", "0"),
+    ])
+    for run in (before, abort, after, producers):
+        assert run.exit_code == 0, (run.tool, run.stdout, run.stderr)
+    [row] = _table(before)[1:]
+    assert row[:2] == [topic, "0"] and row[5] == "0", before.stdout  # the partition and the transaction's first offset
+    assert _table(after)[1:] == [], after.stdout
+    assert _open_txn_rows(producers) == [("0", "1", "None")], producers.stdout  # ended with the producer's own epoch
+    assert stable_offset() == 3  # two records and the ABORT marker: readers move on

@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,9 @@ def run_streams_app(bootstrap: str, app_id: str, input_topic: str, output_topic:
         "-cp", f"{classes}:{libs}/*", MAIN_CLASS,
         bootstrap, app_id, input_topic, output_topic, str(state_dir), str(expected), str(timeout_ms),
     ]
+    started = time.monotonic()
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_ms / 1000 + 90)
+    print(f"Streams application {app_id} against {bootstrap}: {time.monotonic() - started:.1f}s")
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     summary = next((obj["summary"] for obj in lines if "summary" in obj), {})
     records = [(obj["partition"], obj["key"], obj["value"]) for obj in lines if "summary" not in obj]

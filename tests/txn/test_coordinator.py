@@ -220,3 +220,23 @@ def test_a_decision_left_unfinished_is_completed_by_the_next_request_without_a_r
         assert _committed(node)[(TOPIC, 0)][0] == 7
 
     trio.run(main)
+
+
+def test_an_operators_abort_of_one_partition_aborts_the_whole_transaction_and_fences_its_producer(tmp_path):
+    node = Node(tmp_path)
+    node.topics.create(TOPIC, 2)
+
+    async def main():
+        pid, epoch = await _begin(node)
+        assert await node.txn.abort_for_operator(pid + 1, TOPIC, 0) is False  # not a producer of ours
+        assert await node.txn.abort_for_operator(pid, TOPIC, 0) is True
+        meta = node.txn.state_of("tx")
+        assert (meta.state, meta.producer_epoch) == (TxnState.COMPLETE_ABORT, epoch + 1)
+        assert _markers(node.log(0)) == [CONTROL_ABORT] and _markers(node.log(1)) == [CONTROL_ABORT]
+        assert (TOPIC, 0) not in _committed(node)  # its pending offsets were dropped
+        assert node.txn.check_produce("tx", pid, epoch, TOPIC, 1)[0] == ErrorCode.INVALID_PRODUCER_EPOCH  # fenced
+        ended = await node.txn.end_txn({"transactional_id": "tx", "producer_id": pid, "producer_epoch": epoch, "committed": True}, 3)
+        assert ended["error_code"] == ErrorCode.PRODUCER_FENCED
+        assert await node.txn.abort_for_operator(pid, TOPIC, 0) is False  # nothing open any more
+
+    trio.run(main)
