@@ -24,7 +24,7 @@ catches up the whole topic from offset 0 through the proxy (a fresh proxy per po
 * ``linkd``: a fresh ``linkd serve``, a link with default settings (``replica.fetch.max.bytes`` 1 MiB,
   ``replica.fetch.response.max.bytes`` 10 MiB), ``mirror create``, timed to linkd's end offsets == the source's;
 * ``linkd-1``, ``linkd-4``: the same with ``num.cluster.link.fetchers`` 1 (Cluster Linking's default) and 4
-  (linkd's default adapts: 1 under 5 ms of round trip, 4 beyond);
+  (linkd's default adapts: 1 under 20 ms of round trip, 4 beyond);
 * ``linkd-large``: the same with 8 MiB / 64 MiB fetches;
 * ``raw``: the raw Fetch loop (benchmarks/workers.py raw-fetch, our codec, one request in flight, bytes
   discarded) with 1 MiB / 10 MiB, the same fetch sizes as linkd's defaults;
@@ -75,7 +75,7 @@ MODES = {
 
 
 # Fetch connections per source broker (num.cluster.link.fetchers) of each copier. linkd's default (0) adapts:
-# 1 under 5 ms of round trip, 4 beyond (None here); ``linkd-1`` and ``linkd-4`` set it. Others: one Fetch in flight.
+# 1 under 20 ms of round trip, 4 beyond (None here); ``linkd-1`` and ``linkd-4`` set it. Others: one Fetch in flight.
 FETCHERS: dict[str, int | None] = {"linkd": None, "linkd-1": 1, "linkd-4": 4, "linkd-large": None}
 LINKD_CONFIGS = {"linkd-1": {"num.cluster.link.fetchers": "1"}, "linkd-4": {"num.cluster.link.fetchers": "4"}}
 
@@ -315,7 +315,7 @@ def run(args: argparse.Namespace) -> dict:
                 point["streaming_mb_s"] = round(wire / MB / point["streaming_seconds"], 1)
             cap = point["cap_mb_s"] * MB if point["cap_mb_s"] else None
             copier = point["copier"]
-            fetchers = FETCHERS.get(copier, 1) or (4 if point["rtt_ms"] >= 5 else 1)
+            fetchers = FETCHERS.get(copier, 1) or (4 if point["rtt_ms"] >= 20 else 1)
             bound = fetch_bound_mb_s(tuple(point["fetch_sizes"]), point["rtt_ms"], cap, fetchers, copier in FETCHERS) if copier not in ("confluent", "mm2") else None
             point["fetch_bound_mb_s"] = round(bound, 1) if bound else None
             if point["cap_mb_s"]:
@@ -421,7 +421,7 @@ def render_markdown(r: dict, extra: list[dict] = ()) -> str:
         "",
         "`bound` is what the copier's Fetches in flight can move. raw: one Fetch in flight, one response of",
         "min(partitions x partition max bytes, response max bytes) per round trip plus, with the cap, that response's",
-        "time on the wire (size / cap). linkd: `num.cluster.link.fetchers` connections (by default 1 under 5 ms of round",
+        "time on the wire (size / cap). linkd: `num.cluster.link.fetchers` connections (by default 1 under 20 ms of round",
         "trip and 4 beyond; 1 for `linkd-1`, 4 for `linkd-4`; at most one per partition), each with one Fetch in flight whose partitions grow to their share of the response",
         "max while behind; never above the cap.",
         "",

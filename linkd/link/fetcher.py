@@ -122,6 +122,7 @@ class Fetcher:
         backoff = rt.backoff()
         async with trio.open_nursery() as appends:
             while True:
+                rt.recount()
                 parts = self._take()
                 if not parts:
                     changed = rt.changed

@@ -65,6 +65,7 @@ class LinkRuntime:
         self.link_error = "NO_ERROR"  # typed reason while UNAVAILABLE: SOURCE_UNAVAILABLE or AUTHENTICATION_ERROR
         self._assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         self._by_fetcher: dict[tuple[int, int], list[tuple[Mirror, PartitionProgress]]] = {}  # (broker, index) -> its share
+        self._fetcher_count = 1  # fetchers per source broker now (assignment.fetcher_count)
         self._fetchers: dict[tuple[int, int], Fetcher] = {}  # (source broker id, fetcher index) -> its running fetcher
         self._nursery: trio.Nursery | None = None
         self._refreshing = False
@@ -243,8 +244,17 @@ class LinkRuntime:
 
     def _set_assignment(self, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> None:
         self._assignment = assignment
-        count = fetcher_count(self.settings.fetchers, self.source.round_trip_s)
+        count = self._fetcher_count = fetcher_count(self.settings.fetchers, self.source.least_round_trip())
         self._by_fetcher = {(broker, index): share for broker, parts in assignment.items() for index, share in spread(parts, count).items()}
+
+    def recount(self) -> None:
+        """A fetcher's round begins: with num.cluster.link.fetchers=0 a better measure of the source's round
+        trip may change how many fetchers each broker gets; the partitions are then spread again."""
+        if self._nursery is not None and fetcher_count(self.settings.fetchers, self.source.least_round_trip()) != self._fetcher_count:
+            self._set_assignment(self._assignment)
+            log.info("link %s: %d fetch connection(s) per source broker", self.name, self._fetcher_count)
+            self._start_fetchers(self._nursery)
+            self.wake_loops()
 
     def _start_fetchers(self, nursery: trio.Nursery) -> None:
         for key, parts in self._by_fetcher.items():

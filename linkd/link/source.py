@@ -49,12 +49,12 @@ class SourceCluster:
     brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
     security: SecuritySettings | None = None  # TLS and SASL for every connection: bootstrap, short requests, fetches
     receive_buffer_bytes: int = -1  # SO_RCVBUF of fetch connections (receive.buffer.bytes); -1: the OS's own
-    round_trip_s: float | None = None  # the least round trip measured over the connections opened (see fetcher_count)
 
     def __post_init__(self) -> None:
         self._connections: dict[tuple[str, int], Connection] = {}
         # (broker address, fetcher index) -> that fetcher's connection
         self._fetch_connections: dict[tuple[tuple[str, int], int], Connection] = {}
+        self._least_round_trip: float | None = None
 
     async def _open(self, pool: dict, key, address: tuple[str, int], receive_buffer_bytes: int = -1) -> Connection:
         conn = pool.get(key)
@@ -67,8 +67,6 @@ class SourceCluster:
         if conn is None:
             conn = await Connection.open(address[0], address[1], self.client_id, security=self.security, receive_buffer_bytes=receive_buffer_bytes)
             pool[key] = conn
-            if conn.round_trip_s is not None:
-                self.round_trip_s = min(conn.round_trip_s, self.round_trip_s if self.round_trip_s is not None else conn.round_trip_s)
         return conn
 
     async def connection(self, address: tuple[str, int]) -> Connection:
@@ -89,6 +87,15 @@ class SourceCluster:
         else it asks (ListOffsets, OffsetForLeaderEpoch) it asks between them."""
         address = self._address(node_id)
         return await self._open(self._fetch_connections, (address, index), address, self.receive_buffer_bytes)
+
+    def least_round_trip(self) -> float | None:
+        """The least time any request to the source took, over every connection so far (None: none
+        answered yet): the path's round trip, near enough, whatever the load (see ``fetcher_count``)."""
+        samples = [c.round_trip_s for c in (*self._connections.values(), *self._fetch_connections.values()) if c.round_trip_s is not None]
+        if self._least_round_trip is not None:
+            samples.append(self._least_round_trip)
+        self._least_round_trip = min(samples, default=None)
+        return self._least_round_trip
 
     async def drop(self, address: tuple[str, int]) -> None:
         conn = self._connections.pop(address, None)
