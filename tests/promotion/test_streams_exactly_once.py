@@ -16,11 +16,12 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from tests.conftest import peer_unavailable
 from tests.peers import PeerUnavailable
 
 from .helpers import cli_json, mirror, wait_for
 
-pytestmark = pytest.mark.timeout(360)
+pytestmark = [pytest.mark.java, pytest.mark.timeout(360)]
 
 PARTITIONS = 2
 KEYS = 6
@@ -100,7 +101,7 @@ def test_kafka_streams_application_that_ran_on_kafka_fails_over_to_linkd_and_con
     try:
         streams.ensure_compiled()
     except PeerUnavailable as exc:
-        pytest.skip(str(exc))
+        peer_unavailable(str(exc))
     suffix = uuid.uuid4().hex[:6]
     source, output, app_id = f"orders-{suffix}", f"counts-{suffix}", f"eos-move-{suffix}"
     changelog = f"{app_id}-counts-changelog"
