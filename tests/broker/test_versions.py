@@ -494,6 +494,10 @@ def _write_txn_markers(env: Env, v: int) -> None:
     assert _only(_only(_only(body["markers"])["topics"])["partitions"])["error_code"] == 0, body
     state = _only(env.call(ApiKey.DESCRIBE_TRANSACTIONS, 0, {"transactional_ids": [tid]})["transaction_states"])
     assert (state["transaction_state"], state["producer_epoch"]) == ("CompleteAbort", epoch + 1), state
+    # No other coordinator may complete a transaction on linkd: a COMMIT marker is refused.
+    commit = env.call(ApiKey.WRITE_TXN_MARKERS, v, {"markers": [{"producer_id": pid, "producer_epoch": epoch + 1, "transaction_result": True, "coordinator_epoch": 0,
+                                                                 "topics": [{"name": env.topic, "partition_indexes": [0]}]}]})
+    assert _only(_only(_only(commit["markers"])["topics"])["partitions"])["error_code"] == ErrorCode.INVALID_REQUEST, commit
 
 
 EXERCISES: dict[int, Callable[[Env, int], None]] = {

@@ -10,17 +10,19 @@ and a read_committed restore of a promoted changelog. One JVM per run, three run
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from tests.conftest import peer_unavailable
 from tests.peers import PeerUnavailable
 
 from .helpers import cli_json, mirror, wait_for
 
-pytestmark = pytest.mark.timeout(360)
+pytestmark = [pytest.mark.java, pytest.mark.timeout(360)]
 
 PARTITIONS = 2
 KEYS = 6
@@ -100,7 +102,7 @@ def test_kafka_streams_application_that_ran_on_kafka_fails_over_to_linkd_and_con
     try:
         streams.ensure_compiled()
     except PeerUnavailable as exc:
-        pytest.skip(str(exc))
+        peer_unavailable(str(exc))
     suffix = uuid.uuid4().hex[:6]
     source, output, app_id = f"orders-{suffix}", f"counts-{suffix}", f"eos-move-{suffix}"
     changelog = f"{app_id}-counts-changelog"
@@ -130,9 +132,12 @@ def test_kafka_streams_application_that_ran_on_kafka_fails_over_to_linkd_and_con
     producer.abort_transaction(30)  # ended on Kafka too, for the reference run
 
     total = sum(map(len, _expected_output().values()))
-    on_linkd = streams.run_streams_app(linkd.bootstrap, app_id, source, output, tmp_path / "linkd-state", total)
     kafka_broker.create_topic(f"{output}-ref", PARTITIONS)
-    reference = streams.run_streams_app(kafka_broker.bootstrap, f"{app_id}-ref", source, f"{output}-ref", tmp_path / "ref-state", total)
+    # The two runs are independent (different clusters, application ids and output topics): run them side by side.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        moved = pool.submit(streams.run_streams_app, linkd.bootstrap, app_id, source, output, tmp_path / "linkd-state", total)
+        uninterrupted = pool.submit(streams.run_streams_app, kafka_broker.bootstrap, f"{app_id}-ref", source, f"{output}-ref", tmp_path / "ref-state", total)
+        on_linkd, reference = moved.result(), uninterrupted.result()
     assert len(reference.records) == total and reference.by_key() == _expected_output(), reference.summary
     # Restored, not recounted (no key starts over at 1); no aborted input counted; nothing lost or doubled.
     assert len(on_linkd.records) == total, (on_linkd.summary, on_linkd.stderr[-3000:])
