@@ -45,9 +45,9 @@ from ..broker.acl import (
     AclFilter,
     StandardAuthorizer,
 )
-from .client import SourceProtocolError, SourceUnavailable, source_error
+from .client import SourceProtocolError, source_error
 from .states import LinkState
-from .tasks import TaskState, error_code_of, error_message_of, judge, now_ms, report
+from .tasks import RoundErrors, TaskState, judge, now_ms, report, run_rounds
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def config_problems(merged: Mapping[str, str | None]) -> list[str]:
 
 
 @dataclass
-class AclSyncStatus:
+class AclSyncStatus(RoundErrors):
     enabled: bool = False
     interval_ms: int = DEFAULT_SYNC_MS
     last_sync_ms: int | None = None
@@ -151,10 +151,6 @@ class AclSyncStatus:
     created: int = 0  # since start
     deleted: int = 0
     skipped: int = 0  # source ACLs on resource types linkd does not authorize (last round)
-
-    def failed(self, code: int, message: str) -> None:
-        self.last_error, self.last_error_code, self.last_error_ms = message, code, now_ms()
-        self.errors += 1
 
 
 def _binding(resource: dict, acl: dict) -> AclBinding | None:
@@ -206,17 +202,8 @@ class AclSync:
         task_status.started()
         if not enabled:
             return
-        while True:
-            if self._entry.runtime.state != LinkState.PAUSED:
-                try:
-                    await self.sync_once(filters)
-                except (SourceUnavailable, SourceProtocolError) as exc:
-                    self.status.failed(error_code_of(exc), error_message_of(exc))
-                    log.warning("link %s: ACL sync failed: %s", self._entry.name, exc)
-                except Exception as exc:  # a malformed answer or a bug: this round is lost, not the daemon
-                    self.status.failed(error_code_of(exc), error_message_of(exc))
-                    log.exception("link %s: ACL sync failed", self._entry.name)
-            await trio.sleep(interval_ms / 1000)
+        await run_rounds(self._entry.name, "ACL sync", lambda: self.sync_once(filters), self.status, interval_s=lambda: interval_ms / 1000,
+                         paused=lambda: self._entry.runtime.state == LinkState.PAUSED, sleep_first=False, logger=log)
 
     async def source_acls(self, filters: list[AclFilter]) -> tuple[set[AclBinding], int]:
         """The source's ACLs the filters select, and how many were on resource types linkd leaves out."""

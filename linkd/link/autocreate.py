@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .client import SourceProtocolError, SourceUnavailable
 from .errors import DomainError
 from .groupfilter import GroupFilter
 from .states import LinkState
-from .tasks import error_code_of, error_message_of, judge, now_ms, report
+from .tasks import RoundErrors, judge, now_ms, report, run_rounds
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ def is_internal(topic: str) -> bool:
 
 
 @dataclass
-class AutoCreateStatus:
+class AutoCreateStatus(RoundErrors):
     enabled: bool
     interval_ms: int
     last_run_ms: int | None = None  # the last round that ran to the end
@@ -48,10 +47,6 @@ class AutoCreateStatus:
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "created": list(self.created)}
-
-    def failed(self, code: int, message: str) -> None:
-        self.last_error, self.last_error_code, self.last_error_ms = message, code, now_ms()
-        self.errors += 1
 
 
 TASK_NAME = "AutoCreateMirror"
@@ -89,19 +84,8 @@ class AutoCreate:
         task_status.started()
         if not self.status.enabled:
             return
-        while True:
-            if self._runtime.state == LinkState.PAUSED:
-                await trio.sleep(self.status.interval_ms / 1000)
-                continue  # a paused link pauses its tasks, as Cluster Linking does
-            try:
-                await self.run_once()
-            except (SourceUnavailable, SourceProtocolError) as exc:
-                self.status.failed(error_code_of(exc), error_message_of(exc))
-                log.warning("link %s: auto-create could not list the source topics: %s", self._runtime.name, exc)
-            except Exception as exc:  # a malformed answer or a bug: this round is lost, not the daemon
-                self.status.failed(error_code_of(exc), error_message_of(exc))
-                log.exception("link %s: auto-create round failed", self._runtime.name)
-            await trio.sleep(self.status.interval_ms / 1000)
+        await run_rounds(self._runtime.name, "auto-create of mirror topics", self.run_once, self.status, interval_s=lambda: self.status.interval_ms / 1000,
+                         paused=lambda: self._runtime.state == LinkState.PAUSED, sleep_first=False, logger=log)
 
     async def run_once(self) -> list[str]:
 

@@ -34,7 +34,7 @@ from ..topicconfig import InvalidTopicConfig
 from ..topics import TopicError
 from .client import SourceProtocolError, SourceUnavailable, source_error
 from .states import SYNCED_STATES, LinkState
-from .tasks import error_code_of, error_message_of, judge, now_ms, report
+from .tasks import RoundErrors, judge, now_ms, report, run_rounds
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def mirrored_configs(current: dict[str, str], source: dict[str, str], names: fro
 
 
 @dataclass
-class ConfigSyncStatus:
+class ConfigSyncStatus(RoundErrors):
     interval_ms: int
     include: list[str]
     last_sync_ms: int | None = None  # the last round that ran to the end
@@ -144,10 +144,6 @@ class ConfigSyncStatus:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-    def failed(self, code: int, message: str) -> None:
-        self.last_error, self.last_error_code, self.last_error_ms = message, code, now_ms()
-        self.errors += 1
 
 
 TASK_NAME = "TopicConfigsSync"
@@ -185,22 +181,16 @@ class ConfigSync:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        while True:
-            await trio.sleep(self.status.interval_ms / 1000)
-            if self._runtime.state == LinkState.PAUSED:
-                continue  # a paused link pauses its tasks, as Cluster Linking does
-            try:
-                await self.sync_once()
-            except ConfigsUnsupported as exc:
-                if self.status.last_error != str(exc):
-                    log.warning("link %s: topic configs are not synced: %s (its mirrors keep everything)", self._runtime.name, exc)
-                self.status.failed(int(ErrorCode.UNSUPPORTED_VERSION), str(exc))
-            except (SourceUnavailable, SourceProtocolError) as exc:
-                self.status.failed(error_code_of(exc), error_message_of(exc))
-                log.warning("link %s: topic config sync failed: %s", self._runtime.name, exc)
-            except Exception as exc:  # a malformed answer or a bug: this round is lost, not the daemon
-                self.status.failed(error_code_of(exc), error_message_of(exc))
-                log.exception("link %s: topic config sync failed", self._runtime.name)
+        await run_rounds(self._runtime.name, "topic config sync", self._round, self.status, interval_s=lambda: self.status.interval_ms / 1000,
+                         paused=lambda: self._runtime.state == LinkState.PAUSED, sleep_first=True, logger=log)
+
+    async def _round(self) -> None:
+        try:
+            await self.sync_once()
+        except ConfigsUnsupported as exc:
+            if self.status.last_error != str(exc):
+                log.warning("link %s: topic configs are not synced: %s (its mirrors keep everything)", self._runtime.name, exc)
+            self.status.failed(int(ErrorCode.UNSUPPORTED_VERSION), str(exc))
 
     async def sync_once(self) -> int:
         """One round over every mirror that follows its source; returns the number of topics changed."""

@@ -26,10 +26,10 @@ import trio
 from protocol.errors import ErrorCode
 from protocol.messages import ApiKey
 
-from .client import SourceProtocolError, SourceUnavailable, source_error
+from .client import SourceProtocolError, source_error
 from .groupfilter import GroupFilter
 from .states import SYNCED_STATES, LinkState
-from .tasks import judge, report
+from .tasks import RoundErrors, judge, report, run_rounds
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class OffsetSyncError(SourceProtocolError):
 
 
 @dataclass
-class SyncStatus:
+class SyncStatus(RoundErrors):
     enabled: bool
     interval_ms: int
     last_sync_ms: int | None = None  # the last successful round
@@ -66,18 +66,6 @@ class SyncStatus:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-    def failed(self, exc: BaseException) -> None:
-        if isinstance(exc, OffsetSyncError):
-            code = exc.error_code
-        elif isinstance(exc, SourceUnavailable):
-            code = ErrorCode.NETWORK_EXCEPTION
-        else:
-            code = ErrorCode.UNKNOWN_SERVER_ERROR
-        self.last_error = str(exc) if isinstance(exc, SourceUnavailable | SourceProtocolError) else repr(exc)
-        self.last_error_code = int(code)
-        self.last_error_ms = int(time.time() * 1000)
-        self.errors += 1
 
 
 class GroupDenied(Exception):
@@ -112,18 +100,8 @@ class OffsetSync:
         task_status.started()
         if not self.status.enabled:
             return
-        while True:
-            await trio.sleep(self.status.interval_ms / 1000)
-            if self._runtime.state == LinkState.PAUSED:
-                continue
-            try:
-                await self.sync_once()
-            except (SourceUnavailable, SourceProtocolError) as exc:
-                self.status.failed(exc)
-                log.warning("link %s: consumer offset sync failed: %s", self._runtime.name, exc)
-            except Exception as exc:  # a malformed answer or a bug: this round is lost, not the daemon
-                self.status.failed(exc)
-                log.exception("link %s: consumer offset sync failed", self._runtime.name)
+        await run_rounds(self._runtime.name, "consumer offset sync", self.sync_once, self.status, interval_s=lambda: self.status.interval_ms / 1000,
+                         paused=lambda: self._runtime.state == LinkState.PAUSED, sleep_first=True, logger=log)
 
     def _mirrored(self, only_topic: str | None) -> dict[str, str]:
         """source topic -> mirror topic, for mirrors whose offsets should be synced."""

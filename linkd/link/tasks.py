@@ -8,8 +8,12 @@ REST and the ``linkd_link_task_state`` metric all read these dicts.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
+
+import trio
 
 from protocol.errors import ErrorCode
 
@@ -39,6 +43,45 @@ def error_code_of(exc: BaseException) -> int:
 
 def error_message_of(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, SourceUnavailable | SourceProtocolError) else repr(exc)
+
+
+class RoundErrors:
+    """What a task status records of a failed round: its last error's message, code and time, and how many
+    rounds failed since start. Mixed into each task's status dataclass, which declares the fields."""
+
+    last_error: str | None
+    last_error_code: int | None
+    last_error_ms: int | None
+    errors: int
+
+    def failed(self, code: int, message: str) -> None:
+        self.last_error, self.last_error_code, self.last_error_ms = message, code, now_ms()
+        self.errors += 1
+
+    def failed_with(self, exc: BaseException) -> None:
+        self.failed(error_code_of(exc), error_message_of(exc))
+
+
+async def run_rounds(link: str, what: str, round_once: Callable[[], Awaitable[object]], status: RoundErrors, *, interval_s: Callable[[], float],
+                     paused: Callable[[], bool], sleep_first: bool, logger: logging.Logger) -> None:
+    """A link task's loop: one round every ``interval_s()`` while the link is not paused (a paused link
+    pauses its tasks, as Cluster Linking does). A round that fails is recorded in ``status`` and logged;
+    the next round runs as usual. The source failing is a warning, anything else (a malformed answer, a
+    bug) an error with its traceback: either way this round is lost, never the link or the daemon."""
+    while True:
+        if sleep_first:
+            await trio.sleep(interval_s())
+        if not paused():
+            try:
+                await round_once()
+            except (SourceUnavailable, SourceProtocolError) as exc:
+                status.failed_with(exc)
+                logger.warning("link %s: %s failed: %s", link, what, exc)
+            except Exception as exc:
+                status.failed_with(exc)
+                logger.exception("link %s: %s failed", link, what)
+        if not sleep_first:
+            await trio.sleep(interval_s())
 
 
 def judge(paused: bool, last_error: str | None, not_configured: str | None = None) -> tuple[TaskState, str | None]:
