@@ -102,12 +102,18 @@ LAN_ROUND_TRIP_S = 0.020
 WAN_FETCHERS = 4
 
 
+def wide_area(round_trip_s: float | None) -> bool:
+    """The source is across a WAN: its round trip (the least measured over the link's connections) is
+    LAN_ROUND_TRIP_S or more; unknown counts as a LAN."""
+    return round_trip_s is not None and round_trip_s >= LAN_ROUND_TRIP_S
+
+
 def fetcher_count(configured: int, round_trip_s: float | None) -> int:
     """Fetchers per source broker: ``num.cluster.link.fetchers`` when set (> 0), else adaptive on the
-    source's round trip (the least measured over the link's connections; unknown counts as a LAN)."""
+    source's round trip."""
     if configured > 0:
         return configured
-    return WAN_FETCHERS if round_trip_s is not None and round_trip_s >= LAN_ROUND_TRIP_S else 1
+    return WAN_FETCHERS if wide_area(round_trip_s) else 1
 
 
 def spread(parts: list[tuple[Mirror, PartitionProgress]], fetchers: int) -> dict[int, list[tuple[Mirror, PartitionProgress]]]:
