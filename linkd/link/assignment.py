@@ -95,7 +95,7 @@ def plan(mirror: Mirror, st, local_partitions: int | None, holds_data: bool, fet
 # num.cluster.link.fetchers=0 (the default) adapts: one fetch connection per broker while the source's
 # round trip is under LAN_ROUND_TRIP_S, WAN_FETCHERS beyond. On a LAN one connection's response in flight
 # (replica.fetch.response.max.bytes) exceeds the bandwidth-delay product, and more connections cost CPU
-# (measured on loopback: 4 took ~1.5x the time of 1); across 100 ms, 4 moved 2-3x what 1 did. The round
+# (on loopback 4 were no faster than 1 and took ~1.7x its CPU); across 100 ms, 4 moved ~2x what 1 did. The round
 # trip is the least any request took (a loaded broker answers slowly, never faster than the path), so
 # 20 ms sits between a region's ~1-2 ms and the 30-150 ms between regions with room for noise.
 LAN_ROUND_TRIP_S = 0.020
