@@ -95,19 +95,25 @@ def plan(mirror: Mirror, st, local_partitions: int | None, holds_data: bool, fet
 # num.cluster.link.fetchers=0 (the default) adapts: one fetch connection per broker while the source's
 # round trip is under LAN_ROUND_TRIP_S, WAN_FETCHERS beyond. On a LAN one connection's response in flight
 # (replica.fetch.response.max.bytes) exceeds the bandwidth-delay product, and more connections cost CPU
-# (measured on loopback: 4 took ~1.5x the time of 1); across 100 ms, 4 moved 2-3x what 1 did. The round
+# (on loopback 4 were no faster than 1 and took ~1.7x its CPU); across 100 ms, 4 moved ~2x what 1 did. The round
 # trip is the least any request took (a loaded broker answers slowly, never faster than the path), so
 # 20 ms sits between a region's ~1-2 ms and the 30-150 ms between regions with room for noise.
 LAN_ROUND_TRIP_S = 0.020
 WAN_FETCHERS = 4
 
 
+def wide_area(round_trip_s: float | None) -> bool:
+    """The source is across a WAN: its round trip (the least measured over the link's connections) is
+    LAN_ROUND_TRIP_S or more; unknown counts as a LAN."""
+    return round_trip_s is not None and round_trip_s >= LAN_ROUND_TRIP_S
+
+
 def fetcher_count(configured: int, round_trip_s: float | None) -> int:
     """Fetchers per source broker: ``num.cluster.link.fetchers`` when set (> 0), else adaptive on the
-    source's round trip (the least measured over the link's connections; unknown counts as a LAN)."""
+    source's round trip."""
     if configured > 0:
         return configured
-    return WAN_FETCHERS if round_trip_s is not None and round_trip_s >= LAN_ROUND_TRIP_S else 1
+    return WAN_FETCHERS if wide_area(round_trip_s) else 1
 
 
 def spread(parts: list[tuple[Mirror, PartitionProgress]], fetchers: int) -> dict[int, list[tuple[Mirror, PartitionProgress]]]:

@@ -178,7 +178,9 @@ class Fetcher:
         rt, settings = self.rt, self.rt.settings
         wanted: dict[tuple[str, int], dict] = {}
         logs = {}
-        self._grow_to = fetchsize.share(settings.fetch_max_bytes, settings.fetch_response_max_bytes, len(parts))
+        # Across a WAN a partition behind grows toward its share of the response; on a LAN one round trip
+        # costs little and larger responses only cost (on loopback 8/64 MiB fetches ran at 0.7x 1/10 MiB).
+        self._grow_to = fetchsize.share(settings.fetch_max_bytes, settings.fetch_response_max_bytes, len(parts)) if rt.wide_area() else 0
         for mirror, progress in parts:
             local = rt.topics.get(mirror.topic)
             if local is None:  # deleted while the previous round was in flight

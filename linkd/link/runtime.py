@@ -25,7 +25,7 @@ from datetime import datetime
 import trio
 
 from . import sourceends
-from .assignment import Assigned, NoLocalTopic, SourceDenied, SourceMissing, fetcher_count, plan, spread
+from .assignment import Assigned, NoLocalTopic, SourceDenied, SourceMissing, fetcher_count, plan, spread, wide_area
 from .backoff import Backoff
 from .client import SourceUnavailable
 from .config import LinkSettings
@@ -255,6 +255,10 @@ class LinkRuntime:
             log.info("link %s: %d fetch connection(s) per source broker", self.name, self._fetcher_count)
             self._start_fetchers(self._nursery)
             self.wake_loops()
+
+    def wide_area(self) -> bool:
+        """The source is across a WAN (see ``assignment.wide_area``): fetch sizes grow while behind."""
+        return wide_area(self.source.least_round_trip())
 
     def _start_fetchers(self, nursery: trio.Nursery) -> None:
         for key, parts in self._by_fetcher.items():
