@@ -21,8 +21,10 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/linkd serve
 
+# Whole modules per worker (module-scoped brokers start once), slowest modules first: tests/conftest.py orders
+# them by tests/module_seconds.json, and --no-loadscope-reorder keeps xdist from re-sorting by test count.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check protocol linkd tests benchmarks

@@ -43,6 +43,9 @@ def peer_unavailable(reason: str):
 def pytest_configure(config):
     # kafka-python 3.x loads its JSON schemas with a deprecated importlib.resources call, 109 times per run.
     config.addinivalue_line("filterwarnings", "ignore:.*is deprecated. Use files:DeprecationWarning")
+    from tests.peers import kafka
+
+    kafka.use_test_jvm_opts()  # C1-only JIT for the brokers tests start (see tests/peers/kafka.py)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -51,6 +54,26 @@ def pytest_collection_modifyitems(config, items):
         for fixture_name, marker in _PEER_MARKERS.items():
             if fixture_name in getattr(item, "fixturenames", ()):
                 item.add_marker(getattr(pytest.mark, marker))
+    _slowest_modules_first(items)
+
+
+def _slowest_modules_first(items) -> None:
+    """Order whole modules by their last measured duration, slowest first (see tests/module_seconds.py),
+    so that xdist's ``--dist loadfile`` ends the run on short modules instead of a long one. Within a
+    module the order is unchanged; the sort depends only on the collected ids, so every xdist worker
+    collects the same order."""
+    from tests import module_seconds
+
+    seconds = module_seconds.load()
+    first_seen: dict[str, int] = {}
+    for item in items:
+        first_seen.setdefault(item.nodeid.split("::", 1)[0], len(first_seen))
+
+    def key(item) -> tuple[float, int]:
+        module = item.nodeid.split("::", 1)[0]
+        return (-seconds.get(module, module_seconds.UNKNOWN_SECONDS), first_seen[module])
+
+    items.sort(key=key)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -3,9 +3,7 @@ and removes ACLs on ``linkd serve --authorizer standard``, and the ACLs it adds 
 
 from __future__ import annotations
 
-import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -14,21 +12,16 @@ from protocol.messages import ApiKey
 from protocol.records import build_records
 from tests.broker.wire import WireConnection
 from tests.peers import PeerUnavailable
-from tests.peers import kafka as kafka_peer
+from tests.peers.kafka import ensure_tools_libs
+from tests.peers.kafkatools import Tool, ToolResult, run_tools
 
 
-def _tools_classpath() -> str:
-    """Kafka 4.1 moved AclCommand to the kafka-tools artifact: its jars next to the broker's."""
-    resolve = getattr(kafka_peer, "ensure_tools_libs", None)
-    tools = resolve() if resolve is not None else kafka_peer.kafka_home() / "tools-libs"
-    if not any(Path(tools).glob("kafka-tools-[0-9]*.jar")):
-        raise PeerUnavailable(f"no kafka-tools jar in {tools}")
-    return f"{tools}/*:{kafka_peer.ensure_kafka_libs()}/*"
-
-
-def _kafka_acls(bootstrap: str, *args: str) -> subprocess.CompletedProcess:
-    argv = [kafka_peer.java_binary(), "-Xmx256m", "-XX:+UseSerialGC", "-cp", _tools_classpath(), "org.apache.kafka.tools.AclCommand", "--bootstrap-server", bootstrap, *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=90)
+def _kafka_acls(bootstrap: str, *commands: tuple[str, ...]) -> list[ToolResult]:
+    """Run ``kafka-acls --bootstrap-server <bootstrap> <command>`` for each command, in order, in one JVM
+    (tests/peers/kafkatools.py): one JVM start instead of one per command."""
+    if not any(ensure_tools_libs().glob("kafka-tools-[0-9]*.jar")):
+        raise PeerUnavailable(f"no kafka-tools jar in {ensure_tools_libs()}")
+    return run_tools([Tool("kafka-acls", "--bootstrap-server", bootstrap, *command) for command in commands], timeout=180)
 
 
 def _produce(bootstrap: str, topic: str) -> int:
@@ -46,8 +39,8 @@ def test_kafka_acls_adds_lists_and_removes_acls_on_linkd(linkd_factory):
         created = conn.request(ApiKey.CREATE_TOPICS, 7, {"topics": [{"name": topic, "num_partitions": 1, "replication_factor": 1, "assignments": [], "configs": []}], "timeout_ms": 5000})
     # ANONYMOUS is no super user here and the cluster has no ACL: even kafka-acls is refused.
     assert created["topics"][0]["error_code"] == ErrorCode.TOPIC_AUTHORIZATION_FAILED
-    refused = _kafka_acls(b, "--list")
-    assert refused.returncode != 0 and "ClusterAuthorizationException" in refused.stdout + refused.stderr
+    [refused] = _kafka_acls(b, ("--list",))
+    assert refused.exit_code != 0 and "ClusterAuthorizationException" in refused.stdout + refused.stderr
 
     daemon.extra_args = ["--authorizer", "standard", "--super-users", "User:ANONYMOUS"]
     daemon.restart()
@@ -56,17 +49,24 @@ def test_kafka_acls_adds_lists_and_removes_acls_on_linkd(linkd_factory):
         created = conn.request(ApiKey.CREATE_TOPICS, 7, {"topics": [{"name": topic, "num_partitions": 1, "replication_factor": 1, "assignments": [], "configs": []}], "timeout_ms": 5000})
     assert created["topics"][0]["error_code"] == 0
     assert _produce(b, topic) == 0
-    added = _kafka_acls(b, "--add", "--allow-principal", "User:alice", "--operation", "Read", "--operation", "Describe", "--topic", topic)
-    assert added.returncode == 0, added.stdout + added.stderr
-    added = _kafka_acls(b, "--add", "--deny-principal", "User:ANONYMOUS", "--deny-host", "127.0.0.1", "--operation", "Write", "--topic", "orders-", "--resource-pattern-type", "prefixed")
-    assert added.returncode == 0, added.stdout + added.stderr
-    added = _kafka_acls(b, "--add", "--allow-principal", "User:*", "--operation", "All", "--group", "*")
-    assert added.returncode == 0, added.stdout + added.stderr
+    for added in _kafka_acls(
+        b,
+        ("--add", "--allow-principal", "User:alice", "--operation", "Read", "--operation", "Describe", "--topic", topic),
+        ("--add", "--deny-principal", "User:ANONYMOUS", "--deny-host", "127.0.0.1", "--operation", "Write", "--topic", "orders-", "--resource-pattern-type", "prefixed"),
+        ("--add", "--allow-principal", "User:*", "--operation", "All", "--group", "*"),
+    ):
+        assert added.exit_code == 0, added.stdout + added.stderr
 
     assert _produce(b, topic) == 0  # a super user is allowed whatever the DENY says
 
-    listed = _kafka_acls(b, "--list")
-    assert listed.returncode == 0, listed.stderr
+    listed, by_principal, removed, after = _kafka_acls(
+        b,
+        ("--list",),
+        ("--list", "--principal", "User:alice"),
+        ("--remove", "--allow-principal", "User:alice", "--operation", "Read", "--topic", topic, "--force"),
+        ("--list", "--topic", topic),
+    )
+    assert listed.exit_code == 0, listed.stderr
     out = listed.stdout
     assert f"ResourcePattern(resourceType=TOPIC, name={topic}, patternType=LITERAL)" in out
     assert "(principal=User:alice, host=*, operation=READ, permissionType=ALLOW)" in out
@@ -74,13 +74,10 @@ def test_kafka_acls_adds_lists_and_removes_acls_on_linkd(linkd_factory):
     assert "ResourcePattern(resourceType=TOPIC, name=orders-, patternType=PREFIXED)" in out
     assert "(principal=User:ANONYMOUS, host=127.0.0.1, operation=WRITE, permissionType=DENY)" in out
     assert "ResourcePattern(resourceType=GROUP, name=*, patternType=LITERAL)" in out
-    by_principal = _kafka_acls(b, "--list", "--principal", "User:alice")
     assert "User:alice" in by_principal.stdout and "User:ANONYMOUS" not in by_principal.stdout
 
-    removed = _kafka_acls(b, "--remove", "--allow-principal", "User:alice", "--operation", "Read", "--topic", topic, "--force")
-    assert removed.returncode == 0, removed.stdout + removed.stderr
-    after = _kafka_acls(b, "--list", "--topic", topic).stdout
-    assert "operation=READ" not in after and "operation=DESCRIBE" in after
+    assert removed.exit_code == 0, removed.stdout + removed.stderr
+    assert "operation=READ" not in after.stdout and "operation=DESCRIBE" in after.stdout
 
     # The ACLs are enforced once ANONYMOUS is an ordinary principal again: its DENY WRITE on orders-* holds.
     daemon.extra_args = ["--authorizer", "standard"]

@@ -45,6 +45,18 @@ TOOLS_POM = Path(__file__).with_name("tools-pom.xml")
 
 # A 2-core machine shared by several engineers: a small heap, the serial collector, few threads.
 DEFAULT_JVM_OPTS = ("-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true")
+# Brokers the test suite starts also stop the JIT at C1: C2 compiles the broker's start-up code for about
+# half of a start's CPU time (~10 s -> ~5-6 s per start here), which a test broker serving a few megabytes
+# never earns back. Same broker, same behaviour; benchmarks keep DEFAULT_JVM_OPTS (they measure throughput).
+TEST_JVM_OPTS = (*DEFAULT_JVM_OPTS, "-XX:TieredStopAtLevel=1")
+_default_jvm_opts = DEFAULT_JVM_OPTS
+
+
+def use_test_jvm_opts() -> None:
+    """Make TEST_JVM_OPTS the default of every KafkaBroker (and SecuredKafkaBroker) made from now on in
+    this process; tests/conftest.py calls it, so benchmark scripts are unaffected."""
+    global _default_jvm_opts
+    _default_jvm_opts = TEST_JVM_OPTS
 
 
 def _pom_digest() -> str:
@@ -140,9 +152,9 @@ class KafkaBroker:
     Ports are chosen once and kept across restarts so clients and links reconnect to the same address.
     """
 
-    def __init__(self, extra_config: dict[str, str] | None = None, jvm_opts: tuple[str, ...] = DEFAULT_JVM_OPTS, start_timeout: float = 90.0) -> None:
+    def __init__(self, extra_config: dict[str, str] | None = None, jvm_opts: tuple[str, ...] | None = None, start_timeout: float = 90.0) -> None:
         self.extra_config = dict(extra_config or {})
-        self.jvm_opts = tuple(jvm_opts)
+        self.jvm_opts = tuple(_default_jvm_opts if jvm_opts is None else jvm_opts)
         self.start_timeout = start_timeout
         self.libs: Path | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix="linkd-kafka-"))
@@ -215,10 +227,15 @@ class KafkaBroker:
         return self.start()
 
     def close(self) -> None:
-        """Stop and delete the working directory, unless LINKD_KEEP_PEERS is set (for post-mortems)."""
-        self.stop()
-        if not os.environ.get("LINKD_KEEP_PEERS"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        """Stop and delete the working directory, unless LINKD_KEEP_PEERS is set (for post-mortems).
+
+        The data is deleted anyway, so the JVM is killed rather than shut down gracefully (a controlled
+        shutdown flushes and checkpoints for seconds); with LINKD_KEEP_PEERS it stops gracefully."""
+        if os.environ.get("LINKD_KEEP_PEERS"):
+            self.stop()
+            return
+        self.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> KafkaBroker:
         return self.start()

@@ -24,6 +24,7 @@ SOURCES = sorted(Path(__file__).with_name("kafkatools").glob("*.java"))  # ToolR
 # The main class behind each bin/ script of Kafka 4.1.
 MAIN_CLASSES = {
     "kafka-topics": "org.apache.kafka.tools.TopicCommand",
+    "kafka-acls": "org.apache.kafka.tools.AclCommand",
     "kafka-configs": "kafka.admin.ConfigCommand",
     "kafka-consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
     "kafka-log-dirs": "org.apache.kafka.tools.LogDirsCommand",

@@ -130,8 +130,17 @@ class LinkdProcess:
         return f"--- {self.log_path} ---\n{log_tail(self.log_path, lines)}"
 
     def close(self) -> None:
-        self.stop()
-        if not os.environ.get("LINKD_KEEP_PEERS"):
+        """Stop and delete the working directory (unless LINKD_KEEP_PEERS is set).
+
+        A data directory inside the working directory is deleted with it, so the daemon is killed rather
+        than drained (a graceful stop costs about a second per daemon, hundreds of times a run); one the
+        test chose (``data_dir=``) may be read or reused afterwards and gets the graceful stop."""
+        keep = bool(os.environ.get("LINKD_KEEP_PEERS"))
+        if not keep and self.data_dir.is_relative_to(self.workdir):
+            self.kill()
+        else:
+            self.stop()
+        if not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> LinkdProcess:
