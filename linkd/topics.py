@@ -159,6 +159,7 @@ class TopicRegistry:
         store.ensure_schema(_OVERRIDES_SCHEMA)
         self._topics: dict[str, Topic] = {}
         self._by_id: dict[uuid.UUID, Topic] = {}
+        self._folded: dict[str, str] = {}  # name with '.' as '_' -> the topic's name (Kafka's collision rule)
         # Partition budget (linkd.broker.limits); None = unbounded. The daemon sets them at start.
         self.max_partitions: int | None = None
         self.max_partitions_per_topic: int | None = None
@@ -222,6 +223,7 @@ class TopicRegistry:
     def _index(self, topic: Topic) -> None:
         self._topics[topic.name] = topic
         self._by_id[topic.topic_id] = topic
+        self._folded[topic.name.replace(".", "_")] = topic.name
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -286,11 +288,13 @@ class TopicRegistry:
         leader_epoch: int = 0,
         validate_only: bool = False,
         topic_id: uuid.UUID | None = None,
+        also: Callable[[], None] | None = None,
     ) -> Topic:
         """``create`` with the partition logs made in a worker thread, so other clients keep being served.
 
         The name and the partitions are reserved while the thread works: a concurrent create of the same
-        (or a colliding) name is refused, and the budget counts them."""
+        (or a colliding) name is refused, and the budget counts them. ``also`` runs inside the transaction
+        that records the topic (e.g. the mirror's own row), so both are committed together or neither."""
         topic = self._prepare_create(name, partitions, configs, kind, leader_epoch, topic_id)
         if validate_only:
             return topic
@@ -298,7 +302,7 @@ class TopicRegistry:
         try:
             # Not abandoned on cancel (trio's default): the thread's logs always come back to be committed.
             logs = await trio.to_thread.run_sync(self._build_logs, name, 0, partitions, topic.configs, topic.topic_id)
-            return self._commit_create(topic, logs)
+            return self._commit_create(topic, logs, also)
         finally:
             self._reserved.pop(name, None)
 
@@ -317,9 +321,10 @@ class TopicRegistry:
         if name in self._topics or name in self._reserved:
             raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
         # Kafka's metric names turn '.' into '_', so it refuses names that differ only there.
-        for existing in (*self._topics, *self._reserved):
-            if existing.replace(".", "_") == name.replace(".", "_"):
-                raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic '{name}' collides with existing topic: {existing}")
+        folded = name.replace(".", "_")
+        existing = self._folded.get(folded) or next((r for r in self._reserved if r.replace(".", "_") == folded), None)
+        if existing is not None:
+            raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic '{name}' collides with existing topic: {existing}")
         if partitions <= 0:
             raise TopicError(ErrorCode.INVALID_PARTITIONS, "Number of partitions was set to an invalid non-positive value.")
         self.check_partition_budget(name, partitions, partitions)
@@ -361,13 +366,15 @@ class TopicRegistry:
             except OSError as exc:
                 log.error("could not remove %s after a failed creation: %s", plog.path, exc)
 
-    def _commit_create(self, topic: Topic, logs: list[PartitionLog]) -> Topic:
+    def _commit_create(self, topic: Topic, logs: list[PartitionLog], also: Callable[[], None] | None = None) -> Topic:
         try:
             with self._store.transaction() as db:
                 db.execute(
                     "INSERT INTO topics (name, topic_id, partitions, configs, kind, leader_epoch, created_ms) VALUES (?,?,?,?,?,?,?)",
                     (topic.name, str(topic.topic_id), len(logs), json.dumps(topic.configs), topic.kind, topic.leader_epoch, int(time.time() * 1000)),
                 )
+                if also is not None:
+                    also()
         except BaseException as exc:
             self._discard(logs)
             if isinstance(exc, Exception):
@@ -446,6 +453,7 @@ class TopicRegistry:
             db.execute("DELETE FROM topic_config_overrides WHERE topic = ?", (name,))
         del self._topics[name]
         self._by_id.pop(topic.topic_id, None)
+        self._folded.pop(name.replace(".", "_"), None)
         for plog in topic.logs:
             plog.delete()
 

@@ -63,6 +63,7 @@ class LinkRuntime:
         self._fetchers: dict[int, Fetcher] = {}  # source broker id -> its running fetcher
         self._nursery: trio.Nursery | None = None
         self._refreshing = False
+        self._added_meanwhile: list[tuple[Mirror, object]] = []  # (mirror, its source metadata) added during a refresh
         self._refresh = trio.Event()  # set: refresh metadata now (after a short coalescing pause)
         self._next_refresh = math.inf  # when the loop refreshes unasked (metadata.max.age.ms, or sooner)
         self._waiting: trio.CancelScope | None = None  # the loop's wait for either, while it waits
@@ -163,44 +164,52 @@ class LinkRuntime:
 
     async def _refresh_metadata(self) -> None:
         mirrors = [m for m in self.mirrors() if m.fetching]
+        self._added_meanwhile = []
+        assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         if not mirrors:
             # Still ask the source (no topics: a cheap Metadata), so an idle link shows whether it can reach
             # and authenticate to its source (link_error), as it would the moment a mirror is added.
             await self.source.metadata([])
-            self._assignment = {}
-            return
-        log.debug("link %s: refreshing metadata for %s", self.name, ", ".join(m.topic for m in mirrors))
-        topics = await self.source.metadata(sorted({m.source_topic for m in mirrors}))
-        assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
-        for mirror in mirrors:
-            self._assign(mirror, topics.get(mirror.source_topic), assignment)
+        else:
+            log.debug("link %s: refreshing metadata for %d mirror(s)", self.name, len(mirrors))
+            topics = await self.source.metadata(sorted({m.source_topic for m in mirrors}))
+            for mirror in mirrors:
+                self._assign(mirror, topics.get(mirror.source_topic), assignment)
+        asked = {id(m) for m in mirrors}
+        for mirror, st in self._added_meanwhile:
+            if id(mirror) not in asked and mirror.fetching:
+                self._assign(mirror, st, assignment)
+        self._added_meanwhile = []
         self._assignment = assignment
-        log.debug("link %s: assignment %s", self.name, {b: [f"{m.topic}-{p.partition}" for m, p in parts] for b, parts in assignment.items()})
+        if log.isEnabledFor(logging.DEBUG):  # the listing itself costs: thousands of partitions
+            log.debug("link %s: assignment %s", self.name, {b: [f"{m.topic}-{p.partition}" for m, p in parts] for b, parts in assignment.items()})
         self.wake_loops()
 
-    def _assign(self, mirror: Mirror, st, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> None:
-        """Carry out ``assignment.plan`` for ``mirror`` given ``st``, its source topic's metadata."""
+    def _assign(self, mirror: Mirror, st, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> bool:
+        """Carry out ``assignment.plan`` for ``mirror`` given ``st``, its source topic's metadata; True when
+        some partition of it was assigned to a fetcher."""
         local = self.topics.get(mirror.topic)
         holds_data = local is not None and any(plog.log_end_offset > 0 for plog in local.logs)
         decided = plan(mirror, st, len(local.logs) if local is not None else None, holds_data, self.settings.fetch_max_bytes)
         if isinstance(decided, SourceDenied):
             self.authorization_failed(mirror, "Describe")
-            return
+            return False
         if isinstance(decided, SourceMissing):
             self._source_topic_missing(mirror, decided.reason)
-            return
+            return False
         mirror.missing_since_ms = None
         if isinstance(decided, Fail):
             self.fail(mirror, decided.error, decided.message)
-            return
+            return False
         if isinstance(decided, NoLocalTopic):
-            return
+            return False
         assert isinstance(decided, Assigned)
         if decided.grow_to is not None:
             log.info("mirror %s: source grew to %d partitions", mirror.topic, decided.grow_to)
             self.topics.add_partitions(mirror.topic, decided.grow_to)
         for broker, progress in decided.leaders:
             assignment.setdefault(broker, []).append((mirror, progress))
+        return bool(decided.leaders)
 
     def add_mirror(self, mirror: Mirror, st) -> None:
         """A mirror was just created from ``st``, source metadata its creator fetched a moment ago: start
@@ -208,18 +217,22 @@ class LinkRuntime:
         When no fetcher can take it right now (link starting, paused or unavailable), wake the link."""
         nursery = self._nursery
         if nursery is None or self.state != LinkState.ACTIVE or not mirror.fetching:
-            self.wake()
+            # Nothing fetches it now, and whatever lets it fetch later refreshes the metadata first: the
+            # link's start, its resume (``update_link`` wakes it), the retry of an unavailable source, the
+            # mirror's resume. A refresh per created mirror would make creating thousands quadratic.
+            self.wake_loops()
             return
-        assignment = {broker: list(parts) for broker, parts in self._assignment.items()}
-        self._assign(mirror, st, assignment)
-        if not any(m is mirror for parts in assignment.values() for m, _p in parts):
+        # Added to the assignment in place (fetchers read it afresh each round, between awaits): a copy per
+        # created mirror would make creating thousands of them quadratic too.
+        if not self._assign(mirror, st, self._assignment):
             self.wake()  # leaderless or missing: let the refresh logic (and its back-off) handle it
             return
-        self._assignment = assignment
         self._start_fetchers(nursery)
         self.wake_loops()
         if self._refreshing:
-            self._refresh.set()  # the refresh in flight took its mirror list before this one existed
+            # The refresh in flight took its mirror list before this one existed: it assigns this one too
+            # from the metadata at hand when it lands, rather than a whole refresh more.
+            self._added_meanwhile.append((mirror, st))
 
     def _start_fetchers(self, nursery: trio.Nursery) -> None:
         for broker_id, parts in self._assignment.items():
