@@ -318,6 +318,19 @@ class LinkRuntime:
 
     # -- the source's end offsets (see sourceends) ------------------------------------------------
 
+    def note_session_ends(self) -> None:
+        """A quiet partition is left out of its fetch session's answers, which says its source end is
+        unchanged (KIP-227): record it as seen at the session's last answer, so the source-end watcher
+        does not read 10,000 idle partitions' ends with ListOffsets every few seconds."""
+        for broker_id, fetcher in self._fetchers.items():
+            session = fetcher.session
+            if not session.answered_ms:
+                continue
+            for mirror, progress in self._assignment.get(broker_id, ()):
+                if progress.source_end_seen_ms and progress.source_end_seen_ms < session.answered_ms and progress.leader == broker_id \
+                        and session.holds((mirror.source_topic, progress.partition)):
+                    progress.source_end_seen_ms = session.answered_ms
+
     async def read_source_offsets(self, mirrors: list[Mirror], timestamp: int = -1) -> dict[tuple[str, int], int]:
         return await sourceends.read_source_offsets(self, mirrors, timestamp)
 
