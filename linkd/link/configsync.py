@@ -22,6 +22,7 @@ A promoted or failed-over mirror is no longer synced: it keeps the configs last 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 
 import trio
@@ -39,6 +40,8 @@ from .tasks import error_code_of, error_message_of, judge, now_ms, report
 log = logging.getLogger(__name__)
 
 RESOURCE_TOPIC = 2
+# Sources that do not answer a DescribeConfigs naming configuration keys (they close the connection).
+_NAMES_REFUSED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # id(source) -> source
 KEEP_EVERYTHING = {"retention.ms": "-1", "retention.bytes": "-1"}
 # Synced: the mirror still follows its source. Stopped mirrors are the operator's; failed ones keep what
 # they had (the source may be the reason they failed).
@@ -68,11 +71,20 @@ async def _describe(source, topics: list[str], names: frozenset[str] | None = No
     less than half the entries to decode, every ``topic.config.sync.ms``)."""
     if not topics:
         return {}, {}, {}
-    keys = sorted(names) if names is not None else None
-    body = await _request(
-        source,
-        {"resources": [{"resource_type": RESOURCE_TOPIC, "resource_name": t, "configuration_keys": keys} for t in topics], "include_synonyms": False, "include_documentation": False},
-    )
+    keys = sorted(names) if names is not None and _NAMES_REFUSED.get(id(source)) is not source else None
+
+    def request(keys: list[str] | None) -> dict:
+        return {"resources": [{"resource_type": RESOURCE_TOPIC, "resource_name": t, "configuration_keys": keys} for t in topics], "include_synonyms": False, "include_documentation": False}
+
+    try:
+        body = await _request(source, request(keys))
+    except SourceUnavailable:
+        if keys is None:
+            raise
+        # Tansu closes the connection on a DescribeConfigs naming keys: ask that source for everything.
+        body = await _request(source, request(None))
+        _NAMES_REFUSED[id(source)] = source
+        log.info("source %s does not answer DescribeConfigs for named configs; asking it for all of them", ",".join(f"{h}:{p}" for h, p in source.bootstrap))
     found: dict[str, dict[str, str]] = {}
     refused: dict[str, str] = {}
     codes: dict[str, int] = {}
