@@ -38,6 +38,12 @@ TARGETS = [
     ("peak_rss_mb_1000_partitions", "peak RSS < 300 MB mirroring 1,000 partitions", "<", 300.0),
     ("wan_100ms_capped_ratio_to_cap", "WAN 100 ms RTT, 1 Gbit/s cap: catch-up >= 0.8x the cap", ">=", 0.8),
     ("wan_100ms_ratio_to_0ms", "WAN 100 ms RTT, no cap: catch-up >= 0.8x linkd at 0 ms via the proxy", ">=", 0.8),
+    ("partitions_create_mirrors_s", "10,000 partitions: mirrors created in < 10 s", "<", 10.0),
+    ("partitions_catch_up_rate_ratio", "10,000 partitions: catch-up >= 0.8x the 8-partition rate", ">=", 0.8),
+    ("partitions_idle_cpu_fraction", "10,000 partitions: idle daemon < 5% of one core", "<", 0.05),
+    ("partitions_failover_s", "10,000 partitions: failover of all (command to writable) < 3 s", "<", 3.0),
+    ("partitions_restart_to_serving_s", "10,000 partitions: restart to serving < 10 s", "<", 10.0),
+    ("partitions_peak_rss_mb", "10,000 partitions: peak RSS < 300 MB", "<", 300.0),
 ]
 
 
@@ -47,6 +53,12 @@ def _wan_point(r: dict, rtt_ms: float, capped: bool, key: str) -> float:
         if p.get("copier") == "linkd" and p.get("rtt_ms") == rtt_ms and bool(p.get("cap_mb_s")) == capped and key in p:
             return p[key]
     return NAN
+
+
+def _partitions_value(r: dict, key: str) -> float:
+    """A figure of benchmarks/partitions.py's run (NAN when not measured)."""
+    value = _get(r, "partitions", "targets", key, "value", default=None)
+    return NAN if value is None else value
 
 
 def build_report(results: dict) -> dict:
@@ -88,6 +100,7 @@ def build_report(results: dict) -> dict:
         "wan_100ms_ratio_to_0ms": _wan_point(r, 100, False, "ratio_to_own_0ms"),
         "wan_100ms_mb_s": _wan_point(r, 100, False, "mb_s"),
         "wan_0ms_mb_s": _wan_point(r, 0, False, "mb_s"),
+        **{f"partitions_{key}": _partitions_value(r, key) for key, _text in PARTITIONS_ROWS},
     }
     top.update(
         {
@@ -241,6 +254,36 @@ def _profile_md(profile: dict | None) -> list[str]:
     return out
 
 
+PARTITIONS_ROWS = (  # (key in partitions.py's targets, what it is)
+    ("create_mirrors_s", "mirrors created (one POST per topic, 8 in flight), s"),
+    ("catch_up_rate_ratio", "catch-up rate vs the same bytes in an 8-partition topic"),
+    ("idle_cpu_fraction", "idle daemon, fraction of one core"),
+    ("failover_s", "failover of every mirror, command to every partition writable, s"),
+    ("restart_to_serving_s", "restart (SIGTERM and SIGKILL) to Metadata + ListOffsets of every partition, s"),
+    ("peak_rss_mb", "peak RSS (VmHWM), MB"),
+)
+
+
+def partitions_markdown(p: dict | None) -> list[str]:
+    """The 10,000-partition table (``benchmarks/partitions.py``'s result) for docs/benchmarks.md."""
+    if not p:
+        return ["Not measured in this run (`benchmarks/partitions.py`; see below).", ""]
+    targets = p.get("targets", {})
+    out = [f"{p.get('partitions', '?'):,} mirrored partitions ({p.get('mode', '?')} mode) from one Apache Kafka source:", "",
+           "| figure | value | target | met |", "|---|---:|---|---|"]
+    for key, text in PARTITIONS_ROWS:
+        t = targets.get(key, {})
+        met = t.get("met")
+        out.append(f"| {text} | {_fmt(t.get('value'), 3 if key.endswith(('ratio', 'fraction')) else 1)} | {t.get('target', '')} | {'n/a' if met is None else ('yes' if met else '**no**')} |")
+    listing = p.get("listing") or {}
+    if listing:
+        out.append(f"| admin API listing of every mirror (`GET .../links/-/mirrors`), s / MB | {_fmt(listing.get('seconds'), 2)} / {_fmt(listing.get('bytes', 0) / 1e6, 1)} | (listed) | {'yes' if listing.get('partitions') else 'n/a'} |")
+    out.append("")
+    if p.get("errors"):
+        out += [f"Errors: {p['errors']}", ""]
+    return out
+
+
 def render_markdown(report: dict) -> str:
     d = report["details"]
     m = d.get("machine", {})
@@ -363,6 +406,13 @@ def render_markdown(report: dict) -> str:
         "A tail consumer's latency on linkd while a mirror catches up (the goal: p99 within 2x of idle) is measured by",
         "`benchmarks/tail_latency.py`: see [benchmarks-tail-latency.md](benchmarks-tail-latency.md).",
         "",
+        "## 10,000 partitions",
+        "",
+        "`benchmarks/partitions.py` (run here as the `partitions` phase: 100 x 10 partitions in quick mode, 1,000 x 10",
+        "in a full run; its own source broker): creation on a paused link, catch-up once resumed, idle CPU, the REST",
+        "listing, restarts after SIGTERM and SIGKILL, and failover of every mirror.",
+        "",
+        *partitions_markdown(d.get("partitions")),
         "## WAN",
         "",
         "Catch-up through a delay-and-bandwidth proxy (round trips 0-200 ms, with and without a 1 Gbit/s cap) is",

@@ -12,7 +12,9 @@ that same data in the same run:
 4. serving: raw Fetch and a confluent-kafka consumer reading everything from linkd and from the source;
 5. replication latency at a fixed produce rate (source -> linkd -> consumer);
 6. failover time of 100 mirror partitions, command to first successful produce;
-7. linkd's peak RSS while mirroring 1,000 partitions.
+7. linkd's peak RSS while mirroring 1,000 partitions;
+8. ``benchmarks/wan.py`` (catch-up through a delay proxy) and ``benchmarks/partitions.py`` (10,000 mirrored
+   partitions: creation, catch-up, idle CPU, restart, failover, listing), each with its own source broker.
 
 Prints a table, writes JSON (``--json``), and with ``--docs`` (the default for a full run) regenerates
 ``docs/benchmarks.md`` and ``docs/benchmarks-throughput.png``. ``--profile`` samples linkd with py-spy during
@@ -553,6 +555,7 @@ class Bench:
         if hasattr(self, "many_topics"):
             self.phase("many_partitions", self.many_partitions)
         self.phase("wan", self.wan)
+        self.phase("partitions", self.partitions)
         self.results["total_seconds"] = round(time.monotonic() - started, 1)
         return self.results
 
@@ -565,6 +568,19 @@ class Bench:
             subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=log, timeout=1800, check=True)
         wan = json.loads(out.read_text())
         self.results["wan"] = {k: wan[k] for k in ("mode", "self_checks", "points", "targets", "data", "seconds_total")}
+
+    def partitions(self) -> None:
+        """benchmarks/partitions.py (its own source broker; 1,000 topics x 10 partitions, or 100 x 10 in
+        quick mode): issue 17's 10,000-partition figures and targets go into the results."""
+        out = self.workdir / "partitions.json"
+        argv = [sys.executable, str(Path(__file__).resolve().parent / "partitions.py"), "--json", str(out), *(["--quick"] if self.mode == "quick" else [])]
+        with open(self.logs / "partitions.log", "wb") as log:
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=log, timeout=3600)
+        found = json.loads(out.read_text())
+        self.results["partitions"] = {k: found.get(k) for k in ("mode", "partitions", "create_mirrors_s", "catch_up", "catch_up_rate_ratio", "idle_cpu_fraction",
+                                                             "listing", "restart", "restart_to_serving_s", "failover_s", "failover", "peak_rss_mb", "targets", "errors", "seconds_total")}
+        if found.get("errors"):
+            raise RuntimeError(f"partitions.py: {found['errors']}")
 
     def close(self) -> None:
         for peer in (self.linkd, self.source, self.dest):

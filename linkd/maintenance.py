@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 1.0
 RETENTION_INTERVAL_S = 30.0
+FLUSH_PARALLELISM = 16
 
 
 async def run_maintenance(topics: TopicRegistry, *, flush_interval_s: float = FLUSH_INTERVAL_S,
@@ -43,22 +44,31 @@ async def run_maintenance(topics: TopicRegistry, *, flush_interval_s: float = FL
         await _flush_and_retention(topics, flush_interval_s, retention_interval_s)
 
 
+async def _flush_one(plog, limiter: trio.CapacityLimiter) -> None:
+    try:
+        async with limiter:
+            await storage_calls.alongside(plog.flush)
+    except LogClosed:
+        pass  # topic deleted meanwhile
+    except OSError as exc:
+        # The recovery point stays where it was and the next round tries again; the daemon keeps serving
+        # (mirrored data can be fetched again, produced data was acknowledged only after a flush of its
+        # own when acks=all).
+        log.error("%s: periodic flush failed: %s", plog.name, exc)
+
+
 async def _flush_and_retention(topics: TopicRegistry, flush_interval_s: float, retention_interval_s: float) -> None:
     next_retention = trio.current_time() + retention_interval_s
+    # Logs with unflushed appends are flushed FLUSH_PARALLELISM at once: after thousands of partitions
+    # took appends (a catch-up), one fsync after another would take a minute per round.
+    limiter = trio.CapacityLimiter(FLUSH_PARALLELISM)
     while True:
         await trio.sleep(flush_interval_s)
-        for topic in topics.all():
-            for plog in list(topic.logs):
-                if plog.recovery_point < plog.log_end_offset:
-                    try:
-                        await storage_calls.alongside(plog.flush)
-                    except LogClosed:
-                        pass  # topic deleted meanwhile
-                    except OSError as exc:
-                        # The recovery point stays where it was and the next round tries again; the
-                        # daemon keeps serving (mirrored data can be fetched again, produced data was
-                        # acknowledged only after a flush of its own when acks=all).
-                        log.error("%s: periodic flush failed: %s", plog.name, exc)
+        async with trio.open_nursery() as nursery:
+            for topic in topics.all():
+                for plog in list(topic.logs):
+                    if plog.recovery_point < plog.log_end_offset:
+                        nursery.start_soon(_flush_one, plog, limiter)
         if trio.current_time() >= next_retention:
             next_retention = trio.current_time() + retention_interval_s
             now_ms = int(time.time() * 1000)

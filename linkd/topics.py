@@ -16,7 +16,8 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,11 @@ MAX_TOPIC_NAME = 249
 # acks=all flush would multiply its latency. Kafka checkpoints the recovery point once a minute too; a
 # staler checkpoint only means a longer scan after a crash. close() always writes them.
 DAEMON_LOG_DEFAULTS = LogConfig(checkpoint_interval_ms=60_000)
+
+# Logs opened (recovered) and closed at once at start and shutdown, as Kafka's recovery threads do. Each
+# open or close is a dozen small fsyncs (checkpoints, clean-shutdown marker, directory entries): one after
+# another, 10,000 partitions take minutes; in parallel the file system commits many of them together.
+LOG_OPEN_CLOSE_THREADS = 16
 
 
 class TopicError(Exception):
@@ -154,6 +160,7 @@ class TopicRegistry:
         store.ensure_schema(_OVERRIDES_SCHEMA)
         self._topics: dict[str, Topic] = {}
         self._by_id: dict[uuid.UUID, Topic] = {}
+        self._folded: dict[str, str] = {}  # name with '.' as '_' -> the topic's name (Kafka's collision rule)
         # Partition budget (linkd.broker.limits); None = unbounded. The daemon sets them at start.
         self.max_partitions: int | None = None
         self.max_partitions_per_topic: int | None = None
@@ -165,21 +172,37 @@ class TopicRegistry:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def load(self) -> None:
+        """Open every topic's partition logs (recovering those a crash left), ``LOG_OPEN_CLOSE_THREADS`` at
+        once. A log that cannot be opened fails the start, after the others opened here are let go."""
         remove_log_dir_checkpoints(self.data_dir)
+        topics = []
         for row in self._store.query("SELECT * FROM topics ORDER BY name"):
             configs = json.loads(row["configs"])
-            topic = Topic(row["name"], uuid.UUID(row["topic_id"]), configs, row["kind"], row["leader_epoch"])
-            topic.logs = [self._open_log(topic.name, p, configs) for p in range(row["partitions"])]
-            self._record_topic_id(topic, topic.logs)  # directories from before partition.metadata get one
+            topics.append((Topic(row["name"], uuid.UUID(row["topic_id"]), configs, row["kind"], row["leader_epoch"]), row["partitions"]))
+
+        def open_one(job: tuple[Topic, int]) -> PartitionLog:
+            topic, partition = job
+            plog = self._open_log(topic.name, partition, topic.configs)
+            self._record_topic_id(topic, [plog])  # directories from before partition.metadata get one
+            return plog
+
+        jobs = [(topic, p) for topic, count in topics for p in range(count)]
+        opened = _run_all(open_one, jobs, on_failure=lambda plog: plog.abandon())
+        logs = iter(opened)
+        for topic, count in topics:
+            topic.logs = [next(logs) for _ in range(count)]
             self._index(topic)
 
     def close(self) -> None:
-        closed = []
-        for topic in self._topics.values():
-            for plog in topic.logs:
-                plog.close()
-                stats = plog.statistics()
-                closed.append((plog.topic, plog.partition, stats.recovery_point, stats.log_start_offset, stats.log_end_offset))
+        """Flush and close every log (``LOG_OPEN_CLOSE_THREADS`` at once), then write Kafka's log-directory
+        checkpoints if every one closed cleanly."""
+
+        def close_one(plog: PartitionLog) -> tuple[str, int, int, int, int]:
+            plog.close()
+            stats = plog.statistics()
+            return (plog.topic, plog.partition, stats.recovery_point, stats.log_start_offset, stats.log_end_offset)
+
+        closed = _run_all(close_one, [plog for topic in self._topics.values() for plog in topic.logs])
         try:
             # Every log closed cleanly: Kafka's log-directory checkpoints, for a Kafka broker given a copy.
             write_log_dir_checkpoints(self.data_dir, sorted(closed))
@@ -203,6 +226,7 @@ class TopicRegistry:
     def _index(self, topic: Topic) -> None:
         self._topics[topic.name] = topic
         self._by_id[topic.topic_id] = topic
+        self._folded[topic.name.replace(".", "_")] = topic.name
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -267,11 +291,13 @@ class TopicRegistry:
         leader_epoch: int = 0,
         validate_only: bool = False,
         topic_id: uuid.UUID | None = None,
+        also: Callable[[], None] | None = None,
     ) -> Topic:
         """``create`` with the partition logs made in a worker thread, so other clients keep being served.
 
         The name and the partitions are reserved while the thread works: a concurrent create of the same
-        (or a colliding) name is refused, and the budget counts them."""
+        (or a colliding) name is refused, and the budget counts them. ``also`` runs inside the transaction
+        that records the topic (e.g. the mirror's own row), so both are committed together or neither."""
         topic = self._prepare_create(name, partitions, configs, kind, leader_epoch, topic_id)
         if validate_only:
             return topic
@@ -279,7 +305,7 @@ class TopicRegistry:
         try:
             # Not abandoned on cancel (trio's default): the thread's logs always come back to be committed.
             logs = await storage_calls.alongside(self._build_logs, name, 0, partitions, topic.configs, topic.topic_id)
-            return self._commit_create(topic, logs)
+            return self._commit_create(topic, logs, also)
         finally:
             self._reserved.pop(name, None)
 
@@ -300,9 +326,10 @@ class TopicRegistry:
         if name in self._deleting:
             raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' is marked for deletion.")
         # Kafka's metric names turn '.' into '_', so it refuses names that differ only there.
-        for existing in (*self._topics, *self._reserved):
-            if existing.replace(".", "_") == name.replace(".", "_"):
-                raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic '{name}' collides with existing topic: {existing}")
+        folded = name.replace(".", "_")
+        existing = self._folded.get(folded) or next((r for r in self._reserved if r.replace(".", "_") == folded), None)
+        if existing is not None:
+            raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic '{name}' collides with existing topic: {existing}")
         if partitions <= 0:
             raise TopicError(ErrorCode.INVALID_PARTITIONS, "Number of partitions was set to an invalid non-positive value.")
         self.check_partition_budget(name, partitions, partitions)
@@ -344,13 +371,15 @@ class TopicRegistry:
             except OSError as exc:
                 log.error("could not remove %s after a failed creation: %s", plog.path, exc)
 
-    def _commit_create(self, topic: Topic, logs: list[PartitionLog]) -> Topic:
+    def _commit_create(self, topic: Topic, logs: list[PartitionLog], also: Callable[[], None] | None = None) -> Topic:
         try:
             with self._store.transaction() as db:
                 db.execute(
                     "INSERT INTO topics (name, topic_id, partitions, configs, kind, leader_epoch, created_ms) VALUES (?,?,?,?,?,?,?)",
                     (topic.name, str(topic.topic_id), len(logs), json.dumps(topic.configs), topic.kind, topic.leader_epoch, int(time.time() * 1000)),
                 )
+                if also is not None:
+                    also()
         except BaseException as exc:
             self._discard(logs)
             if isinstance(exc, Exception):
@@ -434,6 +463,7 @@ class TopicRegistry:
             db.execute("DELETE FROM topic_config_overrides WHERE topic = ?", (name,))
         del self._topics[name]
         self._by_id.pop(topic.topic_id, None)
+        self._folded.pop(name.replace(".", "_"), None)
         self._deleting.add(name)
         try:
             with trio.CancelScope(shield=True):  # the row is gone: the directories must follow
@@ -474,3 +504,29 @@ class TopicRegistry:
     def local_overrides(self, name: str) -> set[str]:
         """Config names set locally on mirror ``name`` (the link does not sync them)."""
         return {row["name"] for row in self._store.query("SELECT name FROM topic_config_overrides WHERE topic = ?", (name,))}
+
+
+def _run_all(fn: Callable, items: Iterable, on_failure: Callable | None = None) -> list:
+    """``fn`` over ``items`` in ``LOG_OPEN_CLOSE_THREADS`` threads; results in order. Every item is tried;
+    if any raised, ``on_failure`` gets each result that succeeded and the first error is raised."""
+    items = list(items)
+    if not items:
+        return []
+    results: list = [None] * len(items)
+    errors: list[BaseException] = []
+
+    def one(index: int) -> None:
+        try:
+            results[index] = fn(items[index])
+        except BaseException as exc:  # collected: the other items still run, the first error is raised
+            errors.append(exc)
+
+    with ThreadPoolExecutor(max_workers=min(LOG_OPEN_CLOSE_THREADS, len(items)), thread_name_prefix="linkd-logs") as pool:
+        list(pool.map(one, range(len(items))))
+    if errors:
+        if on_failure is not None:
+            for done in results:
+                if done is not None:
+                    on_failure(done)
+        raise errors[0]
+    return results

@@ -14,6 +14,8 @@ simply asked in full every time.
 
 from __future__ import annotations
 
+import time
+
 from protocol.errors import ErrorCode
 
 MAX_EPOCH = 2**31 - 1
@@ -25,6 +27,7 @@ Key = tuple[str, int]  # (topic, partition)
 class FetchSession:
     def __init__(self) -> None:
         self.session_id = 0
+        self.answered_ms = 0  # when the broker last answered inside the session (0: no session)
         self.epoch = 0  # the epoch the next request carries; 0 with no session asks for a new one
         self._held: dict[Key, dict] = {}  # what the broker's session holds, per partition
         self._pending: dict[Key, dict] | None = None  # what it will hold once the request in flight is answered
@@ -45,8 +48,15 @@ class FetchSession:
             "forgotten_topics_data": _by_topic((key, key[1]) for key in forgotten),
         }
 
-    def answered(self, error_code: int, session_id: int) -> None:
-        """Record the broker's answer to the request ``build`` made."""
+    def holds(self, key: Key) -> bool:
+        """The broker's session holds ``key``: an answer in the session that leaves it out says it has not
+        changed (high watermark, log start, records) since it was last answered for."""
+        return self.session_id != 0 and key in self._held
+
+    def answered(self, error_code: int, session_id: int, now_ms: int | None = None) -> None:
+        """Record the broker's answer (at ``now_ms``, epoch ms; the wall clock when not given) to the request
+        ``build`` made."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         pending, self._pending = self._pending, None
         if pending is None or error_code != ErrorCode.NONE:
             # A session error, or a request that failed as a whole: whether the broker applied it is not known.
@@ -54,17 +64,18 @@ class FetchSession:
             return
         if self.session_id == 0:
             if session_id != 0:
-                self.session_id, self.epoch, self._held = session_id, 1, pending
+                self.session_id, self.epoch, self._held, self.answered_ms = session_id, 1, pending, now_ms
             return  # no session granted: the next request is a full one again
         if session_id != self.session_id:
             self.reset()
             return
         self._held = pending
         self.epoch = self.epoch + 1 if self.epoch < MAX_EPOCH else 1
+        self.answered_ms = now_ms
 
     def reset(self) -> None:
         """Forget the session: the next request is a full one asking for a new session."""
-        self.session_id, self.epoch, self._held, self._pending = 0, 0, {}, None
+        self.session_id, self.epoch, self._held, self._pending, self.answered_ms = 0, 0, {}, None, 0
 
 
 def _by_topic(items) -> list[dict]:

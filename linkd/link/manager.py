@@ -90,6 +90,11 @@ class LinkManager:
         self.mirrors: dict[str, Mirror] = {}
         self.nursery: trio.Nursery | None = None
 
+    @property
+    def control_store(self) -> ControlStore:
+        """The store every link and mirror row lives in (one transaction may span several changes)."""
+        return self._store
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -109,11 +114,12 @@ class LinkManager:
             self.transitions.sync_role(mirror)
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
+            finalizing = [mirror for mirror in self.mirrors.values() if mirror.finalizing]
+            for mirror in finalizing:
+                log.info("mirror %s: completing %s interrupted by a restart", mirror.topic, (mirror.stop_info or {}).get("kind"))
+            await self.promotions.finalize_many(finalizing)
             for mirror in list(self.mirrors.values()):
-                if mirror.finalizing:
-                    log.info("mirror %s: completing %s interrupted by a restart", mirror.topic, (mirror.stop_info or {}).get("kind"))
-                    await self.promotions.finalize(mirror)
-                elif mirror.state == MirrorState.PENDING_STOPPED:
+                if mirror.state == MirrorState.PENDING_STOPPED:
                     self.transitions.apply(mirror, MirrorEvent.PROMOTE_ABORT)
                     log.info("mirror %s: promotion interrupted by a restart before it committed; mirror stays active", mirror.topic)
             for entry in self.links.values():

@@ -70,7 +70,7 @@ async def create_mirror(m: LinkManager, topic: str | None, link: str, source_top
     # The source topic's configs before the first append: retention must never run with our defaults.
     try:
         with trio.fail_after(entry.settings.request_timeout_ms / 1000):
-            source_configs = await describe_source_configs(entry.runtime.source, [source_topic])
+            source_configs = await describe_source_configs(entry.runtime.source, [source_topic], entry.config_sync.names)
     except ConfigsUnsupported as exc:
         log.warning("mirror %s: %s; created keeping everything (retention.ms=-1)", topic, exc)
         source_configs = {source_topic: {}}
@@ -82,18 +82,15 @@ async def create_mirror(m: LinkManager, topic: str | None, link: str, source_top
     partitions = len(st.partitions)
     # The mirror's own epoch starts at the source's so advertised epochs never go backwards (Invariant 4).
     epoch = max((p.leader_epoch for p in st.partitions.values()), default=0)
-    try:
-        await m.topics.create_async(topic, partitions, dict[str, str | None](configs), kind="mirror", leader_epoch=max(epoch, 0))
-    except TopicError as exc:
-        raise DomainError(ErrorKind.INVALID, exc.error_code, f"cannot create mirror topic '{topic}' with the source's configs {configs}: {exc.message}") from exc
-    entry.config_sync.remember(topic, source_configs[source_topic])
     mirror = Mirror(topic, link, source_topic, str(st.topic_id) if st.topic_id else None, MirrorState.ACTIVE)
     mirror.partitions = [PartitionProgress(p, max_bytes=entry.settings.fetch_max_bytes) for p in range(partitions)]
     try:
-        m.mirror_store.insert(mirror)
-    except Exception:
-        await m.topics.delete(topic)
-        raise
+        # The mirror's row in the topic's own transaction: one commit, and never a topic without its mirror.
+        await m.topics.create_async(topic, partitions, dict[str, str | None](configs), kind="mirror", leader_epoch=max(epoch, 0),
+                                    also=lambda: m.mirror_store.insert(mirror))
+    except TopicError as exc:
+        raise DomainError(ErrorKind.INVALID, exc.error_code, f"cannot create mirror topic '{topic}' with the source's configs {configs}: {exc.message}") from exc
+    entry.config_sync.remember(topic, source_configs[source_topic])
     m.mirrors[topic] = mirror
     entry.runtime.add_mirror(mirror, st)
     log.info("created mirror %s of %s over link %s (%d partitions)", topic, source_topic, link, partitions)

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_PROMOTE_TIMEOUT_S = 60.0
 FAILOVER_SOURCE_READ_S = 5.0  # at most this long asking a (maybe dead) source for its end offsets
+# Partitions whose phase-2 storage work (markers, fsync) runs at once: fsyncs in parallel share the file
+# system's commits, so a failover of thousands of partitions is not thousands of commits in a row.
+FINALIZE_PARALLELISM = 32
 
 
 def _close_partition(plog: PartitionLog, epoch: int) -> tuple[list[dict], int]:
@@ -199,24 +202,33 @@ class Promotions:
         return await self.detached(lambda: self._failover(topics))
 
     async def _failover(self, topics: list[str]) -> list[CommandResult]:
+        """Phase 1 for every mirror named, in one control-store transaction; then phase 2 for all of them
+        at once (``finalize_many``): a failover of 1,000 mirrors costs about what one costs."""
         m = self.m
-        await self._read_source_ends_before_stop([m.mirrors[t] for t in dict.fromkeys(topics) if t in m.mirrors and m.mirrors[t].state not in (MirrorState.STOPPED, MirrorState.FINALIZING)])
-        results = []
-        for topic in dict.fromkeys(topics):
-            try:
-                mirror = m.mirror(topic)
-            except DomainError as exc:
-                results.append(result(topic, exc.error_code, exc.message))
-                continue
-            if mirror.state != MirrorState.STOPPED:
-                if mirror.state != MirrorState.FINALIZING:
+        names = list(dict.fromkeys(topics))
+        await self._read_source_ends_before_stop([m.mirrors[t] for t in names if t in m.mirrors and m.mirrors[t].state not in (MirrorState.STOPPED, MirrorState.FINALIZING)])
+        unknown: dict[str, CommandResult] = {}
+        stopping: list[Mirror] = []
+        with m.control_store.transaction():
+            for topic in names:
+                try:
+                    mirror = m.mirror(topic)
+                except DomainError as exc:
+                    unknown[topic] = result(topic, exc.error_code, exc.message)
+                    continue
+                if mirror.state not in (MirrorState.STOPPED, MirrorState.FINALIZING):
                     self.begin_stop(mirror, MirrorEvent.FAILOVER, "failover")
-                entry = m.links.get(mirror.link)
-                if entry is not None:
-                    await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
-                await self.finalize(mirror)
-            results.append(result(topic, mirror_status=mirror.state.reported, partitions=tuple(m.partition_status(mirror)), stop=stop_summary(mirror)))
-        return results
+                stopping.append(mirror)
+        for name in dict.fromkeys(mirror.link for mirror in stopping if mirror.state is MirrorState.FINALIZING):
+            entry = m.links.get(name)
+            if entry is not None:
+                await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
+        await self.finalize_many(stopping)
+        return [
+            unknown[topic] if topic in unknown else result(topic, mirror_status=m.mirrors[topic].state.reported, partitions=tuple(m.partition_status(m.mirrors[topic])), stop=stop_summary(m.mirrors[topic]))
+            if topic in m.mirrors else deleted_while_promoting(topic)
+            for topic in names
+        ]
 
     async def _read_source_ends_before_stop(self, mirrors: list[Mirror]) -> None:
         """A paused mirror, or one whose source is up, has a stale idea of where the source ends: ask the
@@ -247,45 +259,85 @@ class Promotions:
         self.m.transitions.apply(mirror, event, stop_info=info)
 
     async def finalize(self, mirror: Mirror) -> None:
-        """Phase 2 (FINALIZING -> STOPPED): idempotent; safe to repeat after a crash.
+        """Phase 2 (FINALIZING -> STOPPED) for one mirror; see ``finalize_many``."""
+        await self.finalize_many([mirror])
 
-        Its storage work (markers, fsync) runs in worker threads through ``storage_calls``, so every other
-        client keeps being served meanwhile; it is shielded, so nothing stops it half-way once begun."""
-        lock = self._finalizing.setdefault(mirror.topic, trio.Lock())
+    async def finalize_many(self, mirrors: list[Mirror]) -> None:
+        """Phase 2 (FINALIZING -> STOPPED) for each of ``mirrors`` still finalizing: idempotent; safe to
+        repeat after a crash.
+
+        Their partitions' storage work (markers, fsync) runs in worker threads through ``storage_calls``,
+        ``FINALIZE_PARALLELISM`` partitions at once, so every other client keeps being served meanwhile;
+        then one control-store transaction records every one of them STOPPED. It is shielded, so nothing
+        stops it half-way once begun. Each mirror's lock is held throughout (taken in name order, so two
+        of these never wait for each other): one phase 2 at a time per mirror."""
+        ordered = sorted({id(x): x for x in mirrors}.values(), key=lambda x: x.topic)
         with trio.CancelScope(shield=True):
-            async with lock:
-                if mirror.state is MirrorState.FINALIZING and not mirror.deleted:
-                    await self._finalize(mirror)
-        if not lock.locked() and self._finalizing.get(mirror.topic) is lock:
-            del self._finalizing[mirror.topic]
+            locks = []
+            try:
+                for mirror in ordered:
+                    lock = self._finalizing.setdefault(mirror.topic, trio.Lock())
+                    await lock.acquire()
+                    locks.append((mirror.topic, lock))
+                todo = [x for x in ordered if x.state is MirrorState.FINALIZING and not x.deleted]
+                closed: dict[str, tuple[list[dict], list[dict], int, int]] = {}
+                limiter = trio.CapacityLimiter(FINALIZE_PARALLELISM)
+                async with trio.open_nursery() as nursery:
+                    for mirror in todo:
+                        nursery.start_soon(self._close_storage, mirror, limiter, closed)
+                with self.m.control_store.transaction():
+                    for mirror in todo:
+                        if mirror.topic in closed and not mirror.deleted and mirror.state is MirrorState.FINALIZING:
+                            self._commit_stopped(mirror, *closed[mirror.topic])
+            finally:
+                for topic, lock in locks:
+                    lock.release()
+                    if not lock.locked() and self._finalizing.get(topic) is lock:
+                        del self._finalizing[topic]
 
-    async def _finalize(self, mirror: Mirror) -> None:
-        m = self.m
-        topic = m.topics.get(mirror.topic)
+    async def _close_storage(self, mirror: Mirror, limiter: trio.CapacityLimiter, closed: dict) -> None:
+        """Phase 2's storage work for every partition of ``mirror``; records (partition reports, aborted
+        transactions, highest producer id, stop time) in ``closed`` unless the mirror was deleted meanwhile."""
+        topic = self.m.topics.get(mirror.topic)
         assert topic is not None, f"mirror {mirror.topic} has no topic"  # deleting a topic forgets its mirror
-        info = dict(mirror.stop_info or {})
-        epoch = info["epoch"]
-        aborted = list(info.get("aborted_transactions", []))
+        epoch = (mirror.stop_info or {})["epoch"]
         stopped_ms = now_ms()
-        partitions = []
-        highest_pid = -1
-        for index, plog in enumerate(topic.logs):
+        reports: list[dict | None] = [None] * len(topic.logs)
+        aborted: list[list[dict]] = [[] for _ in topic.logs]
+        seen: list[int] = [-1] * len(topic.logs)
+        deleted = False
+
+        async def one(index: int, plog: PartitionLog) -> None:
+            nonlocal deleted
             progress = mirror.partitions[index] if index < len(mirror.partitions) else PartitionProgress(index)
             # Where mirroring of the source stopped: before the ABORT markers below, which take offsets
             # that on the source hold records the mirror never got.
             stop_offset = fetch_position(progress, plog)
-            try:
-                closed, seen_max = await storage_calls.call(plog, _close_partition, plog, epoch)
-            except LogClosed:
-                log.info("mirror %s was deleted while it was being made writable", mirror.topic)
-                return
-            for done in closed:
-                aborted.append({"partition": index, **done})
-                log.warning("mirror %s partition %d: aborted open transaction of producer %d (from offset %d)", mirror.topic, index, done["producer_id"], done["first_offset"])
-            highest_pid = max(highest_pid, seen_max)
-            partitions.append(partition_report(index, stop_offset, plog.log_end_offset, progress, stopped_ms))
-        if mirror.deleted:
+            async with limiter:
+                try:
+                    done, seen[index] = await storage_calls.call(plog, _close_partition, plog, epoch)
+                except LogClosed:
+                    deleted = True
+                    return
+            for entry in done:
+                aborted[index].append({"partition": index, **entry})
+                log.warning("mirror %s partition %d: aborted open transaction of producer %d (from offset %d)", mirror.topic, index, entry["producer_id"], entry["first_offset"])
+            reports[index] = partition_report(index, stop_offset, plog.log_end_offset, progress, stopped_ms)
+
+        async with trio.open_nursery() as nursery:
+            for index, plog in enumerate(topic.logs):
+                nursery.start_soon(one, index, plog)
+        if deleted or mirror.deleted:
+            log.info("mirror %s was deleted while it was being made writable", mirror.topic)
             return
+        earlier = list((mirror.stop_info or {}).get("aborted_transactions", []))
+        closed[mirror.topic] = ([r for r in reports if r is not None], earlier + [a for each in aborted for a in each], max(seen, default=-1), stopped_ms)
+
+    def _commit_stopped(self, mirror: Mirror, partitions: list[dict], aborted: list[dict], highest_pid: int, stopped_ms: int) -> None:
+        """Record ``mirror`` STOPPED with its stop offsets (inside the caller's transaction)."""
+        m = self.m
+        info = dict(mirror.stop_info or {})
+        epoch = info["epoch"]
         lost_each = [p["records_possibly_lost"] for p in partitions]
         lost = None if None in lost_each else sum(lost_each)
         m.producer_ids.raise_floor(highest_pid)

@@ -69,6 +69,7 @@ class LinkRuntime:
         self._fetchers: dict[tuple[int, int], Fetcher] = {}  # (source broker id, fetcher index) -> its running fetcher
         self._nursery: trio.Nursery | None = None
         self._refreshing = False
+        self._added_meanwhile: list[tuple[Mirror, object]] = []  # (mirror, its source metadata) added during a refresh
         self._refresh = trio.Event()  # set: refresh metadata now (after a short coalescing pause)
         self._next_refresh = math.inf  # when the loop refreshes unasked (metadata.max.age.ms, or sooner)
         self._waiting: trio.CancelScope | None = None  # the loop's wait for either, while it waits
@@ -169,19 +170,25 @@ class LinkRuntime:
 
     async def _refresh_metadata(self) -> None:
         mirrors = [m for m in self.mirrors() if m.fetching]
+        self._added_meanwhile = []
+        assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
         if not mirrors:
             # Still ask the source (no topics: a cheap Metadata), so an idle link shows whether it can reach
             # and authenticate to its source (link_error), as it would the moment a mirror is added.
             await self.source.metadata([])
-            self._set_assignment({})
-            return
-        log.debug("link %s: refreshing metadata for %s", self.name, ", ".join(m.topic for m in mirrors))
-        topics = await self.source.metadata(sorted({m.source_topic for m in mirrors}))
-        assignment: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
-        for mirror in mirrors:
-            await self._assign(mirror, topics.get(mirror.source_topic), assignment)
+        else:
+            log.debug("link %s: refreshing metadata for %d mirror(s)", self.name, len(mirrors))
+            topics = await self.source.metadata(sorted({m.source_topic for m in mirrors}))
+            for mirror in mirrors:
+                await self._assign(mirror, topics.get(mirror.source_topic), assignment)
+        asked = {id(m) for m in mirrors}
+        for mirror, st in self._added_meanwhile:
+            if id(mirror) not in asked and mirror.fetching:
+                await self._assign(mirror, st, assignment)
+        self._added_meanwhile = []
         self._set_assignment(assignment)
-        log.debug("link %s: assignment %s", self.name, {b: [f"{m.topic}-{p.partition}" for m, p in parts] for b, parts in assignment.items()})
+        if log.isEnabledFor(logging.DEBUG):  # the listing itself costs: thousands of partitions
+            log.debug("link %s: assignment %s", self.name, {b: [f"{m.topic}-{p.partition}" for m, p in parts] for b, parts in assignment.items()})
         self.wake_loops()
 
     def _decide(self, mirror: Mirror, st) -> Assigned | None:
@@ -217,9 +224,11 @@ class LinkRuntime:
         self._place(mirror, decided, assignment)
 
     @staticmethod
-    def _place(mirror: Mirror, decided: Assigned, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> None:
+    def _place(mirror: Mirror, decided: Assigned, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> bool:
+        """Put the partitions ``decided`` gives leaders into ``assignment``; False when it gave none."""
         for broker, progress in decided.leaders:
             assignment.setdefault(broker, []).append((mirror, progress))
+        return bool(decided.leaders)
 
     def add_mirror(self, mirror: Mirror, st) -> None:
         """A mirror was just created from ``st``, source metadata its creator fetched a moment ago: start
@@ -227,20 +236,31 @@ class LinkRuntime:
         When no fetcher can take it right now (link starting, paused or unavailable), wake the link."""
         nursery = self._nursery
         if nursery is None or self.state != LinkState.ACTIVE or not mirror.fetching:
+            # Nothing fetches it now, and whatever lets it fetch later refreshes the metadata first: the
+            # link's start, its resume (``update_link`` wakes it), the retry of an unavailable source, the
+            # mirror's resume. A refresh per created mirror would make creating thousands quadratic.
+            self.wake_loops()
+            return
+        decided = self._decide(mirror, st)
+        added: dict[int, list[tuple[Mirror, PartitionProgress]]] = {}
+        # Growing is the refresh's (it awaits the new logs); leaderless or missing: the refresh logic (and
+        # its back-off) handles it.
+        if decided is None or decided.grow_to is not None or not self._place(mirror, decided, added):
             self.wake()
             return
-        assignment = {broker: list(parts) for broker, parts in self._assignment.items()}
-        decided = self._decide(mirror, st)
-        if decided is not None and decided.grow_to is None:  # growing is the refresh's (it awaits the new logs)
-            self._place(mirror, decided, assignment)
-        if not any(m is mirror for parts in assignment.values() for m, _p in parts):
-            self.wake()  # leaderless or missing: let the refresh logic (and its back-off) handle it
-            return
-        self._set_assignment(assignment)
+        # Added to the assignment and the fetchers' shares in place (fetchers read them afresh each round,
+        # between awaits): a copy per created mirror would make creating thousands of them quadratic. A new
+        # mirror is a topic of its own, so spreading it alone places it where spreading everything would.
+        for broker, parts in added.items():
+            self._assignment.setdefault(broker, []).extend(parts)
+            for index, share in spread(parts, self._fetcher_count).items():
+                self._by_fetcher.setdefault((broker, index), []).extend(share)
         self._start_fetchers(nursery)
         self.wake_loops()
         if self._refreshing:
-            self._refresh.set()  # the refresh in flight took its mirror list before this one existed
+            # The refresh in flight took its mirror list before this one existed: it assigns this one too
+            # from the metadata at hand when it lands, rather than a whole refresh more.
+            self._added_meanwhile.append((mirror, st))
 
     def _set_assignment(self, assignment: dict[int, list[tuple[Mirror, PartitionProgress]]]) -> None:
         self._assignment = assignment
@@ -286,7 +306,10 @@ class LinkRuntime:
     def active_parts(self, broker_id: int, index: int = 0) -> list[tuple[Mirror, PartitionProgress]]:
         if self.state == LinkState.PAUSED:
             return []
-        return [(m, p) for m, p in self._by_fetcher.get((broker_id, index), []) if m.fetching and p.leader == broker_id and not self._held(m)]
+        # Called every fetch round for every assigned partition (10,000 of them, twice a second when idle).
+        now = trio.current_time() if self._denied else 0.0
+        held = {topic for topic, (until, _backoff) in self._denied.items() if now < until}
+        return [(m, p) for m, p in self._by_fetcher.get((broker_id, index), []) if p.leader == broker_id and m.fetching and m.topic not in held]
 
     def broker_lost(self, broker_id: int) -> None:
         """The fetch connection to ``broker_id`` failed: its partitions validate again once it is back."""
@@ -331,10 +354,6 @@ class LinkRuntime:
         self.transition(mirror, MirrorEvent.SOURCE_LOST, MirrorError.TOPIC_AUTHORIZATION_FAILED, message)
         self._refresh_by(until)
 
-    def _held(self, mirror: Mirror) -> bool:
-        denied = self._denied.get(mirror.topic)
-        return denied is not None and trio.current_time() < denied[0]
-
     def _source_topic_missing(self, mirror: Mirror, reason: str) -> None:
         if mirror.missing_since_ms is None:
             mirror.missing_since_ms = now_ms()
@@ -345,6 +364,19 @@ class LinkRuntime:
             self.refresh_soon()
 
     # -- the source's end offsets (see sourceends) ------------------------------------------------
+
+    def note_session_ends(self) -> None:
+        """A quiet partition is left out of its fetch session's answers, which says its source end is
+        unchanged (KIP-227): record it as seen at the session's last answer, so the source-end watcher
+        does not read 10,000 idle partitions' ends with ListOffsets every few seconds."""
+        for broker_id, fetcher in self._fetchers.items():
+            session = fetcher.session
+            if not session.answered_ms:
+                continue
+            for mirror, progress in self._assignment.get(broker_id, ()):
+                if progress.source_end_seen_ms and progress.source_end_seen_ms < session.answered_ms and progress.leader == broker_id \
+                        and session.holds((mirror.source_topic, progress.partition)):
+                    progress.source_end_seen_ms = session.answered_ms
 
     async def read_source_offsets(self, mirrors: list[Mirror], timestamp: int = -1) -> dict[tuple[str, int], int]:
         return await sourceends.read_source_offsets(self, mirrors, timestamp)

@@ -129,6 +129,7 @@ async def watch_source_ends(rt: LinkRuntime) -> None:
     while True:
         await trio.sleep(refresh_interval_s(rt))
         stale_before = now_ms() - int(refresh_interval_s(rt) * 1000)
+        rt.note_session_ends()
         stale = [
             m for m in rt.mirrors()
             if not m.deleted and m.state in WATCHED_STATES

@@ -53,6 +53,7 @@ class FakeSource:
         self.leader_epoch = leader_epoch
         self.port = free_port()
         self.fetches = 0
+        self.metadata_requests = 0
         self.unfetchable = 0  # offsets claimed in the high watermark beyond what Fetch returns (a lagging mirror)
         self.metadata_partition_error = 0  # the error code Metadata gives the partition (any int16, known or not)
         self._answer_before_hold = 0
@@ -155,6 +156,7 @@ class FakeSource:
 
     def _metadata(self, body: dict) -> dict:
         with self._lock:
+            self.metadata_requests += 1
             answer_now = self._answer_before_hold > 0
             self._answer_before_hold = max(self._answer_before_hold - 1, 0)
         if not answer_now and not self._metadata_open.is_set():

@@ -138,3 +138,24 @@ def test_a_source_answering_metadata_with_an_error_code_we_do_not_know_does_not_
         fake.metadata_partition_error = 0
         fake.serve(build_records([b"second-%d" % n for n in range(5)], base_offset=5))
         wait_mirrored(client, "ma", {0: 10}, timeout=15)
+
+
+@pytest.mark.timeout(90)
+def test_mirrors_created_on_a_paused_link_cost_the_source_one_metadata_lookup_each(linkd):
+    """A paused link fetches nothing, so a new mirror needs no refresh of the link's whole metadata (one
+    per created mirror made creating 1,000 mirrors quadratic: minutes); resuming the link refreshes it,
+    and every mirror is then fetched."""
+    names = [f"t{i}" for i in range(8)]
+    with FakeSource(names[0], also_serves=tuple(names[1:])) as fake:
+        fake.serve(build_records([b"r-%d" % n for n in range(5)], base_offset=0))
+        client = admin(linkd)
+        create_link(client, "fake", fake.bootstrap, **{"metadata.max.age.ms": "300000", "cluster.link.paused": "true"})
+        before = fake.metadata_requests
+        for name in names:
+            client.create_mirror(f"m{name}", "fake", source_topic=name)
+        asked = fake.metadata_requests - before
+        # One lookup per create (its source topic), and at most one periodic source-end reading meanwhile.
+        assert asked <= len(names) + 1, f"{asked} Metadata requests to create {len(names)} mirrors on a paused link"
+        client.alter_link_configs("fake", {"cluster.link.paused": "false"}, [])
+        for name in names:
+            wait_mirrored(client, f"m{name}", {0: 5}, timeout=20)
