@@ -369,11 +369,11 @@ class LinkRuntime:
         """A quiet partition is left out of its fetch session's answers, which says its source end is
         unchanged (KIP-227): record it as seen at the session's last answer, so the source-end watcher
         does not read 10,000 idle partitions' ends with ListOffsets every few seconds."""
-        for broker_id, fetcher in self._fetchers.items():
+        for (broker_id, index), fetcher in self._fetchers.items():
             session = fetcher.session
             if not session.answered_ms:
                 continue
-            for mirror, progress in self._assignment.get(broker_id, ()):
+            for mirror, progress in self._by_fetcher.get((broker_id, index), []):
                 if progress.source_end_seen_ms and progress.source_end_seen_ms < session.answered_ms and progress.leader == broker_id \
                         and session.holds((mirror.source_topic, progress.partition)):
                     progress.source_end_seen_ms = session.answered_ms

@@ -33,7 +33,7 @@ def _run(rounds, *, paused=lambda: False, sleep_first: bool, seconds: float) -> 
         started.append(trio.current_time())
         step = pending.pop(0) if pending else (lambda: None)
         step()
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
 
     async def main():
         with trio.move_on_after(seconds):
