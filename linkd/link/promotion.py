@@ -285,6 +285,8 @@ class Promotions:
                 async with trio.open_nursery() as nursery:
                     for mirror in todo:
                         nursery.start_soon(self._close_storage, mirror, limiter, closed)
+                if not todo:
+                    return  # no transaction: a start on a full disk (read-only control store) has nothing to record
                 with self.m.control_store.transaction():
                     for mirror in todo:
                         if mirror.topic in closed and not mirror.deleted and mirror.state is MirrorState.FINALIZING:
