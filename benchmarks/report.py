@@ -38,6 +38,9 @@ TARGETS = [
     ("peak_rss_mb_1000_partitions", "peak RSS < 300 MB mirroring 1,000 partitions", "<", 300.0),
     ("wan_100ms_capped_ratio_to_cap", "WAN 100 ms RTT, 1 Gbit/s cap: catch-up >= 0.8x the cap", ">=", 0.8),
     ("wan_100ms_ratio_to_0ms", "WAN 100 ms RTT, no cap: catch-up >= 0.8x linkd at 0 ms via the proxy", ">=", 0.8),
+    ("ratio_mirror_vs_raw_fetch_limit_issue17", "catch-up on loopback >= 0.95x the raw Fetch limit (issue 17)", ">=", 0.95),
+    ("replication_latency_p99_over_source_ms", "replication latency p99 <= the source consumer's p99 + 5 ms", "<=", 5.0),
+    ("tail_p99_ratio_during_catch_up", "tail consumer p99 during a catch-up <= 2x its idle p99", "<=", 2.0),
     ("partitions_create_mirrors_s", "10,000 partitions: mirrors created in < 10 s", "<", 10.0),
     ("partitions_catch_up_rate_ratio", "10,000 partitions: catch-up >= 0.8x the 8-partition rate", ">=", 0.8),
     ("partitions_idle_cpu_fraction", "10,000 partitions: idle daemon < 5% of one core", "<", 0.05),
@@ -100,6 +103,8 @@ def build_report(results: dict) -> dict:
         "wan_100ms_ratio_to_0ms": _wan_point(r, 100, False, "ratio_to_own_0ms"),
         "wan_100ms_mb_s": _wan_point(r, 100, False, "mb_s"),
         "wan_0ms_mb_s": _wan_point(r, 0, False, "mb_s"),
+        "tail_p99_ratio_during_catch_up": _get(r, "tail_latency", "ratios_catch_up_to_idle", "tail", "p99"),
+        "tail_p99_idle_ms": _get(r, "tail_latency", "phases", "idle", "tail", "p99"),
         **{f"partitions_{key}": _partitions_value(r, key) for key, _text in PARTITIONS_ROWS},
     }
     top.update(
@@ -108,6 +113,8 @@ def build_report(results: dict) -> dict:
             "ratio_mirror_vs_copier_kafka_python": _ratio(top["mirror_mb_s"], top["copier_kafka_python_mb_s"]),
             "ratio_mirror_vs_mm2": _ratio(top["mirror_mb_s"], top["mm2_mb_s"]),
             "ratio_mirror_vs_raw_fetch_limit": _ratio(top["mirror_mb_s"], top["raw_fetch_limit_mb_s"]),
+            "ratio_mirror_vs_raw_fetch_limit_issue17": _ratio(top["mirror_mb_s"], top["raw_fetch_limit_mb_s"]),
+            "replication_latency_p99_over_source_ms": top["replication_latency_ms_p99"] - top["source_latency_ms_p99"],
             "ratio_cpu_mm2_vs_linkd": _ratio(top["mm2_cpu_s_per_gb"], top["mirror_cpu_s_per_gb"]),
             "ratio_cpu_copier_confluent_vs_linkd": _ratio(top["copier_confluent_cpu_s_per_gb"], top["mirror_cpu_s_per_gb"]),
             "ratio_serve_linkd_vs_source": _ratio(top["serve_linkd_mb_s"], top["serve_source_mb_s"]),
@@ -166,6 +173,7 @@ def _other_rows(report: dict) -> list[tuple[str, str]]:
     return [
         ("replication latency p50 / p99 / max (ms)", f"{_fmt(report['replication_latency_ms_p50'])} / {_fmt(report['replication_latency_ms_p99'])} / {_fmt(report['replication_latency_ms_max'])}"),
         ("  same consumer on the source itself p50 / p99", f"{_fmt(report['source_latency_ms_p50'])} / {_fmt(report['source_latency_ms_p99'])}"),
+        ("tail consumer p99 idle (ms) / during a catch-up, as a ratio to idle", f"{_fmt(report['tail_p99_idle_ms'])} / {_fmt(report['tail_p99_ratio_during_catch_up'], 2)}"),
         ("failover 100 partitions, CLI command to produce (s)", _fmt(report["failover_100_partitions_s"], 2)),
         ("failover 100 partitions, admin API call to produce (s)", _fmt(report["failover_100_partitions_api_s"], 2)),
         ("peak RSS mirroring 1,000 partitions (MB)", _fmt(report["peak_rss_mb_1000_partitions"])),

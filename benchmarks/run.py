@@ -556,6 +556,7 @@ class Bench:
             self.phase("many_partitions", self.many_partitions)
         self.phase("wan", self.wan)
         self.phase("partitions", self.partitions)
+        self.phase("tail_latency", self.tail_latency)
         self.results["total_seconds"] = round(time.monotonic() - started, 1)
         return self.results
 
@@ -568,6 +569,17 @@ class Bench:
             subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=log, timeout=1800, check=True)
         wan = json.loads(out.read_text())
         self.results["wan"] = {k: wan[k] for k in ("mode", "self_checks", "points", "targets", "data", "seconds_total")}
+
+    def tail_latency(self) -> None:
+        """benchmarks/tail_latency.py (its own source broker): a tail consumer's fetch latency on linkd while
+        another mirror catches up, against the same consumer idle, in turns (issue 17's <= 2x p99 target)."""
+        out = self.workdir / "tail_latency.json"
+        sizes = ["--megabytes", "100", "--rounds", "2", "--idle-seconds", "3"] if self.mode == "quick" else []
+        argv = [sys.executable, str(Path(__file__).resolve().parent / "tail_latency.py"), "--json", str(out), *sizes]
+        with open(self.logs / "tail_latency.log", "wb") as log:
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=log, timeout=1800, check=True)
+        found = json.loads(out.read_text())
+        self.results["tail_latency"] = {k: found.get(k) for k in ("megabytes", "phases", "ratios_catch_up_to_idle", "catch_ups", "goal", "goal_met")}
 
     def partitions(self) -> None:
         """benchmarks/partitions.py (its own source broker; 1,000 topics x 10 partitions, or 100 x 10 in
