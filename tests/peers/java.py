@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +41,16 @@ class JavaClientError(RuntimeError):
     pass
 
 
-def ensure_compiled() -> Path:
-    """Directory holding LinkdClient.class (compiled once per source version)."""
+def compile_once(what: str, name: str, sources: list[Path], classpath: Callable[[], str], log4j2: str = _LOG4J2) -> Path:
+    """Compile ``sources`` against ``classpath()`` into ``<cache>/kafka-<version>/<name>/<source hash>/``
+    (with ``log4j2`` as its log4j2.properties), once per version of the sources and safely across test
+    processes; the directory. ``what`` names the program in the error a missing JDK gives."""
     javac = shutil.which("javac")
     if javac is None or shutil.which("java") is None:
-        raise PeerUnavailable("the Java reference client needs a JDK ('java' and 'javac' on PATH)")
-    libs = ensure_kafka_libs()
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    out = kafka_home() / "javaclient" / digest
+        raise PeerUnavailable(f"{what} needs a JDK ('java' and 'javac' on PATH)")
+    jars = classpath()  # after the JDK check: it may download jars
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    out = kafka_home() / name / digest
     done = out / ".compiled"
     if done.is_file():
         return out
@@ -56,13 +59,18 @@ def ensure_compiled() -> Path:
             return out
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        result = subprocess.run([javac, "-cp", f"{libs}/*", "-d", str(out), str(SOURCE)], capture_output=True, text=True, timeout=300)
+        result = subprocess.run([javac, "-cp", jars, "-d", str(out), *map(str, sources)], capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             shutil.rmtree(out, ignore_errors=True)
             raise JavaClientError(f"javac failed:\n{result.stdout}\n{result.stderr}")
-        (out / "log4j2.properties").write_text(_LOG4J2)
+        (out / "log4j2.properties").write_text(log4j2)
         done.write_text(digest + "\n")
     return out
+
+
+def ensure_compiled() -> Path:
+    """Directory holding LinkdClient.class (compiled once per source version)."""
+    return compile_once("the Java reference client", "javaclient", [SOURCE], lambda: f"{ensure_kafka_libs()}/*")
 
 
 def run_java_client(*args: str, timeout: float = 120.0, properties: Path | None = None) -> subprocess.CompletedProcess:

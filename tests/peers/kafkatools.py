@@ -9,15 +9,13 @@ many of those main classes one after another in a single JVM (a JVM start costs 
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import PeerUnavailable, file_lock
-from .java import CLIENT_JVM_OPTS
-from .kafka import ensure_kafka_libs, ensure_tools_libs, kafka_home
+from .java import CLIENT_JVM_OPTS, compile_once
+from .kafka import ensure_kafka_libs, ensure_tools_libs
 
 SOURCES = sorted(Path(__file__).with_name("kafkatools").glob("*.java"))  # ToolRunner, KafkaFiles
 
@@ -77,27 +75,7 @@ def _classpath() -> str:
 
 
 def ensure_compiled() -> Path:
-    javac = shutil.which("javac")
-    if javac is None or shutil.which("java") is None:
-        raise PeerUnavailable("Kafka's tools need a JDK ('java' and 'javac' on PATH)")
-    classpath = _classpath()
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES)).hexdigest()[:16]
-    out = kafka_home() / "toolrunner" / digest
-    done = out / ".compiled"
-    if done.is_file():
-        return out
-    with file_lock(out.parent / ".lock"):
-        if done.is_file():
-            return out
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        result = subprocess.run([javac, "-cp", classpath, "-d", str(out), *map(str, SOURCES)], capture_output=True, text=True, timeout=300)
-        if result.returncode != 0:
-            shutil.rmtree(out, ignore_errors=True)
-            raise RuntimeError(f"javac failed:\n{result.stdout}\n{result.stderr}")
-        (out / "log4j2.properties").write_text(_LOG4J2)
-        done.write_text(digest + "\n")
-    return out
+    return compile_once("Kafka's tools", "toolrunner", list(SOURCES), _classpath, log4j2=_LOG4J2)
 
 
 def run_tools(tools: list[Tool], timeout: float = 240.0) -> list[ToolResult]:

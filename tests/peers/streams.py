@@ -9,7 +9,6 @@ against it into ``<cache>/kafka-<version>/streamsapp/<source hash>/`` once per s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,24 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import PeerUnavailable, file_lock
-from .java import CLIENT_JVM_OPTS, JavaClientError
+from .java import CLIENT_JVM_OPTS, JavaClientError, compile_once
 from .kafka import _resolve, kafka_home
 
 SOURCE = Path(__file__).with_name("streamsapp") / "EosCountApp.java"
 STREAMS_POM = Path(__file__).with_name("streams-pom.xml")
 MAIN_CLASS = "EosCountApp"
 
-_LOG4J2 = """\
-status = error
-appender.err.type = Console
-appender.err.name = STDERR
-appender.err.target = SYSTEM_ERR
-appender.err.layout.type = PatternLayout
-appender.err.layout.pattern = %p %c{1} %m%n
-rootLogger.level = WARN
-rootLogger.appenderRef.err.ref = STDERR
-"""
 
 
 def ensure_streams_libs() -> Path:
@@ -42,27 +30,7 @@ def ensure_streams_libs() -> Path:
 
 
 def ensure_compiled() -> Path:
-    javac = shutil.which("javac")
-    if javac is None or shutil.which("java") is None:
-        raise PeerUnavailable("the Kafka Streams application needs a JDK ('java' and 'javac' on PATH)")
-    libs = ensure_streams_libs()
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    out = kafka_home() / "streamsapp" / digest
-    done = out / ".compiled"
-    if done.is_file():
-        return out
-    with file_lock(out.parent / ".lock"):
-        if done.is_file():
-            return out
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        result = subprocess.run([javac, "-cp", f"{libs}/*", "-d", str(out), str(SOURCE)], capture_output=True, text=True, timeout=300)
-        if result.returncode != 0:
-            shutil.rmtree(out, ignore_errors=True)
-            raise JavaClientError(f"javac failed:\n{result.stdout}\n{result.stderr}")
-        (out / "log4j2.properties").write_text(_LOG4J2)
-        done.write_text(digest + "\n")
-    return out
+    return compile_once("the Kafka Streams application", "streamsapp", [SOURCE], lambda: f"{ensure_streams_libs()}/*")
 
 
 @dataclass(frozen=True)
