@@ -85,11 +85,13 @@ def test_fetching_a_topic_through_recycled_buffers_gives_the_brokers_bytes(kafka
             while offset < 600:
                 response = await conn.request(ApiKey.FETCH, _fetch_body(unique_topic, offset, 1 << 20), version=12)
                 records = response["responses"][0]["partitions"][0]["records"]
-                assert len(records) >= RECYCLE_MIN_FRAME
                 split = split_batches(records)
                 for batch in split.batches:
                     batch.verify()
                 offset = split.batches[-1].next_offset
+                # Every response is big enough to come through a recycled buffer, but the last: it holds
+                # whatever was left, which can be a few small batches (the producer's batching varies).
+                assert len(records) >= RECYCLE_MIN_FRAME or offset >= 600, (len(records), offset)
                 # As a link appends a round's batches while the next response streams in: the previous
                 # round's view is read only now, after the next frame was received (into another buffer).
                 if pending is not None:
