@@ -146,7 +146,10 @@ def test_java_transactional_producer_of_the_source_reconnects_to_linkd_after_fai
     with WireConnection(kafka_broker.bootstrap) as conn:
         described = conn.request(ApiKey.DESCRIBE_PRODUCERS, 0, {"topics": [{"name": unique_topic, "partition_indexes": [0]}]})
     [source_producer] = described["topics"][0]["partitions"][0]["active_producers"]
-    assert source_producer["producer_epoch"] >= 3, source_producer  # transaction version 2: one epoch per transaction
+    # Transaction version 2: one epoch per transaction (version 1 keeps epoch 0 throughout). The third
+    # transaction's records carry epoch 2; its marker (epoch 3) is written after EndTxn returns, so it may
+    # not be there yet.
+    assert source_producer["producer_epoch"] >= 2, source_producer
     mirror(linkd, "l", kafka_broker.bootstrap, [unique_topic])
     source_end = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "ends", "isolation.level": "read_uncommitted"})
     _low, end = source_end.get_watermark_offsets(TopicPartition(unique_topic, 0), timeout=15)
