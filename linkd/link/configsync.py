@@ -22,7 +22,6 @@ A promoted or failed-over mirror is no longer synced: it keeps the configs last 
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import dataclass
 
 import trio
@@ -40,8 +39,6 @@ from .tasks import RoundErrors, judge, now_ms, report, run_rounds
 log = logging.getLogger(__name__)
 
 RESOURCE_TOPIC = 2
-# Sources that do not answer a DescribeConfigs naming configuration keys (they close the connection).
-_NAMES_REFUSED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # id(source) -> source
 KEEP_EVERYTHING = {"retention.ms": "-1", "retention.bytes": "-1"}
 # Synced: the mirror still follows its source. Stopped mirrors are the operator's; failed ones keep what
 # they had (the source may be the reason they failed).
@@ -71,7 +68,7 @@ async def _describe(source, topics: list[str], names: frozenset[str] | None = No
     less than half the entries to decode, every ``topic.config.sync.ms``)."""
     if not topics:
         return {}, {}, {}
-    keys = sorted(names) if names is not None and _NAMES_REFUSED.get(id(source)) is not source else None
+    keys = sorted(names) if names is not None and not source.named_config_keys_refused else None
 
     def request(keys: list[str] | None) -> dict:
         return {"resources": [{"resource_type": RESOURCE_TOPIC, "resource_name": t, "configuration_keys": keys} for t in topics], "include_synonyms": False, "include_documentation": False}
@@ -83,7 +80,7 @@ async def _describe(source, topics: list[str], names: frozenset[str] | None = No
             raise
         # Tansu closes the connection on a DescribeConfigs naming keys: ask that source for everything.
         body = await _request(source, request(None))
-        _NAMES_REFUSED[id(source)] = source
+        source.named_config_keys_refused = True
         log.info("source %s does not answer DescribeConfigs for named configs; asking it for all of them", ",".join(f"{h}:{p}" for h, p in source.bootstrap))
     found: dict[str, dict[str, str]] = {}
     refused: dict[str, str] = {}

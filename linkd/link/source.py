@@ -49,6 +49,9 @@ class SourceCluster:
     brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
     security: SecuritySettings | None = None  # TLS and SASL for every connection: bootstrap, short requests, fetches
     receive_buffer_bytes: int = -1  # SO_RCVBUF of fetch connections (receive.buffer.bytes); -1: the OS's own
+    # The source closed the connection on a DescribeConfigs naming configuration keys (Tansu does): config
+    # sync asks it for every config from then on.
+    named_config_keys_refused: bool = False
 
     def __post_init__(self) -> None:
         self._connections: dict[tuple[str, int], Connection] = {}
