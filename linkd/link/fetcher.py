@@ -30,6 +30,7 @@ from ..storage import StorageError
 from . import fetchsize
 from .appends import AppendJob, AppendsRefused, append_all
 from .client import SourceProtocolError, SourceUnavailable
+from .fetchplan import FetchPlan
 from .fetchsession import SESSION_ERRORS, FetchSession
 from .mirror import Mirror, PartitionProgress
 from .partition import (
@@ -43,7 +44,6 @@ from .partition import (
     Revalidate,
     SkipTo,
     TruncateTo,
-    fetch_position,
 )
 from .states import LinkState, MirrorError, MirrorEvent, MirrorState
 from .validation import AskBatch, AskEpochEnd, AskOffset, Unavailable, Validated, Validation
@@ -78,6 +78,9 @@ class Fetcher:
         self.index = index
         self.key = (broker_id, index)
         self.session = FetchSession()
+        self.plan = FetchPlan(self.session)  # the request's entries, kept between rounds
+        self._settings = runtime.settings  # the settings the entries were computed with
+        self._changes = -1  # the runtime's change count then (``LinkRuntime.changes``)
         self._pending: trio.Event | None = None  # set when the last round's appends have landed
         self._refused: str | None = None  # why the last round's appends failed
         self._held: dict[int, PartitionProgress] = {}  # the partitions this fetcher has claimed, by id
@@ -86,27 +89,36 @@ class Fetcher:
     def core(self, progress: PartitionProgress) -> PartitionCore:
         return PartitionCore(progress, self.rt.settings.fetch_max_bytes, self._grow_to)
 
-    def _take(self) -> list[tuple[Mirror, PartitionProgress]]:
-        """This round's partitions: those assigned here that no other fetcher still holds. Partitions
-        assigned elsewhere now are let go once no append of theirs is in flight (none is fetched now)."""
-        mine = self.rt.active_parts(self.broker_id, self.index)
-        wanted = {id(p) for _m, p in mine}
-        released = False
-        for key, progress in list(self._held.items()):
-            if key not in wanted and progress.inflight_end < 0:
-                del self._held[key]
-                if progress.fetcher == self.key:
-                    progress.fetcher = None
-                    released = True
-        if released:
-            self.rt.wake_loops()  # the fetcher they are assigned to now may be waiting for them
-        taken = []
-        for mirror, progress in mine:
-            if progress.fetcher is None or progress.fetcher == self.key:
-                progress.fetcher = self.key
-                self._held[id(progress)] = progress
-                taken.append((mirror, progress))
-        return taken
+    def _take(self) -> tuple[list[tuple[Mirror, PartitionProgress]], list[tuple[Mirror, PartitionProgress]]]:
+        """This round's partitions, and those of them not validated: the ones assigned here that no other
+        fetcher still holds. Partitions assigned elsewhere now are let go once no append of theirs is in
+        flight (none is fetched now). One pass over the share (10,000 partitions, every round)."""
+        key = self.key
+        held = self._held
+        taken, unvalidated = [], []
+        for item in self.rt.active_parts(self.broker_id, self.index):
+            progress = item[1]
+            holder = progress.fetcher
+            if holder != key:
+                if holder is not None:
+                    continue  # its old fetcher has not let it go yet
+                progress.fetcher = key
+                held[id(progress)] = progress
+            taken.append(item)
+            if not progress.validated:
+                unvalidated.append(item)
+        if len(held) != len(taken):  # something held is not this round's: assigned elsewhere, or gone
+            wanted = {id(p) for _m, p in taken}
+            released = False
+            for ident, progress in list(held.items()):
+                if ident not in wanted and progress.inflight_end < 0:
+                    del held[ident]
+                    if progress.fetcher == key:
+                        progress.fetcher = None
+                        released = True
+            if released:
+                self.rt.wake_loops()  # the fetcher they are assigned to now may be waiting for them
+        return taken, unvalidated
 
     def release_all(self) -> None:
         """The fetcher ended (its appends with it): whatever it held is free for another fetcher."""
@@ -123,7 +135,7 @@ class Fetcher:
         async with trio.open_nursery() as appends:
             while True:
                 rt.recount()
-                parts = self._take()
+                parts, unvalidated = self._take()
                 if not parts:
                     changed = rt.changed
                     if self._pending is not None and not self._pending.is_set():
@@ -137,15 +149,18 @@ class Fetcher:
                     continue
                 try:
                     conn = await rt.source.fetch_connection(self.broker_id, self.index)
-                    unvalidated = [(m, p) for m, p in parts if not p.validated]
                     if unvalidated:
                         await self.appends_landed()  # validation may truncate: nothing may be in flight
-                        await self._start_new_partitions(conn, unvalidated)
-                        for mirror, progress in unvalidated:
-                            if not progress.validated:
-                                await self._validate(conn, mirror, progress)
-                    parts = [(m, p) for m, p in self._take() if p.validated]
-                    if parts:
+                        try:
+                            await self._start_new_partitions(conn, unvalidated)
+                            for mirror, progress in unvalidated:
+                                if not progress.validated:
+                                    await self._validate(conn, mirror, progress)
+                        finally:
+                            for _mirror, progress in unvalidated:
+                                self.plan.touch(progress)  # its log may have been cut or reset
+                        parts, _unvalidated = self._take()
+                    if any(p.validated for _m, p in parts):
                         await self._round(conn, parts, appends)
                     backoff.reset()
                 except SourceUnavailable as exc:
@@ -176,22 +191,19 @@ class Fetcher:
 
     async def _round(self, conn, parts: list[tuple[Mirror, PartitionProgress]], appends: trio.Nursery) -> None:
         rt, settings = self.rt, self.rt.settings
-        wanted: dict[tuple[str, int], dict] = {}
-        logs = {}
         # Across a WAN a partition behind grows toward its share of the response; on a LAN one round trip
         # costs little and larger responses only cost (on loopback 8/64 MiB fetches ran at 0.7x 1/10 MiB).
-        self._grow_to = fetchsize.share(settings.fetch_max_bytes, settings.fetch_response_max_bytes, len(parts)) if rt.wide_area() else 0
-        for mirror, progress in parts:
-            local = rt.topics.get(mirror.topic)
-            if local is None:  # deleted while the previous round was in flight
-                continue
-            plog = logs[mirror.topic, progress.partition] = local.logs[progress.partition]
-            wanted[(mirror.source_topic, progress.partition)] = fetch_partition(progress.partition, fetch_position(progress, plog), self.core(progress).request_max_bytes(), progress.leader_epoch)
-        if not wanted:
+        grow_to = fetchsize.share(settings.fetch_max_bytes, settings.fetch_response_max_bytes, len(parts)) if rt.wide_area() else 0
+        if grow_to != self._grow_to or settings is not self._settings or rt.changes != self._changes:
+            # What every entry depends on changed (the assignment too: a leader epoch): compute them all.
+            self._grow_to, self._settings, self._changes = grow_to, settings, rt.changes
+            self.plan.touch_all()
+        self.plan.update(parts, rt.topics, lambda progress: self.core(progress).request_max_bytes())
+        if not self.plan.by_key:
             # Every partition's topic is gone: wait for the refresh that drops them rather than spin.
             await trio.sleep(settings.retry_backoff_ms / 1000)
             return
-        body = {**fetch_request([], max_wait_ms=settings.fetch_wait_max_ms, min_bytes=settings.fetch_min_bytes, max_bytes=settings.fetch_response_max_bytes), **self.session.build(wanted)}
+        body = {**fetch_request([], max_wait_ms=settings.fetch_wait_max_ms, min_bytes=settings.fetch_min_bytes, max_bytes=settings.fetch_response_max_bytes), **self.session.build()}
         rt.fetch_requests += 1
         rt.incremental_fetch_requests += body["session_id"] != 0
         try:
@@ -207,13 +219,15 @@ class Fetcher:
         if answer.error != ErrorCode.NONE:
             raise SourceProtocolError(f"fetch failed with {answer.error.name}")
         await self.appends_landed()  # the previous round's data is in the log before we look at this one
-        index = {(m.source_topic, p.partition): (m, p) for m, p in parts}
+        index = self.plan.by_key
         jobs = []
         try:
             for key, pdata in answer.partitions.items():
                 item = index.get(key)
-                if item is not None and (job := await self._digest(conn, item[0], item[1], pdata)) is not None:
-                    jobs.append(job)
+                if item is not None:
+                    self.plan.touch(item[1])  # whatever its answer does, its entry is computed again
+                    if (job := await self._digest(conn, item[0], item[1], pdata)) is not None:
+                        jobs.append(job)
         except BaseException:
             for job in jobs:  # never started: the next fetch starts from the log end again
                 job.core.append_ended()
@@ -316,6 +330,7 @@ class Fetcher:
         finally:
             for job in jobs:
                 job.core.append_ended()
+                self.plan.touch(job.core.progress)  # it fetches from its log end (or the append's end) again
             done.set()
 
     # -- validation -------------------------------------------------------------------------------

@@ -5,11 +5,13 @@ only the partitions whose request fields changed (their fetch offset, mostly) an
 as forgotten, and the broker answers only for partitions with something new. A link carrying many quiet
 partitions then sends and receives a few bytes per round instead of all of them.
 
-The broker's idea of the session must always equal what the link wants to fetch. So the session keeps
-what the broker holds after each answered request, and starts over (a full Fetch asking for a new
-session) whenever that is in doubt: a session error from the broker, a different session id, or a request
-that got no answer. A broker that does not keep sessions (session id 0 in every answer, as Tansu) is
-simply asked in full every time.
+The session keeps what the link wants (``want`` / ``drop``, one partition at a time, so a round that
+changes a few of 10,000 partitions costs a few, not 10,000) and what the broker holds after each
+answered request. Invariant: after every answered request the broker's idea of the session equals what
+the link wanted when it was built, so the session starts over (a full Fetch asking for a new session)
+whenever that is in doubt: a session error from the broker, a different session id, or a request that
+got no answer. A broker that does not keep sessions (session id 0 in every answer, as Tansu) is simply
+asked in full every time.
 """
 
 from __future__ import annotations
@@ -29,18 +31,46 @@ class FetchSession:
         self.session_id = 0
         self.answered_ms = 0  # when the broker last answered inside the session (0: no session)
         self.epoch = 0  # the epoch the next request carries; 0 with no session asks for a new one
+        self._wanted: dict[Key, dict] = {}  # what the link wants fetched, per partition
+        self._changed: set[Key] = set()  # keys whose wanted entry may differ from the held one
         self._held: dict[Key, dict] = {}  # what the broker's session holds, per partition
-        self._pending: dict[Key, dict] | None = None  # what it will hold once the request in flight is answered
+        # What the broker will hold once the request in flight is answered: the whole session (a full
+        # request), or the entries sent and the keys forgotten (an incremental one).
+        self._pending: tuple[dict[Key, dict] | None, dict[Key, dict], list[Key]] | None = None
 
-    def build(self, wanted: dict[Key, dict]) -> dict:
-        """The session fields of the next Fetch for ``wanted`` (partition -> its request entry): a dict with
-        ``session_id``, ``session_epoch``, ``topics`` and ``forgotten_topics_data``."""
+    def want(self, key: Key, entry: dict) -> None:
+        """Fetch ``key`` with request ``entry`` from the next request on."""
+        if self._wanted.get(key) != entry:
+            self._wanted[key] = entry
+            self._changed.add(key)
+
+    def drop(self, key: Key) -> None:
+        """Stop fetching ``key``."""
+        if self._wanted.pop(key, None) is not None:
+            self._changed.add(key)
+
+    def wanted(self) -> dict[Key, dict]:
+        return self._wanted
+
+    def build(self, wanted: dict[Key, dict] | None = None) -> dict:
+        """The session fields of the next Fetch: a dict with ``session_id``, ``session_epoch``, ``topics``
+        and ``forgotten_topics_data``. With ``wanted`` (partition -> its request entry), that becomes what
+        the link wants first (every partition not in it is dropped)."""
+        if wanted is not None:
+            for key in [k for k in self._wanted if k not in wanted]:
+                self.drop(key)
+            for key, entry in wanted.items():
+                self.want(key, entry)
+        changed, self._changed = self._changed, set()
+        forgotten: list[Key]
         if self.session_id == 0:
-            send, forgotten = wanted, []
+            send, forgotten = dict(self._wanted), []
+            self._pending = (send, send, forgotten)
         else:
-            send = {key: entry for key, entry in wanted.items() if self._held.get(key) != entry}
-            forgotten = [key for key in self._held if key not in wanted]
-        self._pending = dict(wanted)
+            held, wanted_now = self._held, self._wanted
+            send = {key: wanted_now[key] for key in changed if key in wanted_now and held.get(key) != wanted_now[key]}
+            forgotten = [key for key in changed if key not in wanted_now and key in held]
+            self._pending = (None, send, forgotten)
         return {
             "session_id": self.session_id,
             "session_epoch": self.epoch,
@@ -62,20 +92,28 @@ class FetchSession:
             # A session error, or a request that failed as a whole: whether the broker applied it is not known.
             self.reset()
             return
+        full, sent, forgotten = pending
         if self.session_id == 0:
             if session_id != 0:
-                self.session_id, self.epoch, self._held, self.answered_ms = session_id, 1, pending, now_ms
+                assert full is not None
+                self.session_id, self.epoch, self._held, self.answered_ms = session_id, 1, full, now_ms
+                self._changed.update(key for key, entry in self._wanted.items() if full.get(key) is not entry)
+                self._changed.update(key for key in full if key not in self._wanted)
             return  # no session granted: the next request is a full one again
         if session_id != self.session_id:
             self.reset()
             return
-        self._held = pending
+        for key in forgotten:
+            self._held.pop(key, None)
+        self._held.update(sent)
         self.epoch = self.epoch + 1 if self.epoch < MAX_EPOCH else 1
         self.answered_ms = now_ms
 
     def reset(self) -> None:
-        """Forget the session: the next request is a full one asking for a new session."""
+        """Forget the session: the next request is a full one asking for a new session (of what the link
+        still wants)."""
         self.session_id, self.epoch, self._held, self._pending, self.answered_ms = 0, 0, {}, None, 0
+        self._changed = set()
 
 
 def _by_topic(items) -> list[dict]:

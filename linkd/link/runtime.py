@@ -74,6 +74,7 @@ class LinkRuntime:
         self._next_refresh = math.inf  # when the loop refreshes unasked (metadata.max.age.ms, or sooner)
         self._waiting: trio.CancelScope | None = None  # the loop's wait for either, while it waits
         self.changed = trio.Event()  # set (and replaced) whenever the assignment or a mirror changed
+        self.changes = 0  # how many times it was set (fetchers recompute their requests when it moves)
         self.fetch_requests = 0
         self.incremental_fetch_requests = 0  # of them, those inside a fetch session (naming changed partitions only)
         self.fetched_bytes = 0
@@ -88,6 +89,7 @@ class LinkRuntime:
         self.wake_loops()
 
     def wake_loops(self) -> None:
+        self.changes += 1
         changed, self.changed = self.changed, trio.Event()
         changed.set()
 
@@ -306,10 +308,19 @@ class LinkRuntime:
     def active_parts(self, broker_id: int, index: int = 0) -> list[tuple[Mirror, PartitionProgress]]:
         if self.state == LinkState.PAUSED:
             return []
-        # Called every fetch round for every assigned partition (10,000 of them, twice a second when idle).
+        # Called every fetch round for every assigned partition (10,000 of them, twice a second when idle):
+        # a mirror's partitions sit together in a share, so whether it fetches is asked once per mirror.
         now = trio.current_time() if self._denied else 0.0
         held = {topic for topic, (until, _backoff) in self._denied.items() if now < until}
-        return [(m, p) for m, p in self._by_fetcher.get((broker_id, index), []) if p.leader == broker_id and m.fetching and m.topic not in held]
+        out = []
+        last, fetching = None, False
+        for item in self._by_fetcher.get((broker_id, index), ()):
+            mirror = item[0]
+            if mirror is not last:
+                last, fetching = mirror, mirror.fetching and mirror.topic not in held
+            if fetching and item[1].leader == broker_id:
+                out.append(item)
+        return out
 
     def broker_lost(self, broker_id: int) -> None:
         """The fetch connection to ``broker_id`` failed: its partitions validate again once it is back."""
@@ -365,18 +376,13 @@ class LinkRuntime:
 
     # -- the source's end offsets (see sourceends) ------------------------------------------------
 
-    def note_session_ends(self) -> None:
-        """A quiet partition is left out of its fetch session's answers, which says its source end is
-        unchanged (KIP-227): record it as seen at the session's last answer, so the source-end watcher
-        does not read 10,000 idle partitions' ends with ListOffsets every few seconds."""
-        for (broker_id, index), fetcher in self._fetchers.items():
-            session = fetcher.session
-            if not session.answered_ms:
-                continue
-            for mirror, progress in self._by_fetcher.get((broker_id, index), []):
-                if progress.source_end_seen_ms and progress.source_end_seen_ms < session.answered_ms and progress.leader == broker_id \
-                        and session.holds((mirror.source_topic, progress.partition)):
-                    progress.source_end_seen_ms = session.answered_ms
+    def fetchers(self) -> dict[tuple[int, int], Fetcher]:
+        """The running fetchers, by (source broker id, fetcher index)."""
+        return self._fetchers
+
+    def share(self, key: tuple[int, int]) -> list[tuple[Mirror, PartitionProgress]]:
+        """The partitions assigned to the fetcher ``key`` (read only)."""
+        return self._by_fetcher.get(key, [])
 
     async def read_source_offsets(self, mirrors: list[Mirror], timestamp: int = -1) -> dict[tuple[str, int], int]:
         return await sourceends.read_source_offsets(self, mirrors, timestamp)

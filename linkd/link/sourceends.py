@@ -117,6 +117,20 @@ async def _served_past(rt: LinkRuntime, conn, ends: dict[tuple[str, int], int]) 
         ends.pop(key)  # still more after the last round: no end known (never a made-up one)
 
 
+def note_session_ends(rt: LinkRuntime) -> None:
+    """A quiet partition is left out of its fetch session's answers, which says its source end is
+    unchanged (KIP-227): record it as seen at the session's last answer, so the source-end watcher
+    does not read 10,000 idle partitions' ends with ListOffsets every few seconds."""
+    for (broker_id, index), fetcher in rt.fetchers().items():
+        session = fetcher.session
+        if not session.answered_ms:
+            continue
+        for mirror, progress in rt.share((broker_id, index)):
+            if progress.source_end_seen_ms and progress.source_end_seen_ms < session.answered_ms and progress.leader == broker_id \
+                    and session.holds((mirror.source_topic, progress.partition)):
+                progress.source_end_seen_ms = session.answered_ms
+
+
 def refresh_interval_s(rt: LinkRuntime) -> float:
     """How often the source's end is read for partitions no fetch has reported on lately."""
     return min(rt.settings.metadata_max_age_ms, SOURCE_END_REFRESH_MAX_MS) / 1000
@@ -129,11 +143,16 @@ async def watch_source_ends(rt: LinkRuntime) -> None:
     while True:
         await trio.sleep(refresh_interval_s(rt))
         stale_before = now_ms() - int(refresh_interval_s(rt) * 1000)
-        rt.note_session_ends()
+        note_session_ends(rt)
+        # A partition held by a fetcher whose session was answered since is being fetched: that answer
+        # (or the session holding it unchanged) brings its end, or its first answer soon will (a new or
+        # resumed mirror). Reading 10,000 such ends with ListOffsets in the middle of a catch-up cost
+        # the link a fifth of its event loop.
+        fetching = {key for key, f in rt.fetchers().items() if f.session.session_id and f.session.answered_ms >= stale_before}
         stale = [
             m for m in rt.mirrors()
             if not m.deleted and m.state in WATCHED_STATES
-            and any(p.source_end_seen_ms < stale_before for p in m.partitions)
+            and any(p.source_end_seen_ms < stale_before and p.fetcher not in fetching for p in m.partitions)
         ]
         if not stale:
             continue

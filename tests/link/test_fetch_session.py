@@ -100,6 +100,72 @@ TestFetchSession = SessionMachine.TestCase
 TestFetchSession.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
 
 
+class PartitionAtATimeMachine(RuleBasedStateMachine):
+    """The same broker, with the link changing one partition at a time (``want`` / ``drop``) between
+    requests, as a fetcher does for the few partitions a round touched, and sometimes while a request is
+    in flight: after every answer the broker holds exactly what the link wanted when it built it."""
+
+    @initialize()
+    def start(self) -> None:
+        self.broker = ModelBroker()
+        self.session = FetchSession()
+        self.model: dict = {}  # what the link wants now
+        self.wanted: dict | None = None  # what the broker must hold (the last answered request's)
+
+    @rule(key=st.sampled_from(KEYS), offset=st.integers(0, 5))
+    def want(self, key, offset: int) -> None:
+        entry = {"partition": key[1], "fetch_offset": offset, "partition_max_bytes": 100}
+        self.session.want(key, entry)
+        self.model[key] = entry
+
+    @rule(key=st.sampled_from(KEYS))
+    def drop(self, key) -> None:
+        self.session.drop(key)
+        self.model.pop(key, None)
+
+    @rule(key=st.sampled_from(KEYS), offset=st.integers(0, 5), lost=st.booleans(), whole=st.booleans())
+    def fetch(self, key, offset: int, lost: bool, whole: bool) -> None:
+        if not self.model:
+            return
+        request = self.session.build(dict(self.model) if whole else None)
+        sent = dict(self.model)
+        if request["session_id"] == 0:
+            assert {(t["topic"], e["partition"]): e for t in request["topics"] for e in t["partitions"]} == sent
+        # A change made while the request is in flight belongs to the next one.
+        entry = {"partition": key[1], "fetch_offset": offset, "partition_max_bytes": 100}
+        self.session.want(key, entry)
+        self.model[key] = entry
+        if lost:
+            if request["session_id"]:
+                self.broker.handle(request)
+            self.session.reset()
+            self.wanted = None
+            return
+        code, sid = self.broker.handle(request)
+        self.session.answered(code, sid)
+        self.wanted = sent if code == ErrorCode.NONE else None
+        assert self.session.wanted() == self.model
+
+    @rule()
+    def broker_evicts_the_session(self) -> None:
+        self.broker.sessions.clear()
+
+    @rule(grants=st.booleans())
+    def broker_grants_sessions(self, grants: bool) -> None:
+        self.broker.grants = grants
+
+    @invariant()
+    def the_broker_holds_what_the_link_wanted(self) -> None:
+        if self.session.session_id and self.wanted is not None:
+            held = self.broker.held(self.session.session_id)
+            if held is not None:
+                assert held == self.wanted
+
+
+TestPartitionAtATime = PartitionAtATimeMachine.TestCase
+TestPartitionAtATime.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
+
+
 def test_an_unchanged_partition_is_not_sent_again_and_a_dropped_one_is_forgotten():
     session = FetchSession()
     a0, a1 = {"partition": 0, "fetch_offset": 5}, {"partition": 1, "fetch_offset": 7}
