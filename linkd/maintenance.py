@@ -44,10 +44,15 @@ async def run_maintenance(topics: TopicRegistry, *, flush_interval_s: float = FL
         await _flush_and_retention(topics, flush_interval_s, retention_interval_s)
 
 
-async def _flush_one(plog, limiter: trio.CapacityLimiter) -> None:
+async def _flush_some(todo: list) -> None:
+    """Flush logs taken from ``todo`` one after another until it is empty (one of FLUSH_PARALLELISM)."""
+    while todo:
+        await _flush_one(todo.pop())
+
+
+async def _flush_one(plog) -> None:
     try:
-        async with limiter:
-            await storage_calls.alongside(plog.flush)
+        await storage_calls.alongside(plog.flush)
     except LogClosed:
         pass  # topic deleted meanwhile
     except OSError as exc:
@@ -60,15 +65,15 @@ async def _flush_one(plog, limiter: trio.CapacityLimiter) -> None:
 async def _flush_and_retention(topics: TopicRegistry, flush_interval_s: float, retention_interval_s: float) -> None:
     next_retention = trio.current_time() + retention_interval_s
     # Logs with unflushed appends are flushed FLUSH_PARALLELISM at once: after thousands of partitions
-    # took appends (a catch-up), one fsync after another would take a minute per round.
-    limiter = trio.CapacityLimiter(FLUSH_PARALLELISM)
+    # took appends (a catch-up), one fsync after another would take a minute per round. That many tasks
+    # share the list, rather than a task per log queueing on a limiter (10,000 of them, every second).
     while True:
         await trio.sleep(flush_interval_s)
+        todo = [plog for topic in topics.all() for plog in list(topic.logs) if plog.recovery_point < plog.log_end_offset]
+        todo.reverse()  # popped from the end: flushed in the registry's order
         async with trio.open_nursery() as nursery:
-            for topic in topics.all():
-                for plog in list(topic.logs):
-                    if plog.recovery_point < plog.log_end_offset:
-                        nursery.start_soon(_flush_one, plog, limiter)
+            for _ in range(min(FLUSH_PARALLELISM, len(todo))):
+                nursery.start_soon(_flush_some, todo)
         if trio.current_time() >= next_retention:
             next_retention = trio.current_time() + retention_interval_s
             now_ms = int(time.time() * 1000)
