@@ -85,6 +85,7 @@ class Fetcher:
         self._refused: str | None = None  # why the last round's appends failed
         self._held: dict[int, PartitionProgress] = {}  # the partitions this fetcher has claimed, by id
         self._grow_to = 0  # what a partition far behind may ask for, this round (``fetchsize.share``)
+        self.taking_since_ms = 0  # when it last began taking partitions after holding none (epoch ms)
 
     def core(self, progress: PartitionProgress) -> PartitionCore:
         return PartitionCore(progress, self.rt.settings.fetch_max_bytes, self._grow_to)
@@ -136,7 +137,10 @@ class Fetcher:
             while True:
                 rt.recount()
                 parts, unvalidated = self._take()
+                if parts and not self.taking_since_ms:
+                    self.taking_since_ms = now_ms()
                 if not parts:
+                    self.taking_since_ms = 0
                     changed = rt.changed
                     if self._pending is not None and not self._pending.is_set():
                         await self.quiesce()  # then the next _take lets go of what moved elsewhere

@@ -146,9 +146,11 @@ async def watch_source_ends(rt: LinkRuntime) -> None:
         note_session_ends(rt)
         # A partition held by a fetcher whose session was answered since is being fetched: that answer
         # (or the session holding it unchanged) brings its end, or its first answer soon will (a new or
-        # resumed mirror). Reading 10,000 such ends with ListOffsets in the middle of a catch-up cost
+        # resumed mirror: a fetcher that began taking partitions within two intervals, its session
+        # not granted yet). Reading 10,000 such ends with ListOffsets in the middle of a catch-up cost
         # the link a fifth of its event loop.
-        fetching = {key for key, f in rt.fetchers().items() if f.session.session_id and f.session.answered_ms >= stale_before}
+        fetching = {key for key, f in rt.fetchers().items() if (f.session.session_id and f.session.answered_ms >= stale_before)
+                    or (not f.session.session_id and f.taking_since_ms >= stale_before - int(refresh_interval_s(rt) * 1000))}
         stale = [
             m for m in rt.mirrors()
             if not m.deleted and m.state in WATCHED_STATES
