@@ -35,13 +35,14 @@ def checkpoint_source_ends(m: LinkManager) -> None:
     rows = []
     for mirror in m.mirrors.values():
         for progress in mirror.partitions:
-            row = progress.checkpoint_row()
-            if row is None or row == progress.checkpointed:
-                continue
             old = progress.checkpointed
-            # Offsets unchanged, only seen again: refresh the time now and then, not every second
-            # (an idle partition is seen at every fetch).
-            if old is not None and row[:2] == old[:2] and row[2] - old[2] < SEEN_ONLY_CHECKPOINT_MS:
+            # Offsets unchanged, only seen again: refresh the time now and then, not every second (an idle
+            # partition is seen at every fetch). Checked before building the row: 10,000 partitions a second.
+            if old is not None and old[0] == progress.source_high_watermark and old[1] == progress.last_source_fetch_offset \
+                    and progress.source_end_seen_ms - old[2] < SEEN_ONLY_CHECKPOINT_MS:
+                continue
+            row = progress.checkpoint_row()
+            if row is None or row == old:
                 continue
             rows.append((mirror.topic, progress.partition, *row))
             progress.checkpointed = row

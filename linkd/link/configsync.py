@@ -173,6 +173,8 @@ class ConfigSync:
         self.names = synced_names(settings.topic_config_sync_include)
         self.status = ConfigSyncStatus(settings.topic_config_sync_ms, sorted(settings.topic_config_sync_include))
         self.source_configs: dict[str, dict[str, str]] = {}  # mirror topic -> synced names' source values last seen
+        # mirror topic -> (source values, its configs) when a round last found the two in sync
+        self._in_sync: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
 
     def following(self, topic: str) -> dict[str, str] | None:
         """The synced source values of mirror ``topic`` if it still follows its source, else None."""
@@ -182,7 +184,10 @@ class ConfigSync:
         return dict(self.source_configs.get(topic, {}))
 
     def remember(self, topic: str, source: dict[str, str]) -> None:
-        self.source_configs[topic] = {k: v for k, v in source.items() if k in self.names}
+        if source.keys() <= self.names:
+            self.source_configs[topic] = source  # asked for the synced names only (a fresh dict per answer)
+        else:
+            self.source_configs[topic] = {k: v for k, v in source.items() if k in self.names}
 
     def task(self) -> dict:
         """The task's health as ``link describe`` and /metrics show it. Always configured: every mirror
@@ -224,8 +229,14 @@ class ConfigSync:
                 continue
             source = described[mirror.source_topic]
             self.remember(mirror.topic, source)
+            last = self._in_sync.get(mirror.topic)
+            if last is not None and last[0] == source and last[1] == topic.configs:
+                # The source says what it said when the topic last matched it, and nothing changed here
+                # (a local override changes the topic's configs too): nothing to work out again.
+                continue
             wanted = mirrored_configs(topic.configs, source, self.names, self._topics.local_overrides(mirror.topic))
             if wanted == topic.configs:
+                self._in_sync[mirror.topic] = (source, dict(topic.configs))
                 continue
             keys = sorted(k for k in set(wanted) | set(topic.configs) if wanted.get(k) != topic.configs.get(k))
             try:
