@@ -13,6 +13,7 @@ Runs on the link's event loop; reads the logs' ends (no I/O).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 from .fetchsession import FetchSession, Key
@@ -43,7 +44,9 @@ class FetchPlan:
     def update(self, parts: list[Item], topics, max_bytes: Callable[[PartitionProgress], int]) -> None:
         """Make the session want exactly the validated partitions of ``parts`` (``topics``: the registry
         their logs are in; ``max_bytes``: a partition's ``partition_max_bytes``)."""
-        if parts != self._parts:  # the same (mirror, progress) tuples as last round: compared by identity, in C
+        # The same (mirror, progress) tuples as last round, compared by identity (in C): ``==`` would
+        # compare the dataclasses' fields, and a mirror deleted and created again looks equal.
+        if len(parts) != len(self._parts) or any(map(operator.is_not, parts, self._parts)):
             self._parts = parts
             everyone = {id(item[1]): item for item in parts}
             for gone in self._everyone.keys() - everyone.keys():
