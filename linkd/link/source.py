@@ -18,6 +18,8 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
+import trio
+
 from protocol.errors import ErrorCode
 from protocol.messages import ApiKey
 
@@ -62,8 +64,16 @@ class SourceCluster:
         self._fetch_connections: dict[tuple[tuple[str, int], int], Connection] = {}
         self._least_round_trip: float | None = None
         self._versions: dict[tuple[str, int], dict[int, tuple[int, int]]] = {}  # by address, while a connection to it is open
+        self._opening: dict[tuple[int, object], trio.Lock] = {}
 
     async def _open(self, pool: dict, key, address: tuple[str, int], receive_buffer_bytes: int = -1) -> Connection:
+        # Requests run concurrently now (pipelined): two that find no connection must not open two (the
+        # one overwritten in the pool would never be closed). One opening per pool key at a time.
+        lock = self._opening.setdefault((id(pool), key), trio.Lock())
+        async with lock:
+            return await self._open_locked(pool, key, address, receive_buffer_bytes)
+
+    async def _open_locked(self, pool: dict, key, address: tuple[str, int], receive_buffer_bytes: int) -> Connection:
         conn = pool.get(key)
         if conn is not None and conn.session_expired():
             # Idle past its SASL session lifetime: the broker would close it at the next request.
