@@ -1,8 +1,15 @@
 """A small trio Kafka client connection, enough for a link: version negotiation and request/response.
 
-Requests on one connection are serialized (one in flight), which is what a fetcher wants anyway: a
-Kafka broker answers a connection's requests in order, and a link that wants several Fetches in flight
-to one source broker opens several connections (``num.cluster.link.fetchers``), one per fetcher.
+Requests on one connection are pipelined: a Kafka broker answers a connection's requests in the order
+they came, so a task sends its request as soon as the one before it is *sent* and reads its answer once
+the answer before it is read. Independent short requests (Metadata and DescribeConfigs for a new mirror,
+ListOffsets for several partitions) then cost one round trip together across a WAN, not one each. A
+fetcher still keeps one Fetch in flight on its own connection (a long poll would hold up everything
+queued behind it); a link that wants several Fetches in flight to one source broker opens several
+connections (``num.cluster.link.fetchers``).
+
+A request whose answer is not read (cancelled, timed out, the stream broke) leaves the connection out of
+step with the broker: it is closed then, and every request queued behind it fails as SourceUnavailable.
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ from protocol import messages
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import API_SPECS, ApiKey, RequestHeader
 
-from .oauth import TokenError, bearer_token
-from .sasl import OAuthBearerClient, PlainClient, SaslError, ScramClient, client_for
-from .security import ClientCredentialsLogin, SecuritySettings
+from .clientsasl import sasl_exchange
+from .framebuffers import RECYCLE_MIN_FRAME, FrameBuffers
+from .security import SecuritySettings
 from .sourceerrors import AuthenticationFailed, SourceProtocolError, SourceUnavailable, source_error
 from .tlsstream import RCVLOWAT_MAX, TlsStream
 
@@ -31,8 +38,6 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 30.0
-# Frames at least this large are read into recycled buffers (see FrameBuffers); smaller ones are cheap.
-RECYCLE_MIN_FRAME = 256 * 1024
 # A Kafka broker refuses a re-authentication less than a second after the previous one began.
 REAUTH_MIN_INTERVAL_S = 1.0
 # The broker's session clock started before our answer arrived: count a session as over this much early
@@ -41,54 +46,6 @@ SESSION_END_MARGIN_S = 0.25
 # Versions this client prefers at most: Fetch 12 keeps topic names in requests (no topic-id lookup) and
 # still carries leader epochs and divergence; the rest are simply the newest we know.
 PREFERRED_MAX = {ApiKey.FETCH: 12, ApiKey.METADATA: 12}
-
-
-
-class FrameBuffers:
-    """Recycled receive buffers for large response frames.
-
-    A fetcher reads one multi-megabyte Fetch response after another. Reading each into a new bytearray makes
-    the kernel hand out and zero fresh pages every time, which costs as much as the copy from the socket
-    itself (3-4x the copy on the VMs we measured). A buffer is reused only when nothing still points into
-    it: Python refuses to resize a bytearray while any memoryview of it is alive, so a trial resize tells us
-    for certain that the previous response's batches (held by appends in flight, or anywhere else) are
-    gone. A buffer still in use is simply left alone and a new one allocated.
-    """
-
-    def __init__(self, keep: int = 2) -> None:
-        self.keep = keep
-        self._free: list[bytearray] = []
-        self.reused = 0
-        self.allocated = 0
-
-    @staticmethod
-    def _unused(buffer: bytearray) -> bool:
-        try:
-            buffer.append(0)  # raises BufferError while a memoryview of it exists
-        except BufferError:
-            return False
-        del buffer[-1]
-        return True
-
-    def release(self) -> None:
-        """Forget the recycled buffers (each is freed once its last view goes)."""
-        self._free.clear()
-
-    def frame(self, size: int) -> memoryview:
-        """A writable view of exactly ``size`` bytes, in a recycled buffer when one is free and big enough."""
-        for i, buffer in enumerate(self._free):
-            if len(buffer) >= size and self._unused(buffer):
-                self.reused += 1
-                if i:  # most recently fitting first next time
-                    self._free.insert(0, self._free.pop(i))
-                return memoryview(buffer)[:size]
-        self.allocated += 1
-        buffer = bytearray(size)
-        self._free.insert(0, buffer)
-        # Forget the oldest beyond ``keep`` (they are freed once their last view goes).
-        del self._free[self.keep :]
-        return memoryview(buffer)[:size]
-
 
 
 
@@ -103,7 +60,11 @@ class Connection:
     security: SecuritySettings | None = None
 
     def __post_init__(self) -> None:
-        self._lock = trio.Lock()
+        self._send_lock = trio.Lock()  # one request's bytes at a time on the stream
+        self._answered = trio.Event()  # set once the answer to the last request sent has been read
+        self._answered.set()
+        self.closed = False  # closed on purpose or out of step with the broker: never used again
+        self._unread_versions: int | None = None  # correlation id of a pipelined ApiVersions not read yet
         self._correlation = itertools.count(1)
         self.buffers = FrameBuffers()
         self._rcvlowat = 1  # the socket's current SO_RCVLOWAT; 0 once the platform refused it
@@ -122,7 +83,12 @@ class Connection:
         max_frame: int = 256 * 1024 * 1024,
         security: SecuritySettings | None = None,
         receive_buffer_bytes: int = -1,
+        versions: dict[int, tuple[int, int]] | None = None,
     ) -> Connection:
+        """Connect (TLS and SASL as ``security`` says). ``versions``: the API versions this broker
+        announced on another connection a moment ago; this one then still sends ApiVersions (so the broker
+        knows the client), but does not wait for the answer before the first request: that answer is read,
+        and checked, ahead of the first request's."""
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await trio.open_tcp_stream(host, port)
@@ -137,7 +103,11 @@ class Connection:
         try:
             if security is not None and security.tls:
                 conn.stream = await conn._start_tls(stream)
-            await conn._negotiate()
+            # Not under SASL (its handshake waits for answers anyway), nor from a v0 negotiation.
+            if versions and versions.get(ApiKey.API_VERSIONS, (0, 0))[1] >= 3 and not (security is not None and security.sasl):
+                await conn._negotiate_pipelined(versions)
+            else:
+                await conn._negotiate()
             if security is not None and security.sasl:
                 await conn._authenticate()
         except BaseException:
@@ -174,37 +144,7 @@ class Connection:
             raise SourceUnavailable(f"SASL authentication with {self.host}:{self.port} timed out after {REQUEST_TIMEOUT_S}s") from exc
 
     async def _sasl_exchange(self) -> None:
-        assert self.security is not None and self.security.credentials is not None
-        mechanism, creds = self.security.mechanism or "", self.security.credentials
-        try:
-            handshake_version = self.version_for(ApiKey.SASL_HANDSHAKE)
-            auth_version = self.version_for(ApiKey.SASL_AUTHENTICATE)
-        except SourceProtocolError as exc:
-            raise AuthenticationFailed("ILLEGAL_SASL_STATE", f"{self.host}:{self.port} does not offer SASL: {exc}") from exc
-        answer = await self._exchange(ApiKey.SASL_HANDSHAKE, handshake_version, {"mechanism": mechanism})
-        if answer["error_code"] != ErrorCode.NONE:
-            offered = ", ".join(answer.get("mechanisms") or []) or "none"
-            raise AuthenticationFailed(source_error(answer["error_code"]).name, f"{self.host}:{self.port} does not accept SASL mechanism {mechanism} (it offers {offered})")
-        client: PlainClient | ScramClient | OAuthBearerClient
-        if isinstance(creds, ClientCredentialsLogin):
-            try:
-                client = OAuthBearerClient(await bearer_token(creds))
-            except TokenError as exc:
-                raise AuthenticationFailed("SASL_AUTHENTICATION_FAILED", f"no OAUTHBEARER token for {self.host}:{self.port}: {exc}") from exc
-        else:
-            client = client_for(mechanism, creds)  # a fresh one each time: the unsecured login mints a new token
-        message: bytes | None = client.start()
-        lifetime_ms = 0
-        while message is not None:
-            answer = await self._exchange(ApiKey.SASL_AUTHENTICATE, auth_version, {"auth_bytes": message})
-            if answer["error_code"] != ErrorCode.NONE:
-                reason = answer.get("error_message") or "no reason given"
-                raise AuthenticationFailed(source_error(answer["error_code"]).name, f"{self.host}:{self.port}: {reason}")
-            lifetime_ms = answer.get("session_lifetime_ms", 0) or 0
-            try:
-                message = client.respond(bytes(answer.get("auth_bytes") or b""))
-            except SaslError as exc:
-                raise AuthenticationFailed("SASL_AUTHENTICATION_FAILED", f"{self.host}:{self.port}: {exc}") from exc
+        lifetime_ms = await sasl_exchange(self)
         # Re-authenticate well before the session expires (the Java client picks 85-95% of it), so a broker
         # enforcing connections.max.reauth.ms never closes a long-lived fetch connection under us; but not
         # within a second of the last time, which a Kafka broker refuses (ILLEGAL_SASL_STATE).
@@ -233,6 +173,28 @@ class Connection:
             if body["error_code"] != ErrorCode.UNSUPPORTED_VERSION:
                 raise SourceProtocolError(f"{self.host}:{self.port} ApiVersions failed with {source_error(body['error_code']).name}")
         raise SourceProtocolError(f"{self.host}:{self.port} does not accept ApiVersions v0")
+
+    async def _negotiate_pipelined(self, versions: dict[int, tuple[int, int]]) -> None:
+        """ApiVersions v3 sent, its answer left to the first request (``_roundtrip``) to read first."""
+        self.versions = dict(versions)
+        correlation_id = next(self._correlation)
+        header = RequestHeader(ApiKey.API_VERSIONS, 3, correlation_id, self.client_id)
+        data = messages.encode_request(header, {"client_software_name": "linkd", "client_software_version": "0.1.0"})
+        await self._guarded(self.stream.send_all(data))
+        self._unread_versions = correlation_id
+
+    async def _read_versions_answer(self) -> None:
+        """The answer to a pipelined ApiVersions (see ``open``): it must agree that the versions assumed
+        are offered, or the connection is given up (the broker changed under us; the next one negotiates)."""
+        correlation_id, self._unread_versions = self._unread_versions, None
+        if correlation_id is None:
+            return
+        body = self._decode(ApiKey.API_VERSIONS, 3, correlation_id, await self._guarded(self._next_frame()))
+        if body["error_code"] != ErrorCode.NONE:
+            raise SourceProtocolError(f"{self.host}:{self.port} refused the ApiVersions it accepted on another connection ({source_error(body['error_code']).name})")
+        theirs = {k["api_key"]: (k["min_version"], k["max_version"]) for k in body["api_keys"]}
+        if theirs != self.versions:
+            raise SourceProtocolError(f"{self.host}:{self.port} now offers other API versions than on another connection a moment ago")
 
     def _round_trip_sample(self, seconds: float) -> None:
         # No answer comes back sooner than the path's round trip, however loaded either end is: the least
@@ -278,17 +240,85 @@ class Connection:
         return ends_during_wait and now - authenticated_at >= REAUTH_MIN_INTERVAL_S
 
     async def _roundtrip(self, api_key: int, version: int, body: dict) -> dict:
-        async with self._lock:
+        """Send when the request before is sent, read when the answer before is read (see the module's
+        docstring); a SASL re-authentication first waits until nothing is in flight."""
+        async with self._send_lock:
+            if self.closed:
+                raise SourceUnavailable(f"connection to {self.host}:{self.port} was closed")
             if self.session_expired():
                 raise SourceUnavailable(f"the SASL session with {self.host}:{self.port} expired while the connection was idle")
             if self._reauth_due(api_key, body):
-                await self._authenticate()
+                await self._exclusive(self._authenticate())
                 self.reauthentications += 1
                 log.info("re-authenticated with %s:%d (%s, session lifetime set by the broker)", self.host, self.port, self.security.mechanism if self.security else "?")
-            return await self._exchange(api_key, version, body)
+            correlation_id = next(self._correlation)
+            data = messages.encode_request(RequestHeader(api_key, version, correlation_id, self.client_id), body)
+            previous, mine = self._answered, trio.Event()
+            self._answered = mine
+            try:
+                await self._guarded(self.stream.send_all(data))
+            except BaseException:
+                self._out_of_step()
+                mine.set()
+                raise
+        try:
+            await previous.wait()
+            if self.closed:
+                raise SourceUnavailable(f"connection to {self.host}:{self.port} was closed before its answer to {ApiKey(api_key).name} came")
+            await self._read_versions_answer()
+            frame = await self._guarded(self._next_frame())
+        except BaseException:
+            self._out_of_step()  # our answer is unread (or half read): what follows on the stream is not anyone's
+            raise
+        finally:
+            mine.set()
+        return self._decode(api_key, version, correlation_id, frame)
+
+    async def _exclusive(self, work) -> None:
+        """Run ``work`` (a SASL exchange) with nothing else in flight; the caller holds the send lock."""
+        try:
+            await self._answered.wait()
+            await work
+        except BaseException:
+            work.close()
+            self._out_of_step()
+            raise
+
+    def _out_of_step(self) -> None:
+        """Our stream no longer lines up with the broker's answers: close it (the next use reconnects)."""
+        if self.closed:
+            return
+        self.closed = True
+        if isinstance(self.stream, TlsStream):
+            self.stream.close()
+        else:
+            self.stream.socket.close()  # trio's socket tells any task waiting on it
+
+    async def _guarded(self, io):
+        """Await a send or read of the stream, the network's failures as our errors."""
+        try:
+            return await io
+        except ssl.SSLError as exc:
+            if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+                raise SourceUnavailable(f"connection to {self.host}:{self.port} broke: {exc}") from exc
+            # TLS 1.3 finishes the client's handshake before the server judges its certificate: a
+            # refused (or missing) client certificate arrives as an alert on the first read.
+            raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port}: {exc.reason or exc}") from exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise SourceUnavailable(f"connection to {self.host}:{self.port} broke: {exc}") from exc
+
+    def _decode(self, api_key: int, version: int, correlation_id: int, frame: memoryview) -> dict:
+        try:
+            got, response = messages.decode_response(api_key, version, frame, lenient=True)  # liberal in what peers send
+        except ProtocolError as exc:
+            raise SourceProtocolError(f"undecodable {ApiKey(api_key).name} v{version} response from {self.host}:{self.port}: {exc}") from exc
+        if got != correlation_id:
+            raise SourceProtocolError(f"{self.host}:{self.port} answered correlation id {got}, expected {correlation_id}")
+        return response
 
     async def _exchange(self, api_key: int, version: int, body: dict) -> dict:
-        """One request and its response; the caller holds the lock (or owns the connection alone)."""
+        """One request and its response with nothing else in flight: connecting (ApiVersions, SASL) and
+        re-authenticating (the caller holds the send lock and waited for every answer)."""
         correlation_id = next(self._correlation)
         data = messages.encode_request(RequestHeader(api_key, version, correlation_id, self.client_id), body)
         try:
@@ -313,8 +343,8 @@ class Connection:
     async def _next_frame(self) -> memoryview:
         """Read one response frame straight into a buffer of its final size.
 
-        Requests on a connection are serialized, so nothing but our response's bytes can be waiting on
-        the socket: reading exactly one frame needs no buffering layer, and a large Fetch response is
+        Only the task whose turn it is reads, and answers come in the order of the requests, so the next
+        bytes on the socket are our response's: reading exactly one frame needs no buffering layer, and a large Fetch response is
         copied from the kernel once, into the memory it is decoded (and appended) from — a recycled
         buffer for large frames (``FrameBuffers``).
         """
@@ -366,6 +396,7 @@ class Connection:
                 self._rcvlowat = 0  # not settable here: wake on every arrival, as before
 
     async def aclose(self) -> None:
+        self.closed = True
         with trio.CancelScope(shield=True):
             if isinstance(self.stream, TlsStream):
                 self.stream.close()

@@ -26,6 +26,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _Outcome:
+    """What a request run beside another returned or raised, kept until the caller wants it."""
+
+    value = None
+    error: Exception | None = None
+
+    async def capture(self, request, *args) -> None:
+        try:
+            self.value = await request(*args)
+        except Exception as exc:  # re-raised by ``result`` (trio's Cancelled is a BaseException: not caught)
+            self.error = exc
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 async def create_mirror(m: LinkManager, topic: str | None, link: str, source_topic: str | None = None) -> str:
     """Mirror ``source_topic`` as ``topic``; returns the mirror topic's name. On a link with ``cluster.link.prefix`` the mirror is named
     prefix + source name: the source topic must be given, the mirror name may be left out."""
@@ -54,9 +72,15 @@ async def create_mirror(m: LinkManager, topic: str | None, link: str, source_top
     if twin is not None:
         # One link fetches a source partition once; a second mirror of it would never advance.
         raise DomainError(ErrorKind.CONFLICT, ErrorCode.INVALID_REQUEST, f"source topic '{source_topic}' is already mirrored as '{twin}' over link '{link}'; create another link to mirror it twice")
+    # The configs are asked at once, pipelined behind the Metadata on the same connection (one round trip
+    # for both across a WAN); their answer counts only once the metadata says the topic exists.
+    configs_asked, meta_asked = _Outcome(), _Outcome()
     try:
         with trio.fail_after(entry.settings.request_timeout_ms / 1000):
-            meta = await entry.runtime.source.metadata([source_topic])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(configs_asked.capture, describe_source_configs, entry.runtime.source, [source_topic], entry.config_sync.names)
+                await meta_asked.capture(entry.runtime.source.metadata, [source_topic])
+        meta = meta_asked.result()
     except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
         raise DomainError(ErrorKind.UNAVAILABLE, ErrorCode.BROKER_NOT_AVAILABLE, f"cannot reach the source cluster of link '{link}': {exc}") from exc
     st = meta.get(source_topic)
@@ -69,8 +93,7 @@ async def create_mirror(m: LinkManager, topic: str | None, link: str, source_top
         raise DomainError(ErrorKind.CONFLICT, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{topic}' already exists on this cluster")
     # The source topic's configs before the first append: retention must never run with our defaults.
     try:
-        with trio.fail_after(entry.settings.request_timeout_ms / 1000):
-            source_configs = await describe_source_configs(entry.runtime.source, [source_topic], entry.config_sync.names)
+        source_configs = configs_asked.result()  # asked beside the Metadata above
     except ConfigsUnsupported as exc:
         log.warning("mirror %s: %s; created keeping everything (retention.ms=-1)", topic, exc)
         source_configs = {source_topic: {}}

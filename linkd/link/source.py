@@ -4,7 +4,10 @@ A broker answers one connection's requests in order, and a Fetch that finds noth
 ``replica.fetch.wait.max.ms``. So each of a broker's fetchers (``num.cluster.link.fetchers``) has a
 connection of its own, keyed by (broker address, fetcher index), and everything
 else (metadata, ListOffsets for a create, consumer offset sync) uses another, never queued behind a long
-poll. Connections are opened lazily and dropped on any error; the next use reconnects. Metadata is asked
+poll; requests on it are pipelined (``client``). Connections are opened lazily and dropped on any error;
+the next use reconnects. A new connection to a broker that another open connection already negotiated
+with starts on that one's API versions: its ApiVersions is sent but not waited for (a round trip less
+before a new fetcher's first request across a WAN). Metadata is asked
 of any reachable broker (bootstrap servers first, then known brokers), so a link keeps working while the
 bootstrap host is down but other brokers are up.
 """
@@ -14,6 +17,8 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+
+import trio
 
 from protocol.errors import ErrorCode
 from protocol.messages import ApiKey
@@ -58,8 +63,17 @@ class SourceCluster:
         # (broker address, fetcher index) -> that fetcher's connection
         self._fetch_connections: dict[tuple[tuple[str, int], int], Connection] = {}
         self._least_round_trip: float | None = None
+        self._versions: dict[tuple[str, int], dict[int, tuple[int, int]]] = {}  # by address, while a connection to it is open
+        self._opening: dict[tuple[int, object], trio.Lock] = {}
 
     async def _open(self, pool: dict, key, address: tuple[str, int], receive_buffer_bytes: int = -1) -> Connection:
+        # Requests run concurrently now (pipelined): two that find no connection must not open two (the
+        # one overwritten in the pool would never be closed). One opening per pool key at a time.
+        lock = self._opening.setdefault((id(pool), key), trio.Lock())
+        async with lock:
+            return await self._open_locked(pool, key, address, receive_buffer_bytes)
+
+    async def _open_locked(self, pool: dict, key, address: tuple[str, int], receive_buffer_bytes: int) -> Connection:
         conn = pool.get(key)
         if conn is not None and conn.session_expired():
             # Idle past its SASL session lifetime: the broker would close it at the next request.
@@ -67,10 +81,20 @@ class SourceCluster:
             del pool[key]
             await conn.aclose()
             conn = None
+        if conn is not None and conn.closed:  # out of step with the broker after a cancelled request
+            del pool[key]
+            conn = None
         if conn is None:
-            conn = await Connection.open(address[0], address[1], self.client_id, security=self.security, receive_buffer_bytes=receive_buffer_bytes)
+            conn = await Connection.open(address[0], address[1], self.client_id, security=self.security, receive_buffer_bytes=receive_buffer_bytes, versions=self._known_versions(address))
             pool[key] = conn
+            self._versions[address] = conn.versions
         return conn
+
+    def _known_versions(self, address: tuple[str, int]) -> dict[int, tuple[int, int]] | None:
+        """The API versions an open connection to ``address`` negotiated (None: no such connection)."""
+        if any(k == address and not c.closed for k, c in self._connections.items()) or any(k[0] == address and not c.closed for k, c in self._fetch_connections.items()):
+            return self._versions.get(address)
+        return None
 
     async def connection(self, address: tuple[str, int]) -> Connection:
         """The connection for short requests to ``address`` (never holds a long-polling Fetch)."""

@@ -47,6 +47,9 @@ class TlsStream:
         self._scratch = bytearray(TLS_READ_MAX)
         self._unsent = memoryview(b"")  # ciphertext taken from OpenSSL and not yet on the socket
         self._rcvlowat = 1  # the socket's current SO_RCVLOWAT; 0 once the platform refused it
+        # A request may be sent while another task reads an answer (the client pipelines), and a read may
+        # need to send too (a KeyUpdate's answer): one sender of ciphertext at a time.
+        self._sending = trio.Lock()
 
     @classmethod
     async def wrap(cls, transport: trio.SocketStream, context: ssl.SSLContext, server_hostname: str) -> TlsStream:
@@ -80,6 +83,10 @@ class TlsStream:
         """Send what OpenSSL has written (records, handshake and post-handshake messages). What is not
         sent yet stays in ``_unsent``, so a send cancelled halfway never leaves half a record behind: the
         next one sends the rest first."""
+        async with self._sending:
+            await self._flush_unsent()
+
+    async def _flush_unsent(self) -> None:
         if self._outgoing.pending:
             self._unsent = memoryview(bytes(self._unsent) + self._outgoing.read()) if self._unsent else memoryview(self._outgoing.read())
         while self._unsent:

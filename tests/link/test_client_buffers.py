@@ -9,7 +9,8 @@ import pytest
 import trio
 from confluent_kafka import Producer
 
-from linkd.link.client import RECYCLE_MIN_FRAME, Connection, FrameBuffers
+from linkd.link.client import Connection
+from linkd.link.framebuffers import RECYCLE_MIN_FRAME, FrameBuffers
 from protocol.messages import ApiKey
 from protocol.records import split_batches
 from tests.peers import rawclient

@@ -1,0 +1,56 @@
+"""A new mirror's first Fetch waits for as few round trips to the source as its answers allow.
+
+Across a WAN each round trip between ``mirror create`` and the first Fetch is 30-150 ms of nothing
+moving. ``RoundTripProxy`` holds the source's answers back until everyone is waiting, so the round in
+which the first Fetch arrives is the number of round trips the link waited for, whatever the machine's
+load: Metadata and DescribeConfigs go together (one round), the fetch connections reuse the API versions
+the link's own connection learned (ApiVersions is sent but not waited for), then ListOffsets (a second
+round) says where each empty partition starts, and the Fetch follows.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.messages import ApiKey
+from tests.link.mirroring import admin, create_link, mirror_ends, produce_confluent, wait_for
+from tests.link.roundtripproxy import RoundTripProxy
+from tests.peers import LOOPBACK, free_port
+
+# Nothing on a timer may talk to the source while rounds are counted.
+QUIET_LINK = {
+    "metadata.max.age.ms": "600000",
+    "topic.config.sync.ms": "600000",
+    "consumer.offset.sync.enable": "false",
+    "acl.sync.enable": "false",
+    "num.cluster.link.fetchers": "2",
+}
+
+
+@pytest.fixture
+def source_behind_proxy(kafka_broker_factory):
+    port = free_port()
+    broker = kafka_broker_factory(extra_config={"advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{port}"})
+    proxy = RoundTripProxy((LOOPBACK, broker.port), port=port)
+    yield broker, proxy
+    proxy.close()
+
+
+@pytest.mark.timeout(180)
+def test_first_fetch_of_a_new_mirror_waits_two_round_trips(source_behind_proxy, linkd, unique_topic):
+    broker, proxy = source_behind_proxy
+    broker.create_topic(unique_topic, partitions=4)
+    produce_confluent(broker.bootstrap, unique_topic, [(p, None, b"r%d" % p) for p in range(4)])
+    client = admin(linkd)
+    create_link(client, "rt", proxy.address, **QUIET_LINK)
+    # The link's own connection is open and idle (its first metadata answered) before the clock starts.
+    wait_for(lambda: client.describe_link("rt").get("link_state") == "ACTIVE" and proxy.rounds >= 1, 30, "the link's first metadata")
+    wait_for(lambda: not proxy._held, 10, "the proxy to hold nothing")
+    start = proxy.rounds
+
+    client.create_mirror(unique_topic, "rt")
+    wait_for(lambda: proxy.first_round_of(ApiKey.FETCH, start) is not None, 60, "the mirror's first Fetch")
+    first_fetch = proxy.first_round_of(ApiKey.FETCH, start)
+    waited = {r - start: sorted(ApiKey(k).name for k in proxy.api_keys_in_round(r)) for r in range(start, first_fetch + 1)}
+    assert first_fetch - start == 2, f"round trips before the first Fetch: {waited}"
+    wait_for(lambda: mirror_ends(client, unique_topic) == {0: 1, 1: 1, 2: 1, 3: 1}, 60, "the records")
