@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 
 import outcome
-import trio
 
 from protocol.compression import Compression, compress, decompress
 from protocol.errors import CorruptBatch, ErrorCode
@@ -35,11 +34,11 @@ ACKS_LEADER = 1
 ACKS_ALL = -1
 MAX_PRODUCER_EPOCH = 32767
 # A Produce's appends run in at most APPEND_JOBS worker-thread jobs of at least PARTITIONS_PER_APPEND_JOB
-# partitions each (one job for a small request: one thread hand-off, as before); acks=all flushes up to
-# FLUSH_PARALLELISM partitions at once.
+# partitions each (one job for a small request: one thread hand-off, as before); acks=all flushes the
+# partitions of a request in at most FLUSH_JOBS jobs.
 APPEND_JOBS = 4
 PARTITIONS_PER_APPEND_JOB = 64
-FLUSH_PARALLELISM = 32
+FLUSH_JOBS = 16
 
 # RecordBatch v2 header positions (see protocol.records): the CRC covers attributes..end of batch.
 _LENGTH_AT = 8
@@ -215,22 +214,22 @@ def _record_append(append: _Append, done: outcome.Outcome) -> bool:
 
 
 async def _flush_all(ctx: RequestContext, appends: list[_Append]) -> None:
-    """acks=all: every appended partition fsynced before the answer, up to ``FLUSH_PARALLELISM`` at once
-    (concurrent fsyncs share the file system's commits; each partition's own group commit is the Flusher's)."""
-    limiter = trio.CapacityLimiter(FLUSH_PARALLELISM)
-
-    async def one(append: _Append) -> None:
-        async with limiter:
-            try:
-                await ctx.broker.flusher.flush_to(append.plog, append.flush_to)
-            except OSError as exc:
-                # In the page cache but not durable: acks=all must not say it is.
-                log.error("produce to %s: fsync failed: %s", append.plog.name, exc)
-                append.result.update(error_code=ErrorCode.KAFKA_STORAGE_ERROR, error_message=f"Disk error when flushing {append.plog.name}: {exc}", base_offset=-1)
-
-    async with trio.open_nursery() as nursery:
-        for append in appends:
-            nursery.start_soon(one, append)
+    """acks=all: every appended partition fsynced before the answer. One partition waits for the
+    partition's shared flush (``Flusher.flush_to``: concurrent producers' group commit); many are flushed
+    together, ``FLUSH_JOBS`` worker-thread jobs at a time."""
+    if len(appends) == 1:
+        try:
+            await ctx.broker.flusher.flush_to(appends[0].plog, appends[0].flush_to)
+            errors: list[OSError | None] = [None]
+        except OSError as exc:
+            errors = [exc]
+    else:
+        errors = await ctx.broker.flusher.flush_many([(a.plog, a.flush_to) for a in appends], min(FLUSH_JOBS, len(appends)))
+    for append, error in zip(appends, errors, strict=True):
+        if error is not None:
+            # In the page cache but not durable: acks=all must not say it is.
+            log.error("produce to %s: fsync failed: %s", append.plog.name, error)
+            append.result.update(error_code=ErrorCode.KAFKA_STORAGE_ERROR, error_message=f"Disk error when flushing {append.plog.name}: {error}", base_offset=-1)
 
 
 async def produce(ctx: RequestContext, body: Body) -> Body | None:

@@ -191,3 +191,35 @@ def test_a_busy_partition_does_not_hold_up_the_other_appends_of_a_produce_and_ke
     assert [(r["index"], r["error_code"], r["base_offset"]) for r in topic["partition_responses"]] == [(0, 0, 3), (1, 0, 0), (2, 0, 0)]
     assert [plog.log_end_offset for plog in logs] == [4, 1, 1]
     registry.close()
+
+
+@pytest.mark.timeout(60)
+def test_one_produce_to_hundreds_of_partitions_answers_each_partition_for_itself_in_order(linkd, unique_topic):
+    """A Produce naming 300 partitions (appended in several worker jobs) with acks=all, from an idempotent
+    producer: each partition's answer is its own (a sequence gap refused on every third partition, the
+    others appended), a retry of the same request is answered from the producer state with the same
+    offsets, and each partition holds its batches in the order sent."""
+    partitions = 300
+    create_topic(linkd.bootstrap, unique_topic, partitions=partitions)
+
+    def body(sequence_of):
+        return {"transactional_id": None, "acks": -1, "timeout_ms": 30_000, "topic_data": [{"name": unique_topic, "partition_data": [
+            {"index": i, "records": build_records([f"{i}-{sequence_of(i)}".encode()], producer_id=pid, producer_epoch=0, base_sequence=sequence_of(i))}
+            for i in range(partitions)]}]}
+
+    def answers(reply):
+        (topic,) = reply["responses"]
+        return [(r["index"], r["error_code"], r["base_offset"]) for r in topic["partition_responses"]]
+
+    with WireConnection(linkd.bootstrap, timeout=30) as conn:
+        init = conn.request(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": None, "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})
+        pid = init["producer_id"]
+        first = answers(conn.request(ApiKey.PRODUCE, 9, body(lambda i: 0)))
+        assert first == [(i, 0, 0) for i in range(partitions)]
+        gap = answers(conn.request(ApiKey.PRODUCE, 9, body(lambda i: 5 if i % 3 == 0 else 1)))
+        assert gap == [(i, ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, -1) if i % 3 == 0 else (i, 0, 1) for i in range(partitions)]
+        retried = answers(conn.request(ApiKey.PRODUCE, 9, body(lambda i: 5 if i % 3 == 0 else 1)))
+        assert retried == gap  # the appended ones are duplicates now: same offsets, nothing written twice
+        for i in (0, 1, 2, 149, 299):
+            fetched = fetch_request(conn, unique_topic, i, 0)
+            assert fetched["high_watermark"] == (1 if i % 3 == 0 else 2)
