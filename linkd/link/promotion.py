@@ -58,13 +58,13 @@ def _close_partition(plog: PartitionLog, epoch: int) -> tuple[list[dict], int]:
     """Phase 2's storage work for one partition, in a worker thread: ABORT markers, then the log made
     durable up to its end (what failover promises before STOPPED is recorded), then its producer ids.
 
-    A log already durable to its end (the periodic flush got there; no marker added) is not flushed
-    again: its flush would fsync no data, only rewrite its checkpoint files (producer snapshot, epochs,
-    recovery point: derived data, rebuilt by recovery), each a write and two fsyncs, which at 10,000
-    partitions was most of a failover's time."""
+    Only the data is fsynced (``flush(checkpoints=False)``), and only in a log not yet durable to its
+    end: the checkpoint files a due flush rewrites (producer snapshot, epochs, recovery point: derived
+    data, rebuilt by recovery) are each a write and two fsyncs, which at 10,000 partitions was most of a
+    failover's time; the periodic flush writes them later."""
     aborted = abort_open_transactions(plog, epoch)
     if aborted or plog.recovery_point < plog.log_end_offset:
-        plog.flush()
+        plog.flush(checkpoints=False)
     return aborted, plog.producer_ids_seen_max()
 
 
