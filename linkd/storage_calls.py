@@ -21,8 +21,9 @@ worker thread too, in no order.
 Produce naming 10,000 partitions, or a failover closing them, paid 10,000 hand-offs to a worker and back
 (each a wake-up of two threads; milliseconds apiece on a loaded machine). Its calls keep the per-log order:
 a log whose order lock is free is taken without waiting and its calls run in a job, in list order; a log
-with a call of its own running or queued has its calls queued behind that through ``call``. A batch never
-waits for a lock while holding another, so batches cannot deadlock each other or ``call``.
+with a call of its own running or queued has its calls queued behind that through ``call``, once the jobs
+are done and their locks released. A batch never waits for a lock while holding another, so batches cannot
+deadlock each other or ``call``.
 """
 
 from __future__ import annotations
@@ -93,11 +94,6 @@ async def call_batched(calls: Sequence[tuple[PartitionLog, Callable[..., T], tup
             for index, done in await trio.to_thread.run_sync(_run_job, [(i, calls[i][1], calls[i][2]) for i in share]):
                 results[index] = done
 
-        async def behind(indexes: list[int]) -> None:
-            plog = calls[indexes[0]][0]
-            for i in indexes:
-                results[i] = await call(plog, outcome.capture, calls[i][1], *calls[i][2])
-
         async with trio.open_nursery() as nursery:
             # Whole logs per share (a log's calls stay in one job, in order), shares of about equal size.
             size = -(-sum(map(len, free)) // max(1, jobs))
@@ -109,9 +105,18 @@ async def call_batched(calls: Sequence[tuple[PartitionLog, Callable[..., T], tup
                 share.extend(indexes)
             if share:
                 nursery.start_soon(job, share)
-            for indexes in queued:
-                nursery.start_soon(behind, indexes)
     finally:
         for lock in held:
             lock.release()
+
+    # The busy logs only now, holding no lock: waiting for one while holding others could deadlock
+    # with another batch holding that one and waiting for ours.
+    async def behind(indexes: list[int]) -> None:
+        plog = calls[indexes[0]][0]
+        for i in indexes:
+            results[i] = await call(plog, outcome.capture, calls[i][1], *calls[i][2])
+
+    async with trio.open_nursery() as nursery:
+        for indexes in queued:
+            nursery.start_soon(behind, indexes)
     return results  # type: ignore[return-value]  # every slot filled: each index is in one job or one queue
