@@ -160,3 +160,35 @@ def test_retention_waits_for_a_write_in_a_worker_thread_while_the_loop_serves(tm
     writer.join(10)
     assert gap < MAX_LOOP_GAP_S, f"the event loop stood still for {gap:.2f} s behind the write"
     assert plog.log_start_offset > 0
+
+
+def test_a_batch_of_calls_for_many_logs_runs_in_its_few_worker_jobs_each_log_in_call_order(tmp_path, monkeypatch):
+    """``call_batched``: 300 logs, two appends each, in at most 4 worker-thread jobs (not 600 hand-offs);
+    each log's two appends land in list order; a call that fails (a closed log) fails alone."""
+    from linkd import storage_calls
+    from linkd.storage import LogClosed
+
+    registry = _registry(tmp_path)
+    logs = registry.create("many", 300).logs
+    closed = registry.create("gone", 1).logs[0]
+    closed.close()
+    jobs: list[int] = []
+    real_run_sync = trio.to_thread.run_sync
+
+    async def counting_run_sync(fn, *args, **kwargs):
+        jobs.append(len(args[0]) if args and isinstance(args[0], list) else 1)
+        return await real_run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counting_run_sync)
+    calls = [(plog, plog.append_mirrored, (batch(0, 2),)) for plog in logs]
+    calls += [(closed, closed.append_mirrored, (batch(0, 1),))]
+    calls += [(plog, plog.append_mirrored, (batch(2, 3),)) for plog in logs]
+    outcomes = trio.run(storage_calls.call_batched, calls, 4)
+    assert len(jobs) <= 4 and sum(jobs) == len(calls)
+    with pytest.raises(LogClosed):
+        outcomes[300].unwrap()
+    for plog in logs:
+        assert plog.log_end_offset == 5
+        assert (plog.batch_header(0).base_offset, plog.batch_header(2).base_offset) == (0, 2)
+    assert all(o.unwrap() is not None for i, o in enumerate(outcomes) if i != 300)
+    registry.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,6 +69,23 @@ class Flusher:
                 await storage_calls.call(plog, plog.flush)
             except LogClosed:
                 pass  # its topic was deleted while we waited: there is nothing left to make durable
+
+    async def flush_many(self, wanted: Sequence[tuple[PartitionLog, int]], jobs: int) -> list[OSError | None]:
+        """``flush_to`` for many partitions of one Produce at once, in at most ``jobs`` worker-thread jobs
+        (``storage_calls.call_batched``; parallel fsyncs share the file system's commits) instead of a
+        hand-off per partition. Not grouped with concurrent ``flush_to`` calls: a log flushed twice does its
+        fsyncs once (the second finds nothing dirty). Returns each partition's fsync error, or None."""
+        todo = [i for i, (plog, offset) in enumerate(wanted) if plog.recovery_point < offset]
+        outcomes = await storage_calls.call_batched([(wanted[i][0], wanted[i][0].flush, ()) for i in todo], jobs)
+        errors: list[OSError | None] = [None] * len(wanted)
+        for i, done in zip(todo, outcomes, strict=True):
+            try:
+                done.unwrap()
+            except LogClosed:
+                pass  # its topic was deleted meanwhile: there is nothing left to make durable
+            except OSError as exc:
+                errors[i] = exc
+        return errors
 
     def forget(self, plog: PartitionLog) -> None:
         self._locks.pop(id(plog), None)

@@ -12,6 +12,9 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from dataclasses import dataclass
+
+import outcome
 
 from protocol.compression import Compression, compress, decompress
 from protocol.errors import CorruptBatch, ErrorCode
@@ -30,6 +33,12 @@ ACKS_NONE = 0
 ACKS_LEADER = 1
 ACKS_ALL = -1
 MAX_PRODUCER_EPOCH = 32767
+# A Produce's appends run in at most APPEND_JOBS worker-thread jobs of at least PARTITIONS_PER_APPEND_JOB
+# partitions each (one job for a small request: one thread hand-off, as before); acks=all flushes the
+# partitions of a request in at most FLUSH_JOBS jobs.
+APPEND_JOBS = 4
+PARTITIONS_PER_APPEND_JOB = 64
+FLUSH_JOBS = 16
 
 # RecordBatch v2 header positions (see protocol.records): the CRC covers attributes..end of batch.
 _LENGTH_AT = 8
@@ -104,45 +113,57 @@ def _result(index: int, code: ErrorCode, message: str | None = None, base_offset
     }
 
 
-async def _append_one(ctx: RequestContext, topic, index: int, records, transactional_id) -> tuple[Body, PartitionLog | None, int]:
-    """Append one partition's batch. Returns (result, plog or None, next offset to flush to)."""
+@dataclass(slots=True)
+class _Append:
+    """A partition's batch that passed every check, waiting for its append; ``result`` is its answer,
+    filled in once the append is done."""
+
+    plog: PartitionLog
+    result: Body
+    data: bytes
+    epoch: int
+    append_time: int
+    flush_to: int = -1  # the offset after the appended batch (acks=all flushes up to it)
+
+
+def _prepare(ctx: RequestContext, topic, index: int, records, transactional_id, now_ms: int) -> Body | _Append:
+    """Check one partition's batch (on the event loop: no I/O): its refusal, or the append to make."""
     code, plog = ctx.resolve(topic, index)
     if code != ErrorCode.NONE:
-        return _result(index, code), None, -1
+        return _result(index, code)
     assert plog is not None  # resolve() returns the log with NONE
     if not topic.writable:
-        return _result(index, ErrorCode.INVALID_REQUEST, read_only_message(topic.name)), None, -1
+        return _result(index, ErrorCode.INVALID_REQUEST, read_only_message(topic.name))
     if records is None or len(records) == 0:
-        return _result(index, ErrorCode.INVALID_RECORD, "Produce request has no record batch"), None, -1
+        return _result(index, ErrorCode.INVALID_RECORD, "Produce request has no record batch")
     try:
         split = split_batches(records)
     except CorruptBatch as exc:
-        return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
+        return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc))
     if split.consumed != len(records) or len(split.batches) != 1:
-        return _result(index, ErrorCode.INVALID_RECORD, "Produce requests must contain exactly one whole record batch per partition"), None, -1
+        return _result(index, ErrorCode.INVALID_RECORD, "Produce requests must contain exactly one whole record batch per partition")
     batch = split.batches[0]
     if batch.magic != 2:
-        return _result(index, ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, f"Record batch magic {batch.magic} is not supported"), None, -1
+        return _result(index, ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, f"Record batch magic {batch.magic} is not supported")
     if batch.is_control:
-        return _result(index, ErrorCode.INVALID_RECORD, "Clients may not write control batches"), None, -1
+        return _result(index, ErrorCode.INVALID_RECORD, "Clients may not write control batches")
     problem: str | None
     if batch.is_transactional != (transactional_id is not None):
         problem = "a transactional record batch needs the request's transactional id" if batch.is_transactional else f"the request has transactional id {transactional_id!r} but its record batch is not transactional"
-        return _result(index, ErrorCode.INVALID_RECORD, problem), None, -1
+        return _result(index, ErrorCode.INVALID_RECORD, problem)
     transactions = ctx.broker.transactions
     if transactional_id is not None and transactions is None:
-        return _result(index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED), None, -1
+        return _result(index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED)
     if transactional_id is not None and transactions is not None:
-        # The coordinator's lock for this id is held by ``produce`` across the append (see linkd.txn.coordinator).
+        # The coordinator's lock for this id is held by ``produce`` across the appends (see linkd.txn.coordinator).
         code, problem = transactions.check_produce(transactional_id, batch.producer_id, batch.producer_epoch, topic.name, index)
         if code != ErrorCode.NONE:
-            return _result(index, code, problem), None, -1
+            return _result(index, code, problem)
     configs = topic.configs
     max_size = int_value(configs, "max.message.bytes")
     if len(records) > max_size:
         message = f"The batch of {len(records)} bytes is larger than the topic's max.message.bytes ({max_size})"
-        return _result(index, ErrorCode.MESSAGE_TOO_LARGE, message), None, -1
-    now_ms = int(time.time() * 1000)
+        return _result(index, ErrorCode.MESSAGE_TOO_LARGE, message)
     data = bytes(records)
     append_time = -1
     log_append_time = configs.get("message.timestamp.type") == "LogAppendTime"
@@ -151,39 +172,64 @@ async def _append_one(ctx: RequestContext, topic, index: int, records, transacti
         try:
             batch.verify()  # never re-seal the CRC of a batch that arrived corrupt
         except CorruptBatch as exc:
-            return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
+            return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc))
     if not log_append_time:
         problem = _timestamp_error(configs, batch, now_ms)
         if problem:
-            return _result(index, ErrorCode.INVALID_TIMESTAMP, problem), None, -1
+            return _result(index, ErrorCode.INVALID_TIMESTAMP, problem)
     if codec is not None:
         try:
             data = _recompress(data, codec)
         except CorruptBatch as exc:
-            return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
+            return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc))
         if len(data) > max_size:
             message = f"The batch of {len(data)} bytes in {configs['compression.type']} is larger than the topic's max.message.bytes ({max_size})"
-            return _result(index, ErrorCode.MESSAGE_TOO_LARGE, message), None, -1
+            return _result(index, ErrorCode.MESSAGE_TOO_LARGE, message)
     if log_append_time:
         data, append_time = _stamp_log_append_time(data, now_ms), now_ms
+    return _Append(plog, _result(index, ErrorCode.NONE), data, topic.advertised_epoch(index), append_time)
+
+
+def _record_append(append: _Append, done: outcome.Outcome) -> bool:
+    """Fill in ``append.result`` from its append's outcome; True if the batch is in the log."""
+    result, plog = append.result, append.plog
     try:
-        appended = await storage_calls.call(plog, plog.append_assigned, data, topic.advertised_epoch(index), now_ms)
+        appended = done.unwrap()
     except CorruptBatch as exc:
-        return _result(index, ErrorCode.CORRUPT_MESSAGE, str(exc)), None, -1
+        result.update(error_code=ErrorCode.CORRUPT_MESSAGE, error_message=str(exc))
+        return False
     except StorageError as exc:
-        return _result(index, exc.error_code, str(exc)), None, -1
+        result.update(error_code=exc.error_code, error_message=str(exc))
+        return False
     except OSError as exc:
         # The disk refused the write (full, read-only, failing); the segment was cut back, nothing is kept.
         # Retriable for the client, as from a Kafka broker whose log directory fails.
-        log.error("produce to %s-%d: disk error: %s", topic.name, index, exc)
-        return _result(index, ErrorCode.KAFKA_STORAGE_ERROR, f"Disk error when appending to {topic.name}-{index}: {exc}"), None, -1
-    if appended.duplicate:
-        append_time = -1  # the producer state does not keep the original append time
-    return (
-        _result(index, ErrorCode.NONE, None, appended.base_offset, plog.log_start_offset, append_time),
-        plog,
-        appended.last_offset + 1,
-    )
+        log.error("produce to %s: disk error: %s", plog.name, exc)
+        result.update(error_code=ErrorCode.KAFKA_STORAGE_ERROR, error_message=f"Disk error when appending to {plog.name}: {exc}")
+        return False
+    # The producer state does not keep a duplicate's original append time.
+    result.update(base_offset=appended.base_offset, log_start_offset=plog.log_start_offset, log_append_time_ms=-1 if appended.duplicate else append.append_time)
+    append.flush_to = appended.last_offset + 1
+    return True
+
+
+async def _flush_all(ctx: RequestContext, appends: list[_Append]) -> None:
+    """acks=all: every appended partition fsynced before the answer. One partition waits for the
+    partition's shared flush (``Flusher.flush_to``: concurrent producers' group commit); many are flushed
+    together, ``FLUSH_JOBS`` worker-thread jobs at a time."""
+    if len(appends) == 1:
+        try:
+            await ctx.broker.flusher.flush_to(appends[0].plog, appends[0].flush_to)
+            errors: list[OSError | None] = [None]
+        except OSError as exc:
+            errors = [exc]
+    else:
+        errors = await ctx.broker.flusher.flush_many([(a.plog, a.flush_to) for a in appends], min(FLUSH_JOBS, len(appends)))
+    for append, error in zip(appends, errors, strict=True):
+        if error is not None:
+            # In the page cache but not durable: acks=all must not say it is.
+            log.error("produce to %s: fsync failed: %s", append.plog.name, error)
+            append.result.update(error_code=ErrorCode.KAFKA_STORAGE_ERROR, error_message=f"Disk error when flushing {append.plog.name}: {error}", base_offset=-1)
 
 
 async def produce(ctx: RequestContext, body: Body) -> Body | None:
@@ -196,12 +242,16 @@ async def produce(ctx: RequestContext, body: Body) -> Body | None:
 
 
 async def _produce(ctx: RequestContext, body: Body, transactional_id: str | None) -> Body | None:
+    """Every partition checked on the event loop, then the accepted batches appended together
+    (``storage_calls.call_batched``: a few worker-thread jobs for the whole request, each partition's
+    appends in request order and after earlier calls for its log), then, for acks=all, flushed; answered
+    after all of that, as Kafka answers a Produce once every partition is done."""
     registry = ctx.broker.topics
     acks = body.get("acks", ACKS_LEADER)
     use_ids = ctx.api_version >= 13
+    now_ms = int(time.time() * 1000)
     responses = []
-    to_flush: list[tuple[PartitionLog, int, Body]] = []
-    appended_any = False
+    pending: list[_Append] = []
     # Kafka: a transactional producer needs WRITE on its transactional id, else nothing of the request is written.
     transaction_denied = transactional_id is not None and not ctx.authorized("WRITE", "TRANSACTIONAL_ID", transactional_id)
     for t in body.get("topic_data", []):
@@ -228,21 +278,21 @@ async def _produce(ctx: RequestContext, body: Body, transactional_id: str | None
                 # linkd holds one replica, as a Kafka broker whose followers are all out of sync.
                 out["partition_responses"].append(_result(p["index"], ErrorCode.NOT_ENOUGH_REPLICAS, f"The topic's min.insync.replicas is {topic.configs['min.insync.replicas']} and linkd holds 1 replica"))
                 continue
-            result, plog, flush_to = await _append_one(ctx, topic, p["index"], p.get("records"), transactional_id)
-            out["partition_responses"].append(result)
-            if plog is not None:
-                appended_any = True
-                to_flush.append((plog, flush_to, result))
-    if appended_any:
+            prepared = _prepare(ctx, topic, p["index"], p.get("records"), transactional_id, now_ms)
+            if isinstance(prepared, _Append):
+                pending.append(prepared)
+                out["partition_responses"].append(prepared.result)
+            else:
+                out["partition_responses"].append(prepared)
+    appended: list[_Append] = []
+    if pending:
+        jobs = max(1, min(APPEND_JOBS, len(pending) // PARTITIONS_PER_APPEND_JOB))
+        outcomes = await storage_calls.call_batched([(a.plog, a.plog.append_assigned, (a.data, a.epoch, now_ms)) for a in pending], jobs)
+        appended = [a for a, done in zip(pending, outcomes, strict=True) if _record_append(a, done)]
+    if appended:
         ctx.broker.notifier.notify()
-    if acks == ACKS_ALL:
-        for plog, offset, result in to_flush:
-            try:
-                await ctx.broker.flusher.flush_to(plog, offset)
-            except OSError as exc:
-                # In the page cache but not durable: acks=all must not say it is.
-                log.error("produce to %s: fsync failed: %s", plog.name, exc)
-                result.update(error_code=ErrorCode.KAFKA_STORAGE_ERROR, error_message=f"Disk error when flushing {plog.name}: {exc}", base_offset=-1)
+    if acks == ACKS_ALL and appended:
+        await _flush_all(ctx, appended)
     if acks == ACKS_NONE:
         failed = sorted({f"{out['name'] or out['topic_id']}-{r['index']}: {ErrorCode(r['error_code']).name}" for out in responses for r in out["partition_responses"] if r["error_code"] != ErrorCode.NONE})
         if failed:

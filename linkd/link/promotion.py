@@ -30,13 +30,15 @@ from .. import storage_calls
 from ..storage import LogClosed, PartitionLog
 from ..storage.markers import abort_open_transactions
 from .client import SourceProtocolError, SourceUnavailable
+from .commandresults import deleted_while_promoting, result, stop_summary
+from .commandresults import validate_command as validate_command  # the manager's import
 from .errors import DomainError, ErrorKind
 from .loss import partition_report
 from .mirror import Mirror, PartitionProgress
 from .partition import fetch_position
 from .runtime import now_ms
-from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState, next_state
-from .status import CommandResult, StopSummary
+from .states import InvalidTransition, LinkState, MirrorEvent, MirrorState
+from .status import CommandResult
 
 if TYPE_CHECKING:
     from .manager import LinkManager
@@ -46,15 +48,23 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_PROMOTE_TIMEOUT_S = 60.0
 FAILOVER_SOURCE_READ_S = 5.0  # at most this long asking a (maybe dead) source for its end offsets
-# Partitions whose phase-2 storage work (markers, fsync) runs at once: fsyncs in parallel share the file
-# system's commits, so a failover of thousands of partitions is not thousands of commits in a row.
-FINALIZE_PARALLELISM = 32
+# Worker-thread jobs that share phase 2's storage work (markers, fsync) of every partition: fsyncs in
+# parallel share the file system's commits, so a failover of thousands of partitions is neither thousands
+# of commits in a row nor thousands of thread hand-offs.
+FINALIZE_PARALLELISM = 16
 
 
 def _close_partition(plog: PartitionLog, epoch: int) -> tuple[list[dict], int]:
-    """Phase 2's storage work for one partition, in a worker thread: ABORT markers, fsync, producer ids."""
+    """Phase 2's storage work for one partition, in a worker thread: ABORT markers, then the log made
+    durable up to its end (what failover promises before STOPPED is recorded), then its producer ids.
+
+    Only the data is fsynced (``flush(checkpoints=False)``), and only in a log not yet durable to its
+    end: the checkpoint files a due flush rewrites (producer snapshot, epochs, recovery point: derived
+    data, rebuilt by recovery) are each a write and two fsyncs, which at 10,000 partitions was most of a
+    failover's time; the periodic flush writes them later."""
     aborted = abort_open_transactions(plog, epoch)
-    plog.flush()
+    if aborted or plog.recovery_point < plog.log_end_offset:
+        plog.flush(checkpoints=False)
     return aborted, plog.producer_ids_seen_max()
 
 
@@ -206,7 +216,9 @@ class Promotions:
         at once (``finalize_many``): a failover of 1,000 mirrors costs about what one costs."""
         m = self.m
         names = list(dict.fromkeys(topics))
+        began = trio.current_time()
         await self._read_source_ends_before_stop([m.mirrors[t] for t in names if t in m.mirrors and m.mirrors[t].state not in (MirrorState.STOPPED, MirrorState.FINALIZING)])
+        asked = trio.current_time()
         unknown: dict[str, CommandResult] = {}
         stopping: list[Mirror] = []
         with m.control_store.transaction():
@@ -219,11 +231,15 @@ class Promotions:
                 if mirror.state not in (MirrorState.STOPPED, MirrorState.FINALIZING):
                     self.begin_stop(mirror, MirrorEvent.FAILOVER, "failover")
                 stopping.append(mirror)
+        decided = trio.current_time()
         for name in dict.fromkeys(mirror.link for mirror in stopping if mirror.state is MirrorState.FINALIZING):
             entry = m.links.get(name)
             if entry is not None:
                 await entry.runtime.quiesce()  # an append still landing would race the ABORT markers
+        quiet = trio.current_time()
         await self.finalize_many(stopping)
+        log.info("failover of %d mirror(s): %.2f s (source end offsets %.2f, decision %.2f, fetchers quiet %.2f, partitions closed and recorded %.2f)",
+                 len(stopping), trio.current_time() - began, asked - began, decided - asked, quiet - decided, trio.current_time() - quiet)
         return [
             unknown[topic] if topic in unknown else result(topic, mirror_status=m.mirrors[topic].state.reported, partitions=tuple(m.partition_status(m.mirrors[topic])), stop=stop_summary(m.mirrors[topic]))
             if topic in m.mirrors else deleted_while_promoting(topic)
@@ -266,8 +282,8 @@ class Promotions:
         """Phase 2 (FINALIZING -> STOPPED) for each of ``mirrors`` still finalizing: idempotent; safe to
         repeat after a crash.
 
-        Their partitions' storage work (markers, fsync) runs in worker threads through ``storage_calls``,
-        ``FINALIZE_PARALLELISM`` partitions at once, so every other client keeps being served meanwhile;
+        Their partitions' storage work (markers, fsync) runs in ``FINALIZE_PARALLELISM`` worker-thread
+        jobs (``storage_calls.call_batched``), so every other client keeps being served meanwhile;
         then one control-store transaction records every one of them STOPPED. It is shielded, so nothing
         stops it half-way once begun. Each mirror's lock is held throughout (taken in name order, so two
         of these never wait for each other): one phase 2 at a time per mirror."""
@@ -280,13 +296,9 @@ class Promotions:
                     await lock.acquire()
                     locks.append((mirror.topic, lock))
                 todo = [x for x in ordered if x.state is MirrorState.FINALIZING and not x.deleted]
-                closed: dict[str, tuple[list[dict], list[dict], int, int]] = {}
-                limiter = trio.CapacityLimiter(FINALIZE_PARALLELISM)
-                async with trio.open_nursery() as nursery:
-                    for mirror in todo:
-                        nursery.start_soon(self._close_storage, mirror, limiter, closed)
                 if not todo:
                     return  # no transaction: a start on a full disk (read-only control store) has nothing to record
+                closed = await self._close_storage(todo)
                 with self.m.control_store.transaction():
                     for mirror in todo:
                         if mirror.topic in closed and not mirror.deleted and mirror.state is MirrorState.FINALIZING:
@@ -297,43 +309,47 @@ class Promotions:
                     if not lock.locked() and self._finalizing.get(topic) is lock:
                         del self._finalizing[topic]
 
-    async def _close_storage(self, mirror: Mirror, limiter: trio.CapacityLimiter, closed: dict) -> None:
-        """Phase 2's storage work for every partition of ``mirror``; records (partition reports, aborted
-        transactions, highest producer id, stop time) in ``closed`` unless the mirror was deleted meanwhile."""
-        topic = self.m.topics.get(mirror.topic)
-        assert topic is not None, f"mirror {mirror.topic} has no topic"  # deleting a topic forgets its mirror
-        epoch = (mirror.stop_info or {})["epoch"]
+    async def _close_storage(self, mirrors: list[Mirror]) -> dict[str, tuple[list[dict], list[dict], int, int]]:
+        """Phase 2's storage work for every partition of ``mirrors``, as one ``storage_calls.call_batched``
+        (``FINALIZE_PARALLELISM`` worker-thread jobs, not a hand-off per partition). Returns, per mirror
+        not deleted meanwhile: (partition reports, aborted transactions, highest producer id, stop time)."""
         stopped_ms = now_ms()
-        reports: list[dict | None] = [None] * len(topic.logs)
-        aborted: list[list[dict]] = [[] for _ in topic.logs]
-        seen: list[int] = [-1] * len(topic.logs)
-        deleted = False
-
-        async def one(index: int, plog: PartitionLog) -> None:
-            nonlocal deleted
-            progress = mirror.partitions[index] if index < len(mirror.partitions) else PartitionProgress(index)
-            # Where mirroring of the source stopped: before the ABORT markers below, which take offsets
-            # that on the source hold records the mirror never got.
-            stop_offset = fetch_position(progress, plog)
-            async with limiter:
-                try:
-                    done, seen[index] = await storage_calls.call(plog, _close_partition, plog, epoch)
-                except LogClosed:
-                    deleted = True
-                    return
-            for entry in done:
-                aborted[index].append({"partition": index, **entry})
-                log.warning("mirror %s partition %d: aborted open transaction of producer %d (from offset %d)", mirror.topic, index, entry["producer_id"], entry["first_offset"])
-            reports[index] = partition_report(index, stop_offset, plog.log_end_offset, progress, stopped_ms)
-
-        async with trio.open_nursery() as nursery:
+        calls: list[tuple[PartitionLog, Callable[..., tuple[list[dict], int]], tuple]] = []
+        where: list[tuple[Mirror, int, PartitionProgress, int]] = []
+        for mirror in mirrors:
+            topic = self.m.topics.get(mirror.topic)
+            assert topic is not None, f"mirror {mirror.topic} has no topic"  # deleting a topic forgets its mirror
+            epoch = (mirror.stop_info or {})["epoch"]
             for index, plog in enumerate(topic.logs):
-                nursery.start_soon(one, index, plog)
-        if deleted or mirror.deleted:
-            log.info("mirror %s was deleted while it was being made writable", mirror.topic)
-            return
-        earlier = list((mirror.stop_info or {}).get("aborted_transactions", []))
-        closed[mirror.topic] = ([r for r in reports if r is not None], earlier + [a for each in aborted for a in each], max(seen, default=-1), stopped_ms)
+                progress = mirror.partitions[index] if index < len(mirror.partitions) else PartitionProgress(index)
+                # Where mirroring of the source stopped: before the ABORT markers, which take offsets that
+                # on the source hold records the mirror never got.
+                where.append((mirror, index, progress, fetch_position(progress, plog)))
+                calls.append((plog, _close_partition, (plog, epoch)))
+        outcomes = await storage_calls.call_batched(calls, FINALIZE_PARALLELISM)
+        reports: dict[str, list[dict]] = {}
+        aborted: dict[str, list[dict]] = {}
+        seen: dict[str, int] = {}
+        deleted: set[str] = set()
+        for (mirror, index, progress, stop_offset), (plog, _, _), done in zip(where, calls, outcomes, strict=True):
+            try:
+                ended, highest = done.unwrap()
+            except LogClosed:
+                deleted.add(mirror.topic)
+                continue
+            for entry in ended:
+                aborted.setdefault(mirror.topic, []).append({"partition": index, **entry})
+                log.warning("mirror %s partition %d: aborted open transaction of producer %d (from offset %d)", mirror.topic, index, entry["producer_id"], entry["first_offset"])
+            reports.setdefault(mirror.topic, []).append(partition_report(index, stop_offset, plog.log_end_offset, progress, stopped_ms))
+            seen[mirror.topic] = max(seen.get(mirror.topic, -1), highest)
+        closed = {}
+        for mirror in mirrors:
+            if mirror.topic in deleted or mirror.deleted:
+                log.info("mirror %s was deleted while it was being made writable", mirror.topic)
+                continue
+            earlier = list((mirror.stop_info or {}).get("aborted_transactions", []))
+            closed[mirror.topic] = (reports.get(mirror.topic, []), earlier + aborted.get(mirror.topic, []), seen.get(mirror.topic, -1), stopped_ms)
+        return closed
 
     def _commit_stopped(self, mirror: Mirror, partitions: list[dict], aborted: list[dict], highest_pid: int, stopped_ms: int) -> None:
         """Record ``mirror`` STOPPED with its stop offsets (inside the caller's transaction)."""
@@ -348,59 +364,3 @@ class Promotions:
         info.pop("possible_data_loss_records", None)
         m.transitions.apply(mirror, MirrorEvent.FINALIZED, stop_info=info)
         log.info("mirror %s is now writable (%s; leader epoch %d; %s records possibly lost)", mirror.topic, info["kind"], epoch, "unknown" if lost is None else lost)
-
-
-def result(topic: str, code: int = ErrorCode.NONE, message: str | None = None, **fields) -> CommandResult:
-    return CommandResult(topic, int(code), message, **fields)
-
-
-def deleted_while_promoting(topic: str) -> CommandResult:
-    return result(topic, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"mirror topic '{topic}' was deleted while it was being promoted")
-
-
-def stop_summary(mirror: Mirror) -> StopSummary:
-    info = mirror.stop_info or {}
-    return StopSummary(
-        kind=info.get("kind"),
-        offsets=info.get("partitions", []),
-        records_possibly_lost=info.get("records_possibly_lost", info.get("possible_data_loss_records")),
-        aborted_transactions=info.get("aborted_transactions", []),
-    )
-
-
-COMMAND_EVENTS = {"promote": MirrorEvent.PROMOTE, "failover": MirrorEvent.FAILOVER, "pause": MirrorEvent.PAUSE, "resume": MirrorEvent.RESUME}
-
-
-def validate_command(m: LinkManager, action: str, topics: list[str]) -> list[CommandResult]:
-    """``validate_only``: what ``action`` would answer for each topic, from the transition table and the
-    checks the command itself makes first; nothing is applied, persisted or fetched. A promote that would
-    pass here can still time out waiting for lag 0 when it runs."""
-    event = COMMAND_EVENTS[action]
-    stops = action in ("promote", "failover")
-    out = []
-    for topic in dict.fromkeys(topics):
-        try:
-            mirror = m.mirror(topic)
-        except DomainError as exc:
-            out.append(result(topic, exc.error_code, exc.message, validate_only=True))
-            continue
-        partitions = tuple(m.partition_status(mirror)) if stops else None
-        now = mirror.state.reported
-        if stops and mirror.state in (MirrorState.STOPPED, MirrorState.FINALIZING):
-            out.append(result(topic, mirror_status=MirrorState.STOPPED.value, partitions=partitions, validate_only=True))
-            continue
-        entry = m.links.get(mirror.link)
-        if action == "promote" and entry is None:
-            out.append(result(topic, ErrorCode.INVALID_REQUEST, f"link '{mirror.link}' no longer exists; use failover", mirror_status=now, validate_only=True))
-            continue
-        if action == "promote" and (mirror.state == MirrorState.SOURCE_UNAVAILABLE or (entry is not None and entry.runtime.state == LinkState.UNAVAILABLE)):
-            out.append(result(topic, ErrorCode.BROKER_NOT_AVAILABLE, "promote needs the source cluster reachable; it is not (use failover to stop without it)", mirror_status=now, partitions=partitions, validate_only=True))
-            continue
-        try:
-            after = next_state(mirror.state, event)
-        except InvalidTransition as exc:
-            out.append(result(topic, ErrorCode.INVALID_REQUEST, str(exc), mirror_status=now, partitions=partitions, validate_only=True))
-            continue
-        would_be = MirrorState.STOPPED.value if stops else after.reported
-        out.append(result(topic, mirror_status=would_be, partitions=partitions, validate_only=True))
-    return out

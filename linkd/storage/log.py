@@ -1058,8 +1058,10 @@ class PartitionLog:
     # ------------------------------------------------------------------------------------------------
     # Durability and lifetime
 
-    def flush(self) -> int:
+    def flush(self, checkpoints: bool = True) -> int:
         """fsync everything appended and advance the recovery point; returns the flushed offset.
+        ``checkpoints=False``: never (re)write the checkpoint files here, even when they are due (a
+        failover making thousands of logs durable needs their data on disk, not their derived files).
 
         The fsyncs run outside the log's lock, so appends (and the event loop calling them) are not held up
         by a slow disk while another thread flushes. A segment's dirty mark is cleared before its fsync, so
@@ -1101,7 +1103,7 @@ class PartitionLog:
             self._unflushed_records = 0
             now = _now_ms()
             self._last_flush_ms = now
-            if now - self._last_checkpoint_ms >= self.config.checkpoint_interval_ms:
+            if checkpoints and now - self._last_checkpoint_ms >= self.config.checkpoint_interval_ms:
                 for segment in self._segments[self._segment_index(self._recovery_point) :]:
                     segment.flush()  # indexes: derived data, persisted with the checkpoints
                 self._write_checkpoints()

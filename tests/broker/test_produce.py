@@ -140,3 +140,86 @@ def test_a_write_the_disk_refuses_is_a_retriable_storage_error_and_keeps_nothing
     finally:
         if linkd.process.poll() is None:
             resource.prlimit(linkd.process.pid, resource.RLIMIT_FSIZE, (hard, hard))
+
+
+def test_a_busy_partition_does_not_hold_up_the_other_appends_of_a_produce_and_keeps_its_order(tmp_path, monkeypatch):
+    """In process, on linkd's own storage: partition 0 of a 3-partition topic has a write of 3 records held
+    inside its os.write (an earlier storage call, holding the log's call order). A Produce naming
+    partitions 0, 1, 2 appends 1 and 2 while 0 waits (they do not queue behind it), then 0's batch lands
+    after the held one; the answer comes once all three are in, each with its own base offset."""
+    import trio
+
+    from linkd import storage_calls
+    from linkd.broker.context import Broker, BrokerIdentity, RequestContext
+    from linkd.broker.produce import produce as handle_produce
+    from linkd.controlstore import ControlStore
+    from linkd.topics import TopicRegistry
+    from tests.storage.helpers import batch
+    from tests.storage.test_log_threads import _BlockedWrite
+
+    monkeypatch.setattr("os.fsync", lambda fd: None)
+    registry = TopicRegistry(ControlStore(tmp_path / "control.db"), tmp_path / "logs")
+    logs = registry.create("t", 3).logs
+    ctx = RequestContext(Broker(BrokerIdentity(0, "localhost", 0, "c"), registry, None, None), ApiKey.PRODUCE, 9, 1, "test", "127.0.0.1")  # type: ignore[arg-type]
+    body = {"transactional_id": None, "acks": 1, "timeout_ms": 10_000,
+            "topic_data": [{"name": "t", "partition_data": [{"index": i, "records": build_records([f"p{i}".encode()])} for i in range(3)]}]}
+    blocked = _BlockedWrite(monkeypatch)
+    seen_while_held: list[int] = []
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(storage_calls.call, logs[0], logs[0].append_mirrored, batch(0, 3))
+            await trio.to_thread.run_sync(blocked.entered.wait, 10)
+            answer: dict = {}
+
+            async def send() -> None:
+                answer.update(await handle_produce(ctx, body))
+
+            nursery.start_soon(send)
+            try:
+                with trio.fail_after(5):
+                    while logs[1].log_end_offset == 0 or logs[2].log_end_offset == 0:  # noqa: ASYNC110 - appended in worker threads
+                        await trio.sleep(0.01)
+                seen_while_held.extend([logs[0].log_end_offset, logs[1].log_end_offset, logs[2].log_end_offset, len(answer)])
+            finally:
+                blocked.release.set()
+        return answer
+
+    answer = trio.run(main)
+    assert seen_while_held == [0, 1, 1, 0]  # 1 and 2 appended, 0 still held, no answer yet
+    (topic,) = answer["responses"]
+    assert [(r["index"], r["error_code"], r["base_offset"]) for r in topic["partition_responses"]] == [(0, 0, 3), (1, 0, 0), (2, 0, 0)]
+    assert [plog.log_end_offset for plog in logs] == [4, 1, 1]
+    registry.close()
+
+
+@pytest.mark.timeout(60)
+def test_one_produce_to_hundreds_of_partitions_answers_each_partition_for_itself_in_order(linkd, unique_topic):
+    """A Produce naming 300 partitions (appended in several worker jobs) with acks=all, from an idempotent
+    producer: each partition's answer is its own (a sequence gap refused on every third partition, the
+    others appended), a retry of the same request is answered from the producer state with the same
+    offsets, and each partition holds its batches in the order sent."""
+    partitions = 300
+    create_topic(linkd.bootstrap, unique_topic, partitions=partitions)
+
+    def body(sequence_of):
+        return {"transactional_id": None, "acks": -1, "timeout_ms": 30_000, "topic_data": [{"name": unique_topic, "partition_data": [
+            {"index": i, "records": build_records([f"{i}-{sequence_of(i)}".encode()], producer_id=pid, producer_epoch=0, base_sequence=sequence_of(i))}
+            for i in range(partitions)]}]}
+
+    def answers(reply):
+        (topic,) = reply["responses"]
+        return [(r["index"], r["error_code"], r["base_offset"]) for r in topic["partition_responses"]]
+
+    with WireConnection(linkd.bootstrap, timeout=30) as conn:
+        init = conn.request(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": None, "transaction_timeout_ms": 60_000, "producer_id": -1, "producer_epoch": -1})
+        pid = init["producer_id"]
+        first = answers(conn.request(ApiKey.PRODUCE, 9, body(lambda i: 0)))
+        assert first == [(i, 0, 0) for i in range(partitions)]
+        gap = answers(conn.request(ApiKey.PRODUCE, 9, body(lambda i: 5 if i % 3 == 0 else 1)))
+        assert gap == [(i, ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, -1) if i % 3 == 0 else (i, 0, 1) for i in range(partitions)]
+        retried = answers(conn.request(ApiKey.PRODUCE, 9, body(lambda i: 5 if i % 3 == 0 else 1)))
+        assert retried == gap  # the appended ones are duplicates now: same offsets, nothing written twice
+        for i in (0, 1, 2, 149, 299):
+            fetched = fetch_request(conn, unique_topic, i, 0)
+            assert fetched["high_watermark"] == (1 if i % 3 == 0 else 2)

@@ -322,6 +322,23 @@ def test_a_new_partitions_directory_entry_is_made_durable_by_its_first_flush(tmp
         assert synced.count(parent) == count  # once is enough
 
 
+def test_a_flush_without_checkpoints_makes_the_data_durable_and_leaves_the_checkpoint_files_for_later(tmp_path, monkeypatch):
+    """``flush(checkpoints=False)`` (a failover): the segment and the directories are fsynced and the
+    recovery point advances, but no checkpoint file is written although one is due (interval 0); the
+    next ordinary flush writes them."""
+    synced = _record_fsynced_paths(monkeypatch)
+    log = open_log(tmp_path)
+    log.append_mirrored(batch(0, 3))
+    before = sorted(p.name for p in log_dir(tmp_path).iterdir())
+    assert log.flush(checkpoints=False) == 3 and log.recovery_point == 3
+    segment = str(segment_files(tmp_path)[0].resolve())
+    assert set(synced) == {segment, str(log_dir(tmp_path).resolve()), str(tmp_path.resolve())}
+    assert sorted(p.name for p in log_dir(tmp_path).iterdir()) == before
+    log.append_mirrored(batch(3, 1))
+    log.flush()
+    assert len(sorted(p.name for p in log_dir(tmp_path).iterdir())) > len(before)
+
+
 def test_a_failed_fsync_leaves_the_recovery_point_and_the_next_flush_syncs_everything_again(tmp_path, monkeypatch):
     import errno
 
