@@ -150,8 +150,8 @@ class LeaderEpochCache:
             self.dirty = True
             self._history = None
 
-    def write(self) -> None:
+    def write(self, sync: bool = True) -> None:
         lines = [str(CHECKPOINT_VERSION), str(len(self._epochs))]
         lines += [f"{e} {s}" for e, s in zip(self._epochs, self._starts, strict=True)]
-        atomic_write(self.path, ("\n".join(lines) + "\n").encode("ascii"))
+        atomic_write(self.path, ("\n".join(lines) + "\n").encode("ascii"), sync)
         self.dirty = False
