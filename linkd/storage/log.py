@@ -1185,13 +1185,13 @@ class PartitionLog:
                     self._offset_files[RECOVERY_POINT_FILE] = self._recovery_point
             return self._recovery_point
 
-    def _write_offset_file(self, name: str, offset: int) -> None:
+    def _write_offset_file(self, name: str, offset: int, sync: bool = True) -> None:
         """Write the recovery-point or log-start checkpoint unless it holds ``offset`` already (as written
         or read here): each write is two fsyncs, and an idle partition's close rewrote both unchanged, which
         made stopping 10,000 partitions take minutes. Writer lock held."""
         if self._offset_files.get(name) == offset:
             return
-        checkpoint.write_offset_checkpoint(os.path.join(self.path, name), self.topic, self.partition, offset)
+        checkpoint.write_offset_checkpoint(os.path.join(self.path, name), self.topic, self.partition, offset, sync)
         self._offset_files[name] = offset
 
     def _write_checkpoints(self, sync: bool = True) -> None:
@@ -1215,15 +1215,15 @@ class PartitionLog:
 
         ``sync=False`` (``logdir.close_logs``, many logs at once): every file is written without fsync and
         no marker of its own is written; the caller syncs the file system, calls ``synced()`` (the recovery
-        point), syncs again and writes the log directory's one marker for all of them. A log-start
-        checkpoint that changed is still written with its fsyncs: it is not derived data (a lost one would
-        show records below a DeleteRecords again)."""
+        point), syncs again and writes the log directory's one marker for all of them. The log-start
+        checkpoint written here unsynced only restates what is durable already: every move of the log start
+        (retention, DeleteRecords, a reset) wrote it with its fsyncs when it happened."""
         with self._lock:
             if self._closed:
                 return
             self._segments[-1].seal()
             self._flush(force_checkpoint=True, sync=sync)
-            self._write_offset_file(LOG_START_FILE, self._log_start)
+            self._write_offset_file(LOG_START_FILE, self._log_start, sync)
             if sync:
                 checkpoint.write_clean_shutdown(os.path.join(self.path, CLEAN_SHUTDOWN_FILE), self._log_end)
             for segment in self._segments:
