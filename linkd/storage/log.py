@@ -402,7 +402,10 @@ class PartitionLog:
         if recovered or self._epochs.dirty:
             recovery_point = self._recovery_point
             try:
-                self._flush(force_checkpoint=True, sync=sync)
+                # A many-log open (sync=False) writes no producer snapshot: the one it loaded, replayed
+                # to the log end, is what the next open would load and replay again, and the recovery
+                # point does not depend on it. The next periodic checkpoint writes one.
+                self._flush(force_checkpoint=True, sync=sync, snapshot=sync)
             except OSError as exc:
                 if not sync:  # nothing of it was synced, whatever the flags say now: the retry syncs it all
                     self._synced_target = None
@@ -1142,7 +1145,7 @@ class PartitionLog:
                 self._last_checkpoint_ms = now
             return self._recovery_point
 
-    def _flush(self, force_checkpoint: bool = False, sync: bool = True) -> int:
+    def _flush(self, force_checkpoint: bool = False, sync: bool = True, snapshot: bool = True) -> int:
         """Make everything appended durable and advance the recovery point (writer lock held).
 
         ``sync=False`` writes the same files without a single fsync and leaves the recovery point (and its
@@ -1165,8 +1168,8 @@ class PartitionLog:
         now = _now_ms()
         self._last_flush_ms = now
         if force_checkpoint or now - self._last_checkpoint_ms >= self.config.checkpoint_interval_ms:
-            self._write_checkpoints(sync)
-            self._last_checkpoint_ms = now
+            self._write_checkpoints(sync, snapshot)
+            self._last_checkpoint_ms = now if snapshot else self._last_checkpoint_ms
         return self._log_end
 
     def synced(self) -> int:
@@ -1194,9 +1197,9 @@ class PartitionLog:
         checkpoint.write_offset_checkpoint(os.path.join(self.path, name), self.topic, self.partition, offset, sync)
         self._offset_files[name] = offset
 
-    def _write_checkpoints(self, sync: bool = True) -> None:
-        snapshots = list_snapshots(self.path)
-        if not snapshots or snapshots[-1] != self._log_end:
+    def _write_checkpoints(self, sync: bool = True, snapshot: bool = True) -> None:
+        snapshots = list_snapshots(self.path) if snapshot else None
+        if snapshots is not None and (not snapshots or snapshots[-1] != self._log_end):
             write_snapshot(self.path, self._log_end, self._producers, sync=sync)
         if self._epochs.dirty:
             self._epochs.write(sync)
