@@ -7,7 +7,8 @@ Creates ``--topics`` x ``--partitions`` ordinary topics on one linkd (CreateTopi
 one record to every partition (``--produce-rounds`` Produce requests, each with a record for every partition),
 waits ``--settle-seconds`` (so a periodic flush may run), then per round: SIGTERM, timed to exit (``stop_s``);
 start, timed from spawn to serving (a Metadata naming every topic and a ListOffsets answering every partition,
-as ``benchmarks/partitions.py`` checks); one Produce to every partition; SIGKILL; start again, timed to serving.
+as ``benchmarks/partitions.py`` checks), with the daemon's CPU seconds for each (``*_cpu_s``: on a loaded
+machine the wall times mostly measure the wait for a core); one Produce to every partition; SIGKILL; start again, timed to serving.
 ``--profile DIR`` samples the daemon with py-spy over each start and stop (the figures then carry its overhead).
 Prints one JSON object; ``partitions.py`` measures the same with mirror topics and a link.
 """
@@ -21,12 +22,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import cpu_seconds  # noqa: E402
 from partitions import produce_everywhere, serving_all  # noqa: E402
 from rawwire import RawConnection  # noqa: E402
 
@@ -115,8 +118,18 @@ def run(args: argparse.Namespace) -> dict:
                 pid = linkd.process.pid
                 sampler.start(pid, f"round{round_no}-{how}-stop")
                 clock = time.perf_counter()
+                cpu_before = cpu_seconds(pid)
                 if how == "sigterm":
-                    linkd.stop(timeout=300)
+                    stopping = threading.Thread(target=linkd.stop, kwargs={"timeout": 300})
+                    stopping.start()
+                    last = cpu_before
+                    while stopping.is_alive():  # the daemon's CPU until it exits: its last reading
+                        try:
+                            last = cpu_seconds(pid)
+                        except (OSError, IndexError, ValueError):
+                            pass
+                        time.sleep(0.02)
+                    figures["sigterm_stop_cpu_s"] = round(last - cpu_before, 2)
                 else:
                     linkd.kill()
                 figures[f"{how}_stop_s"] = round(time.perf_counter() - clock, 2)
@@ -128,6 +141,7 @@ def run(args: argparse.Namespace) -> dict:
                 figures[f"{how}_ready_file_s"] = round(time.perf_counter() - clock, 2)
                 wait_serving(linkd, expected, args.timeout)
                 figures[f"{how}_serving_s"] = round(time.perf_counter() - clock, 2)
+                figures[f"{how}_start_cpu_s"] = round(cpu_seconds(linkd.process.pid), 2)  # spawn to serving, imports included
                 sampler.stop()
                 # New data since the start, so the next stop (and a kill) has something to flush.
                 accepted, refused = produce_everywhere(linkd.bootstrap, expected)
