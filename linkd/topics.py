@@ -27,8 +27,8 @@ from protocol.errors import ErrorCode
 
 from . import storage_calls
 from .controlstore import ControlStore
-from .storage import InvalidConfig, LogConfig, PartitionLog
-from .storage.checkpoint import remove_log_dir_checkpoints, write_log_dir_checkpoints, write_partition_metadata
+from .storage import InvalidConfig, LogConfig, PartitionLog, logdir
+from .storage.checkpoint import write_partition_metadata
 from .topicconfig import TOPIC_CONFIG_DEFAULTS as TOPIC_CONFIG_DEFAULTS  # re-exported
 from .topicconfig import InvalidTopicConfig, check_configs
 
@@ -173,8 +173,10 @@ class TopicRegistry:
 
     def load(self) -> None:
         """Open every topic's partition logs (recovering those a crash left), ``LOG_OPEN_CLOSE_THREADS`` at
-        once. A log that cannot be opened fails the start, after the others opened here are let go."""
-        remove_log_dir_checkpoints(self.data_dir)
+        once. A log that cannot be opened fails the start, after the others opened here are let go. After
+        a clean close (``storage.logdir``) no log reads its own checkpoints; after a crash, what recovery
+        writes is made durable by one file-system sync for all of them."""
+        clean = logdir.take_clean_shutdown(self.data_dir)
         topics = []
         for row in self._store.query("SELECT * FROM topics ORDER BY name"):
             configs = json.loads(row["configs"])
@@ -182,36 +184,31 @@ class TopicRegistry:
 
         def open_one(job: tuple[Topic, int]) -> PartitionLog:
             topic, partition = job
-            plog = self._open_log(topic.name, partition, topic.configs)
+            plog = self._open_log(topic.name, partition, topic.configs, clean=clean.get((topic.name, partition)), sync=False)
             self._record_topic_id(topic, [plog])  # directories from before partition.metadata get one
             return plog
 
         jobs = [(topic, p) for topic, count in topics for p in range(count)]
         opened = _run_all(open_one, jobs, on_failure=lambda plog: plog.abandon())
+        try:
+            logdir.sync_opened(self.data_dir, opened, _run_all)
+        except BaseException:
+            for plog in opened:
+                plog.abandon()
+            raise
         logs = iter(opened)
         for topic, count in topics:
             topic.logs = [next(logs) for _ in range(count)]
             self._index(topic)
 
     def close(self) -> None:
-        """Flush and close every log (``LOG_OPEN_CLOSE_THREADS`` at once), then write Kafka's log-directory
-        checkpoints if every one closed cleanly."""
+        """Flush and close every log (``LOG_OPEN_CLOSE_THREADS`` at once) with a few file-system syncs, then
+        write the log directory's clean-shutdown checkpoints (Kafka's) if every one closed cleanly."""
+        logdir.close_logs(self.data_dir, [plog for topic in self._topics.values() for plog in topic.logs], _run_all)
 
-        def close_one(plog: PartitionLog) -> tuple[str, int, int, int, int]:
-            plog.close()
-            stats = plog.statistics()
-            return (plog.topic, plog.partition, stats.recovery_point, stats.log_start_offset, stats.log_end_offset)
-
-        closed = _run_all(close_one, [plog for topic in self._topics.values() for plog in topic.logs])
-        try:
-            # Every log closed cleanly: Kafka's log-directory checkpoints, for a Kafka broker given a copy.
-            write_log_dir_checkpoints(self.data_dir, sorted(closed))
-        except OSError as exc:
-            log.warning("could not write Kafka's log-directory checkpoints in %s: %s", self.data_dir, exc)
-
-    def _open_log(self, name: str, partition: int, configs: dict[str, str]) -> PartitionLog:
+    def _open_log(self, name: str, partition: int, configs: dict[str, str], **how) -> PartitionLog:
         path = self.data_dir / f"{name}-{partition}"
-        return PartitionLog.open(path, LogConfig.from_topic_configs(configs, DAEMON_LOG_DEFAULTS), name, partition)
+        return PartitionLog.open(path, LogConfig.from_topic_configs(configs, DAEMON_LOG_DEFAULTS), name, partition, **how)
 
     @staticmethod
     def _record_topic_id(topic: Topic, logs: list[PartitionLog]) -> None:

@@ -22,10 +22,13 @@ there has been closed cleanly (``write_log_dir_checkpoints``) so a Kafka broker 
 directory loads it without recovery: ``recovery-point-offset-checkpoint``, ``log-start-offset-checkpoint``
 and ``replication-offset-checkpoint`` (the offset checkpoint layout above, one line per partition; linkd
 is the only replica, so its high watermark is the log end), then ``.kafka_cleanshutdown``
-(``{"version":0,"brokerEpoch":-1}``: no broker epoch). linkd reads none of them: it keeps the same offsets
-per partition; it removes them (the marker first) before opening any log.
+(``{"version":0,"brokerEpoch":-1}``: no broker epoch). linkd reads them too, at its next start
+(``logdir.take_clean_shutdown``): a partition with a line in all three opens as cleanly shut down without
+reading its own files; it removes them (the marker first) before opening any log.
 
-Clean-shutdown marker (``clean-shutdown``), written last by ``close()`` and removed first by ``open()``::
+Clean-shutdown marker (``clean-shutdown``), written last by a single log's ``close()`` and removed first by
+``open()`` (a daemon closes its logs together, ``logdir.close_logs``, and writes the log directory's marker
+above instead)::
 
     0                      version
     <log end offset>       what the log ended at; a mismatch on open means "not clean after all"
@@ -37,6 +40,7 @@ import base64
 import contextlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
@@ -56,7 +60,10 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, sync: bool = True) -> None:
+    """Replace ``path`` by ``data`` (temp file, fsync, rename, fsync directory). ``sync=False`` skips both
+    fsyncs: only for a caller that syncs the whole file system afterwards (``logdir``) and whose reader
+    copes with the old file, or none, after a crash before that sync."""
     path = Path(path)
     tmp = path.with_name(path.name + TMP_SUFFIX)
     try:
@@ -65,7 +72,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as exc:
@@ -76,7 +84,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
             raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
         raise
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 def remove_temp_files(directory: str | os.PathLike[str]) -> list[str]:
@@ -110,8 +119,8 @@ def read_lines(path: str | os.PathLike[str]) -> list[str] | None:
     return lines[2:]
 
 
-def write_offset_checkpoint(path: str | os.PathLike[str], topic: str, partition: int, offset: int) -> None:
-    atomic_write(path, f"{CHECKPOINT_VERSION}\n1\n{topic} {partition} {offset}\n".encode("ascii"))
+def write_offset_checkpoint(path: str | os.PathLike[str], topic: str, partition: int, offset: int, sync: bool = True) -> None:
+    atomic_write(path, f"{CHECKPOINT_VERSION}\n1\n{topic} {partition} {offset}\n".encode("ascii"), sync)
 
 
 def read_offset_checkpoint(path: str | os.PathLike[str]) -> int | None:
@@ -134,13 +143,19 @@ def _offsets_text(entries: list[tuple[str, int, int]]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def write_log_dir_checkpoints(directory: str | os.PathLike[str], partitions: list[tuple[str, int, int, int, int]]) -> None:
+def write_log_dir_checkpoints(directory: str | os.PathLike[str], partitions: list[tuple[str, int, int, int, int]],
+                              sync_files: Callable[[], None] | None = None) -> None:
     """Kafka's log-directory checkpoints for ``(topic, partition, recovery point, log start, high watermark)``
-    of every partition, then Kafka's clean-shutdown marker. Only after every log was closed cleanly."""
+    of every partition, then Kafka's clean-shutdown marker. Only after every log was closed cleanly.
+    ``sync_files``: the three checkpoints are written unsynced and made durable by it (one file-system
+    sync) before the marker; without it each is fsynced as it is written."""
     directory = Path(directory)
-    atomic_write(directory / KAFKA_RECOVERY_POINTS, _offsets_text([(t, p, r) for t, p, r, _s, _h in partitions]))
-    atomic_write(directory / KAFKA_LOG_STARTS, _offsets_text([(t, p, s) for t, p, _r, s, _h in partitions]))
-    atomic_write(directory / KAFKA_HIGH_WATERMARKS, _offsets_text([(t, p, h) for t, p, _r, _s, h in partitions]))
+    sync = sync_files is None
+    atomic_write(directory / KAFKA_RECOVERY_POINTS, _offsets_text([(t, p, r) for t, p, r, _s, _h in partitions]), sync)
+    atomic_write(directory / KAFKA_LOG_STARTS, _offsets_text([(t, p, s) for t, p, _r, s, _h in partitions]), sync)
+    atomic_write(directory / KAFKA_HIGH_WATERMARKS, _offsets_text([(t, p, h) for t, p, _r, _s, h in partitions]), sync)
+    if sync_files is not None:
+        sync_files()
     atomic_write(directory / KAFKA_CLEAN_SHUTDOWN, b'{"version":0,"brokerEpoch":-1}')
 
 

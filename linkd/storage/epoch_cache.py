@@ -65,6 +65,9 @@ class LeaderEpochCache:
             self._starts.append(entry.start_offset)
         self.dirty = False
         self._history: EpochHistory | None = None
+        # The entries the file holds (as loaded or last written): recovery re-derives epochs it mostly
+        # had already, and a rewrite of the same file is a create and a rename per partition.
+        self._on_disk: tuple[tuple[int, int], ...] | None = tuple(zip(self._epochs, self._starts, strict=True)) if entries else None
 
     def history(self) -> EpochHistory:
         """The cache as it is now, immutable; the same object until the cache changes."""
@@ -150,8 +153,13 @@ class LeaderEpochCache:
             self.dirty = True
             self._history = None
 
-    def write(self) -> None:
+    def write(self, sync: bool = True) -> None:
+        entries = tuple(zip(self._epochs, self._starts, strict=True))
+        if entries == self._on_disk:
+            self.dirty = False
+            return
         lines = [str(CHECKPOINT_VERSION), str(len(self._epochs))]
         lines += [f"{e} {s}" for e, s in zip(self._epochs, self._starts, strict=True)]
-        atomic_write(self.path, ("\n".join(lines) + "\n").encode("ascii"))
+        atomic_write(self.path, ("\n".join(lines) + "\n").encode("ascii"), sync)
+        self._on_disk = entries
         self.dirty = False

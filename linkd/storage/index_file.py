@@ -54,15 +54,22 @@ class IndexFile:
         self._pending.clear()
         self._dirty = True
 
-    def fsync(self) -> None:
+    def fsync(self, sync: bool = True) -> None:
+        """Write pending entries and fsync them; ``sync=False``: write only, the caller syncs the file system."""
         self.write_pending()
-        if self._dirty:
+        if self._dirty and not sync:
+            self._dirty = False
+        elif self._dirty:
             fd = os.open(self.path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
             self._dirty = False
+
+    def mark_unsynced(self) -> None:
+        if os.path.exists(self.path):
+            self._dirty = True
 
     def truncate_entries(self, keep: int) -> None:
         """Keep the first ``keep`` entries (file plus pending)."""

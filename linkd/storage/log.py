@@ -55,6 +55,7 @@ from protocol.errors import CorruptBatch
 from protocol.records import ATTR_CONTROL, HEADER_SIZE, BatchSlice, RecordBatch, Split, set_base_offset_and_epoch, split_batches
 
 from . import checkpoint, swap
+from .clean_state import CleanState
 from .cleaner import CleanerSnapshot
 from .config import INT32_MAX, LogConfig
 from .epoch_cache import FILE_NAME as EPOCH_FILE_NAME
@@ -254,6 +255,7 @@ class PartitionLog:
         self._cleaned_up_to: int | None = None
         self._deferred_writes: OSError | None = None  # recovery's writes that a full disk refused
         self._offset_files: dict[str, int] = {}  # recovery-point / log-start checkpoint -> the offset it holds
+        self._synced_target: int | None = None  # an unsynced flush covered this far; ``synced()`` moves the recovery point
         # Held by a cleaning pass for its whole run: one pass per log at a time (their .cleaned files share names).
         self.cleaner_lock = threading.Lock()
         self._cuts = 0  # truncations and resets so far: a cleaning pass started before one swaps nothing in
@@ -305,17 +307,27 @@ class PartitionLog:
     # Opening and recovery
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], config: LogConfig, topic: str, partition: int) -> PartitionLog:
+    def open(cls, path: str | os.PathLike[str], config: LogConfig, topic: str, partition: int, *,
+             clean: CleanState | None = None, sync: bool = True) -> PartitionLog:
         """Open (creating if needed) the log in ``path``; recover it when the last shutdown was not clean.
-        Blocking (recovery reads whole segments)."""
+        Blocking (recovery reads whole segments).
+
+        ``clean``: this partition's line of the log directory's clean-shutdown checkpoints (``logdir``), which
+        stand for its own marker and offset checkpoints (not read then). ``sync=False``: what recovery
+        writes (rebuilt indexes, checkpoints) is written without fsyncs and the recovery point stays where
+        it was until the caller has synced the file system and called ``synced()`` (``logdir.open_logs``)."""
         self = cls(os.fspath(path), config, topic, partition)
-        fresh = not os.path.isdir(self.path) or not os.listdir(self.path)
-        os.makedirs(self.path, exist_ok=True)
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            names = []
+        if not names:
+            os.makedirs(self.path, exist_ok=True)
         with self._lock:
-            if fresh:
+            if not names:
                 self._create_fresh()
             else:
-                self._load()
+                self._load(names, clean, sync)
         return self
 
     def _create_fresh(self) -> None:
@@ -329,14 +341,31 @@ class PartitionLog:
         self._create_segment(0)
         self._parent_dirty = True
 
-    def _load(self) -> None:
-        for name in checkpoint.remove_temp_files(self.path):
-            log.warning("%s: removed half-written file %s", self.name, name)
-        swap.recover(self.path, self.name)  # before listing segments: a cleaner swap may be half done
-        self._cleaned_up_to = checkpoint.read_offset_checkpoint(os.path.join(self.path, CLEANER_OFFSET_FILE))
-        clean_end = checkpoint.take_clean_shutdown(os.path.join(self.path, CLEAN_SHUTDOWN_FILE))
-        start_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, LOG_START_FILE))
-        recovery_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE))
+    def _load(self, names: list[str], clean: CleanState | None, sync: bool) -> None:
+        # One listing of the directory tells which of the small files exist: opening absent ones (temp
+        # files, the cleaner's checkpoint, a swap in progress) is most of a clean open's system calls.
+        present = set(names)
+        if any(name.endswith(checkpoint.TMP_SUFFIX) for name in names):
+            for name in checkpoint.remove_temp_files(self.path):
+                log.warning("%s: removed half-written file %s", self.name, name)
+            names = os.listdir(self.path)
+        if any(swap.is_swap_file(name) for name in names):
+            swap.recover(self.path, self.name)  # before listing segments: a cleaner swap may be half done
+            names = os.listdir(self.path)
+        if CLEANER_OFFSET_FILE in present:
+            self._cleaned_up_to = checkpoint.read_offset_checkpoint(os.path.join(self.path, CLEANER_OFFSET_FILE))
+        # A marker of its own: the last close was a single log's (``close()``) or linkd's before 0.x (the
+        # log directory's checkpoints then say the same); taken (removed) either way.
+        clean_end = checkpoint.take_clean_shutdown(os.path.join(self.path, CLEAN_SHUTDOWN_FILE)) if CLEAN_SHUTDOWN_FILE in present else None
+        if clean is not None:
+            # The log directory's checkpoints were written after this partition's own files, from the same
+            # offsets, and only once every log had closed: they stand for its marker and offset files.
+            clean_end = clean.log_end if clean_end is None else clean_end
+            start_checkpoint: int | None = clean.log_start
+            recovery_checkpoint: int | None = clean.recovery_point
+        else:
+            start_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, LOG_START_FILE))
+            recovery_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE))
         for name, found in ((LOG_START_FILE, start_checkpoint), (RECOVERY_POINT_FILE, recovery_checkpoint)):
             if found is not None:
                 self._offset_files[name] = found
@@ -344,7 +373,7 @@ class PartitionLog:
         if not epochs_ok:
             log.warning("%s: leader-epoch checkpoint unreadable; rebuilding it from the whole log", self.name)
 
-        bases = self._list_segment_files()
+        bases = self._list_segment_files(names)
         self._segments = [LogSegment(self.path, base, self.config.index_interval_bytes, create=False) for base in bases]
         self._bases = list(bases)
         if start_checkpoint is None and self._segments:
@@ -373,8 +402,16 @@ class PartitionLog:
         if recovered or self._epochs.dirty:
             recovery_point = self._recovery_point
             try:
-                self._flush(force_checkpoint=True)
+                # A many-log open (sync=False) writes no producer snapshot: the one it loaded, replayed
+                # to the log end, is what the next open would load and replay again, and the recovery
+                # point does not depend on it. The next periodic checkpoint writes one.
+                self._flush(force_checkpoint=True, sync=sync, snapshot=sync)
             except OSError as exc:
+                if not sync:  # nothing of it was synced, whatever the flags say now: the retry syncs it all
+                    self._synced_target = None
+                    for segment in self._segments[self._segment_index(recovery_point) :]:
+                        segment.mark_unsynced()
+                    self._dir_dirty = self._parent_dirty = True
                 if exc.errno not in NO_SPACE_ERRNOS:
                     raise
                 self._recovery_point = recovery_point  # nothing past it is known durable (indexes included)
@@ -394,9 +431,9 @@ class PartitionLog:
         self._deferred_writes = None
         log.info("%s: deferred recovery writes done; the partition accepts appends again", self.name)
 
-    def _list_segment_files(self) -> list[int]:
+    def _list_segment_files(self, names: list[str]) -> list[int]:
         logs, others = set(), []
-        for name in os.listdir(self.path):
+        for name in names:
             match = _SEGMENT_FILE.match(name)
             if not match:
                 continue
@@ -1110,49 +1147,90 @@ class PartitionLog:
                 self._last_checkpoint_ms = now
             return self._recovery_point
 
-    def _flush(self, force_checkpoint: bool = False) -> int:
+    def _flush(self, force_checkpoint: bool = False, sync: bool = True, snapshot: bool = True) -> int:
+        """Make everything appended durable and advance the recovery point (writer lock held).
+
+        ``sync=False`` writes the same files without a single fsync and leaves the recovery point (and its
+        checkpoint) where it was: the caller syncs the whole file system, then calls ``synced()``, which
+        advances it. So the recovery-point checkpoint is never written before the bytes it vouches for are
+        durable, whichever way a log is flushed."""
         for segment in self._segments[self._segment_index(self._recovery_point) :]:
-            segment.flush()
+            segment.flush(sync)
         if self._dir_dirty:
-            checkpoint.fsync_dir(self.path)
+            if sync:
+                checkpoint.fsync_dir(self.path)
             self._dir_dirty = False
-        self._sync_parent()
-        self._recovery_point = self._log_end
+        if sync:
+            self._sync_parent()
+            self._recovery_point = self._log_end
+        else:
+            self._parent_dirty = False
+            self._synced_target = self._log_end
         self._unflushed_records = 0
         now = _now_ms()
         self._last_flush_ms = now
         if force_checkpoint or now - self._last_checkpoint_ms >= self.config.checkpoint_interval_ms:
-            self._write_checkpoints()
-            self._last_checkpoint_ms = now
+            self._write_checkpoints(sync, snapshot)
+            self._last_checkpoint_ms = now if snapshot else self._last_checkpoint_ms
         return self._log_end
 
-    def _write_offset_file(self, name: str, offset: int) -> None:
+    def synced(self) -> int:
+        """The caller has synced the file system since an unsynced flush (``open(sync=False)``,
+        ``close(sync=False)``): advance the recovery point to what that flush covered and write its
+        checkpoint, itself without fsync (an older one on disk after a crash only means a longer scan; a torn
+        one reads as absent: recovery from the log start). Returns the recovery point. Writer: any thread,
+        also after ``close(sync=False)``; blocking."""
+        with self._lock:
+            target, self._synced_target = self._synced_target, None
+            if target is not None and self._deferred_writes is None:
+                self._recovery_point = max(self._recovery_point, min(target, self._log_end))
+                if self._offset_files.get(RECOVERY_POINT_FILE) != self._recovery_point:
+                    checkpoint.write_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE), self.topic,
+                                                       self.partition, self._recovery_point, sync=False)
+                    self._offset_files[RECOVERY_POINT_FILE] = self._recovery_point
+            return self._recovery_point
+
+    def _write_offset_file(self, name: str, offset: int, sync: bool = True) -> None:
         """Write the recovery-point or log-start checkpoint unless it holds ``offset`` already (as written
         or read here): each write is two fsyncs, and an idle partition's close rewrote both unchanged, which
         made stopping 10,000 partitions take minutes. Writer lock held."""
         if self._offset_files.get(name) == offset:
             return
-        checkpoint.write_offset_checkpoint(os.path.join(self.path, name), self.topic, self.partition, offset)
+        checkpoint.write_offset_checkpoint(os.path.join(self.path, name), self.topic, self.partition, offset, sync)
         self._offset_files[name] = offset
 
-    def _write_checkpoints(self) -> None:
-        snapshots = list_snapshots(self.path)
-        if not snapshots or snapshots[-1] != self._log_end:
-            write_snapshot(self.path, self._log_end, self._producers)
+    def _write_checkpoints(self, sync: bool = True, snapshot: bool = True) -> None:
+        snapshots = list_snapshots(self.path) if snapshot else None
+        if snapshots is not None and (not snapshots or snapshots[-1] != self._log_end):
+            write_snapshot(self.path, self._log_end, self._producers, sync=sync)
         if self._epochs.dirty:
-            self._epochs.write()
-        self._write_offset_file(RECOVERY_POINT_FILE, self._recovery_point)
+            self._epochs.write(sync)
+        if sync:
+            self._write_offset_file(RECOVERY_POINT_FILE, self._recovery_point)
+        # else ``synced()`` writes it, once the caller's sync made these files and the data durable
 
-    def close(self) -> None:
+    @property
+    def unsynced(self) -> bool:
+        """An unsynced flush waits for the caller's file-system sync and ``synced()``. Any thread."""
+        return self._synced_target is not None
+
+    def close(self, sync: bool = True) -> None:
         """Flush, write every checkpoint and the clean-shutdown marker. The log cannot be used afterwards.
-        Writer, blocking. Readers must not be running in other threads: descriptors close."""
+        Writer, blocking. Readers must not be running in other threads: descriptors close.
+
+        ``sync=False`` (``logdir.close_logs``, many logs at once): every file is written without fsync and
+        no marker of its own is written; the caller syncs the file system, calls ``synced()`` (the recovery
+        point), syncs again and writes the log directory's one marker for all of them. The log-start
+        checkpoint written here unsynced only restates what is durable already: every move of the log start
+        (retention, DeleteRecords, a reset) wrote it with its fsyncs when it happened."""
         with self._lock:
             if self._closed:
                 return
             self._segments[-1].seal()
-            self._flush(force_checkpoint=True)
-            self._write_offset_file(LOG_START_FILE, self._log_start)
-            checkpoint.write_clean_shutdown(os.path.join(self.path, CLEAN_SHUTDOWN_FILE), self._log_end)
+            self._flush(force_checkpoint=True, sync=sync)
+            self._write_offset_file(LOG_START_FILE, self._log_start, sync)
+            if sync:
+                checkpoint.write_clean_shutdown(os.path.join(self.path, CLEAN_SHUTDOWN_FILE), self._log_end)
             for segment in self._segments:
                 segment.close()
             self._closed = True

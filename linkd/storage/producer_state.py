@@ -290,11 +290,11 @@ def remove_snapshot(directory: str, offset: int) -> None:
     _unlink(snapshot_path(directory, offset))
 
 
-def write_snapshot(directory: str, offset: int, state: ProducerStateManager, keep: int = 2) -> None:
+def write_snapshot(directory: str, offset: int, state: ProducerStateManager, keep: int = 2, sync: bool = True) -> None:
     # Kafka's file first: one of ours never lacks its Kafka twin, and a Kafka file without ours (a crash
     # between the two writes) is removed with the snapshots it sorts among.
-    atomic_write(kafka_snapshot_path(directory, offset), state.to_kafka_bytes())
-    atomic_write(snapshot_path(directory, offset), state.to_bytes(offset))
+    atomic_write(kafka_snapshot_path(directory, offset), state.to_kafka_bytes(), sync)
+    atomic_write(snapshot_path(directory, offset), state.to_bytes(offset), sync)
     state.dirty = False
     ours = list_snapshots(directory)
     kept = set(ours[-keep:])

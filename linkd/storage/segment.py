@@ -288,12 +288,21 @@ class LogSegment:
         for index in (self.offset_index, self.time_index, self.txn_index):
             index.file.write_pending()
 
-    def flush(self) -> None:
+    def flush(self, sync: bool = True) -> None:
+        """Write the pending index entries and fsync the four files. ``sync=False``: write only and count them
+        clean; the caller syncs the whole file system (``logdir``) before relying on them."""
         if self.dirty:
-            os.fsync(self.fd)
+            if sync:
+                os.fsync(self.fd)
             self.dirty = False
         for index in (self.offset_index, self.time_index, self.txn_index):
-            index.file.fsync()
+            index.file.fsync(sync)
+
+    def mark_unsynced(self) -> None:
+        """The last ``flush(sync=False)`` was not followed by a sync after all: the next flush fsyncs all four files."""
+        self.dirty = True
+        for index in (self.offset_index, self.time_index, self.txn_index):
+            index.file.mark_unsynced()
 
     def dup_fd(self) -> int:
         """A duplicate of the segment file's descriptor for the caller to close, or -1 once the segment is

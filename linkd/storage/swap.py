@@ -118,6 +118,11 @@ def _next_offset_of(path: str, base_offset: int) -> int:
     return batches[-1].next_offset if batches else base_offset
 
 
+def is_swap_file(name: str) -> bool:
+    """Whether ``name`` is one of the files an interrupted swap leaves (``recover`` has work to do)."""
+    return name.endswith((CLEANED_SUFFIX, SWAP_SUFFIX, RANGE_SUFFIX))
+
+
 def recover(directory: str, partition: str) -> list[int]:
     """Finish or roll back every interrupted swap in ``directory`` (see the module docstring). Returns the
     base offsets of the segments swapped in, whose indexes the caller should not trust blindly."""

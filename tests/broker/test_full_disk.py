@@ -65,12 +65,16 @@ def test_restart_on_a_full_disk_serves_what_is_stored_and_writes_resume_when_spa
         assert os.statvfs(mount).f_bavail == 0
         log_text = daemon.log_path.read_text()
         if how == "sigkill":
+            # Recovery writes little now (rebuilt indexes in the pages their truncation freed, the recovery
+            # point; no producer snapshot, an unchanged epoch file not at all): the full disk may not refuse
+            # any of it. When it does, the error names the file system and its free bytes.
             refusal = [line for line in log_text.splitlines() if "ERROR" in line and "recovery could not write" in line]
-            assert refusal and "No space left on device" in refusal[-1] and str(mount / "data" / "logs") in refusal[-1], daemon.logs()
+            if refusal:
+                assert "No space left on device" in refusal[-1] and str(mount / "data" / "logs") in refusal[-1], daemon.logs()
         else:
             refusal = [line for line in log_text.splitlines() if "ERROR" in line and "write-ahead log" in line]
             assert refusal and str(mount / "data" / "control.db") in refusal[-1], daemon.logs()
-        assert "0 bytes free" in refusal[-1], daemon.logs()
+        assert not refusal or "0 bytes free" in refusal[-1], daemon.logs()
         assert _read(daemon.bootstrap, unique_topic, COUNT) == [r.key for r in batch]
 
         with WireConnection(daemon.bootstrap) as conn:
