@@ -5,6 +5,10 @@ Every state transition is one SQLite transaction, so it is all or nothing across
 their tables: each registers its schema with ``ensure_schema`` and writes inside ``transaction()``.
 The store is used from the trio thread only; SQLite calls here are short (no long scans), so they run
 inline rather than in a worker thread.
+
+A commit is a WAL fsync (``synchronous=FULL``), milliseconds on a busy disk, on the event loop: work that
+comes in many small pieces at once (a thousand mirror creations) joins one transaction and keeps each
+piece's all-or-nothing with ``savepoint()``, so one bad piece does not undo the others' writes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,12 +28,18 @@ log = logging.getLogger(__name__)
 _SPACE_NEEDED = 1 << 20
 
 
+@dataclass(frozen=True)
+class ControlStoreStatistics:
+    commits: int  # write transactions committed since start: each is one fsync of the WAL
+
+
 class ControlStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _owner_only(self.path)
         self._depth = 0
+        self._commits = 0
         # Set while the WAL cannot be opened for want of space: the database is read, writes raise OSError.
         self.read_only: str | None = None
         self._db = self._open()
@@ -99,6 +110,25 @@ class ControlStore:
             raise
         self._depth = 0
         self._db.execute("COMMIT")
+        self._commits += 1
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[sqlite3.Connection]:
+        """Inside a ``transaction()``: what fails in this block is undone alone (and re-raised); the rest of
+        the transaction stands and commits with it."""
+        if not self._depth:
+            raise RuntimeError("savepoint() outside a transaction")
+        self._db.execute("SAVEPOINT piece")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK TO piece")
+            self._db.execute("RELEASE piece")
+            raise
+        self._db.execute("RELEASE piece")
+
+    def statistics(self) -> ControlStoreStatistics:
+        return ControlStoreStatistics(self._commits)
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         return self._db.execute(sql, params).fetchall()
