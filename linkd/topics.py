@@ -357,27 +357,31 @@ class TopicRegistry:
                 async with trio.open_nursery() as nursery:
                     for job in prepared:
                         nursery.start_soon(build, *job)
-                self._commit_many([(i, topic) for i, topic, _ in prepared if i in built], built, results, also)
+                await self._commit_many([(i, topic) for i, topic, _ in prepared if i in built], built, results, also)
             finally:
                 for _, topic, _ in prepared:
                     self._reserved.pop(topic.name, None)
         return [r if r is not None else TopicError(ErrorCode.UNKNOWN_SERVER_ERROR, "not created") for r in results]
 
-    def _commit_many(self, made: list[tuple[int, Topic]], built: dict[int, list[PartitionLog]], results: list, also: Callable[[Topic], None] | None) -> None:
+    async def _commit_many(self, made: list[tuple[int, Topic]], built: dict[int, list[PartitionLog]], results: list, also: Callable[[Topic], None] | None) -> None:
         recorded: list[tuple[int, Topic]] = []
+
+        def write(db) -> None:
+            for i, topic in made:
+                try:
+                    with self._store.savepoint():
+                        _insert_row(db, topic, len(built[i]))
+                        if also is not None:
+                            also(topic)
+                except Exception as exc:
+                    results[i] = TopicError(ErrorCode.KAFKA_STORAGE_ERROR, f"Could not record topic '{topic.name}': {exc}")
+                    self._discard(built[i])
+                    continue
+                recorded.append((i, topic))
+
         try:
-            with self._store.transaction() as db:
-                for i, topic in made:
-                    try:
-                        with self._store.savepoint():
-                            _insert_row(db, topic, len(built[i]))
-                            if also is not None:
-                                also(topic)
-                    except Exception as exc:
-                        results[i] = TopicError(ErrorCode.KAFKA_STORAGE_ERROR, f"Could not record topic '{topic.name}': {exc}")
-                        self._discard(built[i])
-                        continue
-                    recorded.append((i, topic))
+            # The commit's fsync in a worker thread: the loop goes on serving (and gathering the next batch).
+            await self._store.transaction_in_thread(write)
         except BaseException as exc:  # the commit itself failed: nothing of it holds
             for i, topic in recorded:
                 self._discard(built[i])
