@@ -331,7 +331,9 @@ class TopicRegistry:
         Each topic's row (and ``also(topic)``, e.g. its mirror's row) is written in a savepoint of its own,
         so a topic refused at any step gets its TopicError in its place in the answer and the others are
         created. Once started it is not cancelled (the logs it made are committed or removed); nothing is
-        visible before the commit. Logs are made ``CREATE_MANY_THREADS`` topics at a time."""
+        visible before the commit. Logs are made ``CREATE_MANY_THREADS`` topics at a time, without Kafka's
+        ``partition.metadata`` (two more file operations per partition, for Kafka's tools only): the caller
+        writes those after answering, with ``record_topic_ids_async``."""
         results: list[Topic | TopicError | None] = [None] * len(specs)
         prepared: list[tuple[int, Topic, int]] = []
         built: dict[int, list[PartitionLog]] = {}
@@ -350,7 +352,7 @@ class TopicRegistry:
                 async def build(i: int, topic: Topic, partitions: int) -> None:
                     async with threads:
                         try:
-                            built[i] = await storage_calls.alongside(self._build_logs, topic.name, 0, partitions, topic.configs, topic.topic_id)
+                            built[i] = await storage_calls.alongside(self._build_logs, topic.name, 0, partitions, topic.configs)
                         except TopicError as exc:
                             results[i] = exc
 
@@ -362,6 +364,12 @@ class TopicRegistry:
                 for _, topic, _ in prepared:
                     self._reserved.pop(topic.name, None)
         return [r if r is not None else TopicError(ErrorCode.UNKNOWN_SERVER_ERROR, "not created") for r in results]
+
+    async def record_topic_ids_async(self, topics: list[Topic]) -> None:
+        """Kafka's ``partition.metadata`` in each partition directory of ``topics`` (see ``_record_topic_id``),
+        in a worker thread; best effort, as at every start, which writes any that is missing."""
+        live = [t for t in topics if self._topics.get(t.name) is t]
+        await storage_calls.alongside(lambda: [self._record_topic_id(t, list(t.logs)) for t in live])
 
     async def _commit_many(self, made: list[tuple[int, Topic]], built: dict[int, list[PartitionLog]], results: list, also: Callable[[Topic], None] | None) -> None:
         recorded: list[tuple[int, Topic]] = []

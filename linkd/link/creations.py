@@ -231,6 +231,8 @@ class MirrorCreations:
             entry.runtime.add_mirror(x.mirror, x.source_meta)
             log.info("created mirror %s of %s over link %s (%d partitions)", name, x.mirror.source_topic, link, x.spec.partitions)
             self._finish(link, x.creation)
+        # Answered: now Kafka's partition.metadata files, which linkd never reads (off the answers' path).
+        await m.topics.record_topic_ids_async([r for r in results if not isinstance(r, TopicError)])
 
 
 def _names(entry: LinkEntry, topic: str | None, source_topic: str | None) -> tuple[str, str]:

@@ -79,6 +79,8 @@ def test_an_auto_create_round_reads_its_new_topics_and_commits_them_together(lin
                                                       "metadata.max.age.ms": "60000"})  # one auto-create round in this test
     wait_for(lambda: len(client.list_mirrors("auto")) == CREATIONS, 60, "every topic auto-mirrored")
     assert sorted(client.describe_link("auto")["auto_create"]["created"]) == topics
+    # Kafka's partition.metadata (for its tools) follows the answers, off their path.
+    wait_for(lambda: all((dest.data_dir / "logs" / f"{t}-0" / "partition.metadata").exists() for t in topics), 20, "partition.metadata written")
 
     # Mirror after mirror, that was a Metadata, a DescribeConfigs and a commit each: 16 of every kind.
     # Now a batch of them (besides the link's own start: its validation, first refresh and config sync).
