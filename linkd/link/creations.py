@@ -14,7 +14,7 @@ Each creation is still checked on its own and gets its own answer: one that fail
 topic that does not exist, a refused config) does not fail the rest of its batch. A creation is answered
 only once its rows are committed, so an answered mirror survives a crash right after. Once its batch has
 begun, a creation completes even if its caller stops waiting (as a topic creation whose logs are made).
-Auto-create hands in a whole round's topics at once, so they are looked up and committed in batches too.
+Auto-create asks for a whole round's topics at once, so they are looked up and committed in batches too.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class _Looked:
 
 
 class MirrorCreations:
-    """The manager's mirror creations: ``create`` one, or ``create_many`` (auto-create's round)."""
+    """The manager's mirror creations (``create``); concurrent calls on one link are batched."""
 
     def __init__(self, manager: LinkManager) -> None:
         self._m = manager
@@ -81,11 +81,6 @@ class MirrorCreations:
             raise created.error
         assert created.name is not None
         return created.name
-
-    async def create_many(self, link: str, wanted: list[tuple[str | None, str | None]]) -> list[str | DomainError]:
-        """(mirror name, source topic) pairs; each one's name, or the DomainError that refused it, in order."""
-        done = await self._submit(link, [_Creation(t, s) for t, s in wanted])
-        return [c.error if c.error is not None else c.name or "" for c in done]
 
     async def _submit(self, link: str, creations: list[_Creation]) -> list[_Creation]:
         self._m.link(link)  # a link that does not exist is refused at once
