@@ -181,6 +181,9 @@ class TopicRegistry:
         self.max_partitions_per_topic: int | None = None
         # Names (and "adding partitions to" keys) of creations under way -> partitions they reserve.
         self._reserved: dict[str, int] = {}
+        # Worker threads making the logs of ``create_many_async`` calls, all of them together: several
+        # batches of creations in flight must not take every worker thread the Produce path needs.
+        self._create_threads = trio.Semaphore(CREATE_MANY_THREADS)
         # Names whose partition directories are being removed (``delete``).
         self._deleting: set[str] = set()
 
@@ -347,10 +350,8 @@ class TopicRegistry:
                         continue
                     self._reserved[spec.name] = spec.partitions  # the next spec's checks (name, budget) see it
                     prepared.append((i, topic, spec.partitions))
-                threads = trio.Semaphore(CREATE_MANY_THREADS)
-
                 async def build(i: int, topic: Topic, partitions: int) -> None:
-                    async with threads:
+                    async with self._create_threads:
                         try:
                             built[i] = await storage_calls.alongside(self._build_logs, topic.name, 0, partitions, topic.configs)
                         except TopicError as exc:
