@@ -5,6 +5,13 @@ Every state transition is one SQLite transaction, so it is all or nothing across
 their tables: each registers its schema with ``ensure_schema`` and writes inside ``transaction()``.
 The store is used from the trio thread only; SQLite calls here are short (no long scans), so they run
 inline rather than in a worker thread.
+
+A commit is a WAL fsync (``synchronous=FULL``), milliseconds on a busy disk, on the event loop: work that
+comes in many small pieces at once (a thousand mirror creations) joins one transaction and keeps each
+piece's all-or-nothing with ``savepoint()``, so one bad piece does not undo the others' writes; and
+``transaction_in_thread`` runs such a transaction's COMMIT in a worker thread, so the loop serves others
+(and more pieces gather for the next one) during the fsync. While that commit is in flight every other
+use of the store waits for it (``_committing``): the connection is used by one thread at a time, always.
 """
 
 from __future__ import annotations
@@ -14,13 +21,25 @@ import errno
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 # Less free space than this when the WAL will not open counts as a full disk (its -shm file alone is 32 KiB).
 _SPACE_NEEDED = 1 << 20
+
+
+@dataclass(frozen=True)
+class ControlStoreStatistics:
+    commits: int  # write transactions committed since start: each is one fsync of the WAL
 
 
 class ControlStore:
@@ -29,6 +48,8 @@ class ControlStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _owner_only(self.path)
         self._depth = 0
+        self._commits = 0
+        self._committing = threading.Lock()  # held while a COMMIT runs in a worker thread
         # Set while the WAL cannot be opened for want of space: the database is read, writes raise OSError.
         self.read_only: str | None = None
         self._db = self._open()
@@ -60,6 +81,12 @@ class ControlStore:
             self.read_only = None
         return db
 
+    def _wait_commit(self) -> None:
+        """Before any use of the connection on the loop: let a commit running in a worker thread finish."""
+        if self._committing.locked():
+            with self._committing:
+                pass
+
     def _writable(self) -> None:
         """Before a write: reopen for writing if space has returned, else refuse with an OSError."""
         if self.read_only is None:
@@ -88,9 +115,7 @@ class ControlStore:
             finally:
                 self._depth -= 1
             return
-        self._writable()
-        self._db.execute("BEGIN IMMEDIATE")
-        self._depth = 1
+        self._begin()
         try:
             yield self._db
         except BaseException:
@@ -99,11 +124,84 @@ class ControlStore:
             raise
         self._depth = 0
         self._db.execute("COMMIT")
+        self._commits += 1
+
+    def _begin(self) -> None:
+        self._wait_commit()
+        self._writable()
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+
+    async def transaction_in_thread(self, write: Callable[[sqlite3.Connection], T]) -> T:
+        """``write(db)`` in a write transaction, as in ``transaction()``, whose COMMIT (its fsync) runs in a
+        worker thread; returns what ``write`` returned once committed. ``write`` itself runs here, at once,
+        and must not await (nothing else joins the transaction)."""
+        if self._depth:
+            raise RuntimeError("transaction_in_thread() inside a transaction")
+        self._begin()
+        try:
+            result = write(self._db)
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._committing.acquire()  # free: a commit in flight was waited for by _begin, and none began since
+        # A thread of its own, started here and now: trio.to_thread would first yield to other tasks, and
+        # one of them waiting on _committing would then block the loop before the thread ever started.
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        outcome: list = []
+
+        def landed(result) -> None:  # on the loop
+            outcome.append(result)
+            done.set()
+
+        def deliver(result) -> None:  # in the worker thread, once the commit is done (or failed)
+            token.run_sync_soon(landed, result)
+
+        trio.lowlevel.start_thread_soon(self._commit_and_release, deliver, name="linkd control.db commit")
+        with trio.CancelScope(shield=True):  # the commit runs to its end: its caller learns whether it held
+            await done.wait()
+        outcome[0].unwrap()
+        self._commits += 1
+        return result
+
+    def _commit_and_release(self) -> None:
+        try:
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        finally:
+            self._committing.release()
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[sqlite3.Connection]:
+        """Inside a ``transaction()``: what fails in this block is undone alone (and re-raised); the rest of
+        the transaction stands and commits with it."""
+        if not self._depth:
+            raise RuntimeError("savepoint() outside a transaction")
+        self._db.execute("SAVEPOINT piece")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK TO piece")
+            self._db.execute("RELEASE piece")
+            raise
+        self._db.execute("RELEASE piece")
+
+    def statistics(self) -> ControlStoreStatistics:
+        return ControlStoreStatistics(self._commits)
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        self._wait_commit()
         return self._db.execute(sql, params).fetchall()
 
     def close(self) -> None:
+        self._wait_commit()
         self._db.close()
 
 

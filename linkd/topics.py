@@ -71,6 +71,10 @@ DAEMON_LOG_DEFAULTS = LogConfig(checkpoint_interval_ms=60_000)
 # another, 10,000 partitions take minutes; in parallel the file system commits many of them together.
 LOG_OPEN_CLOSE_THREADS = 16
 
+# Topics whose partition logs ``create_many_async`` makes at once (one worker thread each): the file
+# creations queue in the file system's journal anyway, and the Produce path needs worker threads too.
+CREATE_MANY_THREADS = 4
+
 
 class TopicError(Exception):
     def __init__(self, error_code: ErrorCode, message: str) -> None:
@@ -104,6 +108,17 @@ def validate_configs(configs: Mapping[str, str | None]) -> dict[str, str]:
     except (InvalidConfig, ValueError, TypeError) as exc:
         raise TopicError(ErrorCode.INVALID_CONFIG, f"Invalid topic config: {exc}") from exc
     return out
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of ``TopicRegistry.create_many_async``."""
+
+    name: str
+    partitions: int
+    configs: Mapping[str, str | None] = field(default_factory=dict)
+    kind: str = "local"
+    leader_epoch: int = 0
 
 
 class TopicRole(enum.Enum):
@@ -166,6 +181,9 @@ class TopicRegistry:
         self.max_partitions_per_topic: int | None = None
         # Names (and "adding partitions to" keys) of creations under way -> partitions they reserve.
         self._reserved: dict[str, int] = {}
+        # Worker threads making the logs of ``create_many_async`` calls, all of them together: several
+        # batches of creations in flight must not take every worker thread the Produce path needs.
+        self._create_threads = trio.Semaphore(CREATE_MANY_THREADS)
         # Names whose partition directories are being removed (``delete``).
         self._deleting: set[str] = set()
 
@@ -306,6 +324,82 @@ class TopicRegistry:
         finally:
             self._reserved.pop(name, None)
 
+    async def create_many_async(self, specs: list[TopicSpec], also: Callable[[Topic], None] | None = None) -> list[Topic | TopicError]:
+        """Create many topics at once, each as ``create_async`` would, and record them in one transaction:
+        one commit (one fsync of the control store's log) for all, where one each would cost as many.
+
+        Each topic's row (and ``also(topic)``, e.g. its mirror's row) is written in a savepoint of its own,
+        so a topic refused at any step gets its TopicError in its place in the answer and the others are
+        created. Once started it is not cancelled (the logs it made are committed or removed); nothing is
+        visible before the commit. Logs are made ``CREATE_MANY_THREADS`` topics at a time, without Kafka's
+        ``partition.metadata`` (two more file operations per partition, for Kafka's tools only): the caller
+        writes those after answering, with ``record_topic_ids_async``."""
+        results: list[Topic | TopicError | None] = [None] * len(specs)
+        prepared: list[tuple[int, Topic, int]] = []
+        built: dict[int, list[PartitionLog]] = {}
+        with trio.CancelScope(shield=True):
+            try:
+                for i, spec in enumerate(specs):
+                    try:
+                        topic = self._prepare_create(spec.name, spec.partitions, dict(spec.configs), spec.kind, spec.leader_epoch, None)
+                    except TopicError as exc:
+                        results[i] = exc
+                        continue
+                    self._reserved[spec.name] = spec.partitions  # the next spec's checks (name, budget) see it
+                    prepared.append((i, topic, spec.partitions))
+                async def build(i: int, topic: Topic, partitions: int) -> None:
+                    async with self._create_threads:
+                        try:
+                            built[i] = await storage_calls.alongside(self._build_logs, topic.name, 0, partitions, topic.configs)
+                        except TopicError as exc:
+                            results[i] = exc
+
+                async with trio.open_nursery() as nursery:
+                    for job in prepared:
+                        nursery.start_soon(build, *job)
+                await self._commit_many([(i, topic) for i, topic, _ in prepared if i in built], built, results, also)
+            finally:
+                for _, topic, _ in prepared:
+                    self._reserved.pop(topic.name, None)
+        return [r if r is not None else TopicError(ErrorCode.UNKNOWN_SERVER_ERROR, "not created") for r in results]
+
+    async def record_topic_ids_async(self, topics: list[Topic]) -> None:
+        """Kafka's ``partition.metadata`` in each partition directory of ``topics`` (see ``_record_topic_id``),
+        in a worker thread; best effort, as at every start, which writes any that is missing."""
+        live = [t for t in topics if self._topics.get(t.name) is t]
+        await storage_calls.alongside(lambda: [self._record_topic_id(t, list(t.logs)) for t in live])
+
+    async def _commit_many(self, made: list[tuple[int, Topic]], built: dict[int, list[PartitionLog]], results: list, also: Callable[[Topic], None] | None) -> None:
+        recorded: list[tuple[int, Topic]] = []
+
+        def write(db) -> None:
+            for i, topic in made:
+                try:
+                    with self._store.savepoint():
+                        _insert_row(db, topic, len(built[i]))
+                        if also is not None:
+                            also(topic)
+                except Exception as exc:
+                    results[i] = TopicError(ErrorCode.KAFKA_STORAGE_ERROR, f"Could not record topic '{topic.name}': {exc}")
+                    self._discard(built[i])
+                    continue
+                recorded.append((i, topic))
+
+        try:
+            # The commit's fsync in a worker thread: the loop goes on serving (and gathering the next batch).
+            await self._store.transaction_in_thread(write)
+        except BaseException as exc:  # the commit itself failed: nothing of it holds
+            for i, topic in recorded:
+                self._discard(built[i])
+                results[i] = TopicError(ErrorCode.KAFKA_STORAGE_ERROR, f"Could not record topic '{topic.name}': {exc}")
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for i, topic in recorded:
+            topic.logs = built[i]
+            self._index(topic)
+            results[i] = topic
+
     def _prepare_create(
         self,
         name: str,
@@ -371,10 +465,7 @@ class TopicRegistry:
     def _commit_create(self, topic: Topic, logs: list[PartitionLog], also: Callable[[], None] | None = None) -> Topic:
         try:
             with self._store.transaction() as db:
-                db.execute(
-                    "INSERT INTO topics (name, topic_id, partitions, configs, kind, leader_epoch, created_ms) VALUES (?,?,?,?,?,?,?)",
-                    (topic.name, str(topic.topic_id), len(logs), json.dumps(topic.configs), topic.kind, topic.leader_epoch, int(time.time() * 1000)),
-                )
+                _insert_row(db, topic, len(logs))
                 if also is not None:
                     also()
         except BaseException as exc:
@@ -501,6 +592,13 @@ class TopicRegistry:
     def local_overrides(self, name: str) -> set[str]:
         """Config names set locally on mirror ``name`` (the link does not sync them)."""
         return {row["name"] for row in self._store.query("SELECT name FROM topic_config_overrides WHERE topic = ?", (name,))}
+
+
+def _insert_row(db, topic: Topic, partitions: int) -> None:
+    db.execute(
+        "INSERT INTO topics (name, topic_id, partitions, configs, kind, leader_epoch, created_ms) VALUES (?,?,?,?,?,?,?)",
+        (topic.name, str(topic.topic_id), partitions, json.dumps(topic.configs), topic.kind, topic.leader_epoch, int(time.time() * 1000)),
+    )
 
 
 def _run_all(fn: Callable, items: Iterable, on_failure: Callable | None = None) -> list:

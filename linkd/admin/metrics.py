@@ -28,6 +28,9 @@ class DaemonCollector:
         yield _build_info(__version__)
         yield from self._mirrors(d)
         yield from self._links(d)
+        store = getattr(d, "store", None)
+        if store is not None:
+            yield CounterMetricFamily("linkd_control_store_commits", "control.db write transactions committed (one WAL fsync each)", value=store.statistics().commits)
         if d.listener is not None:
             st = d.listener.statistics()
             yield GaugeMetricFamily("linkd_connections_open", "Open Kafka client connections", value=st.connections_open)

@@ -9,8 +9,9 @@ At start and then every ``metadata.max.age.ms`` the link lists the source's topi
   unless a LITERAL INCLUDE filter names it exactly,
 * this link does not mirror already, and whose mirror name is free here.
 
-Mirrors are created exactly as by ``mirror create`` (configs read from the source first), so one that
-fails to create is reported in the link's ``auto_create`` status and tried again next round.
+Mirrors are created exactly as by ``mirror create`` (configs read from the source first), a round's all
+at once so they share source lookups and commits (creations.py); one that fails to create is reported in
+the link's ``auto_create`` status and tried again next round.
 """
 
 from __future__ import annotations
@@ -88,29 +89,35 @@ class AutoCreate:
                          paused=lambda: self._runtime.state == LinkState.PAUSED, sleep_first=False, logger=log)
 
     async def run_once(self) -> list[str]:
-
         listed = await self._runtime.source.metadata(None)
         mirrored = {m.source_topic for m in self._mirrors()}
-        created, errors = [], []
-        code = None
-        for source_topic in self.wanted(sorted(listed)):
+        wanted = [t for t in self.wanted(sorted(listed)) if t not in mirrored and self._topics.get(self.prefix + t) is None]
+        created: list[str] = []
+        errors: dict[str, DomainError] = {}
+
+        async def create(source_topic: str) -> None:
             name = self.prefix + source_topic
-            if source_topic in mirrored or self._topics.get(name) is not None:
-                continue
             try:
                 await self._create_mirror(name, self._runtime.name, source_topic)
             except DomainError as exc:
-                errors.append(f"{source_topic}: {exc.message}")
-                code = code if code is not None else int(exc.error_code)
+                errors[source_topic] = exc
                 log.warning("link %s: cannot auto-create mirror %s of %s: %s", self._runtime.name, name, source_topic, exc.message)
-                continue
+                return
             created.append(name)
             log.info("link %s: auto-created mirror %s of source topic %s", self._runtime.name, name, source_topic)
+
+        # All at once: creations asked for together share their source lookups and commits (creations.py),
+        # so a source with a thousand new topics is a few batches, not a thousand creations in a row.
+        async with trio.open_nursery() as nursery:
+            for source_topic in wanted:
+                nursery.start_soon(create, source_topic)
+        created.sort()
         self.status.created.extend(created)
         self.status.last_run_ms = now_ms()
         self.status.runs += 1
         if errors:
-            self.status.failed(code if code is not None else 0, "; ".join(errors))
+            failed = [errors[t] for t in sorted(errors)]
+            self.status.failed(failed[0].error_code, "; ".join(f"{t}: {errors[t].message}" for t in sorted(errors)))
         else:
             self.status.last_error = self.status.last_error_code = None
         return created

@@ -24,6 +24,7 @@ from .aclsync import AclSync
 from .autocreate import AutoCreate
 from .config import DEFAULTS, SENSITIVE_KEYS, LinkSettings
 from .configsync import ConfigSync
+from .creations import MirrorCreations
 from .errors import DomainError, ErrorKind
 from .mirror import Mirror, PartitionProgress
 from .offsetsync import OffsetSync
@@ -86,6 +87,7 @@ class LinkManager:
         self.mirror_store = MirrorStore(store)
         self.transitions = MirrorTransitions(self.mirror_store, topics, notify, self._wake_link)
         self.promotions = Promotions(self)
+        self.creations = MirrorCreations(self)
         self.links: dict[str, LinkEntry] = {}
         self.mirrors: dict[str, Mirror] = {}
         self.nursery: trio.Nursery | None = None
@@ -281,7 +283,8 @@ class LinkManager:
     # -- mirrors --------------------------------------------------------------------------------
 
     async def create_mirror(self, topic: str | None, link: str, source_topic: str | None = None) -> str:
-        return await mirrorops.create_mirror(self, topic, link, source_topic)
+        """Creations asked for together share their source round trips and their commit (creations.py)."""
+        return await self.creations.create(topic, link, source_topic)
 
     def mirror(self, topic: str) -> Mirror:
         mirror = self.mirrors.get(topic)
