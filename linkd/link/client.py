@@ -321,24 +321,8 @@ class Connection:
         re-authenticating (the caller holds the send lock and waited for every answer)."""
         correlation_id = next(self._correlation)
         data = messages.encode_request(RequestHeader(api_key, version, correlation_id, self.client_id), body)
-        try:
-            await self.stream.send_all(data)
-            frame = await self._next_frame()
-        except ssl.SSLError as exc:
-            if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
-                raise SourceUnavailable(f"connection to {self.host}:{self.port} broke: {exc}") from exc
-            # TLS 1.3 finishes the client's handshake before the server judges its certificate: a
-            # refused (or missing) client certificate arrives as an alert on the first read.
-            raise AuthenticationFailed("SSL_HANDSHAKE_FAILED", f"{self.host}:{self.port}: {exc.reason or exc}") from exc
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise SourceUnavailable(f"connection to {self.host}:{self.port} broke: {exc}") from exc
-        try:
-            got, response = messages.decode_response(api_key, version, frame, lenient=True)  # liberal in what peers send
-        except ProtocolError as exc:
-            raise SourceProtocolError(f"undecodable {ApiKey(api_key).name} v{version} response from {self.host}:{self.port}: {exc}") from exc
-        if got != correlation_id:
-            raise SourceProtocolError(f"{self.host}:{self.port} answered correlation id {got}, expected {correlation_id}")
-        return response
+        await self._guarded(self.stream.send_all(data))
+        return self._decode(api_key, version, correlation_id, await self._guarded(self._next_frame()))
 
     async def _next_frame(self) -> memoryview:
         """Read one response frame straight into a buffer of its final size.
