@@ -29,6 +29,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import API_SPECS, ApiKey, RequestHeader
 
 from .clientsasl import sasl_exchange
+from .decodememo import DecodeMemo
 from .framebuffers import RECYCLE_MIN_FRAME, FrameBuffers
 from .security import SecuritySettings
 from .sourceerrors import AuthenticationFailed, SourceProtocolError, SourceUnavailable, source_error
@@ -211,12 +212,12 @@ class Connection:
             raise SourceProtocolError(f"no common version of {ApiKey(api_key).name} with {self.host}:{self.port}")
         return high
 
-    async def request(self, api_key: int, body: dict, version: int | None = None, timeout: float = REQUEST_TIMEOUT_S) -> dict:
+    async def request(self, api_key: int, body: dict, version: int | None = None, timeout: float = REQUEST_TIMEOUT_S, memo: DecodeMemo | None = None) -> dict:
         version = self.version_for(api_key) if version is None else version
         try:
             with trio.fail_after(timeout):
                 sent = trio.current_time()
-                answer = await self._roundtrip(api_key, version, body)
+                answer = await self._roundtrip(api_key, version, body, memo)
                 self._round_trip_sample(trio.current_time() - sent)
                 return answer
         except trio.TooSlowError as exc:
@@ -239,7 +240,7 @@ class Connection:
         ends_during_wait = now + wait_s >= self._session_end - min(SESSION_END_MARGIN_S, self._session_lifetime_s * 0.04)
         return ends_during_wait and now - authenticated_at >= REAUTH_MIN_INTERVAL_S
 
-    async def _roundtrip(self, api_key: int, version: int, body: dict) -> dict:
+    async def _roundtrip(self, api_key: int, version: int, body: dict, memo: DecodeMemo | None = None) -> dict:
         """Send when the request before is sent, read when the answer before is read (see the module's
         docstring); a SASL re-authentication first waits until nothing is in flight."""
         async with self._send_lock:
@@ -272,7 +273,7 @@ class Connection:
             raise
         finally:
             mine.set()
-        return self._decode(api_key, version, correlation_id, frame)
+        return self._decode(api_key, version, correlation_id, frame, memo)
 
     async def _exclusive(self, work) -> None:
         """Run ``work`` (a SASL exchange) with nothing else in flight; the caller holds the send lock."""
@@ -307,13 +308,19 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise SourceUnavailable(f"connection to {self.host}:{self.port} broke: {exc}") from exc
 
-    def _decode(self, api_key: int, version: int, correlation_id: int, frame: memoryview) -> dict:
+    def _decode(self, api_key: int, version: int, correlation_id: int, frame: memoryview, memo: DecodeMemo | None = None) -> dict:
+        if memo is not None and len(frame) >= 4 and messages.peek_correlation_id(frame) == correlation_id:
+            kept = memo.lookup(api_key, version, frame)
+            if kept is not None:
+                return kept  # the same bytes as the last answer: the same answer (decodememo.py)
         try:
             got, response = messages.decode_response(api_key, version, frame, lenient=True)  # liberal in what peers send
         except ProtocolError as exc:
             raise SourceProtocolError(f"undecodable {ApiKey(api_key).name} v{version} response from {self.host}:{self.port}: {exc}") from exc
         if got != correlation_id:
             raise SourceProtocolError(f"{self.host}:{self.port} answered correlation id {got}, expected {correlation_id}")
+        if memo is not None:
+            memo.keep(api_key, version, frame, response)
         return response
 
     async def _exchange(self, api_key: int, version: int, body: dict) -> dict:

@@ -33,6 +33,7 @@ from .. import topicconfig
 from ..topicconfig import InvalidTopicConfig
 from ..topics import TopicError
 from .client import SourceProtocolError, SourceUnavailable, source_error
+from .decodememo import DecodeMemo
 from .states import SYNCED_STATES, LinkState
 from .tasks import RoundErrors, judge, now_ms, report, run_rounds
 
@@ -62,7 +63,7 @@ async def describe_source_configs(source, topics: list[str], names: frozenset[st
     return found
 
 
-async def _describe(source, topics: list[str], names: frozenset[str] | None = None) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, int]]:
+async def _describe(source, topics: list[str], names: frozenset[str] | None = None, memo: DecodeMemo | None = None) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, int]]:
     """(configs by topic, why by topic, error code by topic) for one DescribeConfigs of ``topics``; with
     ``names``, only those configs are asked for (the synced ones: a source answers a thousand topics with
     less than half the entries to decode, every ``topic.config.sync.ms``)."""
@@ -74,12 +75,12 @@ async def _describe(source, topics: list[str], names: frozenset[str] | None = No
         return {"resources": [{"resource_type": RESOURCE_TOPIC, "resource_name": t, "configuration_keys": keys} for t in topics], "include_synonyms": False, "include_documentation": False}
 
     try:
-        body = await _request(source, request(keys))
+        body = await _request(source, request(keys), memo)
     except SourceUnavailable:
         if keys is None:
             raise
         # Tansu closes the connection on a DescribeConfigs naming keys: ask that source for everything.
-        body = await _request(source, request(None))
+        body = await _request(source, request(None), memo)
         source.named_config_keys_refused = True
         log.info("source %s does not answer DescribeConfigs for named configs; asking it for all of them", ",".join(f"{h}:{p}" for h, p in source.bootstrap))
     found: dict[str, dict[str, str]] = {}
@@ -100,7 +101,7 @@ async def _describe(source, topics: list[str], names: frozenset[str] | None = No
     return found, refused, codes
 
 
-async def _request(source, body: dict) -> dict:
+async def _request(source, body: dict, memo: DecodeMemo | None = None) -> dict:
     """DescribeConfigs to the first source broker that answers (as ``SourceCluster.request_any``), telling
     a source without the API (ConfigsUnsupported) from one that cannot be reached."""
     errors = []
@@ -113,7 +114,7 @@ async def _request(source, body: dict) -> dict:
         if ApiKey.DESCRIBE_CONFIGS not in conn.versions:
             raise ConfigsUnsupported(f"source broker {address[0]}:{address[1]} does not support DescribeConfigs")
         try:
-            return await conn.request(ApiKey.DESCRIBE_CONFIGS, body, timeout=source.request_timeout_s)
+            return await conn.request(ApiKey.DESCRIBE_CONFIGS, body, timeout=source.request_timeout_s, memo=memo)
         except (SourceUnavailable, SourceProtocolError) as exc:
             errors.append(str(exc))
             await source.drop(address)
@@ -175,6 +176,7 @@ class ConfigSync:
         self.source_configs: dict[str, dict[str, str]] = {}  # mirror topic -> synced names' source values last seen
         # mirror topic -> (source values, its configs) when a round last found the two in sync
         self._in_sync: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        self.answers = DecodeMemo()  # the rounds' DescribeConfigs answer, decoded again only once it changes
 
     def following(self, topic: str) -> dict[str, str] | None:
         """The synced source values of mirror ``topic`` if it still follows its source, else None."""
@@ -217,7 +219,7 @@ class ConfigSync:
             self.status.last_sync_ms, self.status.last_error = now_ms(), None  # nothing to follow: done
             self.status.syncs += 1
             return 0
-        described, refused, codes = await _describe(self._runtime.source, sorted({m.source_topic for m in mirrors}), self.names)
+        described, refused, codes = await _describe(self._runtime.source, sorted({m.source_topic for m in mirrors}), self.names, self.answers)
         changed = 0
         problems = list(refused.values())  # e.g. a source topic deleted: the others are synced all the same
         code = next(iter(codes.values()), None)
