@@ -49,7 +49,31 @@ class ModelBroker:
 entries = st.dictionaries(st.sampled_from(KEYS), st.integers(0, 5).map(lambda o: {"fetch_offset": o, "partition_max_bytes": 100}), min_size=1)
 
 
-class SessionMachine(RuleBasedStateMachine):
+class BrokerRules(RuleBasedStateMachine):
+    """The broker's side of both machines below: it may evict a session or stop granting them, and while
+    a session holds, it holds what the link last had answered (``self.wanted``)."""
+
+    broker: ModelBroker
+    session: FetchSession
+    wanted: dict | None
+
+    @rule()
+    def broker_evicts_the_session(self) -> None:
+        self.broker.sessions.clear()
+
+    @rule(grants=st.booleans())
+    def broker_grants_sessions(self, grants: bool) -> None:
+        self.broker.grants = grants
+
+    @invariant()
+    def the_broker_holds_what_the_link_wants(self) -> None:
+        if self.session.session_id and self.wanted is not None:
+            held = self.broker.held(self.session.session_id)
+            if held is not None:  # evicted: the next request finds out and starts over
+                assert held == self.wanted
+
+
+class SessionMachine(BrokerRules):
     @initialize()
     def start(self) -> None:
         self.broker = ModelBroker()
@@ -80,27 +104,13 @@ class SessionMachine(RuleBasedStateMachine):
         self.session.reset()
         self.wanted = None
 
-    @rule()
-    def broker_evicts_the_session(self) -> None:
-        self.broker.sessions.clear()
-
-    @rule(grants=st.booleans())
-    def broker_grants_sessions(self, grants: bool) -> None:
-        self.broker.grants = grants
-
-    @invariant()
-    def the_broker_holds_what_the_link_wants(self) -> None:
-        if self.session.session_id and self.wanted is not None:
-            held = self.broker.held(self.session.session_id)
-            if held is not None:  # evicted: the next request finds out and starts over
-                assert held == self.wanted
 
 
 TestFetchSession = SessionMachine.TestCase
 TestFetchSession.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
 
 
-class PartitionAtATimeMachine(RuleBasedStateMachine):
+class PartitionAtATimeMachine(BrokerRules):
     """The same broker, with the link changing one partition at a time (``want`` / ``drop``) between
     requests, as a fetcher does for the few partitions a round touched, and sometimes while a request is
     in flight: after every answer the broker holds exactly what the link wanted when it built it."""
@@ -146,20 +156,6 @@ class PartitionAtATimeMachine(RuleBasedStateMachine):
         self.wanted = sent if code == ErrorCode.NONE else None
         assert self.session.wanted() == self.model
 
-    @rule()
-    def broker_evicts_the_session(self) -> None:
-        self.broker.sessions.clear()
-
-    @rule(grants=st.booleans())
-    def broker_grants_sessions(self, grants: bool) -> None:
-        self.broker.grants = grants
-
-    @invariant()
-    def the_broker_holds_what_the_link_wanted(self) -> None:
-        if self.session.session_id and self.wanted is not None:
-            held = self.broker.held(self.session.session_id)
-            if held is not None:
-                assert held == self.wanted
 
 
 TestPartitionAtATime = PartitionAtATimeMachine.TestCase
