@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from dataclasses import dataclass
 
@@ -122,7 +123,9 @@ class OAuthBearerUnsecuredServer:
         if exp * 1000 + o.clock_skew_ms <= now_ms:
             raise AuthenticationFailed("the token has expired")
         iat = claims.get("iat")
-        if iat is not None and (not isinstance(iat, (int, float)) or iat * 1000 - o.clock_skew_ms > now_ms):
+        # iat to the millisecond, rounded down: a token read within the millisecond it was issued in is not
+        # from the future (the float product may land a hair above the millisecond the claim names).
+        if iat is not None and (not isinstance(iat, (int, float)) or isinstance(iat, bool) or math.floor(iat * 1000 + 1e-3) - o.clock_skew_ms > now_ms):
             raise AuthenticationFailed("the token's iat claim is in the future")
         subject = claims.get(o.principal_claim)
         if not isinstance(subject, str) or not subject.strip():
@@ -133,4 +136,4 @@ class OAuthBearerUnsecuredServer:
         if missing:
             raise AuthenticationFailed(f"the token lacks the required scope {' '.join(missing)}")
         self.principal = f"User:{subject.strip()}"
-        self.token_expires_ms = int(exp * 1000)
+        self.token_expires_ms = round(exp * 1000)

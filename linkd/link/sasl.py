@@ -149,6 +149,7 @@ def unsecured_jws(claims: dict, lifetime_s: int, now: float | None = None) -> st
     from the login module's options: the given claims plus ``iat`` and ``exp``. For test and development
     clusters whose brokers run Kafka's unsecured validator; it proves nothing to anyone else."""
     import json
+    import math
     import time
 
     issued = time.time() if now is None else now
@@ -156,7 +157,11 @@ def unsecured_jws(claims: dict, lifetime_s: int, now: float | None = None) -> st
     def part(value: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).rstrip(b"=").decode()
 
-    body = {**claims, "iat": round(issued, 3), "exp": round(issued + lifetime_s, 3)}
+    # Whole milliseconds, rounded down, as Kafka's unsecured login writes them: a validator reading the token
+    # within the same millisecond must not find its iat in the future (rounding to nearest could move it up
+    # by half a millisecond, and a broker answering that fast refused the token).
+    issued_ms = math.floor(issued * 1000)
+    body = {**claims, "iat": issued_ms / 1000, "exp": (issued_ms + lifetime_s * 1000) / 1000}
     return f"{part({'alg': 'none'})}.{part(body)}."
 
 

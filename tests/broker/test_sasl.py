@@ -4,8 +4,11 @@ SCRAM-SHA-256 example exchange, refusals, and PLAIN against the SCRAM credential
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from linkd import scram
 from linkd.broker.oauthbearer import OAuthBearerUnsecuredServer, UnsecuredValidatorOptions
@@ -115,3 +118,29 @@ def test_unsecured_oauthbearer_checks_expiry_scope_and_subject():
         assert b"invalid_token" in server.step(message(claims, lifetime))
         with pytest.raises(AuthenticationFailed, match=why):
             server.step(b"\x01")
+
+
+@settings(max_examples=300, deadline=None)
+@given(issued=st.floats(min_value=1e9, max_value=4e9, allow_nan=False, allow_infinity=False))
+def test_an_unsecured_token_is_valid_in_the_instant_it_is_issued(issued):
+    # A broker that reads the token within the millisecond it was made (loopback, an idle core) must not
+    # find its iat in the future: the token once carried iat rounded to the nearest millisecond, up to half
+    # a millisecond after the issuing instant, and such a read was answered invalid_token.
+    token = unsecured_jws({"sub": "svc", "scope": "kafka"}, 20, now=issued)
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert claims["iat"] <= issued and claims["exp"] - claims["iat"] == pytest.approx(20)
+    server = OAuthBearerUnsecuredServer(UnsecuredValidatorOptions(required_scope=("kafka",)), now=lambda: issued)
+    assert server.step(f"n,,\x01auth=Bearer {token}\x01\x01".encode()) == b"", server._failure
+    assert server.token_expires_ms == round(claims["exp"] * 1000)
+
+
+def test_a_token_from_the_current_millisecond_is_not_from_the_future():
+    # Another client's token may carry a sub-millisecond iat a little after the broker's clock within the
+    # same millisecond; the broker compares whole milliseconds.
+    def message(iat: float) -> bytes:
+        body = base64.urlsafe_b64encode(json.dumps({"sub": "svc", "iat": iat, "exp": iat + 60}).encode()).rstrip(b"=").decode()
+        return f"n,,\x01auth=Bearer eyJhbGciOiJub25lIn0.{body}.\x01\x01".encode()
+
+    assert OAuthBearerUnsecuredServer(UnsecuredValidatorOptions(), now=lambda: 1000.0001).step(message(1000.0009)) == b""
+    late = OAuthBearerUnsecuredServer(UnsecuredValidatorOptions(), now=lambda: 1000.0001)
+    assert b"invalid_token" in late.step(message(1000.0011))
