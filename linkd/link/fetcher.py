@@ -270,8 +270,8 @@ class Fetcher:
             log.warning("mirror %s partition %d: source diverged at epoch %d; truncating mirror from %d to %d", mirror.topic, progress.partition, action.epoch, plog.log_end_offset, action.offset)
             rt.store.record_gap(mirror.topic, progress.partition, action.offset, plog.log_end_offset, f"truncated: source diverged at leader epoch {action.epoch}")
             await storage_calls.call(plog, plog.truncate_to, action.offset)
-        elif isinstance(action, SkipTo):
-            log.warning("mirror %s partition %d: source log start %d is past mirror end %d; skipping the gap", mirror.topic, progress.partition, action.offset, action.from_offset)
+        elif isinstance(action, SkipTo):  # from == to: a new mirror starts at the source's log start, no gap
+            (log.warning if action.from_offset < action.offset else log.info)("mirror %s partition %d: source log start %d, mirror end %d: %s", mirror.topic, progress.partition, action.offset, action.from_offset, action.reason)
             if action.restart_log:
                 rt.store.record_gap(mirror.topic, progress.partition, action.from_offset, action.offset, action.reason)
                 await storage_calls.call(plog, plog.reset_to, action.offset)
@@ -357,8 +357,8 @@ class Fetcher:
                 plog = topic.logs[progress.partition]
                 if plog.log_end_offset == plog.log_start_offset == 0:
                     fresh.append((mirror, progress, plog))
-        if len(fresh) < 2:
-            return
+        if len(fresh) < 2 or (self.rt.start_timestamp() == EARLIEST and ApiKey.OFFSET_FOR_LEADER_EPOCH in conn.versions):
+            return  # (from Apache Kafka at earliest there is nothing to ask: see validation.py)
         by_topic: dict[str, list[int]] = {}
         for mirror, progress, _plog in fresh:
             by_topic.setdefault(mirror.source_topic, []).append(progress.partition)
@@ -401,7 +401,7 @@ class Fetcher:
         if isinstance(step, Validated):
             if step.reset_to is not None:
                 await storage_calls.call(plog, plog.reset_to, step.reset_to)
-            self.core(progress).validated(truncated=False)
+            self.core(progress).validated(truncated=False, start_unconfirmed=step.start_unconfirmed)
         elif isinstance(step, Unavailable):
             raise SourceUnavailable(f"{mirror.source_topic}: {step.message}")
         else:

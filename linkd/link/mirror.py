@@ -42,6 +42,10 @@ class PartitionProgress:
     # Where the next fetch starts when it is past the log end: after a skip over a range the source no
     # longer holds, until the first batch beyond it is appended. -1: the log end.
     skip_to: int = -1
+    # An empty mirror of a ``earliest`` start that fetches from 0 without asking the source where its log
+    # starts (a round trip saved): until its first append, an OFFSET_OUT_OF_RANGE moves it to the source's
+    # start without recording a gap, as the ListOffsets it skipped would have.
+    start_unconfirmed: bool = False
     inflight_end: int = -1  # next offset once the append running in a worker thread lands
     # The timestamp (ms) of the oldest source record known not to be mirrored yet: the first record of the
     # first batch past the log end that a fetch has shown (-1: none known). ``next_unmirrored_ts``: the

@@ -234,8 +234,14 @@ class PartitionCore:
         p = self.progress
         ours = fetch_position(p, log)
         if ours < earliest:
-            # Retention or DeleteRecords on the source moved past us: continue at its start, remember the hole.
             restart = log.log_end_offset == log.log_start_offset
+            if restart and p.start_unconfirmed:
+                # A new mirror fetched from 0 before learning where the source's log starts: it starts
+                # there, and nothing was lost (from_offset == offset: no gap).
+                p.start_unconfirmed = False
+                p.last_source_fetch_offset = earliest
+                return SkipTo(earliest, "the source's log starts there", earliest, True)
+            # Retention or DeleteRecords on the source moved past us: continue at its start, remember the hole.
             p.skip_to = -1 if restart else earliest
             p.last_source_fetch_offset = earliest
             return SkipTo(earliest, SKIP_REASON, ours if restart else log.log_end_offset, restart)
@@ -244,11 +250,13 @@ class PartitionCore:
             return Revalidate(f"our position {ours} is past the source's end {latest}")
         return FetchAgain(f"OFFSET_OUT_OF_RANGE at {ours} within [{earliest}, {latest}]")
 
-    def validated(self, truncated: bool) -> None:
-        """Validation ended with the log a prefix of the source's (after cutting it back, ``truncated``)."""
+    def validated(self, truncated: bool, start_unconfirmed: bool = False) -> None:
+        """Validation ended with the log a prefix of the source's (after cutting it back, ``truncated``);
+        ``start_unconfirmed``: an empty log fetches from 0 without having asked where the source starts."""
         if truncated:
             self.progress.skip_to = -1
         self.progress.validated = True
+        self.progress.start_unconfirmed = start_unconfirmed
 
     def appended(self, log: LogView, now_ms: int) -> None:
         """An append this core proposed landed."""
@@ -261,6 +269,7 @@ class PartitionCore:
             p.unmirrored_ts = p.next_unmirrored_ts  # the batch after it, if the answer showed its header
         p.next_unmirrored_ts = -1
         p.skip_to = -1
+        p.start_unconfirmed = False
 
     def append_ended(self) -> None:
         """The append in flight ended, landed or not: the next fetch starts from the log again."""

@@ -152,6 +152,9 @@ class MirrorStore:
             db.execute("DELETE FROM mirror_source_ends WHERE topic = ?", (topic,))
 
     def record_gap(self, topic: str, partition: int, from_offset: int, to_offset: int, reason: str) -> None:
+        """[from_offset, to_offset) is missing from the mirror; an empty range records nothing."""
+        if from_offset >= to_offset:
+            return
         with self._store.transaction() as db:
             db.execute(
                 "INSERT INTO mirror_gaps (topic, partition, from_offset, to_offset, reason, recorded_ms) VALUES (?,?,?,?,?,?)",

@@ -4,7 +4,10 @@ Before a partition's first fetch, and again after a reconnection or leader chang
 must still be a prefix of the source's log:
 
 - an empty log (nothing ever mirrored) starts where ``mirror.start.offset.spec`` says: ListOffsets at its
-  timestamp, or the latest offset when nothing is that recent;
+  timestamp, or the latest offset when nothing is that recent; for ``earliest`` from Apache Kafka (which
+  answers a fetch below its log start with OFFSET_OUT_OF_RANGE) nothing is asked: the partition fetches
+  from 0 at once (``Validated(start_unconfirmed=True)``) and the partition core moves an out-of-range
+  answer to the source's start without calling it a gap;
 - with OffsetForLeaderEpoch (Apache Kafka) the source says where our last epoch ends there: at or past our
   end is a prefix; before it, the log is cut back to the common prefix (``TruncateTo``);
 - without it (Tansu), the source must still hold our last batch with the same CRC. If the source no longer
@@ -48,6 +51,7 @@ class AskBatch:
 @dataclass(frozen=True)
 class Validated:
     reset_to: int | None = None  # an empty log starts at this offset first (nothing skipped, no gap)
+    start_unconfirmed: bool = False  # an empty log fetches from 0 without having asked (see PartitionProgress)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class Validation:
     def start(self) -> Step:
         log = self.log
         if log.log_end_offset == log.log_start_offset == 0:
+            if self.start_timestamp == EARLIEST and self.epochs_supported:
+                return Validated(start_unconfirmed=True)
             self._phase = "start-offset"
             return AskOffset(self.start_timestamp)
         epoch = log.latest_epoch

@@ -1,5 +1,6 @@
 """Where a new mirror starts (``mirror.start.offset.spec``) against a real Kafka source: ``latest`` and a
-timestamp, for multi-partition topics (one ListOffsets for all new partitions) and a single partition."""
+timestamp, for multi-partition topics (one ListOffsets for all new partitions) and a single partition, and
+``earliest`` (the default) from a source whose log no longer starts at 0."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from tests.link.mirroring import admin, create_link, wait_mirrored
+from tests.link.mirroring import admin, assert_bytes_identical, create_link, produce_confluent, wait_mirrored
 from tests.peers import rawclient
 from tests.promotion.helpers import create_topic
 
@@ -77,3 +78,23 @@ def test_mirrors_start_at_latest_or_at_a_timestamp(kafka_broker, linkd, unique_t
         assert rawclient.list_offsets(linkd.bootstrap, "latest-copy", p) == (20, 25)
         assert rawclient.list_offsets(linkd.bootstrap, "ts-copy", p)[0] == 10
     assert client.describe_mirror("ts-copy")["gaps"] == []
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_an_earliest_mirror_of_a_log_starting_past_zero_starts_there_with_no_gap(kafka_broker, linkd, unique_topic, partitions):
+    # linkd fetches a new earliest mirror from 0 without asking where the source's log starts (a round trip
+    # saved); Kafka answers OFFSET_OUT_OF_RANGE, and the mirror must start at the source's start exactly as
+    # when it asked first: no gap recorded (nothing was lost), the same log start, the same bytes.
+    create_topic(kafka_broker.bootstrap, unique_topic, partitions)
+    for n in range(10):  # one batch per call, so DeleteRecords cuts between batches
+        produce_confluent(kafka_broker.bootstrap, unique_topic, [(p, None, b"r%d" % n) for p in range(partitions)])
+    for p in range(partitions):
+        assert kafka_broker.delete_records(unique_topic, p, 4 + p) == 4 + p
+    client = admin(linkd)
+    create_link(client, "from-earliest", kafka_broker.bootstrap)
+    client.create_mirror(unique_topic, "from-earliest")
+    described = wait_mirrored(client, unique_topic, {p: 10 for p in range(partitions)}, timeout=30)
+    assert described["gaps"] == [] and described["mirror_status"] == "ACTIVE"
+    for p in range(partitions):
+        assert rawclient.list_offsets(linkd.bootstrap, unique_topic, p) == (4 + p, 10)
+        assert_bytes_identical(kafka_broker.bootstrap, unique_topic, linkd.bootstrap, unique_topic, p, 4 + p, 10)

@@ -98,6 +98,27 @@ def test_skipping_on_an_empty_log_starts_the_log_over(plog):
     assert c.progress.skip_to == -1
 
 
+def test_a_new_mirror_that_fetched_from_zero_unasked_starts_at_the_source_start_without_a_gap(plog):
+    # Validation at earliest asks Apache Kafka nothing (a round trip saved): its first fetch is at 0, and an
+    # OFFSET_OUT_OF_RANGE from a source whose log starts later is where the mirror starts, not a loss.
+    c = core()
+    c.validated(truncated=False, start_unconfirmed=True)
+    action = c.on_range(7, 9, plog)
+    assert action == SkipTo(7, action.reason, 7, True)  # from == to: no gap to record
+    assert not c.progress.start_unconfirmed
+    # Once answered, a later skip of the still empty log is a real hole again.
+    assert c.on_range(12, 14, plog).from_offset == 0
+
+
+def test_the_first_append_ends_an_unconfirmed_start(plog):
+    c = core()
+    c.validated(truncated=False, start_unconfirmed=True)
+    plog.append_mirrored(batch(0, 5))
+    c.appended(plog, 0)
+    plog.reset_to(0)  # (an empty log again, e.g. after a truncation)
+    assert c.on_range(7, 9, plog).from_offset == 0
+
+
 def test_out_of_range_past_the_source_end_revalidates(plog):
     plog.append_mirrored(batch(0, 5))
     c = core()
