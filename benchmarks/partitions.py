@@ -12,7 +12,10 @@ one linkd:
    the last answer.
 2. ``catch_up``: the link resumed; timed to every partition's end offset on linkd (a ListOffsets of those still short,
    every 250 ms while more than 100 are). The same for the reference topic on a second paused link; the ratio of the two rates
-   (bytes / second) is the target (>= 0.8).
+   (bytes / second) is the target (>= 0.8). Then the *raw Fetch limit*: a bare Fetch loop (``workers.fetch_to_ends``,
+   one request in flight, Kafka's default 1 MiB per partition and 10 MiB per response, no appends) reads both
+   sets from the source, after linkd did (so warm); its ratio of the two is what the source itself allows
+   any Fetch copier, and ``catch_up_vs_raw`` is linkd's time against the loop's for each set.
 3. ``idle``: linkd's CPU (utime + stime, /proc/<pid>/stat) over ``--idle-seconds`` with everything caught
    up and nothing produced: fetch sessions should keep idle rounds small.
 4. ``listing``: ``GET .../links/-/mirrors`` (every mirror with its partitions' lags), time and size.
@@ -45,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import EndOffsets, cpu_seconds, machine_description, status_kb  # noqa: E402
 from rawwire import RawConnection  # noqa: E402
+from workers import fetch_to_ends  # noqa: E402
 
 from protocol.messages import ApiKey  # noqa: E402
 from protocol.records import BatchSpec, NewRecord, build_batch  # noqa: E402
@@ -349,6 +353,16 @@ def run(args: argparse.Namespace) -> dict:
         }
         results["catch_up_rate_ratio"] = round(reference_s / many_s, 3) if many_s else None
         _log(f"caught up: {results['catch_up']}")
+        raw = {name: fetch_to_ends(source.bootstrap, {(t, p): end for t, offsets in ends.items() for p, end in enumerate(offsets)}, 1 << 20, 10 << 20)
+               for name, ends in (("many", source_ends), ("reference", reference_ends))}
+        results["raw_fetch_limit"] = {
+            **{f"{name}_s": round(r["wall_s"], 4) for name, r in raw.items()},
+            **{f"{name}_requests": r["requests"] for name, r in raw.items()},
+            "rate_ratio": round(raw["reference"]["wall_s"] / raw["many"]["wall_s"], 3),
+        }
+        if many_s:
+            results["catch_up_vs_raw"] = {"many": round(raw["many"]["wall_s"] / many_s, 3), "reference": round(raw["reference"]["wall_s"] / reference_s, 3)}
+        _log(f"raw Fetch limit: {results['raw_fetch_limit']}")
 
         # 3. idle
         time.sleep(args.settle_seconds)

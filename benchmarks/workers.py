@@ -151,47 +151,57 @@ class RawFetcher:
         self._conn.close()
 
 
+def fetch_to_ends(bootstrap: str, ends: dict[tuple[str, int], int], partition_max_bytes: int, max_bytes: int, files: dict | None = None) -> dict:
+    """Fetch every partition from offset 0 to its end (``ends``), one request in flight; whole batches go to
+    ``files[(topic, partition)]`` when given. Returns bytes, requests and the span."""
+    from protocol.records import split_batches
+
+    positions = {tp: 0 for tp, end in ends.items() if end > 0}
+    fetcher = RawFetcher(bootstrap)
+    written = requests = 0
+    start = _span()
+    try:
+        while positions:
+            response = fetcher.fetch(positions, partition_max_bytes, max_bytes)
+            requests += 1
+            for topic in response["responses"]:
+                for pdata in topic["partitions"]:
+                    tp = (topic["topic"], pdata["partition_index"])
+                    if pdata["error_code"]:
+                        raise SystemExit(f"fetch {tp}: error {pdata['error_code']}")
+                    records = pdata.get("records")
+                    if not records or tp not in positions:
+                        continue
+                    split = split_batches(records)
+                    if not split.batches:
+                        continue
+                    if files:
+                        files[tp].write(memoryview(records)[: split.consumed])
+                    written += split.consumed
+                    positions[tp] = split.batches[-1].next_offset
+                    if positions[tp] >= ends[tp]:
+                        del positions[tp]
+    finally:
+        fetcher.close()
+    return {"bytes": written, "requests": requests, **_since(start)}
+
+
 def cmd_raw_fetch(args) -> None:
     """Fetch every partition from offset 0 to its end and write the whole batches to one file per partition
     in ``--out`` (partition by partition the bytes must match across servers; the interleaving need not).
     ``--discard`` drops the bytes instead: for timing a server, whose figure should not include this
     client's page-cache writes."""
-    from protocol.records import split_batches
-
     ends = {(t, p): end for t, offsets in json.loads(args.ends).items() for p, end in enumerate(offsets)}
-    positions = {tp: 0 for tp, end in ends.items() if end > 0}
     files = {}
     if not args.discard:
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
-        files = {tp: open(out_dir / f"{tp[0]}-{tp[1]}.bin", "wb", buffering=0) for tp in positions}  # noqa: SIM115
-    fetcher = RawFetcher(args.bootstrap)
-    written = requests = 0
-    start = _span()
-    while positions:
-        response = fetcher.fetch(positions, args.partition_max_bytes, args.max_bytes)
-        requests += 1
-        for topic in response["responses"]:
-            for pdata in topic["partitions"]:
-                tp = (topic["topic"], pdata["partition_index"])
-                if pdata["error_code"]:
-                    raise SystemExit(f"fetch {tp}: error {pdata['error_code']}")
-                records = pdata.get("records")
-                if not records or tp not in positions:
-                    continue
-                split = split_batches(records)
-                if not split.batches:
-                    continue
-                if files:
-                    files[tp].write(memoryview(records)[: split.consumed])
-                written += split.consumed
-                positions[tp] = split.batches[-1].next_offset
-                if positions[tp] >= ends[tp]:
-                    del positions[tp]
-    result = {"bytes": written, "requests": requests, **_since(start)}
-    for f in files.values():
-        f.close()
-    fetcher.close()
+        files = {tp: open(out_dir / f"{tp[0]}-{tp[1]}.bin", "wb", buffering=0) for tp, end in ends.items() if end > 0}  # noqa: SIM115
+    try:
+        result = fetch_to_ends(args.bootstrap, ends, args.partition_max_bytes, args.max_bytes, files)
+    finally:
+        for f in files.values():
+            f.close()
     _emit(result)
 
 
