@@ -46,7 +46,7 @@ from .partition import (
     TruncateTo,
 )
 from .states import LinkState, MirrorError, MirrorEvent, MirrorState
-from .validation import AskBatch, AskEpochEnd, AskOffset, Unavailable, Validated, Validation
+from .validation import AskBatch, AskEpochEnd, AskOffset, Unavailable, Validated, Validation, asks_start_offset
 from .wire import (
     EARLIEST,
     LATEST,
@@ -357,8 +357,8 @@ class Fetcher:
                 plog = topic.logs[progress.partition]
                 if plog.log_end_offset == plog.log_start_offset == 0:
                     fresh.append((mirror, progress, plog))
-        if len(fresh) < 2 or (self.rt.start_timestamp() == EARLIEST and ApiKey.OFFSET_FOR_LEADER_EPOCH in conn.versions):
-            return  # (from Apache Kafka at earliest there is nothing to ask: see validation.py)
+        if len(fresh) < 2 or not asks_start_offset(self.rt.start_timestamp(), ApiKey.OFFSET_FOR_LEADER_EPOCH in conn.versions):
+            return
         by_topic: dict[str, list[int]] = {}
         for mirror, progress, _plog in fresh:
             by_topic.setdefault(mirror.source_topic, []).append(progress.partition)

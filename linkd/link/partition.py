@@ -235,15 +235,14 @@ class PartitionCore:
         ours = fetch_position(p, log)
         if ours < earliest:
             restart = log.log_end_offset == log.log_start_offset
+            p.last_source_fetch_offset = earliest
             if restart and p.start_unconfirmed:
                 # A new mirror fetched from 0 before learning where the source's log starts: it starts
                 # there, and nothing was lost (from_offset == offset: no gap).
                 p.start_unconfirmed = False
-                p.last_source_fetch_offset = earliest
                 return SkipTo(earliest, "the source's log starts there", earliest, True)
             # Retention or DeleteRecords on the source moved past us: continue at its start, remember the hole.
             p.skip_to = -1 if restart else earliest
-            p.last_source_fetch_offset = earliest
             return SkipTo(earliest, SKIP_REASON, ours if restart else log.log_end_offset, restart)
         if ours > latest:
             p.validated = False  # the source lost data: let validation decide

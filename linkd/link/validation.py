@@ -64,6 +64,13 @@ Outcome = Validated | TruncateTo | Fail | Unavailable
 Step = Ask | Outcome
 
 
+def asks_start_offset(start_timestamp: int, epochs_supported: bool) -> bool:
+    """Whether an empty log asks the source where to start (ListOffsets) before its first fetch: not at
+    ``earliest`` from a source with OffsetForLeaderEpoch (Apache Kafka), which answers a fetch below its log
+    start with OFFSET_OUT_OF_RANGE."""
+    return not (start_timestamp == EARLIEST and epochs_supported)
+
+
 class Validation:
     def __init__(self, log: LogView, partition: int, *, epochs_supported: bool, start_timestamp: int) -> None:
         self.log = log
@@ -76,7 +83,7 @@ class Validation:
     def start(self) -> Step:
         log = self.log
         if log.log_end_offset == log.log_start_offset == 0:
-            if self.start_timestamp == EARLIEST and self.epochs_supported:
+            if not asks_start_offset(self.start_timestamp, self.epochs_supported):
                 return Validated(start_unconfirmed=True)
             self._phase = "start-offset"
             return AskOffset(self.start_timestamp)
