@@ -94,6 +94,15 @@ class SourceCluster:
             self._versions[address] = conn.versions
         return conn
 
+    def adopt(self, other: SourceCluster) -> None:
+        """Take over ``other``'s open connections for short requests: a probe of the same source, with the
+        same security and client id, that has just negotiated them (their round trips count here too)."""
+        for address, conn in list(other._connections.items()):
+            if not conn.closed and address not in self._connections:
+                self._connections[address] = conn
+                self._versions[address] = conn.versions
+                del other._connections[address]
+
     def _known_versions(self, address: tuple[str, int]) -> dict[int, tuple[int, int]] | None:
         """The API versions an open connection to ``address`` negotiated (None: no such connection)."""
         if any(k == address and not c.closed for k, c in self._connections.items()) or any(k[0] == address and not c.closed for k, c in self._fetch_connections.items()):
