@@ -31,6 +31,7 @@ from protocol.messages import API_SPECS, ApiKey, RequestHeader
 from .clientsasl import sasl_exchange
 from .decodememo import DecodeMemo
 from .framebuffers import RECYCLE_MIN_FRAME, FrameBuffers
+from .readturn import ReadTurn, turn_reader
 from .security import SecuritySettings
 from .sourceerrors import AuthenticationFailed, SourceProtocolError, SourceUnavailable, source_error
 from .tlsstream import RCVLOWAT_MAX, TlsStream
@@ -59,6 +60,7 @@ class Connection:
     max_frame: int
     versions: dict[int, tuple[int, int]]
     security: SecuritySettings | None = None
+    read_turn: ReadTurn | None = None  # shared by the connections whose reads take turns (``readturn``)
 
     def __post_init__(self) -> None:
         self._send_lock = trio.Lock()  # one request's bytes at a time on the stream
@@ -85,6 +87,7 @@ class Connection:
         security: SecuritySettings | None = None,
         receive_buffer_bytes: int = -1,
         versions: dict[int, tuple[int, int]] | None = None,
+        read_turn: ReadTurn | None = None,
     ) -> Connection:
         """Connect (TLS and SASL as ``security`` says). ``versions``: the API versions this broker
         announced on another connection a moment ago; this one then still sends ApiVersions (so the broker
@@ -100,7 +103,7 @@ class Connection:
             # growing it). Left unset (-1), Linux grows it up to tcp_rmem's maximum as the path needs; the
             # window scale was agreed from that maximum at connect, so setting it now still takes effect.
             stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
-        conn = cls(host, port, stream, client_id, max_frame, {}, security)
+        conn = cls(host, port, stream, client_id, max_frame, {}, security, read_turn)
         try:
             if security is not None and security.tls:
                 conn.stream = await conn._start_tls(stream)
@@ -358,23 +361,32 @@ class Connection:
         """Fill ``view`` from the socket. Reads go straight to the non-blocking descriptor and the task
         parks only when the socket is drained: a multi-megabyte frame arrives in hundreds of reads, and
         passing each through the scheduler (two checkpoints per ``trio`` socket call) cost more CPU than
-        the copies themselves."""
+        the copies themselves. It still hands the loop back every MiB and takes turns with the link's other
+        fetch connections (``readturn``): a fetcher whose answer is whole gets on meanwhile."""
         if isinstance(self.stream, TlsStream):
-            await self.stream.read_exactly(view)
+            await self.stream.read_exactly(view, turn_reader(self.read_turn))
             return
         sock = self.stream.socket
         fd = sock.fileno()
         await trio.lowlevel.checkpoint_if_cancelled()
-        while view:
-            try:
-                received = os.readv(fd, [view])
-            except BlockingIOError:
-                self._wake_after(sock, min(len(view), RCVLOWAT_MAX))
-                await trio.lowlevel.wait_readable(sock)
-                continue
-            if not received:
-                raise SourceUnavailable(f"{self.host}:{self.port} closed the connection")
-            view = view[received:]
+        turn = turn_reader(self.read_turn)
+        try:
+            while view:
+                await turn.before_read()
+                try:
+                    received = os.readv(fd, [view])
+                except BlockingIOError:
+                    turn.parking()
+                    self._wake_after(sock, min(len(view), RCVLOWAT_MAX))
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                if not received:
+                    raise SourceUnavailable(f"{self.host}:{self.port} closed the connection")
+                view = view[received:]
+                if view:
+                    await turn.copied(received)
+        finally:
+            turn.finish()
 
     def _wake_after(self, sock, wanted: int) -> None:
         """Make the socket readable only once ``wanted`` bytes are queued (or it closed). Never more than

@@ -42,21 +42,28 @@ async def create_link(m: LinkManager, name: str, config: dict[str, str], validat
         stored = seal_config(name, config, m._secrets_key)
     except (LinkConfigError, SecretsKeyError) as exc:
         raise DomainError(ErrorKind.INVALID, ErrorCode.INVALID_CONFIG, str(exc)) from exc
-    if validate_link:
-        settings = LinkSettings.from_config(config)
-        probe = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=min(settings.request_timeout_ms / 1000, 10), security=settings.security)
-        try:
-            with trio.fail_after(15):
-                await probe.metadata([])
-        except AuthenticationFailed as exc:
-            raise DomainError(ErrorKind.INVALID, ErrorCode.INVALID_CONFIG, f"the source cluster at {merged['bootstrap.servers']} refused authentication: {exc}") from exc
-        except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
-            raise DomainError(ErrorKind.INVALID, ErrorCode.INVALID_CONFIG, f"cannot reach the source cluster at {merged['bootstrap.servers']}: {exc}") from exc
-        finally:
-            await probe.close()
-    link_id = str(uuid.uuid4())
-    m.link_store.insert(name, link_id, stored)
-    entry = m._entry(name, link_id, config)
+    probe: SourceCluster | None = None
+    try:
+        if validate_link:
+            settings = LinkSettings.from_config(config)
+            probe = SourceCluster(settings.bootstrap_servers, client_id=f"linkd-link-{name}", request_timeout_s=min(settings.request_timeout_ms / 1000, 10), security=settings.security)
+            try:
+                with trio.fail_after(15):
+                    await probe.metadata([])
+            except AuthenticationFailed as exc:
+                raise DomainError(ErrorKind.INVALID, ErrorCode.INVALID_CONFIG, f"the source cluster at {merged['bootstrap.servers']} refused authentication: {exc}") from exc
+            except (SourceUnavailable, SourceProtocolError, trio.TooSlowError) as exc:
+                raise DomainError(ErrorKind.INVALID, ErrorCode.INVALID_CONFIG, f"cannot reach the source cluster at {merged['bootstrap.servers']}: {exc}") from exc
+        link_id = str(uuid.uuid4())
+        m.link_store.insert(name, link_id, stored)
+        entry = m._entry(name, link_id, config)
+        if probe is not None and m.nursery is not None:
+            # The probe's connection is open and negotiated, with the link's own settings: the link's first
+            # requests (and a mirror created right after the link) skip a connect and ApiVersions round trip.
+            entry.runtime.source.adopt(probe)
+    finally:
+        if probe is not None:
+            await probe.close()  # whatever was not adopted
     m.links[name] = entry
     if m.nursery is not None:
         await m.nursery.start(m._run_link, entry)

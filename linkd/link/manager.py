@@ -377,7 +377,7 @@ class _LockedSource(SourceCluster):
         super().__init__([], client_id="locked")
         self.reason = reason
 
-    async def _open(self, pool, key, address, receive_buffer_bytes=-1):
+    async def _open(self, pool, key, address, receive_buffer_bytes=-1, read_turn=None):
         raise SecretsUnavailable(self.reason)
 
     async def request_any(self, api_key: int, body: dict) -> dict:

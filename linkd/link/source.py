@@ -24,6 +24,7 @@ from protocol.errors import ErrorCode
 from protocol.messages import ApiKey
 
 from .client import AuthenticationFailed, Connection, SourceProtocolError, SourceUnavailable, source_error
+from .readturn import ReadTurn
 from .security import SecuritySettings
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,18 @@ class SourceCluster:
         self._least_round_trip: float | None = None
         self._versions: dict[tuple[str, int], dict[int, tuple[int, int]]] = {}  # by address, while a connection to it is open
         self._opening: dict[tuple[int, object], trio.Lock] = {}
+        # The fetch connections' reads take turns on the loop (readturn.py): a fetcher whose answer is
+        # whole gets on while the others' answers are still being copied.
+        self._fetch_read_turn = ReadTurn()
 
-    async def _open(self, pool: dict, key, address: tuple[str, int], receive_buffer_bytes: int = -1) -> Connection:
+    async def _open(self, pool: dict, key, address: tuple[str, int], receive_buffer_bytes: int = -1, read_turn: ReadTurn | None = None) -> Connection:
         # Requests run concurrently now (pipelined): two that find no connection must not open two (the
         # one overwritten in the pool would never be closed). One opening per pool key at a time.
         lock = self._opening.setdefault((id(pool), key), trio.Lock())
         async with lock:
-            return await self._open_locked(pool, key, address, receive_buffer_bytes)
+            return await self._open_locked(pool, key, address, receive_buffer_bytes, read_turn)
 
-    async def _open_locked(self, pool: dict, key, address: tuple[str, int], receive_buffer_bytes: int) -> Connection:
+    async def _open_locked(self, pool: dict, key, address: tuple[str, int], receive_buffer_bytes: int, read_turn: ReadTurn | None) -> Connection:
         conn = pool.get(key)
         if conn is not None and conn.session_expired():
             # Idle past its SASL session lifetime: the broker would close it at the next request.
@@ -85,10 +89,19 @@ class SourceCluster:
             del pool[key]
             conn = None
         if conn is None:
-            conn = await Connection.open(address[0], address[1], self.client_id, security=self.security, receive_buffer_bytes=receive_buffer_bytes, versions=self._known_versions(address))
+            conn = await Connection.open(address[0], address[1], self.client_id, security=self.security, receive_buffer_bytes=receive_buffer_bytes, versions=self._known_versions(address), read_turn=read_turn)
             pool[key] = conn
             self._versions[address] = conn.versions
         return conn
+
+    def adopt(self, other: SourceCluster) -> None:
+        """Take over ``other``'s open connections for short requests: a probe of the same source, with the
+        same security and client id, that has just negotiated them (their round trips count here too)."""
+        for address, conn in list(other._connections.items()):
+            if not conn.closed and address not in self._connections:
+                self._connections[address] = conn
+                self._versions[address] = conn.versions
+                del other._connections[address]
 
     def _known_versions(self, address: tuple[str, int]) -> dict[int, tuple[int, int]] | None:
         """The API versions an open connection to ``address`` negotiated (None: no such connection)."""
@@ -113,7 +126,7 @@ class SourceCluster:
         """The connection only fetcher ``index`` of ``node_id`` uses: its Fetches long-poll, and whatever
         else it asks (ListOffsets, OffsetForLeaderEpoch) it asks between them."""
         address = self._address(node_id)
-        return await self._open(self._fetch_connections, (address, index), address, self.receive_buffer_bytes)
+        return await self._open(self._fetch_connections, (address, index), address, self.receive_buffer_bytes, self._fetch_read_turn)
 
     def least_round_trip(self) -> float | None:
         """The least time any request to the source took, over every connection so far (None: none

@@ -8,6 +8,7 @@ from typing import cast
 
 import trio
 
+from .readturn import TurnReader
 from .sourceerrors import SourceUnavailable
 
 # While a frame is incomplete the socket wakes the reader only once this much more of it has arrived
@@ -128,25 +129,34 @@ class TlsStream:
         self._tls.write(data)
         await self._flush()
 
-    async def read_exactly(self, view: memoryview) -> None:
-        """Fill ``view`` with plaintext, decrypted into it by OpenSSL (no copies in Python)."""
+    async def read_exactly(self, view: memoryview, turn: TurnReader | None = None) -> None:
+        """Fill ``view`` with plaintext, decrypted into it by OpenSSL (no copies in Python); ``turn``: how
+        this read hands the loop back and takes turns with others (``readturn``)."""
         tls = self._tls
+        turn = turn or TurnReader()
         await trio.lowlevel.checkpoint_if_cancelled()
-        while view:
-            try:
-                # typeshed types the buffer as bytearray; OpenSSL's read takes any writable buffer
-                got = cast(int, tls.read(len(view), view))  # type: ignore[arg-type]
-            except ssl.SSLWantReadError:
-                await self._flush()  # e.g. the answer to a TLS 1.3 KeyUpdate
-                # The ciphertext still to come is at least the plaintext still missing, less what OpenSSL
-                # holds: decrypted bytes, whole records in the BIO, and up to one record it began reading.
-                await self._fill(len(view) - tls.pending() - self._incoming.pending - TLS_RECORD_MAX)
-                continue
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # close_notify, or closed without one
-                got = 0
-            if not got:
-                raise SourceUnavailable(f"{self.peer} closed the connection")
-            view = view[got:]
+        try:
+            while view:
+                await turn.before_read()
+                try:
+                    # typeshed types the buffer as bytearray; OpenSSL's read takes any writable buffer
+                    got = cast(int, tls.read(len(view), view))  # type: ignore[arg-type]
+                except ssl.SSLWantReadError:
+                    turn.parking()  # what is there is read: others may copy while this one waits
+                    await self._flush()  # e.g. the answer to a TLS 1.3 KeyUpdate
+                    # The ciphertext still to come is at least the plaintext still missing, less what OpenSSL
+                    # holds: decrypted bytes, whole records in the BIO, and up to one record it began reading.
+                    await self._fill(len(view) - tls.pending() - self._incoming.pending - TLS_RECORD_MAX)
+                    continue
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # close_notify, or closed without one
+                    got = 0
+                if not got:
+                    raise SourceUnavailable(f"{self.peer} closed the connection")
+                view = view[got:]
+                if view:
+                    await turn.copied(got)
+        finally:
+            turn.finish()
 
     def close(self) -> None:
         """Close without a close_notify exchange: a dead or stalled peer must not hold the close up."""

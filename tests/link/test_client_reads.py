@@ -4,11 +4,13 @@ RCVLOWAT_MAX of arrived data rather than once per segment, and never hanging on 
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import trio
 
 from linkd.link.client import RCVLOWAT_MAX, Connection, SourceUnavailable
+from linkd.link.readturn import YIELD_BYTES, ReadTurn
 
 CHUNK = 32 * 1024
 
@@ -84,3 +86,107 @@ def test_a_peer_closing_mid_frame_is_an_error_not_a_hang():
     payload = os.urandom(2 * RCVLOWAT_MAX)
     with pytest.raises(SourceUnavailable, match="closed the connection"):
         trio.run(lambda: _read_frame(_frame_parts(payload, keep=RCVLOWAT_MAX // 2), close_early=True))
+
+
+# -- taking turns on the loop (readturn.py) ------------------------------------------------------------
+
+
+def _buffered_connection(payload: bytes, turn) -> tuple[Connection, socket.socket]:
+    """A connection whose answer frame is already all in its socket's buffer (a Unix socket pair with
+    room for it), as when a WAN proxy delivers faster than one reader copies."""
+    ours, theirs = socket.socketpair()
+    for sock in (ours, theirs):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    theirs.sendall(len(payload).to_bytes(4, "big") + payload)
+    ours.setblocking(False)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    return Connection("127.0.0.1", 0, stream, "test", 64 << 20, {}, read_turn=turn), theirs
+
+
+def test_fetch_connections_read_whole_answers_in_turn_and_let_the_loop_run_between_pieces(monkeypatch):
+    """Two answers are there at once: one is read whole, then the other (first come, first served), and
+    a task that is not a reader (a fetcher whose answer is whole) runs while they are being copied."""
+    reads: list = []
+    real_readv = os.readv
+
+    def piecewise_readv(fd, buffers):  # what arrives at a time across a WAN: a piece, not the whole frame
+        got = real_readv(fd, [buffers[0][: 256 * 1024]])
+        reads.append(fd)
+        return got
+
+    monkeypatch.setattr(os, "readv", piecewise_readv)
+    payloads = [os.urandom(3 * YIELD_BYTES + 777), os.urandom(3 * YIELD_BYTES + 999)]
+
+    async def main() -> list[bytes]:
+        turn = ReadTurn()
+        pairs = [_buffered_connection(p, turn) for p in payloads]
+        frames: dict[int, bytes] = {}
+        reading = True
+
+        async def read(i: int) -> None:
+            frames[i] = bytes(await pairs[i][0]._next_frame())
+
+        async def bystander() -> None:
+            while reading:
+                reads.append("bystander")
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bystander)
+            async with trio.open_nursery() as readers:
+                for i in range(2):
+                    readers.start_soon(read, i)
+            reading = False
+        for conn, theirs in pairs:
+            await conn.aclose()
+            theirs.close()
+        return [frames[0], frames[1]]
+
+    assert trio.run(main) == payloads
+    fds = [r for r in reads if r != "bystander"]
+    switches = sum(1 for a, b in zip(fds, fds[1:], strict=False) if a != b)
+    assert switches == 1, f"the answers' reads interleaved: {fds}"
+    first_reader = [i for i, r in enumerate(reads) if r == fds[0]]
+    between = reads[first_reader[0] : first_reader[-1]]
+    assert "bystander" in between, "nothing else ran while the first answer was copied"
+
+
+def test_a_connection_without_a_turn_still_lets_the_loop_run_while_it_copies(monkeypatch):
+    reads: list = []
+    real_readv = os.readv
+
+    def piecewise_readv(fd, buffers):
+        reads.append("read")
+        return real_readv(fd, [buffers[0][: 256 * 1024]])
+
+    monkeypatch.setattr(os, "readv", piecewise_readv)
+    payload = os.urandom(4 * YIELD_BYTES)
+
+    async def main() -> bytes:
+        conn, theirs = _buffered_connection(payload, None)
+        reading = True
+        frame = b""
+
+        async def read() -> None:
+            nonlocal frame, reading
+            frame = bytes(await conn._next_frame())
+            reading = False
+
+        async def bystander() -> None:
+            while reading:
+                reads.append("bystander")
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            nursery.start_soon(bystander)
+        await conn.aclose()
+        theirs.close()
+        return frame
+
+    assert trio.run(main) == payload
+    first, last = reads.index("read"), len(reads) - 1 - reads[::-1].index("read")
+    # Three yields mid-frame: the bystander runs once per scheduler batch, and trio may order a batch
+    # either way, so at least the two batches between the reader's first and last slices show it.
+    assert reads[first:last].count("bystander") >= 2, f"the loop was held for the whole frame: {reads}"

@@ -58,3 +58,28 @@ def test_first_fetch_of_a_new_mirror_waits_one_round_trip(source_behind_proxy, l
     waited = {r - start: sorted(ApiKey(k).name for k in proxy.api_keys_in_round(r)) for r in range(start, first_fetch + 1)}
     assert first_fetch - start == 1, f"round trips before the first Fetch: {waited}"
     wait_for(lambda: mirror_ends(client, unique_topic) == {0: 1, 1: 1, 2: 1, 3: 1}, 60, "the records")
+
+
+@pytest.mark.timeout(180)
+def test_a_mirror_created_right_after_its_link_skips_the_links_api_versions_round(source_behind_proxy, linkd, unique_topic):
+    """``link create`` probes the source (ApiVersions, Metadata) before it answers; the link then keeps
+    that open connection rather than opening another, so a mirror created at once (as scripts and the WAN
+    benchmark do) waits for no second ApiVersions before its Metadata and DescribeConfigs."""
+    broker, proxy = source_behind_proxy
+    broker.create_topic(unique_topic, partitions=2)
+    produce_confluent(broker.bootstrap, unique_topic, [(p, None, b"r%d" % p) for p in range(2)])
+    client = admin(linkd)
+    wait_for(lambda: not proxy._held, 10, "the proxy to hold nothing")
+    start = proxy.rounds  # the set-up's own requests (CreateTopics, Produce) went through the proxy too
+    create_link(client, "rt", proxy.address, **QUIET_LINK)
+    client.create_mirror(unique_topic, "rt")
+    wait_for(lambda: proxy.first_round_of(ApiKey.FETCH, start) is not None, 60, "the mirror's first Fetch")
+    first_fetch = proxy.first_round_of(ApiKey.FETCH, start)
+    waited = {r - start: sorted(ApiKey(k).name for k in proxy.api_keys_in_round(r)) for r in range(start, first_fetch + 1)}
+    before_fetch = [key for r, _conn, key in proxy.requests if start <= r < first_fetch]
+    # The probe's ApiVersions and Metadata, then the link's and the mirror's Metadata (and DescribeConfigs):
+    # 3 rounds (4 when the probe's connection was closed and the link waited for an ApiVersions of its own).
+    # How many rounds also depends on whether the mirror's lookup caught the link's first Metadata round,
+    # so the ApiVersions asked is what is checked.
+    assert before_fetch.count(ApiKey.API_VERSIONS) == 1, f"rounds from link create to the first Fetch: {waited}"
+    wait_for(lambda: mirror_ends(client, unique_topic) == {0: 1, 1: 1}, 60, "the records")
