@@ -48,10 +48,9 @@ class RoundTripProxy:
         with self._lock:
             return [key for r, _c, key in self.requests if r == round_]
 
-    def connections_that_sent(self, api_key: int) -> set[int]:
-        """The numbers of the connections on which a request of ``api_key`` arrived."""
+    def api_keys_in_all_rounds(self) -> list[int]:
         with self._lock:
-            return {connection for _r, connection, key in self.requests if key == api_key}
+            return [key for _r, _c, key in self.requests]
 
     def first_round_of(self, api_key: int, after: int = 0) -> int | None:
         """The round in which the first request of ``api_key`` arrived at or after round ``after``."""
