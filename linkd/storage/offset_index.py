@@ -89,5 +89,6 @@ class OffsetIndex:
         self.file.truncate_entries(keep)
 
     def reset(self) -> None:
+        """Forget every entry (recovery re-adds them); the file is rewritten at the next flush."""
         self._relative, self._positions = array("i"), array("i")
-        self.file.replace_all(b"")
+        self.file.rebuild()

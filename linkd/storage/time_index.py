@@ -70,5 +70,6 @@ class TimeIndex:
         self.file.truncate_entries(keep)
 
     def reset(self) -> None:
+        """Forget every entry (recovery re-adds them); the file is rewritten at the next flush."""
         self._timestamps, self._relative = array("q"), array("i")
-        self.file.replace_all(b"")
+        self.file.rebuild()
