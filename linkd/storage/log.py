@@ -256,6 +256,7 @@ class PartitionLog:
         self._deferred_writes: OSError | None = None  # recovery's writes that a full disk refused
         self._offset_files: dict[str, int] = {}  # recovery-point / log-start checkpoint -> the offset it holds
         self._synced_target: int | None = None  # an unsynced flush covered this far; ``synced()`` moves the recovery point
+        self.recovered = False  # open() re-verified segments (a crash, or a damaged index): ``TopicRegistry.load`` counts them
         # Held by a cleaning pass for its whole run: one pass per log at a time (their .cleaned files share names).
         self.cleaner_lock = threading.Lock()
         self._cuts = 0  # truncations and resets so far: a cleaning pass started before one swaps nothing in
@@ -387,7 +388,7 @@ class PartitionLog:
             self._write_offset_file(LOG_START_FILE, self._log_start)
 
         to_recover = self._segments_to_recover(clean_end, recovery_checkpoint, epochs_ok)
-        recovered = bool(to_recover)
+        recovered = self.recovered = bool(to_recover)
         if to_recover:
             self._recover(min(to_recover))
         self._log_end = self._compute_log_end()
@@ -454,7 +455,8 @@ class PartitionLog:
         if clean_end is None:
             point = recovery_checkpoint if recovery_checkpoint is not None else -1
             first_unsafe = max(0, bisect.bisect_right(self._bases, point) - 1)
-            log.info("%s: no clean shutdown; recovering from offset %d (segment %d of %d)", self.name,
+            # Debug, not info: after a crash every partition says it; ``TopicRegistry.load`` logs one summary.
+            log.debug("%s: no clean shutdown; recovering from offset %d (segment %d of %d)", self.name,
                      max(point, self._segments[0].base_offset), first_unsafe + 1, len(self._segments))
         bad = []
         for i, segment in enumerate(self._segments[:first_unsafe]):
@@ -505,7 +507,7 @@ class PartitionLog:
                 segment.txn_index.truncate_from_offset(start)
         replayed = replay_producer_state(self._segments, state, start, start)
         if replayed:
-            log.info("%s: rebuilt producer state from offset %d (%d batches)", self.name, start, replayed)
+            log.debug("%s: rebuilt producer state from offset %d (%d batches)", self.name, start, replayed)
         self._producers = state
         self._txn_index_lost = False
 

@@ -57,7 +57,7 @@ def test_a_clean_close_of_many_logs_syncs_twice_and_the_reopen_reads_no_per_part
         # The log directory's checkpoints stand for these: a reopen must not read them.
         (tmp_path / f"t-{p}" / "recovery-point").write_text("garbage")
     monkeypatch.undo()
-    with caplog.at_level(logging.INFO, logger="linkd.storage"):
+    with caplog.at_level(logging.DEBUG, logger="linkd.storage"):
         reopened = _open_all(tmp_path)
     assert "no clean shutdown" not in caplog.text
     assert not (tmp_path / checkpoint.KAFKA_CLEAN_SHUTDOWN).exists()  # taken: a crash from now on is unclean
@@ -96,7 +96,7 @@ def test_a_close_cut_short_at_any_step_reopens_by_recovery_without_loss(tmp_path
         logdir.close_logs(tmp_path, logs)
     monkeypatch.undo()
     assert not (tmp_path / checkpoint.KAFKA_CLEAN_SHUTDOWN).exists()
-    with caplog.at_level(logging.INFO, logger="linkd.storage"):
+    with caplog.at_level(logging.DEBUG, logger="linkd.storage"):
         reopened = _open_all(tmp_path)
     assert caplog.text.count("no clean shutdown") == PARTITIONS
     _assert_same(reopened, contents)
@@ -135,7 +135,7 @@ def test_a_directory_closed_by_the_per_partition_markers_of_earlier_linkd_opens_
     checkpoint.write_log_dir_checkpoints(tmp_path, sorted((p.topic, p.partition, p.recovery_point, p.log_start_offset, p.log_end_offset) for p in logs))
     old = tmp_path.parent / "old-copy"
     shutil.copytree(tmp_path, old)
-    with caplog.at_level(logging.INFO, logger="linkd.storage"):
+    with caplog.at_level(logging.DEBUG, logger="linkd.storage"):
         reopened = _open_all(tmp_path)
     assert "no clean shutdown" not in caplog.text
     _assert_same(reopened, contents)
@@ -143,7 +143,7 @@ def test_a_directory_closed_by_the_per_partition_markers_of_earlier_linkd_opens_
     for plog in reopened:
         plog.abandon()  # crash
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="linkd.storage"):
+    with caplog.at_level(logging.DEBUG, logger="linkd.storage"):
         again = _open_all(tmp_path)
     assert caplog.text.count("no clean shutdown") == PARTITIONS
     _assert_same(again, contents)
@@ -153,7 +153,7 @@ def test_a_directory_closed_by_the_per_partition_markers_of_earlier_linkd_opens_
     for name in (checkpoint.KAFKA_CLEAN_SHUTDOWN, checkpoint.KAFKA_RECOVERY_POINTS):
         (old / name).unlink()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="linkd.storage"):
+    with caplog.at_level(logging.DEBUG, logger="linkd.storage"):
         from_old = _open_all(old)
     assert "no clean shutdown" not in caplog.text
     _assert_same(from_old, contents)

@@ -165,7 +165,7 @@ def test_segments_below_the_log_start_left_by_a_crash_are_deleted(tmp_path):
 
 
 def test_a_new_partition_skips_recovery_and_a_crash_before_its_first_flush_keeps_its_log_start(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="linkd.storage"):
+    with caplog.at_level(logging.DEBUG, logger="linkd.storage"):
         log = open_log(tmp_path, **CONFIG)
     assert "recovering" not in caplog.text and "no clean shutdown" not in caplog.text
     assert sorted(p.name for p in log_dir(tmp_path).iterdir()) == [f"{0:020d}{s}" for s in (".index", ".log", ".timeindex", ".txnindex")]
