@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from .checkpoint import read_file
+
 
 class IndexCorrupt(Exception):
     """An index file that fails its sanity check; the segment's indexes are rebuilt from the log."""
@@ -29,12 +31,14 @@ class IndexFile:
         self._dirty = False  # written but not fsynced
         self._rebuilding = False  # ``_pending`` is the whole file's new content (``rebuild``)
 
-    def read_existing(self) -> bytes:
-        """The file's bytes (b"" when missing). Raises IndexCorrupt when not a whole number of entries."""
+    def read_existing(self, missing_ok: bool = True) -> bytes:
+        """The file's bytes (b"" when missing and ``missing_ok``). Raises IndexCorrupt when not a whole
+        number of entries, or missing otherwise (one open tells both: no separate existence check)."""
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
+            data = read_file(self.path)
         except FileNotFoundError:
+            if not missing_ok:
+                raise IndexCorrupt(f"{self.path} is missing") from None
             return b""
         if len(data) % self.entry_size:
             raise IndexCorrupt(f"{self.path}: {len(data)} bytes is not a multiple of {self.entry_size}")

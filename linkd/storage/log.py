@@ -67,6 +67,7 @@ from .producer_state import (
     ProducerStateManager,
     apply_batch,
     delete_snapshots_after,
+    list_both,
     list_snapshots,
     load_latest_snapshot,
     remove_snapshot,
@@ -259,6 +260,7 @@ class PartitionLog:
         # Set by a crash recovery for its own flush: the recovery-point file is left as it is when it holds an
         # offset at or below the new recovery point (``_write_recovery_point_file``).
         self._keep_lower_recovery_file = False
+        self._listing: list[str] | None = None  # the directory as open() listed it, until the producer state is loaded
         self.recovered = False  # open() re-verified segments (a crash, or a damaged index): ``TopicRegistry.load`` counts them
         # Held by a cleaning pass for its whole run: one pass per log at a time (their .cleaned files share names).
         self.cleaner_lock = threading.Lock()
@@ -356,6 +358,8 @@ class PartitionLog:
         if any(swap.is_swap_file(name) for name in names):
             swap.recover(self.path, self.name)  # before listing segments: a cleaner swap may be half done
             names = os.listdir(self.path)
+        present = set(names)
+        self._listing = names  # what this open saw; ``_load_producer_state`` uses it for the snapshots
         if CLEANER_OFFSET_FILE in present:
             self._cleaned_up_to = checkpoint.read_offset_checkpoint(os.path.join(self.path, CLEANER_OFFSET_FILE))
         # A marker of its own: the last close was a single log's (``close()``) or linkd's before 0.x (the
@@ -368,8 +372,8 @@ class PartitionLog:
             start_checkpoint: int | None = clean.log_start
             recovery_checkpoint: int | None = clean.recovery_point
         else:
-            start_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, LOG_START_FILE))
-            recovery_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE))
+            start_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, LOG_START_FILE)) if LOG_START_FILE in present else None
+            recovery_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE)) if RECOVERY_POINT_FILE in present else None
         for name, found in ((LOG_START_FILE, start_checkpoint), (RECOVERY_POINT_FILE, recovery_checkpoint)):
             if found is not None:
                 self._offset_files[name] = found
@@ -496,10 +500,13 @@ class PartitionLog:
     _txn_index_lost = False
 
     def _load_producer_state(self) -> None:
+        listing, self._listing = self._listing, None
         if self._txn_index_lost:
             for snap in list_snapshots(self.path):
                 remove_snapshot(self.path, snap)
-        loaded = load_latest_snapshot(self.path, self._log_end)
+            listing = None
+        # Snapshots are written and removed only by this log's writer: the open's listing still holds.
+        loaded = load_latest_snapshot(self.path, self._log_end, listing)
         if loaded is None:
             start, state = self._log_start, ProducerStateManager()
         else:
@@ -1219,9 +1226,9 @@ class PartitionLog:
         self._offset_files[name] = offset
 
     def _write_checkpoints(self, sync: bool = True, snapshot: bool = True) -> None:
-        snapshots = list_snapshots(self.path) if snapshot else None
-        if snapshots is not None and (not snapshots or snapshots[-1] != self._log_end):
-            write_snapshot(self.path, self._log_end, self._producers, sync=sync)
+        listed = list_both(self.path) if snapshot else None
+        if listed is not None and (not listed[0] or listed[0][-1] != self._log_end):
+            write_snapshot(self.path, self._log_end, self._producers, sync=sync, listed=listed)
         if self._epochs.dirty:
             self._epochs.write(sync)
         if sync:
