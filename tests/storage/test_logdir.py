@@ -150,7 +150,11 @@ def test_a_recovery_that_cuts_below_the_recovery_point_file_rewrites_it_synced_b
     first.write_bytes(bytes(data))
     written = []
     real_write = checkpoint.write_offset_checkpoint
-    monkeypatch.setattr(checkpoint, "write_offset_checkpoint", lambda path, *a: (written.append((Path(path).parent.name, Path(path).name, a)), real_write(path, *a)))
+    def write(path, topic, partition, offset, sync=True):
+        written.append((Path(path).parent.name, Path(path).name, (topic, partition, offset, sync)))
+        real_write(path, topic, partition, offset, sync)
+
+    monkeypatch.setattr(checkpoint, "write_offset_checkpoint", write)
     reopened = _open_all(tmp_path)
     cut = reopened[0]
     assert cut.log_end_offset == 0 and cut.recovery_point == 0
