@@ -9,7 +9,9 @@ waits ``--settle-seconds`` (so a periodic flush may run), then per round: SIGTER
 start, timed from spawn to serving (a Metadata naming every topic and a ListOffsets answering every partition,
 as ``benchmarks/partitions.py`` checks), with the daemon's CPU seconds for each (``*_cpu_s``: on a loaded
 machine the wall times mostly measure the wait for a core); one Produce to every partition; SIGKILL; start again, timed to serving.
-``--profile DIR`` samples the daemon with py-spy over each start and stop (the figures then carry its overhead).
+``--profile DIR`` samples the daemon with py-spy over each stop (from the SIGTERM or SIGKILL) and each start (py-spy
+attaches right after the spawn, so the profile covers spawn -> serving: interpreter start, imports and the opening and
+recovery of every log, which all come before the ready file); the figures then carry py-spy's overhead.
 Prints one JSON object; ``partitions.py`` measures the same with mirror topics and a link.
 """
 
@@ -136,8 +138,8 @@ def run(args: argparse.Namespace) -> dict:
                 sampler.stop()
                 clock = time.perf_counter()
                 linkd.process = None
-                linkd.start()
-                sampler.start(linkd.process.pid, f"round{round_no}-{how}-start")
+                # The profile covers spawn -> serving: the logs open (and recover) before the ready file.
+                linkd.start(on_spawn=lambda pid, name=f"round{round_no}-{how}-start": sampler.start(pid, name))
                 figures[f"{how}_ready_file_s"] = round(time.perf_counter() - clock, 2)
                 wait_serving(linkd, expected, args.timeout)
                 figures[f"{how}_serving_s"] = round(time.perf_counter() - clock, 2)

@@ -14,10 +14,10 @@ import json
 import logging
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,19 +194,23 @@ class TopicRegistry:
         once. A log that cannot be opened fails the start, after the others opened here are let go. After
         a clean close (``storage.logdir``) no log reads its own checkpoints; after a crash, what recovery
         writes is made durable by one file-system sync for all of them."""
+        began = time.monotonic()
         clean = logdir.take_clean_shutdown(self.data_dir)
         topics = []
         for row in self._store.query("SELECT * FROM topics ORDER BY name"):
             configs = json.loads(row["configs"])
             topics.append((Topic(row["name"], uuid.UUID(row["topic_id"]), configs, row["kind"], row["leader_epoch"]), row["partitions"]))
 
-        def open_one(job: tuple[Topic, int]) -> PartitionLog:
-            topic, partition = job
-            plog = self._open_log(topic.name, partition, topic.configs, clean=clean.get((topic.name, partition)), sync=False)
+        def open_one(job: tuple[Topic, int, LogConfig]) -> PartitionLog:
+            topic, partition, config = job
+            plog = PartitionLog.open(self.data_dir / f"{topic.name}-{partition}", config, topic.name, partition,
+                                     clean=clean.get((topic.name, partition)), sync=False)
             self._record_topic_id(topic, [plog])  # directories from before partition.metadata get one
             return plog
 
-        jobs = [(topic, p) for topic, count in topics for p in range(count)]
+        # One LogConfig per topic, shared by its partitions (it is immutable; update_config replaces it).
+        jobs = [(topic, p, config) for topic, count in topics
+                for config in [_log_config(topic.configs)] for p in range(count)]
         opened = _run_all(open_one, jobs, on_failure=lambda plog: plog.abandon())
         try:
             logdir.sync_opened(self.data_dir, opened, _run_all)
@@ -218,6 +222,13 @@ class TopicRegistry:
         for topic, count in topics:
             topic.logs = [next(logs) for _ in range(count)]
             self._index(topic)
+        recovered = sum(1 for plog in opened if plog.recovered)
+        # One line for all: after a crash each partition's own "recovering" line is at debug level (10,000
+        # lines through one handler lock cost a fifth of the start); cuts are still logged one by one.
+        log.log(logging.WARNING if recovered and not clean else logging.INFO,
+                "opened %d partition logs in %.1fs, %d of them recovered (segments re-verified)%s", len(opened),
+                time.monotonic() - began, recovered,
+                ": no clean-shutdown marker, the last stop was a crash or a kill" if recovered and not clean else "")
 
     def close(self) -> None:
         """Flush and close every log (``LOG_OPEN_CLOSE_THREADS`` at once) with a few file-system syncs, then
@@ -226,7 +237,7 @@ class TopicRegistry:
 
     def _open_log(self, name: str, partition: int, configs: dict[str, str], **how) -> PartitionLog:
         path = self.data_dir / f"{name}-{partition}"
-        return PartitionLog.open(path, LogConfig.from_topic_configs(configs, DAEMON_LOG_DEFAULTS), name, partition, **how)
+        return PartitionLog.open(path, _log_config(configs), name, partition, **how)
 
     @staticmethod
     def _record_topic_id(topic: Topic, logs: list[PartitionLog]) -> None:
@@ -594,6 +605,10 @@ class TopicRegistry:
         return {row["name"] for row in self._store.query("SELECT name FROM topic_config_overrides WHERE topic = ?", (name,))}
 
 
+def _log_config(configs: Mapping[str, str]) -> LogConfig:
+    return LogConfig.from_topic_configs(configs, DAEMON_LOG_DEFAULTS)
+
+
 def _insert_row(db, topic: Topic, partitions: int) -> None:
     db.execute(
         "INSERT INTO topics (name, topic_id, partitions, configs, kind, leader_epoch, created_ms) VALUES (?,?,?,?,?,?,?)",
@@ -603,21 +618,35 @@ def _insert_row(db, topic: Topic, partitions: int) -> None:
 
 def _run_all(fn: Callable, items: Iterable, on_failure: Callable | None = None) -> list:
     """``fn`` over ``items`` in ``LOG_OPEN_CLOSE_THREADS`` threads; results in order. Every item is tried;
-    if any raised, ``on_failure`` gets each result that succeeded and the first error is raised."""
+    if any raised, ``on_failure`` gets each result that succeeded and the first error is raised.
+
+    Each thread takes the next index from one shared iterator until none is left: no future, queue entry
+    or semaphore per item. A pool's per-item hand-off (a ``Condition`` round trip for each of 10,000 logs,
+    16 threads contending for its lock and the GIL) was a quarter of a start's and a stop's samples."""
     items = list(items)
     if not items:
         return []
     results: list = [None] * len(items)
     errors: list[BaseException] = []
+    # One index to each caller of next(): the range iterator's next() is a single C call under the GIL.
+    indices = iter(range(len(items)))
 
-    def one(index: int) -> None:
-        try:
-            results[index] = fn(items[index])
-        except BaseException as exc:  # collected: the other items still run, the first error is raised
-            errors.append(exc)
+    def work() -> None:
+        for index in indices:
+            try:
+                results[index] = fn(items[index])
+            except BaseException as exc:  # collected: the other items still run, the first error is raised
+                errors.append(exc)
 
-    with ThreadPoolExecutor(max_workers=min(LOG_OPEN_CLOSE_THREADS, len(items)), thread_name_prefix="linkd-logs") as pool:
-        list(pool.map(one, range(len(items))))
+    threads = [threading.Thread(target=work, name=f"linkd-logs-{n}", daemon=True)
+               for n in range(min(LOG_OPEN_CLOSE_THREADS, len(items)) - 1)]
+    for thread in threads:
+        thread.start()
+    try:
+        work()  # this thread takes its share too
+    finally:
+        for thread in threads:
+            thread.join()
     if errors:
         if on_failure is not None:
             for done in results:

@@ -67,6 +67,7 @@ from .producer_state import (
     ProducerStateManager,
     apply_batch,
     delete_snapshots_after,
+    list_both,
     list_snapshots,
     load_latest_snapshot,
     remove_snapshot,
@@ -256,6 +257,11 @@ class PartitionLog:
         self._deferred_writes: OSError | None = None  # recovery's writes that a full disk refused
         self._offset_files: dict[str, int] = {}  # recovery-point / log-start checkpoint -> the offset it holds
         self._synced_target: int | None = None  # an unsynced flush covered this far; ``synced()`` moves the recovery point
+        # Set by a crash recovery for its own flush: the recovery-point file is left as it is when it holds an
+        # offset at or below the new recovery point (``_write_recovery_point_file``).
+        self._keep_lower_recovery_file = False
+        self._listing: list[str] | None = None  # the directory as open() listed it, until the producer state is loaded
+        self.recovered = False  # open() re-verified segments (a crash, or a damaged index): ``TopicRegistry.load`` counts them
         # Held by a cleaning pass for its whole run: one pass per log at a time (their .cleaned files share names).
         self.cleaner_lock = threading.Lock()
         self._cuts = 0  # truncations and resets so far: a cleaning pass started before one swaps nothing in
@@ -352,6 +358,8 @@ class PartitionLog:
         if any(swap.is_swap_file(name) for name in names):
             swap.recover(self.path, self.name)  # before listing segments: a cleaner swap may be half done
             names = os.listdir(self.path)
+        present = set(names)
+        self._listing = names  # what this open saw; ``_load_producer_state`` uses it for the snapshots
         if CLEANER_OFFSET_FILE in present:
             self._cleaned_up_to = checkpoint.read_offset_checkpoint(os.path.join(self.path, CLEANER_OFFSET_FILE))
         # A marker of its own: the last close was a single log's (``close()``) or linkd's before 0.x (the
@@ -364,8 +372,8 @@ class PartitionLog:
             start_checkpoint: int | None = clean.log_start
             recovery_checkpoint: int | None = clean.recovery_point
         else:
-            start_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, LOG_START_FILE))
-            recovery_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE))
+            start_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, LOG_START_FILE)) if LOG_START_FILE in present else None
+            recovery_checkpoint = checkpoint.read_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE)) if RECOVERY_POINT_FILE in present else None
         for name, found in ((LOG_START_FILE, start_checkpoint), (RECOVERY_POINT_FILE, recovery_checkpoint)):
             if found is not None:
                 self._offset_files[name] = found
@@ -387,7 +395,7 @@ class PartitionLog:
             self._write_offset_file(LOG_START_FILE, self._log_start)
 
         to_recover = self._segments_to_recover(clean_end, recovery_checkpoint, epochs_ok)
-        recovered = bool(to_recover)
+        recovered = self.recovered = bool(to_recover)
         if to_recover:
             self._recover(min(to_recover))
         self._log_end = self._compute_log_end()
@@ -401,6 +409,7 @@ class PartitionLog:
         self._recovery_point = self._log_end if first_recovered is None else min(first_recovered, self._log_end)
         if recovered or self._epochs.dirty:
             recovery_point = self._recovery_point
+            self._keep_lower_recovery_file = recovered
             try:
                 # A many-log open (sync=False) writes no producer snapshot: the one it loaded, replayed
                 # to the log end, is what the next open would load and replay again, and the recovery
@@ -454,7 +463,8 @@ class PartitionLog:
         if clean_end is None:
             point = recovery_checkpoint if recovery_checkpoint is not None else -1
             first_unsafe = max(0, bisect.bisect_right(self._bases, point) - 1)
-            log.info("%s: no clean shutdown; recovering from offset %d (segment %d of %d)", self.name,
+            # Debug, not info: after a crash every partition says it; ``TopicRegistry.load`` logs one summary.
+            log.debug("%s: no clean shutdown; recovering from offset %d (segment %d of %d)", self.name,
                      max(point, self._segments[0].base_offset), first_unsafe + 1, len(self._segments))
         bad = []
         for i, segment in enumerate(self._segments[:first_unsafe]):
@@ -490,10 +500,13 @@ class PartitionLog:
     _txn_index_lost = False
 
     def _load_producer_state(self) -> None:
+        listing, self._listing = self._listing, None
         if self._txn_index_lost:
             for snap in list_snapshots(self.path):
                 remove_snapshot(self.path, snap)
-        loaded = load_latest_snapshot(self.path, self._log_end)
+            listing = None
+        # Snapshots are written and removed only by this log's writer: the open's listing still holds.
+        loaded = load_latest_snapshot(self.path, self._log_end, listing)
         if loaded is None:
             start, state = self._log_start, ProducerStateManager()
         else:
@@ -505,7 +518,7 @@ class PartitionLog:
                 segment.txn_index.truncate_from_offset(start)
         replayed = replay_producer_state(self._segments, state, start, start)
         if replayed:
-            log.info("%s: rebuilt producer state from offset %d (%d batches)", self.name, start, replayed)
+            log.debug("%s: rebuilt producer state from offset %d (%d batches)", self.name, start, replayed)
         self._producers = state
         self._txn_index_lost = False
 
@@ -1184,11 +1197,24 @@ class PartitionLog:
             target, self._synced_target = self._synced_target, None
             if target is not None and self._deferred_writes is None:
                 self._recovery_point = max(self._recovery_point, min(target, self._log_end))
-                if self._offset_files.get(RECOVERY_POINT_FILE) != self._recovery_point:
-                    checkpoint.write_offset_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE), self.topic,
-                                                       self.partition, self._recovery_point, sync=False)
-                    self._offset_files[RECOVERY_POINT_FILE] = self._recovery_point
+                self._write_recovery_point_file(sync=False)
             return self._recovery_point
+
+    def _write_recovery_point_file(self, sync: bool) -> None:
+        """Record the recovery point (durable already) in its checkpoint file. After a crash recovery's own
+        flush, a file holding an offset at or below it (or none: "recover from the first segment") is left
+        as it is: a recovery point lower than the truth only means the next crash re-verifies more, and
+        rewriting one file per partition (a create and a rename each) was a fifth of a 10,000-partition
+        crash restart. A file above it (recovery cut below what it vouched for) is always rewritten, before
+        any append. Later checkpoints (periodic flush, close) write it as usual. Writer lock held."""
+        keep_lower, self._keep_lower_recovery_file = self._keep_lower_recovery_file, False
+        on_disk = self._offset_files.get(RECOVERY_POINT_FILE)  # None: absent or unreadable, read as the log's first offset
+        if keep_lower and (on_disk is None or on_disk <= self._recovery_point):
+            return
+        # Lowered (a recovery cut into what the file vouched for): synced whatever the caller asked, so a
+        # power loss cannot bring back the higher one once appends go past the cut.
+        lowering = on_disk is not None and on_disk > self._recovery_point
+        self._write_offset_file(RECOVERY_POINT_FILE, self._recovery_point, sync or lowering)
 
     def _write_offset_file(self, name: str, offset: int, sync: bool = True) -> None:
         """Write the recovery-point or log-start checkpoint unless it holds ``offset`` already (as written
@@ -1200,13 +1226,13 @@ class PartitionLog:
         self._offset_files[name] = offset
 
     def _write_checkpoints(self, sync: bool = True, snapshot: bool = True) -> None:
-        snapshots = list_snapshots(self.path) if snapshot else None
-        if snapshots is not None and (not snapshots or snapshots[-1] != self._log_end):
-            write_snapshot(self.path, self._log_end, self._producers, sync=sync)
+        listed = list_both(self.path) if snapshot else None
+        if listed is not None and (not listed[0] or listed[0][-1] != self._log_end):
+            write_snapshot(self.path, self._log_end, self._producers, sync=sync, listed=listed)
         if self._epochs.dirty:
             self._epochs.write(sync)
         if sync:
-            self._write_offset_file(RECOVERY_POINT_FILE, self._recovery_point)
+            self._write_recovery_point_file(sync=True)
         # else ``synced()`` writes it, once the caller's sync made these files and the data durable
 
     @property

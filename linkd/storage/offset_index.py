@@ -40,8 +40,8 @@ class OffsetIndex:
         self._positions = array("i")
 
     def load(self, segment_size: int) -> None:
-        """Read and sanity-check the file. Raises IndexCorrupt."""
-        data = self.file.read_existing()
+        """Read and sanity-check the file. Raises IndexCorrupt (also when it is missing and the segment is not empty)."""
+        data = self.file.read_existing(missing_ok=segment_size == 0)
         pairs = _from_big_endian(data, "i")
         relative, positions = pairs[0::2], pairs[1::2]
         for i in range(len(relative)):
@@ -89,5 +89,6 @@ class OffsetIndex:
         self.file.truncate_entries(keep)
 
     def reset(self) -> None:
+        """Forget every entry (recovery re-adds them); the file is rewritten at the next flush."""
         self._relative, self._positions = array("i"), array("i")
-        self.file.replace_all(b"")
+        self.file.rebuild()

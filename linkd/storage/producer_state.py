@@ -51,12 +51,13 @@ import os
 import re
 import struct
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from protocol.records import CONTROL_ABORT, RecordBatch, crc32c
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, read_file
 from .errors import InvalidProducerEpoch, OutOfOrderSequence
 from .txn_index import AbortedTxn, TxnIndex
 
@@ -271,9 +272,9 @@ def kafka_snapshot_path(directory: str, offset: int) -> str:
     return os.path.join(directory, f"{offset:020d}{KAFKA_SNAPSHOT_SUFFIX}")
 
 
-def _list(directory: str, pattern: re.Pattern) -> list[int]:
+def _list(directory: str, pattern: re.Pattern, names: Iterable[str] | None = None) -> list[int]:
     offsets = []
-    for name in os.listdir(directory):
+    for name in os.listdir(directory) if names is None else names:
         match = pattern.match(name)
         if match:
             offsets.append(int(match.group(1)))
@@ -290,15 +291,25 @@ def remove_snapshot(directory: str, offset: int) -> None:
     _unlink(snapshot_path(directory, offset))
 
 
-def write_snapshot(directory: str, offset: int, state: ProducerStateManager, keep: int = 2, sync: bool = True) -> None:
+def list_both(directory: str) -> tuple[list[int], list[int]]:
+    """(ours, Kafka's) snapshot offsets, from one listing of ``directory``."""
+    names = os.listdir(directory)
+    return _list(directory, _SNAPSHOT_NAME, names), _list(directory, _KAFKA_SNAPSHOT_NAME, names)
+
+
+def write_snapshot(directory: str, offset: int, state: ProducerStateManager, keep: int = 2, sync: bool = True,
+                   listed: tuple[list[int], list[int]] | None = None) -> None:
+    """``listed``: ``list_both(directory)`` just before, by the same writer (a close lists once, not three
+    times per partition)."""
     # Kafka's file first: one of ours never lacks its Kafka twin, and a Kafka file without ours (a crash
     # between the two writes) is removed with the snapshots it sorts among.
+    before_ours, before_kafka = list_both(directory) if listed is None else listed
     atomic_write(kafka_snapshot_path(directory, offset), state.to_kafka_bytes(), sync)
     atomic_write(snapshot_path(directory, offset), state.to_bytes(offset), sync)
     state.dirty = False
-    ours = list_snapshots(directory)
+    ours = sorted(set(before_ours) | {offset})
     kept = set(ours[-keep:])
-    for old in set(ours) | set(_list(directory, _KAFKA_SNAPSHOT_NAME)):
+    for old in set(ours) | set(before_kafka):
         if old not in kept:
             remove_snapshot(directory, old)
 
@@ -310,16 +321,16 @@ def delete_snapshots_after(directory: str, offset: int) -> None:
             remove_snapshot(directory, snap)
 
 
-def load_latest_snapshot(directory: str, max_offset: int) -> tuple[int, ProducerStateManager] | None:
-    """The newest readable snapshot at or below ``max_offset``; damaged or too-new ones are deleted."""
-    for snap in reversed(list_snapshots(directory)):
+def load_latest_snapshot(directory: str, max_offset: int, names: Iterable[str] | None = None) -> tuple[int, ProducerStateManager] | None:
+    """The newest readable snapshot at or below ``max_offset``; damaged or too-new ones are deleted.
+    ``names``: the directory's listing, when the caller has just made one."""
+    for snap in reversed(_list(directory, _SNAPSHOT_NAME, names)):
         path = snapshot_path(directory, snap)
         if snap > max_offset:
             remove_snapshot(directory, snap)
             continue
         try:
-            with open(path, "rb") as f:
-                return snap, ProducerStateManager.from_bytes(f.read(), snap)
+            return snap, ProducerStateManager.from_bytes(read_file(path), snap)
         except (ValueError, struct.error, OSError) as exc:
             log.warning("ignoring producer snapshot %s: %s", path, exc)
             remove_snapshot(directory, snap)

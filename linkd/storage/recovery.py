@@ -82,6 +82,11 @@ def recover_segment(segment: LogSegment, on_batch: Callable[[RecordBatch, int], 
         segment.truncate_to_position(valid_end)
     else:
         segment.dirty = True  # the rebuilt indexes are unsynced; the log is made durable by the caller
+    # The time index's last entry names the segment's maximum, as ``seal()`` (roll, close) leaves it: a
+    # rolled segment's file has it already, so the rebuild matches it and is not rewritten. In the active
+    # segment it is one entry more, as valid as any (entries only need to increase).
+    if segment.max_timestamp >= 0:
+        segment.time_index.maybe_append(segment.max_timestamp, segment.offset_of_max_timestamp)
     return cut
 
 

@@ -95,11 +95,8 @@ class LogSegment:
     def load_indexes(self) -> None:
         """Load and sanity-check the indexes after a clean shutdown, and find the segment's end from the
         last indexed batch. Raises ``IndexCorrupt`` when anything disagrees; the caller then recovers."""
-        for index in (self.offset_index, self.time_index):
-            if self.size and not os.path.exists(index.file.path):
-                raise IndexCorrupt(f"{index.file.path} is missing")
-        self.offset_index.load(self.size)
-        self.time_index.load()
+        self.offset_index.load(self.size)  # each raises IndexCorrupt for a missing file where one must exist
+        self.time_index.load(missing_ok=self.size == 0)
         self.txn_index.load()
         self._scan_tail(check_first_entry=True)
 

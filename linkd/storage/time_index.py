@@ -31,8 +31,8 @@ class TimeIndex:
         self._timestamps = array("q")
         self._relative = array("i")
 
-    def load(self) -> None:
-        data = self.file.read_existing()
+    def load(self, missing_ok: bool = True) -> None:
+        data = self.file.read_existing(missing_ok)
         timestamps, relative = array("q"), array("i")
         for i, (ts, rel) in enumerate(_ENTRY.iter_unpack(data)):
             if rel < 0 or (i and (ts < timestamps[-1] or rel < relative[-1])):
@@ -70,5 +70,6 @@ class TimeIndex:
         self.file.truncate_entries(keep)
 
     def reset(self) -> None:
+        """Forget every entry (recovery re-adds them); the file is rewritten at the next flush."""
         self._timestamps, self._relative = array("q"), array("i")
-        self.file.replace_all(b"")
+        self.file.rebuild()

@@ -15,7 +15,6 @@ fetched range. The file always exists (maybe empty) so that a missing one is det
 from __future__ import annotations
 
 import bisect
-import os
 import struct
 from typing import NamedTuple
 
@@ -39,9 +38,7 @@ class TxnIndex:
         self.entries: list[AbortedTxn] = []
 
     def load(self) -> None:
-        if not os.path.exists(self.file.path):
-            raise IndexCorrupt(f"{self.file.path} is missing")
-        data = self.file.read_existing()
+        data = self.file.read_existing(missing_ok=False)  # always exists (maybe empty): missing means lost
         entries: list[AbortedTxn] = []
         for i, (version, pid, first, last, lso) in enumerate(_ENTRY.iter_unpack(data)):
             if version != VERSION or first > last or (entries and last <= entries[-1].last_offset):

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import LOOPBACK, PeerStartError, kill, log_tail, port_accepts, register_for_exit, spawn, terminate, wait_until
@@ -79,7 +80,9 @@ class LinkdProcess:
             *self.extra_args,
         ]
 
-    def start(self) -> LinkdProcess:
+    def start(self, on_spawn: Callable[[int], None] | None = None) -> LinkdProcess:
+        """Spawn the daemon and wait for its ready file. ``on_spawn(pid)`` runs right after the spawn, before
+        the wait (``benchmarks/restart.py`` attaches its profiler there, so the profile covers the start)."""
         if self.running:
             return self
         env = dict(os.environ)
@@ -87,6 +90,8 @@ class LinkdProcess:
         env["PYTHONUNBUFFERED"] = "1"
         self.ready_file.unlink(missing_ok=True)
         self.process = spawn(self.argv(), self.log_path, cwd=self.workdir, env=env)
+        if on_spawn is not None:
+            on_spawn(self.process.pid)
         try:
             wait_until(self._ready, self.start_timeout, interval=0.05, what=f"linkd on {self.bootstrap}")
         except (TimeoutError, PeerStartError) as exc:

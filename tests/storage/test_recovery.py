@@ -165,7 +165,7 @@ def test_segments_below_the_log_start_left_by_a_crash_are_deleted(tmp_path):
 
 
 def test_a_new_partition_skips_recovery_and_a_crash_before_its_first_flush_keeps_its_log_start(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="linkd.storage"):
+    with caplog.at_level(logging.DEBUG, logger="linkd.storage"):
         log = open_log(tmp_path, **CONFIG)
     assert "recovering" not in caplog.text and "no clean shutdown" not in caplog.text
     assert sorted(p.name for p in log_dir(tmp_path).iterdir()) == [f"{0:020d}{s}" for s in (".index", ".log", ".timeindex", ".txnindex")]
@@ -180,3 +180,37 @@ def test_a_new_partition_skips_recovery_and_a_crash_before_its_first_flush_keeps
     log = open_log(tmp_path, **CONFIG)
     assert (log.log_start_offset, log.log_end_offset) == (0, 7)
     assert log.read(0, 1 << 20).to_bytes() == first
+
+
+def test_a_recovery_whose_rebuilt_indexes_match_the_files_leaves_them_untouched_and_fixes_those_that_differ(tmp_path):
+    """A crash restart re-verifies segments and rebuilds their indexes; where the rebuild equals the file (a
+    cleanly sealed segment) the file is not written at all, and one that differs ends up exactly as rebuilt.
+    Before, every recovered segment's index files were truncated and written again."""
+    import time
+
+    from tests.storage.helpers import BASE_TS
+
+    log = open_log(tmp_path, **CONFIG)
+    for i in range(30):
+        log.append_mirrored(batch(i * 2, 2, ts=BASE_TS + i))
+    log.close()
+    directory = log_dir(tmp_path)
+    assert len(segment_files(tmp_path)) > 2
+    indexes = sorted([*directory.glob("*.index"), *directory.glob("*.timeindex")])
+    before = {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in indexes}
+    assert any(content for content, _ in before.values())
+    # Unclean from the first segment on: no marker, no recovery point. One index file is damaged.
+    (directory / "clean-shutdown").unlink()
+    (directory / "recovery-point").unlink(missing_ok=True)
+    damaged = indexes[0]
+    damaged.write_bytes(before[damaged.name][0][:-3] + b"\xff\xff\xff")
+    time.sleep(0.01)
+    log = open_log(tmp_path, **CONFIG)
+    assert log.log_end_offset == 60
+    for path in indexes:
+        content, mtime = before[path.name]
+        assert path.read_bytes() == content, path.name
+        if path != damaged:
+            assert path.stat().st_mtime_ns == mtime, f"{path.name} was rewritten"
+    assert log.read(0, 1 << 20).to_bytes() == b"".join(batch(i * 2, 2, ts=BASE_TS + i) for i in range(30))
+    log.abandon()
