@@ -33,6 +33,12 @@ numbers then carry the profiler's overhead).
 creation and catch-up of the many topics and then only the phases named, skipping the rest (the reference
 catch-up and its ratio, the raw Fetch limit, the idle window, the listing, the restarts, the failover), to
 iterate on one figure without waiting for the others; figures of skipped phases are absent (``met`` null).
+
+``--trees /tmp/main-export,`` with ``--rounds 4``: an A/B in one sitting against one source (loaded once:
+at 10,000 partitions that takes minutes): each round a fresh linkd runs every phase asked for, with
+``PYTHONPATH`` naming the round's tree in turn (empty = this tree), so old and new alternate under the same
+load. The first round's figures are the top-level ones; later rounds are under ``rounds``, each with its
+``tree`` and ``load_average_at_start``.
 """
 
 from __future__ import annotations
@@ -273,6 +279,7 @@ class Profiler:
         self.directory = directory
         self.workdir = workdir
         self.spy = None
+        self.suffix = ""  # per round, when there are several
 
     def start(self, pid: int, name: str) -> None:
         if self.directory is None:
@@ -280,7 +287,7 @@ class Profiler:
         from profiling import PySpy
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.spy = PySpy(pid, self.directory / f"{name}.txt", self.workdir / "py-spy.log", rate=100).start()
+        self.spy = PySpy(pid, self.directory / f"{name}{self.suffix}.txt", self.workdir / "py-spy.log", rate=100).start()
 
     def stop(self) -> None:
         if self.spy is not None:
@@ -298,8 +305,6 @@ def judge(results: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from linkd.adminclient import AdminClient
-
     began = time.monotonic()
     topics = [topic_name(i) for i in range(args.topics)]
     total_partitions = args.topics * args.partitions
@@ -312,7 +317,6 @@ def run(args: argparse.Namespace) -> dict:
     source = KafkaBroker(extra_config=SOURCE_CONFIG, jvm_opts=SOURCE_JVM, start_timeout=300)
     while source.cluster_id.startswith("-"):  # the storage tool reads a leading "-" as an option
         source.cluster_id = new_cluster_id()
-    linkd = None
     try:
         source.start()
         started = time.monotonic()
@@ -322,7 +326,39 @@ def run(args: argparse.Namespace) -> dict:
         results["source_load_s"] = round(time.monotonic() - started, 1)
         _log(f"source loaded: {total_partitions} partitions in {results['source_load_s']}s")
 
-        linkd = LinkdProcess(extra_args=list(args.linkd_arg), start_timeout=300)
+        trees = args.trees or [""]
+        for index in range(args.rounds or len(trees)):
+            tree = trees[index % len(trees)]
+            figures = results if index == 0 else {"errors": {}}
+            figures["tree"] = tree or "."
+            figures["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+            env = {"PYTHONPATH": str(Path(tree).resolve())} if tree else None
+            profiler.suffix = f"-{index}" if (args.rounds or len(trees)) > 1 else ""
+            one_daemon(args, figures, source, topics, source_ends, reference_ends, profiler, env)
+            if index:
+                figures["targets"] = judge(figures)
+                results.setdefault("rounds", []).append(figures)
+            _log(f"round {index} ({figures['tree']}): failover {figures.get('failover_s')} s "
+                 f"(command {figures.get('failover', {}).get('command_s')}), idle {figures.get('idle_cpu_fraction')}")
+    except Exception as exc:
+        results["errors"]["run"] = f"{type(exc).__name__}: {exc}"
+        _log(f"FAILED: {exc}")
+    finally:
+        source.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["targets"] = judge(results)
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["seconds_total"] = round(time.monotonic() - began, 1)
+    return results
+
+
+def one_daemon(args: argparse.Namespace, results: dict, source: KafkaBroker, topics: list[str], source_ends: dict[str, list[int]],
+               reference_ends: dict[str, list[int]], profiler: Profiler, env: dict[str, str] | None) -> None:
+    """A fresh linkd (``env``: e.g. PYTHONPATH naming another tree's code) through every phase asked for."""
+    from linkd.adminclient import AdminClient
+
+    linkd = LinkdProcess(extra_args=list(args.linkd_arg), env=env, start_timeout=300)
+    try:
         linkd.start()
         pid = linkd.process.pid
         results["rss_mb_at_start"] = round(status_kb(pid, "VmHWM") / 1024, 1)
@@ -397,17 +433,9 @@ def run(args: argparse.Namespace) -> dict:
     except Exception as exc:
         results["errors"]["run"] = f"{type(exc).__name__}: {exc}"
         _log(f"FAILED: {exc}")
-        if linkd is not None:
-            _log(linkd.logs(30))
+        _log(linkd.logs(30))
     finally:
-        if linkd is not None:
-            linkd.close()
-        source.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-    results["targets"] = judge(results)
-    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    results["seconds_total"] = round(time.monotonic() - began, 1)
-    return results
+        linkd.close()
 
 
 def raw_fetch_limit(results: dict, bootstrap: str, source_ends: dict[str, list[int]], reference_ends: dict[str, list[int]],
@@ -471,6 +499,7 @@ def failover_everything(results: dict, args: argparse.Namespace, linkd: LinkdPro
         attempts += 1
     results["failover_s"] = round(time.perf_counter() - clock, 2)
     profiler.stop()
+    results["failover_daemon_log"] = [line for line in linkd.logs(400).splitlines() if "failover of" in line][-1:]
     results["failover"] = {"command_s": round(commanded, 2), "answers": len(answers), "answer_errors": sum(1 for a in answers if a.get("error_code")),
                            "partitions_written": accepted, "partitions_refused": refused, "produce_attempts": attempts}
     _log(f"failover: {results['failover']} in {results['failover_s']}s")
@@ -491,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linkd-arg", action="append", default=[], help="extra argument for linkd serve (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--profile", type=Path, help="py-spy linkd into this directory (raw collapsed stacks per phase)")
+    parser.add_argument("--trees", type=lambda text: text.split(","),
+                        help="comma-separated source trees whose linkd to run, one fresh daemon per round against the same source "
+                             "(an empty name = this tree), e.g. '/tmp/main-export,' for main then this branch")
+    parser.add_argument("--rounds", type=int, help="daemons to run in turn over --trees (default one per tree)")
     parser.add_argument("--only", default=",".join(OPTIONAL_PHASES),
                         help=f"phases to run after creation and catch-up, comma-separated (default all: {','.join(OPTIONAL_PHASES)})")
     args = parser.parse_args(argv)
@@ -506,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
-    return 0 if not results["errors"] else 1
+    return 0 if not results["errors"] and not any(r["errors"] for r in results.get("rounds", [])) else 1
 
 
 if __name__ == "__main__":
