@@ -499,7 +499,7 @@ def failover_everything(results: dict, args: argparse.Namespace, linkd: LinkdPro
         attempts += 1
     results["failover_s"] = round(time.perf_counter() - clock, 2)
     profiler.stop()
-    results["failover_daemon_log"] = [line for line in linkd.logs(400).splitlines() if "failover of" in line][-1:]
+    results["failover_daemon_log"] = [line for line in linkd.log_path.read_text().splitlines() if " failover of " in line][-1:]
     results["failover"] = {"command_s": round(commanded, 2), "answers": len(answers), "answer_errors": sum(1 for a in answers if a.get("error_code")),
                            "partitions_written": accepted, "partitions_refused": refused, "produce_attempts": attempts}
     _log(f"failover: {results['failover']} in {results['failover_s']}s")
