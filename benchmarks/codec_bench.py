@@ -4,6 +4,7 @@ Measures, on a 64 MiB Fetch response (100 partitions of real v2 batches):
   * server-side encode (``encode_response``: one copy into the frame; ``encode_response_chunks``: none),
   * client-side decode with the fast buffer-offset path and with construct's stream path,
   * ``split_batches`` over one 64 MiB records blob,
+  * the decode time of a Fetch v12 answer naming 10,000 partitions without records (a failover's probe),
 and, for the structure-heavy case, messages per second decoding a 200-partition Metadata response and a
 100-partition Produce request with both decoders (this is what the "fast path for Fetch/Produce,
 construct elsewhere" choice in ``protocol.messages`` rests on).
@@ -88,6 +89,15 @@ def main() -> None:
     results["fetch_decode_fast_MBps"] = round(total / MB / t, 1)
     t = best_of(args.runs, lambda: decode_response(ApiKey.FETCH, version, payload, fast=False))
     results["fetch_decode_construct_MBps"] = round(total / MB / t, 1)
+
+    # An idle or probe answer of a 10,000-partition link (Fetch v12: three tagged struct defaults to fill
+    # in per partition): what a failover's probe and a full session round cost to decode.
+    quiet = encode_response(ApiKey.FETCH, 12, 1, {"responses": [
+        {"topic": f"part-{t:04d}", "partitions": [{"partition_index": i, "high_watermark": 1, "last_stable_offset": 1, "records": b""} for i in range(10)]}
+        for t in range(1000)]})
+    quiet_payload = memoryview(quiet)[4:]
+    t = best_of(max(args.runs, 15), lambda: decode_response(ApiKey.FETCH, 12, quiet_payload, fast=True))
+    results["fetch_decode_10000_quiet_partitions_ms"] = round(t * 1000, 1)
 
     blob = memoryview(records_blob(args.total_mb * MB))
     t = best_of(args.runs, lambda: split_batches(blob))

@@ -65,13 +65,25 @@ async def checkpoint_loop(m: LinkManager) -> None:
             log.exception("could not checkpoint the source end offsets seen at shutdown")
 
 
+def due_for_reconcile(mirrors: list[Mirror], link: str, now: int) -> list[Mirror]:
+    """The mirrors of ``link`` failed over at least ``RECONCILE_INTERVAL_S`` before ``now`` (epoch ms).
+    Not sooner: right after a failover of 10,000 partitions its ListOffsets (latest and earliest, every
+    partition) took the event loop just when clients begin to produce to the promoted topics."""
+    settled = now - int(RECONCILE_INTERVAL_S * 1000)
+    return [
+        m for m in mirrors
+        if m.link == link and m.state == MirrorState.STOPPED and (m.stop_info or {}).get("kind") == "failover"
+        and (m.stop_info or {}).get("stopped_ms", 0) <= settled
+    ]
+
+
 async def reconcile_loop(m: LinkManager) -> None:
-    """After a failover, ask the source (whenever it answers) where its partitions end, so describe
-    can show the exact offsets the mirror never got (``lost_offsets``)."""
+    """After a failover (one interval after it), ask the source (whenever it answers) where its partitions
+    end, so describe can show the exact offsets the mirror never got (``lost_offsets``)."""
     while True:
         await trio.sleep(RECONCILE_INTERVAL_S)
         for name, entry in list(m.links.items()):
-            stopped = [m for m in m.mirrors.values() if m.link == name and m.state == MirrorState.STOPPED and (m.stop_info or {}).get("kind") == "failover"]
+            stopped = due_for_reconcile(list(m.mirrors.values()), name, now_ms())
             if stopped:
                 with trio.move_on_after(entry.settings.request_timeout_ms / 1000):
                     try:

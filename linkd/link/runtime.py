@@ -390,6 +390,9 @@ class LinkRuntime:
     async def refresh_source_ends(self, mirrors: list[Mirror]) -> int:
         return await sourceends.refresh_source_ends(self, mirrors)
 
+    def seen_ends_fresh(self, mirrors: list[Mirror], within_ms: int) -> set[str]:
+        return sourceends.seen_ends_fresh(self, mirrors, within_ms)
+
     async def probe_caught_up(self, mirror: Mirror) -> None:
         await sourceends.probe_caught_up(self, mirror)
 

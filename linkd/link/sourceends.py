@@ -21,7 +21,7 @@ from .client import SourceProtocolError, SourceUnavailable
 from .fetcher import now_ms
 from .mirror import Mirror, PartitionProgress
 from .partition import fetch_position
-from .states import WATCHED_STATES
+from .states import WATCHED_STATES, LinkState
 from .wire import fetch_partition, fetch_request, list_offsets_request, read_fetch, read_list_offsets
 
 if TYPE_CHECKING:
@@ -129,6 +129,17 @@ def note_session_ends(rt: LinkRuntime) -> None:
             if progress.source_end_seen_ms and progress.source_end_seen_ms < session.answered_ms and progress.leader == broker_id \
                     and session.holds((mirror.source_topic, progress.partition)):
                 progress.source_end_seen_ms = session.answered_ms
+
+
+def seen_ends_fresh(rt: LinkRuntime, mirrors: list[Mirror], within_ms: int) -> set[str]:
+    """The topics of ``mirrors`` being fetched (mirror and link active) whose every partition's source end
+    was read within the last ``within_ms``: by a fetch answer, or by its fetch session answering without
+    it (unchanged, KIP-227). A failover need not ask the source again for those."""
+    if rt.state != LinkState.ACTIVE:
+        return set()
+    note_session_ends(rt)
+    since = now_ms() - within_ms
+    return {m.topic for m in mirrors if m.fetching and m.partitions and all(p.source_end_seen_ms >= since for p in m.partitions)}
 
 
 def refresh_interval_s(rt: LinkRuntime) -> float:

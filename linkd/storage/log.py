@@ -972,6 +972,30 @@ class PartitionLog:
         with self._lock:
             self.config = config
 
+    def retention_due(self, now_ms: int) -> bool:
+        """Whether ``apply_retention(now_ms)`` may delete a segment: False only when it certainly would not
+        (no ``delete`` policy, the oldest segment too new and the log within retention.bytes), so a
+        retention pass hands only these logs to a worker thread, not 10,000 idle ones every pass.
+        Reader: any thread, no lock, no I/O (the published view; a segment whose newest timestamp the view
+        does not know counts as due, and ``apply_retention`` asks the file)."""
+        config = self.config
+        if not config.delete:
+            return False
+        segments = self._view.segments
+        if not segments:
+            return False
+        if config.retention_ms >= 0:
+            first = segments[0]
+            if first.is_empty:
+                if len(segments) > 1:
+                    return True  # an empty segment the cleaner left, not the active one
+            elif first.max_timestamp < 0 or now_ms - first.max_timestamp > config.retention_ms:
+                return True
+        if config.retention_bytes >= 0 and len(segments) > 1:
+            if sum(s.size for s in segments) - config.retention_bytes >= segments[0].size:
+                return True
+        return False
+
     def apply_retention(self, now_ms: int) -> int:
         """Delete whole old segments beyond retention.ms / retention.bytes, moving the log start. Returns
         the number of segments deleted. Only when cleanup.policy holds "delete": a compacted topic keeps its

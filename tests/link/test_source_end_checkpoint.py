@@ -47,3 +47,18 @@ def test_checkpoints_reload_and_are_rewritten_only_when_something_changed(tmp_pa
 
     store.delete("t")
     assert store.source_ends("t") == {}
+
+
+def test_a_failover_is_reconciled_with_the_source_only_one_interval_after_it():
+    from linkd.link.checkpoints import RECONCILE_INTERVAL_S, due_for_reconcile
+
+    def stopped(topic: str, link: str, at_ms: int, kind: str = "failover") -> Mirror:
+        return Mirror(topic, link, topic, None, MirrorState.STOPPED, stop_info={"phase": "done", "kind": kind, "stopped_ms": at_ms})
+
+    now = 1_000_000
+    interval_ms = int(RECONCILE_INTERVAL_S * 1000)
+    settled, fresh = stopped("a", "l", now - interval_ms), stopped("b", "l", now - 10)
+    promoted, other_link = stopped("c", "l", now - 2 * interval_ms, kind="promote"), stopped("d", "m", now - 2 * interval_ms)
+    active = Mirror("e", "l", "e", None, MirrorState.ACTIVE)
+    assert due_for_reconcile([settled, fresh, promoted, other_link, active], "l", now) == [settled]
+    assert due_for_reconcile([fresh], "l", now + interval_ms) == [fresh]

@@ -186,3 +186,18 @@ def test_failover_through_a_blackholed_path_does_not_hang_and_reports_the_end_la
         assert (p["stop_offset"], p["source_end_offset"], p["records_possibly_lost"]) == (200, 200, 0)
     finally:
         proxy.close()
+
+
+def test_failover_of_a_mirror_being_fetched_reports_the_ends_its_fetches_just_read_without_asking_again(kafka_broker, linkd, unique_topic):
+    kafka_broker.create_topic(unique_topic, 2)
+    produce(kafka_broker.bootstrap, unique_topic, 300, 2)
+    mirror(linkd, "dc1", kafka_broker.bootstrap, [unique_topic], extra_config=FAST)
+    wait_for(lambda: all(p["lag"] == 0 for p in _describe(linkd, unique_topic)["mirror_lags"]), 20, "caught up")
+
+    result = _failover(linkd, unique_topic)
+
+    for p in result["stop_offsets"]:
+        assert (p["stop_offset"], p["source_end_offset"], p["records_possibly_lost"]) == (150, 150, 0)
+        assert p["source_end_offset_seen_since_restart"] is True and p["source_end_offset_age_ms"] >= 0
+    # The idle fetch session's answers were the reading: no ListOffsets and probe Fetch of its partitions first.
+    assert "1 of 1 mirror(s) to stop have every source end read within 1200 ms by fetching" in linkd.log_path.read_text()

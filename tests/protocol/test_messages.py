@@ -311,3 +311,20 @@ def test_tagged_fields_equal_to_default_are_not_written():
     assert len(moved) > len(plain)
     leader = decode_response(ApiKey.FETCH, 12, moved[4:])[1]["responses"][0]["partitions"][0]["current_leader"]
     assert leader == {"leader_id": 3, "leader_epoch": -1}
+
+
+def test_decoded_defaults_are_fresh_objects_never_shared_with_the_schema_or_each_other():
+    struct_ = response_struct(ApiKey.FETCH, 12)
+    body = {**struct_.default(), "responses": [{"topic": "t", "partitions": [{"partition_index": i, "records": b""} for i in range(2)]}]}
+    out: list = []
+    struct_.write(out, body)
+    wire = memoryview(b"".join(out))
+    first, _ = struct_.read(wire, 0)
+    [a, b] = first["responses"][0]["partitions"]
+    assert a["diverging_epoch"] == b["diverging_epoch"] == {"epoch": -1, "end_offset": -1}
+    a["diverging_epoch"]["epoch"] = 7
+    a["aborted_transactions"].append({"producer_id": 1, "first_offset": 0})
+    again, _ = struct_.read(wire, 0)
+    assert b["diverging_epoch"]["epoch"] == -1 and not b["aborted_transactions"]
+    assert again["responses"][0]["partitions"][0]["diverging_epoch"] == {"epoch": -1, "end_offset": -1}
+    assert struct_.default()["responses"] == [] and struct_.default() is not struct_.default()

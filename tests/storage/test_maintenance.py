@@ -95,3 +95,38 @@ def test_the_cleaner_compacts_a_compacted_log_in_a_worker_thread_and_leaves_the_
     assert compacted.statistics().cleaned_up_to == compacted.segment_base_offsets()[-1]
     assert compacted.statistics().size_bytes < plain.statistics().size_bytes == plain_size
     assert plain.statistics().cleaned_up_to is None
+
+
+def test_a_retention_pass_hands_only_the_logs_with_a_segment_due_to_a_worker_thread(tmp_path, monkeypatch):
+    import linkd.maintenance as maintenance
+    from tests.storage.helpers import BASE_TS
+
+    old = open_log(tmp_path / "old", segment_bytes=300, retention_ms=1000)
+    quiet = [open_log(tmp_path / f"quiet{i}", segment_bytes=300, retention_ms=10 * 365 * 24 * 3600 * 1000) for i in range(3)]
+    for log in (old, *quiet):
+        for i in range(10):
+            log.append_mirrored(batch(i * 2, 2, ts=BASE_TS + i))
+    asked = []
+    real_call = maintenance.storage_calls.call
+
+    async def call(plog, fn, *args):
+        if fn == plog.apply_retention:
+            asked.append(plog)
+        return await real_call(plog, fn, *args)
+
+    monkeypatch.setattr(maintenance.storage_calls, "call", call)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            registry = _Registry(_Topic("t", [old, *quiet]))
+            await nursery.start(lambda task_status: run_maintenance(registry, flush_interval_s=0.01, retention_interval_s=0.01, task_status=task_status))
+            with trio.fail_after(10):
+                while old.log_start_offset == 0:  # noqa: ASYNC110 - a worker thread moves it; no event to wait on
+                    await trio.sleep(0.01)
+                await trio.sleep(0.1)  # a few more passes
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert old.log_start_offset > 0
+    assert asked and all(plog is old for plog in asked)
+    assert all(log.log_start_offset == 0 for log in quiet)

@@ -95,3 +95,33 @@ def test_delete_records_is_refused_unless_the_policy_includes_delete(tmp_path):
     both = open_log(tmp_path / "b", segment_bytes=300, cleanup_policy=("compact", "delete"))
     _fill(both)
     assert both.advance_log_start(10) == 10
+
+
+@pytest.mark.parametrize(("retention_ms", "retention_bytes", "policy"), [
+    (5000, -1, ("delete",)), (-1, 700, ("delete",)), (-1, 100, ("delete",)), (5000, 700, ("compact", "delete")),
+    (-1, -1, ("delete",)), (1000, 100, ("compact",)), (MONTH_MS, 1 << 30, ("delete",)),
+])
+def test_retention_due_is_false_only_when_a_retention_pass_would_delete_nothing(tmp_path, retention_ms, retention_bytes, policy):
+    log = open_log(tmp_path, segment_bytes=300, retention_bytes=retention_bytes, retention_ms=retention_ms, cleanup_policy=policy)
+    assert not log.retention_due(BASE_TS + MONTH_MS)  # empty: nothing to delete
+    _fill(log)
+    for now in (BASE_TS, BASE_TS + 4000, BASE_TS + 6000, BASE_TS + 20_000, BASE_TS + MONTH_MS, BASE_TS + 2 * MONTH_MS):
+        due = log.retention_due(now)
+        deleted = log.apply_retention(now)
+        assert due or deleted == 0, (now, deleted)
+        if deleted:
+            assert due
+    # What is left is not due again at the last time asked, and an applied pass found nothing more.
+    assert not log.retention_due(BASE_TS + 2 * MONTH_MS) or log.apply_retention(BASE_TS + 2 * MONTH_MS) == 0
+
+
+def test_retention_due_says_so_for_old_data_and_for_a_log_over_its_size(tmp_path):
+    by_time = open_log(tmp_path / "time", segment_bytes=300, retention_bytes=-1, retention_ms=5000)
+    by_size = open_log(tmp_path / "size", segment_bytes=300, retention_bytes=400, retention_ms=-1)
+    _fill(by_time)
+    _fill(by_size)
+    assert not by_time.retention_due(BASE_TS + 5000)  # the oldest segment's newest record is 5 s old: kept
+    assert by_time.retention_due(BASE_TS + MONTH_MS)
+    assert by_size.retention_due(BASE_TS)
+    assert by_time.apply_retention(BASE_TS + MONTH_MS) > 0 and by_size.apply_retention(BASE_TS) > 0
+    assert not by_size.retention_due(BASE_TS)
