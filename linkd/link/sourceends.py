@@ -139,7 +139,14 @@ def seen_ends_fresh(rt: LinkRuntime, mirrors: list[Mirror], within_ms: int) -> s
         return set()
     note_session_ends(rt)
     since = now_ms() - within_ms
-    return {m.topic for m in mirrors if m.fetching and m.partitions and all(p.source_end_seen_ms >= since for p in m.partitions)}
+    fresh = set()
+    for m in mirrors:
+        local = rt.topics.get(m.topic)
+        # Every local partition must have been read: one the mirror has no progress for yet (the topic just
+        # grew) is asked about like any stale one.
+        if m.fetching and local is not None and len(m.partitions) >= len(local.logs) and all(p.source_end_seen_ms >= since for p in m.partitions):
+            fresh.add(m.topic)
+    return fresh
 
 
 def refresh_interval_s(rt: LinkRuntime) -> float:
