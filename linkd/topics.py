@@ -203,8 +203,7 @@ class TopicRegistry:
 
         def open_one(job: tuple[Topic, int, LogConfig]) -> PartitionLog:
             topic, partition, config = job
-            plog = PartitionLog.open(self.data_dir / f"{topic.name}-{partition}", config, topic.name, partition,
-                                     clean=clean.get((topic.name, partition)), sync=False)
+            plog = self._open_log(topic.name, partition, config, clean=clean.get((topic.name, partition)), sync=False)
             self._record_topic_id(topic, [plog])  # directories from before partition.metadata get one
             return plog
 
@@ -235,9 +234,8 @@ class TopicRegistry:
         write the log directory's clean-shutdown checkpoints (Kafka's) if every one closed cleanly."""
         logdir.close_logs(self.data_dir, [plog for topic in self._topics.values() for plog in topic.logs], _run_all)
 
-    def _open_log(self, name: str, partition: int, configs: dict[str, str], **how) -> PartitionLog:
-        path = self.data_dir / f"{name}-{partition}"
-        return PartitionLog.open(path, _log_config(configs), name, partition, **how)
+    def _open_log(self, name: str, partition: int, config: LogConfig, **how) -> PartitionLog:
+        return PartitionLog.open(self.data_dir / f"{name}-{partition}", config, name, partition, **how)
 
     @staticmethod
     def _record_topic_id(topic: Topic, logs: list[PartitionLog]) -> None:
@@ -444,6 +442,7 @@ class TopicRegistry:
         every log opened here is removed again and a TopicError names the partition and the cause."""
         logs: list[PartitionLog] = []
         try:
+            config = _log_config(configs)
             for p in range(first, end):
                 # A directory left by a crash between "delete row" and "rmtree" of an earlier topic with the
                 # same name (or by a creation cut short) would otherwise resurface as data of this one.
@@ -451,7 +450,7 @@ class TopicRegistry:
                 if path.exists():
                     log.warning("removing stale partition directory %s before creating topic %s", path, name)
                     shutil.rmtree(path)
-                logs.append(self._open_log(name, p, configs))
+                logs.append(self._open_log(name, p, config))
                 if topic_id is not None:
                     write_partition_metadata(logs[-1].path, topic_id)
         except Exception as exc:
