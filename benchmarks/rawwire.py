@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 from protocol.messages import RequestHeader, decode_response, encode_request
 
@@ -24,6 +25,9 @@ class RawConnection:
         self._client_id = client_id
         self._correlation = 0
         self._buffer = bytearray(0)
+        # The last request's parts, seconds: this client's encode, the wait for the answer's last byte
+        # (sending, the server's work, the transfer back), this client's decode.
+        self.last_timing: dict[str, float] = {}
 
     def _receive_exact(self, size: int) -> memoryview:
         """``size`` bytes in the connection's one receive buffer (reused: fresh pages for every response cost
@@ -44,9 +48,15 @@ class RawConnection:
         if timeout is not None:
             self._sock.settimeout(timeout)
         self._correlation += 1
-        self._sock.sendall(encode_request(RequestHeader(api_key, version, self._correlation, self._client_id), body))
+        began = time.perf_counter()
+        frame = encode_request(RequestHeader(api_key, version, self._correlation, self._client_id), body)
+        encoded = time.perf_counter()
+        self._sock.sendall(frame)
         (size,) = struct.unpack(">i", self._receive_exact(4))
-        _, response = decode_response(api_key, version, self._receive_exact(size))
+        answer = self._receive_exact(size)
+        received = time.perf_counter()
+        _, response = decode_response(api_key, version, answer)
+        self.last_timing = {"encode_s": encoded - began, "wait_s": received - encoded, "decode_s": time.perf_counter() - received, "at": time.time()}
         return response
 
     def close(self) -> None:
