@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from . import gcpolicy
 from .broker.acl import StandardAuthorizer
 from .broker.context import Broker, BrokerIdentity
 from .broker.limits import Limits, raise_descriptor_limit
@@ -196,6 +197,7 @@ class Daemon:
                                                    config=self.config.transactions)
         # Before serving: a transaction a crash left in PrepareCommit/PrepareAbort is completed first.
         self.transactions.recover()
+        gcpolicy.settle("start: every partition loaded")
         try:
             async with trio.open_nursery() as nursery:
                 first = specs[0]

@@ -25,7 +25,7 @@ import trio
 
 from protocol.errors import ErrorCode
 
-from . import storage_calls
+from . import gcpolicy, storage_calls
 from .controlstore import ControlStore
 from .storage import InvalidConfig, LogConfig, PartitionLog, logdir
 from .storage.checkpoint import write_partition_metadata
@@ -569,6 +569,7 @@ class TopicRegistry:
                     await storage_calls.call(plog, plog.delete)
         finally:
             self._deleting.discard(name)
+            gcpolicy.thaw(f"topic {name} deleted")  # its logs' reference cycles may be frozen
 
     # -- configs ---------------------------------------------------------------------------------
 

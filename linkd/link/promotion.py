@@ -27,7 +27,7 @@ import trio
 
 from protocol.errors import ErrorCode
 
-from .. import storage_calls
+from .. import gcpolicy, storage_calls
 from ..storage import LogClosed, PartitionLog
 from ..storage.markers import abort_open_transactions
 from .client import SourceProtocolError, SourceUnavailable
@@ -234,6 +234,9 @@ class Promotions:
         m = self.m
         names = list(dict.fromkeys(topics))
         began = trio.current_time()
+        # The mirrors made since the start are long-lived state a full collection would walk, with the
+        # loop stopped, inside this failover and the first Produce after it (see linkd.gcpolicy).
+        gcpolicy.settle("failover")
         await self._read_source_ends_before_stop([m.mirrors[t] for t in names if t in m.mirrors and m.mirrors[t].state not in (MirrorState.STOPPED, MirrorState.FINALIZING)])
         asked = trio.current_time()
         unknown: dict[str, CommandResult] = {}
@@ -331,6 +334,7 @@ class Promotions:
                     for mirror in todo:
                         if mirror.topic in closed and not mirror.deleted and mirror.state is MirrorState.FINALIZING:
                             self._commit_stopped(mirror, *closed[mirror.topic])
+                gcpolicy.settle("mirrors stopped")  # their stop reports stay as long as the mirrors
             finally:
                 for topic, lock in locks:
                     lock.release()
