@@ -421,11 +421,16 @@ def render_markdown(report: dict) -> str:
         "listing, restarts after SIGTERM and SIGKILL, and failover of every mirror.",
         "",
         *partitions_markdown(d.get("partitions")),
+        "Dated runs of it, A/B comparisons of each change and what they found: [benchmarks-history.md](benchmarks-history.md#10000-partitions).",
+        "",
         "## WAN",
         "",
         "Catch-up through a delay-and-bandwidth proxy (round trips 0-200 ms, with and without a 1 Gbit/s cap) is",
         "measured by `benchmarks/wan.py` (run here as the `wan` phase, in this run's mode): see",
         "[benchmarks-wan.md](benchmarks-wan.md) for the method, the proxy's self-checks and the curve per copier.",
+        "Dated runs and traces: [benchmarks-history.md](benchmarks-history.md#wan).",
+        "",
+        "![catch-up by round trip](benchmarks-wan.png)",
         "",
     ]
     return "\n".join(lines)

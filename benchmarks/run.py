@@ -585,7 +585,10 @@ class Bench:
         """benchmarks/partitions.py (its own source broker; 1,000 topics x 10 partitions, or 100 x 10 in
         quick mode): issue 17's 10,000-partition figures and targets go into the results."""
         out = self.workdir / "partitions.json"
-        argv = [sys.executable, str(Path(__file__).resolve().parent / "partitions.py"), "--json", str(out), *(["--quick"] if self.mode == "quick" else [])]
+        # 10,000 partitions exceed linkd's default budget (open-file limit / 4) where the hard limit is below
+        # 40,000, as on this VM (20,000): the budget is raised knowingly, as operator-guide.md says to.
+        budget = [] if self.mode == "quick" else ["--linkd-arg=--max-partitions=12000"]
+        argv = [sys.executable, str(Path(__file__).resolve().parent / "partitions.py"), "--json", str(out), *(["--quick"] if self.mode == "quick" else []), *budget]
         with open(self.logs / "partitions.log", "wb") as log:
             subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=log, timeout=3600)
         found = json.loads(out.read_text())
