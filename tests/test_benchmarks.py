@@ -74,6 +74,15 @@ def test_report_has_the_required_keys_and_judges_targets(bench_modules):
     json.dumps(out, default=str)
 
 
+def test_partition_targets_name_the_count_measured_when_it_is_not_10000(bench_modules):
+    report, _, _ = bench_modules
+    quick = {"partitions": {"partitions": 1000, "create_mirrors_s": 1.3, "targets": {}}}
+    texts = [t["target"] for t in report.build_report(quick)["targets"] if t["key"].startswith("partitions_")]
+    assert texts and all(t.startswith("1,000 partitions (the target is for 10,000):") for t in texts)
+    full = {"partitions": {"partitions": 10000, "targets": {}}}
+    assert all(t["target"].startswith("10,000 partitions:") for t in report.build_report(full)["targets"] if t["key"].startswith("partitions_"))
+
+
 def test_profile_summary_counts_event_loop_samples_apart_from_worker_threads(bench_modules, tmp_path):
     _, profiling, _ = bench_modules
     raw = tmp_path / "stacks.txt"
